@@ -1,0 +1,11 @@
+//! The exchange's use cases, independent of HTTP, SMTP or MLLP and of the storage engine.
+//!
+//! - [`repository`]: the FHIR repository. Validates every write, assigns ids, versions and timestamps,
+//!   extracts search index rows, applies writes through the store under optimistic concurrency, and
+//!   builds the Bundles that search, history, batch/transaction and `$everything` answer with.
+//! - [`access`]: the one decision point between the store and every response. Every resource that
+//!   leaves the repository (read, vread, search matches and includes, history, `$everything`, paging)
+//!   passes [`access::DecisionPoint::decide`]; later issues plug consent and access rules in there.
+
+pub mod access;
+pub mod repository;

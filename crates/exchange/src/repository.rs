@@ -1,0 +1,222 @@
+//! The FHIR repository: every interaction of the FHIR RESTful API as a use case over the store.
+//!
+//! Adapters hand it parsed JSON and parameters and get back JSON and a status; they never touch the
+//! store. Every resource it returns has passed the [`crate::access::DecisionPoint`].
+
+use std::sync::{Arc, OnceLock};
+
+use serde_json::Value;
+use store::Store;
+
+use crate::access::DecisionPoint;
+use fhir::{Issue, IssueType};
+
+mod bundle;
+mod capability;
+mod crud;
+mod elements;
+mod history;
+mod search;
+mod support;
+
+pub use store::HistoryScope;
+pub use support::parse_query_string;
+
+/// Settings the repository needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct RepositoryConfig {
+    /// The public FHIR base URL (`http://127.0.0.1:8080/fhir`), used for `fullUrl`s, links and
+    /// recognising local absolute references.
+    pub base_url: String,
+    /// `_count` when the client gives none.
+    pub default_count: usize,
+    /// The largest `_count` honoured.
+    pub max_count: usize,
+}
+
+/// How the client asked unknown search parameters to be handled (`Prefer: handling=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handling {
+    #[default]
+    Lenient,
+    Strict,
+}
+
+/// A resource as the repository answers it: the JSON, its version and when it was last updated,
+/// which the adapter turns into `ETag`, `Last-Modified` and `Location`.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub resource_type: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub last_updated: i64,
+    pub resource: Value,
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// `true` if a new resource was created (201), `false` if an existing one was updated (200).
+    pub created: bool,
+    pub resource: Versioned,
+    /// Informational or warning issues to report alongside (for `Prefer: return=OperationOutcome`).
+    pub issues: Vec<Issue>,
+}
+
+/// Everything that can go wrong, each mapping to one HTTP status and an OperationOutcome.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed or the resource invalid (400), with every problem found.
+    #[error("invalid request")]
+    Invalid(Vec<Issue>),
+    /// Valid FHIR but breaks a rule of the operation (422), for example an id in the body that does not
+    /// match the URL.
+    #[error("unprocessable")]
+    Unprocessable(Vec<Issue>),
+    /// No such resource or version (404).
+    #[error("not found")]
+    NotFound,
+    /// The resource was deleted (410).
+    #[error("gone")]
+    Gone { version: i64, last_updated: i64 },
+    /// A conditional operation matched several resources (412).
+    #[error("multiple matches")]
+    MultipleMatches,
+    /// `If-Match` named a version that is not current (412).
+    #[error("precondition failed")]
+    PreconditionFailed { current: i64 },
+    /// Someone else changed the resource in the meantime (409).
+    #[error("conflict")]
+    Conflict,
+    /// Something this server does not support (400 or 501 as the adapter decides; never 5xx for input).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// The store failed (500). The message is for the log only.
+    #[error("storage failure: {0}")]
+    Store(#[from] store::StoreError),
+    /// An entry of a transaction failed (the status is the entry's); the whole bundle is rejected.
+    #[error("transaction entry {index} failed: {error}")]
+    Entry { index: usize, error: Box<Error> },
+}
+
+impl Error {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Invalid(_) => 400,
+            Error::Unprocessable(_) => 422,
+            Error::NotFound => 404,
+            Error::Gone { .. } => 410,
+            Error::MultipleMatches | Error::PreconditionFailed { .. } => 412,
+            Error::Conflict => 409,
+            Error::NotSupported(_) => 400,
+            Error::Store(store::StoreError::Conflict { .. }) => 409,
+            Error::Store(store::StoreError::BadCursor) => 400,
+            Error::Store(store::StoreError::Unsupported(_)) => 400,
+            Error::Store(_) => 500,
+            Error::Entry { error, .. } => error.status(),
+        }
+    }
+
+    /// The issues of the OperationOutcome that answers this error. Store failures say nothing about
+    /// their cause: that is for the log only.
+    pub fn issues(&self) -> Vec<Issue> {
+        match self {
+            Error::Invalid(issues) | Error::Unprocessable(issues) => issues.clone(),
+            Error::NotFound => vec![Issue::error(IssueType::NotFound, "Resource not found")],
+            Error::Gone { version, .. } => {
+                vec![Issue::error(
+                    IssueType::Deleted,
+                    format!("Resource was deleted (version {version})"),
+                )]
+            }
+            Error::MultipleMatches => {
+                vec![Issue::error(
+                    IssueType::MultipleMatches,
+                    "The condition matched more than one resource",
+                )]
+            }
+            Error::PreconditionFailed { current } => vec![Issue::error(
+                IssueType::Conflict,
+                format!("Version precondition failed: the current version is {current}"),
+            )],
+            Error::Conflict => {
+                vec![Issue::error(
+                    IssueType::Conflict,
+                    "The resource was changed concurrently; try again",
+                )]
+            }
+            Error::NotSupported(what) => vec![Issue::error(IssueType::NotSupported, what.clone())],
+            Error::Store(store::StoreError::Conflict { .. }) => {
+                vec![Issue::error(
+                    IssueType::Conflict,
+                    "The resource was changed concurrently; try again",
+                )]
+            }
+            Error::Store(store::StoreError::BadCursor) => {
+                vec![Issue::error(
+                    IssueType::Invalid,
+                    "Invalid or expired paging link",
+                )]
+            }
+            Error::Store(store::StoreError::Unsupported(what)) => {
+                vec![Issue::error(IssueType::NotSupported, what.clone())]
+            }
+            Error::Store(_) => vec![Issue::error(
+                IssueType::Exception,
+                "Internal storage failure",
+            )],
+            Error::Entry { index, error } => {
+                let prefix = format!("Bundle.entry[{index}]");
+                error
+                    .issues()
+                    .into_iter()
+                    .map(|mut issue| {
+                        if issue.expression.is_empty() {
+                            issue.expression.push(prefix.clone());
+                        }
+                        issue.diagnostics = format!("{prefix}: {}", issue.diagnostics);
+                        issue
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The OperationOutcome resource that answers this error.
+    pub fn outcome(&self) -> Value {
+        fhir::outcome::operation_outcome(&self.issues())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The repository. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Repository {
+    pub(crate) store: Store,
+    pub(crate) config: RepositoryConfig,
+    pub(crate) gate: DecisionPoint,
+    /// The CapabilityStatement, built on first use: it depends only on the tables and the config.
+    pub(crate) capability: Arc<OnceLock<Value>>,
+}
+
+impl Repository {
+    pub fn new(store: Store, config: RepositoryConfig, gate: DecisionPoint) -> Self {
+        Repository {
+            store,
+            config,
+            gate,
+            capability: Arc::new(OnceLock::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &RepositoryConfig {
+        &self.config
+    }
+}

@@ -1,0 +1,415 @@
+//! The instance interactions: read, vread, create (and conditional create), update (update-as-create,
+//! `If-Match`, conditional update), JSON Patch, delete and conditional delete.
+
+use serde_json::Value;
+use store::{SearchOptions, StoreError, Stored};
+
+use super::support::{
+    check_body_type, check_id, check_type, delete_write, invalid, new_id, now_millis,
+    parse_query_string, put_write, stamp, validate, versioned,
+};
+use super::{Error, Repository, Result, Versioned, WriteOutcome};
+use crate::access::Requester;
+use fhir::{Issue, IssueType};
+
+/// How often a write that lost a race without `If-Match` is retried before answering 409.
+pub(crate) const WRITE_ATTEMPTS: usize = 5;
+
+impl Repository {
+    /// `GET [type]/[id]`: 404 for an unknown type or id (or one the decision point withholds), 410
+    /// for a deleted resource.
+    pub async fn read(&self, who: &Requester, resource_type: &str, id: &str) -> Result<Versioned> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let stored = self
+            .store
+            .read(resource_type, id)
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.disclose(who, &stored)
+    }
+
+    /// `GET [type]/[id]/_history/[version]`.
+    pub async fn vread(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Versioned> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let stored = self
+            .store
+            .vread(resource_type, id, version)
+            .await?
+            .ok_or(Error::NotFound)?;
+        self.disclose(who, &stored)
+    }
+
+    /// The one place a single stored version becomes an answer: tombstones are 410, withheld
+    /// resources are indistinguishable from absent ones.
+    fn disclose(&self, who: &Requester, stored: &Stored) -> Result<Versioned> {
+        if !self.gate.decide(who, stored).is_permit() {
+            tracing::debug!(request_id = %who.request_id, resource_type = %stored.resource_type, "withheld by the decision point");
+            return Err(Error::NotFound);
+        }
+        if stored.deleted {
+            return Err(Error::Gone {
+                version: stored.version,
+                last_updated: stored.last_updated,
+            });
+        }
+        versioned(stored)
+    }
+
+    /// `POST [type]`, with `If-None-Exist` for a conditional create: no match creates, one match
+    /// answers it (200, `created: false`), several are 412.
+    pub async fn create(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        mut body: Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<WriteOutcome> {
+        check_type(resource_type)?;
+        check_body_type(&body, resource_type)?;
+        let issues = validate(&body)?;
+        if let Some(condition) = if_none_exist {
+            let params = parse_query_string(condition);
+            if let Some(existing) = self
+                .match_condition(resource_type, &params, "If-None-Exist")
+                .await?
+            {
+                let resource = self
+                    .disclose(who, &existing)
+                    .map_err(|_| Error::MultipleMatches)?;
+                return Ok(WriteOutcome {
+                    created: false,
+                    resource,
+                    issues: Vec::new(),
+                });
+            }
+        }
+        // The server assigns the id: a client's id in a create is ignored.
+        let id = new_id();
+        let now = now_millis();
+        stamp(&mut body, &id, 1, now);
+        let write = put_write(resource_type, &id, 1, None, now, &body)?;
+        self.store.commit(vec![write]).await?;
+        tracing::debug!(request_id = %who.request_id, resource_type, "created");
+        Ok(WriteOutcome {
+            created: true,
+            resource: Versioned {
+                resource_type: resource_type.to_string(),
+                id,
+                version: 1,
+                last_updated: now,
+                resource: body,
+            },
+            issues,
+        })
+    }
+
+    /// `PUT [type]/[id]`: the body's id must equal the URL's; an absent (or deleted) resource is
+    /// created with that id. With `If-Match` a version that is not current is 412; without it, a
+    /// write that loses a race is retried on the new current version.
+    pub async fn update(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+        body: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        check_body_type(&body, resource_type)?;
+        match body.get("id").and_then(Value::as_str) {
+            Some(body_id) if body_id == id => {}
+            Some(body_id) => {
+                return Err(Error::Invalid(vec![Issue::error(
+                    IssueType::Invalid,
+                    format!(
+                    "the id in the body ('{body_id}') does not match the id in the URL ('{id}')"
+                ),
+                )
+                .at(format!("{resource_type}.id"))]))
+            }
+            None => {
+                return Err(Error::Invalid(vec![Issue::error(
+                    IssueType::Required,
+                    "an update needs the id in the body",
+                )
+                .at(format!("{resource_type}.id"))]))
+            }
+        }
+        let issues = validate(&body)?;
+        let _ = who;
+        self.write_version(resource_type, id, body, if_match, issues)
+            .await
+    }
+
+    /// Writes `body` as the next version of `resource_type/id` under optimistic concurrency.
+    async fn write_version(
+        &self,
+        resource_type: &str,
+        id: &str,
+        mut body: Value,
+        if_match: Option<i64>,
+        issues: Vec<Issue>,
+    ) -> Result<WriteOutcome> {
+        let key = [(resource_type.to_string(), id.to_string())];
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.store.current(&key).await?.into_iter().next().flatten();
+            if let Some(expected) = if_match {
+                let now_at = current.map(|c| c.version).unwrap_or(0);
+                if now_at != expected {
+                    return Err(Error::PreconditionFailed { current: now_at });
+                }
+            }
+            let (version, expect) = match current {
+                Some(c) => (c.version + 1, Some(c.version)),
+                None => (1, None),
+            };
+            let created = current.is_none_or(|c| c.deleted);
+            let now = now_millis();
+            stamp(&mut body, id, version, now);
+            let write = put_write(resource_type, id, version, expect, now, &body)?;
+            match self.store.commit(vec![write]).await {
+                Ok(()) => {
+                    return Ok(WriteOutcome {
+                        created,
+                        resource: Versioned {
+                            resource_type: resource_type.to_string(),
+                            id: id.to_string(),
+                            version,
+                            last_updated: now,
+                            resource: body,
+                        },
+                        issues,
+                    })
+                }
+                Err(StoreError::Conflict { .. }) if if_match.is_some() => {
+                    let current = self.store.current(&key).await?.into_iter().next().flatten();
+                    return Err(Error::PreconditionFailed {
+                        current: current.map(|c| c.version).unwrap_or(0),
+                    });
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    /// `PUT [type]?[search]`: no match creates (with the body's id if it has one), one match is
+    /// updated (the body's id, if any, must be that match's), several are 412.
+    pub async fn conditional_update(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        params: &[(String, String)],
+        body: Value,
+    ) -> Result<WriteOutcome> {
+        check_type(resource_type)?;
+        check_body_type(&body, resource_type)?;
+        let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
+        match self
+            .match_condition(resource_type, params, "conditional update")
+            .await?
+        {
+            Some(existing) => {
+                if body_id.as_deref().is_some_and(|b| b != existing.id) {
+                    return Err(Error::Invalid(vec![Issue::error(
+                        IssueType::Invalid,
+                        "the id in the body is not the id of the resource the condition matched",
+                    )
+                    .at(format!("{resource_type}.id"))]));
+                }
+                let mut body = body;
+                if let Some(obj) = body.as_object_mut() {
+                    obj.insert("id".into(), Value::String(existing.id.clone()));
+                }
+                self.update(who, resource_type, &existing.id.clone(), body, None)
+                    .await
+            }
+            None => match body_id {
+                Some(id) => self.update(who, resource_type, &id, body, None).await,
+                None => self.create(who, resource_type, body, None).await,
+            },
+        }
+    }
+
+    /// `PATCH [type]/[id]` with a JSON Patch (RFC 6902) document; the result is validated and written
+    /// as a new version. The patch may not change `resourceType` or `id`.
+    pub async fn patch(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<i64>,
+    ) -> Result<WriteOutcome> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let operations: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
+            invalid(
+                IssueType::Structure,
+                format!("not a JSON Patch document: {e}"),
+            )
+        })?;
+        let mut last_conflict = Error::Conflict;
+        for _ in 0..WRITE_ATTEMPTS {
+            let stored = self
+                .store
+                .read(resource_type, id)
+                .await?
+                .ok_or(Error::NotFound)?;
+            let current = self.disclose(who, &stored)?;
+            if let Some(expected) = if_match {
+                if expected != current.version {
+                    return Err(Error::PreconditionFailed {
+                        current: current.version,
+                    });
+                }
+            }
+            let mut resource = current.resource;
+            json_patch::patch(&mut resource, &operations).map_err(|e| {
+                Error::Unprocessable(vec![Issue::error(
+                    IssueType::Processing,
+                    format!("the patch does not apply: {e}"),
+                )])
+            })?;
+            if resource.get("resourceType").and_then(Value::as_str) != Some(resource_type)
+                || resource.get("id").and_then(Value::as_str) != Some(id)
+            {
+                return Err(Error::Unprocessable(vec![Issue::error(
+                    IssueType::Invalid,
+                    "a patch may not change the resource's type or id",
+                )]));
+            }
+            let issues = validate(&resource)?;
+            match self
+                .write_version(resource_type, id, resource, Some(current.version), issues)
+                .await
+            {
+                Err(Error::PreconditionFailed { .. }) if if_match.is_none() => {
+                    last_conflict = Error::Conflict;
+                    continue;
+                }
+                other => return other,
+            }
+        }
+        Err(last_conflict)
+    }
+
+    /// `DELETE [type]/[id]`: writes a tombstone. Deleting an absent or already deleted resource
+    /// succeeds and writes nothing. Answers the tombstone's version if one was written.
+    pub async fn delete(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<i64>> {
+        check_type(resource_type)?;
+        check_id(id)?;
+        let key = [(resource_type.to_string(), id.to_string())];
+        for _ in 0..WRITE_ATTEMPTS {
+            let current = self.store.current(&key).await?.into_iter().next().flatten();
+            let Some(current) = current.filter(|c| !c.deleted) else {
+                return Ok(None);
+            };
+            let write = delete_write(resource_type, id, current.version, now_millis());
+            match self.store.commit(vec![write]).await {
+                Ok(()) => {
+                    tracing::debug!(request_id = %who.request_id, resource_type, "deleted");
+                    return Ok(Some(current.version + 1));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    /// `DELETE [type]?[search]`: deletes the one match (none is a success that deletes nothing);
+    /// several matches are 412. Answers how many resources were deleted.
+    pub async fn conditional_delete(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        params: &[(String, String)],
+    ) -> Result<usize> {
+        check_type(resource_type)?;
+        match self
+            .match_condition(resource_type, params, "conditional delete")
+            .await?
+        {
+            Some(existing) => Ok(usize::from(
+                self.delete(who, resource_type, &existing.id)
+                    .await?
+                    .is_some(),
+            )),
+            None => Ok(0),
+        }
+    }
+
+    /// Evaluates the search condition of a conditional interaction: `None` for no match, the match
+    /// for one, 412 for several. Conditions are parsed strictly: an ignored parameter would widen the
+    /// condition and make it match resources it should not.
+    pub(crate) async fn match_condition(
+        &self,
+        resource_type: &str,
+        params: &[(String, String)],
+        what: &str,
+    ) -> Result<Option<Stored>> {
+        let params: Vec<(String, String)> = params
+            .iter()
+            .filter(|(n, _)| !is_result_param(n))
+            .cloned()
+            .collect();
+        if params.is_empty() {
+            return Err(invalid(
+                IssueType::Invalid,
+                format!("the {what} condition is empty"),
+            ));
+        }
+        let parsed = fhir::search::parse::parse(Some(resource_type), &params, true)
+            .map_err(Error::Invalid)?;
+        let page = self
+            .store
+            .search(
+                &parsed.query,
+                &SearchOptions {
+                    count: 2,
+                    max_includes: 0,
+                },
+            )
+            .await?;
+        let mut matches = page.matches.into_iter();
+        match (matches.next(), matches.next()) {
+            (None, _) => Ok(None),
+            (Some(one), None) => Ok(Some(one)),
+            (Some(_), Some(_)) => Err(Error::MultipleMatches),
+        }
+    }
+}
+
+/// Parameters that shape a result rather than select resources; they mean nothing in a condition.
+fn is_result_param(name: &str) -> bool {
+    matches!(
+        name,
+        "_count"
+            | "_sort"
+            | "_include"
+            | "_revinclude"
+            | "_summary"
+            | "_elements"
+            | "_total"
+            | "_format"
+            | "_pretty"
+            | "_page"
+    ) || name.starts_with("_include:")
+        || name.starts_with("_revinclude:")
+}

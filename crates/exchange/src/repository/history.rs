@@ -1,0 +1,92 @@
+//! History at instance, type and system level: `_since`, `_at`, `_count`, `_page`, answered as a
+//! `history` Bundle whose entries carry the request and response that made each version.
+
+use serde_json::{json, Value};
+use store::{HistoryRequest, HistoryScope};
+
+use super::support::{check_id, check_type, etag, parse_count, parse_instant_param, parse_stored};
+use super::{Repository, Result};
+use crate::access::Requester;
+use fhir::search::datetime::format_instant;
+
+impl Repository {
+    /// `GET [type]/[id]/_history`, `GET [type]/_history`, `GET /_history`. Versions newest first;
+    /// each passes the decision point (withheld versions are left out).
+    pub async fn history(
+        &self,
+        who: &Requester,
+        scope: HistoryScope,
+        params: &[(String, String)],
+    ) -> Result<Value> {
+        let path = match &scope {
+            HistoryScope::System => format!("{}/_history", self.config.base_url),
+            HistoryScope::Type(ty) => {
+                check_type(ty)?;
+                format!("{}/{ty}/_history", self.config.base_url)
+            }
+            HistoryScope::Instance(ty, id) => {
+                check_type(ty)?;
+                check_id(id)?;
+                format!("{}/{ty}/{id}/_history", self.config.base_url)
+            }
+        };
+        let mut request = HistoryRequest {
+            scope,
+            since: None,
+            at: None,
+            count: self.page_size(None),
+            cursor: None,
+        };
+        for (name, value) in params {
+            match name.as_str() {
+                "_since" => request.since = Some(parse_instant_param("_since", value)?.0),
+                "_at" => request.at = Some(parse_instant_param("_at", value)?.1),
+                "_count" => request.count = self.page_size(Some(parse_count("_count", value)?)),
+                "_page" => request.cursor = Some(value.clone()),
+                _ => {}
+            }
+        }
+        let page = self.store.history(&request).await?;
+        let mut entries = Vec::with_capacity(page.entries.len());
+        let mut withheld = 0u64;
+        for stored in &page.entries {
+            if !self.gate.decide(who, stored).is_permit() {
+                withheld += 1;
+                continue;
+            }
+            let url = format!("{}/{}", stored.resource_type, stored.id);
+            let mut entry = json!({ "fullUrl": self.full_url(&stored.resource_type, &stored.id) });
+            let (method, request_url, status) = if stored.deleted {
+                ("DELETE", url, "204 No Content")
+            } else if stored.version == 1 {
+                ("POST", stored.resource_type.clone(), "201 Created")
+            } else {
+                ("PUT", url, "200 OK")
+            };
+            if !stored.deleted {
+                entry["resource"] = parse_stored(stored)?;
+            }
+            entry["request"] = json!({ "method": method, "url": request_url });
+            entry["response"] = json!({
+                "status": status,
+                "etag": etag(stored.version),
+                "lastModified": format_instant(stored.last_updated),
+            });
+            entries.push(entry);
+        }
+        let links = self.links(&path, params, page.next.as_deref(), None);
+        let mut bundle = json!({
+            "resourceType": "Bundle",
+            "id": super::support::new_id(),
+            "type": "history",
+        });
+        if let Some(total) = page.total {
+            bundle["total"] = json!(total.saturating_sub(withheld));
+        }
+        bundle["link"] = Value::Array(links);
+        if !entries.is_empty() {
+            bundle["entry"] = Value::Array(entries);
+        }
+        Ok(bundle)
+    }
+}

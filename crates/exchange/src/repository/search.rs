@@ -1,0 +1,322 @@
+//! Search (`GET [type]?...`, `GET /?...`) and `Patient/$everything`: parse, ask the store, pass every
+//! match and include through the decision point, and build the `searchset` Bundle with its links.
+
+use serde_json::{json, Value};
+use store::{CompartmentRequest, SearchOptions, Stored};
+
+use super::elements::shape;
+use super::support::{
+    check_id, check_type, encode_query, parse_count, parse_instant_param, parse_stored,
+};
+use super::{Error, Handling, Repository, Result};
+use crate::access::Requester;
+use fhir::search::{Summary, Total};
+use fhir::Issue;
+
+/// How many resources `_include`/`_revinclude` may add to one page at most.
+const MAX_INCLUDES: usize = 1000;
+
+impl Repository {
+    /// A search on one type (`ty = Some`) or across all types. Answers a `searchset` Bundle.
+    pub async fn search(
+        &self,
+        who: &Requester,
+        resource_type: Option<&str>,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value> {
+        if let Some(ty) = resource_type {
+            check_type(ty)?;
+        }
+        let parsed =
+            fhir::search::parse::parse(resource_type, params, handling == Handling::Strict)
+                .map_err(Error::Invalid)?;
+        let mut query = parsed.query;
+        let count_only = query.summary == Some(Summary::Count);
+        if count_only {
+            query.total = Total::Accurate;
+        }
+        let count = if count_only {
+            0
+        } else {
+            self.page_size(query.count)
+        };
+        let started = std::time::Instant::now();
+        let page = self
+            .store
+            .search(
+                &query,
+                &SearchOptions {
+                    count,
+                    max_includes: MAX_INCLUDES,
+                },
+            )
+            .await?;
+
+        let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
+        let mut withheld = 0u64;
+        if !count_only {
+            for stored in &page.matches {
+                match self.entry_for(who, stored, "match", query.summary, &query.elements)? {
+                    Some(entry) => entries.push(entry),
+                    None => withheld += 1,
+                }
+            }
+            for stored in &page.included {
+                if let Some(entry) =
+                    self.entry_for(who, stored, "include", query.summary, &query.elements)?
+                {
+                    entries.push(entry);
+                }
+            }
+        }
+        if handling == Handling::Lenient && !parsed.warnings.is_empty() {
+            entries.push(outcome_entry(&parsed.warnings));
+        }
+        tracing::debug!(
+            request_id = %who.request_id,
+            resource_type = resource_type.unwrap_or("*"),
+            matches = page.matches.len(),
+            included = page.included.len(),
+            withheld,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "search"
+        );
+        let path = match resource_type {
+            Some(ty) => format!("{}/{ty}", self.config.base_url),
+            None => self.config.base_url.clone(),
+        };
+        let links = self.links(
+            &path,
+            params,
+            page.next.as_deref(),
+            page.previous.as_deref(),
+        );
+        let total = page.total.map(|t| t.saturating_sub(withheld));
+        Ok(searchset(total, links, entries))
+    }
+
+    /// `GET Patient/[id]/$everything` with `_since`, `_type`, `_count` and `_page`: the Patient (on the
+    /// first page), the resources in its compartment, and the resources those refer to that are not
+    /// in any Patient's compartment (practitioners, organizations, locations, medications...).
+    pub async fn everything(
+        &self,
+        who: &Requester,
+        patient_id: &str,
+        params: &[(String, String)],
+    ) -> Result<Value> {
+        check_id(patient_id)?;
+        let mut since = None;
+        let mut types = Vec::new();
+        let mut count = None;
+        let mut cursor = None;
+        for (name, value) in params {
+            match name.as_str() {
+                "_since" => since = Some(parse_instant_param("_since", value)?.0),
+                "_type" => {
+                    for ty in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                        check_type(ty).map_err(|_| {
+                            super::support::invalid(
+                                fhir::IssueType::Value,
+                                format!("_type: unknown resource type '{ty}'"),
+                            )
+                        })?;
+                        types.push(ty.to_string());
+                    }
+                }
+                "_count" => count = Some(parse_count("_count", value)?),
+                "_page" => cursor = Some(value.clone()),
+                _ => {}
+            }
+        }
+        // The Patient itself: 404/410 (or withheld) ends the operation.
+        let patient = self
+            .store
+            .read("Patient", patient_id)
+            .await?
+            .ok_or(Error::NotFound)?;
+        if !self.gate.decide(who, &patient).is_permit() {
+            return Err(Error::NotFound);
+        }
+        if patient.deleted {
+            return Err(Error::Gone {
+                version: patient.version,
+                last_updated: patient.last_updated,
+            });
+        }
+        let count = self.page_size(count);
+        let request = CompartmentRequest {
+            patient_id: patient_id.to_string(),
+            types: types.clone(),
+            since,
+            count,
+            cursor: cursor.clone(),
+        };
+        let page = self.store.compartment(&request).await?;
+
+        let mut entries = Vec::with_capacity(page.matches.len() + 1);
+        let wants = |ty: &str| types.is_empty() || types.iter().any(|t| t == ty);
+        if cursor.is_none() && wants("Patient") && since.is_none_or(|s| patient.last_updated >= s) {
+            if let Some(entry) = self.entry_for(who, &patient, "match", None, &[])? {
+                entries.push(entry);
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut referenced = Vec::new();
+        for stored in page.matches.iter().chain(page.included.iter()) {
+            seen.insert((stored.resource_type.clone(), stored.id.clone()));
+        }
+        for stored in page.matches.iter().chain(page.included.iter()) {
+            let Some(entry) = self.entry_for(who, stored, "match", None, &[])? else {
+                continue;
+            };
+            collect_outside_references(&entry["resource"], &mut |ty, id| {
+                if wants(ty) && seen.insert((ty.to_string(), id.to_string())) {
+                    referenced.push((ty.to_string(), id.to_string()));
+                }
+            });
+            entries.push(entry);
+        }
+        for (ty, id) in referenced {
+            if let Some(stored) = self.store.read(&ty, &id).await? {
+                if stored.deleted {
+                    continue;
+                }
+                if let Some(entry) = self.entry_for(who, &stored, "include", None, &[])? {
+                    entries.push(entry);
+                }
+            }
+        }
+        let path = format!("{}/Patient/{patient_id}/$everything", self.config.base_url);
+        let links = self.links(
+            &path,
+            params,
+            page.next.as_deref(),
+            page.previous.as_deref(),
+        );
+        Ok(searchset(None, links, entries))
+    }
+
+    /// `_count` after the server's default and maximum.
+    pub(crate) fn page_size(&self, asked: Option<usize>) -> usize {
+        asked
+            .unwrap_or(self.config.default_count)
+            .min(self.config.max_count)
+    }
+
+    /// The Bundle entry for a stored resource, or `None` if the decision point withholds it.
+    pub(crate) fn entry_for(
+        &self,
+        who: &Requester,
+        stored: &Stored,
+        mode: &str,
+        summary: Option<Summary>,
+        elements: &[String],
+    ) -> Result<Option<Value>> {
+        if !self.gate.decide(who, stored).is_permit() {
+            return Ok(None);
+        }
+        let resource = shape(parse_stored(stored)?, summary, elements);
+        Ok(Some(json!({
+            "fullUrl": self.full_url(&stored.resource_type, &stored.id),
+            "resource": resource,
+            "search": { "mode": mode },
+        })))
+    }
+
+    pub(crate) fn full_url(&self, resource_type: &str, id: &str) -> String {
+        format!("{}/{resource_type}/{id}", self.config.base_url)
+    }
+
+    /// `self`, `next` and `previous` links: the request's own parameters with `_page` set to the cursor.
+    pub(crate) fn links(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        next: Option<&str>,
+        previous: Option<&str>,
+    ) -> Vec<Value> {
+        let base: Vec<(String, String)> = params
+            .iter()
+            .filter(|(n, _)| n != "_page")
+            .cloned()
+            .collect();
+        let url = |cursor: Option<&str>| {
+            let mut params = base.clone();
+            if let Some(cursor) = cursor {
+                params.push(("_page".to_string(), cursor.to_string()));
+            }
+            if params.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}?{}", encode_query(&params))
+            }
+        };
+        let current = params
+            .iter()
+            .find(|(n, _)| n == "_page")
+            .map(|(_, v)| v.as_str());
+        let mut links = vec![json!({ "relation": "self", "url": url(current) })];
+        if let Some(next) = next {
+            links.push(json!({ "relation": "next", "url": url(Some(next)) }));
+        }
+        if let Some(previous) = previous {
+            links.push(json!({ "relation": "previous", "url": url(Some(previous)) }));
+        }
+        links
+    }
+}
+
+pub(crate) fn searchset(total: Option<u64>, links: Vec<Value>, entries: Vec<Value>) -> Value {
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "id": super::support::new_id(),
+        "meta": { "lastUpdated": fhir::search::datetime::format_instant(super::support::now_millis()) },
+        "type": "searchset",
+    });
+    if let Some(total) = total {
+        bundle["total"] = json!(total);
+    }
+    bundle["link"] = Value::Array(links);
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    bundle
+}
+
+/// The entry that reports ignored parameters and other warnings (`search.mode = outcome`).
+pub(crate) fn outcome_entry(issues: &[Issue]) -> Value {
+    json!({
+        "resource": fhir::outcome::operation_outcome(issues),
+        "search": { "mode": "outcome" },
+    })
+}
+
+/// Calls `found` for every relative reference (`Type/id`) in `resource` whose type is not in the
+/// Patient compartment (those are `$everything`'s extra resources).
+fn collect_outside_references(resource: &Value, found: &mut impl FnMut(&str, &str)) {
+    match resource {
+        Value::Object(obj) => {
+            for (key, value) in obj {
+                if key == "reference" {
+                    if let Some((ty, id)) = value.as_str().and_then(|r| r.split_once('/')) {
+                        if !id.contains('/')
+                            && ty != "Patient"
+                            && fhir::definitions::is_resource_type(ty)
+                            && fhir::definitions::patient_compartment_params(ty).is_empty()
+                            && super::support::is_valid_id(id)
+                        {
+                            found(ty, id);
+                        }
+                    }
+                } else {
+                    collect_outside_references(value, found);
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|v| collect_outside_references(v, found)),
+        _ => {}
+    }
+}

@@ -1,0 +1,302 @@
+//! Batch and transaction bundles against a real SQLite store, and a real Synthea patient loaded as a
+//! transaction.
+
+mod common;
+
+use std::io::Read;
+
+use common::{params, patient, repo, who};
+use exchange::repository::{Error, Handling};
+use serde_json::{json, Value};
+
+fn transaction(entries: Vec<Value>) -> Value {
+    json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries })
+}
+
+fn post(full_url: &str, resource: Value) -> Value {
+    let ty = resource["resourceType"].as_str().unwrap_or("").to_string();
+    json!({ "fullUrl": full_url, "resource": resource, "request": { "method": "POST", "url": ty } })
+}
+
+fn observation_for(reference: &str) -> Value {
+    json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "1234-5" }] },
+        "subject": { "reference": reference },
+        "hasMember": [{ "reference": reference }],
+        "extension": [{ "url": "http://example.org/x", "valueReference": { "reference": reference } }],
+    })
+}
+
+async fn count(repo: &exchange::repository::Repository, ty: &str) -> u64 {
+    let bundle = repo
+        .search(
+            &who(),
+            Some(ty),
+            &params("_summary=count"),
+            Handling::Lenient,
+        )
+        .await
+        .expect("count");
+    bundle["total"].as_u64().unwrap_or(u64::MAX)
+}
+
+/// `Type/id` from a response's `location` (`Type/id/_history/n`).
+fn location(entry: &Value) -> String {
+    let location = entry["response"]["location"].as_str().expect("location");
+    location
+        .split("/_history")
+        .next()
+        .unwrap_or(location)
+        .to_string()
+}
+
+#[tokio::test]
+async fn transaction_resolves_urn_uuids_everywhere() {
+    let repo = repo().await;
+    let bundle = transaction(vec![
+        post(
+            "urn:uuid:11111111-1111-4111-8111-111111111111",
+            observation_for("urn:uuid:22222222-2222-4222-8222-222222222222"),
+        ),
+        post(
+            "urn:uuid:22222222-2222-4222-8222-222222222222",
+            patient("Txn", "1"),
+        ),
+    ]);
+    let response = repo.bundle(&who(), bundle).await.expect("transaction");
+    assert_eq!(response["type"], "transaction-response");
+    let entries = response["entry"].as_array().expect("entries");
+    assert_eq!(entries.len(), 2);
+    for entry in entries {
+        assert_eq!(entry["response"]["status"], "201 Created");
+        assert_eq!(entry["response"]["etag"], "W/\"1\"");
+    }
+    let obs_key = location(&entries[0]);
+    let patient_key = location(&entries[1]);
+    assert!(patient_key.starts_with("Patient/"));
+    let (_, obs_id) = obs_key.split_once('/').expect("Type/id");
+    let obs = repo
+        .read(&who(), "Observation", obs_id)
+        .await
+        .expect("read back")
+        .resource;
+    assert_eq!(obs["subject"]["reference"], patient_key.as_str());
+    assert_eq!(obs["hasMember"][0]["reference"], patient_key.as_str());
+    assert_eq!(
+        obs["extension"][0]["valueReference"]["reference"],
+        patient_key.as_str()
+    );
+}
+
+#[tokio::test]
+async fn a_bad_entry_fails_the_whole_transaction() {
+    let repo = repo().await;
+    let mut bad = patient("Bad", "2");
+    bad["birthDate"] = json!("not-a-date");
+    let bundle = transaction(vec![
+        post("urn:uuid:a", patient("Good", "1")),
+        post("urn:uuid:b", bad),
+    ]);
+    let err = repo.bundle(&who(), bundle).await.expect_err("rejected");
+    assert_eq!(err.status(), 400);
+    let issues = err.issues();
+    assert!(
+        issues.iter().any(|i| i
+            .expression
+            .iter()
+            .any(|e| e.starts_with("Bundle.entry[1].resource.birthDate"))),
+        "{issues:?}"
+    );
+    assert_eq!(count(&repo, "Patient").await, 0, "nothing was stored");
+
+    // A version conflict on one entry also rejects the whole bundle.
+    let mut existing = patient("Existing", "3");
+    existing["id"] = json!("existing");
+    repo.update(&who(), "Patient", "existing", existing.clone(), None)
+        .await
+        .expect("seed");
+    let bundle = transaction(vec![
+        post("urn:uuid:c", patient("New", "4")),
+        json!({ "resource": existing, "request": { "method": "PUT", "url": "Patient/existing", "ifMatch": "W/\"5\"" } }),
+    ]);
+    let err = repo.bundle(&who(), bundle).await.expect_err("stale");
+    assert_eq!(err.status(), 412);
+    assert_eq!(count(&repo, "Patient").await, 1);
+}
+
+#[tokio::test]
+async fn processing_order_conditional_references_and_reads() {
+    let repo = repo().await;
+    let mut keep = patient("Keep", "k1");
+    keep["id"] = json!("keep");
+    repo.update(&who(), "Patient", "keep", keep, None)
+        .await
+        .expect("seed");
+    let mut gone = patient("Gone", "g1");
+    gone["id"] = json!("gone");
+    repo.update(&who(), "Patient", "gone", gone, None)
+        .await
+        .expect("seed");
+
+    let mut put = patient("Put", "p1");
+    put["id"] = json!("put");
+    let bundle = transaction(vec![
+        // Listed first, processed last: it sees the transaction's writes.
+        json!({ "request": { "method": "GET", "url": "Patient?identifier=http://example.org/mrn|p1" } }),
+        json!({ "resource": put, "request": { "method": "PUT", "url": "Patient/put" } }),
+        post(
+            "urn:uuid:obs",
+            observation_for("Patient?identifier=http://example.org/mrn|k1"),
+        ),
+        json!({ "request": { "method": "DELETE", "url": "Patient/gone" } }),
+        json!({
+            "resource": patient("Keep", "k1"),
+            "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=http://example.org/mrn|k1" },
+        }),
+    ]);
+    let response = repo.bundle(&who(), bundle).await.expect("transaction");
+    let entries = response["entry"].as_array().expect("entries");
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            "200 OK",
+            "201 Created",
+            "201 Created",
+            "204 No Content",
+            "200 OK"
+        ]
+    );
+    assert_eq!(
+        entries[0]["resource"]["total"].as_u64().or(Some(1)),
+        Some(1)
+    );
+    assert_eq!(entries[0]["resource"]["entry"][0]["resource"]["id"], "put");
+    assert_eq!(location(&entries[4]), "Patient/keep");
+    let obs_key = location(&entries[2]);
+    let obs = repo
+        .read(
+            &who(),
+            "Observation",
+            obs_key.split_once('/').expect("key").1,
+        )
+        .await
+        .expect("obs")
+        .resource;
+    assert_eq!(obs["subject"]["reference"], "Patient/keep");
+    assert_eq!(
+        repo.read(&who(), "Patient", "gone")
+            .await
+            .expect_err("deleted")
+            .status(),
+        410
+    );
+
+    // A conditional reference without a match fails the transaction.
+    let bundle = transaction(vec![post(
+        "urn:uuid:x",
+        observation_for("Patient?identifier=http://example.org/mrn|none"),
+    )]);
+    let err = repo.bundle(&who(), bundle).await.expect_err("no match");
+    assert!(matches!(err, Error::Entry { index: 0, .. }), "{err:?}");
+    assert_eq!(err.status(), 400);
+}
+
+#[tokio::test]
+async fn batch_entries_succeed_and_fail_independently() {
+    let repo = repo().await;
+    let mut bad = patient("Bad", "2");
+    bad["birthDate"] = json!("not-a-date");
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            { "resource": patient("Good", "1"), "request": { "method": "POST", "url": "Patient" } },
+            { "resource": bad, "request": { "method": "POST", "url": "Patient" } },
+            { "request": { "method": "GET", "url": "Patient/absent" } },
+            { "request": { "method": "DELETE", "url": "Patient/absent" } },
+        ],
+    });
+    let response = repo.bundle(&who(), bundle).await.expect("batch");
+    assert_eq!(response["type"], "batch-response");
+    let entries = response["entry"].as_array().expect("entries");
+    let statuses: Vec<&str> = entries
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            "201 Created",
+            "400 Bad Request",
+            "404 Not Found",
+            "204 No Content"
+        ]
+    );
+    assert_eq!(
+        entries[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(count(&repo, "Patient").await, 1);
+}
+
+#[tokio::test]
+async fn a_synthea_patient_loads_as_one_transaction() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/data/synthea/Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json.gz"
+    );
+    let file = std::fs::File::open(path).expect("the Synthea sample data");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    let bundle: Value = serde_json::from_str(&text).expect("JSON");
+    let sent = bundle["entry"].as_array().expect("entries").len();
+
+    let repo = repo().await;
+    let response = repo.bundle(&who(), bundle).await.expect("transaction");
+    let entries = response["entry"].as_array().expect("entries");
+    assert_eq!(entries.len(), sent);
+    assert!(entries
+        .iter()
+        .all(|e| e["response"]["status"] == "201 Created"));
+
+    let patient_key = location(&entries[0]);
+    assert!(patient_key.starts_with("Patient/"), "{patient_key}");
+    let patient_id = patient_key.split_once('/').expect("key").1;
+    let patient = repo
+        .read(&who(), "Patient", patient_id)
+        .await
+        .expect("patient")
+        .resource;
+    assert_eq!(patient["name"][0]["family"], "Hoeger");
+
+    // Every Observation's subject now points at the stored Patient.
+    let observations = repo
+        .search(
+            &who(),
+            Some("Observation"),
+            &params(&format!("subject={patient_key}&_total=accurate")),
+            Handling::Lenient,
+        )
+        .await
+        .expect("observations");
+    assert!(observations["total"].as_u64().unwrap_or(0) > 0);
+    for entry in observations["entry"].as_array().expect("entries") {
+        assert_eq!(
+            entry["resource"]["subject"]["reference"],
+            patient_key.as_str()
+        );
+    }
+    let everything = repo
+        .everything(&who(), patient_id, &params("_count=50"))
+        .await
+        .expect("everything");
+    assert!(everything["entry"].as_array().map(Vec::len).unwrap_or(0) > 10);
+}

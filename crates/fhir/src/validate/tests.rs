@@ -1,0 +1,251 @@
+//! Bad (and good) resources with the issues the validator must report: location and issue code.
+
+use serde_json::{json, Value};
+
+use super::validate_resource;
+
+/// Validates `resource` and compares the issues as `(location, code)` pairs, in the order found.
+fn check(resource: Value, expected: &[(&str, &str)]) {
+    let issues = validate_resource(&resource);
+    let got: Vec<(String, &str)> = issues
+        .iter()
+        .map(|i| {
+            (
+                i.expression.first().cloned().unwrap_or_default(),
+                i.code.code(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, &str)> = expected.iter().map(|(l, c)| (l.to_string(), *c)).collect();
+    assert_eq!(got, want, "{resource}\n{issues:#?}");
+}
+
+#[test]
+fn valid_resources_have_no_issues() {
+    check(
+        json!({
+            "resourceType": "Patient",
+            "id": "p1",
+            "meta": {"lastUpdated": "2024-01-02T03:04:05.678Z", "profile": ["http://example.org/p"]},
+            "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"},
+            "identifier": [{"system": "urn:oid:1.2.3", "value": "123"}],
+            "active": true,
+            "name": [{"family": "Doe", "given": ["Jan", null], "_given": [null, {"extension": [{"url": "http://x", "valueString": "y"}]}]}],
+            "gender": "female",
+            "birthDate": "1970-01-01",
+            "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1970-01-01T10:00:00+01:00"}]},
+            "deceasedBoolean": false,
+            "multipleBirthInteger": 2,
+            "maritalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M"}]},
+            "contact": [{"relationship": [{"text": "friend"}], "name": {"text": "A friend"}}],
+            "managingOrganization": {"reference": "Organization/o1"},
+            "generalPractitioner": [{"reference": "#pr"}, {"reference": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"}],
+            "link": [{"other": {"reference": "https://example.org/fhir/Patient/2/_history/3"}, "type": "seealso"}],
+            "contained": [{"resourceType": "Practitioner", "id": "pr", "name": [{"family": "Who"}]}]
+        }),
+        &[],
+    );
+    check(
+        json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": "Patient?identifier=http://x|1"},
+            "valueQuantity": {"value": 70.5, "unit": "kg", "system": "http://unitsofmeasure.org", "code": "kg"},
+            "component": [{"code": {"text": "c"}, "valueCodeableConcept": {"text": "v"}}]
+        }),
+        &[],
+    );
+}
+
+#[test]
+fn the_resource_itself() {
+    check(json!([]), &[("", "structure")]);
+    check(json!({"id": "x"}), &[("", "required")]);
+    check(json!({"resourceType": "Patiënt"}), &[("", "not-supported")]);
+    check(
+        json!({"resourceType": "DomainResource"}),
+        &[("", "not-supported")],
+    );
+    check(json!({"resourceType": 7}), &[("", "structure")]);
+}
+
+#[test]
+fn unknown_elements_and_shapes() {
+    check(
+        json!({"resourceType": "Patient", "nickname": "x", "name": [{"family": "a", "middle": "b"}]}),
+        &[
+            ("Patient.name[0].middle", "structure"),
+            ("Patient.nickname", "structure"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Patient", "birthDate": ["1970"], "name": {"family": "a"}, "active": "true"}),
+        &[
+            ("Patient.active", "structure"),
+            ("Patient.birthDate", "structure"),
+            ("Patient.name", "structure"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Patient", "name": [], "telecom": [{}], "gender": null, "address": [{"line": ["a", null]}]}),
+        &[
+            ("Patient.address[0].line[1]", "structure"),
+            ("Patient.gender", "structure"),
+            ("Patient.name", "structure"),
+            ("Patient.telecom[0]", "structure"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Patient", "deceasedString": "x"}),
+        &[("Patient.deceasedString", "structure")],
+    );
+    check(
+        json!({"resourceType": "Patient", "deceasedBoolean": true, "deceasedDateTime": "2020"}),
+        &[("Patient.deceased.ofType(dateTime)", "structure")],
+    );
+    check(
+        json!({"resourceType": "Patient", "_gender": "x"}),
+        &[("Patient.gender", "structure")],
+    );
+    check(
+        json!({"resourceType": "Patient", "_name": {"id": "a"}}),
+        &[("Patient.name", "structure")],
+    );
+    check(
+        json!({"resourceType": "Patient", "_birthDate": {"extension": [{"url": "http://x", "valueCode": "a"}], "foo": 1}}),
+        &[("Patient.birthDate.foo", "structure")],
+    );
+}
+
+#[test]
+fn cardinality() {
+    check(
+        json!({"resourceType": "Observation", "status": "final"}),
+        &[("Observation.code", "required")],
+    );
+    check(
+        json!({"resourceType": "Observation", "code": {"text": "x"}, "_status": {"extension": [{"url": "http://x", "valueBoolean": true}]}}),
+        &[],
+    );
+    check(
+        json!({"resourceType": "Patient", "link": [{"type": "seealso"}], "extension": [{"valueString": "x"}]}),
+        &[
+            ("Patient.extension[0].url", "required"),
+            ("Patient.link[0].other", "required"),
+        ],
+    );
+}
+
+#[test]
+fn primitive_formats() {
+    check(
+        json!({
+            "resourceType": "Patient",
+            "id": "not valid!",
+            "birthDate": "1970-02-30",
+            "active": 1,
+            "multipleBirthInteger": 2.5,
+            "name": [{"family": "", "given": ["  "]}],
+            "photo": [{"data": "not base64", "size": -1, "url": "http://a b", "creation": "2020-01-01T10:00:00"}],
+            "communication": [{"language": {"text": "nl"}, "preferred": "yes"}]
+        }),
+        &[
+            ("Patient.active", "structure"),
+            ("Patient.birthDate", "value"),
+            ("Patient.communication[0].preferred", "structure"),
+            ("Patient.id", "value"),
+            ("Patient.multipleBirth.ofType(integer)", "value"),
+            ("Patient.name[0].family", "value"),
+            ("Patient.name[0].given[0]", "value"),
+            ("Patient.photo[0].creation", "value"),
+            ("Patient.photo[0].data", "value"),
+            ("Patient.photo[0].size", "value"),
+            ("Patient.photo[0].url", "value"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "issued": "2020-01-01", "valueInteger": 2147483648_i64}),
+        &[
+            ("Observation.issued", "value"),
+            ("Observation.value.ofType(integer)", "value"),
+        ],
+    );
+}
+
+#[test]
+fn required_bindings() {
+    check(
+        json!({
+            "resourceType": "Patient",
+            "gender": "f",
+            "telecom": [{"system": "pager", "value": "1"}, {"system": "carrier-pigeon", "value": "2"}]
+        }),
+        &[
+            ("Patient.gender", "code-invalid"),
+            ("Patient.telecom[1].system", "code-invalid"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Observation", "status": "done", "code": {"text": "x"}}),
+        &[("Observation.status", "code-invalid")],
+    );
+}
+
+#[test]
+fn references() {
+    let with = |reference: &str| json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": reference}});
+    for good in [
+        "Patient/1",
+        "Patient/1/_history/2",
+        "http://example.org/fhir/Patient/1",
+        "#p1",
+        "urn:uuid:c757873d-ec9a-4326-a141-556f43239520",
+        "urn:oid:1.2.3.4",
+        "Patient?identifier=x",
+    ] {
+        check(with(good), &[]);
+    }
+    for bad in [
+        "Patient",
+        "Patient/",
+        "Nobody/1",
+        "Patient/1/_history",
+        "Patient/a b",
+        "urn:uuid:xyz",
+        "#a/b",
+        "Patient/1/x/2",
+    ] {
+        check(with(bad), &[("Observation.subject.reference", "value")]);
+    }
+}
+
+#[test]
+fn contained_and_bundled_resources_are_validated() {
+    check(
+        json!({
+            "resourceType": "Patient",
+            "contained": [{"resourceType": "Organization", "name": ""}, {"resourceType": "Nothing"}, {"name": "x"}]
+        }),
+        &[
+            ("Patient.contained[0].name", "value"),
+            ("Patient.contained[1]", "not-supported"),
+            ("Patient.contained[2]", "required"),
+        ],
+    );
+    check(
+        json!({
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [{"resource": {"resourceType": "Patient", "gender": "x"}}, {"fullUrl": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"}]
+        }),
+        &[("Bundle.entry[0].resource.gender", "code-invalid")],
+    );
+}
+
+#[test]
+fn no_type_has_more_elements_than_the_validator_tracks() {
+    assert!(crate::definitions::types()
+        .iter()
+        .all(|t| t.elements.len() <= 256));
+}

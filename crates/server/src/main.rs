@@ -1,0 +1,3 @@
+//! The `nutmeg` binary: one program for the whole exchange (`serve`, `demo`, `import`).
+
+fn main() {}

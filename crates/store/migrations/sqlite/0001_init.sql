@@ -1,0 +1,94 @@
+-- nutmeg store schema, version 1 (SQLite). Released migrations are never edited; add a new file instead.
+
+-- One row per logical resource: its current version. `rid` is the rowid, so "type, then rid" order
+-- comes from the index on `type` (SQLite appends the rowid to every index).
+CREATE TABLE resources (
+    rid INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX resources_type_id ON resources(type, id);
+CREATE INDEX resources_type_rid ON resources(type, deleted);
+
+-- Every version ever written. `seq` (the rowid) only grows because versions are never deleted: it is
+-- the global order of history.
+CREATE TABLE versions (
+    seq INTEGER PRIMARY KEY,
+    rid INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE UNIQUE INDEX versions_rid_version ON versions(rid, version);
+
+-- Index rows of current, live versions only. `n` numbers a resource's rows so that (rid, n) is a
+-- primary key: the tables are clustered by rid (cheap replacement on update) without a rowid b-tree.
+-- `grp` and `comp` are set on the rows of composite parameters only.
+CREATE TABLE idx_string (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    normalized TEXT NOT NULL, exact TEXT NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_string_lookup ON idx_string(param, normalized, rid);
+
+CREATE TABLE idx_token (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, text TEXT, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_token_lookup ON idx_token(param, code, system, rid);
+
+CREATE TABLE idx_token_type (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    type_system TEXT, type_code TEXT NOT NULL, value TEXT NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_token_type_lookup ON idx_token_type(param, value, type_code, rid);
+
+CREATE TABLE idx_date (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    low INTEGER NOT NULL, high INTEGER NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_date_lookup ON idx_date(param, low, high, rid);
+
+CREATE TABLE idx_number (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    low REAL NOT NULL, high REAL NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_number_lookup ON idx_number(param, low, high, rid);
+
+CREATE TABLE idx_quantity (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    system TEXT, code TEXT, unit TEXT, low REAL NOT NULL, high REAL NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_quantity_lookup ON idx_quantity(param, low, high, rid);
+
+CREATE TABLE idx_reference (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    target_type TEXT, target_id TEXT, url TEXT, version TEXT, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_reference_lookup ON idx_reference(param, target_type, target_id, rid);
+CREATE INDEX idx_reference_target ON idx_reference(target_type, target_id);
+CREATE INDEX idx_reference_url ON idx_reference(param, url);
+
+CREATE TABLE idx_uri (
+    rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
+    uri TEXT NOT NULL, grp INTEGER, comp INTEGER,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_uri_lookup ON idx_uri(param, uri, rid);
+
+-- The Patients whose compartment a current, live resource is in.
+CREATE TABLE compartment (
+    rid INTEGER NOT NULL, patient_id TEXT NOT NULL,
+    PRIMARY KEY (rid, patient_id)
+) WITHOUT ROWID;
+CREATE INDEX compartment_patient ON compartment(patient_id, rid);

@@ -1,0 +1,972 @@
+//! The storage conformance suite: one set of behaviours every engine must show, run against SQLite
+//! and PostgreSQL by the tests in `tests/`.
+//!
+//! Each behaviour is a public async function taking a fresh, empty [`Store`]; it panics (like any
+//! test) when the engine misbehaves. [`for_each_conformance_test!`](crate::for_each_conformance_test)
+//! names them all once, so each engine's test file runs the same list. The data is synthetic and
+//! built by hand: index rows as the extractor would make them, queries as the parser would.
+
+use fhir::search::{
+    Clause, CompositePart, Include, IndexEntry, IndexValue, Predicate, Prefix, Query, SortKey,
+    StringMatch, Test, TokenTest, TokenValue, Total, UriMatch,
+};
+use serde_json::Value;
+
+use crate::{
+    CompartmentRequest, HistoryRequest, HistoryScope, SearchOptions, SearchPage, Store, StoreError,
+    Stored, Write, WriteOp,
+};
+
+/// Calls `$m!(name, name, ...)` with every behaviour of the suite, so that one list serves every engine.
+#[macro_export]
+macro_rules! for_each_conformance_test {
+    ($m:ident) => {
+        $m!(
+            create_read_vread,
+            conflict_on_stale_expect,
+            batch_is_atomic,
+            delete_keeps_history,
+            history_scopes_since_at_and_paging,
+            search_string,
+            search_token,
+            search_date_prefixes,
+            search_number_and_quantity,
+            search_reference_and_uri,
+            search_chain,
+            search_has,
+            search_composite,
+            sort_on_several_keys,
+            paging_is_stable_across_inserts,
+            include_revinclude_iterate,
+            compartment_lists_live_resources,
+            total_counts_all_matches,
+            search_across_types,
+            bad_cursor_is_refused,
+        );
+    };
+}
+
+/// 2023-11-14T22:13:20Z, the instant every test's history starts at.
+pub const T0: i64 = 1_700_000_000_000;
+const DAY: i64 = 86_400_000;
+
+// ---- building writes and index rows ----------------------------------------------------------
+
+fn json(ty: &str, id: &str, version: i64) -> String {
+    format!(r#"{{"resourceType":"{ty}","id":"{id}","meta":{{"versionId":"{version}"}}}}"#)
+}
+
+/// A new version `version` of `ty/id` (expecting `version - 1`, or nothing for 1) with index rows.
+pub fn put(ty: &str, id: &str, version: i64, index: Vec<IndexEntry>) -> Write {
+    put_at(ty, id, version, T0 + version, index, Vec::new())
+}
+
+/// [`put`] with a time and compartments.
+pub fn put_at(ty: &str, id: &str, version: i64, at: i64, index: Vec<IndexEntry>, compartments: Vec<&str>) -> Write {
+    Write {
+        resource_type: ty.to_string(),
+        id: id.to_string(),
+        version,
+        expect: (version > 1).then_some(version - 1),
+        last_updated: at,
+        op: WriteOp::Put {
+            json: json(ty, id, version),
+            index,
+            compartments: compartments.into_iter().map(str::to_string).collect(),
+        },
+    }
+}
+
+/// A deletion making version `version`.
+pub fn delete(ty: &str, id: &str, version: i64, at: i64) -> Write {
+    Write {
+        resource_type: ty.to_string(),
+        id: id.to_string(),
+        version,
+        expect: Some(version - 1),
+        last_updated: at,
+        op: WriteOp::Delete,
+    }
+}
+
+fn entry(param: &'static str, value: IndexValue) -> IndexEntry {
+    IndexEntry { param, value, composite: None }
+}
+
+pub fn string(param: &'static str, exact: &str) -> IndexEntry {
+    entry(param, IndexValue::String { normalized: exact.to_lowercase(), exact: exact.to_string() })
+}
+
+pub fn token(param: &'static str, system: Option<&str>, code: &str) -> IndexEntry {
+    entry(
+        param,
+        IndexValue::Token(TokenValue {
+            system: system.map(str::to_string),
+            code: Some(code.to_string()),
+            text: None,
+        }),
+    )
+}
+
+pub fn token_text(param: &'static str, code: &str, text: &str) -> IndexEntry {
+    entry(
+        param,
+        IndexValue::Token(TokenValue { system: None, code: Some(code.to_string()), text: Some(text.to_string()) }),
+    )
+}
+
+pub fn date(param: &'static str, low: i64, high: i64) -> IndexEntry {
+    entry(param, IndexValue::Date { low, high })
+}
+
+pub fn number(param: &'static str, value: f64) -> IndexEntry {
+    entry(param, IndexValue::Number { low: value, high: value })
+}
+
+pub fn quantity(param: &'static str, value: f64, system: &str, code: &str) -> IndexEntry {
+    entry(
+        param,
+        IndexValue::Quantity {
+            system: Some(system.to_string()),
+            code: Some(code.to_string()),
+            unit: Some(code.to_string()),
+            low: value,
+            high: value,
+        },
+    )
+}
+
+pub fn reference(param: &'static str, ty: &str, id: &str) -> IndexEntry {
+    entry(
+        param,
+        IndexValue::Reference {
+            target_type: Some(ty.to_string()),
+            target_id: Some(id.to_string()),
+            url: None,
+            version: None,
+        },
+    )
+}
+
+pub fn uri(param: &'static str, value: &str) -> IndexEntry {
+    entry(param, IndexValue::Uri(value.to_string()))
+}
+
+fn part(mut e: IndexEntry, group: u32, component: u8) -> IndexEntry {
+    e.composite = Some(CompositePart { group, component });
+    e
+}
+
+// ---- building queries ------------------------------------------------------------------------
+
+pub fn index(param: &'static str, test: Test) -> Predicate {
+    Predicate::Index { param, test }
+}
+
+/// A query on `ty` that ANDs `clauses`, each ORing its predicates.
+pub fn query(ty: &'static str, clauses: Vec<Vec<Predicate>>) -> Query {
+    Query {
+        resource_type: Some(ty),
+        clauses: clauses.into_iter().map(|any| Clause { any }).collect(),
+        ..Query::default()
+    }
+}
+
+fn code(code: &str) -> Test {
+    Test::Token(TokenTest::Code { system: None, code: Some(code.to_string()) })
+}
+
+fn starts(value: &str) -> Test {
+    Test::String { value: value.to_string(), mode: StringMatch::StartsWith }
+}
+
+fn refers(ty: &str, id: &str) -> Test {
+    Test::Reference { target_type: Some(ty.to_string()), target_id: Some(id.to_string()), url: None, version: None }
+}
+
+fn options(count: usize) -> SearchOptions {
+    SearchOptions { count, max_includes: 100 }
+}
+
+fn key(stored: &Stored) -> String {
+    format!("{}/{}", stored.resource_type, stored.id)
+}
+
+fn keys(stored: &[Stored]) -> Vec<String> {
+    stored.iter().map(key).collect()
+}
+
+async fn commit(store: &Store, writes: Vec<Write>) {
+    if let Err(e) = store.commit(writes).await {
+        panic!("commit failed: {e}");
+    }
+}
+
+async fn search(store: &Store, query: &Query, options: &SearchOptions) -> SearchPage {
+    match store.search(query, options).await {
+        Ok(page) => page,
+        Err(e) => panic!("search {query:?} failed: {e}"),
+    }
+}
+
+/// Runs `query` and compares the matches with `expected` (`Type/id`): in order when the query sorts,
+/// as sets otherwise.
+async fn check(store: &Store, query: &Query, expected: &[&str]) {
+    let page = search(store, query, &options(100)).await;
+    let mut got = keys(&page.matches);
+    let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+    if query.sort.is_empty() {
+        got.sort();
+        expected.sort();
+    }
+    assert_eq!(got, expected, "query {query:?}");
+}
+
+fn same_json(a: &str, b: &str) -> bool {
+    let parse = |s: &str| serde_json::from_str::<Value>(s).ok();
+    parse(a).is_some() && parse(a) == parse(b)
+}
+
+// ---- the behaviours --------------------------------------------------------------------------
+
+/// Created resources read back as written; updates make new versions and old ones stay readable.
+pub async fn create_read_vread(store: &Store) {
+    commit(store, vec![put("Patient", "p1", 1, vec![string("name", "Smith")])]).await;
+    let v1 = store.read("Patient", "p1").await.ok().flatten().expect("p1 is there");
+    assert_eq!((v1.version, v1.deleted, v1.last_updated), (1, false, T0 + 1));
+    assert!(same_json(&v1.json, &json("Patient", "p1", 1)), "{}", v1.json);
+
+    commit(store, vec![put("Patient", "p1", 2, vec![string("name", "Jones")])]).await;
+    let v2 = store.read("Patient", "p1").await.ok().flatten().expect("p1 is there");
+    assert_eq!(v2.version, 2);
+    assert!(same_json(&v2.json, &json("Patient", "p1", 2)));
+    let old = store.vread("Patient", "p1", 1).await.ok().flatten().expect("version 1 kept");
+    assert!(same_json(&old.json, &json("Patient", "p1", 1)));
+    assert_eq!(store.vread("Patient", "p1", 3).await.ok().flatten(), None);
+    assert_eq!(store.read("Patient", "nobody").await.ok().flatten(), None);
+    assert_eq!(store.read("Observation", "p1").await.ok().flatten(), None);
+
+    let current = store
+        .current(&[("Patient".into(), "p1".into()), ("Patient".into(), "nobody".into())])
+        .await
+        .expect("current");
+    assert_eq!(current.len(), 2);
+    assert_eq!(current[0].map(|c| (c.version, c.deleted, c.last_updated)), Some((2, false, T0 + 2)));
+    assert_eq!(current[1], None);
+    // The index follows the current version only.
+    check(store, &query("Patient", vec![vec![index("name", starts("jones"))]]), &["Patient/p1"]).await;
+    check(store, &query("Patient", vec![vec![index("name", starts("smith"))]]), &[]).await;
+    assert!(store.health().await.is_ok());
+}
+
+fn is_conflict(result: crate::Result<()>, id: &str) -> bool {
+    matches!(result, Err(StoreError::Conflict { id: ref got, .. }) if got == id)
+}
+
+/// A write whose expectation is stale, or a create of an existing id, is a conflict and changes nothing.
+pub async fn conflict_on_stale_expect(store: &Store) {
+    commit(store, vec![put("Patient", "p1", 1, vec![])]).await;
+    commit(store, vec![put("Patient", "p1", 2, vec![])]).await;
+    assert!(is_conflict(store.commit(vec![put("Patient", "p1", 1, vec![])]).await, "p1"));
+    let mut stale = put("Patient", "p1", 2, vec![]);
+    stale.expect = Some(1);
+    assert!(is_conflict(store.commit(vec![stale]).await, "p1"));
+    assert!(is_conflict(store.commit(vec![put("Patient", "ghost", 2, vec![])]).await, "ghost"));
+    assert_eq!(store.read("Patient", "p1").await.ok().flatten().map(|s| s.version), Some(2));
+    assert_eq!(store.read("Patient", "ghost").await.ok().flatten(), None);
+}
+
+/// A batch with one failed expectation writes nothing at all; a good batch writes everything,
+/// including two versions of one resource.
+pub async fn batch_is_atomic(store: &Store) {
+    commit(store, vec![put("Patient", "p1", 1, vec![token("identifier", Some("urn:mrn"), "1")])]).await;
+    let result = store
+        .commit(vec![
+            put("Patient", "a", 1, vec![token("identifier", Some("urn:mrn"), "1")]),
+            put("Observation", "b", 1, vec![]),
+            put("Patient", "p1", 3, vec![]),
+        ])
+        .await;
+    assert!(is_conflict(result, "p1"), "the stale write fails the batch");
+    assert_eq!(store.read("Patient", "a").await.ok().flatten(), None);
+    assert_eq!(store.read("Observation", "b").await.ok().flatten(), None);
+    check(store, &query("Patient", vec![vec![index("identifier", code("1"))]]), &["Patient/p1"]).await;
+
+    commit(
+        store,
+        vec![
+            put("Patient", "a", 1, vec![token("identifier", Some("urn:mrn"), "2")]),
+            put("Patient", "a", 2, vec![token("identifier", Some("urn:mrn"), "3")]),
+            put("Observation", "b", 1, vec![]),
+            put("Patient", "p1", 2, vec![token("identifier", Some("urn:mrn"), "1")]),
+        ],
+    )
+    .await;
+    assert_eq!(store.read("Patient", "a").await.ok().flatten().map(|s| s.version), Some(2));
+    check(store, &query("Patient", vec![vec![index("identifier", code("3"))]]), &["Patient/a"]).await;
+    check(store, &query("Patient", vec![vec![index("identifier", code("2"))]]), &[]).await;
+}
+
+/// A deletion is a tombstone version: read shows it, history keeps every version, search and
+/// compartments forget the resource, and it can come back.
+pub async fn delete_keeps_history(store: &Store) {
+    commit(store, vec![put_at("Observation", "o1", 1, T0, vec![code_row("x")], vec!["p1"])]).await;
+    commit(store, vec![delete("Observation", "o1", 2, T0 + 10)]).await;
+    let tomb = store.read("Observation", "o1").await.ok().flatten().expect("tombstone");
+    assert_eq!((tomb.version, tomb.deleted, tomb.json.as_str(), tomb.last_updated), (2, true, "", T0 + 10));
+    assert!(store.vread("Observation", "o1", 1).await.ok().flatten().is_some_and(|s| !s.deleted));
+    check(store, &query("Observation", vec![vec![index("code", code("x"))]]), &[]).await;
+    check(store, &query("Observation", vec![]), &[]).await;
+    let everything = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
+    assert!(everything.matches.is_empty());
+    let history = store.history(&history_request(HistoryScope::Instance("Observation".into(), "o1".into()), 10)).await.expect("history");
+    let versions: Vec<(i64, bool)> = history.entries.iter().map(|s| (s.version, s.deleted)).collect();
+    assert_eq!(versions, vec![(2, true), (1, false)]);
+    assert_eq!(history.total, Some(2));
+    // Deleting needs the current version too; a resource can be created again over its tombstone.
+    assert!(is_conflict(store.commit(vec![delete("Observation", "o1", 2, T0 + 11)]).await, "o1"));
+    commit(store, vec![put_at("Observation", "o1", 3, T0 + 20, vec![code_row("x")], vec!["p1"])]).await;
+    check(store, &query("Observation", vec![vec![index("code", code("x"))]]), &["Observation/o1"]).await;
+}
+
+fn code_row(value: &str) -> IndexEntry {
+    token("code", Some("http://loinc.org"), value)
+}
+
+fn history_request(scope: HistoryScope, count: usize) -> HistoryRequest {
+    HistoryRequest { scope, since: None, at: None, count, cursor: None }
+}
+
+fn compartment_request(patient: &str, count: usize) -> CompartmentRequest {
+    CompartmentRequest { patient_id: patient.to_string(), types: Vec::new(), since: None, count, cursor: None }
+}
+
+fn versions(entries: &[Stored]) -> Vec<String> {
+    entries.iter().map(|s| format!("{}/{}/{}", s.resource_type, s.id, s.version)).collect()
+}
+
+/// History at instance, type and system level, newest first, with `_since`, `_at` and paging.
+pub async fn history_scopes_since_at_and_paging(store: &Store) {
+    commit(store, vec![put_at("Patient", "a", 1, T0, vec![], vec![])]).await;
+    commit(store, vec![put_at("Observation", "o", 1, T0 + 1000, vec![], vec![])]).await;
+    commit(store, vec![put_at("Patient", "a", 2, T0 + 2000, vec![], vec![])]).await;
+    commit(store, vec![delete("Observation", "o", 2, T0 + 3000)]).await;
+
+    let cases: Vec<(HistoryRequest, Vec<&str>)> = vec![
+        (history_request(HistoryScope::System, 10), vec!["Observation/o/2", "Patient/a/2", "Observation/o/1", "Patient/a/1"]),
+        (history_request(HistoryScope::Type("Patient".into()), 10), vec!["Patient/a/2", "Patient/a/1"]),
+        (history_request(HistoryScope::Instance("Observation".into(), "o".into()), 10), vec!["Observation/o/2", "Observation/o/1"]),
+        (HistoryRequest { since: Some(T0 + 1500), ..history_request(HistoryScope::System, 10) }, vec!["Observation/o/2", "Patient/a/2"]),
+        (HistoryRequest { at: Some(T0 + 1500), ..history_request(HistoryScope::System, 10) }, vec!["Observation/o/1", "Patient/a/1"]),
+        (HistoryRequest { at: Some(T0 + 5000), ..history_request(HistoryScope::Type("Observation".into()), 10) }, vec!["Observation/o/2"]),
+    ];
+    for (request, expected) in cases {
+        let page = store.history(&request).await.expect("history");
+        assert_eq!(versions(&page.entries), expected, "{request:?}");
+        assert_eq!(page.next, None);
+    }
+
+    // Paging one version at a time walks the same list; a write in between does not disturb it.
+    let mut request = history_request(HistoryScope::System, 1);
+    let mut seen = Vec::new();
+    for round in 0..10 {
+        let page = store.history(&request).await.expect("history page");
+        seen.extend(versions(&page.entries));
+        if round == 0 {
+            commit(store, vec![put_at("Patient", "late", 1, T0 + 9000, vec![], vec![])]).await;
+        }
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec!["Observation/o/2", "Patient/a/2", "Observation/o/1", "Patient/a/1"]);
+    request.cursor = Some("not-a-cursor".into());
+    assert!(matches!(store.history(&request).await, Err(StoreError::BadCursor)));
+}
+
+/// String search: starts-with on the normalized form, `:exact`, `:contains` (with LIKE's special
+/// characters taken literally).
+pub async fn search_string(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("Patient", "smith", 1, vec![string("name", "Smith"), string("name", "Anna")]),
+            put("Patient", "smithson", 1, vec![string("name", "Smithson")]),
+            put("Patient", "pure", 1, vec![string("name", "100% pure_x")]),
+        ],
+    )
+    .await;
+    let s = |value: &str, mode| query("Patient", vec![vec![index("name", Test::String { value: value.into(), mode })]]);
+    let cases: Vec<(Query, Vec<&str>)> = vec![
+        (s("smi", StringMatch::StartsWith), vec!["Patient/smith", "Patient/smithson"]),
+        (s("smith", StringMatch::StartsWith), vec!["Patient/smith", "Patient/smithson"]),
+        (s("ann", StringMatch::StartsWith), vec!["Patient/smith"]),
+        (s("mith", StringMatch::StartsWith), vec![]),
+        (s("Smith", StringMatch::Exact), vec!["Patient/smith"]),
+        (s("smith", StringMatch::Exact), vec![]),
+        (s("hso", StringMatch::Contains), vec!["Patient/smithson"]),
+        (s("0% p", StringMatch::Contains), vec!["Patient/pure"]),
+        (s("e_x", StringMatch::Contains), vec!["Patient/pure"]),
+        (s("h_o", StringMatch::Contains), vec![]),
+        (s("%", StringMatch::Contains), vec!["Patient/pure"]),
+    ];
+    for (q, expected) in cases {
+        check(store, &q, &expected).await;
+    }
+    // OR within a clause, AND across clauses.
+    let either = query("Patient", vec![vec![index("name", starts("ann")), index("name", starts("100"))]]);
+    check(store, &either, &["Patient/smith", "Patient/pure"]).await;
+    let both = query("Patient", vec![vec![index("name", starts("smi"))], vec![index("name", starts("ann"))]]);
+    check(store, &both, &["Patient/smith"]).await;
+}
+
+/// Token search: code, `system|code`, `|code`, `system|`, `:text`, `:of-type`, `:not`, `:missing`.
+pub async fn search_token(store: &Store) {
+    let of_type = entry(
+        "identifier",
+        IndexValue::IdentifierOfType {
+            type_system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+            type_code: "MR".into(),
+            value: "123".into(),
+        },
+    );
+    commit(
+        store,
+        vec![
+            put("Observation", "loinc", 1, vec![token("code", Some("http://loinc.org"), "1234"), of_type]),
+            put("Observation", "snomed", 1, vec![token("code", Some("http://snomed.info/sct"), "1234")]),
+            put("Observation", "bare", 1, vec![token("code", None, "1234")]),
+            put("Observation", "bp", 1, vec![token_text("code", "85354-9", "blood pressure panel")]),
+            put("Observation", "none", 1, vec![]),
+        ],
+    )
+    .await;
+    let t = |system: Option<Option<&str>>, code: Option<&str>| {
+        Test::Token(TokenTest::Code {
+            system: system.map(|s| s.map(str::to_string)),
+            code: code.map(str::to_string),
+        })
+    };
+    let one = |p: Predicate| query("Observation", vec![vec![p]]);
+    let cases: Vec<(Query, Vec<&str>)> = vec![
+        (one(index("code", t(None, Some("1234")))), vec!["Observation/loinc", "Observation/snomed", "Observation/bare"]),
+        (one(index("code", t(Some(Some("http://loinc.org")), Some("1234")))), vec!["Observation/loinc"]),
+        (one(index("code", t(Some(None), Some("1234")))), vec!["Observation/bare"]),
+        (one(index("code", t(Some(Some("http://snomed.info/sct")), None))), vec!["Observation/snomed"]),
+        (one(index("code", Test::Token(TokenTest::Text("blood".into())))), vec!["Observation/bp"]),
+        (one(index("code", Test::Token(TokenTest::Text("pressure".into())))), vec![]),
+        (
+            one(index(
+                "identifier",
+                Test::Token(TokenTest::OfType {
+                    type_system: Some("http://terminology.hl7.org/CodeSystem/v2-0203".into()),
+                    type_code: "MR".into(),
+                    value: "123".into(),
+                }),
+            )),
+            vec!["Observation/loinc"],
+        ),
+        (
+            one(index(
+                "identifier",
+                Test::Token(TokenTest::OfType { type_system: None, type_code: "DL".into(), value: "123".into() }),
+            )),
+            vec![],
+        ),
+        (
+            one(Predicate::Not { param: "code", test: t(Some(Some("http://loinc.org")), Some("1234")) }),
+            vec!["Observation/snomed", "Observation/bare", "Observation/bp", "Observation/none"],
+        ),
+        (one(Predicate::Missing { param: "code", missing: true }), vec!["Observation/none"]),
+        (
+            one(Predicate::Missing { param: "code", missing: false }),
+            vec!["Observation/loinc", "Observation/snomed", "Observation/bare", "Observation/bp"],
+        ),
+        (
+            one(Predicate::Missing { param: "never-indexed", missing: true }),
+            vec!["Observation/loinc", "Observation/snomed", "Observation/bare", "Observation/bp", "Observation/none"],
+        ),
+        (one(Predicate::Missing { param: "never-indexed", missing: false }), vec![]),
+    ];
+    for (q, expected) in cases {
+        check(store, &q, &expected).await;
+    }
+}
+
+/// 2024-03-01T00:00:00Z.
+const MARCH_2024: i64 = 1_709_251_200_000;
+
+/// Date search with every prefix, on points and periods, as FHIR defines them on ranges.
+pub async fn search_date_prefixes(store: &Store) {
+    let march_end = MARCH_2024 + 31 * DAY - 1;
+    commit(
+        store,
+        vec![
+            // A point in mid March; all of March; mid February to mid March; April 10th; January 2023.
+            put("Encounter", "point", 1, vec![date("date", MARCH_2024 + 14 * DAY, MARCH_2024 + 14 * DAY)]),
+            put("Encounter", "march", 1, vec![date("date", MARCH_2024, march_end)]),
+            put("Encounter", "straddle", 1, vec![date("date", MARCH_2024 - 15 * DAY, MARCH_2024 + 14 * DAY)]),
+            put("Encounter", "april", 1, vec![date("date", march_end + 10 * DAY, march_end + 10 * DAY)]),
+            put("Encounter", "old", 1, vec![date("date", MARCH_2024 - 425 * DAY, MARCH_2024 - 425 * DAY)]),
+        ],
+    )
+    .await;
+    let d = |prefix| query("Encounter", vec![vec![index("date", Test::Date { prefix, low: MARCH_2024, high: march_end })]]);
+    let cases: Vec<(Prefix, Vec<&str>)> = vec![
+        (Prefix::Eq, vec!["point", "march"]),
+        (Prefix::Ne, vec!["straddle", "april", "old"]),
+        (Prefix::Gt, vec!["april"]),
+        (Prefix::Lt, vec!["straddle", "old"]),
+        (Prefix::Ge, vec!["point", "march", "april"]),
+        (Prefix::Le, vec!["point", "march", "straddle", "old"]),
+        (Prefix::Sa, vec!["april"]),
+        (Prefix::Eb, vec!["old"]),
+        (Prefix::Ap, vec!["point", "march", "straddle", "april"]),
+    ];
+    for (prefix, expected) in cases {
+        let expected: Vec<String> = expected.iter().map(|id| format!("Encounter/{id}")).collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        check(store, &d(prefix), &expected).await;
+    }
+    // A range as two clauses: on or after March 10th and before March 20th.
+    let ten = MARCH_2024 + 9 * DAY;
+    let twenty = MARCH_2024 + 19 * DAY;
+    let range = query(
+        "Encounter",
+        vec![
+            vec![index("date", Test::Date { prefix: Prefix::Ge, low: ten, high: ten + DAY - 1 })],
+            vec![index("date", Test::Date { prefix: Prefix::Lt, low: twenty, high: twenty + DAY - 1 })],
+        ],
+    );
+    check(store, &range, &["Encounter/point", "Encounter/straddle", "Encounter/march"]).await;
+}
+
+/// Number and quantity search with prefixes, implicit precision ranges and units.
+pub async fn search_number_and_quantity(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("RiskAssessment", "five", 1, vec![number("probability", 5.0)]),
+            put("RiskAssessment", "ten", 1, vec![number("probability", 10.0)]),
+            put("RiskAssessment", "fifteen", 1, vec![number("probability", 15.0)]),
+            put("Observation", "mg", 1, vec![quantity("value-quantity", 5.4, "http://unitsofmeasure.org", "mg")]),
+            put("Observation", "g", 1, vec![quantity("value-quantity", 5.4, "http://unitsofmeasure.org", "g")]),
+            put("Observation", "big", 1, vec![quantity("value-quantity", 70.0, "http://unitsofmeasure.org", "mg")]),
+        ],
+    )
+    .await;
+    // "10" searches [9.5, 10.5].
+    let n = |prefix| query("RiskAssessment", vec![vec![index("probability", Test::Number { prefix, low: 9.5, high: 10.5 })]]);
+    let cases: Vec<(Prefix, Vec<&str>)> = vec![
+        (Prefix::Eq, vec!["ten"]),
+        (Prefix::Ne, vec!["five", "fifteen"]),
+        (Prefix::Gt, vec!["fifteen"]),
+        (Prefix::Ge, vec!["ten", "fifteen"]),
+        (Prefix::Lt, vec!["five"]),
+        (Prefix::Le, vec!["five", "ten"]),
+        (Prefix::Ap, vec!["ten"]),
+    ];
+    for (prefix, expected) in cases {
+        let expected: Vec<String> = expected.iter().map(|id| format!("RiskAssessment/{id}")).collect();
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        check(store, &n(prefix), &expected).await;
+    }
+    let q = |prefix, low, high, system: Option<&str>, code: Option<&str>| {
+        query(
+            "Observation",
+            vec![vec![index(
+                "value-quantity",
+                Test::Quantity { prefix, low, high, system: system.map(str::to_string), code: code.map(str::to_string) },
+            )]],
+        )
+    };
+    let ucum = Some("http://unitsofmeasure.org");
+    check(store, &q(Prefix::Eq, 5.35, 5.45, ucum, Some("mg")), &["Observation/mg"]).await;
+    check(store, &q(Prefix::Eq, 5.35, 5.45, None, Some("g")), &["Observation/g"]).await;
+    check(store, &q(Prefix::Eq, 5.35, 5.45, None, None), &["Observation/mg", "Observation/g"]).await;
+    check(store, &q(Prefix::Gt, 4.5, 5.5, ucum, Some("mg")), &["Observation/big"]).await;
+    check(store, &q(Prefix::Le, 69.5, 70.5, None, Some("mg")), &["Observation/mg", "Observation/big"]).await;
+}
+
+/// Reference search by type and id, by id alone and by absolute url; uri exact, `:below`, `:above`.
+pub async fn search_reference_and_uri(store: &Store) {
+    let external = entry(
+        "subject",
+        IndexValue::Reference { target_type: None, target_id: None, url: Some("http://other.org/fhir/Patient/9".into()), version: None },
+    );
+    commit(
+        store,
+        vec![
+            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1")]),
+            put("Observation", "o2", 1, vec![reference("subject", "Group", "p1")]),
+            put("Observation", "o3", 1, vec![reference("subject", "Patient", "p2")]),
+            put("Observation", "o4", 1, vec![external]),
+            put("ValueSet", "v1", 1, vec![uri("url", "http://acme.org/fhir/ValueSet/a")]),
+            put("ValueSet", "v2", 1, vec![uri("url", "http://acme.org/fhir/ValueSet/b")]),
+            put("ValueSet", "v3", 1, vec![uri("url", "http://acme.org")]),
+        ],
+    )
+    .await;
+    let r = |ty: Option<&str>, id: Option<&str>, url: Option<&str>| {
+        query(
+            "Observation",
+            vec![vec![index(
+                "subject",
+                Test::Reference {
+                    target_type: ty.map(str::to_string),
+                    target_id: id.map(str::to_string),
+                    url: url.map(str::to_string),
+                    version: None,
+                },
+            )]],
+        )
+    };
+    check(store, &r(Some("Patient"), Some("p1"), None), &["Observation/o1"]).await;
+    check(store, &r(None, Some("p1"), None), &["Observation/o1", "Observation/o2"]).await;
+    check(store, &r(None, None, Some("http://other.org/fhir/Patient/9")), &["Observation/o4"]).await;
+    check(store, &r(Some("Patient"), Some("p3"), None), &[]).await;
+    let u = |value: &str, mode| query("ValueSet", vec![vec![index("url", Test::Uri { value: value.into(), mode })]]);
+    check(store, &u("http://acme.org/fhir/ValueSet/a", UriMatch::Exact), &["ValueSet/v1"]).await;
+    check(store, &u("http://acme.org/fhir", UriMatch::Exact), &[]).await;
+    check(store, &u("http://acme.org/fhir", UriMatch::Below), &["ValueSet/v1", "ValueSet/v2"]).await;
+    check(store, &u("http://acme.org/fhir/ValueSet/b", UriMatch::Above), &["ValueSet/v2", "ValueSet/v3"]).await;
+}
+
+/// Chained parameters, one and two levels deep; deleted targets do not count.
+pub async fn search_chain(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("Organization", "acme", 1, vec![string("name", "Acme Health")]),
+            put("Organization", "other", 1, vec![string("name", "Other")]),
+            put("Patient", "p1", 1, vec![string("name", "Smith"), reference("organization", "Organization", "acme")]),
+            put("Patient", "p2", 1, vec![string("name", "Jones"), reference("organization", "Organization", "other")]),
+            put("Patient", "p3", 1, vec![string("name", "Smithers")]),
+            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1")]),
+            put("Observation", "o2", 1, vec![reference("subject", "Patient", "p2")]),
+            put("Observation", "o3", 1, vec![reference("subject", "Patient", "p3")]),
+            put("Observation", "o4", 1, vec![reference("subject", "Group", "p1")]),
+        ],
+    )
+    .await;
+    let chain = |inner: Predicate| {
+        query(
+            "Observation",
+            vec![vec![Predicate::Chain { param: "subject", target_types: vec!["Patient"], inner: Box::new(inner) }]],
+        )
+    };
+    check(store, &chain(index("name", starts("smith"))), &["Observation/o1", "Observation/o3"]).await;
+    check(store, &chain(index("name", starts("jones"))), &["Observation/o2"]).await;
+    let nested = chain(Predicate::Chain {
+        param: "organization",
+        target_types: vec!["Organization"],
+        inner: Box::new(index("name", starts("acme"))),
+    });
+    check(store, &nested, &["Observation/o1"]).await;
+    commit(store, vec![delete("Patient", "p3", 2, T0 + 50)]).await;
+    check(store, &chain(index("name", starts("smith"))), &["Observation/o1"]).await;
+}
+
+/// Reverse chaining (`_has`), also nested.
+pub async fn search_has(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("Patient", "p1", 1, vec![]),
+            put("Patient", "p2", 1, vec![]),
+            put("Patient", "p3", 1, vec![]),
+            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1"), code_row("bp")]),
+            put("Observation", "o2", 1, vec![reference("subject", "Patient", "p2"), code_row("hr")]),
+            put("Observation", "o3", 1, vec![reference("subject", "Group", "p3"), code_row("bp")]),
+            put("Provenance", "v1", 1, vec![reference("target", "Observation", "o2"), string("agent", "Dr Who")]),
+        ],
+    )
+    .await;
+    let has = |inner: Predicate| {
+        query(
+            "Patient",
+            vec![vec![Predicate::Has { source_type: "Observation", ref_param: "subject", inner: Box::new(inner) }]],
+        )
+    };
+    check(store, &has(index("code", code("bp"))), &["Patient/p1"]).await;
+    check(store, &has(index("code", code("xx"))), &[]).await;
+    let nested = has(Predicate::Has {
+        source_type: "Provenance",
+        ref_param: "target",
+        inner: Box::new(index("agent", starts("dr"))),
+    });
+    check(store, &nested, &["Patient/p2"]).await;
+}
+
+/// A composite matches only when every component matches within the same item.
+pub async fn search_composite(store: &Store) {
+    let bp = |code: &str, value: f64, group: u32| {
+        vec![
+            part(token("component-code-value-quantity", Some("http://loinc.org"), code), group, 0),
+            part(quantity("component-code-value-quantity", value, "http://unitsofmeasure.org", "mm[Hg]"), group, 1),
+        ]
+    };
+    let mut rows = bp("systolic", 120.0, 0);
+    rows.extend(bp("diastolic", 80.0, 1));
+    commit(store, vec![put("Observation", "bp", 1, rows), put("Observation", "other", 1, bp("systolic", 80.0, 0))]).await;
+    let composite = |c: &str, low: f64, high: f64| {
+        query(
+            "Observation",
+            vec![vec![Predicate::Composite {
+                param: "component-code-value-quantity",
+                components: vec![
+                    ("component-code", code(c)),
+                    ("component-value-quantity", Test::Quantity { prefix: Prefix::Eq, low, high, system: None, code: None }),
+                ],
+            }]],
+        )
+    };
+    check(store, &composite("systolic", 119.5, 120.5), &["Observation/bp"]).await;
+    check(store, &composite("diastolic", 79.5, 80.5), &["Observation/bp"]).await;
+    check(store, &composite("systolic", 79.5, 80.5), &["Observation/other"]).await;
+    check(store, &composite("diastolic", 119.5, 120.5), &[]).await;
+}
+
+/// `_sort` on several keys, ascending and descending; resources without a value come last.
+pub async fn sort_on_several_keys(store: &Store) {
+    let p = |id: &str, family: Option<&str>, born: i64| {
+        let mut rows = vec![date("birthdate", born, born + DAY - 1)];
+        if let Some(family) = family {
+            rows.push(string("family", family));
+        }
+        put("Patient", id, 1, rows)
+    };
+    commit(
+        store,
+        vec![
+            p("b1", Some("Brown"), T0),
+            p("a1", Some("Adams"), T0),
+            p("a2", Some("Adams"), T0 + 5 * DAY),
+            p("n1", None, T0 + 2 * DAY),
+            p("c1", Some("Clark"), T0 - DAY),
+        ],
+    )
+    .await;
+    let sorted = |keys: Vec<(&'static str, bool)>| Query {
+        sort: keys.into_iter().map(|(param, descending)| SortKey { param, descending }).collect(),
+        ..query("Patient", vec![])
+    };
+    check(store, &sorted(vec![("family", false), ("birthdate", true)]), &["Patient/a2", "Patient/a1", "Patient/b1", "Patient/c1", "Patient/n1"]).await;
+    check(store, &sorted(vec![("family", true), ("birthdate", false)]), &["Patient/c1", "Patient/b1", "Patient/a1", "Patient/a2", "Patient/n1"]).await;
+    check(store, &sorted(vec![("birthdate", false)]), &["Patient/c1", "Patient/b1", "Patient/a1", "Patient/n1", "Patient/a2"]).await;
+    // Paging through a sorted result one by one gives the same order, forwards and backwards.
+    let q = sorted(vec![("family", false), ("birthdate", true)]);
+    let (forward, backward) = walk(store, &q, 2).await;
+    assert_eq!(forward, vec!["Patient/a2", "Patient/a1", "Patient/b1", "Patient/c1", "Patient/n1"]);
+    assert_eq!(backward, forward);
+}
+
+/// Follows `next` links to the end, then `previous` links back to the start; returns both walks in
+/// forward order.
+async fn walk(store: &Store, query: &Query, count: usize) -> (Vec<String>, Vec<String>) {
+    let mut q = query.clone();
+    let mut pages = Vec::new();
+    loop {
+        let page = search(store, &q, &options(count)).await;
+        let next = page.next.clone();
+        pages.push(page);
+        match next {
+            Some(next) => q.page = Some(next),
+            None => break,
+        }
+        assert!(pages.len() < 50, "paging does not end");
+    }
+    let forward: Vec<String> = pages.iter().flat_map(|p| keys(&p.matches)).collect();
+    let mut back_pages = vec![keys(&pages[pages.len() - 1].matches)];
+    let mut previous = pages[pages.len() - 1].previous.clone();
+    while let Some(cursor) = previous {
+        q.page = Some(cursor);
+        let page = search(store, &q, &options(count)).await;
+        back_pages.push(keys(&page.matches));
+        previous = page.previous.clone();
+        assert!(back_pages.len() < 50, "paging back does not end");
+    }
+    back_pages.reverse();
+    (forward, back_pages.concat())
+}
+
+/// Pages follow `next` and `previous` links, and resources created after the first page do not
+/// shift or join the pages.
+pub async fn paging_is_stable_across_inserts(store: &Store) {
+    let ids: Vec<String> = (1..=7).map(|i| format!("p{i}")).collect();
+    commit(store, ids.iter().map(|id| put("Patient", id, 1, vec![string("name", "Same")])).collect()).await;
+    let q = query("Patient", vec![vec![index("name", starts("same"))]]);
+    let first = search(store, &q, &options(3)).await;
+    assert_eq!(keys(&first.matches), vec!["Patient/p1", "Patient/p2", "Patient/p3"]);
+    assert_eq!(first.previous, None);
+    commit(store, vec![put("Patient", "p0", 1, vec![string("name", "Same")]), put("Patient", "p8", 1, vec![string("name", "Same")])]).await;
+    let mut next = q.clone();
+    next.page = first.next.clone();
+    let second = search(store, &next, &options(3)).await;
+    assert_eq!(keys(&second.matches), vec!["Patient/p4", "Patient/p5", "Patient/p6"]);
+    next.page = second.next.clone();
+    let third = search(store, &next, &options(3)).await;
+    assert_eq!(keys(&third.matches), vec!["Patient/p7"]);
+    assert_eq!(third.next, None);
+    next.page = third.previous.clone();
+    let back = search(store, &next, &options(3)).await;
+    assert_eq!(keys(&back.matches), vec!["Patient/p4", "Patient/p5", "Patient/p6"]);
+    next.page = back.previous.clone();
+    let start = search(store, &next, &options(3)).await;
+    assert_eq!(keys(&start.matches), vec!["Patient/p1", "Patient/p2", "Patient/p3"]);
+    assert_eq!(start.previous, None);
+    // A new search sees the new resources.
+    let fresh = search(store, &q, &options(100)).await;
+    assert_eq!(fresh.matches.len(), 9);
+}
+
+/// `_include`, `_revinclude` and `:iterate`: included resources are distinct, never also matches,
+/// and bounded by `max_includes`.
+pub async fn include_revinclude_iterate(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("Organization", "org", 1, vec![]),
+            put("Patient", "p1", 1, vec![reference("organization", "Organization", "org")]),
+            put("Patient", "p2", 1, vec![token("_id", None, "p2")]),
+            put("Observation", "o1", 1, vec![code_row("x"), reference("subject", "Patient", "p1"), reference("has-member", "Observation", "o2")]),
+            put("Observation", "o2", 1, vec![code_row("x"), reference("subject", "Patient", "p1")]),
+            put("Observation", "o3", 1, vec![code_row("y"), reference("subject", "Patient", "p2")]),
+            put("Provenance", "v1", 1, vec![reference("target", "Observation", "o1")]),
+            put("Provenance", "v2", 1, vec![reference("target", "Observation", "o3")]),
+        ],
+    )
+    .await;
+    let inc = |source_type, param, iterate| Include { source_type, param, target_type: None, iterate };
+    let q = |include: Vec<Include>, revinclude: Vec<Include>| Query {
+        include,
+        revinclude,
+        ..query("Observation", vec![vec![index("code", code("x"))]])
+    };
+    let cases: Vec<(Query, Vec<&str>)> = vec![
+        (q(vec![inc("Observation", "subject", false)], vec![]), vec!["Patient/p1"]),
+        (q(vec![inc("Observation", "subject", false), inc("Patient", "organization", false)], vec![]), vec!["Patient/p1"]),
+        (
+            q(vec![inc("Observation", "subject", false), inc("Patient", "organization", true)], vec![]),
+            vec!["Patient/p1", "Organization/org"],
+        ),
+        (q(vec![inc("Observation", "has-member", false)], vec![]), vec![]),
+        (q(vec![], vec![inc("Provenance", "target", false)]), vec!["Provenance/v1"]),
+        (
+            q(vec![Include { target_type: Some("Group"), ..inc("Observation", "subject", false) }], vec![]),
+            vec![],
+        ),
+    ];
+    for (query, expected) in cases {
+        let page = search(store, &query, &options(10)).await;
+        let mut got = keys(&page.included);
+        got.sort();
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(got, expected, "{query:?}");
+        assert_eq!(page.matches.len(), 2);
+    }
+    // Revinclude of the Patient's observations, iterated to their provenance.
+    let patients = Query {
+        revinclude: vec![inc("Observation", "subject", false), inc("Provenance", "target", true)],
+        ..query("Patient", vec![vec![index("_id", code("p2"))]])
+    };
+    let page = search(store, &patients, &options(10)).await;
+    let mut got = keys(&page.included);
+    got.sort();
+    assert_eq!(got, vec!["Observation/o3", "Provenance/v2"]);
+    let bounded = search(store, &patients, &SearchOptions { count: 10, max_includes: 1 }).await;
+    assert_eq!(bounded.included.len(), 1);
+}
+
+/// A Patient's compartment: its live resources (not the Patient), by type and `_since`, paged.
+pub async fn compartment_lists_live_resources(store: &Store) {
+    commit(
+        store,
+        vec![
+            put_at("Patient", "p1", 1, T0, vec![], vec!["p1"]),
+            put_at("Observation", "o1", 1, T0, vec![], vec!["p1"]),
+            put_at("Observation", "o2", 1, T0 + 100, vec![], vec!["p1"]),
+            put_at("Encounter", "e1", 1, T0 + 200, vec![], vec!["p1"]),
+            put_at("Observation", "o3", 1, T0, vec![], vec!["p2"]),
+            put_at("Observation", "both", 1, T0, vec![], vec!["p1", "p2"]),
+        ],
+    )
+    .await;
+    let ids = |page: &SearchPage| {
+        let mut k = keys(&page.matches);
+        k.sort();
+        k
+    };
+    let all = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
+    assert_eq!(ids(&all), vec!["Encounter/e1", "Observation/both", "Observation/o1", "Observation/o2"]);
+    let typed = CompartmentRequest { types: vec!["Encounter".into()], ..compartment_request("p1", 10) };
+    assert_eq!(ids(&store.compartment(&typed).await.expect("typed")), vec!["Encounter/e1"]);
+    let since = CompartmentRequest { since: Some(T0 + 100), ..compartment_request("p1", 10) };
+    assert_eq!(ids(&store.compartment(&since).await.expect("since")), vec!["Encounter/e1", "Observation/o2"]);
+    // Paged two at a time.
+    let mut request = compartment_request("p1", 2);
+    let mut seen = Vec::new();
+    loop {
+        let page = store.compartment(&request).await.expect("page");
+        assert!(page.matches.len() <= 2);
+        seen.extend(keys(&page.matches));
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ids(&all));
+    commit(store, vec![delete("Observation", "o1", 2, T0 + 300)]).await;
+    let after = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
+    assert_eq!(ids(&after), vec!["Encounter/e1", "Observation/both", "Observation/o2"]);
+}
+
+/// `_total`: the number of all matches, whatever the page size, also with a page size of 0.
+pub async fn total_counts_all_matches(store: &Store) {
+    commit(store, (0..12).map(|i| put("Patient", &format!("p{i}"), 1, vec![string("name", if i % 3 == 0 { "Kim" } else { "Lee" })])).collect()).await;
+    let q = Query { total: Total::Accurate, ..query("Patient", vec![vec![index("name", starts("lee"))]]) };
+    let page = search(store, &q, &options(5)).await;
+    assert_eq!((page.matches.len(), page.total), (5, Some(8)));
+    let count_only = search(store, &q, &options(0)).await;
+    assert_eq!((count_only.matches.len(), count_only.total, count_only.next), (0, Some(8), None));
+    let none = search(store, &Query { total: Total::None, ..q.clone() }, &options(5)).await;
+    assert_eq!(none.total, None);
+    let estimate = search(store, &Query { total: Total::Estimate, ..q }, &options(5)).await;
+    assert!(estimate.total.is_some());
+}
+
+/// A search without a type spans every type.
+pub async fn search_across_types(store: &Store) {
+    commit(
+        store,
+        vec![
+            put("Patient", "x", 1, vec![token("_id", None, "x")]),
+            put("Observation", "x", 1, vec![token("_id", None, "x")]),
+            put("Observation", "y", 1, vec![token("_id", None, "y")]),
+        ],
+    )
+    .await;
+    let q = Query { resource_type: None, ..query("Patient", vec![vec![index("_id", code("x"))]]) };
+    check(store, &q, &["Observation/x", "Patient/x"]).await;
+    let everything = Query { resource_type: None, ..query("Patient", vec![]) };
+    check(store, &everything, &["Observation/x", "Observation/y", "Patient/x"]).await;
+}
+
+/// Cursors that the store did not make, or made for another query, are refused.
+pub async fn bad_cursor_is_refused(store: &Store) {
+    commit(store, (0..3).map(|i| put("Patient", &format!("p{i}"), 1, vec![string("name", "Kim")])).collect()).await;
+    let q = query("Patient", vec![vec![index("name", starts("kim"))]]);
+    let page = search(store, &q, &options(1)).await;
+    let next = page.next.expect("a next page");
+    for cursor in ["garbage", "eyJ4IjoxfQ", ""] {
+        let bad = Query { page: Some(cursor.to_string()), ..q.clone() };
+        assert!(matches!(store.search(&bad, &options(1)).await, Err(StoreError::BadCursor)), "{cursor}");
+    }
+    let other = Query { page: Some(next.clone()), ..query("Patient", vec![vec![index("name", starts("ki"))]]) };
+    assert!(matches!(store.search(&other, &options(1)).await, Err(StoreError::BadCursor)));
+    let good = Query { page: Some(next), ..q };
+    assert_eq!(search(store, &good, &options(1)).await.matches.len(), 1);
+}

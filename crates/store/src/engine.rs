@@ -1,0 +1,105 @@
+//! The engine-dispatching [`Store`]: the one type the exchange codes against. Each method forwards
+//! to the engine the database URL chose; the engines behave the same (the conformance suite proves it).
+
+use fhir::search::Query;
+
+use crate::{CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions, SearchPage, Stored, Write};
+
+/// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
+#[derive(Clone, Debug)]
+pub enum Store {
+    #[cfg(feature = "sqlite")]
+    Sqlite(crate::sqlite::Sqlite),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::postgres::Postgres),
+}
+
+/// Calls the same method on whichever engine this is.
+macro_rules! dispatch {
+    ($self:ident, $engine:ident => $call:expr) => {
+        match *$self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(ref $engine) => $call,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(ref $engine) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
+    pub async fn open(url: &str) -> Result<Store> {
+        #[cfg(feature = "sqlite")]
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let target = rest.strip_prefix("//").unwrap_or(rest);
+            return Ok(Store::Sqlite(crate::sqlite::Sqlite::open(target).await?));
+        }
+        #[cfg(feature = "postgres")]
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Store::Postgres(crate::postgres::Postgres::open(url).await?));
+        }
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(crate::StoreError::Open(format!("no engine for database URLs of scheme '{scheme}'")))
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs and metrics.
+    pub fn engine(&self) -> &'static str {
+        match *self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the database answers (for `/healthz`).
+    pub async fn health(&self) -> Result<()> {
+        dispatch!(self, e => e.health().await)
+    }
+
+    /// The current version of each `(type, id)`, in order; `None` for one that never existed.
+    pub async fn current(&self, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
+        dispatch!(self, e => e.current(keys).await)
+    }
+
+    /// The current version (a tombstone if deleted), or `None` if it never existed.
+    pub async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>> {
+        dispatch!(self, e => e.read_current(resource_type, id).await)
+    }
+
+    /// One version, or `None`.
+    pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>> {
+        dispatch!(self, e => e.vread(resource_type, id, version).await)
+    }
+
+    /// Applies every write atomically, or none (`StoreError::Conflict` if an expectation fails).
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let count = writes.len();
+        let started = std::time::Instant::now();
+        let out = dispatch!(self, e => e.commit(writes).await);
+        tracing::trace!(engine = self.engine(), writes = count, elapsed_us = started.elapsed().as_micros() as u64, ok = out.is_ok(), "commit");
+        out
+    }
+
+    /// Executes a search over current, live resources.
+    pub async fn search(&self, query: &Query, options: &SearchOptions) -> Result<SearchPage> {
+        dispatch!(self, e => e.search(query, options).await)
+    }
+
+    /// Lists versions, newest first.
+    pub async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage> {
+        dispatch!(self, e => e.history(request).await)
+    }
+
+    /// The live resources in a Patient's compartment (not the Patient itself), for `$everything`.
+    pub async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
+        dispatch!(self, e => e.compartment(request).await)
+    }
+
+    /// Runs a read-only SQL statement and returns its rows as text. For tests and diagnostics (query
+    /// plans); not part of the interface the exchange uses.
+    #[doc(hidden)]
+    pub async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        dispatch!(self, e => e.query_rows(sql).await)
+    }
+}

@@ -1,0 +1,30 @@
+//! The storage interface for versioned FHIR resources: one [`Store`] that dispatches to an embedded
+//! SQLite engine or a PostgreSQL engine, with the same behaviour, proven by one conformance suite
+//! ([`conformance`]) that runs against both.
+//!
+//! The store is deliberately simple-minded: it never parses FHIR and never decides policy. The layer
+//! above (the `exchange` crate) validates resources, assigns ids, versions and timestamps, extracts the
+//! index rows with `fhir::search`, and hands the store a batch of [`Write`]s to apply atomically under
+//! optimistic concurrency: each write names the version it expects to replace, and a batch whose
+//! expectations do not hold fails whole with [`StoreError::Conflict`].
+//!
+//! Search takes a parsed [`fhir::search::Query`] and answers with the matching current resources,
+//! their includes, an optional total and opaque paging cursors that stay stable while others write.
+//!
+//! Layout: `migrations/` holds the schema (the same shape on both engines); [`query`](crate) builds
+//! the SQL for every read once for both engines; `sqlite` and `postgres` hold what differs (connection
+//! handling, migrations, and the write path, which each engine does its fastest way).
+
+pub mod conformance;
+mod engine;
+mod exec;
+mod migrate;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod query;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod types;
+
+pub use engine::Store;
+pub use types::*;

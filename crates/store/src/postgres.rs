@@ -1,0 +1,4 @@
+//! The PostgreSQL engine (in progress).
+
+#[derive(Clone, Debug)]
+pub struct Postgres {}

@@ -1,0 +1,383 @@
+//! The embedded SQLite engine: one file in WAL mode (`synchronous=NORMAL`), one writer connection
+//! behind a mutex and a small pool of reader connections, every call on tokio's blocking pool.
+//!
+//! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
+//! last committed state without waiting for the writer. An in-memory database (`sqlite::memory:`) is
+//! private to its connection, so there every call uses the writer connection.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fhir::search::{IndexEntry, IndexValue, Query};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::exec::{block_ready, Dialect, Exec, Val};
+use crate::{
+    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions,
+    SearchPage, Stored, StoreError, Write, WriteOp,
+};
+
+/// Reader connections kept open between calls.
+const READERS: usize = 4;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Database(error.to_string())
+    }
+}
+
+impl rusqlite::ToSql for Val {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self {
+            Val::Null => ValueRef::Null,
+            Val::Int(i) => ValueRef::Integer(*i),
+            Val::Real(f) => ValueRef::Real(*f),
+            Val::Text(s) => ValueRef::Text(s.as_bytes()),
+        }))
+    }
+}
+
+/// The SQLite engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Sqlite {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// `None` for an in-memory database.
+    path: Option<PathBuf>,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").field("path", &self.inner.path).finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
+    // when the next one begins, and every call here starts its own.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn connect(path: &std::path::Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; \
+         PRAGMA cache_size = -16000; PRAGMA foreign_keys = OFF;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Database(format!("sqlite task failed: {e}")))?
+}
+
+impl Sqlite {
+    /// Opens `target` (a file path, or `:memory:`), creating and migrating it as needed.
+    pub(crate) async fn open(target: &str) -> Result<Sqlite> {
+        let target = target.to_string();
+        blocking(move || {
+            let (path, mut writer) = if target == ":memory:" || target.is_empty() {
+                let conn = Connection::open_in_memory().map_err(|e| StoreError::Open(e.to_string()))?;
+                (None, conn)
+            } else {
+                let path = PathBuf::from(&target);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+                }
+                let conn = connect(&path).map_err(|e| StoreError::Open(format!("{target}: {e}")))?;
+                (Some(path), conn)
+            };
+            writer.set_prepared_statement_cache_capacity(64);
+            migrate(&mut writer).map_err(|e| match e {
+                StoreError::Open(m) => StoreError::Open(m),
+                other => StoreError::Open(other.to_string()),
+            })?;
+            Ok(Sqlite {
+                inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+            })
+        })
+        .await
+    }
+
+    /// Runs `f` on a reader connection inside one read transaction (one consistent snapshot).
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let Some(path) = &inner.path else {
+                let conn = lock(&inner.writer);
+                return in_read_tx(&conn, f);
+            };
+            let pooled = lock(&inner.readers).pop();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => connect(path)?,
+            };
+            let out = in_read_tx(&conn, f);
+            let mut readers = lock(&inner.readers);
+            if readers.len() < READERS {
+                readers.push(conn);
+            }
+            out
+        })
+        .await
+    }
+
+    pub(crate) async fn health(&self) -> Result<()> {
+        self.read(|e| block_ready(e.rows("SELECT 1", &[])).map(|_| ())).await
+    }
+
+    pub(crate) async fn current(&self, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
+        let keys = keys.to_vec();
+        self.read(move |e| block_ready(query::current(e, &keys))).await
+    }
+
+    pub(crate) async fn read_current(&self, resource_type: &str, id: &str) -> Result<Option<Stored>> {
+        let (ty, id) = (resource_type.to_string(), id.to_string());
+        self.read(move |e| block_ready(query::read(e, &ty, &id))).await
+    }
+
+    pub(crate) async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>> {
+        let (ty, id) = (resource_type.to_string(), id.to_string());
+        self.read(move |e| block_ready(query::vread(e, &ty, &id, version))).await
+    }
+
+    pub(crate) async fn search(&self, q: &Query, options: &SearchOptions) -> Result<SearchPage> {
+        let (q, options) = (q.clone(), options.clone());
+        self.read(move |e| block_ready(query::search(e, &q, &options))).await
+    }
+
+    pub(crate) async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage> {
+        let request = request.clone();
+        self.read(move |e| block_ready(query::history(e, &request))).await
+    }
+
+    pub(crate) async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
+        let request = request.clone();
+        self.read(move |e| block_ready(query::compartment(e, &request))).await
+    }
+
+    pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = lock(&inner.writer);
+            commit(&mut conn, &writes)
+        })
+        .await
+    }
+
+    /// Runs `sql` on a reader (for the query-plan tests).
+    #[doc(hidden)]
+    pub async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let sql = sql.to_string();
+        self.read(move |e| {
+            let rows = block_ready(e.rows(&sql, &[]))?;
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    row.into_iter()
+                        .map(|v| match v {
+                            Val::Null => String::new(),
+                            Val::Int(i) => i.to_string(),
+                            Val::Real(f) => f.to_string(),
+                            Val::Text(s) => s,
+                        })
+                        .collect()
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+fn in_read_tx<T>(conn: &Connection, f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T>) -> Result<T> {
+    let tx = conn.unchecked_transaction()?;
+    let out = f(&mut SqliteExec { conn: &tx });
+    drop(tx);
+    out
+}
+
+/// Runs shared queries on one SQLite connection.
+pub(crate) struct SqliteExec<'c> {
+    conn: &'c Connection,
+}
+
+impl Exec for SqliteExec<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Vec<Val>>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i)? {
+                    ValueRef::Null => Val::Null,
+                    ValueRef::Integer(v) => Val::Int(v),
+                    ValueRef::Real(v) => Val::Real(v),
+                    ValueRef::Text(v) | ValueRef::Blob(v) => Val::Text(String::from_utf8_lossy(v).into_owned()),
+                });
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations \
+         (version INTEGER PRIMARY KEY, name TEXT NOT NULL, checksum TEXT NOT NULL)",
+    )?;
+    let applied: Vec<(i64, String)> = tx
+        .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for migration in migrate::pending(migrate::SQLITE, &applied)? {
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
+            params![migration.version, migration.name, migration.checksum()],
+        )?;
+        tracing::info!(version = migration.version, name = migration.name, "applied sqlite migration");
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn conflict(write: &Write) -> StoreError {
+    StoreError::Conflict { resource_type: write.resource_type.clone(), id: write.id.clone() }
+}
+
+/// Applies a batch in one immediate transaction; any failed expectation rolls all of it back.
+fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for write in writes {
+        let current = tx
+            .prepare_cached("SELECT rid, version, deleted FROM resources WHERE type = ?1 AND id = ?2")?
+            .query_row(params![write.resource_type, write.id], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)? != 0))
+            })
+            .optional()?;
+        match (current, write.expect) {
+            (None, None) => {}
+            (Some((_, version, _)), Some(expect)) if version == expect => {}
+            _ => return Err(conflict(write)),
+        }
+        let deleted = matches!(write.op, WriteOp::Delete);
+        let rid = match current {
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO resources (type, id, version, last_updated, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![write.resource_type, write.id, write.version, write.last_updated, deleted])?;
+                tx.last_insert_rowid()
+            }
+            Some((rid, _, was_deleted)) => {
+                tx.prepare_cached(
+                    "UPDATE resources SET version = ?2, last_updated = ?3, deleted = ?4 WHERE rid = ?1",
+                )?
+                .execute(params![rid, write.version, write.last_updated, deleted])?;
+                if !was_deleted {
+                    clear_index(&tx, rid)?;
+                }
+                rid
+            }
+        };
+        let json = match &write.op {
+            WriteOp::Put { json, .. } => json.as_str(),
+            WriteOp::Delete => "",
+        };
+        tx.prepare_cached(
+            "INSERT INTO versions (rid, version, last_updated, deleted, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![rid, write.version, write.last_updated, deleted, json])?;
+        if let WriteOp::Put { index, compartments, .. } = &write.op {
+            insert_index(&tx, rid, index)?;
+            let mut stmt =
+                tx.prepare_cached("INSERT OR IGNORE INTO compartment (rid, patient_id) VALUES (?1, ?2)")?;
+            for patient in compartments {
+                stmt.execute(params![rid, patient])?;
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn clear_index(conn: &Connection, rid: i64) -> Result<()> {
+    for table in query::Table::ALL.iter().map(|t| t.name()).chain(["compartment"]) {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?.execute([rid])?;
+    }
+    Ok(())
+}
+
+fn insert_index(conn: &Connection, rid: i64, entries: &[IndexEntry]) -> Result<()> {
+    for (n, entry) in entries.iter().enumerate() {
+        let n = n as i64;
+        let (grp, comp) = match entry.composite {
+            Some(part) => (Some(i64::from(part.group)), Some(i64::from(part.component))),
+            None => (None, None),
+        };
+        let p = entry.param;
+        match &entry.value {
+            IndexValue::String { normalized, exact } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![rid, n, p, normalized, exact, grp, comp])?,
+            IndexValue::Token(token) => conn
+                .prepare_cached(
+                    "INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![rid, n, p, token.system, token.code, token.text, grp, comp])?,
+            IndexValue::IdentifierOfType { type_system, type_code, value } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![rid, n, p, type_system, type_code, value, grp, comp])?,
+            IndexValue::Date { low, high } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_date (rid, n, param, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![rid, n, p, low, high, grp, comp])?,
+            IndexValue::Number { low, high } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_number (rid, n, param, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![rid, n, p, low, high, grp, comp])?,
+            IndexValue::Quantity { system, code, unit, low, high } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![rid, n, p, system, code, unit, low, high, grp, comp])?,
+            IndexValue::Reference { target_type, target_id, url, version } => conn
+                .prepare_cached(
+                    "INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![rid, n, p, target_type, target_id, url, version, grp, comp])?,
+            IndexValue::Uri(uri) => conn
+                .prepare_cached("INSERT INTO idx_uri (rid, n, param, uri, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![rid, n, p, uri, grp, comp])?,
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! Types and their elements (`TYPES`) and the expanded value sets of required bindings (`VALUE_SETS`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write;
+
+use anyhow::{bail, Result};
+use serde_json::Value;
+
+use super::{entries, header, lit, str_slice, structure_definitions, Definitions, Files};
+
+struct TypeRow {
+    kind: &'static str,
+    base: String,
+    is_abstract: bool,
+    elements: Vec<ElementRow>,
+}
+
+struct ElementRow {
+    name: String,
+    types: Vec<String>,
+    min: u64,
+    max: Option<u64>,
+    choice: bool,
+    binding: Option<String>,
+}
+
+const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
+
+pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
+    let mut types: BTreeMap<String, TypeRow> = BTreeMap::new();
+    let mut required: BTreeSet<String> = BTreeSet::new();
+    for sd in structure_definitions(&defs.types).chain(structure_definitions(&defs.resources)) {
+        let kind = match sd["kind"].as_str() {
+            Some("primitive-type") => "Primitive",
+            Some("complex-type") => "Complex",
+            Some("resource") => "Resource",
+            _ => continue,
+        };
+        // Profiles (SimpleQuantity, MoneyQuantity) constrain a type rather than define one.
+        if sd["derivation"] == "constraint" {
+            continue;
+        }
+        let name = sd["type"].as_str().unwrap_or_default().to_string();
+        let base = sd["baseDefinition"]
+            .as_str()
+            .and_then(|b| b.rsplit('/').next())
+            .unwrap_or_default();
+        let is_abstract = sd["abstract"] == true;
+        add_structure(
+            sd,
+            &name,
+            kind,
+            base,
+            is_abstract,
+            &mut types,
+            &mut required,
+        )?;
+    }
+
+    let expander = Expander::new(defs);
+    let mut expanded: BTreeMap<String, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for url in &required {
+        match expander.expand(url, 0) {
+            Some(systems) if !systems.is_empty() => {
+                expanded.insert(url.clone(), systems);
+            }
+            _ => skipped.push(url.clone()),
+        }
+    }
+    eprintln!(
+        "required bindings: {} value sets, {} expanded, {} not expandable offline (left unchecked)",
+        required.len(),
+        expanded.len(),
+        skipped.len()
+    );
+
+    let mut out = header("profiles-types, profiles-resources");
+    out.push_str("use crate::definitions::{ElementDef, TypeDef, TypeKind, UNBOUNDED};\n\n");
+    out.push_str(
+        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding }\n}\n\n",
+    );
+    writeln!(out, "pub static TYPES: &[TypeDef] = &[")?;
+    for (name, t) in &mut types {
+        t.elements.sort_by(|a, b| a.name.cmp(&b.name));
+        if let Some(w) = t.elements.windows(2).find(|w| w[0].name == w[1].name) {
+            bail!("{name} defines {} twice", w[0].name);
+        }
+        writeln!(
+            out,
+            "    TypeDef {{ name: {}, kind: TypeKind::{}, base: {}, is_abstract: {}, elements: &[",
+            lit(name),
+            t.kind,
+            lit(&t.base),
+            t.is_abstract
+        )?;
+        for el in &t.elements {
+            let max = match el.max {
+                None => "UNBOUNDED".to_string(),
+                Some(m) => m.to_string(),
+            };
+            let binding = match &el.binding {
+                Some(url) if expanded.contains_key(url) => format!("Some({})", lit(url)),
+                _ => "None".to_string(),
+            };
+            writeln!(
+                out,
+                "        e({}, {}, {}, {max}, {}, {binding}),",
+                lit(&el.name),
+                str_slice(&el.types),
+                el.min,
+                el.choice
+            )?;
+        }
+        writeln!(out, "    ] }},")?;
+    }
+    writeln!(out, "];")?;
+    files.insert("types.rs".into(), out);
+
+    let mut out = header("valuesets, v3-codesystems");
+    writeln!(
+        out,
+        "//! {} value sets of required bindings, expanded; {} more cannot be expanded offline and are left unchecked:",
+        expanded.len(),
+        skipped.len()
+    )?;
+    for url in &skipped {
+        writeln!(out, "//! - {url}")?;
+    }
+    out.push_str("\nuse crate::definitions::ValueSet;\n\n");
+    writeln!(out, "pub static VALUE_SETS: &[ValueSet] = &[")?;
+    for (url, systems) in &expanded {
+        writeln!(out, "    ValueSet {{ url: {}, systems: &[", lit(url))?;
+        for (system, codes) in systems {
+            let codes: Vec<&String> = codes.iter().collect();
+            writeln!(out, "        ({}, {}),", lit(system), str_slice(&codes))?;
+        }
+        writeln!(out, "    ] }},")?;
+    }
+    writeln!(out, "];")?;
+    files.insert("value_sets.rs".into(), out);
+    Ok(())
+}
+
+/// Adds a structure definition's type and its backbone elements (named by path) to `types`.
+fn add_structure(
+    sd: &Value,
+    name: &str,
+    kind: &'static str,
+    base: &str,
+    is_abstract: bool,
+    types: &mut BTreeMap<String, TypeRow>,
+    required: &mut BTreeSet<String>,
+) -> Result<()> {
+    let elements: Vec<&Value> = sd["snapshot"]["element"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    let paths: Vec<&str> = elements
+        .iter()
+        .map(|e| e["path"].as_str().unwrap_or_default())
+        .collect();
+    let has_children = |path: &str| {
+        paths.iter().any(|p| {
+            p.len() > path.len() + 1 && p.starts_with(path) && p.as_bytes()[path.len()] == b'.'
+        })
+    };
+    types.insert(
+        name.to_string(),
+        TypeRow {
+            kind,
+            base: base.to_string(),
+            is_abstract,
+            elements: Vec::new(),
+        },
+    );
+    for el in elements.iter().skip(1) {
+        let path = el["path"].as_str().unwrap_or_default();
+        let Some((parent, last)) = path.rsplit_once('.') else {
+            continue;
+        };
+        // A primitive's `value` is the JSON primitive itself, not an element.
+        if kind == "Primitive" && last == "value" {
+            continue;
+        }
+        let (el_name, choice) = match last.strip_suffix("[x]") {
+            Some(n) => (n.to_string(), true),
+            None => (last.to_string(), false),
+        };
+        let mut el_types: Vec<String> = Vec::new();
+        if let Some(reference) = el["contentReference"].as_str() {
+            el_types.push(reference.trim_start_matches('#').to_string());
+        } else if has_children(path) {
+            el_types.push(path.to_string());
+            let code = el["type"][0]["code"].as_str().unwrap_or("BackboneElement");
+            types.insert(
+                path.to_string(),
+                TypeRow {
+                    kind: "Complex",
+                    base: code.to_string(),
+                    is_abstract: false,
+                    elements: Vec::new(),
+                },
+            );
+        } else {
+            for t in el["type"].as_array().into_iter().flatten() {
+                let code = t["code"].as_str().unwrap_or_default();
+                let code = if code.starts_with("http://hl7.org/fhirpath/System.") {
+                    let ext = t["extension"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|e| e["url"] == FHIR_TYPE_EXT);
+                    ext.and_then(|e| e["valueUrl"].as_str()).unwrap_or("string")
+                } else {
+                    code
+                };
+                // Resource ids are `id`s, although R4 types the element as a plain string.
+                let code = if kind == "Resource" && parent == name && el_name == "id" {
+                    "id"
+                } else {
+                    code
+                };
+                if !el_types.iter().any(|t| t == code) {
+                    el_types.push(code.to_string());
+                }
+            }
+        }
+        if el_types.is_empty() {
+            bail!("{path} has no type");
+        }
+        let binding = if el["binding"]["strength"] == "required" {
+            el["binding"]["valueSet"]
+                .as_str()
+                .map(|u| u.split('|').next().unwrap_or(u).to_string())
+        } else {
+            None
+        };
+        if let Some(url) = &binding {
+            required.insert(url.clone());
+        }
+        let max = match el["max"].as_str() {
+            Some("*") => None,
+            Some(m) => Some(m.parse()?),
+            None => bail!("{path} has no max"),
+        };
+        let row = ElementRow {
+            name: el_name,
+            types: el_types,
+            min: el["min"].as_u64().unwrap_or(0),
+            max,
+            choice,
+            binding,
+        };
+        match types.get_mut(parent) {
+            Some(t) => t.elements.push(row),
+            None => bail!("{path}: parent {parent} is not a type"),
+        }
+    }
+    Ok(())
+}
+
+type Expansion = BTreeMap<String, BTreeSet<String>>;
+
+/// Expands value sets from the ValueSet and CodeSystem resources of the definitions, where that needs
+/// nothing else: includes of whole complete code systems, of listed concepts, and of other such value sets.
+struct Expander<'a> {
+    value_sets: HashMap<&'a str, &'a Value>,
+    code_systems: HashMap<&'a str, &'a Value>,
+}
+
+impl<'a> Expander<'a> {
+    fn new(defs: &'a Definitions) -> Self {
+        let mut value_sets = HashMap::new();
+        let mut code_systems = HashMap::new();
+        for r in entries(&defs.value_sets).chain(entries(&defs.v3)) {
+            let Some(url) = r["url"].as_str() else {
+                continue;
+            };
+            match r["resourceType"].as_str() {
+                Some("ValueSet") => {
+                    value_sets.insert(url, r);
+                }
+                Some("CodeSystem") => {
+                    code_systems.insert(url, r);
+                }
+                _ => {}
+            }
+        }
+        Expander {
+            value_sets,
+            code_systems,
+        }
+    }
+
+    fn expand(&self, url: &str, depth: usize) -> Option<Expansion> {
+        if depth > 8 {
+            return None;
+        }
+        let vs = self.value_sets.get(url)?;
+        let mut out = Expansion::new();
+        for include in vs["compose"]["include"].as_array()? {
+            if include.get("filter").is_some() {
+                return None;
+            }
+            for other in include["valueSet"].as_array().into_iter().flatten() {
+                let other = other.as_str()?;
+                for (system, codes) in self.expand(other.split('|').next()?, depth + 1)? {
+                    out.entry(system).or_default().extend(codes);
+                }
+            }
+            let Some(system) = include["system"].as_str() else {
+                continue;
+            };
+            let codes = out.entry(system.to_string()).or_default();
+            if let Some(concepts) = include["concept"].as_array() {
+                codes.extend(
+                    concepts
+                        .iter()
+                        .filter_map(|c| c["code"].as_str().map(str::to_string)),
+                );
+            } else {
+                let cs = self.code_systems.get(system)?;
+                if cs["content"] != "complete" {
+                    return None;
+                }
+                collect_concepts(&cs["concept"], codes);
+            }
+        }
+        for exclude in vs["compose"]["exclude"].as_array().into_iter().flatten() {
+            let system = exclude["system"].as_str()?;
+            let concepts = exclude["concept"].as_array()?;
+            let codes = out.get_mut(system)?;
+            for c in concepts {
+                codes.remove(c["code"].as_str()?);
+            }
+        }
+        Some(out)
+    }
+}
+
+fn collect_concepts(concepts: &Value, codes: &mut BTreeSet<String>) {
+    for c in concepts.as_array().into_iter().flatten() {
+        if let Some(code) = c["code"].as_str() {
+            codes.insert(code.to_string());
+        }
+        collect_concepts(&c["concept"], codes);
+    }
+}
