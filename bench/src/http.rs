@@ -30,8 +30,14 @@ impl Reply {
         let text = match issue {
             Some(i) => format!(
                 "{} {}",
-                i["diagnostics"].as_str().or(i["details"]["text"].as_str()).unwrap_or(""),
-                i["expression"].get(0).and_then(|e| e.as_str()).unwrap_or("")
+                i["diagnostics"]
+                    .as_str()
+                    .or(i["details"]["text"].as_str())
+                    .unwrap_or(""),
+                i["expression"]
+                    .get(0)
+                    .and_then(|e| e.as_str())
+                    .unwrap_or("")
             ),
             None => self.body.clone(),
         };
@@ -47,11 +53,10 @@ impl Client {
             .max_idle_connections_per_host(4)
             .build()
             .into();
-        Client { agent, base: base.trim_end_matches('/').to_owned() }
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
+        Client {
+            agent,
+            base: base.trim_end_matches('/').to_owned(),
+        }
     }
 
     /// GET a path relative to the base (`Patient?name=x`) or an absolute URL (a paging link).
@@ -68,7 +73,11 @@ impl Client {
             .call()
             .with_context(|| format!("GET {url}"))?;
         let status = response.status().as_u16();
-        let body = response.body_mut().with_config().limit(BODY_LIMIT).read_to_string()?;
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_string()?;
         Ok(Reply { status, body })
     }
 
@@ -83,7 +92,11 @@ impl Client {
             .send(body)
             .with_context(|| format!("POST {}", self.base))?;
         let status = response.status().as_u16();
-        let body = response.body_mut().with_config().limit(BODY_LIMIT).read_to_string()?;
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(BODY_LIMIT)
+            .read_to_string()?;
         Ok(Reply { status, body })
     }
 }

@@ -75,13 +75,26 @@ enum Command {
         /// Only these queries (1-6), e.g. `--only 1,6`.
         #[arg(long, value_delimiter = ',')]
         only: Vec<usize>,
+        /// Query values: read from this file if it exists, else sampled and written to it, so that
+        /// two servers with the same data get the same questions.
+        #[arg(long)]
+        values: Option<PathBuf>,
     },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Import { base, dir, clients } => load::import(&base, &dir, clients),
-        Command::Generate { base, patients, resources, first, seed, encounters, clients, dry_run } => {
+        Command::Generate {
+            base,
+            patients,
+            resources,
+            first,
+            seed,
+            encounters,
+            clients,
+            dry_run,
+        } => {
             let generator = synth::Generator::new(seed).with_mean_encounters(encounters);
             let patients = match resources {
                 Some(r) => generator.patients_for_resources(r),
@@ -89,8 +102,22 @@ fn main() -> Result<()> {
             };
             load::generate(&base, &generator, first..first + patients, clients, dry_run)
         }
-        Command::Search { base, clients, duration, warmup, sample, only } => {
-            search::run(&base, &clients, duration, warmup, sample, &only)
-        }
+        Command::Search {
+            base,
+            clients,
+            duration,
+            warmup,
+            sample,
+            only,
+            values,
+        } => search::run(
+            &base,
+            &clients,
+            duration,
+            warmup,
+            sample,
+            &only,
+            values.as_deref(),
+        ),
     }
 }

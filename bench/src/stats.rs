@@ -28,7 +28,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (text, 1.0)
     };
-    let value: f64 = number.trim().parse().map_err(|_| format!("not a duration: {text:?} (try 20s, 500ms, 2m)"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a duration: {text:?} (try 20s, 500ms, 2m)"))?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("not a duration: {text:?}"));
     }
@@ -43,16 +46,35 @@ mod tests {
     fn percentiles_use_the_nearest_rank() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         for (p, expected) in [(50.0, 50), (99.0, 99), (100.0, 100), (0.0, 1), (99.9, 100)] {
-            assert_eq!(percentile(&samples, p), Duration::from_millis(expected), "p{p}");
+            assert_eq!(
+                percentile(&samples, p),
+                Duration::from_millis(expected),
+                "p{p}"
+            );
         }
-        assert_eq!(percentile(&[Duration::from_millis(7)], 99.0), Duration::from_millis(7));
+        assert_eq!(
+            percentile(&[Duration::from_millis(7)], 99.0),
+            Duration::from_millis(7)
+        );
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
     }
 
     #[test]
     fn parses_durations() {
-        for (text, expected) in [("20s", Some(20_000)), ("500ms", Some(500)), ("2m", Some(120_000)), ("3", Some(3_000)), ("1.5s", Some(1_500)), ("soon", None), ("-1s", None)] {
-            assert_eq!(parse_duration(text).ok().map(|d| d.as_millis() as u64), expected, "{text}");
+        for (text, expected) in [
+            ("20s", Some(20_000)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("3", Some(3_000)),
+            ("1.5s", Some(1_500)),
+            ("soon", None),
+            ("-1s", None),
+        ] {
+            assert_eq!(
+                parse_duration(text).ok().map(|d| d.as_millis() as u64),
+                expected,
+                "{text}"
+            );
         }
     }
 }
