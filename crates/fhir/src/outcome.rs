@@ -91,7 +91,12 @@ pub struct Issue {
 
 impl Issue {
     pub fn new(severity: Severity, code: IssueType, diagnostics: impl Into<String>) -> Self {
-        Issue { severity, code, diagnostics: diagnostics.into(), expression: Vec::new() }
+        Issue {
+            severity,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: Vec::new(),
+        }
     }
 
     pub fn error(code: IssueType, diagnostics: impl Into<String>) -> Self {

@@ -23,8 +23,12 @@ pub fn validate_resource(resource: &Value) -> Vec<Issue> {
     let mut v = Validator {
         issues: Vec::new(),
         path: String::with_capacity(128),
+        depth: 0,
     };
-    v.resource(resource);
+    v.resource(resource, false);
+    // Grouped by location, so that the problems of one element come together whatever the key order.
+    v.issues
+        .sort_by(|a, b| a.expression.first().cmp(&b.expression.first()));
     v.issues
 }
 
@@ -32,7 +36,13 @@ struct Validator {
     issues: Vec<Issue>,
     /// The FHIRPath location of the node being checked.
     path: String,
+    /// How many objects deep the node being checked is.
+    depth: usize,
 }
+
+/// How deep objects may nest (a Bundle entry's contained resource's extension's extension... counts each
+/// object). The official examples nest at most about 20 deep; beyond this the validator stops descending.
+pub const MAX_DEPTH: usize = 64;
 
 /// Which elements of an object have been seen (by index in [`TypeDef::elements`]), to check minimum
 /// cardinality and that a choice element is given once.
@@ -89,7 +99,7 @@ impl Validator {
     }
 
     /// A whole resource: the root, a contained resource, a Bundle entry's or a parameter's resource.
-    fn resource(&mut self, value: &Value) {
+    fn resource(&mut self, value: &Value, contained: bool) {
         let Some(obj) = value.as_object() else {
             self.error(IssueType::Structure, "a resource must be a JSON object");
             return;
@@ -117,11 +127,61 @@ impl Validator {
         if self.path.is_empty() {
             self.path.push_str(td.name);
         }
+        if contained {
+            self.contained_rules(obj);
+        }
         self.object(obj, td, true);
+    }
+
+    /// The invariants of a contained resource: it holds no contained resources itself (dom-2) and has no
+    /// version or update time of its own (dom-4).
+    fn contained_rules(&mut self, obj: &Map<String, Value>) {
+        if obj.contains_key("contained") {
+            self.at_child("contained", |v| {
+                v.error(
+                    IssueType::Invariant,
+                    "a contained resource may not contain resources itself (dom-2)",
+                )
+            });
+        }
+        if let Some(Value::Object(meta)) = obj.get("meta") {
+            for key in ["versionId", "lastUpdated"] {
+                if meta.contains_key(key) {
+                    self.at_child("meta", |v| {
+                        v.at_child(key, |v| {
+                            v.error(
+                                IssueType::Invariant,
+                                format!(
+                                    "a contained resource has no meta.{key} of its own (dom-4)"
+                                ),
+                            )
+                        })
+                    });
+                }
+            }
+        }
     }
 
     /// An object of type `td`: every property must be one of its elements, and required ones present.
     fn object(&mut self, obj: &Map<String, Value>, td: &'static TypeDef, is_resource: bool) {
+        if self.depth >= MAX_DEPTH {
+            self.error(
+                IssueType::TooLong,
+                format!("elements are nested more than {MAX_DEPTH} deep"),
+            );
+            return;
+        }
+        self.depth += 1;
+        self.object_elements(obj, td, is_resource);
+        self.depth -= 1;
+    }
+
+    fn object_elements(
+        &mut self,
+        obj: &Map<String, Value>,
+        td: &'static TypeDef,
+        is_resource: bool,
+    ) {
         if obj.is_empty() {
             self.error(
                 IssueType::Structure,
@@ -318,7 +378,7 @@ impl Validator {
         };
         match td.kind {
             TypeKind::Primitive => self.primitive(value, ty, el.binding),
-            TypeKind::Resource => self.resource(value),
+            TypeKind::Resource => self.resource(value, el.name == "contained"),
             TypeKind::Complex => {
                 let Some(obj) = value.as_object() else {
                     self.error(
@@ -332,16 +392,7 @@ impl Validator {
                     "Reference" => self.reference(obj),
                     "Coding" if el.binding.is_some() => self.coding(obj, el.binding),
                     "CodeableConcept" if el.binding.is_some() => {
-                        if let Some(Value::Array(codings)) = obj.get("coding") {
-                            for (i, coding) in codings.iter().enumerate() {
-                                if let Some(coding) = coding.as_object() {
-                                    let len = self.path.len();
-                                    let _ = write!(self.path, ".coding[{i}]");
-                                    self.coding(coding, el.binding);
-                                    self.path.truncate(len);
-                                }
-                            }
-                        }
+                        self.codeable_concept(obj, el.binding)
                     }
                     _ => {}
                 }
@@ -355,6 +406,9 @@ impl Validator {
             (JsonKind::Integer(min), Value::Number(n)) => match n.as_i64() {
                 Some(i) if i >= min && i <= i64::from(i32::MAX) => {}
                 Some(_) => self.error(IssueType::Value, format!("{n} is out of range for {ty}")),
+                None if n.is_u64() => {
+                    self.error(IssueType::Value, format!("{n} is out of range for {ty}"))
+                }
                 None => self.error(IssueType::Value, format!("{ty} must be a whole number")),
             },
             (JsonKind::String, Value::String(s)) => {
@@ -382,6 +436,39 @@ impl Validator {
                 };
                 self.error(IssueType::Structure, format!("a {ty} is {expected}"));
             }
+        }
+    }
+
+    /// A CodeableConcept under a required binding: every Coding from a code system of the value set
+    /// must be one of its codes, and at least one Coding must be from the value set.
+    fn codeable_concept(&mut self, obj: &Map<String, Value>, binding: Option<&'static str>) {
+        let Some(vs) = binding.and_then(definitions::value_set) else {
+            return;
+        };
+        let mut any_in_set = false;
+        if let Some(Value::Array(codings)) = obj.get("coding") {
+            for (i, coding) in codings.iter().enumerate() {
+                if let Some(coding) = coding.as_object() {
+                    let len = self.path.len();
+                    let _ = write!(self.path, ".coding[{i}]");
+                    self.coding(coding, binding);
+                    self.path.truncate(len);
+                    if let (Some(Value::String(system)), Some(Value::String(code))) =
+                        (coding.get("system"), coding.get("code"))
+                    {
+                        any_in_set |= vs.contains(system, code);
+                    }
+                }
+            }
+        }
+        if !any_in_set {
+            self.error(
+                IssueType::CodeInvalid,
+                format!(
+                    "no coding is from the value set {} that the element requires",
+                    vs.url
+                ),
+            );
         }
     }
 
@@ -466,6 +553,12 @@ pub fn reference_is_well_formed(reference: &str) -> bool {
     if reference.starts_with("urn:oid:") {
         return primitives::is_oid_urn(reference);
     }
+    if let Some((ty, _query)) = reference.split_once('?') {
+        if !ty.contains([':', '/']) {
+            // A conditional reference (`Patient?identifier=...`), resolved in a transaction.
+            return definitions::is_resource_type(ty);
+        }
+    }
     if reference.chars().any(char::is_whitespace) {
         return false;
     }
@@ -478,9 +571,6 @@ pub fn reference_is_well_formed(reference: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
         return scheme_ok && !rest.is_empty();
-    }
-    if let Some((ty, _query)) = reference.split_once('?') {
-        return definitions::is_resource_type(ty);
     }
     let mut parts = reference.split('/');
     let (Some(ty), Some(id)) = (parts.next(), parts.next()) else {

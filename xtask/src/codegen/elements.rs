@@ -264,7 +264,10 @@ fn add_structure(
 type Expansion = BTreeMap<String, BTreeSet<String>>;
 
 /// Expands value sets from the ValueSet and CodeSystem resources of the definitions, where that needs
-/// nothing else: includes of whole complete code systems, of listed concepts, and of other such value sets.
+/// nothing else: includes of whole complete code systems (with their concept hierarchies), of listed
+/// concepts, of `is-a`/`descendent-of`/`is-not-a` filters on such code systems, and of other such value
+/// sets; excludes of the same kinds. Anything else (an external code system, another filter) makes the value
+/// set unexpandable, and its binding is left unchecked.
 struct Expander<'a> {
     value_sets: HashMap<&'a str, &'a Value>,
     code_systems: HashMap<&'a str, &'a Value>,
@@ -272,9 +275,13 @@ struct Expander<'a> {
 
 impl<'a> Expander<'a> {
     fn new(defs: &'a Definitions) -> Self {
+        Self::from_resources(entries(&defs.value_sets).chain(entries(&defs.v3)))
+    }
+
+    fn from_resources(resources: impl Iterator<Item = &'a Value>) -> Self {
         let mut value_sets = HashMap::new();
         let mut code_systems = HashMap::new();
-        for r in entries(&defs.value_sets).chain(entries(&defs.v3)) {
+        for r in resources {
             let Some(url) = r["url"].as_str() else {
                 continue;
             };
@@ -301,20 +308,28 @@ impl<'a> Expander<'a> {
         let vs = self.value_sets.get(url)?;
         let mut out = Expansion::new();
         for include in vs["compose"]["include"].as_array()? {
-            if include.get("filter").is_some() {
-                return None;
+            for (system, codes) in self.conceptset(include, depth)? {
+                out.entry(system).or_default().extend(codes);
             }
-            for other in include["valueSet"].as_array().into_iter().flatten() {
-                let other = other.as_str()?;
-                for (system, codes) in self.expand(other.split('|').next()?, depth + 1)? {
-                    out.entry(system).or_default().extend(codes);
+        }
+        for exclude in vs["compose"]["exclude"].as_array().into_iter().flatten() {
+            for (system, codes) in self.conceptset(exclude, depth)? {
+                if let Some(kept) = out.get_mut(&system) {
+                    kept.retain(|c| !codes.contains(c));
                 }
             }
-            let Some(system) = include["system"].as_str() else {
-                continue;
-            };
-            let codes = out.entry(system.to_string()).or_default();
-            if let Some(concepts) = include["concept"].as_array() {
+        }
+        out.retain(|_, codes| !codes.is_empty());
+        Some(out)
+    }
+
+    /// The codes of one `compose.include` or `compose.exclude`: those of a code system (all, listed, or
+    /// filtered), intersected with those of the value sets it names.
+    fn conceptset(&self, set: &Value, depth: usize) -> Option<Expansion> {
+        let mut from_system: Option<Expansion> = None;
+        if let Some(system) = set["system"].as_str() {
+            let mut codes = BTreeSet::new();
+            if let Some(concepts) = set["concept"].as_array() {
                 codes.extend(
                     concepts
                         .iter()
@@ -325,26 +340,121 @@ impl<'a> Expander<'a> {
                 if cs["content"] != "complete" {
                     return None;
                 }
-                collect_concepts(&cs["concept"], codes);
+                collect_concepts(&cs["concept"], &mut codes);
+                for filter in set["filter"].as_array().into_iter().flatten() {
+                    let property = filter["property"].as_str()?;
+                    let value = filter["value"].as_str()?;
+                    if property != "concept" {
+                        return None;
+                    }
+                    let subtree = find_concept(&cs["concept"], value).map(|c| {
+                        let mut below = BTreeSet::new();
+                        collect_concepts(&c["concept"], &mut below);
+                        below
+                    });
+                    let subtree = subtree.unwrap_or_default();
+                    match filter["op"].as_str()? {
+                        "is-a" => codes.retain(|c| c == value || subtree.contains(c)),
+                        "descendent-of" => codes.retain(|c| subtree.contains(c)),
+                        "is-not-a" => codes.retain(|c| c != value && !subtree.contains(c)),
+                        _ => return None,
+                    }
+                }
             }
+            from_system = Some(Expansion::from([(system.to_string(), codes)]));
+        } else if set.get("filter").is_some() || set.get("concept").is_some() {
+            return None;
         }
-        for exclude in vs["compose"]["exclude"].as_array().into_iter().flatten() {
-            let system = exclude["system"].as_str()?;
-            let concepts = exclude["concept"].as_array()?;
-            let codes = out.get_mut(system)?;
-            for c in concepts {
-                codes.remove(c["code"].as_str()?);
-            }
+        let mut result = from_system;
+        for other in set["valueSet"].as_array().into_iter().flatten() {
+            let other = self.expand(other.as_str()?.split('|').next()?, depth + 1)?;
+            result = Some(match result {
+                None => other,
+                // Both a system and value sets: the codes in all of them.
+                Some(mut so_far) => {
+                    so_far.retain(|system, codes| match other.get(system) {
+                        Some(theirs) => {
+                            codes.retain(|c| theirs.contains(c));
+                            true
+                        }
+                        None => false,
+                    });
+                    so_far
+                }
+            });
         }
-        Some(out)
+        result
     }
 }
 
+/// Every code of a concept list, with the codes nested under each (a code system's hierarchy).
 fn collect_concepts(concepts: &Value, codes: &mut BTreeSet<String>) {
     for c in concepts.as_array().into_iter().flatten() {
         if let Some(code) = c["code"].as_str() {
             codes.insert(code.to_string());
         }
         collect_concepts(&c["concept"], codes);
+    }
+}
+
+/// The concept with `code`, anywhere in the hierarchy.
+fn find_concept<'v>(concepts: &'v Value, code: &str) -> Option<&'v Value> {
+    concepts.as_array()?.iter().find_map(|c| {
+        if c["code"] == code {
+            Some(c)
+        } else {
+            find_concept(&c["concept"], code)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn codes(e: &Expansion, system: &str) -> Vec<String> {
+        e.get(system).into_iter().flatten().cloned().collect()
+    }
+
+    #[test]
+    fn value_sets_expand_hierarchies_filters_and_excludes() {
+        let resources = [
+            json!({"resourceType": "CodeSystem", "url": "http://cs", "content": "complete", "concept": [
+                {"code": "a", "concept": [{"code": "a1", "concept": [{"code": "a1x"}]}, {"code": "a2"}]},
+                {"code": "b"}
+            ]}),
+            json!({"resourceType": "CodeSystem", "url": "http://partial", "content": "fragment", "concept": [{"code": "z"}]}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/all", "compose": {"include": [{"system": "http://cs"}]}}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/not-a1", "compose": {
+                "include": [{"system": "http://cs"}],
+                "exclude": [{"system": "http://cs", "filter": [{"property": "concept", "op": "is-a", "value": "a1"}]}, {"system": "http://other", "concept": [{"code": "q"}]}]
+            }}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/below-a", "compose": {"include": [
+                {"system": "http://cs", "filter": [{"property": "concept", "op": "descendent-of", "value": "a"}]}
+            ]}}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/listed", "compose": {
+                "include": [{"system": "http://cs", "concept": [{"code": "b"}, {"code": "a2"}]}, {"valueSet": ["http://vs/below-a|4.0.1"]}],
+                "exclude": [{"system": "http://cs", "concept": [{"code": "a1x"}]}]
+            }}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/both", "compose": {"include": [
+                {"system": "http://cs", "concept": [{"code": "a1"}, {"code": "b"}], "valueSet": ["http://vs/below-a"]}
+            ]}}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/fragment", "compose": {"include": [{"system": "http://partial"}]}}),
+            json!({"resourceType": "ValueSet", "url": "http://vs/regex", "compose": {"include": [
+                {"system": "http://cs", "filter": [{"property": "concept", "op": "regex", "value": "a.*"}]}
+            ]}}),
+        ];
+        let expander = Expander::from_resources(resources.iter());
+        let expand = |url| codes(&expander.expand(url, 0).unwrap(), "http://cs");
+        assert_eq!(expand("http://vs/all"), ["a", "a1", "a1x", "a2", "b"]);
+        assert_eq!(expand("http://vs/not-a1"), ["a", "a2", "b"]);
+        assert_eq!(expand("http://vs/below-a"), ["a1", "a1x", "a2"]);
+        assert_eq!(expand("http://vs/listed"), ["a1", "a2", "b"]);
+        assert_eq!(expand("http://vs/both"), ["a1"]);
+        assert!(expander.expand("http://vs/fragment", 0).is_none());
+        assert!(expander.expand("http://vs/regex", 0).is_none());
+        assert!(expander.expand("http://vs/missing", 0).is_none());
     }
 }

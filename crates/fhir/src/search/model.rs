@@ -23,17 +23,41 @@ pub struct TokenValue {
 /// One value a resource has for one search parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexValue {
-    String { normalized: String, exact: String },
+    String {
+        normalized: String,
+        exact: String,
+    },
     Token(TokenValue),
     /// For `Identifier`s only, in addition to the plain token: the identifier's type coding and value,
     /// for `:of-type` (`type-system|type-code|value`).
-    IdentifierOfType { type_system: Option<String>, type_code: String, value: String },
-    Date { low: i64, high: i64 },
-    Number { low: f64, high: f64 },
-    Quantity { system: Option<String>, code: Option<String>, unit: Option<String>, low: f64, high: f64 },
+    IdentifierOfType {
+        type_system: Option<String>,
+        type_code: String,
+        value: String,
+    },
+    Date {
+        low: i64,
+        high: i64,
+    },
+    Number {
+        low: f64,
+        high: f64,
+    },
+    Quantity {
+        system: Option<String>,
+        code: Option<String>,
+        unit: Option<String>,
+        low: f64,
+        high: f64,
+    },
     /// A reference. Relative (`Patient/123`) and local absolute references (this server's base) are held
     /// as type and id; other absolute or canonical ones as `url` (with `version` after a `|`).
-    Reference { target_type: Option<String>, target_id: Option<String>, url: Option<String>, version: Option<String> },
+    Reference {
+        target_type: Option<String>,
+        target_id: Option<String>,
+        url: Option<String>,
+        version: Option<String>,
+    },
     Uri(String),
 }
 
@@ -93,26 +117,58 @@ pub enum UriMatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenTest {
     /// `code` (any system), `system|code`, `|code` (no system: `system: Some(None)`), `system|` (any code).
-    Code { system: Option<Option<String>>, code: Option<String> },
+    Code {
+        system: Option<Option<String>>,
+        code: Option<String>,
+    },
     /// `:text`: starts-with on the normalized display text.
     Text(String),
     /// `:of-type`: `type-system|type-code|value`.
-    OfType { type_system: Option<String>, type_code: String, value: String },
+    OfType {
+        type_system: Option<String>,
+        type_code: String,
+        value: String,
+    },
 }
 
 /// One test against the index rows of a parameter.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Test {
-    String { value: String, mode: StringMatch },
+    String {
+        value: String,
+        mode: StringMatch,
+    },
     Token(TokenTest),
-    Date { prefix: Prefix, low: i64, high: i64 },
-    Number { prefix: Prefix, low: f64, high: f64 },
-    Quantity { prefix: Prefix, low: f64, high: f64, system: Option<String>, code: Option<String> },
+    Date {
+        prefix: Prefix,
+        low: i64,
+        high: i64,
+    },
+    Number {
+        prefix: Prefix,
+        low: f64,
+        high: f64,
+    },
+    Quantity {
+        prefix: Prefix,
+        low: f64,
+        high: f64,
+        system: Option<String>,
+        code: Option<String>,
+    },
     /// Matches a reference row by type and id, by id alone (any type), or by absolute/canonical url.
-    Reference { target_type: Option<String>, target_id: Option<String>, url: Option<String>, version: Option<String> },
+    Reference {
+        target_type: Option<String>,
+        target_id: Option<String>,
+        url: Option<String>,
+        version: Option<String>,
+    },
     /// `:identifier` on a reference parameter: the Reference.identifier's token.
     ReferenceIdentifier(TokenTest),
-    Uri { value: String, mode: UriMatch },
+    Uri {
+        value: String,
+        mode: UriMatch,
+    },
 }
 
 /// A condition on resources of the type being searched. A [`Query`] ANDs its clauses; a clause ORs
@@ -127,13 +183,24 @@ pub enum Predicate {
     Missing { param: &'static str, missing: bool },
     /// A chain: `param` is a reference whose target, of one of `target_types`, satisfies `inner`
     /// (which is evaluated on the target's type). Nested chains nest.
-    Chain { param: &'static str, target_types: Vec<&'static str>, inner: Box<Predicate> },
+    Chain {
+        param: &'static str,
+        target_types: Vec<&'static str>,
+        inner: Box<Predicate>,
+    },
     /// `_has:source_type:ref_param:...`: some resource of `source_type` whose `ref_param` refers to this
     /// resource satisfies `inner` (evaluated on `source_type`).
-    Has { source_type: &'static str, ref_param: &'static str, inner: Box<Predicate> },
+    Has {
+        source_type: &'static str,
+        ref_param: &'static str,
+        inner: Box<Predicate>,
+    },
     /// A composite parameter: every component passes its test on the same item the composite's
     /// expression selects. `components` are in the parameter's component order.
-    Composite { param: &'static str, components: Vec<(&'static str, Test)> },
+    Composite {
+        param: &'static str,
+        components: Vec<(&'static str, Test)>,
+    },
 }
 
 /// Predicates ORed together.

@@ -62,8 +62,14 @@ pub fn json_kind(ty: &str) -> JsonKind {
     }
 }
 
+/// The most a string may hold: the specification limits strings to 1 MB.
+const MAX_STRING_BYTES: usize = 1024 * 1024;
+
 /// Strings may hold any text but not control characters other than tab, carriage return and line feed.
 fn check_text(s: &str) -> Option<&'static str> {
+    if s.len() > MAX_STRING_BYTES {
+        return Some("a string may hold at most 1 MB");
+    }
     if s.chars()
         .any(|c| (c as u32) < 32 && !matches!(c, '\t' | '\r' | '\n'))
     {
@@ -235,7 +241,7 @@ fn is_base64(s: &str) -> bool {
         }
         count += 1;
     }
-    count % 4 == 0 && padding <= 2
+    count & 3 == 0 && padding <= 2
 }
 
 #[cfg(test)]

@@ -249,3 +249,130 @@ fn no_type_has_more_elements_than_the_validator_tracks() {
         .iter()
         .all(|t| t.elements.len() <= 256));
 }
+
+#[test]
+fn codes_nested_in_a_code_system_hierarchy_are_in_its_value_set() {
+    // `corrected` sits under `amended` in observation-status, `relapse` under `active` in condition-clinical,
+    // `maiden` under `old` in name-use.
+    check(
+        json!({"resourceType": "Observation", "status": "corrected", "code": {"text": "x"}}),
+        &[],
+    );
+    check(
+        json!({
+            "resourceType": "Condition",
+            "subject": {"reference": "Patient/1"},
+            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "relapse"}]}
+        }),
+        &[],
+    );
+    check(
+        json!({"resourceType": "Patient", "name": [{"use": "maiden", "family": "X"}]}),
+        &[],
+    );
+    check(
+        json!({"resourceType": "Patient", "name": [{"use": "married", "family": "X"}]}),
+        &[("Patient.name[0].use", "code-invalid")],
+    );
+}
+
+#[test]
+fn codeable_concepts_under_required_bindings() {
+    let condition = |clinical_status: Value| json!({"resourceType": "Condition", "subject": {"reference": "Patient/1"}, "clinicalStatus": clinical_status});
+    let system = "http://terminology.hl7.org/CodeSystem/condition-clinical";
+    // A translation from another system next to a code of the value set is fine.
+    check(
+        condition(
+            json!({"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}, {"system": system, "code": "active"}]}),
+        ),
+        &[],
+    );
+    // A wrong code of the value set's own system.
+    check(
+        condition(json!({"coding": [{"system": system, "code": "gone"}]})),
+        &[
+            ("Condition.clinicalStatus", "code-invalid"),
+            ("Condition.clinicalStatus.coding[0].code", "code-invalid"),
+        ],
+    );
+    // Nothing from the value set at all: only text, or only another system.
+    check(
+        condition(json!({"text": "active"})),
+        &[("Condition.clinicalStatus", "code-invalid")],
+    );
+    check(
+        condition(json!({"coding": [{"system": "http://snomed.info/sct", "code": "55561003"}]})),
+        &[("Condition.clinicalStatus", "code-invalid")],
+    );
+}
+
+#[test]
+fn contained_resources_follow_the_rules_for_contained_resources() {
+    check(
+        json!({
+            "resourceType": "Patient",
+            "contained": [{
+                "resourceType": "Organization",
+                "id": "o",
+                "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"},
+                "contained": [{"resourceType": "Organization", "id": "p"}]
+            }]
+        }),
+        &[
+            ("Patient.contained[0].contained", "invariant"),
+            ("Patient.contained[0].meta.lastUpdated", "invariant"),
+            ("Patient.contained[0].meta.versionId", "invariant"),
+        ],
+    );
+}
+
+#[test]
+fn choice_elements_take_only_their_types_with_the_exact_suffix() {
+    check(
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valuestring": "a", "valueReference": {"reference": "Patient/1"}}),
+        &[
+            ("Observation.valueReference", "structure"),
+            ("Observation.valuestring", "structure"),
+        ],
+    );
+    check(
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "value": "a"}),
+        &[("Observation.value", "structure")],
+    );
+    // Primitive extensions of a choice element carry its full name.
+    check(
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "_valueString": {"extension": [{"url": "http://x", "valueCode": "masked"}]}}),
+        &[],
+    );
+}
+
+#[test]
+fn deep_nesting_stops_with_an_issue_instead_of_overflowing_the_stack() {
+    // Extensions within extensions, far deeper than any real resource (and than serde_json parses).
+    let mut extension = json!({"url": "http://x", "valueString": "leaf"});
+    for _ in 0..500 {
+        extension = json!({"url": "http://x", "extension": [extension]});
+    }
+    let issues = validate_resource(&json!({"resourceType": "Patient", "extension": [extension]}));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].code.code(), "too-long");
+    // The location names every level up to the cut.
+    let location = &issues[0].expression[0];
+    assert_eq!(
+        location.matches(".extension[0]").count(),
+        super::MAX_DEPTH,
+        "{location}"
+    );
+}
+
+#[test]
+fn strings_over_one_megabyte_are_rejected() {
+    check(
+        json!({"resourceType": "Patient", "name": [{"text": "x".repeat(1024 * 1024 + 1)}]}),
+        &[("Patient.name[0].text", "value")],
+    );
+    check(
+        json!({"resourceType": "Patient", "name": [{"text": "x".repeat(1024 * 1024)}]}),
+        &[],
+    );
+}
