@@ -199,7 +199,9 @@ fn every_resource_type_and_data_type_is_in_the_tables_with_its_elements() {
                         .filter(|c| !c.starts_with("http://hl7.org/fhirpath/"))
                         .collect();
                     let ours: BTreeSet<&str> = e.types.iter().copied().collect();
-                    if !official.is_empty() && !(last == "id" && parent == name) {
+                    // A resource's id is typed `id` in the tables although R4 types it as a string.
+                    let resource_id = last == "id" && parent == name;
+                    if !official.is_empty() && !resource_id {
                         assert_eq!(ours, official, "{path}");
                     }
                 }
