@@ -184,96 +184,10 @@ fn evaluate<'a>(expression: &Expression, resource: &'a Value) -> Vec<Item<'a>> {
     expression.evaluate(resource, model()).unwrap_or_default()
 }
 
-/// The type knowledge the FHIRPath engine works with.
+/// The type knowledge the FHIRPath engine works with: the R4 model of the generated tables.
 fn model() -> &'static dyn fhirpath::Model {
-    static MODEL: NoModel = NoModel;
-    &MODEL
+    crate::model::model()
 }
-
-/// Stand-in until the generated model lands: no element types, so items are read by their shape.
-struct NoModel;
-
-impl fhirpath::Model for NoModel {
-    fn child_type(&self, _parent: &str, _element: &str) -> Option<&'static str> {
-        None
-    }
-    fn is_a(&self, ty: &str, ancestor: &str) -> bool {
-        ty == ancestor
-            || matches!(ancestor, "Resource" | "DomainResource")
-                && definitions::is_resource_type(ty)
-    }
-    fn is_resource_type(&self, name: &str) -> bool {
-        definitions::is_resource_type(name)
-    }
-    fn type_name(&self, name: &str) -> Option<&'static str> {
-        let types = definitions::resource_types();
-        if let Ok(i) = types.binary_search(&name) {
-            return Some(types[i]);
-        }
-        DATA_TYPES.iter().find(|t| **t == name).copied()
-    }
-}
-
-/// The FHIR data types, for the stand-in model.
-static DATA_TYPES: &[&str] = &[
-    "Address",
-    "Age",
-    "Annotation",
-    "Attachment",
-    "BackboneElement",
-    "CodeableConcept",
-    "Coding",
-    "ContactDetail",
-    "ContactPoint",
-    "Contributor",
-    "Count",
-    "DataRequirement",
-    "Distance",
-    "Dosage",
-    "Duration",
-    "Element",
-    "Expression",
-    "Extension",
-    "HumanName",
-    "Identifier",
-    "Meta",
-    "Money",
-    "MoneyQuantity",
-    "Narrative",
-    "ParameterDefinition",
-    "Period",
-    "Quantity",
-    "Range",
-    "Ratio",
-    "Reference",
-    "RelatedArtifact",
-    "SampledData",
-    "Signature",
-    "SimpleQuantity",
-    "Timing",
-    "TriggerDefinition",
-    "UsageContext",
-    "base64Binary",
-    "boolean",
-    "canonical",
-    "code",
-    "date",
-    "dateTime",
-    "decimal",
-    "id",
-    "instant",
-    "integer",
-    "markdown",
-    "oid",
-    "positiveInt",
-    "string",
-    "time",
-    "unsignedInt",
-    "uri",
-    "url",
-    "uuid",
-    "xhtml",
-];
 
 /// The common parameters read straight from `id` and `meta` (cheaper than evaluating `Resource.meta.tag`
 /// for every write, and the same rows).
