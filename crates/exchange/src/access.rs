@@ -75,6 +75,12 @@ impl DecisionPoint {
         DecisionPoint { rule: Some(rule) }
     }
 
+    /// Whether this decision point permits everything (it has no rule), so callers may skip work
+    /// that only matters when something is withheld.
+    pub fn permits_everything(&self) -> bool {
+        self.rule.is_none()
+    }
+
     pub fn decide(&self, who: &Requester, resource: &Stored) -> Decision {
         match &self.rule {
             Some(rule) => rule(who, resource),

@@ -17,6 +17,7 @@ mod crud;
 mod elements;
 mod history;
 mod search;
+mod summary_elements;
 mod support;
 
 pub use store::HistoryScope;
@@ -62,6 +63,113 @@ pub struct WriteOutcome {
     pub resource: Versioned,
     /// Informational or warning issues to report alongside (for `Prefer: return=OperationOutcome`).
     pub issues: Vec<Issue>,
+}
+
+impl Versioned {
+    /// The weak ETag of this version: `W/"3"`.
+    pub fn etag(&self) -> String {
+        support::etag(self.version)
+    }
+
+    /// `Last-Modified` as an instant (`2024-01-02T03:04:05.678Z`); the adapter formats it as an HTTP
+    /// date.
+    pub fn last_modified(&self) -> String {
+        fhir::search::datetime::format_instant(self.last_updated)
+    }
+
+    /// The `Location` of this version: `[base]/Type/id/_history/n`.
+    pub fn location(&self, base_url: &str) -> String {
+        format!(
+            "{}/{}/{}/_history/{}",
+            base_url.trim_end_matches('/'),
+            self.resource_type,
+            self.id,
+            self.version
+        )
+    }
+}
+
+/// What `Prefer: return=` asks a write to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Return {
+    /// An empty body (headers only).
+    Minimal,
+    /// The resource as stored (the default).
+    #[default]
+    Representation,
+    /// An OperationOutcome about the write.
+    OperationOutcome,
+}
+
+impl Return {
+    /// Parses the `Prefer` header's `return=` token; anything else (or nothing) is the default.
+    pub fn from_prefer(prefer: Option<&str>) -> Return {
+        prefer
+            .into_iter()
+            .flat_map(|h| h.split([',', ';']))
+            .filter_map(|part| part.trim().strip_prefix("return="))
+            .find_map(|value| match value.trim().trim_matches('"') {
+                "minimal" => Some(Return::Minimal),
+                "representation" => Some(Return::Representation),
+                "OperationOutcome" => Some(Return::OperationOutcome),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Handling {
+    /// Parses the `Prefer` header's `handling=` token; anything else (or nothing) is lenient.
+    pub fn from_prefer(prefer: Option<&str>) -> Handling {
+        let strict = prefer
+            .into_iter()
+            .flat_map(|h| h.split([',', ';']))
+            .any(|part| part.trim().trim_matches('"') == "handling=strict");
+        if strict {
+            Handling::Strict
+        } else {
+            Handling::Lenient
+        }
+    }
+}
+
+impl WriteOutcome {
+    /// The HTTP status of a successful write: 201 if it created the resource, 200 otherwise.
+    pub fn status(&self) -> u16 {
+        if self.created {
+            201
+        } else {
+            200
+        }
+    }
+
+    /// The body `Prefer: return=` asks for: `None` for minimal, the resource, or an OperationOutcome
+    /// with the write's warnings (or one informational issue saying what happened).
+    pub fn body(&self, prefer: Return) -> Option<Value> {
+        match prefer {
+            Return::Minimal => None,
+            Return::Representation => Some(self.resource.resource.clone()),
+            Return::OperationOutcome => Some(self.outcome()),
+        }
+    }
+
+    /// The OperationOutcome about this write.
+    pub fn outcome(&self) -> Value {
+        let mut issues = self.issues.clone();
+        if issues.is_empty() {
+            let v = &self.resource;
+            let what = if self.created {
+                "created as version"
+            } else {
+                "is now at version"
+            };
+            issues.push(Issue::information(
+                IssueType::Informational,
+                format!("{}/{} {what} {}", v.resource_type, v.id, v.version),
+            ));
+        }
+        fhir::outcome::operation_outcome(&issues)
+    }
 }
 
 /// Everything that can go wrong, each mapping to one HTTP status and an OperationOutcome.

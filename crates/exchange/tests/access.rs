@@ -114,9 +114,29 @@ async fn a_denied_resource_is_withheld_everywhere() {
     assert!(got.contains(&"Observation/open".to_string()), "{got:?}");
     assert!(!got.contains(&"Observation/secret".to_string()), "{got:?}");
 
-    // history, at every level.
+    // history, at every level: the instance history of the secret is the 404 of an absent id.
+    let denied = repo
+        .history(
+            &who(),
+            HistoryScope::Instance("Observation".into(), "secret".into()),
+            &[],
+        )
+        .await
+        .expect_err("instance history of the secret");
+    let absent = repo
+        .history(
+            &who(),
+            HistoryScope::Instance("Observation".into(), "never-existed".into()),
+            &[],
+        )
+        .await
+        .expect_err("instance history of an absent id");
+    assert_eq!(
+        (denied.status(), denied.outcome()),
+        (absent.status(), absent.outcome())
+    );
+    assert_eq!(denied.status(), 404);
     for scope in [
-        HistoryScope::Instance("Observation".into(), "secret".into()),
         HistoryScope::Type("Observation".into()),
         HistoryScope::System,
     ] {
@@ -148,4 +168,108 @@ async fn a_denied_resource_is_withheld_everywhere() {
     });
     let response = repo.bundle(&who(), batch).await.expect("batch");
     assert_eq!(response["entry"][0]["response"]["status"], "404 Not Found");
+}
+
+/// Conditional interactions see only what the requester may see: a withheld match neither answers
+/// a conditional create, nor counts towards "several matches", nor can be updated, patched or
+/// deleted.
+#[tokio::test]
+async fn conditions_and_writes_do_not_reveal_a_denied_resource() {
+    let repo = repo_with(deny_secret()).await;
+    let pid = repo
+        .create(&who(), "Patient", patient("Gate", "1"), None)
+        .await
+        .expect("patient")
+        .resource
+        .id;
+    let mut secret = observation("secret", &pid);
+    secret["identifier"] = json!([{ "system": "http://example.org/obs", "value": "s" }]);
+    repo.update(&who(), "Observation", "secret", secret.clone(), None)
+        .await
+        .expect("secret");
+    let mut open = observation("open", &pid);
+    open["identifier"] = json!([{ "system": "http://example.org/obs", "value": "o" }]);
+    repo.update(&who(), "Observation", "open", open, None)
+        .await
+        .expect("open");
+
+    // If-None-Exist matching only the secret: no visible match, so a new resource is created
+    // (the secret is neither returned nor reported as a match).
+    let mut body = observation("ignored", &pid);
+    body.as_object_mut().expect("object").remove("id");
+    let created = repo
+        .create(
+            &who(),
+            "Observation",
+            body.clone(),
+            Some("identifier=http://example.org/obs|s"),
+        )
+        .await
+        .expect("conditional create");
+    assert!(created.created);
+    assert_ne!(created.resource.id, "secret");
+
+    // A condition matching the secret and one visible resource matches one resource, not several.
+    let matched = repo
+        .create(
+            &who(),
+            "Observation",
+            body.clone(),
+            Some("identifier=http://example.org/obs|s,http://example.org/obs|o"),
+        )
+        .await
+        .expect("one visible match");
+    assert!(!matched.created);
+    assert_eq!(matched.resource.id, "open");
+
+    // The secret cannot be changed through any door; a delete answers as for an absent resource.
+    let mut changed = secret.clone();
+    changed["status"] = json!("amended");
+    let update = repo
+        .update(&who(), "Observation", "secret", changed, None)
+        .await
+        .expect_err("update of the secret");
+    assert_eq!(update.status(), 404);
+    let patch = repo
+        .patch(
+            &who(),
+            "Observation",
+            "secret",
+            json!([{ "op": "replace", "path": "/status", "value": "amended" }]),
+            None,
+        )
+        .await
+        .expect_err("patch of the secret");
+    assert_eq!(patch.status(), 404);
+    assert_eq!(
+        repo.delete(&who(), "Observation", "secret")
+            .await
+            .expect("delete answers as for an absent id"),
+        None
+    );
+    assert_eq!(
+        repo.conditional_delete(
+            &who(),
+            "Observation",
+            &params("identifier=http://example.org/obs|s")
+        )
+        .await
+        .expect("conditional delete"),
+        0
+    );
+    let transaction = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{ "request": { "method": "DELETE", "url": "Observation/secret" } }],
+    });
+    repo.bundle(&who(), transaction).await.expect("transaction");
+
+    // The secret is untouched: version 1, still stored (seen through a permissive repository).
+    let stored = repo
+        .store()
+        .read("Observation", "secret")
+        .await
+        .expect("store read")
+        .expect("still there");
+    assert_eq!((stored.version, stored.deleted), (1, false));
 }

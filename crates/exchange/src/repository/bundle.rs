@@ -440,7 +440,7 @@ impl Repository {
                     ..
                 } => {
                     match self
-                        .match_condition(ty, params, "ifNoneExist")
+                        .match_condition(who, ty, params, "ifNoneExist")
                         .await
                         .map_err(entry_err)?
                     {
@@ -473,7 +473,7 @@ impl Repository {
                 } => {
                     let body_id = resource.get("id").and_then(Value::as_str);
                     match self
-                        .match_condition(ty, params, "conditional update")
+                        .match_condition(who, ty, params, "conditional update")
                         .await
                         .map_err(entry_err)?
                     {
@@ -503,7 +503,7 @@ impl Repository {
                 }
                 Action::DeleteIf { ty, params } => {
                     match self
-                        .match_condition(ty, params, "conditional delete")
+                        .match_condition(who, ty, params, "conditional delete")
                         .await
                         .map_err(entry_err)?
                     {
@@ -608,7 +608,9 @@ impl Repository {
                         version: 0,
                         last_updated: now,
                     });
-                    if let Some(c) = cur.filter(|c| !c.deleted) {
+                    // A withheld resource is answered as an absent one: nothing is deleted.
+                    let visible = self.visible(who, ty, id).await?;
+                    if let Some(c) = cur.filter(|c| !c.deleted && visible) {
                         writes.push(delete_write(ty, id, c.version, now));
                         done[i] = Some(Done {
                             status: "204 No Content",
@@ -626,7 +628,13 @@ impl Repository {
                     target,
                 ) => {
                     let (ty, id) = match target {
-                        Target::New { ty, id } | Target::Existing { ty, id } => (ty, id),
+                        Target::New { ty, id } => (ty, id),
+                        Target::Existing { ty, id } => {
+                            if !self.visible(who, ty, id).await? {
+                                return Err(entry_err(Error::NotFound));
+                            }
+                            (ty, id)
+                        }
                         _ => continue,
                     };
                     if let Action::Update {
@@ -648,7 +656,7 @@ impl Repository {
                         Some(resource) => resource,
                         None => resource.clone(),
                     };
-                    self.resolve_references(&mut resource, &mut ids, p.index)
+                    self.resolve_references(who, &mut resource, &mut ids, p.index)
                         .await?;
                     stamp(&mut resource, id, version, now);
                     writes.push(put_write(ty, id, version, expect, now, &resource)?);
@@ -703,7 +711,7 @@ impl Repository {
                         )])));
                     }
                     validate(&resource).map_err(|e| Error::Invalid(rebase(p.index, e.issues())))?;
-                    self.resolve_references(&mut resource, &mut ids, p.index)
+                    self.resolve_references(who, &mut resource, &mut ids, p.index)
                         .await?;
                     stamp(&mut resource, id, c.version + 1, now);
                     writes.push(put_write(
@@ -753,6 +761,7 @@ impl Repository {
     /// conditional references, each of which must match exactly one resource.
     async fn resolve_references(
         &self,
+        who: &Requester,
         resource: &mut Value,
         ids: &mut HashMap<String, String>,
         index: usize,
@@ -778,7 +787,7 @@ impl Repository {
             }
             let params = parse_query_string(query);
             match self
-                .match_condition(ty, &params, "conditional reference")
+                .match_condition(who, ty, &params, "conditional reference")
                 .await
                 .map_err(entry_err)?
             {

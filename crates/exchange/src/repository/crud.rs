@@ -78,12 +78,10 @@ impl Repository {
         if let Some(condition) = if_none_exist {
             let params = parse_query_string(condition);
             if let Some(existing) = self
-                .match_condition(resource_type, &params, "If-None-Exist")
+                .match_condition(who, resource_type, &params, "If-None-Exist")
                 .await?
             {
-                let resource = self
-                    .disclose(who, &existing)
-                    .map_err(|_| Error::MultipleMatches)?;
+                let resource = versioned(&existing)?;
                 return Ok(WriteOutcome {
                     created: false,
                     resource,
@@ -145,9 +143,36 @@ impl Repository {
             }
         }
         let issues = validate(&body)?;
-        let _ = who;
+        self.check_writable(who, resource_type, id).await?;
         self.write_version(resource_type, id, body, if_match, issues)
             .await
+    }
+
+    /// A resource the decision point withholds from `who` cannot be changed by `who` either: 404,
+    /// as a read would answer. Absent and deleted resources are writable (update-as-create).
+    async fn check_writable(&self, who: &Requester, resource_type: &str, id: &str) -> Result<()> {
+        if self.visible(who, resource_type, id).await? {
+            Ok(())
+        } else {
+            Err(Error::NotFound)
+        }
+    }
+
+    /// Whether `who` may see the current version of `resource_type/id` (absent and deleted ones
+    /// count as visible: there is nothing to hide).
+    pub(crate) async fn visible(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<bool> {
+        if self.gate.permits_everything() {
+            return Ok(true);
+        }
+        Ok(match self.store.read(resource_type, id).await? {
+            Some(stored) if !stored.deleted => self.gate.decide(who, &stored).is_permit(),
+            _ => true,
+        })
     }
 
     /// Writes `body` as the next version of `resource_type/id` under optimistic concurrency.
@@ -216,7 +241,7 @@ impl Repository {
         check_body_type(&body, resource_type)?;
         let body_id = body.get("id").and_then(Value::as_str).map(str::to_string);
         match self
-            .match_condition(resource_type, params, "conditional update")
+            .match_condition(who, resource_type, params, "conditional update")
             .await?
         {
             Some(existing) => {
@@ -320,6 +345,10 @@ impl Repository {
             let Some(current) = current.filter(|c| !c.deleted) else {
                 return Ok(None);
             };
+            // A withheld resource is answered as an absent one: nothing is deleted.
+            if !self.visible(who, resource_type, id).await? {
+                return Ok(None);
+            }
             let write = delete_write(resource_type, id, current.version, now_millis());
             match self.store.commit(vec![write]).await {
                 Ok(()) => {
@@ -343,7 +372,7 @@ impl Repository {
     ) -> Result<usize> {
         check_type(resource_type)?;
         match self
-            .match_condition(resource_type, params, "conditional delete")
+            .match_condition(who, resource_type, params, "conditional delete")
             .await?
         {
             Some(existing) => Ok(usize::from(
@@ -357,9 +386,11 @@ impl Repository {
 
     /// Evaluates the search condition of a conditional interaction: `None` for no match, the match
     /// for one, 412 for several. Conditions are parsed strictly: an ignored parameter would widen the
-    /// condition and make it match resources it should not.
+    /// condition and make it match resources it should not. Only resources the decision point lets
+    /// `who` see count as matches, so a condition never reveals that a withheld resource exists.
     pub(crate) async fn match_condition(
         &self,
+        who: &Requester,
         resource_type: &str,
         params: &[(String, String)],
         what: &str,
@@ -377,21 +408,29 @@ impl Repository {
         }
         let parsed = fhir::search::parse::parse(Some(resource_type), &params, true)
             .map_err(Error::Invalid)?;
-        let page = self
-            .store
-            .search(
-                &parsed.query,
-                &SearchOptions {
-                    count: 2,
-                    max_includes: 0,
-                },
-            )
-            .await?;
-        let mut matches = page.matches.into_iter();
-        match (matches.next(), matches.next()) {
-            (None, _) => Ok(None),
-            (Some(one), None) => Ok(Some(one)),
-            (Some(_), Some(_)) => Err(Error::MultipleMatches),
+        let mut query = parsed.query;
+        query.total = fhir::search::Total::None;
+        let open = self.gate.permits_everything();
+        let options = SearchOptions {
+            count: if open { 2 } else { 20 },
+            max_includes: 0,
+        };
+        let mut found: Option<Stored> = None;
+        loop {
+            let page = self.store.search(&query, &options).await?;
+            for stored in page.matches {
+                if !open && !self.gate.decide(who, &stored).is_permit() {
+                    continue;
+                }
+                if found.is_some() {
+                    return Err(Error::MultipleMatches);
+                }
+                found = Some(stored);
+            }
+            match page.next {
+                Some(next) if !open => query.page = Some(next),
+                _ => return Ok(found),
+            }
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use serde_json::{json, Value};
 
+use super::summary_elements::SUMMARY_ELEMENTS;
 use fhir::search::Summary;
 
 /// The tag that marks a resource as a subset of what is stored.
@@ -51,13 +52,22 @@ fn keep(resource: Value, wanted: impl Fn(&str, &str) -> bool) -> Value {
     let mut out: serde_json::Map<String, Value> = obj
         .into_iter()
         .filter(|(name, _)| {
-            matches!(name.as_str(), "resourceType" | "id" | "meta") || wanted(&ty, base_name(name))
+            matches!(name.as_str(), "resourceType" | "id" | "meta")
+                || wanted(&ty, declared_name(&ty, base_name(name)))
         })
         .collect();
     if out.len() < before {
         tag_subsetted(&mut out);
     }
     Value::Object(out)
+}
+
+/// The name an element is declared under: `deceasedBoolean` is `deceased` (`deceased[x]`).
+fn declared_name<'a>(resource_type: &str, key: &'a str) -> &'a str {
+    match fhir::definitions::type_def(resource_type).and_then(|def| def.element_for_key(key)) {
+        Some((element, _)) if element.choice => &key[..element.name.len()],
+        _ => key,
+    }
 }
 
 /// `_birthDate` (a primitive's extensions) goes with `birthDate`.
@@ -80,15 +90,22 @@ fn tag_subsetted(obj: &mut serde_json::Map<String, Value>) {
     }
 }
 
-/// Whether the top-level element `name` of `resource_type` is a summary element.
+/// Whether the top-level element `name` of `resource_type` is a summary element. A choice element
+/// (`deceasedBoolean`) is a summary element if its base name (`deceased`) is.
 fn is_summary(resource_type: &str, name: &str) -> bool {
-    let _ = resource_type;
-    // Elements every resource carries in its summary, whatever its type.
-    matches!(name, "implicitRules" | "identifier" | "status")
+    let Ok(at) = SUMMARY_ELEMENTS.binary_search_by(|(ty, _)| (*ty).cmp(resource_type)) else {
+        return false;
+    };
+    let elements = SUMMARY_ELEMENTS[at].1;
+    elements.binary_search(&name).is_ok()
+        || fhir::definitions::type_def(resource_type)
+            .and_then(|def| def.element_for_key(name))
+            .is_some_and(|(element, _)| elements.binary_search(&element.name).is_ok())
 }
 
 /// Whether the top-level element `name` of `resource_type` is mandatory (min ≥ 1).
 fn is_mandatory(resource_type: &str, name: &str) -> bool {
-    let _ = (resource_type, name);
-    false
+    fhir::definitions::type_def(resource_type)
+        .and_then(|def| def.element_for_key(name))
+        .is_some_and(|(element, _)| element.min >= 1)
 }

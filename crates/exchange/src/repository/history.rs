@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use store::{HistoryRequest, HistoryScope};
 
 use super::support::{check_id, check_type, etag, parse_count, parse_instant_param, parse_stored};
-use super::{Repository, Result};
+use super::{Error, Repository, Result};
 use crate::access::Requester;
 use fhir::search::datetime::format_instant;
 
@@ -27,6 +27,11 @@ impl Repository {
             HistoryScope::Instance(ty, id) => {
                 check_type(ty)?;
                 check_id(id)?;
+                // An id that never existed, and a resource withheld from `who`, are both 404.
+                match self.store.read(ty, id).await? {
+                    Some(current) if self.gate.decide(who, &current).is_permit() => {}
+                    _ => return Err(Error::NotFound),
+                }
                 format!("{}/{ty}/{id}/_history", self.config.base_url)
             }
         };
