@@ -62,7 +62,14 @@ pub fn put(ty: &str, id: &str, version: i64, index: Vec<IndexEntry>) -> Write {
 }
 
 /// [`put`] with a time and compartments.
-pub fn put_at(ty: &str, id: &str, version: i64, at: i64, index: Vec<IndexEntry>, compartments: Vec<&str>) -> Write {
+pub fn put_at(
+    ty: &str,
+    id: &str,
+    version: i64,
+    at: i64,
+    index: Vec<IndexEntry>,
+    compartments: Vec<&str>,
+) -> Write {
     Write {
         resource_type: ty.to_string(),
         id: id.to_string(),
@@ -90,11 +97,21 @@ pub fn delete(ty: &str, id: &str, version: i64, at: i64) -> Write {
 }
 
 fn entry(param: &'static str, value: IndexValue) -> IndexEntry {
-    IndexEntry { param, value, composite: None }
+    IndexEntry {
+        param,
+        value,
+        composite: None,
+    }
 }
 
 pub fn string(param: &'static str, exact: &str) -> IndexEntry {
-    entry(param, IndexValue::String { normalized: exact.to_lowercase(), exact: exact.to_string() })
+    entry(
+        param,
+        IndexValue::String {
+            normalized: exact.to_lowercase(),
+            exact: exact.to_string(),
+        },
+    )
 }
 
 pub fn token(param: &'static str, system: Option<&str>, code: &str) -> IndexEntry {
@@ -111,7 +128,11 @@ pub fn token(param: &'static str, system: Option<&str>, code: &str) -> IndexEntr
 pub fn token_text(param: &'static str, code: &str, text: &str) -> IndexEntry {
     entry(
         param,
-        IndexValue::Token(TokenValue { system: None, code: Some(code.to_string()), text: Some(text.to_string()) }),
+        IndexValue::Token(TokenValue {
+            system: None,
+            code: Some(code.to_string()),
+            text: Some(text.to_string()),
+        }),
     )
 }
 
@@ -120,7 +141,13 @@ pub fn date(param: &'static str, low: i64, high: i64) -> IndexEntry {
 }
 
 pub fn number(param: &'static str, value: f64) -> IndexEntry {
-    entry(param, IndexValue::Number { low: value, high: value })
+    entry(
+        param,
+        IndexValue::Number {
+            low: value,
+            high: value,
+        },
+    )
 }
 
 pub fn quantity(param: &'static str, value: f64, system: &str, code: &str) -> IndexEntry {
@@ -173,19 +200,33 @@ pub fn query(ty: &'static str, clauses: Vec<Vec<Predicate>>) -> Query {
 }
 
 fn code(code: &str) -> Test {
-    Test::Token(TokenTest::Code { system: None, code: Some(code.to_string()) })
+    Test::Token(TokenTest::Code {
+        system: None,
+        code: Some(code.to_string()),
+    })
 }
 
 fn starts(value: &str) -> Test {
-    Test::String { value: value.to_string(), mode: StringMatch::StartsWith }
+    Test::String {
+        value: value.to_string(),
+        mode: StringMatch::StartsWith,
+    }
 }
 
 fn refers(ty: &str, id: &str) -> Test {
-    Test::Reference { target_type: Some(ty.to_string()), target_id: Some(id.to_string()), url: None, version: None }
+    Test::Reference {
+        target_type: Some(ty.to_string()),
+        target_id: Some(id.to_string()),
+        url: None,
+        version: None,
+    }
 }
 
 fn options(count: usize) -> SearchOptions {
-    SearchOptions { count, max_includes: 100 }
+    SearchOptions {
+        count,
+        max_includes: 100,
+    }
 }
 
 fn key(stored: &Stored) -> String {
@@ -231,31 +272,77 @@ fn same_json(a: &str, b: &str) -> bool {
 
 /// Created resources read back as written; updates make new versions and old ones stay readable.
 pub async fn create_read_vread(store: &Store) {
-    commit(store, vec![put("Patient", "p1", 1, vec![string("name", "Smith")])]).await;
-    let v1 = store.read("Patient", "p1").await.ok().flatten().expect("p1 is there");
-    assert_eq!((v1.version, v1.deleted, v1.last_updated), (1, false, T0 + 1));
-    assert!(same_json(&v1.json, &json("Patient", "p1", 1)), "{}", v1.json);
+    commit(
+        store,
+        vec![put("Patient", "p1", 1, vec![string("name", "Smith")])],
+    )
+    .await;
+    let v1 = store
+        .read("Patient", "p1")
+        .await
+        .ok()
+        .flatten()
+        .expect("p1 is there");
+    assert_eq!(
+        (v1.version, v1.deleted, v1.last_updated),
+        (1, false, T0 + 1)
+    );
+    assert!(
+        same_json(&v1.json, &json("Patient", "p1", 1)),
+        "{}",
+        v1.json
+    );
 
-    commit(store, vec![put("Patient", "p1", 2, vec![string("name", "Jones")])]).await;
-    let v2 = store.read("Patient", "p1").await.ok().flatten().expect("p1 is there");
+    commit(
+        store,
+        vec![put("Patient", "p1", 2, vec![string("name", "Jones")])],
+    )
+    .await;
+    let v2 = store
+        .read("Patient", "p1")
+        .await
+        .ok()
+        .flatten()
+        .expect("p1 is there");
     assert_eq!(v2.version, 2);
     assert!(same_json(&v2.json, &json("Patient", "p1", 2)));
-    let old = store.vread("Patient", "p1", 1).await.ok().flatten().expect("version 1 kept");
+    let old = store
+        .vread("Patient", "p1", 1)
+        .await
+        .ok()
+        .flatten()
+        .expect("version 1 kept");
     assert!(same_json(&old.json, &json("Patient", "p1", 1)));
     assert_eq!(store.vread("Patient", "p1", 3).await.ok().flatten(), None);
     assert_eq!(store.read("Patient", "nobody").await.ok().flatten(), None);
     assert_eq!(store.read("Observation", "p1").await.ok().flatten(), None);
 
     let current = store
-        .current(&[("Patient".into(), "p1".into()), ("Patient".into(), "nobody".into())])
+        .current(&[
+            ("Patient".into(), "p1".into()),
+            ("Patient".into(), "nobody".into()),
+        ])
         .await
         .expect("current");
     assert_eq!(current.len(), 2);
-    assert_eq!(current[0].map(|c| (c.version, c.deleted, c.last_updated)), Some((2, false, T0 + 2)));
+    assert_eq!(
+        current[0].map(|c| (c.version, c.deleted, c.last_updated)),
+        Some((2, false, T0 + 2))
+    );
     assert_eq!(current[1], None);
     // The index follows the current version only.
-    check(store, &query("Patient", vec![vec![index("name", starts("jones"))]]), &["Patient/p1"]).await;
-    check(store, &query("Patient", vec![vec![index("name", starts("smith"))]]), &[]).await;
+    check(
+        store,
+        &query("Patient", vec![vec![index("name", starts("jones"))]]),
+        &["Patient/p1"],
+    )
+    .await;
+    check(
+        store,
+        &query("Patient", vec![vec![index("name", starts("smith"))]]),
+        &[],
+    )
+    .await;
     assert!(store.health().await.is_ok());
 }
 
@@ -267,22 +354,50 @@ fn is_conflict(result: crate::Result<()>, id: &str) -> bool {
 pub async fn conflict_on_stale_expect(store: &Store) {
     commit(store, vec![put("Patient", "p1", 1, vec![])]).await;
     commit(store, vec![put("Patient", "p1", 2, vec![])]).await;
-    assert!(is_conflict(store.commit(vec![put("Patient", "p1", 1, vec![])]).await, "p1"));
+    assert!(is_conflict(
+        store.commit(vec![put("Patient", "p1", 1, vec![])]).await,
+        "p1"
+    ));
     let mut stale = put("Patient", "p1", 2, vec![]);
     stale.expect = Some(1);
     assert!(is_conflict(store.commit(vec![stale]).await, "p1"));
-    assert!(is_conflict(store.commit(vec![put("Patient", "ghost", 2, vec![])]).await, "ghost"));
-    assert_eq!(store.read("Patient", "p1").await.ok().flatten().map(|s| s.version), Some(2));
+    assert!(is_conflict(
+        store.commit(vec![put("Patient", "ghost", 2, vec![])]).await,
+        "ghost"
+    ));
+    assert_eq!(
+        store
+            .read("Patient", "p1")
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.version),
+        Some(2)
+    );
     assert_eq!(store.read("Patient", "ghost").await.ok().flatten(), None);
 }
 
 /// A batch with one failed expectation writes nothing at all; a good batch writes everything,
 /// including two versions of one resource.
 pub async fn batch_is_atomic(store: &Store) {
-    commit(store, vec![put("Patient", "p1", 1, vec![token("identifier", Some("urn:mrn"), "1")])]).await;
+    commit(
+        store,
+        vec![put(
+            "Patient",
+            "p1",
+            1,
+            vec![token("identifier", Some("urn:mrn"), "1")],
+        )],
+    )
+    .await;
     let result = store
         .commit(vec![
-            put("Patient", "a", 1, vec![token("identifier", Some("urn:mrn"), "1")]),
+            put(
+                "Patient",
+                "a",
+                1,
+                vec![token("identifier", Some("urn:mrn"), "1")],
+            ),
             put("Observation", "b", 1, vec![]),
             put("Patient", "p1", 3, vec![]),
         ])
@@ -290,43 +405,149 @@ pub async fn batch_is_atomic(store: &Store) {
     assert!(is_conflict(result, "p1"), "the stale write fails the batch");
     assert_eq!(store.read("Patient", "a").await.ok().flatten(), None);
     assert_eq!(store.read("Observation", "b").await.ok().flatten(), None);
-    check(store, &query("Patient", vec![vec![index("identifier", code("1"))]]), &["Patient/p1"]).await;
+    check(
+        store,
+        &query("Patient", vec![vec![index("identifier", code("1"))]]),
+        &["Patient/p1"],
+    )
+    .await;
 
     commit(
         store,
         vec![
-            put("Patient", "a", 1, vec![token("identifier", Some("urn:mrn"), "2")]),
-            put("Patient", "a", 2, vec![token("identifier", Some("urn:mrn"), "3")]),
+            put(
+                "Patient",
+                "a",
+                1,
+                vec![token("identifier", Some("urn:mrn"), "2")],
+            ),
+            put(
+                "Patient",
+                "a",
+                2,
+                vec![token("identifier", Some("urn:mrn"), "3")],
+            ),
             put("Observation", "b", 1, vec![]),
-            put("Patient", "p1", 2, vec![token("identifier", Some("urn:mrn"), "1")]),
+            put(
+                "Patient",
+                "p1",
+                2,
+                vec![token("identifier", Some("urn:mrn"), "1")],
+            ),
         ],
     )
     .await;
-    assert_eq!(store.read("Patient", "a").await.ok().flatten().map(|s| s.version), Some(2));
-    check(store, &query("Patient", vec![vec![index("identifier", code("3"))]]), &["Patient/a"]).await;
-    check(store, &query("Patient", vec![vec![index("identifier", code("2"))]]), &[]).await;
+    assert_eq!(
+        store
+            .read("Patient", "a")
+            .await
+            .ok()
+            .flatten()
+            .map(|s| s.version),
+        Some(2)
+    );
+    check(
+        store,
+        &query("Patient", vec![vec![index("identifier", code("3"))]]),
+        &["Patient/a"],
+    )
+    .await;
+    check(
+        store,
+        &query("Patient", vec![vec![index("identifier", code("2"))]]),
+        &[],
+    )
+    .await;
 }
 
 /// A deletion is a tombstone version: read shows it, history keeps every version, search and
 /// compartments forget the resource, and it can come back.
 pub async fn delete_keeps_history(store: &Store) {
-    commit(store, vec![put_at("Observation", "o1", 1, T0, vec![code_row("x")], vec!["p1"])]).await;
+    commit(
+        store,
+        vec![put_at(
+            "Observation",
+            "o1",
+            1,
+            T0,
+            vec![code_row("x")],
+            vec!["p1"],
+        )],
+    )
+    .await;
     commit(store, vec![delete("Observation", "o1", 2, T0 + 10)]).await;
-    let tomb = store.read("Observation", "o1").await.ok().flatten().expect("tombstone");
-    assert_eq!((tomb.version, tomb.deleted, tomb.json.as_str(), tomb.last_updated), (2, true, "", T0 + 10));
-    assert!(store.vread("Observation", "o1", 1).await.ok().flatten().is_some_and(|s| !s.deleted));
-    check(store, &query("Observation", vec![vec![index("code", code("x"))]]), &[]).await;
+    let tomb = store
+        .read("Observation", "o1")
+        .await
+        .ok()
+        .flatten()
+        .expect("tombstone");
+    assert_eq!(
+        (
+            tomb.version,
+            tomb.deleted,
+            tomb.json.as_str(),
+            tomb.last_updated
+        ),
+        (2, true, "", T0 + 10)
+    );
+    assert!(store
+        .vread("Observation", "o1", 1)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|s| !s.deleted));
+    check(
+        store,
+        &query("Observation", vec![vec![index("code", code("x"))]]),
+        &[],
+    )
+    .await;
     check(store, &query("Observation", vec![]), &[]).await;
-    let everything = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
+    let everything = store
+        .compartment(&compartment_request("p1", 10))
+        .await
+        .expect("compartment");
     assert!(everything.matches.is_empty());
-    let history = store.history(&history_request(HistoryScope::Instance("Observation".into(), "o1".into()), 10)).await.expect("history");
-    let versions: Vec<(i64, bool)> = history.entries.iter().map(|s| (s.version, s.deleted)).collect();
+    let history = store
+        .history(&history_request(
+            HistoryScope::Instance("Observation".into(), "o1".into()),
+            10,
+        ))
+        .await
+        .expect("history");
+    let versions: Vec<(i64, bool)> = history
+        .entries
+        .iter()
+        .map(|s| (s.version, s.deleted))
+        .collect();
     assert_eq!(versions, vec![(2, true), (1, false)]);
     assert_eq!(history.total, Some(2));
     // Deleting needs the current version too; a resource can be created again over its tombstone.
-    assert!(is_conflict(store.commit(vec![delete("Observation", "o1", 2, T0 + 11)]).await, "o1"));
-    commit(store, vec![put_at("Observation", "o1", 3, T0 + 20, vec![code_row("x")], vec!["p1"])]).await;
-    check(store, &query("Observation", vec![vec![index("code", code("x"))]]), &["Observation/o1"]).await;
+    assert!(is_conflict(
+        store
+            .commit(vec![delete("Observation", "o1", 2, T0 + 11)])
+            .await,
+        "o1"
+    ));
+    commit(
+        store,
+        vec![put_at(
+            "Observation",
+            "o1",
+            3,
+            T0 + 20,
+            vec![code_row("x")],
+            vec!["p1"],
+        )],
+    )
+    .await;
+    check(
+        store,
+        &query("Observation", vec![vec![index("code", code("x"))]]),
+        &["Observation/o1"],
+    )
+    .await;
 }
 
 fn code_row(value: &str) -> IndexEntry {
@@ -334,31 +555,86 @@ fn code_row(value: &str) -> IndexEntry {
 }
 
 fn history_request(scope: HistoryScope, count: usize) -> HistoryRequest {
-    HistoryRequest { scope, since: None, at: None, count, cursor: None }
+    HistoryRequest {
+        scope,
+        since: None,
+        at: None,
+        count,
+        cursor: None,
+    }
 }
 
 fn compartment_request(patient: &str, count: usize) -> CompartmentRequest {
-    CompartmentRequest { patient_id: patient.to_string(), types: Vec::new(), since: None, count, cursor: None }
+    CompartmentRequest {
+        patient_id: patient.to_string(),
+        types: Vec::new(),
+        since: None,
+        count,
+        cursor: None,
+    }
 }
 
 fn versions(entries: &[Stored]) -> Vec<String> {
-    entries.iter().map(|s| format!("{}/{}/{}", s.resource_type, s.id, s.version)).collect()
+    entries
+        .iter()
+        .map(|s| format!("{}/{}/{}", s.resource_type, s.id, s.version))
+        .collect()
 }
 
 /// History at instance, type and system level, newest first, with `_since`, `_at` and paging.
 pub async fn history_scopes_since_at_and_paging(store: &Store) {
     commit(store, vec![put_at("Patient", "a", 1, T0, vec![], vec![])]).await;
-    commit(store, vec![put_at("Observation", "o", 1, T0 + 1000, vec![], vec![])]).await;
-    commit(store, vec![put_at("Patient", "a", 2, T0 + 2000, vec![], vec![])]).await;
+    commit(
+        store,
+        vec![put_at("Observation", "o", 1, T0 + 1000, vec![], vec![])],
+    )
+    .await;
+    commit(
+        store,
+        vec![put_at("Patient", "a", 2, T0 + 2000, vec![], vec![])],
+    )
+    .await;
     commit(store, vec![delete("Observation", "o", 2, T0 + 3000)]).await;
 
     let cases: Vec<(HistoryRequest, Vec<&str>)> = vec![
-        (history_request(HistoryScope::System, 10), vec!["Observation/o/2", "Patient/a/2", "Observation/o/1", "Patient/a/1"]),
-        (history_request(HistoryScope::Type("Patient".into()), 10), vec!["Patient/a/2", "Patient/a/1"]),
-        (history_request(HistoryScope::Instance("Observation".into(), "o".into()), 10), vec!["Observation/o/2", "Observation/o/1"]),
-        (HistoryRequest { since: Some(T0 + 1500), ..history_request(HistoryScope::System, 10) }, vec!["Observation/o/2", "Patient/a/2"]),
-        (HistoryRequest { at: Some(T0 + 1500), ..history_request(HistoryScope::System, 10) }, vec!["Observation/o/1", "Patient/a/1"]),
-        (HistoryRequest { at: Some(T0 + 5000), ..history_request(HistoryScope::Type("Observation".into()), 10) }, vec!["Observation/o/2"]),
+        (
+            history_request(HistoryScope::System, 10),
+            vec![
+                "Observation/o/2",
+                "Patient/a/2",
+                "Observation/o/1",
+                "Patient/a/1",
+            ],
+        ),
+        (
+            history_request(HistoryScope::Type("Patient".into()), 10),
+            vec!["Patient/a/2", "Patient/a/1"],
+        ),
+        (
+            history_request(HistoryScope::Instance("Observation".into(), "o".into()), 10),
+            vec!["Observation/o/2", "Observation/o/1"],
+        ),
+        (
+            HistoryRequest {
+                since: Some(T0 + 1500),
+                ..history_request(HistoryScope::System, 10)
+            },
+            vec!["Observation/o/2", "Patient/a/2"],
+        ),
+        (
+            HistoryRequest {
+                at: Some(T0 + 1500),
+                ..history_request(HistoryScope::System, 10)
+            },
+            vec!["Observation/o/1", "Patient/a/1"],
+        ),
+        (
+            HistoryRequest {
+                at: Some(T0 + 5000),
+                ..history_request(HistoryScope::Type("Observation".into()), 10)
+            },
+            vec!["Observation/o/2"],
+        ),
     ];
     for (request, expected) in cases {
         let page = store.history(&request).await.expect("history");
@@ -373,16 +649,31 @@ pub async fn history_scopes_since_at_and_paging(store: &Store) {
         let page = store.history(&request).await.expect("history page");
         seen.extend(versions(&page.entries));
         if round == 0 {
-            commit(store, vec![put_at("Patient", "late", 1, T0 + 9000, vec![], vec![])]).await;
+            commit(
+                store,
+                vec![put_at("Patient", "late", 1, T0 + 9000, vec![], vec![])],
+            )
+            .await;
         }
         match page.next {
             Some(next) => request.cursor = Some(next),
             None => break,
         }
     }
-    assert_eq!(seen, vec!["Observation/o/2", "Patient/a/2", "Observation/o/1", "Patient/a/1"]);
+    assert_eq!(
+        seen,
+        vec![
+            "Observation/o/2",
+            "Patient/a/2",
+            "Observation/o/1",
+            "Patient/a/1"
+        ]
+    );
     request.cursor = Some("not-a-cursor".into());
-    assert!(matches!(store.history(&request).await, Err(StoreError::BadCursor)));
+    assert!(matches!(
+        store.history(&request).await,
+        Err(StoreError::BadCursor)
+    ));
 }
 
 /// String search: starts-with on the normalized form, `:exact`, `:contains` (with LIKE's special
@@ -391,16 +682,38 @@ pub async fn search_string(store: &Store) {
     commit(
         store,
         vec![
-            put("Patient", "smith", 1, vec![string("name", "Smith"), string("name", "Anna")]),
+            put(
+                "Patient",
+                "smith",
+                1,
+                vec![string("name", "Smith"), string("name", "Anna")],
+            ),
             put("Patient", "smithson", 1, vec![string("name", "Smithson")]),
             put("Patient", "pure", 1, vec![string("name", "100% pure_x")]),
         ],
     )
     .await;
-    let s = |value: &str, mode| query("Patient", vec![vec![index("name", Test::String { value: value.into(), mode })]]);
+    let s = |value: &str, mode| {
+        query(
+            "Patient",
+            vec![vec![index(
+                "name",
+                Test::String {
+                    value: value.into(),
+                    mode,
+                },
+            )]],
+        )
+    };
     let cases: Vec<(Query, Vec<&str>)> = vec![
-        (s("smi", StringMatch::StartsWith), vec!["Patient/smith", "Patient/smithson"]),
-        (s("smith", StringMatch::StartsWith), vec!["Patient/smith", "Patient/smithson"]),
+        (
+            s("smi", StringMatch::StartsWith),
+            vec!["Patient/smith", "Patient/smithson"],
+        ),
+        (
+            s("smith", StringMatch::StartsWith),
+            vec!["Patient/smith", "Patient/smithson"],
+        ),
         (s("ann", StringMatch::StartsWith), vec!["Patient/smith"]),
         (s("mith", StringMatch::StartsWith), vec![]),
         (s("Smith", StringMatch::Exact), vec!["Patient/smith"]),
@@ -415,9 +728,21 @@ pub async fn search_string(store: &Store) {
         check(store, &q, &expected).await;
     }
     // OR within a clause, AND across clauses.
-    let either = query("Patient", vec![vec![index("name", starts("ann")), index("name", starts("100"))]]);
+    let either = query(
+        "Patient",
+        vec![vec![
+            index("name", starts("ann")),
+            index("name", starts("100")),
+        ]],
+    );
     check(store, &either, &["Patient/smith", "Patient/pure"]).await;
-    let both = query("Patient", vec![vec![index("name", starts("smi"))], vec![index("name", starts("ann"))]]);
+    let both = query(
+        "Patient",
+        vec![
+            vec![index("name", starts("smi"))],
+            vec![index("name", starts("ann"))],
+        ],
+    );
     check(store, &both, &["Patient/smith"]).await;
 }
 
@@ -434,10 +759,25 @@ pub async fn search_token(store: &Store) {
     commit(
         store,
         vec![
-            put("Observation", "loinc", 1, vec![token("code", Some("http://loinc.org"), "1234"), of_type]),
-            put("Observation", "snomed", 1, vec![token("code", Some("http://snomed.info/sct"), "1234")]),
+            put(
+                "Observation",
+                "loinc",
+                1,
+                vec![token("code", Some("http://loinc.org"), "1234"), of_type],
+            ),
+            put(
+                "Observation",
+                "snomed",
+                1,
+                vec![token("code", Some("http://snomed.info/sct"), "1234")],
+            ),
             put("Observation", "bare", 1, vec![token("code", None, "1234")]),
-            put("Observation", "bp", 1, vec![token_text("code", "85354-9", "blood pressure panel")]),
+            put(
+                "Observation",
+                "bp",
+                1,
+                vec![token_text("code", "85354-9", "blood pressure panel")],
+            ),
             put("Observation", "none", 1, vec![]),
         ],
     )
@@ -450,12 +790,40 @@ pub async fn search_token(store: &Store) {
     };
     let one = |p: Predicate| query("Observation", vec![vec![p]]);
     let cases: Vec<(Query, Vec<&str>)> = vec![
-        (one(index("code", t(None, Some("1234")))), vec!["Observation/loinc", "Observation/snomed", "Observation/bare"]),
-        (one(index("code", t(Some(Some("http://loinc.org")), Some("1234")))), vec!["Observation/loinc"]),
-        (one(index("code", t(Some(None), Some("1234")))), vec!["Observation/bare"]),
-        (one(index("code", t(Some(Some("http://snomed.info/sct")), None))), vec!["Observation/snomed"]),
-        (one(index("code", Test::Token(TokenTest::Text("blood".into())))), vec!["Observation/bp"]),
-        (one(index("code", Test::Token(TokenTest::Text("pressure".into())))), vec![]),
+        (
+            one(index("code", t(None, Some("1234")))),
+            vec![
+                "Observation/loinc",
+                "Observation/snomed",
+                "Observation/bare",
+            ],
+        ),
+        (
+            one(index(
+                "code",
+                t(Some(Some("http://loinc.org")), Some("1234")),
+            )),
+            vec!["Observation/loinc"],
+        ),
+        (
+            one(index("code", t(Some(None), Some("1234")))),
+            vec!["Observation/bare"],
+        ),
+        (
+            one(index("code", t(Some(Some("http://snomed.info/sct")), None))),
+            vec!["Observation/snomed"],
+        ),
+        (
+            one(index("code", Test::Token(TokenTest::Text("blood".into())))),
+            vec!["Observation/bp"],
+        ),
+        (
+            one(index(
+                "code",
+                Test::Token(TokenTest::Text("pressure".into())),
+            )),
+            vec![],
+        ),
         (
             one(index(
                 "identifier",
@@ -470,24 +838,65 @@ pub async fn search_token(store: &Store) {
         (
             one(index(
                 "identifier",
-                Test::Token(TokenTest::OfType { type_system: None, type_code: "DL".into(), value: "123".into() }),
+                Test::Token(TokenTest::OfType {
+                    type_system: None,
+                    type_code: "DL".into(),
+                    value: "123".into(),
+                }),
             )),
             vec![],
         ),
         (
-            one(Predicate::Not { param: "code", test: t(Some(Some("http://loinc.org")), Some("1234")) }),
-            vec!["Observation/snomed", "Observation/bare", "Observation/bp", "Observation/none"],
+            one(Predicate::Not {
+                param: "code",
+                test: t(Some(Some("http://loinc.org")), Some("1234")),
+            }),
+            vec![
+                "Observation/snomed",
+                "Observation/bare",
+                "Observation/bp",
+                "Observation/none",
+            ],
         ),
-        (one(Predicate::Missing { param: "code", missing: true }), vec!["Observation/none"]),
         (
-            one(Predicate::Missing { param: "code", missing: false }),
-            vec!["Observation/loinc", "Observation/snomed", "Observation/bare", "Observation/bp"],
+            one(Predicate::Missing {
+                param: "code",
+                missing: true,
+            }),
+            vec!["Observation/none"],
         ),
         (
-            one(Predicate::Missing { param: "never-indexed", missing: true }),
-            vec!["Observation/loinc", "Observation/snomed", "Observation/bare", "Observation/bp", "Observation/none"],
+            one(Predicate::Missing {
+                param: "code",
+                missing: false,
+            }),
+            vec![
+                "Observation/loinc",
+                "Observation/snomed",
+                "Observation/bare",
+                "Observation/bp",
+            ],
         ),
-        (one(Predicate::Missing { param: "never-indexed", missing: false }), vec![]),
+        (
+            one(Predicate::Missing {
+                param: "never-indexed",
+                missing: true,
+            }),
+            vec![
+                "Observation/loinc",
+                "Observation/snomed",
+                "Observation/bare",
+                "Observation/bp",
+                "Observation/none",
+            ],
+        ),
+        (
+            one(Predicate::Missing {
+                param: "never-indexed",
+                missing: false,
+            }),
+            vec![],
+        ),
     ];
     for (q, expected) in cases {
         check(store, &q, &expected).await;
@@ -504,15 +913,52 @@ pub async fn search_date_prefixes(store: &Store) {
         store,
         vec![
             // A point in mid March; all of March; mid February to mid March; April 10th; January 2023.
-            put("Encounter", "point", 1, vec![date("date", MARCH_2024 + 14 * DAY, MARCH_2024 + 14 * DAY)]),
-            put("Encounter", "march", 1, vec![date("date", MARCH_2024, march_end)]),
-            put("Encounter", "straddle", 1, vec![date("date", MARCH_2024 - 15 * DAY, MARCH_2024 + 14 * DAY)]),
-            put("Encounter", "april", 1, vec![date("date", march_end + 10 * DAY, march_end + 10 * DAY)]),
-            put("Encounter", "old", 1, vec![date("date", MARCH_2024 - 425 * DAY, MARCH_2024 - 425 * DAY)]),
+            put(
+                "Encounter",
+                "point",
+                1,
+                vec![date("date", MARCH_2024 + 14 * DAY, MARCH_2024 + 14 * DAY)],
+            ),
+            put(
+                "Encounter",
+                "march",
+                1,
+                vec![date("date", MARCH_2024, march_end)],
+            ),
+            put(
+                "Encounter",
+                "straddle",
+                1,
+                vec![date("date", MARCH_2024 - 15 * DAY, MARCH_2024 + 14 * DAY)],
+            ),
+            put(
+                "Encounter",
+                "april",
+                1,
+                vec![date("date", march_end + 10 * DAY, march_end + 10 * DAY)],
+            ),
+            put(
+                "Encounter",
+                "old",
+                1,
+                vec![date("date", MARCH_2024 - 425 * DAY, MARCH_2024 - 425 * DAY)],
+            ),
         ],
     )
     .await;
-    let d = |prefix| query("Encounter", vec![vec![index("date", Test::Date { prefix, low: MARCH_2024, high: march_end })]]);
+    let d = |prefix| {
+        query(
+            "Encounter",
+            vec![vec![index(
+                "date",
+                Test::Date {
+                    prefix,
+                    low: MARCH_2024,
+                    high: march_end,
+                },
+            )]],
+        )
+    };
     let cases: Vec<(Prefix, Vec<&str>)> = vec![
         (Prefix::Eq, vec!["point", "march"]),
         (Prefix::Ne, vec!["straddle", "april", "old"]),
@@ -525,7 +971,10 @@ pub async fn search_date_prefixes(store: &Store) {
         (Prefix::Ap, vec!["point", "march", "straddle", "april"]),
     ];
     for (prefix, expected) in cases {
-        let expected: Vec<String> = expected.iter().map(|id| format!("Encounter/{id}")).collect();
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|id| format!("Encounter/{id}"))
+            .collect();
         let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         check(store, &d(prefix), &expected).await;
     }
@@ -535,11 +984,30 @@ pub async fn search_date_prefixes(store: &Store) {
     let range = query(
         "Encounter",
         vec![
-            vec![index("date", Test::Date { prefix: Prefix::Ge, low: ten, high: ten + DAY - 1 })],
-            vec![index("date", Test::Date { prefix: Prefix::Lt, low: twenty, high: twenty + DAY - 1 })],
+            vec![index(
+                "date",
+                Test::Date {
+                    prefix: Prefix::Ge,
+                    low: ten,
+                    high: ten + DAY - 1,
+                },
+            )],
+            vec![index(
+                "date",
+                Test::Date {
+                    prefix: Prefix::Lt,
+                    low: twenty,
+                    high: twenty + DAY - 1,
+                },
+            )],
         ],
     );
-    check(store, &range, &["Encounter/point", "Encounter/straddle", "Encounter/march"]).await;
+    check(
+        store,
+        &range,
+        &["Encounter/point", "Encounter/straddle", "Encounter/march"],
+    )
+    .await;
 }
 
 /// Number and quantity search with prefixes, implicit precision ranges and units.
@@ -547,17 +1015,74 @@ pub async fn search_number_and_quantity(store: &Store) {
     commit(
         store,
         vec![
-            put("RiskAssessment", "five", 1, vec![number("probability", 5.0)]),
-            put("RiskAssessment", "ten", 1, vec![number("probability", 10.0)]),
-            put("RiskAssessment", "fifteen", 1, vec![number("probability", 15.0)]),
-            put("Observation", "mg", 1, vec![quantity("value-quantity", 5.4, "http://unitsofmeasure.org", "mg")]),
-            put("Observation", "g", 1, vec![quantity("value-quantity", 5.4, "http://unitsofmeasure.org", "g")]),
-            put("Observation", "big", 1, vec![quantity("value-quantity", 70.0, "http://unitsofmeasure.org", "mg")]),
+            put(
+                "RiskAssessment",
+                "five",
+                1,
+                vec![number("probability", 5.0)],
+            ),
+            put(
+                "RiskAssessment",
+                "ten",
+                1,
+                vec![number("probability", 10.0)],
+            ),
+            put(
+                "RiskAssessment",
+                "fifteen",
+                1,
+                vec![number("probability", 15.0)],
+            ),
+            put(
+                "Observation",
+                "mg",
+                1,
+                vec![quantity(
+                    "value-quantity",
+                    5.4,
+                    "http://unitsofmeasure.org",
+                    "mg",
+                )],
+            ),
+            put(
+                "Observation",
+                "g",
+                1,
+                vec![quantity(
+                    "value-quantity",
+                    5.4,
+                    "http://unitsofmeasure.org",
+                    "g",
+                )],
+            ),
+            put(
+                "Observation",
+                "big",
+                1,
+                vec![quantity(
+                    "value-quantity",
+                    70.0,
+                    "http://unitsofmeasure.org",
+                    "mg",
+                )],
+            ),
         ],
     )
     .await;
     // "10" searches [9.5, 10.5].
-    let n = |prefix| query("RiskAssessment", vec![vec![index("probability", Test::Number { prefix, low: 9.5, high: 10.5 })]]);
+    let n = |prefix| {
+        query(
+            "RiskAssessment",
+            vec![vec![index(
+                "probability",
+                Test::Number {
+                    prefix,
+                    low: 9.5,
+                    high: 10.5,
+                },
+            )]],
+        )
+    };
     let cases: Vec<(Prefix, Vec<&str>)> = vec![
         (Prefix::Eq, vec!["ten"]),
         (Prefix::Ne, vec!["five", "fifteen"]),
@@ -568,7 +1093,10 @@ pub async fn search_number_and_quantity(store: &Store) {
         (Prefix::Ap, vec!["ten"]),
     ];
     for (prefix, expected) in cases {
-        let expected: Vec<String> = expected.iter().map(|id| format!("RiskAssessment/{id}")).collect();
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|id| format!("RiskAssessment/{id}"))
+            .collect();
         let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
         check(store, &n(prefix), &expected).await;
     }
@@ -577,33 +1105,94 @@ pub async fn search_number_and_quantity(store: &Store) {
             "Observation",
             vec![vec![index(
                 "value-quantity",
-                Test::Quantity { prefix, low, high, system: system.map(str::to_string), code: code.map(str::to_string) },
+                Test::Quantity {
+                    prefix,
+                    low,
+                    high,
+                    system: system.map(str::to_string),
+                    code: code.map(str::to_string),
+                },
             )]],
         )
     };
     let ucum = Some("http://unitsofmeasure.org");
-    check(store, &q(Prefix::Eq, 5.35, 5.45, ucum, Some("mg")), &["Observation/mg"]).await;
-    check(store, &q(Prefix::Eq, 5.35, 5.45, None, Some("g")), &["Observation/g"]).await;
-    check(store, &q(Prefix::Eq, 5.35, 5.45, None, None), &["Observation/mg", "Observation/g"]).await;
-    check(store, &q(Prefix::Gt, 4.5, 5.5, ucum, Some("mg")), &["Observation/big"]).await;
-    check(store, &q(Prefix::Le, 69.5, 70.5, None, Some("mg")), &["Observation/mg", "Observation/big"]).await;
+    check(
+        store,
+        &q(Prefix::Eq, 5.35, 5.45, ucum, Some("mg")),
+        &["Observation/mg"],
+    )
+    .await;
+    check(
+        store,
+        &q(Prefix::Eq, 5.35, 5.45, None, Some("g")),
+        &["Observation/g"],
+    )
+    .await;
+    check(
+        store,
+        &q(Prefix::Eq, 5.35, 5.45, None, None),
+        &["Observation/mg", "Observation/g"],
+    )
+    .await;
+    check(
+        store,
+        &q(Prefix::Gt, 4.5, 5.5, ucum, Some("mg")),
+        &["Observation/big"],
+    )
+    .await;
+    check(
+        store,
+        &q(Prefix::Le, 69.5, 70.5, None, Some("mg")),
+        &["Observation/mg", "Observation/big"],
+    )
+    .await;
 }
 
 /// Reference search by type and id, by id alone and by absolute url; uri exact, `:below`, `:above`.
 pub async fn search_reference_and_uri(store: &Store) {
     let external = entry(
         "subject",
-        IndexValue::Reference { target_type: None, target_id: None, url: Some("http://other.org/fhir/Patient/9".into()), version: None },
+        IndexValue::Reference {
+            target_type: None,
+            target_id: None,
+            url: Some("http://other.org/fhir/Patient/9".into()),
+            version: None,
+        },
     );
     commit(
         store,
         vec![
-            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1")]),
-            put("Observation", "o2", 1, vec![reference("subject", "Group", "p1")]),
-            put("Observation", "o3", 1, vec![reference("subject", "Patient", "p2")]),
+            put(
+                "Observation",
+                "o1",
+                1,
+                vec![reference("subject", "Patient", "p1")],
+            ),
+            put(
+                "Observation",
+                "o2",
+                1,
+                vec![reference("subject", "Group", "p1")],
+            ),
+            put(
+                "Observation",
+                "o3",
+                1,
+                vec![reference("subject", "Patient", "p2")],
+            ),
             put("Observation", "o4", 1, vec![external]),
-            put("ValueSet", "v1", 1, vec![uri("url", "http://acme.org/fhir/ValueSet/a")]),
-            put("ValueSet", "v2", 1, vec![uri("url", "http://acme.org/fhir/ValueSet/b")]),
+            put(
+                "ValueSet",
+                "v1",
+                1,
+                vec![uri("url", "http://acme.org/fhir/ValueSet/a")],
+            ),
+            put(
+                "ValueSet",
+                "v2",
+                1,
+                vec![uri("url", "http://acme.org/fhir/ValueSet/b")],
+            ),
             put("ValueSet", "v3", 1, vec![uri("url", "http://acme.org")]),
         ],
     )
@@ -622,15 +1211,56 @@ pub async fn search_reference_and_uri(store: &Store) {
             )]],
         )
     };
-    check(store, &r(Some("Patient"), Some("p1"), None), &["Observation/o1"]).await;
-    check(store, &r(None, Some("p1"), None), &["Observation/o1", "Observation/o2"]).await;
-    check(store, &r(None, None, Some("http://other.org/fhir/Patient/9")), &["Observation/o4"]).await;
+    check(
+        store,
+        &r(Some("Patient"), Some("p1"), None),
+        &["Observation/o1"],
+    )
+    .await;
+    check(
+        store,
+        &r(None, Some("p1"), None),
+        &["Observation/o1", "Observation/o2"],
+    )
+    .await;
+    check(
+        store,
+        &r(None, None, Some("http://other.org/fhir/Patient/9")),
+        &["Observation/o4"],
+    )
+    .await;
     check(store, &r(Some("Patient"), Some("p3"), None), &[]).await;
-    let u = |value: &str, mode| query("ValueSet", vec![vec![index("url", Test::Uri { value: value.into(), mode })]]);
-    check(store, &u("http://acme.org/fhir/ValueSet/a", UriMatch::Exact), &["ValueSet/v1"]).await;
+    let u = |value: &str, mode| {
+        query(
+            "ValueSet",
+            vec![vec![index(
+                "url",
+                Test::Uri {
+                    value: value.into(),
+                    mode,
+                },
+            )]],
+        )
+    };
+    check(
+        store,
+        &u("http://acme.org/fhir/ValueSet/a", UriMatch::Exact),
+        &["ValueSet/v1"],
+    )
+    .await;
     check(store, &u("http://acme.org/fhir", UriMatch::Exact), &[]).await;
-    check(store, &u("http://acme.org/fhir", UriMatch::Below), &["ValueSet/v1", "ValueSet/v2"]).await;
-    check(store, &u("http://acme.org/fhir/ValueSet/b", UriMatch::Above), &["ValueSet/v2", "ValueSet/v3"]).await;
+    check(
+        store,
+        &u("http://acme.org/fhir", UriMatch::Below),
+        &["ValueSet/v1", "ValueSet/v2"],
+    )
+    .await;
+    check(
+        store,
+        &u("http://acme.org/fhir/ValueSet/b", UriMatch::Above),
+        &["ValueSet/v2", "ValueSet/v3"],
+    )
+    .await;
 }
 
 /// Chained parameters, one and two levels deep; deleted targets do not count.
@@ -638,26 +1268,81 @@ pub async fn search_chain(store: &Store) {
     commit(
         store,
         vec![
-            put("Organization", "acme", 1, vec![string("name", "Acme Health")]),
+            put(
+                "Organization",
+                "acme",
+                1,
+                vec![string("name", "Acme Health")],
+            ),
             put("Organization", "other", 1, vec![string("name", "Other")]),
-            put("Patient", "p1", 1, vec![string("name", "Smith"), reference("organization", "Organization", "acme")]),
-            put("Patient", "p2", 1, vec![string("name", "Jones"), reference("organization", "Organization", "other")]),
+            put(
+                "Patient",
+                "p1",
+                1,
+                vec![
+                    string("name", "Smith"),
+                    reference("organization", "Organization", "acme"),
+                ],
+            ),
+            put(
+                "Patient",
+                "p2",
+                1,
+                vec![
+                    string("name", "Jones"),
+                    reference("organization", "Organization", "other"),
+                ],
+            ),
             put("Patient", "p3", 1, vec![string("name", "Smithers")]),
-            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1")]),
-            put("Observation", "o2", 1, vec![reference("subject", "Patient", "p2")]),
-            put("Observation", "o3", 1, vec![reference("subject", "Patient", "p3")]),
-            put("Observation", "o4", 1, vec![reference("subject", "Group", "p1")]),
+            put(
+                "Observation",
+                "o1",
+                1,
+                vec![reference("subject", "Patient", "p1")],
+            ),
+            put(
+                "Observation",
+                "o2",
+                1,
+                vec![reference("subject", "Patient", "p2")],
+            ),
+            put(
+                "Observation",
+                "o3",
+                1,
+                vec![reference("subject", "Patient", "p3")],
+            ),
+            put(
+                "Observation",
+                "o4",
+                1,
+                vec![reference("subject", "Group", "p1")],
+            ),
         ],
     )
     .await;
     let chain = |inner: Predicate| {
         query(
             "Observation",
-            vec![vec![Predicate::Chain { param: "subject", target_types: vec!["Patient"], inner: Box::new(inner) }]],
+            vec![vec![Predicate::Chain {
+                param: "subject",
+                target_types: vec!["Patient"],
+                inner: Box::new(inner),
+            }]],
         )
     };
-    check(store, &chain(index("name", starts("smith"))), &["Observation/o1", "Observation/o3"]).await;
-    check(store, &chain(index("name", starts("jones"))), &["Observation/o2"]).await;
+    check(
+        store,
+        &chain(index("name", starts("smith"))),
+        &["Observation/o1", "Observation/o3"],
+    )
+    .await;
+    check(
+        store,
+        &chain(index("name", starts("jones"))),
+        &["Observation/o2"],
+    )
+    .await;
     let nested = chain(Predicate::Chain {
         param: "organization",
         target_types: vec!["Organization"],
@@ -665,7 +1350,12 @@ pub async fn search_chain(store: &Store) {
     });
     check(store, &nested, &["Observation/o1"]).await;
     commit(store, vec![delete("Patient", "p3", 2, T0 + 50)]).await;
-    check(store, &chain(index("name", starts("smith"))), &["Observation/o1"]).await;
+    check(
+        store,
+        &chain(index("name", starts("smith"))),
+        &["Observation/o1"],
+    )
+    .await;
 }
 
 /// Reverse chaining (`_has`), also nested.
@@ -676,17 +1366,44 @@ pub async fn search_has(store: &Store) {
             put("Patient", "p1", 1, vec![]),
             put("Patient", "p2", 1, vec![]),
             put("Patient", "p3", 1, vec![]),
-            put("Observation", "o1", 1, vec![reference("subject", "Patient", "p1"), code_row("bp")]),
-            put("Observation", "o2", 1, vec![reference("subject", "Patient", "p2"), code_row("hr")]),
-            put("Observation", "o3", 1, vec![reference("subject", "Group", "p3"), code_row("bp")]),
-            put("Provenance", "v1", 1, vec![reference("target", "Observation", "o2"), string("agent", "Dr Who")]),
+            put(
+                "Observation",
+                "o1",
+                1,
+                vec![reference("subject", "Patient", "p1"), code_row("bp")],
+            ),
+            put(
+                "Observation",
+                "o2",
+                1,
+                vec![reference("subject", "Patient", "p2"), code_row("hr")],
+            ),
+            put(
+                "Observation",
+                "o3",
+                1,
+                vec![reference("subject", "Group", "p3"), code_row("bp")],
+            ),
+            put(
+                "Provenance",
+                "v1",
+                1,
+                vec![
+                    reference("target", "Observation", "o2"),
+                    string("agent", "Dr Who"),
+                ],
+            ),
         ],
     )
     .await;
     let has = |inner: Predicate| {
         query(
             "Patient",
-            vec![vec![Predicate::Has { source_type: "Observation", ref_param: "subject", inner: Box::new(inner) }]],
+            vec![vec![Predicate::Has {
+                source_type: "Observation",
+                ref_param: "subject",
+                inner: Box::new(inner),
+            }]],
         )
     };
     check(store, &has(index("code", code("bp"))), &["Patient/p1"]).await;
@@ -703,13 +1420,37 @@ pub async fn search_has(store: &Store) {
 pub async fn search_composite(store: &Store) {
     let bp = |code: &str, value: f64, group: u32| {
         vec![
-            part(token("component-code-value-quantity", Some("http://loinc.org"), code), group, 0),
-            part(quantity("component-code-value-quantity", value, "http://unitsofmeasure.org", "mm[Hg]"), group, 1),
+            part(
+                token(
+                    "component-code-value-quantity",
+                    Some("http://loinc.org"),
+                    code,
+                ),
+                group,
+                0,
+            ),
+            part(
+                quantity(
+                    "component-code-value-quantity",
+                    value,
+                    "http://unitsofmeasure.org",
+                    "mm[Hg]",
+                ),
+                group,
+                1,
+            ),
         ]
     };
     let mut rows = bp("systolic", 120.0, 0);
     rows.extend(bp("diastolic", 80.0, 1));
-    commit(store, vec![put("Observation", "bp", 1, rows), put("Observation", "other", 1, bp("systolic", 80.0, 0))]).await;
+    commit(
+        store,
+        vec![
+            put("Observation", "bp", 1, rows),
+            put("Observation", "other", 1, bp("systolic", 80.0, 0)),
+        ],
+    )
+    .await;
     let composite = |c: &str, low: f64, high: f64| {
         query(
             "Observation",
@@ -717,14 +1458,38 @@ pub async fn search_composite(store: &Store) {
                 param: "component-code-value-quantity",
                 components: vec![
                     ("component-code", code(c)),
-                    ("component-value-quantity", Test::Quantity { prefix: Prefix::Eq, low, high, system: None, code: None }),
+                    (
+                        "component-value-quantity",
+                        Test::Quantity {
+                            prefix: Prefix::Eq,
+                            low,
+                            high,
+                            system: None,
+                            code: None,
+                        },
+                    ),
                 ],
             }]],
         )
     };
-    check(store, &composite("systolic", 119.5, 120.5), &["Observation/bp"]).await;
-    check(store, &composite("diastolic", 79.5, 80.5), &["Observation/bp"]).await;
-    check(store, &composite("systolic", 79.5, 80.5), &["Observation/other"]).await;
+    check(
+        store,
+        &composite("systolic", 119.5, 120.5),
+        &["Observation/bp"],
+    )
+    .await;
+    check(
+        store,
+        &composite("diastolic", 79.5, 80.5),
+        &["Observation/bp"],
+    )
+    .await;
+    check(
+        store,
+        &composite("systolic", 79.5, 80.5),
+        &["Observation/other"],
+    )
+    .await;
     check(store, &composite("diastolic", 119.5, 120.5), &[]).await;
 }
 
@@ -749,16 +1514,61 @@ pub async fn sort_on_several_keys(store: &Store) {
     )
     .await;
     let sorted = |keys: Vec<(&'static str, bool)>| Query {
-        sort: keys.into_iter().map(|(param, descending)| SortKey { param, descending }).collect(),
+        sort: keys
+            .into_iter()
+            .map(|(param, descending)| SortKey { param, descending })
+            .collect(),
         ..query("Patient", vec![])
     };
-    check(store, &sorted(vec![("family", false), ("birthdate", true)]), &["Patient/a2", "Patient/a1", "Patient/b1", "Patient/c1", "Patient/n1"]).await;
-    check(store, &sorted(vec![("family", true), ("birthdate", false)]), &["Patient/c1", "Patient/b1", "Patient/a1", "Patient/a2", "Patient/n1"]).await;
-    check(store, &sorted(vec![("birthdate", false)]), &["Patient/c1", "Patient/b1", "Patient/a1", "Patient/n1", "Patient/a2"]).await;
+    check(
+        store,
+        &sorted(vec![("family", false), ("birthdate", true)]),
+        &[
+            "Patient/a2",
+            "Patient/a1",
+            "Patient/b1",
+            "Patient/c1",
+            "Patient/n1",
+        ],
+    )
+    .await;
+    check(
+        store,
+        &sorted(vec![("family", true), ("birthdate", false)]),
+        &[
+            "Patient/c1",
+            "Patient/b1",
+            "Patient/a1",
+            "Patient/a2",
+            "Patient/n1",
+        ],
+    )
+    .await;
+    check(
+        store,
+        &sorted(vec![("birthdate", false)]),
+        &[
+            "Patient/c1",
+            "Patient/b1",
+            "Patient/a1",
+            "Patient/n1",
+            "Patient/a2",
+        ],
+    )
+    .await;
     // Paging through a sorted result one by one gives the same order, forwards and backwards.
     let q = sorted(vec![("family", false), ("birthdate", true)]);
     let (forward, backward) = walk(store, &q, 2).await;
-    assert_eq!(forward, vec!["Patient/a2", "Patient/a1", "Patient/b1", "Patient/c1", "Patient/n1"]);
+    assert_eq!(
+        forward,
+        vec![
+            "Patient/a2",
+            "Patient/a1",
+            "Patient/b1",
+            "Patient/c1",
+            "Patient/n1"
+        ]
+    );
     assert_eq!(backward, forward);
 }
 
@@ -795,26 +1605,51 @@ async fn walk(store: &Store, query: &Query, count: usize) -> (Vec<String>, Vec<S
 /// shift or join the pages.
 pub async fn paging_is_stable_across_inserts(store: &Store) {
     let ids: Vec<String> = (1..=7).map(|i| format!("p{i}")).collect();
-    commit(store, ids.iter().map(|id| put("Patient", id, 1, vec![string("name", "Same")])).collect()).await;
+    commit(
+        store,
+        ids.iter()
+            .map(|id| put("Patient", id, 1, vec![string("name", "Same")]))
+            .collect(),
+    )
+    .await;
     let q = query("Patient", vec![vec![index("name", starts("same"))]]);
     let first = search(store, &q, &options(3)).await;
-    assert_eq!(keys(&first.matches), vec!["Patient/p1", "Patient/p2", "Patient/p3"]);
+    assert_eq!(
+        keys(&first.matches),
+        vec!["Patient/p1", "Patient/p2", "Patient/p3"]
+    );
     assert_eq!(first.previous, None);
-    commit(store, vec![put("Patient", "p0", 1, vec![string("name", "Same")]), put("Patient", "p8", 1, vec![string("name", "Same")])]).await;
+    commit(
+        store,
+        vec![
+            put("Patient", "p0", 1, vec![string("name", "Same")]),
+            put("Patient", "p8", 1, vec![string("name", "Same")]),
+        ],
+    )
+    .await;
     let mut next = q.clone();
     next.page = first.next.clone();
     let second = search(store, &next, &options(3)).await;
-    assert_eq!(keys(&second.matches), vec!["Patient/p4", "Patient/p5", "Patient/p6"]);
+    assert_eq!(
+        keys(&second.matches),
+        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
+    );
     next.page = second.next.clone();
     let third = search(store, &next, &options(3)).await;
     assert_eq!(keys(&third.matches), vec!["Patient/p7"]);
     assert_eq!(third.next, None);
     next.page = third.previous.clone();
     let back = search(store, &next, &options(3)).await;
-    assert_eq!(keys(&back.matches), vec!["Patient/p4", "Patient/p5", "Patient/p6"]);
+    assert_eq!(
+        keys(&back.matches),
+        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
+    );
     next.page = back.previous.clone();
     let start = search(store, &next, &options(3)).await;
-    assert_eq!(keys(&start.matches), vec!["Patient/p1", "Patient/p2", "Patient/p3"]);
+    assert_eq!(
+        keys(&start.matches),
+        vec!["Patient/p1", "Patient/p2", "Patient/p3"]
+    );
     assert_eq!(start.previous, None);
     // A new search sees the new resources.
     let fresh = search(store, &q, &options(100)).await;
@@ -828,33 +1663,102 @@ pub async fn include_revinclude_iterate(store: &Store) {
         store,
         vec![
             put("Organization", "org", 1, vec![]),
-            put("Patient", "p1", 1, vec![reference("organization", "Organization", "org")]),
+            put(
+                "Patient",
+                "p1",
+                1,
+                vec![reference("organization", "Organization", "org")],
+            ),
             put("Patient", "p2", 1, vec![token("_id", None, "p2")]),
-            put("Observation", "o1", 1, vec![code_row("x"), reference("subject", "Patient", "p1"), reference("has-member", "Observation", "o2")]),
-            put("Observation", "o2", 1, vec![code_row("x"), reference("subject", "Patient", "p1")]),
-            put("Observation", "o3", 1, vec![code_row("y"), reference("subject", "Patient", "p2")]),
-            put("Provenance", "v1", 1, vec![reference("target", "Observation", "o1")]),
-            put("Provenance", "v2", 1, vec![reference("target", "Observation", "o3")]),
+            put(
+                "Observation",
+                "o1",
+                1,
+                vec![
+                    code_row("x"),
+                    reference("subject", "Patient", "p1"),
+                    reference("has-member", "Observation", "o2"),
+                ],
+            ),
+            put(
+                "Observation",
+                "o2",
+                1,
+                vec![code_row("x"), reference("subject", "Patient", "p1")],
+            ),
+            put(
+                "Observation",
+                "o3",
+                1,
+                vec![code_row("y"), reference("subject", "Patient", "p2")],
+            ),
+            put(
+                "Provenance",
+                "v1",
+                1,
+                vec![reference("target", "Observation", "o1")],
+            ),
+            put(
+                "Provenance",
+                "v2",
+                1,
+                vec![reference("target", "Observation", "o3")],
+            ),
         ],
     )
     .await;
-    let inc = |source_type, param, iterate| Include { source_type, param, target_type: None, iterate };
+    let inc = |source_type, param, iterate| Include {
+        source_type,
+        param,
+        target_type: None,
+        iterate,
+    };
     let q = |include: Vec<Include>, revinclude: Vec<Include>| Query {
         include,
         revinclude,
         ..query("Observation", vec![vec![index("code", code("x"))]])
     };
     let cases: Vec<(Query, Vec<&str>)> = vec![
-        (q(vec![inc("Observation", "subject", false)], vec![]), vec!["Patient/p1"]),
-        (q(vec![inc("Observation", "subject", false), inc("Patient", "organization", false)], vec![]), vec!["Patient/p1"]),
         (
-            q(vec![inc("Observation", "subject", false), inc("Patient", "organization", true)], vec![]),
+            q(vec![inc("Observation", "subject", false)], vec![]),
+            vec!["Patient/p1"],
+        ),
+        (
+            q(
+                vec![
+                    inc("Observation", "subject", false),
+                    inc("Patient", "organization", false),
+                ],
+                vec![],
+            ),
+            vec!["Patient/p1"],
+        ),
+        (
+            q(
+                vec![
+                    inc("Observation", "subject", false),
+                    inc("Patient", "organization", true),
+                ],
+                vec![],
+            ),
             vec!["Patient/p1", "Organization/org"],
         ),
-        (q(vec![inc("Observation", "has-member", false)], vec![]), vec![]),
-        (q(vec![], vec![inc("Provenance", "target", false)]), vec!["Provenance/v1"]),
         (
-            q(vec![Include { target_type: Some("Group"), ..inc("Observation", "subject", false) }], vec![]),
+            q(vec![inc("Observation", "has-member", false)], vec![]),
+            vec![],
+        ),
+        (
+            q(vec![], vec![inc("Provenance", "target", false)]),
+            vec!["Provenance/v1"],
+        ),
+        (
+            q(
+                vec![Include {
+                    target_type: Some("Group"),
+                    ..inc("Observation", "subject", false)
+                }],
+                vec![],
+            ),
             vec![],
         ),
     ];
@@ -869,14 +1773,25 @@ pub async fn include_revinclude_iterate(store: &Store) {
     }
     // Revinclude of the Patient's observations, iterated to their provenance.
     let patients = Query {
-        revinclude: vec![inc("Observation", "subject", false), inc("Provenance", "target", true)],
+        revinclude: vec![
+            inc("Observation", "subject", false),
+            inc("Provenance", "target", true),
+        ],
         ..query("Patient", vec![vec![index("_id", code("p2"))]])
     };
     let page = search(store, &patients, &options(10)).await;
     let mut got = keys(&page.included);
     got.sort();
     assert_eq!(got, vec!["Observation/o3", "Provenance/v2"]);
-    let bounded = search(store, &patients, &SearchOptions { count: 10, max_includes: 1 }).await;
+    let bounded = search(
+        store,
+        &patients,
+        &SearchOptions {
+            count: 10,
+            max_includes: 1,
+        },
+    )
+    .await;
     assert_eq!(bounded.included.len(), 1);
 }
 
@@ -899,12 +1814,35 @@ pub async fn compartment_lists_live_resources(store: &Store) {
         k.sort();
         k
     };
-    let all = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
-    assert_eq!(ids(&all), vec!["Encounter/e1", "Observation/both", "Observation/o1", "Observation/o2"]);
-    let typed = CompartmentRequest { types: vec!["Encounter".into()], ..compartment_request("p1", 10) };
-    assert_eq!(ids(&store.compartment(&typed).await.expect("typed")), vec!["Encounter/e1"]);
-    let since = CompartmentRequest { since: Some(T0 + 100), ..compartment_request("p1", 10) };
-    assert_eq!(ids(&store.compartment(&since).await.expect("since")), vec!["Encounter/e1", "Observation/o2"]);
+    let all = store
+        .compartment(&compartment_request("p1", 10))
+        .await
+        .expect("compartment");
+    assert_eq!(
+        ids(&all),
+        vec![
+            "Encounter/e1",
+            "Observation/both",
+            "Observation/o1",
+            "Observation/o2"
+        ]
+    );
+    let typed = CompartmentRequest {
+        types: vec!["Encounter".into()],
+        ..compartment_request("p1", 10)
+    };
+    assert_eq!(
+        ids(&store.compartment(&typed).await.expect("typed")),
+        vec!["Encounter/e1"]
+    );
+    let since = CompartmentRequest {
+        since: Some(T0 + 100),
+        ..compartment_request("p1", 10)
+    };
+    assert_eq!(
+        ids(&store.compartment(&since).await.expect("since")),
+        vec!["Encounter/e1", "Observation/o2"]
+    );
     // Paged two at a time.
     let mut request = compartment_request("p1", 2);
     let mut seen = Vec::new();
@@ -920,21 +1858,62 @@ pub async fn compartment_lists_live_resources(store: &Store) {
     seen.sort();
     assert_eq!(seen, ids(&all));
     commit(store, vec![delete("Observation", "o1", 2, T0 + 300)]).await;
-    let after = store.compartment(&compartment_request("p1", 10)).await.expect("compartment");
-    assert_eq!(ids(&after), vec!["Encounter/e1", "Observation/both", "Observation/o2"]);
+    let after = store
+        .compartment(&compartment_request("p1", 10))
+        .await
+        .expect("compartment");
+    assert_eq!(
+        ids(&after),
+        vec!["Encounter/e1", "Observation/both", "Observation/o2"]
+    );
 }
 
 /// `_total`: the number of all matches, whatever the page size, also with a page size of 0.
 pub async fn total_counts_all_matches(store: &Store) {
-    commit(store, (0..12).map(|i| put("Patient", &format!("p{i}"), 1, vec![string("name", if i % 3 == 0 { "Kim" } else { "Lee" })])).collect()).await;
-    let q = Query { total: Total::Accurate, ..query("Patient", vec![vec![index("name", starts("lee"))]]) };
+    commit(
+        store,
+        (0..12)
+            .map(|i| {
+                put(
+                    "Patient",
+                    &format!("p{i}"),
+                    1,
+                    vec![string("name", if i % 3 == 0 { "Kim" } else { "Lee" })],
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let q = Query {
+        total: Total::Accurate,
+        ..query("Patient", vec![vec![index("name", starts("lee"))]])
+    };
     let page = search(store, &q, &options(5)).await;
     assert_eq!((page.matches.len(), page.total), (5, Some(8)));
     let count_only = search(store, &q, &options(0)).await;
-    assert_eq!((count_only.matches.len(), count_only.total, count_only.next), (0, Some(8), None));
-    let none = search(store, &Query { total: Total::None, ..q.clone() }, &options(5)).await;
+    assert_eq!(
+        (count_only.matches.len(), count_only.total, count_only.next),
+        (0, Some(8), None)
+    );
+    let none = search(
+        store,
+        &Query {
+            total: Total::None,
+            ..q.clone()
+        },
+        &options(5),
+    )
+    .await;
     assert_eq!(none.total, None);
-    let estimate = search(store, &Query { total: Total::Estimate, ..q }, &options(5)).await;
+    let estimate = search(
+        store,
+        &Query {
+            total: Total::Estimate,
+            ..q
+        },
+        &options(5),
+    )
+    .await;
     assert!(estimate.total.is_some());
 }
 
@@ -949,24 +1928,188 @@ pub async fn search_across_types(store: &Store) {
         ],
     )
     .await;
-    let q = Query { resource_type: None, ..query("Patient", vec![vec![index("_id", code("x"))]]) };
+    let q = Query {
+        resource_type: None,
+        ..query("Patient", vec![vec![index("_id", code("x"))]])
+    };
     check(store, &q, &["Observation/x", "Patient/x"]).await;
-    let everything = Query { resource_type: None, ..query("Patient", vec![]) };
-    check(store, &everything, &["Observation/x", "Observation/y", "Patient/x"]).await;
+    let everything = Query {
+        resource_type: None,
+        ..query("Patient", vec![])
+    };
+    check(
+        store,
+        &everything,
+        &["Observation/x", "Observation/y", "Patient/x"],
+    )
+    .await;
 }
 
 /// Cursors that the store did not make, or made for another query, are refused.
 pub async fn bad_cursor_is_refused(store: &Store) {
-    commit(store, (0..3).map(|i| put("Patient", &format!("p{i}"), 1, vec![string("name", "Kim")])).collect()).await;
+    commit(
+        store,
+        (0..3)
+            .map(|i| put("Patient", &format!("p{i}"), 1, vec![string("name", "Kim")]))
+            .collect(),
+    )
+    .await;
     let q = query("Patient", vec![vec![index("name", starts("kim"))]]);
     let page = search(store, &q, &options(1)).await;
     let next = page.next.expect("a next page");
     for cursor in ["garbage", "eyJ4IjoxfQ", ""] {
-        let bad = Query { page: Some(cursor.to_string()), ..q.clone() };
-        assert!(matches!(store.search(&bad, &options(1)).await, Err(StoreError::BadCursor)), "{cursor}");
+        let bad = Query {
+            page: Some(cursor.to_string()),
+            ..q.clone()
+        };
+        assert!(
+            matches!(
+                store.search(&bad, &options(1)).await,
+                Err(StoreError::BadCursor)
+            ),
+            "{cursor}"
+        );
     }
-    let other = Query { page: Some(next.clone()), ..query("Patient", vec![vec![index("name", starts("ki"))]]) };
-    assert!(matches!(store.search(&other, &options(1)).await, Err(StoreError::BadCursor)));
-    let good = Query { page: Some(next), ..q };
+    let other = Query {
+        page: Some(next.clone()),
+        ..query("Patient", vec![vec![index("name", starts("ki"))]])
+    };
+    assert!(matches!(
+        store.search(&other, &options(1)).await,
+        Err(StoreError::BadCursor)
+    ));
+    let good = Query {
+        page: Some(next),
+        ..q
+    };
     assert_eq!(search(store, &good, &options(1)).await.matches.len(), 1);
+}
+
+// ---- query plans -----------------------------------------------------------------------------
+
+/// Fills a store with a few thousand resources shaped like the benchmark data (2,000 patients with
+/// identifiers, family names and birth dates; 8,000 observations and 4,000 encounters that refer
+/// to them), then updates the planner's statistics.
+pub async fn plan_fixture(store: &Store) {
+    let mut batch = Vec::new();
+    for i in 0..2000_i64 {
+        let p = format!("p{i}");
+        let born = T0 - (i % 3650) * DAY;
+        batch.push(put(
+            "Patient",
+            &p,
+            1,
+            vec![
+                token("identifier", Some("urn:mrn"), &format!("mrn{i}")),
+                string("family", &format!("Family{}", i % 500)),
+                date("birthdate", born, born + DAY - 1),
+            ],
+        ));
+        for j in 0..4_i64 {
+            let at = T0 + (i * 4 + j) * 3_600_000;
+            batch.push(put(
+                "Observation",
+                &format!("o{i}-{j}"),
+                1,
+                vec![
+                    reference("subject", "Patient", &p),
+                    token(
+                        "code",
+                        Some("http://loinc.org"),
+                        &format!("c{}", (i + j) % 20),
+                    ),
+                    date("date", at, at),
+                ],
+            ));
+        }
+        for j in 0..2_i64 {
+            let at = T0 + (i * 2 + j) * DAY;
+            batch.push(put(
+                "Encounter",
+                &format!("e{i}-{j}"),
+                1,
+                vec![
+                    reference("subject", "Patient", &p),
+                    date("date", at, at + 3_600_000),
+                ],
+            ));
+        }
+        if batch.len() >= 700 {
+            commit(store, std::mem::take(&mut batch)).await;
+        }
+    }
+    commit(store, batch).await;
+    store.analyze().await.expect("analyze");
+}
+
+/// The selective searches of the benchmarks, by name, on the data of [`plan_fixture`].
+pub fn selective_queries() -> Vec<(&'static str, Query)> {
+    let day = |n: i64| (T0 - n * DAY, T0 - n * DAY + DAY - 1);
+    let (born_low, born_high) = day(42);
+    let token_sc = |system: &str, code: &str| {
+        Test::Token(TokenTest::Code {
+            system: Some(Some(system.to_string())),
+            code: Some(code.to_string()),
+        })
+    };
+    let date_test = |prefix, low, high| Test::Date { prefix, low, high };
+    vec![
+        (
+            "Patient by identifier",
+            query(
+                "Patient",
+                vec![vec![index("identifier", token_sc("urn:mrn", "mrn42"))]],
+            ),
+        ),
+        (
+            "Patient by family name and birthdate",
+            query(
+                "Patient",
+                vec![
+                    vec![index("family", starts("family42"))],
+                    vec![index(
+                        "birthdate",
+                        date_test(Prefix::Eq, born_low, born_high),
+                    )],
+                ],
+            ),
+        ),
+        (
+            "Observation by patient and code",
+            query(
+                "Observation",
+                vec![
+                    vec![index("subject", refers("Patient", "p42"))],
+                    vec![index("code", token_sc("http://loinc.org", "c3"))],
+                ],
+            ),
+        ),
+        (
+            "Observation by patient and date range",
+            query(
+                "Observation",
+                vec![
+                    vec![index("subject", refers("Patient", "p42"))],
+                    vec![index("date", date_test(Prefix::Ge, T0, T0 + DAY - 1))],
+                    vec![index(
+                        "date",
+                        date_test(Prefix::Le, T0 + 30 * DAY, T0 + 31 * DAY - 1),
+                    )],
+                ],
+            ),
+        ),
+        (
+            "Encounter by patient sorted by date",
+            Query {
+                sort: vec![SortKey {
+                    param: "date",
+                    descending: true,
+                }],
+                ..query(
+                    "Encounter",
+                    vec![vec![index("subject", refers("Patient", "p42"))]],
+                )
+            },
+        ),
+    ]
 }

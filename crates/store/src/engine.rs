@@ -3,7 +3,10 @@
 
 use fhir::search::Query;
 
-use crate::{CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions, SearchPage, Stored, Write};
+use crate::{
+    CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions, SearchPage,
+    Stored, Write,
+};
 
 /// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
 #[derive(Clone, Debug)]
@@ -39,7 +42,9 @@ impl Store {
             return Ok(Store::Postgres(crate::postgres::Postgres::open(url).await?));
         }
         let scheme = url.split(':').next().unwrap_or_default();
-        Err(crate::StoreError::Open(format!("no engine for database URLs of scheme '{scheme}'")))
+        Err(crate::StoreError::Open(format!(
+            "no engine for database URLs of scheme '{scheme}'"
+        )))
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics.
@@ -68,7 +73,12 @@ impl Store {
     }
 
     /// One version, or `None`.
-    pub async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>> {
+    pub async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Stored>> {
         dispatch!(self, e => e.vread(resource_type, id, version).await)
     }
 
@@ -77,7 +87,13 @@ impl Store {
         let count = writes.len();
         let started = std::time::Instant::now();
         let out = dispatch!(self, e => e.commit(writes).await);
-        tracing::trace!(engine = self.engine(), writes = count, elapsed_us = started.elapsed().as_micros() as u64, ok = out.is_ok(), "commit");
+        tracing::trace!(
+            engine = self.engine(),
+            writes = count,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = out.is_ok(),
+            "commit"
+        );
         out
     }
 
@@ -94,6 +110,20 @@ impl Store {
     /// The live resources in a Patient's compartment (not the Patient itself), for `$everything`.
     pub async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
         dispatch!(self, e => e.compartment(request).await)
+    }
+
+    /// The database's plan for the statement that selects a search's page: SQLite's `EXPLAIN QUERY
+    /// PLAN` (one line per node, indented by depth) or PostgreSQL's `EXPLAIN`. For tests and
+    /// BENCHMARKS.md; not part of the interface the exchange uses.
+    #[doc(hidden)]
+    pub async fn explain(&self, query: &Query, options: &SearchOptions) -> Result<Vec<String>> {
+        dispatch!(self, e => e.explain(query, options).await)
+    }
+
+    /// Updates the query planner's statistics (`ANALYZE`).
+    #[doc(hidden)]
+    pub async fn analyze(&self) -> Result<()> {
+        dispatch!(self, e => e.analyze().await)
     }
 
     /// Runs a read-only SQL statement and returns its rows as text. For tests and diagnostics (query

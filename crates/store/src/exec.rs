@@ -20,7 +20,9 @@ impl Val {
     pub(crate) fn int(&self) -> Result<i64> {
         match self {
             Val::Int(i) => Ok(*i),
-            other => Err(StoreError::Database(format!("expected an integer column, got {other:?}"))),
+            other => Err(StoreError::Database(format!(
+                "expected an integer column, got {other:?}"
+            ))),
         }
     }
 
@@ -28,7 +30,9 @@ impl Val {
         match self {
             Val::Text(s) => Ok(s),
             Val::Null => Ok(String::new()),
-            other => Err(StoreError::Database(format!("expected a text column, got {other:?}"))),
+            other => Err(StoreError::Database(format!(
+                "expected a text column, got {other:?}"
+            ))),
         }
     }
 }

@@ -34,7 +34,10 @@ pub(crate) const POSTGRES: &[Migration] = &[Migration {
 
 /// The migrations still to apply, given those already applied as `(version, checksum)`; an error if
 /// an applied one was changed or is unknown to this build.
-pub(crate) fn pending<'m>(all: &'m [Migration], applied: &[(i64, String)]) -> Result<Vec<&'m Migration>> {
+pub(crate) fn pending<'m>(
+    all: &'m [Migration],
+    applied: &[(i64, String)],
+) -> Result<Vec<&'m Migration>> {
     let mut problems = Vec::new();
     for (version, checksum) in applied {
         match all.iter().find(|m| m.version == *version) {
@@ -50,7 +53,10 @@ pub(crate) fn pending<'m>(all: &'m [Migration], applied: &[(i64, String)]) -> Re
     if !problems.is_empty() {
         return Err(StoreError::Open(problems.join("; ")));
     }
-    Ok(all.iter().filter(|m| applied.iter().all(|(v, _)| *v != m.version)).collect())
+    Ok(all
+        .iter()
+        .filter(|m| applied.iter().all(|(v, _)| *v != m.version))
+        .collect())
 }
 
 #[cfg(test)]
@@ -58,12 +64,21 @@ mod tests {
     use super::*;
 
     const ALL: &[Migration] = &[
-        Migration { version: 1, name: "one", sql: "CREATE TABLE a (x INTEGER);" },
-        Migration { version: 2, name: "two", sql: "CREATE TABLE b (x INTEGER);" },
+        Migration {
+            version: 1,
+            name: "one",
+            sql: "CREATE TABLE a (x INTEGER);",
+        },
+        Migration {
+            version: 2,
+            name: "two",
+            sql: "CREATE TABLE b (x INTEGER);",
+        },
     ];
 
     fn check(applied: &[(i64, &str)], expected: std::result::Result<Vec<i64>, &str>) {
-        let applied: Vec<(i64, String)> = applied.iter().map(|(v, c)| (*v, c.to_string())).collect();
+        let applied: Vec<(i64, String)> =
+            applied.iter().map(|(v, c)| (*v, c.to_string())).collect();
         let got = pending(ALL, &applied).map(|p| p.iter().map(|m| m.version).collect::<Vec<_>>());
         match (got, expected) {
             (Ok(got), Ok(expected)) => assert_eq!(got, expected),

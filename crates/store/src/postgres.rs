@@ -1,4 +1,922 @@
-//! The PostgreSQL engine (in progress).
+//! The PostgreSQL engine: resources as JSONB, a connection pool (deadpool), the shared query builder
+//! in [`Dialect::Postgres`], and a write path that is safe across processes.
+//!
+//! Concurrency: a batch is one transaction (READ COMMITTED). It first locks the rows of every
+//! existing resource it touches (`SELECT ... FOR UPDATE`, in rid order so that two batches never
+//! wait on each other in a cycle; a deadlock that remains, between batches creating the same new
+//! ids in opposite orders, is reported as a conflict), checks every expectation against what it locked, and creates
+//! new resources with `INSERT ... ON CONFLICT DO NOTHING`: a resource created by someone else in
+//! the meantime makes the batch fail with [`StoreError::Conflict`]. Two writers of one resource,
+//! in one process or in two, therefore never both succeed: the second waits for the first's row
+//! lock, then sees the version the first wrote.
+//!
+//! Migrations run in one transaction under an advisory lock keyed by the schema, so processes that
+//! start at once apply them once.
+//!
+//! The URL is a libpq-style `postgres://` URL (tokio-postgres syntax, including `options=-c
+//! search_path=...`); one extra parameter, `pool_size=N`, sets the pool's size (default 16).
 
-#[derive(Clone, Debug)]
-pub struct Postgres {}
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use fhir::search::{IndexEntry, IndexValue, Query};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use crate::exec::{Dialect, Exec, Val};
+use crate::{
+    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result,
+    SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
+};
+
+/// Connections in the pool unless the URL says `pool_size=N`.
+const DEFAULT_POOL_SIZE: usize = 16;
+/// Prepared statements kept per connection before the cache is emptied (search SQL varies with
+/// the query's shape, so the cache would otherwise grow without bound).
+const MAX_CACHED_STATEMENTS: usize = 512;
+/// The first key of the migration advisory lock ("nutm"); the second is a hash of the schema.
+const LOCK_NAMESPACE: i32 = 0x6e75_746d;
+
+/// The PostgreSQL engine. Cheap to clone (shares its pool).
+#[derive(Clone)]
+pub struct Postgres {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("pool_size", &self.pool.status().max_size)
+            .finish()
+    }
+}
+
+fn db(error: tokio_postgres::Error) -> StoreError {
+    // The server's message names tables and constraints, never values.
+    match error.as_db_error() {
+        Some(e) => StoreError::Database(format!("{} ({})", e.message(), e.code().code())),
+        None => StoreError::Database(error.to_string()),
+    }
+}
+
+fn pool_error(error: deadpool_postgres::PoolError) -> StoreError {
+    StoreError::Database(format!("connection pool: {error}"))
+}
+
+/// Splits our own `pool_size` parameter off the URL.
+fn split_url(url: &str) -> Result<(String, usize)> {
+    let Some((base, params)) = url.split_once('?') else {
+        return Ok((url.to_string(), DEFAULT_POOL_SIZE));
+    };
+    let mut size = DEFAULT_POOL_SIZE;
+    let mut kept = Vec::new();
+    for pair in params.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("pool_size", value)) => {
+                size = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        StoreError::Open(format!(
+                            "pool_size must be a positive number, not '{value}'"
+                        ))
+                    })?;
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Ok((url, size))
+}
+
+impl Postgres {
+    /// Connects, and creates or migrates the schema (in the first schema of the `search_path`).
+    pub(crate) async fn open(url: &str) -> Result<Postgres> {
+        let (url, size) = split_url(url)?;
+        let config = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Open(format!("connection pool: {e}")))?;
+        let store = Postgres { pool };
+        store.migrate().await.map_err(|e| match e {
+            StoreError::Open(m) => StoreError::Open(m),
+            other => StoreError::Open(other.to_string()),
+        })?;
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
+        Ok(client)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
+            &[&LOCK_NAMESPACE],
+        )
+        .await
+        .map_err(db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             checksum TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(db)?;
+        let applied: Vec<(i64, String)> = tx
+            .query(
+                "SELECT version, checksum FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        for migration in migrate::pending(migrate::POSTGRES, &applied)? {
+            tx.batch_execute(migration.sql).await.map_err(db)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&migration.version, &migration.name, &migration.checksum()],
+            )
+            .await
+            .map_err(db)?;
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied postgres migration"
+            );
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    pub(crate) async fn health(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(db)?;
+        Ok(())
+    }
+
+    pub(crate) async fn current(&self, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
+        let client = self.client().await?;
+        query::current(&mut PgExec { client: &client }, keys).await
+    }
+
+    pub(crate) async fn read_current(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Stored>> {
+        let client = self.client().await?;
+        query::read(&mut PgExec { client: &client }, resource_type, id).await
+    }
+
+    pub(crate) async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Stored>> {
+        let client = self.client().await?;
+        query::vread(&mut PgExec { client: &client }, resource_type, id, version).await
+    }
+
+    /// Runs several statements in one read-only snapshot.
+    async fn snapshot(&self) -> Result<deadpool_postgres::Client> {
+        self.client().await
+    }
+
+    pub(crate) async fn search(&self, q: &Query, options: &SearchOptions) -> Result<SearchPage> {
+        let mut client = self.snapshot().await?;
+        let tx = read_tx(&mut client).await?;
+        let out = query::search(&mut PgExec { client: &tx }, q, options).await;
+        finish(tx, out).await
+    }
+
+    pub(crate) async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage> {
+        let mut client = self.snapshot().await?;
+        let tx = read_tx(&mut client).await?;
+        let out = query::history(&mut PgExec { client: &tx }, request).await;
+        finish(tx, out).await
+    }
+
+    pub(crate) async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
+        let mut client = self.snapshot().await?;
+        let tx = read_tx(&mut client).await?;
+        let out = query::compartment(&mut PgExec { client: &tx }, request).await;
+        finish(tx, out).await
+    }
+
+    /// The plan of the statement that selects a search's page (for tests and BENCHMARKS.md).
+    pub(crate) async fn explain(&self, q: &Query, options: &SearchOptions) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        query::explain(&mut PgExec { client: &client }, q, options).await
+    }
+
+    /// Updates the planner's statistics.
+    pub(crate) async fn analyze(&self) -> Result<()> {
+        let client = self.client().await?;
+        client.batch_execute("ANALYZE").await.map_err(db)
+    }
+
+    /// Runs `sql` (any statement, in its own transaction) and returns its rows as text. For tests
+    /// and diagnostics only.
+    pub(crate) async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
+        let client = self.client().await?;
+        let messages = client.simple_query(sql).await.map_err(db)?;
+        Ok(messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                    (0..row.len())
+                        .map(|i| row.get(i).unwrap_or_default().to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        match commit(&tx, &writes).await {
+            Ok(()) => tx.commit().await.map_err(|e| concurrency(e, &writes)),
+            Err(e) => {
+                // Dropping the transaction rolls it back; say so explicitly to free the row locks now.
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+async fn read_tx(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db)
+}
+
+async fn finish<T>(tx: deadpool_postgres::Transaction<'_>, out: Result<T>) -> Result<T> {
+    let value = out?;
+    tx.commit().await.map_err(db)?;
+    Ok(value)
+}
+
+/// Runs shared queries on one connection or transaction.
+struct PgExec<'c, C: GenericClient> {
+    client: &'c C,
+}
+
+impl<C: GenericClient> Exec for PgExec<'_, C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn rows(&mut self, sql: &str, args: &[Val]) -> Result<Vec<Vec<Val>>> {
+        let statement = self.client.prepare_cached(sql).await.map_err(db)?;
+        let types = statement.params();
+        if types.len() != args.len() {
+            return Err(StoreError::Database(format!(
+                "statement has {} parameters, {} given",
+                types.len(),
+                args.len()
+            )));
+        }
+        let bound = args
+            .iter()
+            .zip(types)
+            .map(|(v, t)| bind(v, t))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            bound.iter().map(|b| &**b as &(dyn ToSql + Sync)).collect();
+        let rows = self.client.query(&statement, &refs).await.map_err(db)?;
+        rows.iter().map(row_values).collect()
+    }
+}
+
+/// A [`Val`] as the Rust value of the parameter type the server inferred.
+fn bind(value: &Val, ty: &Type) -> Result<Box<dyn ToSql + Sync + Send>> {
+    let mismatch = || StoreError::Database(format!("cannot bind {value:?} as {ty}"));
+    Ok(match (value, ty) {
+        (Val::Null, t) if *t == Type::INT8 => Box::new(None::<i64>),
+        (Val::Null, t) if *t == Type::INT4 => Box::new(None::<i32>),
+        (Val::Null, t) if *t == Type::FLOAT8 => Box::new(None::<f64>),
+        (Val::Null, _) => Box::new(None::<String>),
+        (Val::Int(i), t) if *t == Type::INT8 => Box::new(*i),
+        (Val::Int(i), t) if *t == Type::INT4 => {
+            Box::new(i32::try_from(*i).map_err(|_| mismatch())?)
+        }
+        (Val::Int(i), t) if *t == Type::FLOAT8 => Box::new(*i as f64),
+        (Val::Int(i), t) if *t == Type::TEXT || *t == Type::VARCHAR => Box::new(i.to_string()),
+        (Val::Real(f), t) if *t == Type::FLOAT8 => Box::new(*f),
+        (Val::Real(f), t) if *t == Type::FLOAT4 => Box::new(*f as f32),
+        (Val::Real(f), t) if *t == Type::TEXT => Box::new(f.to_string()),
+        (Val::Text(s), t)
+            if *t == Type::TEXT
+                || *t == Type::VARCHAR
+                || *t == Type::NAME
+                || *t == Type::BPCHAR =>
+        {
+            Box::new(s.clone())
+        }
+        (Val::Text(s), t) if *t == Type::INT8 => {
+            Box::new(s.parse::<i64>().map_err(|_| mismatch())?)
+        }
+        (Val::Text(s), t) if *t == Type::FLOAT8 => {
+            Box::new(s.parse::<f64>().map_err(|_| mismatch())?)
+        }
+        _ => return Err(mismatch()),
+    })
+}
+
+fn row_values(row: &Row) -> Result<Vec<Val>> {
+    let mut out = Vec::with_capacity(row.len());
+    for (i, column) in row.columns().iter().enumerate() {
+        let t = column.type_();
+        let bad = |e: tokio_postgres::Error| {
+            StoreError::Database(format!("column {}: {e}", column.name()))
+        };
+        let value = if *t == Type::INT8 {
+            row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Val::Int)
+        } else if *t == Type::INT4 {
+            row.try_get::<_, Option<i32>>(i)
+                .map_err(bad)?
+                .map(|v| Val::Int(i64::from(v)))
+        } else if *t == Type::INT2 {
+            row.try_get::<_, Option<i16>>(i)
+                .map_err(bad)?
+                .map(|v| Val::Int(i64::from(v)))
+        } else if *t == Type::BOOL {
+            row.try_get::<_, Option<bool>>(i)
+                .map_err(bad)?
+                .map(|v| Val::Int(i64::from(v)))
+        } else if *t == Type::FLOAT8 {
+            row.try_get::<_, Option<f64>>(i)
+                .map_err(bad)?
+                .map(Val::Real)
+        } else if *t == Type::FLOAT4 {
+            row.try_get::<_, Option<f32>>(i)
+                .map_err(bad)?
+                .map(|v| Val::Real(f64::from(v)))
+        } else if *t == Type::JSONB || *t == Type::JSON {
+            row.try_get::<_, Option<serde_json::Value>>(i)
+                .map_err(bad)?
+                .map(|v| Val::Text(v.to_string()))
+        } else {
+            row.try_get::<_, Option<String>>(i)
+                .map_err(bad)?
+                .map(Val::Text)
+        };
+        out.push(value.unwrap_or(Val::Null));
+    }
+    Ok(out)
+}
+
+fn conflict(write: &Write) -> StoreError {
+    StoreError::Conflict {
+        resource_type: write.resource_type.clone(),
+        id: write.id.clone(),
+    }
+}
+
+/// Errors that mean "another writer got there first": a deadlock or serialization failure between
+/// two batches, or a unique key taken concurrently. Anything else is a database error.
+fn concurrency(error: tokio_postgres::Error, writes: &[Write]) -> StoreError {
+    let code = error.code();
+    let lost = code == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || code == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || code == Some(&SqlState::UNIQUE_VIOLATION);
+    match (lost, writes.first()) {
+        (true, Some(first)) => conflict(first),
+        _ => db(error),
+    }
+}
+
+type Key = (String, String);
+
+/// The state a batch leaves one resource in.
+struct Final<'w> {
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+    /// The last write of the resource in the batch (its index rows are the ones kept).
+    write: &'w Write,
+}
+
+/// Column arrays for one multi-row insert per index table.
+#[derive(Default)]
+struct Rows {
+    v_rid: Vec<i64>,
+    v_version: Vec<i64>,
+    v_last_updated: Vec<i64>,
+    v_deleted: Vec<i64>,
+    v_json: Vec<Option<String>>,
+    s: StringCols,
+    t: Cols8,
+    tt: Cols8,
+    d: RangeCols<i64>,
+    n: RangeCols<f64>,
+    q: QuantityCols,
+    r: ReferenceCols,
+    u: UriCols,
+    c: (Vec<i64>, Vec<String>),
+}
+
+/// rid, n, param, normalized, exact, grp, comp.
+type StringCols = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<String>,
+    Vec<String>,
+    Vec<Option<i64>>,
+    Vec<Option<i64>>,
+);
+/// rid, n, param, low, high, grp, comp (idx_date and idx_number).
+type RangeCols<T> = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<T>,
+    Vec<T>,
+    Vec<Option<i64>>,
+    Vec<Option<i64>>,
+);
+/// rid, n, param, uri, grp, comp.
+type UriCols = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<String>,
+    Vec<Option<i64>>,
+    Vec<Option<i64>>,
+);
+
+/// rid, n, param, three optional texts, grp, comp (idx_token and idx_token_type).
+type Cols8 = (
+    Vec<i64>,
+    Vec<i64>,
+    Vec<String>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
+    Vec<Option<String>>,
+    Vec<Option<i64>>,
+    Vec<Option<i64>>,
+);
+
+#[derive(Default)]
+struct QuantityCols {
+    rid: Vec<i64>,
+    n: Vec<i64>,
+    param: Vec<String>,
+    system: Vec<Option<String>>,
+    code: Vec<Option<String>>,
+    unit: Vec<Option<String>>,
+    low: Vec<f64>,
+    high: Vec<f64>,
+    grp: Vec<Option<i64>>,
+    comp: Vec<Option<i64>>,
+}
+
+#[derive(Default)]
+struct ReferenceCols {
+    rid: Vec<i64>,
+    n: Vec<i64>,
+    param: Vec<String>,
+    target_type: Vec<Option<String>>,
+    target_id: Vec<Option<String>>,
+    url: Vec<Option<String>>,
+    version: Vec<Option<String>>,
+    grp: Vec<Option<i64>>,
+    comp: Vec<Option<i64>>,
+}
+
+impl Rows {
+    fn index(&mut self, rid: i64, entries: &[IndexEntry]) {
+        for (n, entry) in entries.iter().enumerate() {
+            let n = n as i64;
+            let (grp, comp) = match entry.composite {
+                Some(part) => (Some(i64::from(part.group)), Some(i64::from(part.component))),
+                None => (None, None),
+            };
+            let p = entry.param.to_string();
+            match &entry.value {
+                IndexValue::String { normalized, exact } => {
+                    let s = &mut self.s;
+                    s.0.push(rid);
+                    s.1.push(n);
+                    s.2.push(p);
+                    s.3.push(normalized.clone());
+                    s.4.push(exact.clone());
+                    s.5.push(grp);
+                    s.6.push(comp);
+                }
+                IndexValue::Token(token) => {
+                    let t = &mut self.t;
+                    t.0.push(rid);
+                    t.1.push(n);
+                    t.2.push(p);
+                    t.3.push(token.system.clone());
+                    t.4.push(token.code.clone());
+                    t.5.push(token.text.clone());
+                    t.6.push(grp);
+                    t.7.push(comp);
+                }
+                IndexValue::IdentifierOfType {
+                    type_system,
+                    type_code,
+                    value,
+                } => {
+                    let t = &mut self.tt;
+                    t.0.push(rid);
+                    t.1.push(n);
+                    t.2.push(p);
+                    t.3.push(type_system.clone());
+                    t.4.push(Some(type_code.clone()));
+                    t.5.push(Some(value.clone()));
+                    t.6.push(grp);
+                    t.7.push(comp);
+                }
+                IndexValue::Date { low, high } => {
+                    let d = &mut self.d;
+                    d.0.push(rid);
+                    d.1.push(n);
+                    d.2.push(p);
+                    d.3.push(*low);
+                    d.4.push(*high);
+                    d.5.push(grp);
+                    d.6.push(comp);
+                }
+                IndexValue::Number { low, high } => {
+                    let d = &mut self.n;
+                    d.0.push(rid);
+                    d.1.push(n);
+                    d.2.push(p);
+                    d.3.push(*low);
+                    d.4.push(*high);
+                    d.5.push(grp);
+                    d.6.push(comp);
+                }
+                IndexValue::Quantity {
+                    system,
+                    code,
+                    unit,
+                    low,
+                    high,
+                } => {
+                    let q = &mut self.q;
+                    q.rid.push(rid);
+                    q.n.push(n);
+                    q.param.push(p);
+                    q.system.push(system.clone());
+                    q.code.push(code.clone());
+                    q.unit.push(unit.clone());
+                    q.low.push(*low);
+                    q.high.push(*high);
+                    q.grp.push(grp);
+                    q.comp.push(comp);
+                }
+                IndexValue::Reference {
+                    target_type,
+                    target_id,
+                    url,
+                    version,
+                } => {
+                    let r = &mut self.r;
+                    r.rid.push(rid);
+                    r.n.push(n);
+                    r.param.push(p);
+                    r.target_type.push(target_type.clone());
+                    r.target_id.push(target_id.clone());
+                    r.url.push(url.clone());
+                    r.version.push(version.clone());
+                    r.grp.push(grp);
+                    r.comp.push(comp);
+                }
+                IndexValue::Uri(uri) => {
+                    let u = &mut self.u;
+                    u.0.push(rid);
+                    u.1.push(n);
+                    u.2.push(p);
+                    u.3.push(uri.clone());
+                    u.4.push(grp);
+                    u.5.push(comp);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every version, index row and compartment row of a batch in one statement.
+const INSERT_ALL: &str = "\
+WITH v AS (INSERT INTO versions (rid, version, last_updated, deleted, json) \
+  SELECT u.rid, u.version, u.last_updated, u.deleted, u.json::jsonb \
+  FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[]) WITH ORDINALITY AS u(rid, version, last_updated, deleted, json, ord) \
+  ORDER BY u.ord), \
+s AS (INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp) \
+  SELECT * FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[])), \
+t AS (INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp) \
+  SELECT * FROM unnest($13::int8[], $14::int8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::int8[], $20::int8[])), \
+tt AS (INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp) \
+  SELECT * FROM unnest($21::int8[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[], $27::int8[], $28::int8[])), \
+d AS (INSERT INTO idx_date (rid, n, param, low, high, grp, comp) \
+  SELECT * FROM unnest($29::int8[], $30::int8[], $31::text[], $32::int8[], $33::int8[], $34::int8[], $35::int8[])), \
+n AS (INSERT INTO idx_number (rid, n, param, low, high, grp, comp) \
+  SELECT * FROM unnest($36::int8[], $37::int8[], $38::text[], $39::float8[], $40::float8[], $41::int8[], $42::int8[])), \
+q AS (INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp) \
+  SELECT * FROM unnest($43::int8[], $44::int8[], $45::text[], $46::text[], $47::text[], $48::text[], $49::float8[], $50::float8[], $51::int8[], $52::int8[])), \
+r AS (INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp) \
+  SELECT * FROM unnest($53::int8[], $54::int8[], $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::int8[], $61::int8[])), \
+u AS (INSERT INTO idx_uri (rid, n, param, uri, grp, comp) \
+  SELECT * FROM unnest($62::int8[], $63::int8[], $64::text[], $65::text[], $66::int8[], $67::int8[])), \
+c AS (INSERT INTO compartment (rid, patient_id) \
+  SELECT DISTINCT * FROM unnest($68::int8[], $69::text[]) ON CONFLICT DO NOTHING) \
+SELECT 1";
+
+const CLEAR_INDEX: &str = "\
+WITH s AS (DELETE FROM idx_string WHERE rid = ANY($1)), \
+t AS (DELETE FROM idx_token WHERE rid = ANY($1)), \
+tt AS (DELETE FROM idx_token_type WHERE rid = ANY($1)), \
+d AS (DELETE FROM idx_date WHERE rid = ANY($1)), \
+n AS (DELETE FROM idx_number WHERE rid = ANY($1)), \
+q AS (DELETE FROM idx_quantity WHERE rid = ANY($1)), \
+r AS (DELETE FROM idx_reference WHERE rid = ANY($1)), \
+u AS (DELETE FROM idx_uri WHERE rid = ANY($1)), \
+c AS (DELETE FROM compartment WHERE rid = ANY($1)) \
+SELECT 1";
+
+/// Applies a batch inside the open transaction `tx`.
+async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Result<()> {
+    let lost = |e| concurrency(e, writes);
+    // The distinct resources, in first-appearance order.
+    let mut keys: Vec<Key> = Vec::new();
+    let mut seen: HashMap<Key, usize> = HashMap::new();
+    for w in writes {
+        let key = (w.resource_type.clone(), w.id.clone());
+        if !seen.contains_key(&key) {
+            seen.insert(key.clone(), keys.len());
+            keys.push(key);
+        }
+    }
+
+    // Lock the existing ones (in rid order) and read their current state.
+    let lock = tx
+        .prepare_cached(
+            "SELECT r.type, r.id, r.rid, r.version, r.deleted FROM resources r \
+             JOIN unnest($1::text[], $2::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id \
+             ORDER BY r.rid FOR UPDATE OF r",
+        )
+        .await
+        .map_err(db)?;
+    let types: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+    let mut existing: HashMap<Key, (i64, i64, bool)> = HashMap::new();
+    for row in tx.query(&lock, &[&types, &ids]).await.map_err(lost)? {
+        let key: Key = (row.get(0), row.get(1));
+        existing.insert(key, (row.get(2), row.get(3), row.get::<_, i64>(4) != 0));
+    }
+
+    // Check every expectation in order, as if the writes were applied one by one.
+    let mut state: HashMap<&Key, Final<'_>> = HashMap::new();
+    for w in writes {
+        let key = &keys[seen[&(w.resource_type.clone(), w.id.clone())]];
+        let current = match state.get(key) {
+            Some(f) => Some(f.version),
+            None => existing.get(key).map(|e| e.1),
+        };
+        match (current, w.expect) {
+            (None, None) => {}
+            (Some(version), Some(expect)) if version == expect => {}
+            _ => return Err(conflict(w)),
+        }
+        let deleted = matches!(w.op, WriteOp::Delete);
+        state.insert(
+            key,
+            Final {
+                version: w.version,
+                last_updated: w.last_updated,
+                deleted,
+                write: w,
+            },
+        );
+    }
+
+    // Create the new resources; one that someone else created meanwhile is a conflict.
+    let mut rids: HashMap<&Key, i64> = HashMap::new();
+    // In batch order, so that rids (the order of unsorted results) follow it as on SQLite. Two
+    // batches creating the same new ids in opposite orders can deadlock; PostgreSQL then aborts
+    // one of them, which is reported as the conflict it is.
+    let fresh: Vec<&Key> = keys.iter().filter(|k| !existing.contains_key(*k)).collect();
+    if !fresh.is_empty() {
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO resources (type, id, version, last_updated, deleted) \
+                 SELECT u.type, u.id, u.version, u.last_updated, u.deleted \
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+                 WITH ORDINALITY AS u(type, id, version, last_updated, deleted, ord) ORDER BY u.ord \
+                 ON CONFLICT (type, id) DO NOTHING RETURNING type, id, rid",
+            )
+            .await
+            .map_err(db)?;
+        let f = |k: &&Key| &state[*k];
+        let types: Vec<&str> = fresh.iter().map(|k| k.0.as_str()).collect();
+        let ids: Vec<&str> = fresh.iter().map(|k| k.1.as_str()).collect();
+        let versions: Vec<i64> = fresh.iter().map(|k| f(k).version).collect();
+        let times: Vec<i64> = fresh.iter().map(|k| f(k).last_updated).collect();
+        let deleted: Vec<i64> = fresh.iter().map(|k| i64::from(f(k).deleted)).collect();
+        let mut created: HashMap<Key, i64> = HashMap::new();
+        for row in tx
+            .query(&insert, &[&types, &ids, &versions, &times, &deleted])
+            .await
+            .map_err(lost)?
+        {
+            created.insert((row.get(0), row.get(1)), row.get(2));
+        }
+        for key in &fresh {
+            match created.get(*key) {
+                Some(rid) => {
+                    rids.insert(key, *rid);
+                }
+                None => return Err(conflict(state[*key].write)),
+            }
+        }
+    }
+
+    // Move the existing ones to their new current version; forget the index rows of live ones.
+    let mut updated: Vec<(&Key, i64)> = Vec::new();
+    let mut live: Vec<i64> = Vec::new();
+    for key in &keys {
+        if let Some((rid, _, deleted)) = existing.get(key) {
+            rids.insert(key, *rid);
+            updated.push((key, *rid));
+            if !deleted {
+                live.push(*rid);
+            }
+        }
+    }
+    if !updated.is_empty() {
+        let update = tx
+            .prepare_cached(
+                "UPDATE resources r SET version = u.version, last_updated = u.last_updated, deleted = u.deleted \
+                 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[]) AS u(rid, version, last_updated, deleted) \
+                 WHERE r.rid = u.rid",
+            )
+            .await
+            .map_err(db)?;
+        let ids: Vec<i64> = updated.iter().map(|u| u.1).collect();
+        let versions: Vec<i64> = updated.iter().map(|u| state[u.0].version).collect();
+        let times: Vec<i64> = updated.iter().map(|u| state[u.0].last_updated).collect();
+        let deleted: Vec<i64> = updated
+            .iter()
+            .map(|u| i64::from(state[u.0].deleted))
+            .collect();
+        tx.execute(&update, &[&ids, &versions, &times, &deleted])
+            .await
+            .map_err(lost)?;
+    }
+    if !live.is_empty() {
+        let clear = tx.prepare_cached(CLEAR_INDEX).await.map_err(db)?;
+        tx.execute(&clear, &[&live]).await.map_err(lost)?;
+    }
+
+    // Every version in order; the index and compartment rows of each resource's final version.
+    let mut rows = Rows::default();
+    for w in writes {
+        let rid = rids[&keys[seen[&(w.resource_type.clone(), w.id.clone())]]];
+        rows.v_rid.push(rid);
+        rows.v_version.push(w.version);
+        rows.v_last_updated.push(w.last_updated);
+        rows.v_deleted
+            .push(i64::from(matches!(w.op, WriteOp::Delete)));
+        rows.v_json.push(match &w.op {
+            WriteOp::Put { json, .. } => Some(json.clone()),
+            WriteOp::Delete => None,
+        });
+    }
+    for key in &keys {
+        let last = &state[key];
+        if let WriteOp::Put {
+            index,
+            compartments,
+            ..
+        } = &last.write.op
+        {
+            let rid = rids[key];
+            rows.index(rid, index);
+            for patient in compartments {
+                rows.c.0.push(rid);
+                rows.c.1.push(patient.clone());
+            }
+        }
+    }
+    let insert = tx.prepare_cached(INSERT_ALL).await.map_err(db)?;
+    let (s, t, tt, d, n, q, r, u, c) = (
+        &rows.s, &rows.t, &rows.tt, &rows.d, &rows.n, &rows.q, &rows.r, &rows.u, &rows.c,
+    );
+    let params: [&(dyn ToSql + Sync); 69] = [
+        &rows.v_rid,
+        &rows.v_version,
+        &rows.v_last_updated,
+        &rows.v_deleted,
+        &rows.v_json,
+        &s.0,
+        &s.1,
+        &s.2,
+        &s.3,
+        &s.4,
+        &s.5,
+        &s.6,
+        &t.0,
+        &t.1,
+        &t.2,
+        &t.3,
+        &t.4,
+        &t.5,
+        &t.6,
+        &t.7,
+        &tt.0,
+        &tt.1,
+        &tt.2,
+        &tt.3,
+        &tt.4,
+        &tt.5,
+        &tt.6,
+        &tt.7,
+        &d.0,
+        &d.1,
+        &d.2,
+        &d.3,
+        &d.4,
+        &d.5,
+        &d.6,
+        &n.0,
+        &n.1,
+        &n.2,
+        &n.3,
+        &n.4,
+        &n.5,
+        &n.6,
+        &q.rid,
+        &q.n,
+        &q.param,
+        &q.system,
+        &q.code,
+        &q.unit,
+        &q.low,
+        &q.high,
+        &q.grp,
+        &q.comp,
+        &r.rid,
+        &r.n,
+        &r.param,
+        &r.target_type,
+        &r.target_id,
+        &r.url,
+        &r.version,
+        &r.grp,
+        &r.comp,
+        &u.0,
+        &u.1,
+        &u.2,
+        &u.3,
+        &u.4,
+        &u.5,
+        &c.0,
+        &c.1,
+    ];
+    tx.query(&insert, &params).await.map_err(lost)?;
+    Ok(())
+}

@@ -15,13 +15,15 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use base64::Engine as _;
-use fhir::search::{Include, Predicate, Prefix, Query, StringMatch, Test, TokenTest, Total, UriMatch};
+use fhir::search::{
+    Include, Predicate, Prefix, Query, StringMatch, Test, TokenTest, Total, UriMatch,
+};
 use serde_json::{json, Value};
 
 use crate::exec::{fnv1a, Dialect, Exec, Val};
 use crate::{
     CompartmentRequest, Current, HistoryPage, HistoryRequest, HistoryScope, Result, SearchOptions,
-    SearchPage, Stored, StoreError,
+    SearchPage, StoreError, Stored,
 };
 
 /// The largest code point: `v` followed by it bounds every string that starts with `v`.
@@ -103,7 +105,12 @@ struct Sql<'a> {
 
 impl<'a> Sql<'a> {
     fn new(dialect: Dialect, tables: &'a ParamTables) -> Self {
-        Sql { dialect, args: Vec::new(), aliases: 0, tables }
+        Sql {
+            dialect,
+            args: Vec::new(),
+            aliases: 0,
+            tables,
+        }
     }
 
     fn arg(&mut self, value: Val) -> String {
@@ -120,11 +127,19 @@ impl<'a> Sql<'a> {
     }
 
     fn list<S: AsRef<str>>(&mut self, values: &[S]) -> String {
-        values.iter().map(|v| self.text(v.as_ref())).collect::<Vec<_>>().join(", ")
+        values
+            .iter()
+            .map(|v| self.text(v.as_ref()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn ints(&mut self, values: &[i64]) -> String {
-        values.iter().map(|v| self.int(*v)).collect::<Vec<_>>().join(", ")
+        values
+            .iter()
+            .map(|v| self.int(*v))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn alias(&mut self, base: &str) -> String {
@@ -142,20 +157,70 @@ impl<'a> Sql<'a> {
         format!("{a}.{column} >= {low} AND {a}.{column} < {high}")
     }
 
-    /// The conditions of a search clause on resources aliased `r`, ANDed.
-    fn clauses(&mut self, query: &Query, r: &str) -> Result<Vec<String>> {
+    /// The conditions of a search's clauses on resources aliased `r`, ANDed, and whether one of them
+    /// drives the search (see [`driver`]).
+    ///
+    /// On SQLite, which materializes every `IN (subquery)` in full, only the most selective clause
+    /// (by a fixed ranking of predicate kinds) is an `IN` that drives the search through the rowid;
+    /// the others become correlated `EXISTS` probes of the index tables' primary keys `(rid, n)`, so
+    /// that "this patient's observations with this common code" never reads every row of the code.
+    /// PostgreSQL plans semi-joins from statistics, so there every clause stays an `IN`.
+    fn clauses(&mut self, query: &Query, r: &str) -> Result<(Vec<String>, bool)> {
+        let driver = driver(query);
+        let correlate = self.dialect == Dialect::Sqlite && driver.is_some();
         let mut parts = Vec::new();
-        for clause in &query.clauses {
+        for (i, clause) in query.clauses.iter().enumerate() {
             if clause.any.is_empty() {
                 continue;
             }
+            let correlated = correlate && Some(i) != driver;
             let mut any = Vec::with_capacity(clause.any.len());
             for predicate in &clause.any {
-                any.push(self.predicate(predicate, r)?);
+                any.push(if correlated {
+                    self.correlated(predicate, r)?
+                } else {
+                    self.predicate(predicate, r)?
+                });
             }
             parts.push(format!("({})", any.join(" OR ")));
         }
-        Ok(parts)
+        Ok((parts, correlate))
+    }
+
+    /// A condition on the resource aliased `r` that probes the index rows of `r` itself.
+    fn correlated(&mut self, predicate: &Predicate, r: &str) -> Result<String> {
+        Ok(match predicate {
+            Predicate::Index { param, test } => {
+                let a = self.alias("i");
+                let p = self.text(param);
+                let (table, cond) = self.test(test, &a);
+                format!(
+                    "EXISTS (SELECT 1 FROM {} {a} WHERE {a}.rid = {r}.rid AND {a}.param = {p} AND {cond})",
+                    table.name()
+                )
+            }
+            Predicate::Chain {
+                param,
+                target_types,
+                inner,
+            } => {
+                let x = self.alias("x");
+                let t = self.alias("t");
+                let p = self.text(param);
+                let types = if target_types.is_empty() {
+                    String::new()
+                } else {
+                    format!(" AND {t}.type IN ({})", self.list(target_types))
+                };
+                let inner = self.predicate(inner, &t)?;
+                format!(
+                    "EXISTS (SELECT 1 FROM idx_reference {x} JOIN resources {t} \
+                     ON {t}.type = {x}.target_type AND {t}.id = {x}.target_id \
+                     WHERE {x}.rid = {r}.rid AND {x}.param = {p}{types} AND {t}.deleted = 0 AND {inner})"
+                )
+            }
+            other => self.predicate(other, r)?,
+        })
     }
 
     /// A condition on the resource aliased `r`.
@@ -193,7 +258,11 @@ impl<'a> Sql<'a> {
                 let not = if *missing { "NOT " } else { "" };
                 format!("{r}.rid {not}IN ({union})")
             }
-            Predicate::Chain { param, target_types, inner } => {
+            Predicate::Chain {
+                param,
+                target_types,
+                inner,
+            } => {
                 let x = self.alias("x");
                 let t = self.alias("t");
                 let p = self.text(param);
@@ -209,7 +278,11 @@ impl<'a> Sql<'a> {
                      WHERE {x}.param = {p}{types} AND {t}.deleted = 0 AND {inner})"
                 )
             }
-            Predicate::Has { source_type, ref_param, inner } => {
+            Predicate::Has {
+                source_type,
+                ref_param,
+                inner,
+            } => {
                 let s = self.alias("s");
                 let x = self.alias("x");
                 let t = self.alias("t");
@@ -231,7 +304,11 @@ impl<'a> Sql<'a> {
                 let mut from = String::new();
                 let mut conds = vec![format!("{first}.param = {p}")];
                 for (position, (_, test)) in components.iter().enumerate() {
-                    let c = if position == 0 { first.clone() } else { self.alias("c") };
+                    let c = if position == 0 {
+                        first.clone()
+                    } else {
+                        self.alias("c")
+                    };
                     let (table, cond) = self.test(test, &c);
                     if position == 0 {
                         from = format!("{} {c}", table.name());
@@ -244,7 +321,10 @@ impl<'a> Sql<'a> {
                     conds.push(format!("{c}.comp = {position}"));
                     conds.push(cond);
                 }
-                format!("{r}.rid IN (SELECT {first}.rid FROM {from} WHERE {})", conds.join(" AND "))
+                format!(
+                    "{r}.rid IN (SELECT {first}.rid FROM {from} WHERE {})",
+                    conds.join(" AND ")
+                )
             }
         })
     }
@@ -266,16 +346,32 @@ impl<'a> Sql<'a> {
             Test::Token(token) | Test::ReferenceIdentifier(token) => self.token(token, a),
             Test::Date { prefix, low, high } => {
                 let gap = (now_millis().saturating_sub(*low)).saturating_abs() / 10;
-                let wide = (Val::Int(low.saturating_sub(gap)), Val::Int(high.saturating_add(gap)));
-                (Table::Date, self.range(a, *prefix, Val::Int(*low), Val::Int(*high), wide))
+                let wide = (
+                    Val::Int(low.saturating_sub(gap)),
+                    Val::Int(high.saturating_add(gap)),
+                );
+                (
+                    Table::Date,
+                    self.range(a, *prefix, Val::Int(*low), Val::Int(*high), wide),
+                )
             }
             Test::Number { prefix, low, high } => {
                 let wide = widen(*low, *high);
-                (Table::Number, self.range(a, *prefix, Val::Real(*low), Val::Real(*high), wide))
+                (
+                    Table::Number,
+                    self.range(a, *prefix, Val::Real(*low), Val::Real(*high), wide),
+                )
             }
-            Test::Quantity { prefix, low, high, system, code } => {
+            Test::Quantity {
+                prefix,
+                low,
+                high,
+                system,
+                code,
+            } => {
                 let wide = widen(*low, *high);
-                let mut conds = vec![self.range(a, *prefix, Val::Real(*low), Val::Real(*high), wide)];
+                let mut conds =
+                    vec![self.range(a, *prefix, Val::Real(*low), Val::Real(*high), wide)];
                 if let Some(system) = system {
                     conds.push(format!("{a}.system = {}", self.text(system)));
                 }
@@ -289,7 +385,12 @@ impl<'a> Sql<'a> {
                 }
                 (Table::Quantity, conds.join(" AND "))
             }
-            Test::Reference { target_type, target_id, url, version } => {
+            Test::Reference {
+                target_type,
+                target_id,
+                url,
+                version,
+            } => {
                 let mut conds = Vec::new();
                 for (column, value) in [
                     ("target_type", target_type),
@@ -332,7 +433,11 @@ impl<'a> Sql<'a> {
                 (Table::Token, and_all(conds))
             }
             TokenTest::Text(text) => (Table::Token, self.starts_with(a, "text", text)),
-            TokenTest::OfType { type_system, type_code, value } => {
+            TokenTest::OfType {
+                type_system,
+                type_code,
+                value,
+            } => {
                 let mut conds = vec![
                     format!("{a}.value = {}", self.text(value)),
                     format!("{a}.type_code = {}", self.text(type_code)),
@@ -380,6 +485,79 @@ impl<'a> Sql<'a> {
             }
         }
     }
+}
+
+/// The clause that should drive a search: the one whose predicates are all index lookups and
+/// whose least selective predicate is the most selective (by kind), first on ties. `None` when no
+/// clause can drive (only `:not` and `:missing`).
+fn driver(query: &Query) -> Option<usize> {
+    query
+        .clauses
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.any.is_empty())
+        .filter_map(|(i, c)| {
+            let ranks: Option<Vec<u8>> = c.any.iter().map(selectivity).collect();
+            ranks
+                .and_then(|r| r.into_iter().max())
+                .map(|rank| (rank, i))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
+/// How selective a kind of predicate usually is (lower is more selective); `None` if it cannot
+/// drive a search.
+fn selectivity(predicate: &Predicate) -> Option<u8> {
+    Some(match predicate {
+        Predicate::Index { param: "_id", .. } => 0,
+        Predicate::Index { test, .. } => match test {
+            Test::Token(TokenTest::OfType { .. }) => 1,
+            Test::Reference {
+                target_id: Some(_), ..
+            } => 1,
+            Test::Token(TokenTest::Code {
+                code: Some(_),
+                system: Some(Some(_)),
+            }) => 2,
+            Test::ReferenceIdentifier(_) | Test::Reference { url: Some(_), .. } => 2,
+            Test::String {
+                mode: StringMatch::Exact,
+                ..
+            }
+            | Test::Uri {
+                mode: UriMatch::Exact,
+                ..
+            } => 2,
+            Test::Token(TokenTest::Code { code: Some(_), .. }) => 3,
+            Test::String {
+                mode: StringMatch::StartsWith,
+                value,
+            } if value.chars().count() >= 3 => 3,
+            Test::Date {
+                prefix: Prefix::Eq, ..
+            }
+            | Test::Number {
+                prefix: Prefix::Eq, ..
+            }
+            | Test::Quantity {
+                prefix: Prefix::Eq, ..
+            } => 4,
+            Test::String {
+                mode: StringMatch::StartsWith,
+                ..
+            }
+            | Test::Uri {
+                mode: UriMatch::Below,
+                ..
+            } => 5,
+            Test::Date { .. } | Test::Number { .. } | Test::Quantity { .. } => 6,
+            _ => 7,
+        },
+        Predicate::Composite { .. } => 4,
+        Predicate::Chain { .. } | Predicate::Has { .. } => 5,
+        Predicate::Not { .. } | Predicate::Missing { .. } => return None,
+    })
 }
 
 fn and_all(conds: Vec<String>) -> String {
@@ -468,7 +646,10 @@ impl Cursor {
             keys,
             row: value["r"].as_i64().ok_or(StoreError::BadCursor)?,
             max: value["m"].as_i64().ok_or(StoreError::BadCursor)?,
-            query: value["q"].as_str().and_then(|q| q.parse().ok()).ok_or(StoreError::BadCursor)?,
+            query: value["q"]
+                .as_str()
+                .and_then(|q| q.parse().ok())
+                .ok_or(StoreError::BadCursor)?,
         };
         if cursor.query != query {
             return Err(StoreError::BadCursor);
@@ -491,7 +672,10 @@ fn stored_columns(dialect: Dialect) -> String {
 
 fn stored_from_row(row: Vec<Val>) -> Result<(i64, Stored)> {
     let mut it = row.into_iter();
-    let mut next = || it.next().ok_or_else(|| StoreError::Database("short row".to_string()));
+    let mut next = || {
+        it.next()
+            .ok_or_else(|| StoreError::Database("short row".to_string()))
+    };
     let rid = next()?.int()?;
     let stored = Stored {
         resource_type: next()?.text()?,
@@ -505,7 +689,10 @@ fn stored_from_row(row: Vec<Val>) -> Result<(i64, Stored)> {
 }
 
 /// The current version of each key, in order.
-pub(crate) async fn current<E: Exec>(e: &mut E, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
+pub(crate) async fn current<E: Exec>(
+    e: &mut E,
+    keys: &[(String, String)],
+) -> Result<Vec<Option<Current>>> {
     let tables = ParamTables::new();
     let mut found: HashMap<(String, String), Current> = HashMap::new();
     for chunk in keys.chunks(CHUNK / 2) {
@@ -520,7 +707,10 @@ pub(crate) async fn current<E: Exec>(e: &mut E, keys: &[(String, String)]) -> Re
         );
         for row in e.rows(&sql, &b.args).await? {
             let mut it = row.into_iter();
-            let mut next = || it.next().ok_or_else(|| StoreError::Database("short row".to_string()));
+            let mut next = || {
+                it.next()
+                    .ok_or_else(|| StoreError::Database("short row".to_string()))
+            };
             let key = (next()?.text()?, next()?.text()?);
             let current = Current {
                 version: next()?.int()?,
@@ -534,7 +724,11 @@ pub(crate) async fn current<E: Exec>(e: &mut E, keys: &[(String, String)]) -> Re
 }
 
 /// The current version (or a tombstone) of one resource.
-pub(crate) async fn read<E: Exec>(e: &mut E, resource_type: &str, id: &str) -> Result<Option<Stored>> {
+pub(crate) async fn read<E: Exec>(
+    e: &mut E,
+    resource_type: &str,
+    id: &str,
+) -> Result<Option<Stored>> {
     let d = e.dialect();
     let sql = format!(
         "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = r.version \
@@ -543,7 +737,10 @@ pub(crate) async fn read<E: Exec>(e: &mut E, resource_type: &str, id: &str) -> R
         d.placeholder(1),
         d.placeholder(2)
     );
-    let args = [Val::Text(resource_type.to_string()), Val::Text(id.to_string())];
+    let args = [
+        Val::Text(resource_type.to_string()),
+        Val::Text(id.to_string()),
+    ];
     match e.rows(&sql, &args).await?.into_iter().next() {
         Some(row) => Ok(Some(stored_from_row(row)?.1)),
         None => Ok(None),
@@ -566,7 +763,11 @@ pub(crate) async fn vread<E: Exec>(
         d.placeholder(2),
         d.placeholder(3)
     );
-    let args = [Val::Text(resource_type.to_string()), Val::Text(id.to_string()), Val::Int(version)];
+    let args = [
+        Val::Text(resource_type.to_string()),
+        Val::Text(id.to_string()),
+        Val::Int(version),
+    ];
     match e.rows(&sql, &args).await?.into_iter().next() {
         Some(row) => Ok(Some(stored_from_row(row)?.1)),
         None => Ok(None),
@@ -594,7 +795,9 @@ async fn fetch<E: Exec>(e: &mut E, rids: &[i64]) -> Result<Vec<Stored>> {
 }
 
 async fn max_rid<E: Exec>(e: &mut E) -> Result<i64> {
-    let rows = e.rows("SELECT COALESCE(MAX(rid), 0) FROM resources", &[]).await?;
+    let rows = e
+        .rows("SELECT COALESCE(MAX(rid), 0) FROM resources", &[])
+        .await?;
     rows.into_iter()
         .next()
         .and_then(|r| r.into_iter().next())
@@ -611,14 +814,20 @@ async fn probe<E: Exec>(e: &mut E, params: &BTreeSet<&'static str>) -> Result<Pa
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                format!("SELECT {i} WHERE EXISTS (SELECT 1 FROM {} WHERE param = {p})", t.name())
+                format!(
+                    "SELECT {i} WHERE EXISTS (SELECT 1 FROM {} WHERE param = {p})",
+                    t.name()
+                )
             })
             .collect::<Vec<_>>()
             .join(" UNION ALL ");
         let mut tables = Vec::new();
         for row in e.rows(&sql, &[Val::Text(param.to_string())]).await? {
             if let Some(i) = row.into_iter().next() {
-                if let Some(t) = usize::try_from(i.int()?).ok().and_then(|i| Table::ALL.get(i)) {
+                if let Some(t) = usize::try_from(i.int()?)
+                    .ok()
+                    .and_then(|i| Table::ALL.get(i))
+                {
                     tables.push(*t);
                 }
             }
@@ -638,35 +847,35 @@ fn missing_params(predicate: &Predicate, out: &mut BTreeSet<&'static str>) {
     }
 }
 
-/// One page of rids from `from_where` (which selects from `resources r` and ends in a `WHERE`
-/// clause), in `keys` order, then rid; whether more rows follow in the direction paged.
-struct PageRows {
-    rows: Vec<(i64, Vec<Val>)>,
-    more: bool,
-}
-
-async fn page_rows<E: Exec>(
-    e: &mut E,
-    mut b: Sql<'_>,
+/// The statement selecting one page (and one row more, to know whether more follow).
+fn page_sql(
+    b: &mut Sql<'_>,
     from_where: &str,
     keys: &[(String, bool)],
     cursor: Option<&Cursor>,
     count: usize,
-) -> Result<PageRows> {
+) -> Result<String> {
     let back = cursor.is_some_and(|c| c.back);
     let limit = count + 1;
-    let sql = if keys.is_empty() {
+    Ok(if keys.is_empty() {
         let keyset = match cursor {
-            Some(c) => format!(" AND r.rid {} {}", if back { "<" } else { ">" }, b.int(c.row)),
+            Some(c) => format!(
+                " AND r.rid {} {}",
+                if back { "<" } else { ">" },
+                b.int(c.row)
+            ),
             None => String::new(),
         };
         let order = if back { "DESC" } else { "ASC" };
         format!("SELECT r.rid {from_where}{keyset} ORDER BY r.rid {order} LIMIT {limit}")
     } else {
-        let select: Vec<String> =
-            keys.iter().enumerate().map(|(i, (expr, _))| format!("{expr} AS k{i}")).collect();
+        let select: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, (expr, _))| format!("{expr} AS k{i}"))
+            .collect();
         let keyset = match cursor {
-            Some(c) => format!(" WHERE {}", keyset(&mut b, keys, c)?),
+            Some(c) => format!(" WHERE {}", keyset(b, keys, c)?),
             None => String::new(),
         };
         let mut order: Vec<String> = keys
@@ -687,11 +896,33 @@ async fn page_rows<E: Exec>(
             select.join(", "),
             order.join(", ")
         )
-    };
+    })
+}
+
+/// One page of rids from `from_where` (which selects from `resources r` and ends in a `WHERE`
+/// clause), in `keys` order, then rid; whether more rows follow in the direction paged.
+struct PageRows {
+    rows: Vec<(i64, Vec<Val>)>,
+    more: bool,
+}
+
+async fn page_rows<E: Exec>(
+    e: &mut E,
+    mut b: Sql<'_>,
+    from_where: &str,
+    keys: &[(String, bool)],
+    cursor: Option<&Cursor>,
+    count: usize,
+) -> Result<PageRows> {
+    let back = cursor.is_some_and(|c| c.back);
+    let sql = page_sql(&mut b, from_where, keys, cursor, count)?;
     let mut rows = Vec::new();
     for row in e.rows(&sql, &b.args).await? {
         let mut it = row.into_iter();
-        let rid = it.next().ok_or_else(|| StoreError::Database("short row".to_string()))?.int()?;
+        let rid = it
+            .next()
+            .ok_or_else(|| StoreError::Database("short row".to_string()))?
+            .int()?;
         rows.push((rid, it.collect::<Vec<_>>()));
     }
     let more = rows.len() > count;
@@ -715,7 +946,11 @@ fn keyset(b: &mut Sql<'_>, keys: &[(String, bool)], cursor: &Cursor) -> Result<S
         let k = format!("t.k{i}");
         let (beyond, equal) = match value {
             Val::Null => {
-                let beyond = if back { format!("{k} IS NOT NULL") } else { "1 = 0".to_string() };
+                let beyond = if back {
+                    format!("{k} IS NOT NULL")
+                } else {
+                    "1 = 0".to_string()
+                };
                 (beyond, format!("{k} IS NULL"))
             }
             value => {
@@ -742,27 +977,64 @@ fn links(
     query: u64,
 ) -> (Option<String>, Option<String>) {
     let at = |back: bool, row: &(i64, Vec<Val>)| {
-        Cursor { back, keys: row.1.clone(), row: row.0, max, query }.encode()
+        Cursor {
+            back,
+            keys: row.1.clone(),
+            row: row.0,
+            max,
+            query,
+        }
+        .encode()
     };
-    let flipped = |c: &Cursor| Cursor { back: !c.back, ..c.clone() }.encode();
+    let flipped = |c: &Cursor| {
+        Cursor {
+            back: !c.back,
+            ..c.clone()
+        }
+        .encode()
+    };
     let (first, last) = (page.rows.first(), page.rows.last());
     match cursor {
-        None => (if page.more { last.map(|r| at(false, r)) } else { None }, None),
+        None => (
+            if page.more {
+                last.map(|r| at(false, r))
+            } else {
+                None
+            },
+            None,
+        ),
         Some(c) if !c.back => (
-            if page.more { last.map(|r| at(false, r)) } else { None },
+            if page.more {
+                last.map(|r| at(false, r))
+            } else {
+                None
+            },
             Some(first.map_or_else(|| flipped(c), |r| at(true, r))),
         ),
         Some(c) => (
             Some(last.map_or_else(|| flipped(c), |r| at(false, r))),
-            if page.more { first.map(|r| at(true, r)) } else { None },
+            if page.more {
+                first.map(|r| at(true, r))
+            } else {
+                None
+            },
         ),
     }
 }
 
-/// Executes a search.
-pub(crate) async fn search<E: Exec>(e: &mut E, query: &Query, options: &SearchOptions) -> Result<SearchPage> {
-    let d = e.dialect();
-    let query_hash = hash_of(&format!("{:?}|{:?}|{:?}", query.resource_type, query.clauses, query.sort));
+/// What a search needs to know before its statements are built.
+struct Plan {
+    tables: ParamTables,
+    cursor: Option<Cursor>,
+    max: i64,
+    query_hash: u64,
+}
+
+async fn plan<E: Exec>(e: &mut E, query: &Query) -> Result<Plan> {
+    let query_hash = hash_of(&format!(
+        "{:?}|{:?}|{:?}",
+        query.resource_type, query.clauses, query.sort
+    ));
     let cursor = match &query.page {
         Some(text) => Some(Cursor::decode(text, query_hash)?),
         None => None,
@@ -779,28 +1051,33 @@ pub(crate) async fn search<E: Exec>(e: &mut E, query: &Query, options: &SearchOp
         Some(c) => c.max,
         None => max_rid(e).await?,
     };
+    Ok(Plan {
+        tables,
+        cursor,
+        max,
+        query_hash,
+    })
+}
 
-    let mut b = Sql::new(d, &tables);
-    let mut conds = vec!["r.deleted = 0".to_string(), format!("r.rid <= {}", b.int(max))];
+/// `FROM resources r WHERE ...`: the live current resources that match, up to the snapshot bound.
+fn from_where(b: &mut Sql<'_>, query: &Query, max: i64) -> Result<String> {
+    let (clauses, driven) = b.clauses(query, "r")?;
+    // When a clause drives the search (SQLite), a unary `+` keeps the planner from using the other
+    // indexes of `resources` instead.
+    let plus = if driven { "+" } else { "" };
+    let mut conds = vec![
+        format!("{plus}r.deleted = 0"),
+        format!("{plus}r.rid <= {}", b.int(max)),
+    ];
     if let Some(ty) = query.resource_type {
-        conds.push(format!("r.type = {}", b.text(ty)));
+        conds.push(format!("{plus}r.type = {}", b.text(ty)));
     }
-    conds.extend(b.clauses(query, "r")?);
-    let from_where = format!("FROM resources r WHERE {}", conds.join(" AND "));
+    conds.extend(clauses);
+    Ok(format!("FROM resources r WHERE {}", conds.join(" AND ")))
+}
 
-    let total = match query.total {
-        Total::None => None,
-        Total::Estimate | Total::Accurate => {
-            let sql = format!("SELECT COUNT(*) {from_where}");
-            let rows = e.rows(&sql, &b.args).await?;
-            let n = rows.into_iter().next().and_then(|r| r.into_iter().next()).map_or(Ok(0), |v| v.int())?;
-            Some(u64::try_from(n).unwrap_or(0))
-        }
-    };
-    if options.count == 0 {
-        return Ok(SearchPage { total, ..SearchPage::default() });
-    }
-
+/// The sort key expressions of a search, each with whether it is descending.
+fn sort_keys(b: &mut Sql<'_>, query: &Query, tables: &ParamTables) -> Vec<(String, bool)> {
     let mut keys = Vec::with_capacity(query.sort.len());
     for key in &query.sort {
         let expr = match tables.get(key.param).and_then(|t| t.first()) {
@@ -817,6 +1094,45 @@ pub(crate) async fn search<E: Exec>(e: &mut E, query: &Query, options: &SearchOp
         };
         keys.push((expr, key.descending));
     }
+    keys
+}
+
+/// Executes a search.
+pub(crate) async fn search<E: Exec>(
+    e: &mut E,
+    query: &Query,
+    options: &SearchOptions,
+) -> Result<SearchPage> {
+    let Plan {
+        tables,
+        cursor,
+        max,
+        query_hash,
+    } = plan(e, query).await?;
+    let mut b = Sql::new(e.dialect(), &tables);
+    let from_where = from_where(&mut b, query, max)?;
+
+    let total = match query.total {
+        Total::None => None,
+        Total::Estimate | Total::Accurate => {
+            let sql = format!("SELECT COUNT(*) {from_where}");
+            let rows = e.rows(&sql, &b.args).await?;
+            let n = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .map_or(Ok(0), |v| v.int())?;
+            Some(u64::try_from(n).unwrap_or(0))
+        }
+    };
+    if options.count == 0 {
+        return Ok(SearchPage {
+            total,
+            ..SearchPage::default()
+        });
+    }
+
+    let keys = sort_keys(&mut b, query, &tables);
     let page = page_rows(e, b, &from_where, &keys, cursor.as_ref(), options.count).await?;
     let (next, previous) = links(&page, cursor.as_ref(), max, query_hash);
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
@@ -830,9 +1146,70 @@ pub(crate) async fn search<E: Exec>(e: &mut E, query: &Query, options: &SearchOp
     })
 }
 
+/// The engine's plan for the statement that selects a search's page, one line per plan node
+/// (SQLite's `EXPLAIN QUERY PLAN` details indented by depth, PostgreSQL's `EXPLAIN` text).
+pub(crate) async fn explain<E: Exec>(
+    e: &mut E,
+    query: &Query,
+    options: &SearchOptions,
+) -> Result<Vec<String>> {
+    let d = e.dialect();
+    let Plan {
+        tables,
+        cursor,
+        max,
+        ..
+    } = plan(e, query).await?;
+    let mut b = Sql::new(d, &tables);
+    let from_where = from_where(&mut b, query, max)?;
+    let keys = sort_keys(&mut b, query, &tables);
+    let sql = page_sql(
+        &mut b,
+        &from_where,
+        &keys,
+        cursor.as_ref(),
+        options.count.max(1),
+    )?;
+    let rows = match d {
+        Dialect::Sqlite => {
+            e.rows(&format!("EXPLAIN QUERY PLAN {sql}"), &b.args)
+                .await?
+        }
+        Dialect::Postgres => e.rows(&format!("EXPLAIN {sql}"), &b.args).await?,
+    };
+    let mut depth: HashMap<i64, usize> = HashMap::new();
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in rows {
+        match d {
+            Dialect::Sqlite => {
+                let mut it = row.into_iter();
+                let id = it.next().map_or(Ok(0), |v| v.int())?;
+                let parent = it.next().map_or(Ok(0), |v| v.int())?;
+                let detail = it.last().map_or(Ok(String::new()), Val::text)?;
+                let level = depth.get(&parent).map_or(0, |l| l + 1);
+                depth.insert(id, level);
+                lines.push(format!("{}{detail}", "  ".repeat(level)));
+            }
+            Dialect::Postgres => {
+                lines.push(
+                    row.into_iter()
+                        .next()
+                        .map_or(Ok(String::new()), Val::text)?,
+                );
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// The rids `_include`d and `_revinclude`d by a page of matches: distinct, none a match, at most
 /// `max`; `:iterate` ones repeated on what they found until nothing new turns up.
-async fn includes<E: Exec>(e: &mut E, query: &Query, matches: &[i64], max: usize) -> Result<Vec<i64>> {
+async fn includes<E: Exec>(
+    e: &mut E,
+    query: &Query,
+    matches: &[i64],
+    max: usize,
+) -> Result<Vec<i64>> {
     if matches.is_empty() || (query.include.is_empty() && query.revinclude.is_empty()) {
         return Ok(Vec::new());
     }
@@ -911,8 +1288,14 @@ async fn include_step<E: Exec>(
 }
 
 /// The live resources in a Patient's compartment, by rid, paged like a search.
-pub(crate) async fn compartment<E: Exec>(e: &mut E, request: &CompartmentRequest) -> Result<SearchPage> {
-    let query_hash = hash_of(&format!("{:?}|{:?}|{:?}", request.patient_id, request.types, request.since));
+pub(crate) async fn compartment<E: Exec>(
+    e: &mut E,
+    request: &CompartmentRequest,
+) -> Result<SearchPage> {
+    let query_hash = hash_of(&format!(
+        "{:?}|{:?}|{:?}",
+        request.patient_id, request.types, request.since
+    ));
     let cursor = match &request.cursor {
         Some(text) => Some(Cursor::decode(text, query_hash)?),
         None => None,
@@ -944,12 +1327,21 @@ pub(crate) async fn compartment<E: Exec>(e: &mut E, request: &CompartmentRequest
     let page = page_rows(e, b, &from_where, &[], cursor.as_ref(), request.count).await?;
     let (next, previous) = links(&page, cursor.as_ref(), max, query_hash);
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
-    Ok(SearchPage { matches: fetch(e, &rids).await?, included: Vec::new(), total: None, next, previous })
+    Ok(SearchPage {
+        matches: fetch(e, &rids).await?,
+        included: Vec::new(),
+        total: None,
+        next,
+        previous,
+    })
 }
 
 /// Versions newest first, by the global sequence.
 pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Result<HistoryPage> {
-    let query_hash = hash_of(&format!("{:?}|{:?}|{:?}", request.scope, request.since, request.at));
+    let query_hash = hash_of(&format!(
+        "{:?}|{:?}|{:?}",
+        request.scope, request.since, request.at
+    ));
     let cursor = match &request.cursor {
         Some(text) => Some(Cursor::decode(text, query_hash)?),
         None => None,
@@ -986,7 +1378,11 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
             and_all(conds)
         );
         let rows = e.rows(&sql, &b.args).await?;
-        let n = rows.into_iter().next().and_then(|r| r.into_iter().next()).map_or(Ok(0), |v| v.int())?;
+        let n = rows
+            .into_iter()
+            .next()
+            .and_then(|r| r.into_iter().next())
+            .map_or(Ok(0), |v| v.int())?;
         Some(u64::try_from(n).unwrap_or(0))
     } else {
         None
@@ -1007,15 +1403,29 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
     let mut entries = Vec::with_capacity(request.count);
     let mut last_seq = None;
     for mut row in rows.into_iter().take(request.count) {
-        let seq = row.pop().ok_or_else(|| StoreError::Database("short row".to_string()))?.int()?;
+        let seq = row
+            .pop()
+            .ok_or_else(|| StoreError::Database("short row".to_string()))?
+            .int()?;
         entries.push(stored_from_row(row)?.1);
         last_seq = Some(seq);
     }
     let next = match (more, last_seq) {
-        (true, Some(seq)) => {
-            Some(Cursor { back: false, keys: Vec::new(), row: seq, max: 0, query: query_hash }.encode())
-        }
+        (true, Some(seq)) => Some(
+            Cursor {
+                back: false,
+                keys: Vec::new(),
+                row: seq,
+                max: 0,
+                query: query_hash,
+            }
+            .encode(),
+        ),
         _ => None,
     };
-    Ok(HistoryPage { entries, total, next })
+    Ok(HistoryPage {
+        entries,
+        total,
+        next,
+    })
 }

@@ -15,8 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::{
-    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions,
-    SearchPage, Stored, StoreError, Write, WriteOp,
+    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result,
+    SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
 };
 
 /// Reader connections kept open between calls.
@@ -54,14 +54,18 @@ struct Inner {
 
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sqlite").field("path", &self.inner.path).finish()
+        f.debug_struct("Sqlite")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a connection leaves it usable: SQLite rolls back an open transaction
     // when the next one begins, and every call here starts its own.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn connect(path: &std::path::Path) -> Result<Connection> {
@@ -87,7 +91,8 @@ impl Sqlite {
         let target = target.to_string();
         blocking(move || {
             let (path, mut writer) = if target == ":memory:" || target.is_empty() {
-                let conn = Connection::open_in_memory().map_err(|e| StoreError::Open(e.to_string()))?;
+                let conn =
+                    Connection::open_in_memory().map_err(|e| StoreError::Open(e.to_string()))?;
                 (None, conn)
             } else {
                 let path = PathBuf::from(&target);
@@ -95,7 +100,8 @@ impl Sqlite {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
                 }
-                let conn = connect(&path).map_err(|e| StoreError::Open(format!("{target}: {e}")))?;
+                let conn =
+                    connect(&path).map_err(|e| StoreError::Open(format!("{target}: {e}")))?;
                 (Some(path), conn)
             };
             writer.set_prepared_statement_cache_capacity(64);
@@ -104,7 +110,11 @@ impl Sqlite {
                 other => StoreError::Open(other.to_string()),
             })?;
             Ok(Sqlite {
-                inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }),
+                inner: Arc::new(Inner {
+                    path,
+                    writer: Mutex::new(writer),
+                    readers: Mutex::new(Vec::new()),
+                }),
             })
         })
         .await
@@ -137,37 +147,53 @@ impl Sqlite {
     }
 
     pub(crate) async fn health(&self) -> Result<()> {
-        self.read(|e| block_ready(e.rows("SELECT 1", &[])).map(|_| ())).await
+        self.read(|e| block_ready(e.rows("SELECT 1", &[])).map(|_| ()))
+            .await
     }
 
     pub(crate) async fn current(&self, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
         let keys = keys.to_vec();
-        self.read(move |e| block_ready(query::current(e, &keys))).await
+        self.read(move |e| block_ready(query::current(e, &keys)))
+            .await
     }
 
-    pub(crate) async fn read_current(&self, resource_type: &str, id: &str) -> Result<Option<Stored>> {
+    pub(crate) async fn read_current(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Stored>> {
         let (ty, id) = (resource_type.to_string(), id.to_string());
-        self.read(move |e| block_ready(query::read(e, &ty, &id))).await
+        self.read(move |e| block_ready(query::read(e, &ty, &id)))
+            .await
     }
 
-    pub(crate) async fn vread(&self, resource_type: &str, id: &str, version: i64) -> Result<Option<Stored>> {
+    pub(crate) async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+    ) -> Result<Option<Stored>> {
         let (ty, id) = (resource_type.to_string(), id.to_string());
-        self.read(move |e| block_ready(query::vread(e, &ty, &id, version))).await
+        self.read(move |e| block_ready(query::vread(e, &ty, &id, version)))
+            .await
     }
 
     pub(crate) async fn search(&self, q: &Query, options: &SearchOptions) -> Result<SearchPage> {
         let (q, options) = (q.clone(), options.clone());
-        self.read(move |e| block_ready(query::search(e, &q, &options))).await
+        self.read(move |e| block_ready(query::search(e, &q, &options)))
+            .await
     }
 
     pub(crate) async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage> {
         let request = request.clone();
-        self.read(move |e| block_ready(query::history(e, &request))).await
+        self.read(move |e| block_ready(query::history(e, &request)))
+            .await
     }
 
     pub(crate) async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
         let request = request.clone();
-        self.read(move |e| block_ready(query::compartment(e, &request))).await
+        self.read(move |e| block_ready(query::compartment(e, &request)))
+            .await
     }
 
     pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
@@ -179,7 +205,19 @@ impl Sqlite {
         .await
     }
 
-    /// Runs `sql` on a reader (for the query-plan tests).
+    pub(crate) async fn explain(&self, q: &Query, options: &SearchOptions) -> Result<Vec<String>> {
+        let (q, options) = (q.clone(), options.clone());
+        self.read(move |e| block_ready(query::explain(e, &q, &options)))
+            .await
+    }
+
+    /// Updates the planner's statistics, on the writer connection.
+    pub(crate) async fn analyze(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        blocking(move || Ok(lock(&inner.writer).execute_batch("ANALYZE")?)).await
+    }
+
+    /// Runs `sql` on a reader inside a read transaction that is rolled back (for the query-plan tests).
     #[doc(hidden)]
     pub async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
         let sql = sql.to_string();
@@ -232,7 +270,9 @@ impl Exec for SqliteExec<'_> {
                     ValueRef::Null => Val::Null,
                     ValueRef::Integer(v) => Val::Int(v),
                     ValueRef::Real(v) => Val::Real(v),
-                    ValueRef::Text(v) | ValueRef::Blob(v) => Val::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Text(v) | ValueRef::Blob(v) => {
+                        Val::Text(String::from_utf8_lossy(v).into_owned())
+                    }
                 });
             }
             out.push(values);
@@ -257,14 +297,21 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
             params![migration.version, migration.name, migration.checksum()],
         )?;
-        tracing::info!(version = migration.version, name = migration.name, "applied sqlite migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied sqlite migration"
+        );
     }
     tx.commit()?;
     Ok(())
 }
 
 fn conflict(write: &Write) -> StoreError {
-    StoreError::Conflict { resource_type: write.resource_type.clone(), id: write.id.clone() }
+    StoreError::Conflict {
+        resource_type: write.resource_type.clone(),
+        id: write.id.clone(),
+    }
 }
 
 /// Applies a batch in one immediate transaction; any failed expectation rolls all of it back.
@@ -272,9 +319,15 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for write in writes {
         let current = tx
-            .prepare_cached("SELECT rid, version, deleted FROM resources WHERE type = ?1 AND id = ?2")?
+            .prepare_cached(
+                "SELECT rid, version, deleted FROM resources WHERE type = ?1 AND id = ?2",
+            )?
             .query_row(params![write.resource_type, write.id], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, i64>(2)? != 0))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)? != 0,
+                ))
             })
             .optional()?;
         match (current, write.expect) {
@@ -310,10 +363,16 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
             "INSERT INTO versions (rid, version, last_updated, deleted, json) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![rid, write.version, write.last_updated, deleted, json])?;
-        if let WriteOp::Put { index, compartments, .. } = &write.op {
+        if let WriteOp::Put {
+            index,
+            compartments,
+            ..
+        } = &write.op
+        {
             insert_index(&tx, rid, index)?;
-            let mut stmt =
-                tx.prepare_cached("INSERT OR IGNORE INTO compartment (rid, patient_id) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO compartment (rid, patient_id) VALUES (?1, ?2)",
+            )?;
             for patient in compartments {
                 stmt.execute(params![rid, patient])?;
             }
@@ -324,8 +383,13 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
 }
 
 fn clear_index(conn: &Connection, rid: i64) -> Result<()> {
-    for table in query::Table::ALL.iter().map(|t| t.name()).chain(["compartment"]) {
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?.execute([rid])?;
+    for table in query::Table::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(["compartment"])
+    {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
+            .execute([rid])?;
     }
     Ok(())
 }

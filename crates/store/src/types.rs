@@ -28,7 +28,11 @@ pub struct Current {
 pub enum WriteOp {
     /// Store a new version: the resource JSON, its index rows and the patients whose compartment it is
     /// in (their ids; a Patient lists itself).
-    Put { json: String, index: Vec<IndexEntry>, compartments: Vec<String> },
+    Put {
+        json: String,
+        index: Vec<IndexEntry>,
+        compartments: Vec<String>,
+    },
     /// Store a tombstone version; the resource leaves search and compartments but keeps its history.
     Delete,
 }
