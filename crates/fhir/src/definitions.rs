@@ -134,6 +134,9 @@ pub struct ElementDef {
     /// The URL of the value set a required binding names, when its codes ship in the definitions
     /// (see [`value_set`]).
     pub binding: Option<&'static str>,
+    /// The resource types a `Reference` of this element may point at, sorted; empty when it may point at
+    /// any resource (or the element takes no Reference).
+    pub targets: &'static [&'static str],
 }
 
 impl ElementDef {

@@ -389,7 +389,7 @@ impl Validator {
                 };
                 self.object(obj, td, false);
                 match ty {
-                    "Reference" => self.reference(obj),
+                    "Reference" => self.reference(obj, el.targets),
                     "Coding" if el.binding.is_some() => self.coding(obj, el.binding),
                     "CodeableConcept" if el.binding.is_some() => {
                         self.codeable_concept(obj, el.binding)
@@ -492,11 +492,28 @@ impl Validator {
         }
     }
 
-    fn reference(&mut self, obj: &Map<String, Value>) {
+    /// A Reference: its `reference` is well formed, and it and `type` name a resource type the element
+    /// may point at (`targets`, empty for any).
+    fn reference(&mut self, obj: &Map<String, Value>, targets: &[&str]) {
+        let allowed =
+            |ty: &str| targets.is_empty() || targets.iter().any(|t| definitions::is_a(ty, t));
+        if let Some(Value::String(ty)) = obj.get("type") {
+            if definitions::is_resource_type(ty) && !allowed(ty) {
+                self.at_child("type", |v| {
+                    v.error(
+                        IssueType::Value,
+                        format!(
+                            "a reference here points at {}, not {ty}",
+                            targets.join(" or ")
+                        ),
+                    )
+                });
+            }
+        }
         let Some(Value::String(reference)) = obj.get("reference") else {
             return;
         };
-        if !reference.is_empty() && !reference_is_well_formed(reference) {
+        if !reference_is_well_formed(reference) {
             self.at_child("reference", |v| {
                 v.error(
                     IssueType::Value,
@@ -507,8 +524,42 @@ impl Validator {
                     ),
                 )
             });
+        } else if let Some(ty) = referenced_type(reference) {
+            if !allowed(ty) {
+                self.at_child("reference", |v| {
+                    v.error(
+                        IssueType::Value,
+                        format!(
+                            "a reference here points at {}, not {ty}",
+                            targets.join(" or ")
+                        ),
+                    )
+                });
+            }
         }
     }
+}
+
+/// The resource type a well-formed literal reference names: `Type/id`, `Type/id/_history/v`, `Type?query`,
+/// or an absolute URL ending in `Type/id` (or `Type/id/_history/v`). `None` for contained, `urn:` and other
+/// references that do not say.
+fn referenced_type(reference: &str) -> Option<&str> {
+    if let Some((ty, _)) = reference.split_once('?') {
+        if !ty.contains([':', '/']) {
+            return Some(ty);
+        }
+    }
+    if reference.starts_with('#') || reference.starts_with("urn:") {
+        return None;
+    }
+    let path = reference.split(['?', '#']).next().unwrap_or(reference);
+    let parts: Vec<&str> = path.split('/').collect();
+    let ty = match parts.as_slice() {
+        [.., ty, id, "_history", v] if is_id(id) && is_id(v) => ty,
+        [.., ty, id] if is_id(id) => ty,
+        _ => return None,
+    };
+    definitions::is_resource_type(ty).then_some(*ty)
 }
 
 /// The element a JSON property names, with its index and the type it takes.

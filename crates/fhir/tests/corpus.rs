@@ -27,6 +27,33 @@ const ERRATA: &[Erratum] = &[
         reason: "32 of its display items have no linkId, but Questionnaire.item.linkId is 1..1",
     },
     Erratum {
+        file: "DeviceMetric-example.json",
+        errors: 1,
+        location: "DeviceMetric.parent.reference",
+        reason: "parent is DeviceDefinition/dc102, but DeviceMetric.parent is Reference(Device)",
+    },
+    Erratum {
+        file: "DeviceUseStatement-example.json",
+        errors: 1,
+        location: "DeviceUseStatement.reasonReference[0].reference",
+        reason: "reasonReference is Procedure/example, but DeviceUseStatement.reasonReference is \
+                 Reference(Condition | Observation | DiagnosticReport | DocumentReference | Media)",
+    },
+    Erratum {
+        file: "MedicationRequest-medrx0301.json",
+        errors: 1,
+        location: "MedicationRequest.dispenseRequest.performer.reference",
+        reason: "dispenseRequest.performer is Practitioner/f001, but MedicationRequest.dispenseRequest.performer \
+                 is Reference(Organization)",
+    },
+    Erratum {
+        file: "Observation-clinical-gender.json",
+        errors: 1,
+        location: "Observation.performer[0].reference",
+        reason: "performer is Encounter/example, but Observation.performer is Reference(Practitioner | \
+                 PractitionerRole | Organization | CareTeam | Patient | RelatedPerson)",
+    },
+    Erratum {
         file: "diagnosticreport-cbc.json",
         errors: 1,
         location: "DiagnosticReport.text.div",

@@ -6,7 +6,10 @@ use std::fmt::Write;
 use anyhow::{bail, Result};
 use serde_json::Value;
 
-use super::{entries, header, lit, str_slice, structure_definitions, Definitions, Files};
+use super::{
+    entries, header, is_specification_element, lit, str_slice, structure_definitions, Definitions,
+    Files,
+};
 
 struct TypeRow {
     kind: &'static str,
@@ -22,6 +25,8 @@ struct ElementRow {
     max: Option<u64>,
     choice: bool,
     binding: Option<String>,
+    /// The resource types a Reference may point at (empty: any resource).
+    targets: Vec<String>,
 }
 
 const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
@@ -78,8 +83,13 @@ pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
     let mut out = header("profiles-types, profiles-resources");
     out.push_str("use crate::definitions::{ElementDef, TypeDef, TypeKind, UNBOUNDED};\n\n");
     out.push_str(
-        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding }\n}\n\n",
+        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str]) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding, targets }\n}\n\n",
     );
+    let resource_types: BTreeSet<String> = types
+        .iter()
+        .filter(|(_, t)| t.kind == "Resource")
+        .map(|(name, _)| name.clone())
+        .collect();
     writeln!(out, "pub static TYPES: &[TypeDef] = &[")?;
     for (name, t) in &mut types {
         t.elements.sort_by(|a, b| a.name.cmp(&b.name));
@@ -103,13 +113,20 @@ pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
                 Some(url) if expanded.contains_key(url) => format!("Some({})", lit(url)),
                 _ => "None".to_string(),
             };
+            // Targets the definitions name that are not R4 resource types (the package's own) are dropped.
+            let targets: Vec<&String> = el
+                .targets
+                .iter()
+                .filter(|t| resource_types.contains(*t))
+                .collect();
             writeln!(
                 out,
-                "        e({}, {}, {}, {max}, {}, {binding}),",
+                "        e({}, {}, {}, {max}, {}, {binding}, {}),",
                 lit(&el.name),
                 str_slice(&el.types),
                 el.min,
-                el.choice
+                el.choice,
+                str_slice(&targets)
             )?;
         }
         writeln!(out, "    ] }},")?;
@@ -176,6 +193,9 @@ fn add_structure(
         },
     );
     for el in elements.iter().skip(1) {
+        if !is_specification_element(el) {
+            continue;
+        }
         let path = el["path"].as_str().unwrap_or_default();
         let Some((parent, last)) = path.rsplit_once('.') else {
             continue;
@@ -189,6 +209,7 @@ fn add_structure(
             None => (last.to_string(), false),
         };
         let mut el_types: Vec<String> = Vec::new();
+        let mut targets: Vec<String> = Vec::new();
         if let Some(reference) = el["contentReference"].as_str() {
             el_types.push(reference.trim_start_matches('#').to_string());
         } else if has_children(path) {
@@ -225,6 +246,18 @@ fn add_structure(
                 if !el_types.iter().any(|t| t == code) {
                     el_types.push(code.to_string());
                 }
+                if code == "Reference" {
+                    let profiles: Vec<&str> = t["targetProfile"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|p| p.as_str()?.rsplit('/').next())
+                        .collect();
+                    // No target profile, or `Resource`: any resource.
+                    if !profiles.contains(&"Resource") {
+                        targets.extend(profiles.iter().map(|p| p.to_string()));
+                    }
+                }
             }
         }
         if el_types.is_empty() {
@@ -252,6 +285,11 @@ fn add_structure(
             max,
             choice,
             binding,
+            targets: {
+                targets.sort();
+                targets.dedup();
+                targets
+            },
         };
         match types.get_mut(parent) {
             Some(t) => t.elements.push(row),

@@ -66,9 +66,19 @@ pub fn entries(bundle: &Value) -> impl Iterator<Item = &Value> {
         .map(|e| &e["resource"])
 }
 
-/// The structure definitions of a bundle.
+/// The FHIR R4 (4.0.1) structure definitions of a bundle. The packaged definitions also hold a later
+/// version's resource (`SubscriptionStatus`, FHIR 4.3.0), which R4 does not have: it is left out.
 pub fn structure_definitions(bundle: &Value) -> impl Iterator<Item = &Value> {
-    entries(bundle).filter(|r| r["resourceType"] == "StructureDefinition")
+    entries(bundle)
+        .filter(|r| r["resourceType"] == "StructureDefinition" && r["fhirVersion"] == "4.0.1")
+}
+
+/// Whether an element of a snapshot is one of the specification's. The package the definitions come
+/// from adds a few elements of its own (`Meta.project`, `Meta.author`, `Meta.compartment`...,
+/// `ObservationDefinition.publisher`); unlike every element the FHIR publisher generates, they do not
+/// say whether they are modifiers, which is how they are told apart and left out.
+pub fn is_specification_element(element: &Value) -> bool {
+    element.get("isModifier").is_some()
 }
 
 /// A Rust string literal.

@@ -131,7 +131,6 @@ pub static RESOURCE_TYPES: &[&str] = &[
     "StructureDefinition",
     "StructureMap",
     "Subscription",
-    "SubscriptionStatus",
     "Substance",
     "SubstanceNucleicAcid",
     "SubstancePolymer",

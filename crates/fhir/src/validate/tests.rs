@@ -376,3 +376,55 @@ fn strings_over_one_megabyte_are_rejected() {
         &[],
     );
 }
+
+#[test]
+fn references_point_at_the_types_the_element_allows() {
+    let observation = |subject: Value| json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": subject});
+    // Observation.subject is Reference(Patient | Group | Device | Location).
+    for good in [
+        json!({"reference": "Patient/1"}),
+        json!({"reference": "Group/1/_history/2"}),
+        json!({"reference": "https://example.org/fhir/Device/d1"}),
+        json!({"reference": "Location?identifier=x"}),
+        json!({"reference": "#contained"}),
+        json!({"reference": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"}),
+        json!({"type": "Patient", "identifier": {"value": "1"}}),
+        // An absolute URL whose end is not Type/id says nothing about the type.
+        json!({"reference": "https://example.org/records/Medication"}),
+    ] {
+        check(observation(good), &[]);
+    }
+    check(
+        observation(json!({"reference": "Medication/1"})),
+        &[("Observation.subject.reference", "value")],
+    );
+    check(
+        observation(json!({"reference": "https://example.org/fhir/Practitioner/p/_history/1"})),
+        &[("Observation.subject.reference", "value")],
+    );
+    check(
+        observation(json!({"type": "Practitioner", "display": "Dr X"})),
+        &[("Observation.subject.type", "value")],
+    );
+    // Reference(Any) takes any resource type.
+    check(
+        json!({"resourceType": "Provenance", "target": [{"reference": "Medication/1"}], "recorded": "2024-01-01T00:00:00Z", "agent": [{"who": {"reference": "Practitioner/1"}}]}),
+        &[],
+    );
+}
+
+#[test]
+fn elements_the_definitions_package_adds_are_not_r4() {
+    // meta.author and friends come from the package the definitions were taken from, not from R4.
+    check(
+        json!({"resourceType": "Patient", "meta": {"author": {"reference": "Practitioner/1"}, "project": "x"}}),
+        &[
+            ("Patient.meta.author", "structure"),
+            ("Patient.meta.project", "structure"),
+        ],
+    );
+    check(
+        json!({"resourceType": "SubscriptionStatus", "status": "active", "type": "heartbeat", "subscription": {"reference": "Subscription/1"}}),
+        &[("", "not-supported")],
+    );
+}
