@@ -328,3 +328,60 @@ impl Repository {
         &self.config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a failing store is a 5xx; every other error, bad input of any kind, is a 4xx with issues.
+    #[test]
+    fn only_store_failures_are_5xx() {
+        let input_errors = [
+            Error::Invalid(vec![Issue::error(IssueType::Value, "x")]),
+            Error::Unprocessable(vec![Issue::error(IssueType::Processing, "x")]),
+            Error::NotFound,
+            Error::Gone {
+                version: 2,
+                last_updated: 0,
+            },
+            Error::MultipleMatches,
+            Error::PreconditionFailed { current: 3 },
+            Error::Conflict,
+            Error::NotSupported("x".into()),
+            Error::Store(store::StoreError::Conflict {
+                resource_type: "Patient".into(),
+                id: "1".into(),
+            }),
+            Error::Store(store::StoreError::BadCursor),
+            Error::Store(store::StoreError::Unsupported("x".into())),
+            Error::Entry {
+                index: 4,
+                error: Box::new(Error::NotFound),
+            },
+        ];
+        for error in &input_errors {
+            assert!((400..500).contains(&error.status()), "{error:?}");
+            let outcome = error.outcome();
+            assert_eq!(outcome["resourceType"], "OperationOutcome");
+            assert!(
+                outcome["issue"].as_array().is_some_and(|i| !i.is_empty()),
+                "{error:?}"
+            );
+        }
+        for error in [
+            Error::Store(store::StoreError::Database("secret detail".into())),
+            Error::Store(store::StoreError::Open("secret detail".into())),
+        ] {
+            assert_eq!(error.status(), 500);
+            assert!(!error.outcome().to_string().contains("secret detail"));
+        }
+        let entry = Error::Entry {
+            index: 4,
+            error: Box::new(Error::NotFound),
+        };
+        assert_eq!(
+            entry.issues()[0].expression,
+            vec!["Bundle.entry[4]".to_string()]
+        );
+    }
+}

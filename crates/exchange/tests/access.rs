@@ -99,6 +99,35 @@ async fn a_denied_resource_is_withheld_everywhere() {
         vec![("Observation/open".to_string(), "match".to_string())]
     );
     assert_eq!(bundle["total"], 1);
+    // Totals count only what may be seen, on every page and with _summary=count.
+    for query in [
+        "_summary=count",
+        "_count=1&_total=accurate&_sort=-_id",
+        "_count=1&_total=accurate&_sort=_id",
+        "_count=0&_total=accurate",
+    ] {
+        let bundle = repo
+            .search(
+                &who(),
+                Some("Observation"),
+                &params(query),
+                Handling::Strict,
+            )
+            .await
+            .expect("search");
+        assert_eq!(bundle["total"], 1, "{query}");
+    }
+    let history = repo
+        .history(
+            &who(),
+            HistoryScope::Type("Observation".into()),
+            &params("_count=1"),
+        )
+        .await
+        .expect("history");
+    if let Some(total) = history.get("total") {
+        assert_eq!(total, 1, "history total");
+    }
 
     // search: not included either.
     let bundle = repo

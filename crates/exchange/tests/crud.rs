@@ -375,3 +375,138 @@ async fn conditional_create_update_delete() {
         .await;
     assert_eq!(none.expect("no match is fine"), 0);
 }
+
+#[tokio::test]
+async fn conditional_edge_cases() {
+    let repo = repo().await;
+    for i in 0..2 {
+        repo.create(&who(), "Patient", patient("Twin", &format!("t{i}")), None)
+            .await
+            .expect("create");
+    }
+    // Several matches: 412 for a conditional delete too, and nothing is deleted.
+    let many = repo
+        .conditional_delete(&who(), "Patient", &params("family=Twin"))
+        .await;
+    let many = many.expect_err("several matches");
+    assert!(matches!(many, Error::MultipleMatches), "{many:?}");
+    assert_eq!(many.status(), 412);
+    assert_eq!(many.outcome()["issue"][0]["code"], "multiple-matches");
+    // One match whose id differs from the body's id: 400, nothing written.
+    let mut body = patient("Twin", "t0");
+    body["id"] = json!("not-the-match");
+    let err = repo
+        .conditional_update(
+            &who(),
+            "Patient",
+            &params("identifier=http://example.org/mrn|t0"),
+            body.clone(),
+        )
+        .await
+        .expect_err("id mismatch");
+    assert_eq!(err.status(), 400);
+    // No match and an id in the body: update-as-create with that id.
+    let created = repo
+        .conditional_update(
+            &who(),
+            "Patient",
+            &params("identifier=http://example.org/mrn|nobody"),
+            body,
+        )
+        .await
+        .expect("conditional update creates with the body's id");
+    assert!(created.created);
+    assert_eq!(created.resource.id, "not-the-match");
+    // Conditions that are empty, malformed or use unknown parameters are 400: a condition that
+    // ignored a parameter would match more than the client meant.
+    for condition in ["", "_count=5", "birthdate=notadate", "nonsense=1"] {
+        let create = repo
+            .create(&who(), "Patient", patient("X", "x"), Some(condition))
+            .await;
+        assert_eq!(status(create), 400, "If-None-Exist: {condition:?}");
+        let update = repo
+            .conditional_update(&who(), "Patient", &params(condition), patient("X", "x"))
+            .await;
+        assert_eq!(status(update), 400, "conditional update: {condition:?}");
+        let delete = repo
+            .conditional_delete(&who(), "Patient", &params(condition))
+            .await;
+        assert_eq!(status(delete), 400, "conditional delete: {condition:?}");
+    }
+    // If-Match against a resource that does not exist is a stale version as well.
+    let mut absent = patient("Absent", "a");
+    absent["id"] = json!("absent");
+    let err = repo
+        .update(&who(), "Patient", "absent", absent, Some(1))
+        .await
+        .expect_err("If-Match on an absent resource");
+    assert!(
+        matches!(err, Error::PreconditionFailed { current: 0 }),
+        "{err:?}"
+    );
+    assert_eq!(status(repo.read(&who(), "Patient", "absent").await), 404);
+}
+
+#[tokio::test]
+async fn prefer_return_and_handling() {
+    use exchange::repository::{Handling, Return};
+    assert_eq!(Return::from_prefer(None), Return::Representation);
+    assert_eq!(Return::from_prefer(Some("return=minimal")), Return::Minimal);
+    assert_eq!(
+        Return::from_prefer(Some("handling=strict, return=OperationOutcome")),
+        Return::OperationOutcome
+    );
+    assert_eq!(
+        Return::from_prefer(Some("return=representation")),
+        Return::Representation
+    );
+    assert_eq!(
+        Return::from_prefer(Some("return=bogus")),
+        Return::Representation
+    );
+    assert_eq!(
+        Handling::from_prefer(Some("handling=strict")),
+        Handling::Strict
+    );
+    assert_eq!(
+        Handling::from_prefer(Some("return=minimal; handling=strict")),
+        Handling::Strict
+    );
+    assert_eq!(
+        Handling::from_prefer(Some("handling=lenient")),
+        Handling::Lenient
+    );
+    assert_eq!(Handling::from_prefer(None), Handling::Lenient);
+
+    let repo = repo().await;
+    let created = repo
+        .create(&who(), "Patient", patient("Prefer", "1"), None)
+        .await
+        .expect("create");
+    assert_eq!(created.status(), 201);
+    assert!(created.body(Return::Minimal).is_none());
+    let representation = created.body(Return::Representation).expect("body");
+    assert_eq!(representation["id"], created.resource.id.as_str());
+    let outcome = created.body(Return::OperationOutcome).expect("outcome");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert_eq!(outcome["issue"][0]["severity"], "information");
+    let v = &created.resource;
+    assert_eq!(v.etag(), "W/\"1\"");
+    assert_eq!(
+        v.location("http://nutmeg.test/fhir/"),
+        format!("http://nutmeg.test/fhir/Patient/{}/_history/1", v.id)
+    );
+    assert_eq!(
+        v.last_modified(),
+        v.resource["meta"]["lastUpdated"]
+            .as_str()
+            .expect("lastUpdated")
+    );
+    let mut body = v.resource.clone();
+    body["active"] = json!(true);
+    let updated = repo
+        .update(&who(), "Patient", &v.id, body, Some(1))
+        .await
+        .expect("update");
+    assert_eq!(updated.status(), 200);
+}

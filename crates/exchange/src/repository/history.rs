@@ -52,6 +52,10 @@ impl Repository {
             }
         }
         let page = self.store.history(&request).await?;
+        let request = HistoryRequest {
+            cursor: None,
+            ..request
+        };
         let mut entries = Vec::with_capacity(page.entries.len());
         let mut withheld = 0u64;
         for stored in &page.entries {
@@ -85,13 +89,45 @@ impl Repository {
             "id": super::support::new_id(),
             "type": "history",
         });
-        if let Some(total) = page.total {
-            bundle["total"] = json!(total.saturating_sub(withheld));
+        let total = match page.total {
+            Some(_) if !self.gate.permits_everything() => {
+                Some(self.visible_history_total(who, &request).await?)
+            }
+            total => total.map(|t| t.saturating_sub(withheld)),
+        };
+        if let Some(total) = total {
+            bundle["total"] = json!(total);
         }
         bundle["link"] = Value::Array(links);
         if !entries.is_empty() {
             bundle["entry"] = Value::Array(entries);
         }
         Ok(bundle)
+    }
+
+    /// The number of versions `who` may see in the whole history (see `visible_total`).
+    async fn visible_history_total(
+        &self,
+        who: &Requester,
+        request: &HistoryRequest,
+    ) -> Result<u64> {
+        let mut request = HistoryRequest {
+            count: 500,
+            cursor: None,
+            ..request.clone()
+        };
+        let mut total = 0u64;
+        loop {
+            let page = self.store.history(&request).await?;
+            total += page
+                .entries
+                .iter()
+                .filter(|stored| self.gate.decide(who, stored).is_permit())
+                .count() as u64;
+            match page.next {
+                Some(next) => request.cursor = Some(next),
+                None => return Ok(total),
+            }
+        }
     }
 }

@@ -16,6 +16,9 @@ use fhir::Issue;
 /// How many resources `_include`/`_revinclude` may add to one page at most.
 const MAX_INCLUDES: usize = 1000;
 
+/// The page size used to count the matches a requester may see.
+const TOTAL_PAGE: usize = 500;
+
 impl Repository {
     /// A search on one type (`ty = Some`) or across all types. Answers a `searchset` Bundle.
     pub async fn search(
@@ -92,8 +95,44 @@ impl Repository {
             page.next.as_deref(),
             page.previous.as_deref(),
         );
-        let total = page.total.map(|t| t.saturating_sub(withheld));
+        let total = match page.total {
+            Some(_) if !self.gate.permits_everything() => {
+                Some(self.visible_total(who, &query).await?)
+            }
+            total => total.map(|t| t.saturating_sub(withheld)),
+        };
         Ok(searchset(total, links, entries))
+    }
+
+    /// The number of matches `who` may see: every match of the whole result passes the decision
+    /// point, so that a total never counts (and so reveals) a withheld resource. Only needed when
+    /// the decision point has a rule.
+    async fn visible_total(&self, who: &Requester, query: &fhir::search::Query) -> Result<u64> {
+        let mut query = query.clone();
+        query.include.clear();
+        query.revinclude.clear();
+        query.sort.clear();
+        query.total = Total::None;
+        query.page = None;
+        query.summary = None;
+        query.elements.clear();
+        let options = SearchOptions {
+            count: TOTAL_PAGE,
+            max_includes: 0,
+        };
+        let mut total = 0u64;
+        loop {
+            let page = self.store.search(&query, &options).await?;
+            total += page
+                .matches
+                .iter()
+                .filter(|stored| self.gate.decide(who, stored).is_permit())
+                .count() as u64;
+            match page.next {
+                Some(next) => query.page = Some(next),
+                None => return Ok(total),
+            }
+        }
     }
 
     /// `GET Patient/[id]/$everything` with `_since`, `_type`, `_count` and `_page`: the Patient (on the
