@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The benchmarks of BENCHMARKS.md, reproducible with one command each (release builds; run on a quiet machine).
+#
+#   scripts/bench.sh import            Synthea (45,720 resources) as transaction bundles over HTTP, 4 clients:
+#                                      nutmeg on SQLite, nutmeg on PostgreSQL and Helios HFS, one after the other
+#   scripts/bench.sh search [N]        N resources (default 1000000) from the generator into nutmeg on SQLite,
+#                                      then the six searches at 1 and 32 clients, peak memory and database size
+#   scripts/bench.sh search-hfs [N]    the same searches against HFS with N resources (default 45000-ish: the
+#                                      generator's first patients), beside nutmeg with the same data
+#
+# Environment: BENCH_DIR (default ./bench-out), BENCH_POSTGRES (a server URL whose user may create databases;
+# default postgres://postgres@127.0.0.1:5432), CLIENTS (import clients, default 4), DURATION (per search, default 20s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BENCH_DIR="${BENCH_DIR:-$PWD/bench-out}"
+BENCH_POSTGRES="${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}"
+CLIENTS="${CLIENTS:-4}"
+DURATION="${DURATION:-20s}"
+SYNTHEA="${SYNTHEA:-../shared/data/synthea}"
+mkdir -p "$BENCH_DIR"
+
+cargo build --release --bin nutmeg --bin nutmeg-bench -p server -p bench >&2
+NUTMEG=target/release/nutmeg
+BENCH=target/release/nutmeg-bench
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+wait_for() { # URL
+  for _ in $(seq 1 600); do curl -fs -o /dev/null "$1" && return 0; sleep 0.2; done
+  echo "no answer from $1" >&2; return 1
+}
+
+peak_mb() { # PID: peak resident memory in MB
+  awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
+}
+
+start_nutmeg() { # PORT DATABASE-URL LOG
+  "$NUTMEG" serve --http "127.0.0.1:$1" --database "$2" --data-dir "$BENCH_DIR" --log warn > "$3" 2>&1 &
+  pids+=($!)
+  SERVER_PID=$!
+  wait_for "http://127.0.0.1:$1/healthz"
+}
+
+start_hfs() { # PORT DIR LOG
+  scripts/hfs.sh run "$1" "$2" > "$3" 2>&1 &
+  pids+=($!)
+  SERVER_PID=$!
+  wait_for "http://127.0.0.1:$1/metadata"
+}
+
+fresh_pg_database() { # NAME -> URL
+  psql "$BENCH_POSTGRES/postgres" -q -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1" >&2
+  echo "$BENCH_POSTGRES/$1"
+}
+
+stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+
+case "${1:-}" in
+  import)
+    scripts/hfs.sh install >&2
+    rm -rf "$BENCH_DIR/import" && mkdir -p "$BENCH_DIR/import/hfs"
+    echo "## nutmeg, SQLite"
+    start_nutmeg 18080 "sqlite://$BENCH_DIR/import/nutmeg.db" "$BENCH_DIR/import/nutmeg-sqlite.log"
+    "$BENCH" import --base http://127.0.0.1:18080/fhir --dir "$SYNTHEA" --clients "$CLIENTS"
+    echo "peak memory: $(peak_mb "$SERVER_PID") MB; database: $(du -sh "$BENCH_DIR/import/nutmeg.db"* | awk '{print $1}' | paste -sd+)"
+    stop
+    echo "## nutmeg, PostgreSQL"
+    start_nutmeg 18081 "$(fresh_pg_database nutmeg_bench_import)" "$BENCH_DIR/import/nutmeg-pg.log"
+    "$BENCH" import --base http://127.0.0.1:18081/fhir --dir "$SYNTHEA" --clients "$CLIENTS"
+    echo "peak memory: $(peak_mb "$SERVER_PID") MB"
+    stop
+    echo "## Helios HFS, SQLite"
+    start_hfs 18082 "$BENCH_DIR/import/hfs" "$BENCH_DIR/import/hfs.log"
+    "$BENCH" import --base http://127.0.0.1:18082 --dir "$SYNTHEA" --clients "$CLIENTS"
+    echo "peak memory: $(peak_mb "$SERVER_PID") MB"
+    stop
+    ;;
+  search)
+    resources="${2:-1000000}"
+    rm -rf "$BENCH_DIR/search" && mkdir -p "$BENCH_DIR/search"
+    start_nutmeg 18083 "sqlite://$BENCH_DIR/search/nutmeg.db" "$BENCH_DIR/search/nutmeg.log"
+    /usr/bin/time -f "generator client: %e s, %M KB" \
+      "$BENCH" generate --base http://127.0.0.1:18083/fhir --resources "$resources" --clients "$CLIENTS"
+    echo "after load: peak memory $(peak_mb "$SERVER_PID") MB; database $(du -ch "$BENCH_DIR/search/nutmeg.db"* | tail -1 | cut -f1)"
+    "$BENCH" search --base http://127.0.0.1:18083/fhir --clients 1,32 --duration "$DURATION" \
+      --values "$BENCH_DIR/search/values.json"
+    echo "after searches: peak memory $(peak_mb "$SERVER_PID") MB"
+    stop
+    ;;
+  search-hfs)
+    resources="${2:-45000}"
+    scripts/hfs.sh install >&2
+    rm -rf "$BENCH_DIR/search-hfs" && mkdir -p "$BENCH_DIR/search-hfs/hfs"
+    for server in nutmeg hfs; do
+      echo "## $server"
+      if [ "$server" = nutmeg ]; then
+        start_nutmeg 18084 "sqlite://$BENCH_DIR/search-hfs/nutmeg.db" "$BENCH_DIR/search-hfs/nutmeg.log"
+        base=http://127.0.0.1:18084/fhir
+      else
+        start_hfs 18085 "$BENCH_DIR/search-hfs/hfs" "$BENCH_DIR/search-hfs/hfs.log"
+        base=http://127.0.0.1:18085
+      fi
+      "$BENCH" generate --base "$base" --resources "$resources" --clients "$CLIENTS"
+      "$BENCH" search --base "$base" --clients 1,32 --duration "$DURATION" --values "$BENCH_DIR/search-hfs/values.json"
+      echo "peak memory: $(peak_mb "$SERVER_PID") MB"
+      stop
+    done
+    ;;
+  *)
+    sed -n '2,13p' "$0" >&2
+    exit 2
+    ;;
+esac
