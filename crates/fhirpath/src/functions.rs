@@ -90,6 +90,10 @@ funcs! {
     Trim = "trim"(0, 0),
     Split = "split"(1, 1),
     Join = "join"(0, 1),
+    Encode = "encode"(1, 1),
+    Decode = "decode"(1, 1),
+    Escape = "escape"(1, 1),
+    Unescape = "unescape"(1, 1),
     Abs = "abs"(0, 0),
     Ceiling = "ceiling"(0, 0),
     Exp = "exp"(0, 0),
@@ -352,7 +356,11 @@ pub(crate) fn call<'a>(
         | Func::Length
         | Func::ToChars
         | Func::Trim
-        | Func::Split => {
+        | Func::Split
+        | Func::Encode
+        | Func::Decode
+        | Func::Escape
+        | Func::Unescape => {
             let Some(item) = ev.single(input, "a string function")? else {
                 return Ok(Vec::new());
             };
@@ -742,9 +750,186 @@ fn string_function<'a>(
                     .collect())
             }
         },
+        Func::Encode | Func::Decode | Func::Escape | Func::Unescape => {
+            let Some(format) = text(0)? else {
+                return Ok(Vec::new());
+            };
+            let converted = match (func, format.as_str()) {
+                (Func::Encode, "hex") => Some(codec::hex_encode(s.as_bytes())),
+                (Func::Encode, "base64") => Some(codec::base64_encode(s.as_bytes(), false)),
+                (Func::Encode, "urlbase64") => Some(codec::base64_encode(s.as_bytes(), true)),
+                (Func::Decode, "hex") => {
+                    codec::hex_decode(s).and_then(|b| String::from_utf8(b).ok())
+                }
+                (Func::Decode, "base64") => {
+                    codec::base64_decode(s, false).and_then(|b| String::from_utf8(b).ok())
+                }
+                (Func::Decode, "urlbase64") => {
+                    codec::base64_decode(s, true).and_then(|b| String::from_utf8(b).ok())
+                }
+                (Func::Escape, "html") => Some(codec::html_escape(s)),
+                (Func::Escape, "json") => Some(codec::json_escape(s)),
+                (Func::Unescape, "html") => Some(codec::html_unescape(s)),
+                (Func::Unescape, "json") => codec::json_unescape(s),
+                _ => None,
+            };
+            match converted {
+                Some(c) => Item::String(c),
+                None => return Ok(Vec::new()),
+            }
+        }
         _ => return err("not a string function"),
     };
     Ok(vec![out])
+}
+
+/// The encodings of `encode`, `decode`, `escape` and `unescape` (FHIRPath 2.1), written out rather than
+/// taken from a crate: a few lines each.
+mod codec {
+    const STANDARD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const URL_SAFE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+    pub fn hex_encode(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn hex_decode(s: &str) -> Option<Vec<u8>> {
+        if s.len() & 1 == 1 || !s.is_ascii() {
+            return None;
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+            .collect()
+    }
+
+    pub fn base64_encode(bytes: &[u8], url: bool) -> String {
+        let alphabet = if url { URL_SAFE } else { STANDARD };
+        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(alphabet[(n >> (18 - 6 * i)) as usize & 63]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    pub fn base64_decode(s: &str, url: bool) -> Option<Vec<u8>> {
+        let alphabet = if url { URL_SAFE } else { STANDARD };
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        let body = digits
+            .iter()
+            .rposition(|&b| b != b'=')
+            .map_or(&digits[..0], |end| &digits[..=end]);
+        if digits.len() - body.len() > 2 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(body.len() * 3 / 4);
+        let (mut acc, mut bits) = (0u32, 0);
+        for &b in body {
+            let v = alphabet.iter().position(|&a| a == b)?;
+            acc = acc << 6 | v as u32;
+            bits += 6;
+            if bits >= 8 {
+                bits -= 8;
+                out.push((acc >> bits) as u8);
+                acc &= (1 << bits) - 1;
+            }
+        }
+        Some(out)
+    }
+
+    pub fn html_escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    pub fn html_unescape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        let mut rest = s;
+        while let Some(at) = rest.find('&') {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            let decoded = rest.find(';').filter(|&end| end <= 10).and_then(|end| {
+                let c = match &rest[1..end] {
+                    "amp" => '&',
+                    "lt" => '<',
+                    "gt" => '>',
+                    "quot" => '"',
+                    "apos" => '\'',
+                    entity => {
+                        let n = match entity.strip_prefix("#x").or(entity.strip_prefix("#X")) {
+                            Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                            None => entity.strip_prefix('#')?.parse().ok()?,
+                        };
+                        char::from_u32(n)?
+                    }
+                };
+                Some((c, end))
+            });
+            match decoded {
+                Some((c, end)) => {
+                    out.push(c);
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &rest[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+
+    pub fn json_escape(s: &str) -> String {
+        // A JSON string literal without its quotes.
+        let quoted = serde_json::Value::String(s.to_string()).to_string();
+        quoted[1..quoted.len() - 1].to_string()
+    }
+
+    /// Undoes JSON's backslash escapes (other characters, bare quotes too, stay as they are).
+    pub fn json_unescape(s: &str) -> Option<String> {
+        let mut out = String::with_capacity(s.len());
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            out.push(match chars.next()? {
+                'b' => '\u{8}',
+                'f' => '\u{c}',
+                'n' => '\n',
+                'r' => '\r',
+                't' => '\t',
+                'u' => {
+                    let hex: String = chars.by_ref().take(4).collect();
+                    char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?
+                }
+                other => other,
+            });
+        }
+        Some(out)
+    }
 }
 
 fn math<'a>(

@@ -508,3 +508,34 @@ fn expressions_are_shareable_between_threads() {
     fn is_send_sync<T: Send + Sync>() {}
     is_send_sync::<crate::Expression>();
 }
+
+#[test]
+fn encodings_and_escapes() {
+    let p = json!({"resourceType": "Patient"});
+    check("'héllo?>'.encode('base64')", &p, &["'aMOpbGxvPz4='"]);
+    check("'héllo?>'.encode('urlbase64')", &p, &["'aMOpbGxvPz4='"]);
+    check("'??>'.encode('base64')", &p, &["'Pz8+'"]);
+    check("'??>'.encode('urlbase64')", &p, &["'Pz8-'"]);
+    check("'a'.encode('base64').decode('base64')", &p, &["'a'"]);
+    check("'ab'.encode('hex')", &p, &["'6162'"]);
+    check("'6162'.decode('hex')", &p, &["'ab'"]);
+    // Not valid in the encoding, or not UTF-8 once decoded, or an unknown encoding: empty.
+    check("'zz'.decode('hex')", &p, &[]);
+    check("'616'.decode('hex')", &p, &[]);
+    check("'/w=='.decode('base64')", &p, &[]);
+    check("'a$b='.decode('base64')", &p, &[]);
+    check("'a'.encode('rot13')", &p, &[]);
+    check(
+        "'<a href=\"x\">&</a>'.escape('html')",
+        &p,
+        &["'&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;'"],
+    );
+    check(
+        "'&lt;&#65;&#x42;&bogus;&'.unescape('html')",
+        &p,
+        &["'<AB&bogus;&'"],
+    );
+    check("'a\\nb'.escape('json')", &p, &["'a\\nb'"]);
+    check("'\\\\u00e9\\\\t'.unescape('json')", &p, &["'é\t'"]);
+    check("'trailing\\\\'.unescape('json')", &p, &[]);
+}
