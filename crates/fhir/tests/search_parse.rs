@@ -882,3 +882,29 @@ fn never_panics_on_arbitrary_input() {
         }
     }
 }
+
+/// Long chains through parameters that can point at almost any type (Task.subject refers to 145 types, 46
+/// of which have a `subject` of their own) must not make the parser try every path: they are refused as
+/// too costly, quickly; naming the type at each link keeps them cheap.
+#[test]
+fn long_chains_are_refused_quickly() {
+    let too_costly = |links: usize, step: &str| {
+        let name = vec![step; links].join(".") + ".name";
+        let start = std::time::Instant::now();
+        let result = parse(Some("Task"), &[(name, "x".to_string())], false);
+        let elapsed = start.elapsed();
+        assert!(elapsed.as_millis() < 500, "{links} links took {elapsed:?}");
+        match result {
+            Err(issues) => issues.iter().any(|i| i.code.code() == "too-costly"),
+            Ok(_) => false,
+        }
+    };
+    assert!(!too_costly(1, "subject"));
+    assert!(too_costly(3, "subject"));
+    assert!(too_costly(7, "subject:Task"));
+    assert!(too_costly(40, "subject"));
+    assert!(!too_costly(6, "subject:Task"));
+    // _has steps count as links too.
+    let has = "_has:Task:subject:".repeat(8) + "status";
+    assert!(parse(Some("Task"), &[(has, "x".to_string())], false).is_err());
+}

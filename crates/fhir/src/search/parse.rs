@@ -38,6 +38,8 @@ pub fn parse(
         strict,
         issues: Vec::new(),
         query: Query::default(),
+        budget: 0,
+        too_costly: false,
     };
     let ty = match resource_type {
         None => None,
@@ -137,7 +139,19 @@ struct Parser {
     strict: bool,
     issues: Vec<Issue>,
     query: Query,
+    /// How many more (type, name) resolutions the parameter being parsed may take (see [`MAX_RESOLUTIONS`]).
+    budget: usize,
+    /// Set when the budget ran out: the parameter is refused.
+    too_costly: bool,
 }
+
+/// The most reference hops (chain links and `_has` steps) one parameter may take.
+pub const MAX_CHAIN_LINKS: usize = 6;
+
+/// The most (type, name) resolutions one parameter may need. A chain through a parameter that refers to any
+/// type (`Task?subject.subject.name`: Task.subject may point at 145 types) branches at every link; beyond
+/// this the search is refused as too costly rather than planned.
+pub const MAX_RESOLUTIONS: usize = 2000;
 
 impl Parser {
     /// Something the server does not know or support: ignored with a warning, or an error under strict.
@@ -333,7 +347,28 @@ impl Parser {
     }
 
     fn search_param(&mut self, ty: Option<&'static str>, name: &str, value: &str) {
-        let Some(resolved) = self.resolve(ty, name) else {
+        let links = name.matches('.').count() + name.matches("_has:").count();
+        if links > MAX_CHAIN_LINKS {
+            self.issues.push(Issue::error(
+                IssueType::TooCostly,
+                format!("{name}: chains may take at most {MAX_CHAIN_LINKS} references"),
+            ));
+            return;
+        }
+        self.budget = MAX_RESOLUTIONS;
+        self.too_costly = false;
+        let resolved = self.resolve(ty, name);
+        if self.too_costly {
+            self.issues.push(Issue::error(
+                IssueType::TooCostly,
+                format!(
+                    "{name}: the chain goes through too many resource types; name the type at each link \
+                     (for example subject:Patient.name)"
+                ),
+            ));
+            return;
+        }
+        let Some(resolved) = resolved else {
             return;
         };
         let values: Vec<&str> = split_unescaped(value, ',')
@@ -373,6 +408,11 @@ impl Parser {
 
     /// Resolves a parameter name (with modifiers, chains and `_has`) on `ty`, reporting what is unknown.
     fn resolve(&mut self, ty: Option<&'static str>, name: &str) -> Option<Resolved> {
+        if self.budget == 0 {
+            self.too_costly = true;
+            return None;
+        }
+        self.budget -= 1;
         if let Some(rest) = name.strip_prefix("_has:") {
             return self.resolve_has(ty, name, rest);
         }
