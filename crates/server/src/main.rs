@@ -1,3 +1,5 @@
 //! The `nutmeg` binary: one program for the whole exchange (`serve`, `demo`, `import`).
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    server::cli::main()
+}

@@ -1,0 +1,105 @@
+//! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, with the shared settings of
+//! [`crate::config`]. Exit codes: 0 success, 1 failure (or an import with failed files), 2 invalid
+//! configuration or usage.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, Settings};
+use crate::metrics::Metrics;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "nutmeg",
+    version,
+    about = "A health information exchange on FHIR R4"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub settings: Settings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the FHIR API, /healthz and /metrics.
+    Serve,
+    /// Fill a fresh SQLite database in the data directory with synthetic patients, then serve it.
+    Demo(DemoArgs),
+    /// Load FHIR JSON or NDJSON files (optionally .gz) and folders of them into the database.
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// The generator's seed: the same seed gives the same data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many patients to generate.
+    #[arg(long, default_value_t = 25)]
+    pub patients: u64,
+    /// Replace the demo database if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// Files and folders (searched recursively for .json, .ndjson and their .gz).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.settings.load() {
+        Ok(config) => config,
+        Err(e) => {
+            eprint!("nutmeg: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = Metrics::new();
+    crate::telemetry::init(&config, &metrics);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("nutmeg: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli.command, config, metrics));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("nutmeg: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config, metrics: Metrics) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => crate::serve::serve(config, metrics)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Demo(args) => crate::demo::demo(config, metrics, args)
+            .await
+            .map(|()| ExitCode::SUCCESS),
+        Command::Import(args) => {
+            let summary = crate::import::import(&config, &args.paths).await?;
+            Ok(if summary.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

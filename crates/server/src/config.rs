@@ -1,0 +1,407 @@
+//! The server's configuration: one typed [`Config`] built from defaults, a TOML file (`--config`),
+//! `NUTMEG_*` environment variables and flags (flags win over the environment, which wins over the
+//! file), validated at start-up with every problem reported at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+/// The default `--max-body`: 16 MiB, enough for large transaction bundles.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATA_DIR: &str = "./nutmeg-data";
+pub const DEFAULT_COUNT: usize = 20;
+pub const DEFAULT_MAX_COUNT: usize = 1000;
+
+/// The settings every command shares, as given on the command line or in the environment. All are
+/// text here so that a bad value is one more problem in the report instead of an early exit.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Settings {
+    /// A TOML file with any of the settings below (keys as the flags, with `_` or `-`).
+    #[arg(long, env = "NUTMEG_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` [default: sqlite://DATA_DIR/nutmeg.db].
+    #[arg(long, env = "NUTMEG_DATABASE", global = true)]
+    pub database: Option<String>,
+    /// The directory of the default SQLite database [default: ./nutmeg-data].
+    #[arg(long, env = "NUTMEG_DATA_DIR", global = true)]
+    pub data_dir: Option<String>,
+    /// The address the HTTP server listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "NUTMEG_HTTP", global = true)]
+    pub http: Option<String>,
+    /// The public base URL of the FHIR API [default: http://HTTP/fhir].
+    #[arg(long, env = "NUTMEG_BASE_URL", global = true)]
+    pub base_url: Option<String>,
+    /// The largest request body accepted, in bytes (`KiB`/`MiB` suffixes allowed) [default: 16MiB].
+    #[arg(long, env = "NUTMEG_MAX_BODY", global = true)]
+    pub max_body: Option<String>,
+    /// Search page size when the client gives no `_count` [default: 20].
+    #[arg(long, env = "NUTMEG_DEFAULT_COUNT", global = true)]
+    pub default_count: Option<String>,
+    /// The largest `_count` honoured [default: 1000].
+    #[arg(long, env = "NUTMEG_MAX_COUNT", global = true)]
+    pub max_count: Option<String>,
+    /// The log filter, as for `RUST_LOG` [default: info].
+    #[arg(long, env = "NUTMEG_LOG", global = true)]
+    pub log: Option<String>,
+    /// `text` or `json` [default: text].
+    #[arg(long, env = "NUTMEG_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database URL (`sqlite://...` or `postgres://...`).
+    pub database: String,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    /// `None` until the listener is bound: then it defaults to `http://ADDR/fhir`.
+    pub base_url: Option<String>,
+    pub max_body: usize,
+    pub default_count: usize,
+    pub max_count: usize,
+    pub log: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The base URL of the FHIR API for a server listening on `bound`.
+    pub fn base_url_for(&self, bound: SocketAddr) -> String {
+        match &self.base_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{bound}/fhir"),
+        }
+    }
+
+    /// A configuration for tests: an in-process server over `database`.
+    pub fn for_database(database: impl Into<String>) -> Config {
+        Config {
+            database: database.into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            http: DEFAULT_HTTP.parse().expect("the default address parses"),
+            base_url: None,
+            max_body: DEFAULT_MAX_BODY,
+            default_count: DEFAULT_COUNT,
+            max_count: DEFAULT_MAX_COUNT,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Every problem found in the configuration, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problems):", self.0.len())?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The keys a configuration file may hold.
+const FILE_KEYS: &[&str] = &[
+    "database",
+    "data_dir",
+    "http",
+    "base_url",
+    "max_body",
+    "default_count",
+    "max_count",
+    "log",
+    "log_format",
+];
+
+impl Settings {
+    /// Merges the file (if any) under these settings and validates the result.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let file = match &self.config {
+            Some(path) => read_file(path, &mut problems),
+            None => Settings::default(),
+        };
+        let merged = self.clone().over(file);
+        merged.validate(problems)
+    }
+
+    /// Fills every unset field from `lower`.
+    fn over(self, lower: Settings) -> Settings {
+        Settings {
+            config: self.config,
+            database: self.database.or(lower.database),
+            data_dir: self.data_dir.or(lower.data_dir),
+            http: self.http.or(lower.http),
+            base_url: self.base_url.or(lower.base_url),
+            max_body: self.max_body.or(lower.max_body),
+            default_count: self.default_count.or(lower.default_count),
+            max_count: self.max_count.or(lower.max_count),
+            log: self.log.or(lower.log),
+            log_format: self.log_format.or(lower.log_format),
+        }
+    }
+
+    fn validate(self, mut problems: Vec<String>) -> Result<Config, ConfigError> {
+        let data_dir = PathBuf::from(self.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR));
+        let database = match self.database {
+            Some(url) => {
+                check_database(&url, &mut problems);
+                url
+            }
+            None => format!("sqlite://{}", data_dir.join("nutmeg.db").display()),
+        };
+        let http_text = self.http.as_deref().unwrap_or(DEFAULT_HTTP);
+        let http = match http_text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problems.push(format!(
+                    "http: '{http_text}' is not a socket address like 127.0.0.1:8080"
+                ));
+                None
+            }
+        };
+        let base_url = self.base_url.map(|url| {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!(
+                    "base_url: '{url}' must be an absolute http:// or https:// URL"
+                ));
+            }
+            url.trim_end_matches('/').to_string()
+        });
+        let max_body = match self.max_body.as_deref() {
+            None => Some(DEFAULT_MAX_BODY),
+            Some(text) => match parse_size(text) {
+                Some(0) | None => {
+                    problems.push(format!(
+                        "max_body: '{text}' is not a positive size in bytes (e.g. 16777216 or 16MiB)"
+                    ));
+                    None
+                }
+                size => size,
+            },
+        };
+        let default_count = count(
+            "default_count",
+            self.default_count,
+            DEFAULT_COUNT,
+            &mut problems,
+        );
+        let max_count = count(
+            "max_count",
+            self.max_count,
+            DEFAULT_MAX_COUNT,
+            &mut problems,
+        );
+        if let (Some(default), Some(max)) = (default_count, max_count) {
+            if default > max {
+                problems.push(format!(
+                    "default_count ({default}) is larger than max_count ({max})"
+                ));
+            }
+        }
+        let log = self.log.unwrap_or_else(|| "info".into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            problems.push(format!("log: '{log}' is not a log filter: {e}"));
+        }
+        let log_format = match self.log_format.as_deref() {
+            None | Some("text") => Some(LogFormat::Text),
+            Some("json") => Some(LogFormat::Json),
+            Some(other) => {
+                problems.push(format!(
+                    "log_format: '{other}' is neither 'text' nor 'json'"
+                ));
+                None
+            }
+        };
+        match (http, max_body, default_count, max_count, log_format) {
+            (
+                Some(http),
+                Some(max_body),
+                Some(default_count),
+                Some(max_count),
+                Some(log_format),
+            ) if problems.is_empty() => Ok(Config {
+                database,
+                data_dir,
+                http,
+                base_url,
+                max_body,
+                default_count,
+                max_count,
+                log,
+                log_format,
+            }),
+            _ => Err(ConfigError(problems)),
+        }
+    }
+}
+
+fn check_database(url: &str, problems: &mut Vec<String>) {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if path.is_empty() {
+            problems.push("database: 'sqlite://' needs a file path".into());
+        }
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if !cfg!(feature = "postgres") {
+            problems.push("database: this build has no PostgreSQL engine".into());
+        }
+    } else {
+        // Only the scheme: the rest may hold a password.
+        let scheme = url.split(':').next().unwrap_or_default();
+        problems.push(format!(
+            "database: unknown scheme '{scheme}' (use sqlite://PATH or postgres://...)"
+        ));
+    }
+}
+
+fn count(
+    name: &str,
+    text: Option<String>,
+    default: usize,
+    problems: &mut Vec<String>,
+) -> Option<usize> {
+    match text {
+        None => Some(default),
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                problems.push(format!("{name}: '{text}' is not a positive whole number"));
+                None
+            }
+        },
+    }
+}
+
+/// `1048576`, `512KiB`, `16MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: usize = number.parse().ok()?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+/// Reads the TOML file into settings, noting every unknown key and every value of the wrong type.
+fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
+    let shown = path.display();
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            problems.push(format!("config: cannot read {shown}: {e}"));
+            return Settings::default();
+        }
+    };
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(e) => {
+            problems.push(format!(
+                "config: {shown} is not valid TOML: {}",
+                e.message()
+            ));
+            return Settings::default();
+        }
+    };
+    let mut settings = Settings::default();
+    for (key, value) in table {
+        let name = key.replace('-', "_");
+        if !FILE_KEYS.contains(&name.as_str()) {
+            problems.push(format!("config: unknown key '{key}' in {shown}"));
+            continue;
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                problems.push(format!(
+                    "config: '{key}' in {shown} must be a string or a number, not {}",
+                    other.type_str()
+                ));
+                continue;
+            }
+        };
+        let slot = match name.as_str() {
+            "database" => &mut settings.database,
+            "data_dir" => &mut settings.data_dir,
+            "http" => &mut settings.http,
+            "base_url" => &mut settings.base_url,
+            "max_body" => &mut settings.max_body,
+            "default_count" => &mut settings.default_count,
+            "max_count" => &mut settings.max_count,
+            "log" => &mut settings.log,
+            _ => &mut settings.log_format,
+        };
+        *slot = Some(text);
+    }
+    settings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1024"), Some(1024));
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("2 KB"), Some(2000));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("12XB"), None);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let settings = Settings {
+            database: Some("mysql://x".into()),
+            http: Some("not-an-address".into()),
+            max_body: Some("huge".into()),
+            log_format: Some("xml".into()),
+            ..Settings::default()
+        };
+        let err = settings.load().unwrap_err();
+        assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("nutmeg-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.toml");
+        std::fs::write(&path, "http = \"127.0.0.1:9000\"\nmax-body = \"1KiB\"\n").unwrap();
+        let settings = Settings {
+            config: Some(path),
+            http: Some("127.0.0.1:9001".into()),
+            ..Settings::default()
+        };
+        let config = settings.load().unwrap();
+        assert_eq!(config.http.port(), 9001);
+        assert_eq!(config.max_body, 1024);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}

@@ -1,0 +1,163 @@
+//! `nutmeg demo`: a fresh SQLite database in the data directory, filled through the repository with
+//! the deterministic synthetic data (the provider directory, then one transaction per patient),
+//! then served, with URLs to try that really answer on that data.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use exchange::access::Requester;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+
+use crate::cli::DemoArgs;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::serve::{announce, bind, open_repository, run, shutdown_signal};
+
+pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyhow::Result<()> {
+    let path = config.data_dir.join("nutmeg.db");
+    if path.exists() {
+        if !args.force {
+            bail!(
+                "{} already exists; pass --force to replace it, or choose another --data-dir",
+                path.display()
+            );
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("cannot remove {}", file.display()))?;
+            }
+        }
+    }
+    config.database = format!("sqlite://{}", path.display());
+
+    let (listener, base_url) = bind(&config).await?;
+    let repo = open_repository(&config, &base_url).await?;
+    let generator = synth::Generator::new(args.seed);
+    let who = Requester::system("demo");
+    let progress = ProgressBar::new(args.patients + 1).with_style(
+        ProgressStyle::with_template(
+            "{spinner} loading [{bar:30}] {pos}/{len} bundles, {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut resources = 0usize;
+    let directory = generator.directory();
+    resources += synth::entry_count(&directory);
+    repo.bundle(&who, directory)
+        .await
+        .map_err(|e| anyhow::anyhow!("loading the directory failed: {}", diagnostics(&e)))?;
+    progress.inc(1);
+    let mut sample = None;
+    for index in 0..args.patients {
+        let bundle = generator.patient_bundle(index);
+        resources += synth::entry_count(&bundle);
+        if sample.is_none() {
+            sample = Sample::of(&bundle);
+        }
+        repo.bundle(&who, bundle)
+            .await
+            .map_err(|e| anyhow::anyhow!("loading patient {index} failed: {}", diagnostics(&e)))?;
+        progress.inc(1);
+        let rate = resources as f64 / started.elapsed().as_secs_f64().max(0.001);
+        progress.set_message(format!("{resources} resources, {rate:.0}/s"));
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "nutmeg demo: {} patients, {resources} resources loaded into {} in {elapsed:.1} s",
+        args.patients,
+        path.display()
+    );
+    println!("Try:");
+    for url in urls(&base_url, sample.as_ref()) {
+        println!("  {url}");
+    }
+    announce(&base_url);
+    run(listener, repo, &config, metrics, shutdown_signal()).await
+}
+
+/// What the printed URLs need from the first patient: its id, family name and one observation code.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub patient_id: String,
+    pub family: String,
+    pub code: Option<(String, String)>,
+}
+
+impl Sample {
+    pub fn of(bundle: &Value) -> Option<Sample> {
+        let entries = bundle.get("entry")?.as_array()?;
+        let patient = entries
+            .iter()
+            .find(|e| e["resource"]["resourceType"] == "Patient")?;
+        let url = patient["request"]["url"].as_str()?;
+        let patient_id = url.strip_prefix("Patient/")?.to_string();
+        let family = patient["resource"]["name"][0]["family"]
+            .as_str()?
+            .to_string();
+        let code = entries
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] == "Observation")
+            .find_map(|e| {
+                let coding = &e["resource"]["code"]["coding"][0];
+                Some((
+                    coding["system"].as_str()?.to_string(),
+                    coding["code"].as_str()?.to_string(),
+                ))
+            });
+        Some(Sample {
+            patient_id,
+            family,
+            code,
+        })
+    }
+}
+
+/// The URLs to try: the CapabilityStatement, a Patient search by family name, the first patient's
+/// `$everything`, and its observations of one code.
+pub fn urls(base: &str, sample: Option<&Sample>) -> Vec<String> {
+    let mut urls = vec![format!("{base}/metadata")];
+    if let Some(sample) = sample {
+        let id = &sample.patient_id;
+        urls.push(format!("{base}/Patient?family={}", encode(&sample.family)));
+        urls.push(format!("{base}/Patient/{id}/$everything"));
+        if let Some((system, code)) = &sample.code {
+            urls.push(format!(
+                "{base}/Observation?patient={id}&code={}",
+                encode(&format!("{system}|{code}"))
+            ));
+        }
+    }
+    urls
+}
+
+/// Percent-encodes everything but the unreserved characters.
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The diagnostics of a repository error, for the operator (never logged).
+pub fn diagnostics(error: &exchange::repository::Error) -> String {
+    let issues = error.issues();
+    let mut parts: Vec<String> = issues
+        .iter()
+        .take(5)
+        .map(|i| i.diagnostics.clone())
+        .collect();
+    if issues.len() > 5 {
+        parts.push(format!("and {} more", issues.len() - 5));
+    }
+    format!("{} {}", error.status(), parts.join("; "))
+}

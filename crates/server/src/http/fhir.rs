@@ -1,0 +1,440 @@
+//! The FHIR RESTful API handlers: each turns HTTP into a call of the repository and its answer (or
+//! error) back into HTTP, with the FHIR headers (`ETag`, `Last-Modified`, `Location`) and the
+//! client's preferences (`Prefer`, `_format`, `_pretty`).
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use exchange::access::{PurposeOfUse, Requester};
+use exchange::repository::{HistoryScope, Versioned, WriteOutcome};
+use fhir::IssueType;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::negotiate::{
+    etag, fhir_json, http_date, if_match, read_body, read_json, Format, Prefer, Return, FORM_TYPES,
+    JSON_TYPES, PATCH_TYPES,
+};
+use super::{RequestId, Shared};
+
+type Answer = Result<Response, ApiError>;
+
+/// Who is asking: built for every request from its request id. Authentication arrives with the
+/// access issue; until then every caller is anonymous and treating.
+pub struct Who(pub Requester);
+
+impl<S: Send + Sync> FromRequestParts<S> for Who {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default();
+        Ok(Who(Requester {
+            request_id,
+            principal: None,
+            purpose: PurposeOfUse("TREAT".into()),
+        }))
+    }
+}
+
+/// The query's parameters, without the ones about the response format.
+fn params(uri: &Uri) -> Vec<(String, String)> {
+    exchange::repository::parse_query_string(uri.query().unwrap_or(""))
+        .into_iter()
+        .filter(|(name, _)| name != "_format" && name != "_pretty")
+        .collect()
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map(str::to_string)
+                .map_err(|_| ApiError::bad_request(format!("the {name} header is not text")))
+        })
+        .transpose()
+}
+
+fn set(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+fn version_headers(response: &mut Response, version: i64, last_updated: i64) {
+    set(response, header::ETAG, &etag(version));
+    set(response, header::LAST_MODIFIED, &http_date(last_updated));
+}
+
+/// A resource with its `ETag` and `Last-Modified`.
+fn resource_response(status: StatusCode, resource: &Versioned, format: Format) -> Response {
+    let mut response = fhir_json(status, &resource.resource, format.pretty);
+    version_headers(&mut response, resource.version, resource.last_updated);
+    response
+}
+
+/// The answer to a create, update or patch, shaped by `Prefer: return=`.
+fn write_response(
+    state: &Shared,
+    outcome: WriteOutcome,
+    prefer: Prefer,
+    format: Format,
+) -> Response {
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let resource = &outcome.resource;
+    let mut response = match prefer.return_ {
+        Return::Representation => fhir_json(status, &resource.resource, format.pretty),
+        Return::Minimal => status.into_response(),
+        Return::OperationOutcome => fhir_json(
+            status,
+            &fhir::outcome::operation_outcome(&outcome.issues),
+            format.pretty,
+        ),
+    };
+    version_headers(&mut response, resource.version, resource.last_updated);
+    if outcome.created {
+        let location = format!(
+            "{}/{}/{}/_history/{}",
+            state.repo.config().base_url,
+            resource.resource_type,
+            resource.id,
+            resource.version
+        );
+        set(&mut response, header::LOCATION, &location);
+    }
+    response
+}
+
+/// The answer to a delete: 204, or 200 with an OperationOutcome when the client prefers one.
+fn delete_response(
+    version: Option<i64>,
+    message: String,
+    prefer: Prefer,
+    format: Format,
+) -> Response {
+    let mut response = if prefer.return_ == Return::OperationOutcome {
+        fhir_json(
+            StatusCode::OK,
+            &fhir::outcome::operation_outcome(&[fhir::Issue::information(
+                IssueType::Informational,
+                message,
+            )]),
+            format.pretty,
+        )
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    };
+    if let Some(version) = version {
+        set(&mut response, header::ETAG, &etag(version));
+    }
+    response
+}
+
+pub async fn metadata(State(state): State<Shared>, format: Format) -> Response {
+    fhir_json(
+        StatusCode::OK,
+        &state.repo.capability_statement(),
+        format.pretty,
+    )
+}
+
+pub async fn read(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+) -> Answer {
+    let resource = state.repo.read(&who, &ty, &id).await?;
+    Ok(resource_response(StatusCode::OK, &resource, format))
+}
+
+pub async fn vread(
+    State(state): State<Shared>,
+    Path((ty, id, version)): Path<(String, String, String)>,
+    format: Format,
+    Who(who): Who,
+) -> Answer {
+    let version: i64 = version.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            IssueType::Value,
+            "the version id must be a whole number",
+        )
+    })?;
+    let resource = state.repo.vread(&who, &ty, &id, version).await?;
+    Ok(resource_response(StatusCode::OK, &resource, format))
+}
+
+pub async fn create(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let if_none_exist = header_text(&headers, "if-none-exist")?;
+    let resource = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+    let outcome = state
+        .repo
+        .create(&who, &ty, resource, if_none_exist.as_deref())
+        .await?;
+    Ok(write_response(&state, outcome, prefer, format))
+}
+
+pub async fn update(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let expected = if_match(&headers)?;
+    let resource = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+    let outcome = state
+        .repo
+        .update(&who, &ty, &id, resource, expected)
+        .await?;
+    Ok(write_response(&state, outcome, prefer, format))
+}
+
+pub async fn conditional_update(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let params = params(&uri);
+    if params.is_empty() {
+        return Err(ApiError::bad_request(
+            "a conditional update needs search parameters (PUT [type]?[search])",
+        ));
+    }
+    let resource = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+    let outcome = state
+        .repo
+        .conditional_update(&who, &ty, &params, resource)
+        .await?;
+    Ok(write_response(&state, outcome, prefer, format))
+}
+
+pub async fn patch(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let expected = if_match(&headers)?;
+    let patch = read_json(&headers, body, state.max_body, PATCH_TYPES).await?;
+    let outcome = state.repo.patch(&who, &ty, &id, patch, expected).await?;
+    Ok(write_response(&state, outcome, prefer, format))
+}
+
+pub async fn delete(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    headers: HeaderMap,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let version = state.repo.delete(&who, &ty, &id).await?;
+    let message = match version {
+        Some(_) => "Deleted".to_string(),
+        None => "Nothing to delete".to_string(),
+    };
+    Ok(delete_response(version, message, prefer, format))
+}
+
+pub async fn conditional_delete(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Answer {
+    let prefer = Prefer::from_headers(&headers)?;
+    let params = params(&uri);
+    if params.is_empty() {
+        return Err(ApiError::bad_request(
+            "a conditional delete needs search parameters (DELETE [type]?[search])",
+        ));
+    }
+    let deleted = state.repo.conditional_delete(&who, &ty, &params).await?;
+    Ok(delete_response(
+        None,
+        format!("Deleted {deleted} resource(s)"),
+        prefer,
+        format,
+    ))
+}
+
+async fn history(
+    state: &Shared,
+    who: &Requester,
+    scope: HistoryScope,
+    uri: &Uri,
+    format: Format,
+) -> Answer {
+    let bundle = state.repo.history(who, scope, &params(uri)).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+pub async fn history_instance(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+) -> Answer {
+    history(&state, &who, HistoryScope::Instance(ty, id), &uri, format).await
+}
+
+pub async fn history_type(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+) -> Answer {
+    history(&state, &who, HistoryScope::Type(ty), &uri, format).await
+}
+
+pub async fn history_system(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+) -> Answer {
+    history(&state, &who, HistoryScope::System, &uri, format).await
+}
+
+async fn search(
+    state: &Shared,
+    who: &Requester,
+    ty: Option<&str>,
+    params: Vec<(String, String)>,
+    headers: &HeaderMap,
+    format: Format,
+) -> Answer {
+    let prefer = Prefer::from_headers(headers)?;
+    let bundle = state.repo.search(who, ty, &params, prefer.handling).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+/// The parameters of a `_search` POST: the query string's and the form body's.
+async fn form_params(
+    state: &Shared,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let bytes = read_body(headers, body, state.max_body, FORM_TYPES).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::bad_request("the form body is not UTF-8"))?;
+    let mut all = params(uri);
+    all.extend(
+        exchange::repository::parse_query_string(text)
+            .into_iter()
+            .filter(|(name, _)| name != "_format" && name != "_pretty"),
+    );
+    Ok(all)
+}
+
+pub async fn search_type(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Answer {
+    search(&state, &who, Some(&ty), params(&uri), &headers, format).await
+}
+
+pub async fn search_type_post(
+    State(state): State<Shared>,
+    Path(ty): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let params = form_params(&state, &uri, &headers, body).await?;
+    search(&state, &who, Some(&ty), params, &headers, format).await
+}
+
+pub async fn search_system(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Answer {
+    search(&state, &who, None, params(&uri), &headers, format).await
+}
+
+pub async fn search_system_post(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let params = form_params(&state, &uri, &headers, body).await?;
+    search(&state, &who, None, params, &headers, format).await
+}
+
+/// `POST /fhir` with a batch or transaction Bundle.
+pub async fn bundle(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let bundle: Value = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+    let response = state.repo.bundle(&who, bundle).await?;
+    Ok(fhir_json(StatusCode::OK, &response, format.pretty))
+}
+
+/// `GET /fhir/Patient/{id}/$everything`.
+pub async fn everything(
+    State(state): State<Shared>,
+    Path((ty, id)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+) -> Answer {
+    if ty != "Patient" {
+        return Err(ApiError::not_found(
+            "$everything is defined on Patient only",
+        ));
+    }
+    let bundle = state.repo.everything(&who, &id, &params(&uri)).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}

@@ -1,0 +1,235 @@
+//! The HTTP adapter: the FHIR REST API under `/fhir`, `/healthz` and `/metrics`, as one axum
+//! [`Router`] built by [`app`]. Every request gets a request id (the client's `x-request-id` if it is
+//! sensible, otherwise a fresh one), is logged by route template (never its query string, which
+//! may hold patient names) and counted in the metrics; every error is an OperationOutcome; a panic
+//! in a handler becomes a 500 that shows nothing of its cause.
+
+mod error;
+mod fhir;
+pub mod negotiate;
+mod panic;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::fhir::IssueType;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use exchange::repository::Repository;
+
+pub use error::{ApiError, Internal};
+
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub repo: Repository,
+    pub metrics: Metrics,
+    /// The largest request body accepted, in bytes.
+    pub max_body: usize,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// The request id of the request being handled, for the log and the requester.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    app_with(state, Router::new())
+}
+
+/// The application with `extra` routes behind the same middleware (request ids, logging, metrics,
+/// panic catching): for tests.
+pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
+    let state = Arc::new(state);
+    extra
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/fhir", get(fhir::search_system).post(fhir::bundle))
+        .route("/fhir/", get(fhir::search_system).post(fhir::bundle))
+        .route("/fhir/metadata", get(fhir::metadata))
+        .route("/fhir/_history", get(fhir::history_system))
+        .route("/fhir/_search", post(fhir::search_system_post))
+        .route(
+            "/fhir/{type}",
+            get(fhir::search_type)
+                .post(fhir::create)
+                .put(fhir::conditional_update)
+                .delete(fhir::conditional_delete),
+        )
+        .route("/fhir/{type}/_search", post(fhir::search_type_post))
+        .route("/fhir/{type}/_history", get(fhir::history_type))
+        .route(
+            "/fhir/{type}/{id}",
+            get(fhir::read)
+                .put(fhir::update)
+                .patch(fhir::patch)
+                .delete(fhir::delete),
+        )
+        .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
+        .route("/fhir/{type}/{id}/_history/{version}", get(fhir::vread))
+        .route("/fhir/{type}/{id}/$everything", get(fhir::everything))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(panic::catch_panic))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        IssueType::NotSupported,
+        "this method is not allowed on this endpoint",
+    )
+}
+
+/// `/healthz`: 200 when the store answers, 503 otherwise.
+async fn healthz(State(state): State<Shared>) -> Response {
+    let started = Instant::now();
+    let health = state.repo.store().health().await;
+    state.metrics.store("health", started.elapsed());
+    let engine = state.repo.store().engine();
+    match health {
+        Ok(()) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"status\":\"ok\",\"store\":\"{engine}\"}}"),
+        )
+            .into_response(),
+        Err(e) => {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                IssueType::Exception,
+                "the store does not answer",
+            )
+            .into_response();
+            response
+                .extensions_mut()
+                .insert(Internal(format!("health check failed: {e}")));
+            response
+        }
+    }
+}
+
+async fn metrics(State(state): State<Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Gives the request its id, then logs and counts it by route template and interaction. An error
+/// answered without an OperationOutcome (a rejection inside axum) gets one here.
+async fn observe(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&request);
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let interaction = interaction(&method, route.as_deref());
+
+    let mut response = next.run(request).await;
+
+    let status = response.status();
+    if status.as_u16() >= 400 && !is_fhir_json(&response) {
+        let extensions = std::mem::take(response.extensions_mut());
+        let code = if status.is_server_error() {
+            IssueType::Exception
+        } else {
+            IssueType::Invalid
+        };
+        let reason = status.canonical_reason().unwrap_or("request failed");
+        response = ApiError::new(status, code, reason).into_response();
+        response.extensions_mut().extend(extensions);
+    }
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let elapsed = started.elapsed();
+    state.metrics.request(interaction, status.as_u16(), elapsed);
+    let route = route.as_deref().unwrap_or("unmatched");
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    match response.extensions().get::<Internal>() {
+        Some(Internal(cause)) => tracing::error!(
+            request_id = %id, %method, route, interaction, status = status.as_u16(), latency_ms, cause = %cause,
+            "request failed"
+        ),
+        None => tracing::info!(
+            request_id = %id, %method, route, interaction, status = status.as_u16(), latency_ms,
+            "request"
+        ),
+    }
+    response
+}
+
+fn is_fhir_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/fhir+json"))
+}
+
+/// The client's `x-request-id` when it is a short token, otherwise a fresh UUID.
+fn request_id(request: &Request) -> String {
+    request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The FHIR interaction a request is, from its method and route template.
+pub fn interaction(method: &Method, route: Option<&str>) -> &'static str {
+    let Some(route) = route else {
+        return "unknown";
+    };
+    match (method.as_str(), route) {
+        (_, "/healthz") => "health",
+        (_, "/metrics") => "metrics",
+        ("GET", "/fhir/metadata") => "capabilities",
+        ("GET", "/fhir" | "/fhir/") | ("POST", "/fhir/_search") => "search-system",
+        ("POST", "/fhir" | "/fhir/") => "batch-transaction",
+        ("GET", "/fhir/_history") => "history-system",
+        ("GET", "/fhir/{type}") | ("POST", "/fhir/{type}/_search") => "search-type",
+        ("POST", "/fhir/{type}") => "create",
+        ("PUT", "/fhir/{type}") => "conditional-update",
+        ("DELETE", "/fhir/{type}") => "conditional-delete",
+        ("GET", "/fhir/{type}/_history") => "history-type",
+        ("GET", "/fhir/{type}/{id}") => "read",
+        ("PUT", "/fhir/{type}/{id}") => "update",
+        ("PATCH", "/fhir/{type}/{id}") => "patch",
+        ("DELETE", "/fhir/{type}/{id}") => "delete",
+        ("GET", "/fhir/{type}/{id}/_history") => "history-instance",
+        ("GET", "/fhir/{type}/{id}/_history/{version}") => "vread",
+        ("GET", "/fhir/{type}/{id}/$everything") => "everything",
+        _ => "unknown",
+    }
+}

@@ -1,0 +1,12 @@
+//! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
+//! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
+//! ([`telemetry`]) and the commands ([`serve`], [`demo`], [`import`]) that [`cli`] dispatches to.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod import;
+pub mod metrics;
+pub mod serve;
+pub mod telemetry;

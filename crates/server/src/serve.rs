@@ -1,0 +1,125 @@
+//! `nutmeg serve`: open the store, bind the listener, and serve the HTTP application until SIGTERM
+//! or Ctrl-C, then finish the requests in flight (for at most [`GRACE`]) and exit.
+
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use exchange::access::DecisionPoint;
+use exchange::repository::{Repository, RepositoryConfig};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{app, AppState};
+use crate::metrics::Metrics;
+
+/// How long shutdown waits for in-flight requests before giving up on them.
+pub const GRACE: Duration = Duration::from_secs(30);
+
+/// Opens the store the configuration names (creating the data directory of a SQLite database) and
+/// builds the repository over it.
+pub async fn open_repository(config: &Config, base_url: &str) -> anyhow::Result<Repository> {
+    if let Some(rest) = config.database.strip_prefix("sqlite:") {
+        let path = std::path::Path::new(rest.strip_prefix("//").unwrap_or(rest));
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create the directory {}", parent.display()))?;
+        }
+    }
+    let store = store::Store::open(&config.database)
+        .await
+        // The URL may hold a password: name only the engine.
+        .with_context(|| format!("cannot open the {} database", scheme(&config.database)))?;
+    Ok(Repository::new(
+        store,
+        RepositoryConfig {
+            base_url: base_url.to_string(),
+            default_count: config.default_count,
+            max_count: config.max_count,
+        },
+        DecisionPoint::new(),
+    ))
+}
+
+fn scheme(url: &str) -> &str {
+    url.split(':').next().unwrap_or_default()
+}
+
+/// Binds the configured address; answers the listener and the FHIR base URL it serves.
+pub async fn bind(config: &Config) -> anyhow::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, config.base_url_for(bound)))
+}
+
+/// `nutmeg serve`.
+pub async fn serve(config: Config, metrics: Metrics) -> anyhow::Result<()> {
+    let (listener, base_url) = bind(&config).await?;
+    let repo = open_repository(&config, &base_url).await?;
+    tracing::info!(engine = repo.store().engine(), "store open");
+    announce(&base_url);
+    run(listener, repo, &config, metrics, shutdown_signal()).await
+}
+
+/// Tells the operator (and tests, which read stdout) where the server listens.
+pub fn announce(base_url: &str) {
+    use std::io::Write as _;
+    println!("nutmeg listening on {base_url}");
+    let _ = std::io::stdout().flush();
+}
+
+/// Serves until `shutdown` completes, then lets in-flight requests finish.
+pub async fn run(
+    listener: TcpListener,
+    repo: Repository,
+    config: &Config,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let router = app(AppState {
+        repo,
+        metrics,
+        max_body: config.max_body,
+    });
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let _ = stopped.changed().await;
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        result = &mut server => return result.context("the HTTP server failed"),
+        () = shutdown => {}
+    }
+    tracing::info!("shutting down: finishing the requests in flight");
+    let _ = stop.send(true);
+    match tokio::time::timeout(GRACE, server).await {
+        Ok(result) => result.context("the HTTP server failed")?,
+        Err(_) => tracing::warn!("requests still in flight after the grace period were abandoned"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
