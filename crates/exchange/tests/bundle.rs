@@ -24,7 +24,7 @@ fn observation_for(reference: &str) -> Value {
         "status": "final",
         "code": { "coding": [{ "system": "http://loinc.org", "code": "1234-5" }] },
         "subject": { "reference": reference },
-        "hasMember": [{ "reference": reference }],
+        "focus": [{ "reference": reference }],
         "extension": [{ "url": "http://example.org/x", "valueReference": { "reference": reference } }],
     })
 }
@@ -83,7 +83,7 @@ async fn transaction_resolves_urn_uuids_everywhere() {
         .expect("read back")
         .resource;
     assert_eq!(obs["subject"]["reference"], patient_key.as_str());
-    assert_eq!(obs["hasMember"][0]["reference"], patient_key.as_str());
+    assert_eq!(obs["focus"][0]["reference"], patient_key.as_str());
     assert_eq!(
         obs["extension"][0]["valueReference"]["reference"],
         patient_key.as_str()
@@ -299,4 +299,203 @@ async fn a_synthea_patient_loads_as_one_transaction() {
         .await
         .expect("everything");
     assert!(everything["entry"].as_array().map(Vec::len).unwrap_or(0) > 10);
+}
+
+fn status_of(entry: &Value) -> &str {
+    entry["response"]["status"].as_str().unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_late_failure_undoes_every_earlier_entry() {
+    let repo = repo().await;
+    let mut keep = patient("Keep", "k1");
+    keep["id"] = json!("keep");
+    repo.update(&who(), "Patient", "keep", keep.clone(), None)
+        .await
+        .expect("seed");
+    let mut gone = patient("Gone", "g1");
+    gone["id"] = json!("gone");
+    repo.update(&who(), "Patient", "gone", gone, None)
+        .await
+        .expect("seed");
+    let mut changed = keep.clone();
+    changed["active"] = json!(true);
+    // Processed first: the DELETE, then the POSTs, then the PUT; the last POST has a conditional
+    // reference that matches nothing, so everything is rejected.
+    let bundle = transaction(vec![
+        post("urn:uuid:new", patient("New", "n1")),
+        json!({ "resource": changed, "request": { "method": "PUT", "url": "Patient/keep" } }),
+        json!({ "request": { "method": "DELETE", "url": "Patient?identifier=http://example.org/mrn|g1" } }),
+        post(
+            "urn:uuid:obs",
+            observation_for("Patient?identifier=http://example.org/mrn|nobody"),
+        ),
+    ]);
+    let err = repo.bundle(&who(), bundle).await.expect_err("rejected");
+    assert!(matches!(err, Error::Entry { index: 3, .. }), "{err:?}");
+    assert_eq!(err.status(), 400);
+    let outcome = err.outcome();
+    assert!(
+        outcome.to_string().contains("Bundle.entry[3]"),
+        "the outcome names the entry: {outcome}"
+    );
+    let keep = repo
+        .read(&who(), "Patient", "keep")
+        .await
+        .expect("still there");
+    assert_eq!(keep.version, 1, "not updated");
+    let gone = repo
+        .read(&who(), "Patient", "gone")
+        .await
+        .expect("still there");
+    assert_eq!(gone.version, 1, "not deleted");
+    assert_eq!(count(&repo, "Patient").await, 2);
+    assert_eq!(count(&repo, "Observation").await, 0);
+}
+
+#[tokio::test]
+async fn transaction_conditions_and_duplicates() {
+    let repo = repo().await;
+    for i in 0..2 {
+        repo.create(&who(), "Patient", patient("Twin", &format!("t{i}")), None)
+            .await
+            .expect("seed");
+    }
+    // ifNoneExist with several matches: 412 for the whole transaction.
+    let bundle = transaction(vec![
+        post("urn:uuid:a", patient("A", "a")),
+        json!({
+            "resource": patient("Twin", "t9"),
+            "request": { "method": "POST", "url": "Patient", "ifNoneExist": "family=Twin" },
+        }),
+    ]);
+    let err = repo.bundle(&who(), bundle).await.expect_err("several");
+    assert_eq!(err.status(), 412);
+    assert!(matches!(err, Error::Entry { index: 1, .. }), "{err:?}");
+    assert_eq!(count(&repo, "Patient").await, 2);
+
+    // The same resource twice: 400.
+    let mut x = patient("X", "x");
+    x["id"] = json!("x");
+    let bundle = transaction(vec![
+        json!({ "resource": x.clone(), "request": { "method": "PUT", "url": "Patient/x" } }),
+        json!({ "request": { "method": "DELETE", "url": "Patient/x" } }),
+    ]);
+    assert_eq!(
+        repo.bundle(&who(), bundle)
+            .await
+            .expect_err("duplicate")
+            .status(),
+        400
+    );
+
+    // A conditional update inside a transaction, referred to by its fullUrl.
+    let bundle = transaction(vec![
+        json!({
+            "fullUrl": "urn:uuid:0f0f0f0f-0000-4000-8000-000000000000",
+            "resource": patient("Twin-updated", "t0"),
+            "request": { "method": "PUT", "url": "Patient?identifier=http://example.org/mrn|t0" },
+        }),
+        post(
+            "urn:uuid:obs",
+            observation_for("urn:uuid:0f0f0f0f-0000-4000-8000-000000000000"),
+        ),
+    ]);
+    let response = repo.bundle(&who(), bundle).await.expect("transaction");
+    let entries = response["entry"].as_array().expect("entries");
+    assert_eq!(status_of(&entries[0]), "200 OK");
+    let twin = location(&entries[0]);
+    let obs = location(&entries[1]);
+    let obs = repo
+        .read(&who(), "Observation", obs.split_once('/').expect("key").1)
+        .await
+        .expect("obs")
+        .resource;
+    assert_eq!(obs["subject"]["reference"], twin.as_str());
+    assert_eq!(count(&repo, "Patient").await, 2);
+}
+
+#[tokio::test]
+async fn bundles_that_cannot_be_processed_are_400() {
+    let repo = repo().await;
+    let cases = vec![
+        json!({ "resourceType": "Patient" }),
+        json!({ "resourceType": "Bundle", "type": "collection", "entry": [] }),
+        json!({ "resourceType": "Bundle", "entry": [] }),
+        json!({ "resourceType": "Bundle", "type": "transaction", "entry": {} }),
+        transaction(vec![
+            json!({ "request": { "method": "FETCH", "url": "Patient" } }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "POST" }, "resource": patient("A", "1") }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "POST", "url": "Patient" } }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "POST", "url": "Nonsense" }, "resource": patient("A", "1") }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "PUT", "url": "Patient/a$b" }, "resource": patient("A", "1") }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "PUT", "url": "Patient/other" }, "resource": { "resourceType": "Patient", "id": "mine" } }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "PUT", "url": "Patient/a", "ifMatch": "yesterday" }, "resource": { "resourceType": "Patient", "id": "a" } }),
+        ]),
+        transaction(vec![
+            json!({ "request": { "method": "PATCH", "url": "Patient/a" }, "resource": { "resourceType": "Binary", "contentType": "application/json-patch+json", "data": "bm90IGpzb24=" } }),
+        ]),
+        transaction(vec![json!("not an entry")]),
+    ];
+    for (i, bundle) in cases.into_iter().enumerate() {
+        let err = repo.bundle(&who(), bundle).await.expect_err("rejected");
+        assert_eq!(err.status(), 400, "case {i}: {err:?}");
+        assert!(!err.issues().is_empty(), "case {i}");
+    }
+    assert_eq!(count(&repo, "Patient").await, 0);
+}
+
+#[tokio::test]
+async fn patch_and_conditional_create_in_bundles() {
+    use base64::Engine as _;
+    let repo = repo().await;
+    let mut p = patient("Patchy", "p1");
+    p["id"] = json!("patchy");
+    repo.update(&who(), "Patient", "patchy", p, None)
+        .await
+        .expect("seed");
+    let patch = json!([{ "op": "replace", "path": "/name/0/family", "value": "Patched" }]);
+    let data = base64::engine::general_purpose::STANDARD.encode(patch.to_string());
+    let bundle = transaction(vec![json!({
+        "resource": { "resourceType": "Binary", "contentType": "application/json-patch+json", "data": data },
+        "request": { "method": "PATCH", "url": "Patient/patchy", "ifMatch": "W/\"1\"" },
+    })]);
+    let response = repo.bundle(&who(), bundle).await.expect("patch");
+    assert_eq!(status_of(&response["entry"][0]), "200 OK");
+    let read = repo.read(&who(), "Patient", "patchy").await.expect("read");
+    assert_eq!(read.resource["name"][0]["family"], "Patched");
+    assert_eq!(read.version, 2);
+
+    // In a batch, a conditional create that matches answers 200 with the existing resource.
+    let batch = json!({
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": patient("Patchy", "p1"),
+                "request": { "method": "POST", "url": "Patient", "ifNoneExist": "identifier=http://example.org/mrn|p1" },
+            },
+            { "request": { "method": "GET", "url": "Patient/patchy/_history/1" } },
+            { "request": { "method": "GET", "url": "Patient?_id=patchy&_total=accurate" } },
+        ],
+    });
+    let response = repo.bundle(&who(), batch).await.expect("batch");
+    let entries = response["entry"].as_array().expect("entries");
+    assert_eq!(status_of(&entries[0]), "200 OK");
+    assert_eq!(location(&entries[0]), "Patient/patchy");
+    assert_eq!(entries[1]["resource"]["name"][0]["family"], "Patchy");
+    assert_eq!(entries[2]["resource"]["total"], 1);
+    assert_eq!(count(&repo, "Patient").await, 1);
 }
