@@ -499,3 +499,63 @@ async fn patch_and_conditional_create_in_bundles() {
     assert_eq!(entries[2]["resource"]["total"], 1);
     assert_eq!(count(&repo, "Patient").await, 1);
 }
+
+#[tokio::test]
+async fn resolved_references_must_point_at_allowed_types() {
+    let repo = repo().await;
+    let patient_url = "urn:uuid:33333333-3333-4333-8333-333333333333";
+    let mut obs = observation_for(patient_url);
+    // Observation.hasMember may refer to Observations, QuestionnaireResponses and
+    // MolecularSequences, not to a Patient: only known once the urn:uuid is resolved.
+    obs["hasMember"] = json!([{ "reference": patient_url }]);
+    let bundle = transaction(vec![
+        post("urn:uuid:44444444-4444-4444-8444-444444444444", obs),
+        post(patient_url, patient("Target", "t1")),
+    ]);
+    let err = repo
+        .bundle(&who(), bundle)
+        .await
+        .expect_err("wrong target type");
+    assert_eq!(err.status(), 400);
+    assert!(matches!(err, Error::Entry { index: 0, .. }), "{err:?}");
+    assert!(
+        err.issues().iter().any(|i| i
+            .expression
+            .iter()
+            .any(|e| e.starts_with("Bundle.entry[0].resource.hasMember"))),
+        "{:?}",
+        err.issues()
+    );
+    assert_eq!(count(&repo, "Patient").await, 0);
+}
+
+#[tokio::test]
+async fn a_read_that_cannot_succeed_fails_the_transaction_before_any_write() {
+    let repo = repo().await;
+    for url in [
+        "Nonsense/1",
+        "Patient?birthdate=notadate",
+        "Patient/a$b",
+        "Patient/x/_history/latest",
+        "_history?_since=whenever",
+        "Patient/x/$nonsense/more/segments",
+    ] {
+        let bundle = transaction(vec![
+            post(
+                "urn:uuid:55555555-5555-4555-8555-555555555555",
+                patient("W", "w"),
+            ),
+            json!({ "request": { "method": "GET", "url": url } }),
+        ]);
+        let err = repo.bundle(&who(), bundle).await.expect_err(url);
+        assert_eq!(err.status(), 400, "{url}");
+        assert!(
+            err.issues()
+                .iter()
+                .any(|i| i.expression == vec!["Bundle.entry[1].request.url".to_string()]),
+            "{url}: {:?}",
+            err.issues()
+        );
+    }
+    assert_eq!(count(&repo, "Patient").await, 0);
+}

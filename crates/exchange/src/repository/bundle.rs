@@ -402,9 +402,25 @@ impl Repository {
                     }
                 }
             }
-            Method::Get | Method::Head => Action::Read {
-                url: url_text.to_string(),
-            },
+            Method::Get | Method::Head => {
+                // A read that cannot succeed whatever the writes do fails the transaction before
+                // anything is written (reads run after the commit).
+                if let Err(e) = self.check_read_url(&url) {
+                    return Err(e
+                        .issues()
+                        .into_iter()
+                        .map(|mut issue| {
+                            issue.diagnostics =
+                                format!("Bundle.entry[{index}]: {}", issue.diagnostics);
+                            issue.expression = vec![at(".request.url")];
+                            issue
+                        })
+                        .collect());
+                }
+                Action::Read {
+                    url: url_text.to_string(),
+                }
+            }
         };
         Ok(Planned {
             index,
@@ -767,9 +783,9 @@ impl Repository {
         index: usize,
     ) -> Result<()> {
         let mut unresolved = Vec::new();
-        rewrite_references(resource, ids, &mut unresolved);
+        let rewritten = rewrite_references(resource, ids, &mut unresolved);
         if unresolved.is_empty() {
-            return Ok(());
+            return revalidate(resource, rewritten, index);
         }
         let entry_err = |error: Error| Error::Entry {
             index,
@@ -802,8 +818,8 @@ impl Repository {
                 }
             }
         }
-        rewrite_references(resource, ids, &mut Vec::new());
-        Ok(())
+        let rewritten = rewritten + rewrite_references(resource, ids, &mut Vec::new());
+        revalidate(resource, rewritten, index)
     }
 
     fn done_entry(&self, d: &Done) -> Value {
@@ -989,6 +1005,74 @@ impl Repository {
         }
     }
 
+    /// The checks of a GET entry's url that need no store: a url this server answers, known types,
+    /// valid ids and versions, and well-formed parameters.
+    fn check_read_url(&self, url: &Url) -> Result<()> {
+        let params = url.query.clone().unwrap_or_default();
+        let seg: Vec<&str> = url.segments.iter().map(String::as_str).collect();
+        let check_type = |ty: &str| -> Result<()> {
+            check_type(ty).map_err(|_| {
+                Error::Invalid(vec![Issue::error(
+                    IssueType::NotSupported,
+                    format!("'{ty}' is not a resource type"),
+                )])
+            })
+        };
+        let search = |ty: Option<&str>| -> Result<()> {
+            fhir::search::parse::parse(ty, &params, false)
+                .map(|_| ())
+                .map_err(Error::Invalid)
+        };
+        let history = || -> Result<()> {
+            for (name, value) in &params {
+                match name.as_str() {
+                    "_since" | "_at" => {
+                        super::support::parse_instant_param(name, value)?;
+                    }
+                    "_count" => {
+                        super::support::parse_count(name, value)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        };
+        match seg.as_slice() {
+            [] => search(None),
+            ["metadata"] => Ok(()),
+            ["_history"] => history(),
+            [ty] => {
+                check_type(ty)?;
+                search(Some(ty))
+            }
+            [ty, "_history"] => {
+                check_type(ty)?;
+                history()
+            }
+            ["Patient", id, "$everything"] => check_id(id),
+            [ty, id] => {
+                check_type(ty)?;
+                check_id(id)
+            }
+            [ty, id, "_history"] => {
+                check_type(ty)?;
+                check_id(id)?;
+                history()
+            }
+            [ty, id, "_history", version] => {
+                check_type(ty)?;
+                check_id(id)?;
+                version.parse::<i64>().map(|_| ()).map_err(|_| {
+                    Error::Invalid(vec![Issue::error(
+                        IssueType::Value,
+                        format!("'{version}' is not a version number"),
+                    )])
+                })
+            }
+            _ => Err(Error::NotSupported("unsupported request url".to_string())),
+        }
+    }
+
     /// Splits a request url (relative, or absolute under this server's base) into path segments and query.
     fn split_url(&self, url: &str) -> Url {
         let base = self.config.base_url.trim_end_matches('/');
@@ -1004,6 +1088,18 @@ impl Repository {
             .collect();
         Url { segments, query }
     }
+}
+
+/// Validates a resource again once references to other entries (which name no type before they are
+/// resolved) have become `Type/id`: a reference may only point at the types its element allows.
+fn revalidate(resource: &Value, rewritten: usize, index: usize) -> Result<()> {
+    if rewritten == 0 {
+        return Ok(());
+    }
+    validate(resource).map(|_| ()).map_err(|e| Error::Entry {
+        index,
+        error: Box::new(Error::Invalid(rebase(index, e.issues()))),
+    })
 }
 
 /// `W/"3"`, `"3"` or `3` → 3.
@@ -1133,7 +1229,8 @@ fn rewrite_references(
     value: &mut Value,
     ids: &HashMap<String, String>,
     unresolved: &mut Vec<String>,
-) {
+) -> usize {
+    let mut rewritten = 0;
     match value {
         Value::Object(obj) => {
             for (key, v) in obj.iter_mut() {
@@ -1141,6 +1238,7 @@ fn rewrite_references(
                     if let Value::String(reference) = v {
                         if let Some(resolved) = ids.get(reference.as_str()) {
                             *reference = resolved.clone();
+                            rewritten += 1;
                         } else if is_conditional_reference(reference)
                             && !unresolved.contains(reference)
                         {
@@ -1148,19 +1246,20 @@ fn rewrite_references(
                         }
                     }
                 } else if v.is_object() || v.is_array() {
-                    rewrite_references(v, ids, unresolved);
+                    rewritten += rewrite_references(v, ids, unresolved);
                 }
             }
         }
         Value::Array(items) => {
             for item in items {
                 if item.is_object() || item.is_array() {
-                    rewrite_references(item, ids, unresolved);
+                    rewritten += rewrite_references(item, ids, unresolved);
                 }
             }
         }
         _ => {}
     }
+    rewritten
 }
 
 /// `Patient?identifier=x|y`: a type, then a search.
