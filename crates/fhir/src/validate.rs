@@ -26,10 +26,44 @@ pub fn validate_resource(resource: &Value) -> Vec<Issue> {
         depth: 0,
     };
     v.resource(resource, false);
-    // Grouped by location, so that the problems of one element come together whatever the key order.
+    // Grouped by location, so that the problems of one element come together whatever the key order
+    // (indexes in numeric order: `entry[2]` before `entry[10]`).
+    v.issues.sort_by(|a, b| {
+        let (a, b) = (a.expression.first(), b.expression.first());
+        match (a, b) {
+            (Some(a), Some(b)) => natural_order(a, b),
+            _ => a.cmp(&b),
+        }
+    });
     v.issues
-        .sort_by(|a, b| a.expression.first().cmp(&b.expression.first()));
-    v.issues
+}
+
+/// Compares two locations as text, except that runs of digits compare as numbers.
+fn natural_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                // Without leading zeros (indexes have none), the longer number is the larger.
+                let order = da.cmp(&db).then_with(|| a[..da].cmp(&b[..db]));
+                if order.is_ne() {
+                    return order;
+                }
+                (a, b) = (&a[da..], &b[db..]);
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                (a, b) = (&a[1..], &b[1..]);
+            }
+        }
+    }
 }
 
 struct Validator {

@@ -428,3 +428,25 @@ fn elements_the_definitions_package_adds_are_not_r4() {
         &[("", "not-supported")],
     );
 }
+
+#[test]
+fn issues_come_in_document_order_of_their_indexes() {
+    let names: Vec<Value> = (0..12)
+        .map(|i| {
+            if i % 5 == 0 {
+                json!({"family": ""})
+            } else {
+                json!({"family": "x"})
+            }
+        })
+        .collect();
+    check(
+        json!({"resourceType": "Patient", "name": names, "active": "yes"}),
+        &[
+            ("Patient.active", "structure"),
+            ("Patient.name[0].family", "value"),
+            ("Patient.name[5].family", "value"),
+            ("Patient.name[10].family", "value"),
+        ],
+    );
+}
