@@ -19,6 +19,7 @@ mod history;
 mod search;
 mod summary_elements;
 mod support;
+mod verify;
 
 pub use store::HistoryScope;
 pub use support::parse_query_string;

@@ -302,3 +302,102 @@ async fn conditions_and_writes_do_not_reveal_a_denied_resource() {
         .expect("still there");
     assert_eq!((stored.version, stored.deleted), (1, false));
 }
+
+/// Chains and `_has` look through references; a withheld resource must not decide whether
+/// something matches (that would reveal what the withheld resource holds).
+#[tokio::test]
+async fn chains_and_has_do_not_look_through_a_denied_resource() {
+    let repo = repo_with(deny_secret()).await;
+    let pid = repo
+        .create(&who(), "Patient", patient("Gate", "1"), None)
+        .await
+        .expect("patient")
+        .resource
+        .id;
+    let mut secret = observation("secret", &pid);
+    secret["code"]["coding"][0]["code"] = json!("9999-9");
+    repo.update(&who(), "Observation", "secret", secret, None)
+        .await
+        .expect("secret");
+    repo.update(
+        &who(),
+        "Observation",
+        "open",
+        observation("open", &pid),
+        None,
+    )
+    .await
+    .expect("open");
+    for (id, result) in [("dr-secret", "secret"), ("dr-open", "open")] {
+        let report = json!({
+            "resourceType": "DiagnosticReport",
+            "id": id,
+            "status": "final",
+            "code": { "text": "panel" },
+            "subject": { "reference": format!("Patient/{pid}") },
+            "result": [{ "reference": format!("Observation/{result}") }],
+        });
+        repo.update(&who(), "DiagnosticReport", id, report, None)
+            .await
+            .expect("report");
+    }
+    let search = |ty: &'static str, query: &'static str| {
+        let repo = &repo;
+        async move {
+            let bundle = repo
+                .search(&who(), Some(ty), &params(query), Handling::Strict)
+                .await
+                .expect("search");
+            let keys: Vec<String> = entries(&bundle)
+                .into_iter()
+                .filter(|(_, mode)| mode == "match")
+                .map(|(k, _)| k)
+                .collect();
+            (keys, bundle["total"].clone())
+        }
+    };
+    // Reverse chaining through the secret: no match, and no count.
+    let (keys, total) = search(
+        "Patient",
+        "_has:Observation:subject:code=9999-9&_total=accurate",
+    )
+    .await;
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(total, 0);
+    // Through the visible observation it still works.
+    let (keys, _) = search("Patient", "_has:Observation:subject:code=1234-5").await;
+    assert_eq!(keys, vec![format!("Patient/{pid}")]);
+    // Forward chaining through the secret: no match.
+    let (keys, total) = search(
+        "DiagnosticReport",
+        "result:Observation.code=9999-9&_total=accurate",
+    )
+    .await;
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(total, 0);
+    let (keys, _) = search("DiagnosticReport", "result:Observation.code=1234-5").await;
+    assert_eq!(keys, vec!["DiagnosticReport/dr-open".to_string()]);
+    // Nested: patients with a report whose result (the secret) has the code.
+    let (keys, _) = search(
+        "Patient",
+        "_has:DiagnosticReport:subject:result:Observation.code=9999-9",
+    )
+    .await;
+    assert!(keys.is_empty(), "{keys:?}");
+    // A chain in a conditional create does not match through the secret either.
+    let report = json!({
+        "resourceType": "DiagnosticReport",
+        "status": "final",
+        "code": { "text": "panel" },
+    });
+    let outcome = repo
+        .create(
+            &who(),
+            "DiagnosticReport",
+            report,
+            Some("result:Observation.code=9999-9"),
+        )
+        .await
+        .expect("conditional create");
+    assert!(outcome.created);
+}

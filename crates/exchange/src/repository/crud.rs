@@ -419,7 +419,10 @@ impl Repository {
         loop {
             let page = self.store.search(&query, &options).await?;
             for stored in page.matches {
-                if !open && !self.gate.decide(who, &stored).is_permit() {
+                if !open
+                    && (!self.gate.decide(who, &stored).is_permit()
+                        || !self.still_matches(who, &query, &stored).await?)
+                {
                     continue;
                 }
                 if found.is_some() {

@@ -8,6 +8,7 @@ use super::elements::shape;
 use super::support::{
     check_id, check_type, encode_query, parse_count, parse_instant_param, parse_stored,
 };
+use super::verify::looks_through_references;
 use super::{Error, Handling, Repository, Result};
 use crate::access::Requester;
 use fhir::search::{Summary, Total};
@@ -59,7 +60,12 @@ impl Repository {
         let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
         let mut withheld = 0u64;
         if !count_only {
+            let recheck = !self.gate.permits_everything() && looks_through_references(&query);
             for stored in &page.matches {
+                if recheck && !self.still_matches(who, &query, stored).await? {
+                    withheld += 1;
+                    continue;
+                }
                 match self.entry_for(who, stored, "match", query.summary, &query.elements)? {
                     Some(entry) => entries.push(entry),
                     None => withheld += 1,
@@ -123,11 +129,14 @@ impl Repository {
         let mut total = 0u64;
         loop {
             let page = self.store.search(&query, &options).await?;
-            total += page
-                .matches
-                .iter()
-                .filter(|stored| self.gate.decide(who, stored).is_permit())
-                .count() as u64;
+            let recheck = looks_through_references(&query);
+            for stored in &page.matches {
+                if self.gate.decide(who, stored).is_permit()
+                    && (!recheck || self.still_matches(who, &query, stored).await?)
+                {
+                    total += 1;
+                }
+            }
             match page.next {
                 Some(next) => query.page = Some(next),
                 None => return Ok(total),
