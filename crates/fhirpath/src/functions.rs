@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::ast::{BinOp, Expr};
 use crate::eval::{Evaluator, Items, Res, Scope, NULL};
-use crate::value::{is_primitive_type, prim, DateTime, Prim};
+use crate::value::{compare, is_primitive_type, prim, DateTime, Prim};
 use crate::{EvalError, Item};
 
 macro_rules! funcs {
@@ -45,6 +45,7 @@ funcs! {
     Distinct = "distinct"(0, 0),
     IsDistinct = "isDistinct"(0, 0),
     Where = "where"(1, 1),
+    Sort = "sort"(0, 16),
     Select = "select"(1, 1),
     Repeat = "repeat"(1, 1),
     Single = "single"(0, 0),
@@ -133,6 +134,71 @@ pub(crate) fn compile_regex(func: Func, pattern: &str) -> Result<Regex, EvalErro
     Regex::new(&source).map_err(|e| EvalError(format!("invalid regular expression: {e}")))
 }
 
+/// `sort(key, -key, ...)` (FHIRPath 2.1): by each key in turn, evaluated on every item, descending where
+/// the key is negated; items themselves when no key is given. An empty key sorts after every value (so
+/// first when descending), as the FHIRPath test suite expects.
+fn sort<'a>(
+    ev: &Evaluator<'a, '_>,
+    input: &[Item<'a>],
+    args: &[Expr],
+    scope: Scope<'_, 'a>,
+) -> Res<'a> {
+    let keys: Vec<(&Expr, bool)> = args
+        .iter()
+        .map(|a| match a {
+            Expr::Negate(inner) => (&**inner, true),
+            other => (other, false),
+        })
+        .collect();
+    let mut keyed: Vec<(Vec<Option<Item<'a>>>, Item<'a>)> = Vec::with_capacity(input.len());
+    for (i, item) in input.iter().enumerate() {
+        let mut values = Vec::with_capacity(keys.len().max(1));
+        if keys.is_empty() {
+            values.push(Some(item.clone()));
+        }
+        for (key, _) in &keys {
+            let this = std::slice::from_ref(item);
+            let found = ev.eval(
+                key,
+                Scope {
+                    this,
+                    index: Some(i),
+                    total: scope.total,
+                },
+            )?;
+            values.push(ev.single(&found, "a sort key")?.cloned());
+        }
+        keyed.push((values, item.clone()));
+    }
+    let mut incomparable = false;
+    keyed.sort_by(|(a, _), (b, _)| {
+        for (k, (x, y)) in a.iter().zip(b).enumerate() {
+            let order = match (x, y) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (Some(x), Some(y)) => match compare(prim(x, ev.model), prim(y, ev.model)) {
+                    Ok(Some(o)) => o,
+                    _ => {
+                        incomparable = true;
+                        std::cmp::Ordering::Equal
+                    }
+                },
+            };
+            let descending = keys.get(k).is_some_and(|(_, d)| *d);
+            let order = if descending { order.reverse() } else { order };
+            if order.is_ne() {
+                return order;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    if incomparable {
+        return err("sort() keys must be comparable values of one kind");
+    }
+    Ok(keyed.into_iter().map(|(_, item)| item).collect())
+}
+
 fn err<T>(message: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError(message.into()))
 }
@@ -213,6 +279,7 @@ pub(crate) fn call<'a>(
         }
         Func::Count => Ok(vec![Item::Integer(input.len() as i64)]),
         Func::Distinct => Ok(distinct(ev, input.iter().cloned())),
+        Func::Sort => sort(ev, input, args, scope),
         Func::IsDistinct => boolean(distinct(ev, input.iter().cloned()).len() == input.len()),
         Func::Where => {
             let mut out = Vec::new();

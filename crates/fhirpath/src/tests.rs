@@ -539,3 +539,23 @@ fn encodings_and_escapes() {
     check("'\\\\u00e9\\\\t'.unescape('json')", &p, &["'é\t'"]);
     check("'trailing\\\\'.unescape('json')", &p, &[]);
 }
+
+#[test]
+fn sort_by_keys_ascending_and_descending() {
+    let p = json!({"resourceType": "Patient"});
+    check("(3 | 1 | 2).sort()", &p, &["1", "2", "3"]);
+    check("(3 | 1 | 2).sort(-$this)", &p, &["3", "2", "1"]);
+    check("('b' | 'a' | 'c').sort(-$this)", &p, &["'c'", "'b'", "'a'"]);
+    // A second key breaks ties of the first; items without the key come last.
+    check(
+        "Patient.name.sort(family, -given.first()).select(given.first())",
+        &json!({"resourceType": "Patient", "name": [
+            {"family": "B", "given": ["x"]},
+            {"given": ["none"]},
+            {"family": "A", "given": ["a"]},
+            {"family": "A", "given": ["b"]}
+        ]}),
+        &["string:b", "string:a", "string:x", "string:none"],
+    );
+    check_eval_error("(1 | 'a').sort()", &p);
+}
