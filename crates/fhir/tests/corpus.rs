@@ -140,3 +140,39 @@ fn every_official_example_is_accepted() {
     );
     assert_eq!((r4, us_core), (706, 214));
 }
+
+/// The Synthea patients the benchmarks import (`../shared/data/synthea`, transaction bundles) are
+/// accepted too: every resource of every bundle.
+#[test]
+fn every_synthea_resource_is_accepted() {
+    use std::io::Read;
+    let Some(data) = data_dir() else {
+        eprintln!("SKIPPED: ../shared/data (the Synthea bundles) is not next to the repository");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("synthea"))
+        .expect("synthea directory")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".json.gz"))
+        .collect();
+    files.sort();
+    let (mut resources, mut failures) = (0, Vec::new());
+    for path in &files {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(path).expect("open bundle"))
+            .read_to_string(&mut text)
+            .expect("gunzip bundle");
+        let bundle: Value = serde_json::from_str(&text).expect("bundle JSON");
+        // The bundle as a whole (a transaction), which validates every entry's resource.
+        let errors: Vec<_> = validate_resource(&bundle)
+            .into_iter()
+            .filter(|i| i.is_error())
+            .collect();
+        if !errors.is_empty() {
+            failures.push(format!("{}: {errors:#?}", path.display()));
+        }
+        resources += bundle["entry"].as_array().map_or(0, Vec::len);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(resources, 45_720);
+}
