@@ -63,6 +63,9 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, Command::Demo(_)) && cli.settings.database.is_some() {
+        eprintln!("nutmeg: note: demo always makes a fresh SQLite database in --data-dir; --database is ignored");
+    }
     let metrics = Metrics::new();
     crate::telemetry::init(&config, &metrics);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

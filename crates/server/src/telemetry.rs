@@ -12,7 +12,16 @@ use crate::metrics::{Metrics, StoreTimings};
 
 /// Installs the global subscriber (once; later calls do nothing) and the panic hook.
 pub fn init(config: &Config, metrics: &Metrics) {
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // These log statement parameters and headers at debug and trace level, which would put resource
+    // contents and search values in the log: keep them quiet unless asked for by name.
+    for quiet in ["tokio_postgres", "hyper", "rusqlite"] {
+        if !config.log.contains(quiet) {
+            if let Ok(directive) = format!("{quiet}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));

@@ -32,10 +32,14 @@ struct Server {
 }
 
 impl Server {
-    fn start(mut command: Command) -> Server {
+    fn start(command: Command) -> Server {
+        Server::start_logging(command, Stdio::null())
+    }
+
+    fn start_logging(mut command: Command, log: impl Into<Stdio>) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start nutmeg");
         let stdout = child.stdout.take().unwrap();
@@ -364,6 +368,62 @@ fn serve_answers_health_and_finishes_an_in_flight_request_on_sigterm() {
         get_json(&format!("{}/Patient/late-1", server.base))["id"],
         "late-1"
     );
+}
+
+#[test]
+fn logs_name_routes_and_request_ids_but_never_contents_or_search_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("nutmeg.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut command = nutmeg();
+    command.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--log",
+        "trace",
+        "--log-format",
+        "json",
+    ]);
+    command.arg("--data-dir").arg(dir.path());
+    let mut server = Server::start_logging(command, log);
+    let agent = agent();
+    let created = agent
+        .post(&format!("{}/Patient", server.base))
+        .header("content-type", "application/fhir+json")
+        .header("x-request-id", "trace-me-42")
+        .send(patient("logged-1", "Quixotically").to_string())
+        .unwrap();
+    assert_eq!(created.status().as_u16(), 201);
+    let (status, _) = get(&format!(
+        "{}/Patient?family=Quixotically&birthdate=1971",
+        server.base
+    ));
+    assert_eq!(status, 200);
+    let (status, _) = get(&format!(
+        "{}/Patient?family=Quixotically&birthdate=19x71",
+        server.base
+    ));
+    assert_eq!(status, 400);
+    server.terminate();
+    assert!(server.wait(Duration::from_secs(20)));
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains("Quixotically"), "a name reached the log");
+    assert!(!text.contains("1971"), "a search value reached the log");
+    let requests: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "request")
+        .collect();
+    assert_eq!(requests.len(), 3, "{text}");
+    let create = &requests[0]["fields"];
+    assert_eq!(create["request_id"], "trace-me-42");
+    assert_eq!(create["route"], "/fhir/{type}");
+    assert_eq!(create["interaction"], "create");
+    assert_eq!(create["status"], 201);
+    assert!(create["latency_ms"].as_f64().is_some());
+    assert_eq!(requests[2]["fields"]["status"], 400);
 }
 
 #[test]
