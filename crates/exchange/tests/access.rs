@@ -316,6 +316,16 @@ async fn chains_and_has_do_not_look_through_a_denied_resource() {
         .id;
     let mut secret = observation("secret", &pid);
     secret["code"]["coding"][0]["code"] = json!("9999-9");
+    secret["performer"] = json!([{ "reference": "Practitioner/only-via-secret" }]);
+    repo.update(
+        &who(),
+        "Practitioner",
+        "only-via-secret",
+        json!({ "resourceType": "Practitioner", "id": "only-via-secret" }),
+        None,
+    )
+    .await
+    .expect("practitioner");
     repo.update(&who(), "Observation", "secret", secret, None)
         .await
         .expect("secret");
@@ -384,6 +394,31 @@ async fn chains_and_has_do_not_look_through_a_denied_resource() {
     )
     .await;
     assert!(keys.is_empty(), "{keys:?}");
+    // Includes reached only through the secret (a withheld match, or a withheld step of an
+    // :iterate chain) are left out.
+    for (ty, query) in [
+        (
+            "Observation",
+            "code=9999-9,1234-5&_include=Observation:performer",
+        ),
+        (
+            "DiagnosticReport",
+            "_id=dr-secret&_include=DiagnosticReport:result&_include:iterate=Observation:performer",
+        ),
+    ] {
+        let bundle = repo
+            .search(&who(), Some(ty), &params(query), Handling::Strict)
+            .await
+            .expect("search");
+        let keys: Vec<String> = entries(&bundle).into_iter().map(|(k, _)| k).collect();
+        assert!(!keys.is_empty(), "{query}");
+        assert!(
+            !keys
+                .iter()
+                .any(|k| k == "Observation/secret" || k == "Practitioner/only-via-secret"),
+            "{query}: {keys:?}"
+        );
+    }
     // A chain in a conditional create does not match through the secret either.
     let report = json!({
         "resourceType": "DiagnosticReport",

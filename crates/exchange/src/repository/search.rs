@@ -60,18 +60,33 @@ impl Repository {
         let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
         let mut withheld = 0u64;
         if !count_only {
-            let recheck = !self.gate.permits_everything() && looks_through_references(&query);
+            let gated = !self.gate.permits_everything();
+            let recheck = gated && looks_through_references(&query);
+            let mut shown: Vec<&Stored> = Vec::with_capacity(page.matches.len());
             for stored in &page.matches {
                 if recheck && !self.still_matches(who, &query, stored).await? {
                     withheld += 1;
                     continue;
                 }
                 match self.entry_for(who, stored, "match", query.summary, &query.elements)? {
-                    Some(entry) => entries.push(entry),
+                    Some(entry) => {
+                        entries.push(entry);
+                        shown.push(stored);
+                    }
                     None => withheld += 1,
                 }
             }
-            for stored in &page.included {
+            let permitted: Vec<&Stored> = page
+                .included
+                .iter()
+                .filter(|stored| !gated || self.gate.decide(who, stored).is_permit())
+                .collect();
+            let included = if gated {
+                reachable(&shown, permitted)?
+            } else {
+                permitted
+            };
+            for stored in included {
                 if let Some(entry) =
                     self.entry_for(who, stored, "include", query.summary, &query.elements)?
                 {
@@ -338,6 +353,76 @@ pub(crate) fn outcome_entry(issues: &[Issue]) -> Value {
         "resource": fhir::outcome::operation_outcome(issues),
         "search": { "mode": "outcome" },
     })
+}
+
+/// The included resources that can be reached from the shown matches through shown resources only,
+/// following references either way (`_include` forwards, `_revinclude` backwards). An include that
+/// the store found through a withheld match or a withheld resource of an `:iterate` chain would
+/// tell what that resource refers to, so it is left out.
+fn reachable<'a>(matches: &[&'a Stored], included: Vec<&'a Stored>) -> Result<Vec<&'a Stored>> {
+    let key = |s: &Stored| format!("{}/{}", s.resource_type, s.id);
+    let mut reached: std::collections::HashSet<String> = matches.iter().map(|s| key(s)).collect();
+    // What each shown resource refers to.
+    let mut refers: std::collections::HashMap<String, std::collections::HashSet<String>> =
+        std::collections::HashMap::new();
+    for stored in matches.iter().chain(included.iter()) {
+        let mut targets = std::collections::HashSet::new();
+        collect_references(&parse_stored(stored)?, &mut targets);
+        refers.insert(key(stored), targets);
+    }
+    let order = included.clone();
+    let mut pending: Vec<&Stored> = included;
+    loop {
+        let before = pending.len();
+        pending.retain(|candidate| {
+            let k = key(candidate);
+            let forward = reached
+                .iter()
+                .any(|r| refers.get(r).is_some_and(|t| t.contains(&k)));
+            let backward = refers
+                .get(&k)
+                .is_some_and(|t| t.iter().any(|r| reached.contains(r)));
+            if forward || backward {
+                reached.insert(k);
+                false
+            } else {
+                true
+            }
+        });
+        if pending.len() == before {
+            break;
+        }
+    }
+    let left_out: std::collections::HashSet<String> = pending.iter().map(|s| key(s)).collect();
+    Ok(order
+        .into_iter()
+        .filter(|s| !left_out.contains(&key(s)))
+        .collect())
+}
+
+/// Every relative reference (`Type/id`, with any `_history` part dropped) in a resource.
+fn collect_references(value: &Value, out: &mut std::collections::HashSet<String>) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj {
+                match (k.as_str(), v) {
+                    ("reference", Value::String(r)) => {
+                        let parts = r.split('/').collect::<Vec<_>>();
+                        // `.../Type/id` or `.../Type/id/_history/n`.
+                        let (ty, id) = match parts.as_slice() {
+                            [.., ty, id, "_history", _] => (*ty, *id),
+                            [.., ty, id] => (*ty, *id),
+                            _ => continue,
+                        };
+                        out.insert(format!("{ty}/{id}"));
+                    }
+                    _ => collect_references(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_references(v, out)),
+        _ => {}
+    }
 }
 
 /// Calls `found` for every relative reference (`Type/id`) in `resource` whose type is not in the
