@@ -20,34 +20,39 @@ pub const DEFAULT_MAX_COUNT: usize = 1000;
 #[derive(Args, Debug, Clone, Default)]
 pub struct Settings {
     /// A TOML file with any of the settings below (keys as the flags, with `_` or `-`).
-    #[arg(long, env = "NUTMEG_CONFIG", global = true)]
+    #[arg(long, env = "NUTMEG_CONFIG", global = true, hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://USER@HOST:PORT/DB` [default: sqlite://DATA_DIR/nutmeg.db].
-    #[arg(long, env = "NUTMEG_DATABASE", global = true)]
+    #[arg(long, env = "NUTMEG_DATABASE", global = true, hide_env_values = true)]
     pub database: Option<String>,
     /// The directory of the default SQLite database [default: ./nutmeg-data].
-    #[arg(long, env = "NUTMEG_DATA_DIR", global = true)]
+    #[arg(long, env = "NUTMEG_DATA_DIR", global = true, hide_env_values = true)]
     pub data_dir: Option<String>,
     /// The address the HTTP server listens on [default: 127.0.0.1:8080].
-    #[arg(long, env = "NUTMEG_HTTP", global = true)]
+    #[arg(long, env = "NUTMEG_HTTP", global = true, hide_env_values = true)]
     pub http: Option<String>,
     /// The public base URL of the FHIR API [default: http://HTTP/fhir].
-    #[arg(long, env = "NUTMEG_BASE_URL", global = true)]
+    #[arg(long, env = "NUTMEG_BASE_URL", global = true, hide_env_values = true)]
     pub base_url: Option<String>,
     /// The largest request body accepted, in bytes (`KiB`/`MiB` suffixes allowed) [default: 16MiB].
-    #[arg(long, env = "NUTMEG_MAX_BODY", global = true)]
+    #[arg(long, env = "NUTMEG_MAX_BODY", global = true, hide_env_values = true)]
     pub max_body: Option<String>,
     /// Search page size when the client gives no `_count` [default: 20].
-    #[arg(long, env = "NUTMEG_DEFAULT_COUNT", global = true)]
+    #[arg(
+        long,
+        env = "NUTMEG_DEFAULT_COUNT",
+        global = true,
+        hide_env_values = true
+    )]
     pub default_count: Option<String>,
     /// The largest `_count` honoured [default: 1000].
-    #[arg(long, env = "NUTMEG_MAX_COUNT", global = true)]
+    #[arg(long, env = "NUTMEG_MAX_COUNT", global = true, hide_env_values = true)]
     pub max_count: Option<String>,
     /// The log filter, as for `RUST_LOG` [default: info].
-    #[arg(long, env = "NUTMEG_LOG", global = true)]
+    #[arg(long, env = "NUTMEG_LOG", global = true, hide_env_values = true)]
     pub log: Option<String>,
     /// `text` or `json` [default: text].
-    #[arg(long, env = "NUTMEG_LOG_FORMAT", global = true)]
+    #[arg(long, env = "NUTMEG_LOG_FORMAT", global = true, hide_env_values = true)]
     pub log_format: Option<String>,
 }
 

@@ -80,8 +80,12 @@ impl Server {
     }
 
     fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
@@ -367,6 +371,18 @@ fn serve_answers_health_and_finishes_an_in_flight_request_on_sigterm() {
     assert_eq!(
         get_json(&format!("{}/Patient/late-1", server.base))["id"],
         "late-1"
+    );
+}
+
+#[test]
+fn serve_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path());
+    assert_eq!(get(&format!("{}/metadata", server.base)).0, 200);
+    server.signal("-INT");
+    assert!(
+        server.wait(Duration::from_secs(20)),
+        "clean exit after Ctrl-C"
     );
 }
 
