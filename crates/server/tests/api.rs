@@ -571,6 +571,53 @@ async fn a_body_over_the_limit_is_413() {
     assert_eq!(small.status, StatusCode::CREATED);
 }
 
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test]
+async fn gzip_request_bodies_are_read_within_the_limit() {
+    let app = start_with(|c| c.max_body = 4096, Router::new()).await;
+    let send = |body: Vec<u8>, encoding: &'static str| {
+        let router = app.router.clone();
+        async move {
+            let request = Request::builder()
+                .method("POST")
+                .uri("/fhir/Patient")
+                .header("content-type", "application/fhir+json")
+                .header("content-encoding", encoding)
+                .body(Body::from(body))
+                .unwrap();
+            let response = router.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, body) = send(gzip(patient("Zipped").to_string().as_bytes()), "gzip").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["name"][0]["family"], "Zipped");
+
+    // Small on the wire, over the limit once inflated.
+    let mut bomb = patient("Bomb");
+    bomb["name"][0]["given"] = json!(vec!["Bartholomew"; 2000]);
+    let (status, body) = send(gzip(bomb.to_string().as_bytes()), "gzip").await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+
+    let (status, body) = send(b"not gzip".to_vec(), "gzip").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    let (status, body) = send(patient("Brotli").to_string().into_bytes(), "br").await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+}
+
 /// Every kind of bad input: the status, and an OperationOutcome body.
 #[tokio::test]
 async fn bad_input_is_a_4xx_outcome() {

@@ -180,8 +180,9 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// Reads the whole body under `limit` bytes: 415 for a media type not in `allowed` (a body without
-/// one is taken as the first allowed type), 413 over the limit.
+/// Reads the whole body under `limit` bytes (before and after gzip decoding): 415 for a media type
+/// not in `allowed` (a body without one is taken as the first allowed type) or an encoding other
+/// than gzip, 413 over the limit.
 pub async fn read_body(
     headers: &HeaderMap,
     body: Body,
@@ -214,19 +215,44 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
         Err(e) => {
             let over = std::error::Error::source(&e)
                 .map(|s| s.to_string().contains("length limit"))
                 .unwrap_or(false)
                 || e.to_string().contains("length limit");
-            if over {
+            return if over {
                 Err(too_large())
             } else {
                 Err(ApiError::bad_request("the request body could not be read"))
-            }
+            };
         }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("").trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("" | "identity") => Ok(bytes),
+        Some("gzip" | "x-gzip") => {
+            // The limit holds for the decompressed body too (no zip bombs).
+            let mut out = Vec::new();
+            let mut decoder = std::io::Read::take(
+                flate2::read::MultiGzDecoder::new(&bytes[..]),
+                limit as u64 + 1,
+            );
+            std::io::Read::read_to_end(&mut decoder, &mut out)
+                .map_err(|_| ApiError::bad_request("the request body is not valid gzip"))?;
+            if out.len() > limit {
+                return Err(too_large());
+            }
+            Ok(out.into())
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IssueType::NotSupported,
+            format!("unsupported Content-Encoding '{other}'; send gzip or none"),
+        )),
     }
 }
 
