@@ -157,6 +157,26 @@ async fn create_read_vread_with_version_headers() {
     assert!(read.header("last-modified").is_some());
     assert_eq!(read.json()["name"][0]["family"], "Okafor");
 
+    let unchanged = app
+        .call(
+            "GET",
+            &format!("/fhir/Patient/{id}"),
+            &[("if-none-match", "W/\"1\"")],
+            "",
+        )
+        .await;
+    assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
+    assert!(unchanged.text.is_empty());
+    let changed = app
+        .call(
+            "GET",
+            &format!("/fhir/Patient/{id}"),
+            &[("if-none-match", "W/\"0\"")],
+            "",
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK);
+
     let vread = app.get(&format!("/fhir/Patient/{id}/_history/1")).await;
     assert_eq!(vread.status, StatusCode::OK);
     assert_eq!(vread.json()["meta"]["versionId"], "1");

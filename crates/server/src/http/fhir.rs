@@ -149,14 +149,33 @@ pub async fn metadata(State(state): State<Shared>, format: Format) -> Response {
     )
 }
 
+/// `GET [type]/[id]`; with `If-None-Match` naming the current version, 304 without a body.
 pub async fn read(
     State(state): State<Shared>,
     Path((ty, id)): Path<(String, String)>,
     format: Format,
     Who(who): Who,
+    headers: HeaderMap,
 ) -> Answer {
     let resource = state.repo.read(&who, &ty, &id).await?;
+    if not_modified(&headers, resource.version) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        version_headers(&mut response, resource.version, resource.last_updated);
+        return Ok(response);
+    }
     Ok(resource_response(StatusCode::OK, &resource, format))
+}
+
+/// Whether `If-None-Match` names `version` (or is `*`); weak and strong tags compare alike.
+fn not_modified(headers: &HeaderMap, version: i64) -> bool {
+    let current = format!("\"{version}\"");
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == current)
 }
 
 pub async fn vread(
