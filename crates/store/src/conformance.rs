@@ -2113,3 +2113,84 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
         ),
     ]
 }
+
+// ---- write throughput --------------------------------------------------------------------------
+
+/// `n` new Observations (ids `{prefix}{i}`) shaped like the extractor's output for real ones: a
+/// JSON body of about 1.5 kB, 25 index rows of every kind and two compartments. For throughput
+/// measurements.
+pub fn synthetic_observations(prefix: &str, n: usize) -> Vec<Write> {
+    let filler = "x".repeat(1200);
+    (0..n)
+        .map(|i| {
+            let id = format!("{prefix}{i}");
+            let patient = format!("pat{}", i % 1000);
+            let at = T0 + i as i64 * 1000;
+            let mut index = vec![
+                token("_id", None, &id),
+                token("status", Some("http://hl7.org/fhir/observation-status"), "final"),
+                token("category", Some("http://terminology.hl7.org/CodeSystem/observation-category"), "vital-signs"),
+                token_text("code", &format!("{}", 8000 + i % 50), "heart rate"),
+                token("code", Some("http://loinc.org"), &format!("{}", 8000 + i % 50)),
+                token("combo-code", Some("http://loinc.org"), &format!("{}", 8000 + i % 50)),
+                token("_security", Some("http://terminology.hl7.org/CodeSystem/v3-Confidentiality"), "N"),
+                reference("subject", "Patient", &patient),
+                reference("patient", "Patient", &patient),
+                reference("encounter", "Encounter", &format!("enc{}", i % 5000)),
+                reference("performer", "Practitioner", &format!("pr{}", i % 100)),
+                date("date", at, at),
+                date("_lastUpdated", at, at),
+                quantity("value-quantity", 60.0 + (i % 40) as f64, "http://unitsofmeasure.org", "/min"),
+                quantity("combo-value-quantity", 60.0 + (i % 40) as f64, "http://unitsofmeasure.org", "/min"),
+                uri("_profile", "http://hl7.org/fhir/StructureDefinition/heartrate"),
+                string("_text", "heart rate observation"),
+                token("identifier", Some("urn:obs"), &id),
+            ];
+            for (group, code) in ["8480-6", "8462-4"].iter().enumerate() {
+                let group = group as u32;
+                index.push(part(token("component-code-value-quantity", Some("http://loinc.org"), code), group, 0));
+                index.push(part(
+                    quantity("component-code-value-quantity", 80.0, "http://unitsofmeasure.org", "mm[Hg]"),
+                    group,
+                    1,
+                ));
+                index.push(token("component-code", Some("http://loinc.org"), code));
+            }
+            index.push(number("probability", 0.5));
+            let json = format!(
+                r#"{{"resourceType":"Observation","id":"{id}","meta":{{"versionId":"1"}},"status":"final","subject":{{"reference":"Patient/{patient}"}},"note":[{{"text":"{filler}"}}]}}"#
+            );
+            Write {
+                resource_type: "Observation".to_string(),
+                id,
+                version: 1,
+                expect: None,
+                last_updated: at,
+                op: WriteOp::Put { json, index, compartments: vec![patient.clone(), format!("{patient}-other")] },
+            }
+        })
+        .collect()
+}
+
+/// Commits `total` synthetic Observations in batches of `batch` from `writers` concurrent tasks and
+/// returns resources per second.
+pub async fn write_throughput(store: &Store, total: usize, batch: usize, writers: usize) -> f64 {
+    let started = std::time::Instant::now();
+    let per_writer = total / writers;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let writes = synthetic_observations(&format!("w{w}-"), per_writer);
+            let mut writes = writes.into_iter().peekable();
+            while writes.peek().is_some() {
+                let chunk: Vec<Write> = writes.by_ref().take(batch).collect();
+                commit(&store, chunk).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    (per_writer * writers) as f64 / started.elapsed().as_secs_f64()
+}

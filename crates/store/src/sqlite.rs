@@ -1,12 +1,14 @@
 //! The embedded SQLite engine: one file in WAL mode (`synchronous=NORMAL`), one writer connection
-//! behind a mutex and a small pool of reader connections, every call on tokio's blocking pool.
+//! behind a mutex and a pool of reader connections, every call on tokio's blocking pool. At most
+//! [`READERS`] reads run at once (a semaphore), so every read reuses a pooled connection with its
+//! prepared statements, however many clients wait.
 //!
 //! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
 //! last committed state without waiting for the writer. An in-memory database (`sqlite::memory:`) is
 //! private to its connection, so there every call uses the writer connection.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use fhir::search::{IndexEntry, IndexValue, Query};
@@ -19,8 +21,16 @@ use crate::{
     SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
 };
 
-/// Reader connections kept open between calls.
-const READERS: usize = 4;
+/// Reader connections, and reads running at once.
+const READERS: usize = 8;
+/// Page cache per connection, in KiB: the writer's is larger (index b-tree pages it updates).
+const WRITER_CACHE_KIB: i64 = 32_000;
+const READER_CACHE_KIB: i64 = 8_000;
+/// The background checkpointer copies the WAL into the database this often, so that commits never
+/// wait for a checkpoint's copying and `fsync`s; the writer's own automatic checkpoint is only a
+/// safety net for a WAL that grew this large (in pages) anyway.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 50_000;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
@@ -50,6 +60,7 @@ struct Inner {
     path: Option<PathBuf>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -68,15 +79,39 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn connect(path: &std::path::Path) -> Result<Connection> {
+fn connect(path: &std::path::Path, cache_kib: i64) -> Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY; \
-         PRAGMA cache_size = -16000; PRAGMA foreign_keys = OFF;",
-    )?;
-    conn.set_prepared_statement_cache_capacity(64);
+         PRAGMA cache_size = -{cache_kib}; PRAGMA foreign_keys = OFF; \
+         PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}; PRAGMA journal_size_limit = 67108864;"
+    ))?;
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
+}
+
+/// Checkpoints the WAL in the background (PASSIVE: never blocks readers or the writer) until the
+/// store is dropped.
+fn spawn_checkpointer(path: PathBuf, store: Weak<Inner>) {
+    let spawned = std::thread::Builder::new().name("sqlite-checkpoint".to_string()).spawn(move || {
+        let conn = match connect(&path, 2_000) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "sqlite checkpointer could not connect; the writer checkpoints");
+                return;
+            }
+        };
+        while store.strong_count() > 0 {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "sqlite checkpoint failed");
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no sqlite checkpointer thread; the writer checkpoints");
+    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -100,22 +135,27 @@ impl Sqlite {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
                 }
-                let conn =
-                    connect(&path).map_err(|e| StoreError::Open(format!("{target}: {e}")))?;
+                let conn = connect(&path, WRITER_CACHE_KIB)
+                    .map_err(|e| StoreError::Open(format!("{target}: {e}")))?;
                 (Some(path), conn)
             };
-            writer.set_prepared_statement_cache_capacity(64);
+            writer.set_prepared_statement_cache_capacity(128);
             migrate(&mut writer).map_err(|e| match e {
                 StoreError::Open(m) => StoreError::Open(m),
                 other => StoreError::Open(other.to_string()),
             })?;
-            Ok(Sqlite {
+            let sqlite = Sqlite {
                 inner: Arc::new(Inner {
                     path,
                     writer: Mutex::new(writer),
                     readers: Mutex::new(Vec::new()),
+                    permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 }),
-            })
+            };
+            if let Some(path) = &sqlite.inner.path {
+                spawn_checkpointer(path.clone(), Arc::downgrade(&sqlite.inner));
+            }
+            Ok(sqlite)
         })
         .await
     }
@@ -126,7 +166,14 @@ impl Sqlite {
         f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
+        let permit = inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Database("sqlite reader pool closed".to_string()))?;
         blocking(move || {
+            let _permit = permit;
             let Some(path) = &inner.path else {
                 let conn = lock(&inner.writer);
                 return in_read_tx(&conn, f);
@@ -134,13 +181,10 @@ impl Sqlite {
             let pooled = lock(&inner.readers).pop();
             let conn = match pooled {
                 Some(conn) => conn,
-                None => connect(path)?,
+                None => connect(path, READER_CACHE_KIB)?,
             };
             let out = in_read_tx(&conn, f);
-            let mut readers = lock(&inner.readers);
-            if readers.len() < READERS {
-                readers.push(conn);
-            }
+            lock(&inner.readers).push(conn);
             out
         })
         .await

@@ -109,3 +109,13 @@ async fn selective_searches_use_indexes() {
         assert!(!page.matches.is_empty(), "{what} finds something");
     }
 }
+
+/// Write throughput of the store alone (no HTTP, no validation); run with
+/// `cargo test --release -p store --test sqlite write_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn write_throughput() {
+    let db = fresh().await;
+    let rate = conformance::write_throughput(&db.store, 40_000, 100, 4).await;
+    println!("sqlite: {rate:.0} resources/s (batches of 100, 4 writers, 25 index rows each)");
+}

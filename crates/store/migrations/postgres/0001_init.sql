@@ -75,9 +75,10 @@ CREATE TABLE idx_reference (
     target_type TEXT COLLATE "C", target_id TEXT COLLATE "C", url TEXT COLLATE "C", version TEXT COLLATE "C", grp BIGINT, comp BIGINT,
     PRIMARY KEY (rid, n)
 );
-CREATE INDEX idx_reference_lookup ON idx_reference(param, target_type, target_id, rid);
-CREATE INDEX idx_reference_target ON idx_reference(target_type, target_id);
-CREATE INDEX idx_reference_url ON idx_reference(param, url);
+CREATE INDEX idx_reference_lookup ON idx_reference(param, target_id, target_type, rid);
+-- Chains, `_has` and includes always name the parameter, so the lookup index serves their joins too.
+-- Most references are relative: the url index holds only the absolute ones.
+CREATE INDEX idx_reference_url ON idx_reference(param, url) WHERE url IS NOT NULL;
 
 CREATE TABLE idx_uri (
     rid BIGINT NOT NULL, n BIGINT NOT NULL, param TEXT COLLATE "C" NOT NULL,

@@ -75,9 +75,10 @@ CREATE TABLE idx_reference (
     target_type TEXT, target_id TEXT, url TEXT, version TEXT, grp INTEGER, comp INTEGER,
     PRIMARY KEY (rid, n)
 ) WITHOUT ROWID;
-CREATE INDEX idx_reference_lookup ON idx_reference(param, target_type, target_id, rid);
-CREATE INDEX idx_reference_target ON idx_reference(target_type, target_id);
-CREATE INDEX idx_reference_url ON idx_reference(param, url);
+CREATE INDEX idx_reference_lookup ON idx_reference(param, target_id, target_type, rid);
+-- Chains, `_has` and includes always name the parameter, so the lookup index serves their joins too.
+-- Most references are relative: the url index holds only the absolute ones.
+CREATE INDEX idx_reference_url ON idx_reference(param, url) WHERE url IS NOT NULL;
 
 CREATE TABLE idx_uri (
     rid INTEGER NOT NULL, n INTEGER NOT NULL, param TEXT NOT NULL,
