@@ -7,8 +7,10 @@ use crate::functions::Func;
 use crate::lexer::{tokenize, Tok, Token};
 use crate::ParseError;
 
-/// Nesting limit, so that hostile input cannot overflow the stack.
-const MAX_DEPTH: usize = 200;
+/// Nesting limit, so that hostile input cannot overflow the stack: neither the parser's recursion nor
+/// the evaluator's (nor dropping the tree), which follow the depth of the tree. Every node that wraps
+/// another (a parenthesis, an operator, a `.step`, an indexer, a negation) counts.
+const MAX_DEPTH: usize = 64;
 
 pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(src)?;
@@ -137,8 +139,10 @@ impl Parser {
             return self.unary();
         }
         let mut lhs = self.binary(level + 1)?;
+        let outer = self.depth;
         while let Some(op) = self.operator(level) {
             self.bump();
+            self.deeper()?;
             let rhs = self.binary(level + 1)?;
             lhs = Expr::Binary {
                 op,
@@ -146,20 +150,33 @@ impl Parser {
                 rhs: Box::new(rhs),
             };
         }
+        self.depth = outer;
         Ok(lhs)
+    }
+
+    /// One more level of nesting, or an error past [`MAX_DEPTH`].
+    fn deeper(&mut self) -> Result<(), ParseError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.error("expression nested too deeply".into()));
+        }
+        Ok(())
     }
 
     fn type_expression(&mut self) -> Result<Expr, ParseError> {
         let mut e = self.binary(8)?;
+        let outer = self.depth;
         loop {
             let op = if self.is_keyword("is") {
                 TypeOp::Is
             } else if self.is_keyword("as") {
                 TypeOp::As
             } else {
+                self.depth = outer;
                 return Ok(e);
             };
             self.bump();
+            self.deeper()?;
             let ty = self.type_spec()?;
             e = Expr::Type {
                 op,
@@ -202,7 +219,10 @@ impl Parser {
         if self.is_punct("-") || self.is_punct("+") {
             let negate = self.is_punct("-");
             self.bump();
-            let inner = self.unary()?;
+            self.deeper()?;
+            let inner = self.unary();
+            self.depth -= 1;
+            let inner = inner?;
             return Ok(match (negate, inner) {
                 (false, e) => e,
                 (true, Expr::Literal(Literal::Integer(i))) => Expr::Literal(Literal::Integer(-i)),
@@ -211,12 +231,15 @@ impl Parser {
             });
         }
         let mut e = self.term()?;
+        let outer = self.depth;
         loop {
             if self.is_punct(".") {
                 self.bump();
+                self.deeper()?;
                 e = self.invocation(Some(Box::new(e)))?;
             } else if self.is_punct("[") {
                 self.bump();
+                self.deeper()?;
                 let index = self.expression()?;
                 self.expect("]")?;
                 e = Expr::Indexer {
@@ -224,6 +247,7 @@ impl Parser {
                     index: Box::new(index),
                 };
             } else {
+                self.depth = outer;
                 return Ok(e);
             }
         }

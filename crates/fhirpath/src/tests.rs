@@ -559,3 +559,29 @@ fn sort_by_keys_ascending_and_descending() {
     );
     check_eval_error("(1 | 'a').sort()", &p);
 }
+
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    // Parenthesised, negated, nested calls, long `.step` chains and operator chains: each level nests the
+    // tree one deeper, which the parser, the evaluator and dropping the tree all follow recursively.
+    let p = json!({"resourceType": "Patient"});
+    for depth in [40, 63, 64, 65, 250, 10_000] {
+        let parens = format!("{}1{}", "(".repeat(depth), ")".repeat(depth));
+        let unary = format!("{}1", "-".repeat(depth));
+        let calls = format!("{}1{}", "iif(true, ".repeat(depth), ")".repeat(depth));
+        let dots = format!("Patient{}", ".where(true)".repeat(depth));
+        let sums = format!("1{}", " + 1".repeat(depth));
+        for expr in [parens, unary, calls, dots, sums] {
+            match parse(&expr) {
+                Ok(e) => {
+                    assert!(depth < 64, "{depth}: {expr:.40}");
+                    let _ = e.evaluate(&p, &TinyModel);
+                }
+                Err(e) => {
+                    assert!(depth > 60, "{depth}: {expr:.40}: {e}");
+                    assert!(e.message.contains("too deeply"), "{e}");
+                }
+            }
+        }
+    }
+}
