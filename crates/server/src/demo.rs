@@ -14,6 +14,9 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::serve::{announce, bind, open_repository, run, shutdown_signal};
 
+/// Patient bundles loaded at once.
+const LOADERS: usize = 4;
+
 pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyhow::Result<()> {
     let path = config.data_dir.join("nutmeg.db");
     if path.exists() {
@@ -51,16 +54,33 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
         .await
         .map_err(|e| anyhow::anyhow!("loading the directory failed: {}", diagnostics(&e)))?;
     progress.inc(1);
-    let mut sample = None;
-    for index in 0..args.patients {
-        let bundle = generator.patient_bundle(index);
-        resources += synth::entry_count(&bundle);
-        if sample.is_none() {
-            sample = Sample::of(&bundle);
+    let sample = Sample::of(&generator.patient_bundle(0));
+    // Patient bundles are independent of each other: a few in flight keep the store busy.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = 0;
+    while next < args.patients || !tasks.is_empty() {
+        while next < args.patients && tasks.len() < LOADERS {
+            let (repo, generator, who, index) =
+                (repo.clone(), generator.clone(), who.clone(), next);
+            tasks.spawn(async move {
+                let bundle = generator.patient_bundle(index);
+                let count = synth::entry_count(&bundle);
+                match repo.bundle(&who, bundle).await {
+                    Ok(_) => Ok(count),
+                    Err(e) => Err(format!(
+                        "loading patient {index} failed: {}",
+                        diagnostics(&e)
+                    )),
+                }
+            });
+            next += 1;
         }
-        repo.bundle(&who, bundle)
-            .await
-            .map_err(|e| anyhow::anyhow!("loading patient {index} failed: {}", diagnostics(&e)))?;
+        match tasks.join_next().await {
+            Some(Ok(Ok(count))) => resources += count,
+            Some(Ok(Err(message))) => bail!(message),
+            Some(Err(e)) => bail!("a loader stopped: {e}"),
+            None => {}
+        }
         progress.inc(1);
         let rate = resources as f64 / started.elapsed().as_secs_f64().max(0.001);
         progress.set_message(format!("{resources} resources, {rate:.0}/s"));
