@@ -49,6 +49,25 @@ fn search_parse(data: &[u8]) {
     }
 }
 
+/// `fuzz/fuzz_targets/fhirpath.rs` (with a smaller resource: what matters is that nothing panics).
+fn fhirpath_expression(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let patient = serde_json::json!({
+        "resourceType": "Patient",
+        "id": "p1",
+        "name": [{"use": "official", "family": "Doe", "given": ["Jan", "Piet"]}],
+        "birthDate": "1970-01-01",
+        "multipleBirthInteger": 2,
+        "generalPractitioner": [{"reference": "#pr"}],
+        "contained": [{"resourceType": "Practitioner", "id": "pr", "name": [{"family": "Who"}]}]
+    });
+    if let Ok(expression) = fhirpath::parse(text) {
+        let _ = expression.evaluate(&patient, &fhir::model::MODEL);
+    }
+}
+
 fn run(target: &str, harness: fn(&[u8])) {
     let inputs = inputs(target);
     assert!(!inputs.is_empty(), "no seeds for {target}");
@@ -73,6 +92,18 @@ fn validate_seeds_and_regressions() {
 #[test]
 fn search_parse_seeds_and_regressions() {
     run("search_parse", search_parse);
+}
+
+#[test]
+fn fhirpath_seeds_and_regressions() {
+    run("fhirpath", fhirpath_expression);
+    // The seeds are expressions the engine supports, so that the fuzzer starts deep inside it.
+    for (path, bytes) in inputs("fhirpath") {
+        if !path.to_string_lossy().contains("regressions") {
+            let text = String::from_utf8(bytes).expect("UTF-8 seed");
+            assert!(fhirpath::parse(&text).is_ok(), "{}: {text}", path.display());
+        }
+    }
 }
 
 /// The seeds are valid resources, so that the fuzzer starts from inputs that go deep into the validator.
