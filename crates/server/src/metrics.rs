@@ -130,7 +130,48 @@ impl Metrics {
                 &format!("operation=\"{}\"", escape(operation)),
             );
         }
+        render_process(&mut out);
         out
+    }
+}
+
+/// Resident and peak resident memory of this process, from `/proc/self/status` (Linux; elsewhere
+/// nothing): the benchmarks read the peak.
+fn render_process(out: &mut String) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+    };
+    for (name, field, help) in [
+        (
+            "nutmeg_process_resident_memory_bytes",
+            "VmRSS:",
+            "Resident memory.",
+        ),
+        (
+            "nutmeg_process_peak_resident_memory_bytes",
+            "VmHWM:",
+            "Peak resident memory.",
+        ),
+    ] {
+        if let Some(value) = kib(field) {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}",
+                value * 1024
+            );
+        }
     }
 }
 

@@ -553,6 +553,15 @@ async fn health_and_metrics() {
     assert!(metrics
         .text
         .contains("nutmeg_store_operation_duration_seconds_count{operation=\"health\"} 1"));
+    if cfg!(target_os = "linux") {
+        let peak = metrics
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix("nutmeg_process_peak_resident_memory_bytes "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("peak memory gauge");
+        assert!(peak > 1 << 20, "{peak}");
+    }
 }
 
 #[tokio::test]
