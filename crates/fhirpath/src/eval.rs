@@ -120,7 +120,9 @@ impl<'a, 'm> Evaluator<'a, 'm> {
                 match v.as_slice() {
                     [] => Ok(Vec::new()),
                     [item] => match prim(item, self.model) {
-                        Prim::Int(i) => Ok(vec![Item::Integer(-i)]),
+                        Prim::Int(i) => {
+                            Ok(i.checked_neg().map(Item::Integer).into_iter().collect())
+                        }
                         Prim::Dec(d) => Ok(vec![Item::Decimal(-d)]),
                         Prim::Quantity(v, u) => Ok(vec![Item::Quantity {
                             value: -v,

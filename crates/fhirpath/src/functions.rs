@@ -1037,7 +1037,11 @@ fn math<'a>(
         }
     };
     Ok(match func {
-        Func::Abs if int => vec![Item::Integer((x as i64).abs())],
+        // An integer's absolute value, except i64::MIN's, which does not fit: empty, like other overflows.
+        Func::Abs if int => match p {
+            Prim::Int(i) => i.checked_abs().map(Item::Integer).into_iter().collect(),
+            _ => Vec::new(),
+        },
         Func::Abs => dec(x.abs()),
         Func::Ceiling => vec![Item::Integer(x.ceil() as i64)],
         Func::Floor => vec![Item::Integer(x.floor() as i64)],

@@ -585,3 +585,15 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
         }
     }
 }
+
+#[test]
+fn integer_overflow_is_empty_not_a_panic() {
+    let p = json!({"resourceType": "Patient"});
+    let min = "(-9223372036854775807 - 1)";
+    check(&format!("{min}.abs()"), &p, &[]);
+    check(&format!("-{min}"), &p, &[]);
+    check(&format!("{min} - 1"), &p, &[]);
+    check("9223372036854775807 + 1", &p, &[]);
+    check(&format!("{min} div -1"), &p, &[]);
+    check("(-5).abs()", &p, &["5"]);
+}
