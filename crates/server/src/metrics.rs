@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,11 +63,28 @@ struct Inner {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     inner: Arc<Mutex<Inner>>,
+    in_flight: Arc<AtomicI64>,
+}
+
+/// Counts one request as in flight until dropped (also when the request is cancelled).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
         Metrics::default()
+    }
+
+    /// Marks a request as started; it is in flight until the guard is dropped.
+    pub fn start(&self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.in_flight.clone())
     }
 
     /// Counts one request of `interaction` that answered `status` after `elapsed`.
@@ -104,6 +122,13 @@ impl Metrics {
     pub fn render(&self) -> String {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
+        out.push_str("# HELP nutmeg_http_requests_in_flight HTTP requests being handled.\n");
+        out.push_str("# TYPE nutmeg_http_requests_in_flight gauge\n");
+        let _ = writeln!(
+            out,
+            "nutmeg_http_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP nutmeg_http_requests_total HTTP requests by FHIR interaction and status class.\n");
         out.push_str("# TYPE nutmeg_http_requests_total counter\n");
         for ((interaction, class), n) in &inner.requests {

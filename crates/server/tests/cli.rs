@@ -282,6 +282,13 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
         { "resource": { "resourceType": "Patient", "gender": "often" }, "request": { "method": "POST", "url": "Patient" } }
     ]});
     std::fs::write(data.join("half-bad.json"), half_bad.to_string()).unwrap();
+    // NDJSON whose second line is invalid: its chunk is rejected whole.
+    let bad_ndjson = format!(
+        "{}\n{}\n",
+        patient("imp-7", "Halvorsen"),
+        json!({ "resourceType": "Patient", "id": "imp-8", "active": "yes" })
+    );
+    std::fs::write(nested.join("bad.ndjson"), bad_ndjson).unwrap();
     // Not a FHIR file: skipped in a folder.
     std::fs::write(data.join("README.txt"), "notes").unwrap();
 
@@ -301,10 +308,10 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("imported 4 file(s), 3 failed; 7 resources"),
+        stdout.contains("imported 4 file(s), 4 failed; 7 resources"),
         "{stdout}"
     );
-    for failed in ["broken.json", "invalid.json", "half-bad.json"] {
+    for failed in ["broken.json", "invalid.json", "half-bad.json", "bad.ndjson"] {
         assert!(
             stderr
                 .lines()
@@ -313,13 +320,14 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
         );
     }
     assert!(stderr.contains("not valid JSON"), "{stderr}");
+    assert!(stderr.contains("lines 1-2"), "{stderr}");
     assert!(!stderr.contains("README"));
 
     let server = serve(&db);
     let count = |query: &str| get_json(&format!("{}/{query}", server.base))["total"].clone();
     assert_eq!(count("Patient?_summary=count"), json!(6));
     assert_eq!(count("Observation?_summary=count"), json!(1));
-    assert_eq!(count("Patient?_id=imp-6&_summary=count"), json!(0));
+    assert_eq!(count("Patient?_id=imp-6,imp-7&_summary=count"), json!(0));
     assert_eq!(
         get_json(&format!("{}/Patient/imp-5", server.base))["name"][0]["family"],
         "Fontaine"
@@ -346,7 +354,15 @@ fn serve_answers_health_and_finishes_an_in_flight_request_on_sigterm() {
     .unwrap();
     stream.write_all(first).unwrap();
     stream.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the server is handling it (this /metrics request is the other one in flight).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !get(&format!("{}/metrics", server.root()))
+        .1
+        .contains("nutmeg_http_requests_in_flight 2")
+    {
+        assert!(Instant::now() < deadline, "the PUT never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.terminate();
     std::thread::sleep(Duration::from_millis(300));
     assert!(

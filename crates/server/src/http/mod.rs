@@ -139,6 +139,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
 /// answered without an OperationOutcome (a rejection inside axum) gets one here.
 async fn observe(State(state): State<Shared>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = state.metrics.start();
     let id = request_id(&request);
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
