@@ -510,3 +510,58 @@ async fn prefer_return_and_handling() {
         .expect("update");
     assert_eq!(updated.status(), 200);
 }
+
+#[tokio::test]
+async fn delete_with_if_match() {
+    let repo = repo().await;
+    let id = repo
+        .create(&who(), "Patient", patient("Del", "1"), None)
+        .await
+        .expect("create")
+        .resource
+        .id;
+    let stale = repo
+        .delete_if_match(&who(), "Patient", &id, Some(2))
+        .await
+        .expect_err("stale");
+    assert!(
+        matches!(stale, Error::PreconditionFailed { current: 1 }),
+        "{stale:?}"
+    );
+    assert_eq!(
+        repo.read(&who(), "Patient", &id)
+            .await
+            .expect("still there")
+            .version,
+        1
+    );
+    assert_eq!(
+        repo.delete_if_match(&who(), "Patient", &id, Some(1))
+            .await
+            .expect("delete"),
+        Some(2)
+    );
+    // Once deleted, no live version matches any If-Match.
+    assert_eq!(
+        status(repo.delete_if_match(&who(), "Patient", &id, Some(2)).await),
+        412
+    );
+    // In a transaction, a stale ifMatch on a DELETE rejects the whole bundle.
+    let mut keep = patient("Keep", "2");
+    keep["id"] = json!("keep");
+    repo.update(&who(), "Patient", "keep", keep, None)
+        .await
+        .expect("seed");
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            { "request": { "method": "DELETE", "url": "Patient/keep", "ifMatch": "W/\"7\"" } },
+            { "resource": patient("New", "3"), "request": { "method": "POST", "url": "Patient" } },
+        ],
+    });
+    let err = repo.bundle(&who(), bundle).await.expect_err("stale delete");
+    assert_eq!(err.status(), 412);
+    assert!(matches!(err, Error::Entry { index: 0, .. }), "{err:?}");
+    assert_eq!(status(repo.read(&who(), "Patient", "keep").await), 200);
+}

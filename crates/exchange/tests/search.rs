@@ -898,3 +898,51 @@ async fn malformed_values_are_400_in_every_handling() {
         assert_eq!(strict.expect_err(query).status(), 400, "{query}");
     }
 }
+
+#[tokio::test]
+async fn unknown_parameters_of_history_and_everything() {
+    let repo = repo().await;
+    put(&repo, person("u1", "Unknown", "1970-01-01", None)).await;
+    let lenient = repo
+        .everything(&who(), "u1", &params("_format=json&nonsense=1"))
+        .await
+        .expect("lenient $everything");
+    let modes: Vec<String> = entries(&lenient).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(modes, vec!["match", "outcome"]);
+    let strict = repo
+        .everything_with(&who(), "u1", &params("nonsense=1"), Handling::Strict)
+        .await;
+    assert_eq!(strict.expect_err("strict").status(), 400);
+    assert!(repo
+        .everything_with(
+            &who(),
+            "u1",
+            &params("_count=5&_pretty=true"),
+            Handling::Strict
+        )
+        .await
+        .is_ok());
+
+    assert!(repo
+        .history(&who(), HistoryScope::System, &params("nonsense=1"))
+        .await
+        .is_ok());
+    let strict = repo
+        .history_with(
+            &who(),
+            HistoryScope::System,
+            &params("nonsense=1"),
+            Handling::Strict,
+        )
+        .await;
+    assert_eq!(strict.expect_err("strict").status(), 400);
+    assert!(repo
+        .history_with(
+            &who(),
+            HistoryScope::System,
+            &params("_count=2&_since=2020"),
+            Handling::Strict
+        )
+        .await
+        .is_ok());
+}

@@ -104,6 +104,7 @@ enum Action {
     Delete {
         ty: String,
         id: String,
+        if_match: Option<i64>,
     },
     DeleteIf {
         ty: String,
@@ -379,7 +380,7 @@ impl Repository {
                                     if_match,
                                 }
                             }
-                            _ => Action::Delete { ty, id },
+                            _ => Action::Delete { ty, id, if_match },
                         }
                     }
                     (1, Some(params)) if method == Method::Put => {
@@ -478,7 +479,7 @@ impl Repository {
                 },
                 Action::Update { ty, id, .. }
                 | Action::Patch { ty, id, .. }
-                | Action::Delete { ty, id } => Target::Existing {
+                | Action::Delete { ty, id, .. } => Target::Existing {
                     ty: ty.clone(),
                     id: id.clone(),
                 },
@@ -626,6 +627,19 @@ impl Repository {
                     });
                     // A withheld resource is answered as an absent one: nothing is deleted.
                     let visible = self.visible(who, ty, id).await?;
+                    if let Action::Delete {
+                        if_match: Some(expected),
+                        ..
+                    } = &p.action
+                    {
+                        let live = cur
+                            .filter(|c| !c.deleted && visible)
+                            .map(|c| c.version)
+                            .unwrap_or(0);
+                        if *expected != live {
+                            return Err(entry_err(Error::PreconditionFailed { current: live }));
+                        }
+                    }
                     if let Some(c) = cur.filter(|c| !c.deleted && visible) {
                         writes.push(delete_write(ty, id, c.version, now));
                         done[i] = Some(Done {
@@ -916,7 +930,8 @@ impl Repository {
                     .await?
             }
             (Method::Delete, 2, None) => {
-                self.delete(who, &ty, &url.segments[1]).await?;
+                self.delete_if_match(who, &ty, &url.segments[1], if_match)
+                    .await?;
                 return Ok(json!({ "response": { "status": "204 No Content" } }));
             }
             (Method::Delete, 1, Some(params)) => {
@@ -1164,7 +1179,7 @@ fn check_duplicates(planned: &[Planned]) -> Result<()> {
         let key = match &p.action {
             Action::Update { ty, id, .. }
             | Action::Patch { ty, id, .. }
-            | Action::Delete { ty, id } => (ty, id),
+            | Action::Delete { ty, id, .. } => (ty, id),
             _ => continue,
         };
         if !seen.insert(key) {

@@ -337,23 +337,52 @@ impl Repository {
         resource_type: &str,
         id: &str,
     ) -> Result<Option<i64>> {
+        self.delete_if_match(who, resource_type, id, None).await
+    }
+
+    /// `DELETE [type]/[id]` with `If-Match`: the delete happens only if the current version is
+    /// `if_match` (412 otherwise, also for an absent, deleted or withheld resource, whose current
+    /// live version counts as 0). Without `if_match` it is [`Repository::delete`].
+    pub async fn delete_if_match(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<i64>> {
         check_type(resource_type)?;
         check_id(id)?;
         let key = [(resource_type.to_string(), id.to_string())];
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.store.current(&key).await?.into_iter().next().flatten();
-            let Some(current) = current.filter(|c| !c.deleted) else {
+            // A withheld resource is answered as an absent one: nothing is deleted.
+            let live = match current.filter(|c| !c.deleted) {
+                Some(c) if self.visible(who, resource_type, id).await? => Some(c),
+                _ => None,
+            };
+            if let Some(expected) = if_match {
+                let now_at = live.map(|c| c.version).unwrap_or(0);
+                if now_at != expected {
+                    return Err(Error::PreconditionFailed { current: now_at });
+                }
+            }
+            let Some(current) = live else {
                 return Ok(None);
             };
-            // A withheld resource is answered as an absent one: nothing is deleted.
-            if !self.visible(who, resource_type, id).await? {
-                return Ok(None);
-            }
             let write = delete_write(resource_type, id, current.version, now_millis());
             match self.store.commit(vec![write]).await {
                 Ok(()) => {
                     tracing::debug!(request_id = %who.request_id, resource_type, "deleted");
                     return Ok(Some(current.version + 1));
+                }
+                Err(StoreError::Conflict { .. }) if if_match.is_some() => {
+                    let current = self.store.current(&key).await?.into_iter().next().flatten();
+                    return Err(Error::PreconditionFailed {
+                        current: current
+                            .filter(|c| !c.deleted)
+                            .map(|c| c.version)
+                            .unwrap_or(0),
+                    });
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),

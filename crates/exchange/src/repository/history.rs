@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use store::{HistoryRequest, HistoryScope};
 
 use super::support::{check_id, check_type, etag, parse_count, parse_instant_param, parse_stored};
-use super::{Error, Repository, Result};
+use super::{Error, Handling, Repository, Result};
 use crate::access::Requester;
 use fhir::search::datetime::format_instant;
 
@@ -18,6 +18,20 @@ impl Repository {
         scope: HistoryScope,
         params: &[(String, String)],
     ) -> Result<Value> {
+        self.history_with(who, scope, params, Handling::Lenient)
+            .await
+    }
+
+    /// [`Repository::history`] with a choice of handling for parameters history does not know:
+    /// ignored (lenient; a history Bundle has no place to report them) or 400 (strict).
+    pub async fn history_with(
+        &self,
+        who: &Requester,
+        scope: HistoryScope,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value> {
+        super::search::unknown_params(params, &["_since", "_at", "_count", "_page"], handling)?;
         let path = match &scope {
             HistoryScope::System => format!("{}/_history", self.config.base_url),
             HistoryScope::Type(ty) => {

@@ -168,7 +168,21 @@ impl Repository {
         patient_id: &str,
         params: &[(String, String)],
     ) -> Result<Value> {
+        self.everything_with(who, patient_id, params, Handling::Lenient)
+            .await
+    }
+
+    /// [`Repository::everything`] with a choice of handling for parameters the operation does not
+    /// know: reported in an OperationOutcome entry (lenient) or 400 (strict).
+    pub async fn everything_with(
+        &self,
+        who: &Requester,
+        patient_id: &str,
+        params: &[(String, String)],
+        handling: Handling,
+    ) -> Result<Value> {
         check_id(patient_id)?;
+        let unknown = unknown_params(params, &["_since", "_type", "_count", "_page"], handling)?;
         let mut since = None;
         let mut types = Vec::new();
         let mut count = None;
@@ -249,6 +263,9 @@ impl Repository {
                     entries.push(entry);
                 }
             }
+        }
+        if !unknown.is_empty() {
+            entries.push(outcome_entry(&unknown));
         }
         let path = format!("{}/Patient/{patient_id}/$everything", self.config.base_url);
         let links = self.links(
@@ -345,6 +362,41 @@ pub(crate) fn searchset(total: Option<u64>, links: Vec<Value>, entries: Vec<Valu
         bundle["entry"] = Value::Array(entries);
     }
     bundle
+}
+
+/// The parameters of an operation that are not in `known` (nor `_format`/`_pretty`): warnings to
+/// report (lenient), or a 400 (strict).
+pub(crate) fn unknown_params(
+    params: &[(String, String)],
+    known: &[&str],
+    handling: Handling,
+) -> Result<Vec<Issue>> {
+    let unknown: Vec<&str> = params
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !known.contains(name) && !matches!(*name, "_format" | "_pretty"))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let diagnostics = |name: &str| format!("{name}: not a parameter of this interaction; ignored");
+    match handling {
+        Handling::Strict => Err(Error::Invalid(
+            unknown
+                .iter()
+                .map(|name| {
+                    Issue::error(
+                        fhir::IssueType::NotSupported,
+                        format!("{name}: not a parameter of this interaction"),
+                    )
+                })
+                .collect(),
+        )),
+        Handling::Lenient => Ok(unknown
+            .iter()
+            .map(|name| Issue::warning(fhir::IssueType::NotSupported, diagnostics(name)))
+            .collect()),
+    }
 }
 
 /// The entry that reports ignored parameters and other warnings (`search.mode = outcome`).
