@@ -5,6 +5,7 @@ use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use exchange::access::DecisionPoint;
 use exchange::repository::{Repository, RepositoryConfig};
 use tokio::net::TcpListener;
@@ -84,6 +85,10 @@ pub async fn run(
         max_body: config.max_body,
     });
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    // Small responses go out at once instead of waiting on Nagle's algorithm and delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stopped.changed().await;
     });
