@@ -281,6 +281,27 @@ impl Validator {
                 });
             }
         }
+        if td.name == "Extension" {
+            self.extension_rule(obj);
+        }
+    }
+
+    /// ext-1: an extension has either nested extensions or a value, not both and not neither.
+    fn extension_rule(&mut self, obj: &Map<String, Value>) {
+        let nested = obj.contains_key("extension");
+        let valued = obj
+            .keys()
+            .any(|k| k.len() > 5 && k.starts_with("value") && k.as_bytes()[5].is_ascii_uppercase());
+        if nested == valued {
+            self.error(
+                IssueType::Invariant,
+                if nested {
+                    "an extension has either nested extensions or a value, not both (ext-1)"
+                } else {
+                    "an extension needs a value or nested extensions (ext-1)"
+                },
+            );
+        }
     }
 
     /// The value of an element (an array of them if it repeats). `companion` is the `_name` array of a

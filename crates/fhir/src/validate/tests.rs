@@ -450,3 +450,19 @@ fn issues_come_in_document_order_of_their_indexes() {
         ],
     );
 }
+
+#[test]
+fn an_extension_has_a_value_or_nested_extensions() {
+    check(
+        json!({"resourceType": "Patient", "extension": [
+            {"url": "http://x/a", "valueString": "ok"},
+            {"url": "http://x/b", "extension": [{"url": "c", "valueCode": "ok"}]},
+            {"url": "http://x/d"},
+            {"url": "http://x/e", "valueString": "v", "extension": [{"url": "f", "valueCode": "x"}]}
+        ]}),
+        &[
+            ("Patient.extension[2]", "invariant"),
+            ("Patient.extension[3]", "invariant"),
+        ],
+    );
+}
