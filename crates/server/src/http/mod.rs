@@ -5,14 +5,13 @@
 //! in a handler becomes a 500 that shows nothing of its cause.
 
 mod error;
-mod fhir;
 pub mod negotiate;
 mod panic;
+mod rest;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use ::fhir::IssueType;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::{Method, StatusCode};
@@ -21,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use exchange::repository::Repository;
+use fhir::IssueType;
 
 pub use error::{ApiError, Internal};
 
@@ -53,30 +53,30 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
     extra
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/fhir", get(fhir::search_system).post(fhir::bundle))
-        .route("/fhir/", get(fhir::search_system).post(fhir::bundle))
-        .route("/fhir/metadata", get(fhir::metadata))
-        .route("/fhir/_history", get(fhir::history_system))
-        .route("/fhir/_search", post(fhir::search_system_post))
+        .route("/fhir", get(rest::search_system).post(rest::bundle))
+        .route("/fhir/", get(rest::search_system).post(rest::bundle))
+        .route("/fhir/metadata", get(rest::metadata))
+        .route("/fhir/_history", get(rest::history_system))
+        .route("/fhir/_search", post(rest::search_system_post))
         .route(
             "/fhir/{type}",
-            get(fhir::search_type)
-                .post(fhir::create)
-                .put(fhir::conditional_update)
-                .delete(fhir::conditional_delete),
+            get(rest::search_type)
+                .post(rest::create)
+                .put(rest::conditional_update)
+                .delete(rest::conditional_delete),
         )
-        .route("/fhir/{type}/_search", post(fhir::search_type_post))
-        .route("/fhir/{type}/_history", get(fhir::history_type))
+        .route("/fhir/{type}/_search", post(rest::search_type_post))
+        .route("/fhir/{type}/_history", get(rest::history_type))
         .route(
             "/fhir/{type}/{id}",
-            get(fhir::read)
-                .put(fhir::update)
-                .patch(fhir::patch)
-                .delete(fhir::delete),
+            get(rest::read)
+                .put(rest::update)
+                .patch(rest::patch)
+                .delete(rest::delete),
         )
-        .route("/fhir/{type}/{id}/_history", get(fhir::history_instance))
-        .route("/fhir/{type}/{id}/_history/{version}", get(fhir::vread))
-        .route("/fhir/{type}/{id}/$everything", get(fhir::everything))
+        .route("/fhir/{type}/{id}/_history", get(rest::history_instance))
+        .route("/fhir/{type}/{id}/_history/{version}", get(rest::vread))
+        .route("/fhir/{type}/{id}/$everything", get(rest::everything))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(panic::catch_panic))
