@@ -24,6 +24,7 @@ pub fn validate_resource(resource: &Value) -> Vec<Issue> {
         issues: Vec::new(),
         path: String::with_capacity(128),
         depth: 0,
+        local_ids: Vec::new(),
     };
     v.resource(resource, false);
     // Grouped by location, so that the problems of one element come together whatever the key order
@@ -72,6 +73,9 @@ struct Validator {
     path: String,
     /// How many objects deep the node being checked is.
     depth: usize,
+    /// For each resource being checked (innermost last), the ids of its contained resources: what a local
+    /// reference (`#id`) may name. A contained resource uses its container's.
+    local_ids: Vec<Vec<(String, String)>>,
 }
 
 /// How deep objects may nest (a Bundle entry's contained resource's extension's extension... counts each
@@ -163,8 +167,23 @@ impl Validator {
         }
         if contained {
             self.contained_rules(obj);
+            self.object(obj, td, true);
+            return;
         }
+        let ids = match obj.get("contained") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|c| {
+                    let id = c.get("id")?.as_str()?;
+                    let ty = c.get("resourceType")?.as_str()?;
+                    Some((id.to_string(), ty.to_string()))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.local_ids.push(ids);
         self.object(obj, td, true);
+        self.local_ids.pop();
     }
 
     /// The invariants of a contained resource: it holds no contained resources itself (dom-2) and has no
@@ -579,6 +598,37 @@ impl Validator {
                     ),
                 )
             });
+        } else if let Some(id) = reference.strip_prefix('#').filter(|id| !id.is_empty()) {
+            // ref-1: a local reference names a contained resource (`#` alone is the container).
+            let known = self
+                .local_ids
+                .last()
+                .and_then(|ids| ids.iter().find(|(i, _)| i == id))
+                .map(|(_, ty)| ty.clone());
+            if let Some(ty) = known
+                .as_deref()
+                .filter(|ty| definitions::is_resource_type(ty) && !allowed(ty))
+            {
+                self.at_child("reference", |v| {
+                    v.error(
+                        IssueType::Value,
+                        format!(
+                            "a reference here points at {}, not {ty}",
+                            targets.join(" or ")
+                        ),
+                    )
+                });
+            } else if known.is_none() {
+                self.at_child("reference", |v| {
+                    v.error(
+                        IssueType::Invariant,
+                        format!(
+                            "'#{}' names no contained resource of this resource (ref-1)",
+                            clip(id)
+                        ),
+                    )
+                });
+            }
         } else if let Some(ty) = referenced_type(reference) {
             if !allowed(ty) {
                 self.at_child("reference", |v| {

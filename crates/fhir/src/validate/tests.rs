@@ -199,7 +199,6 @@ fn references() {
         "Patient/1",
         "Patient/1/_history/2",
         "http://example.org/fhir/Patient/1",
-        "#p1",
         "urn:uuid:c757873d-ec9a-4326-a141-556f43239520",
         "urn:oid:1.2.3.4",
         "Patient?identifier=x",
@@ -386,7 +385,6 @@ fn references_point_at_the_types_the_element_allows() {
         json!({"reference": "Group/1/_history/2"}),
         json!({"reference": "https://example.org/fhir/Device/d1"}),
         json!({"reference": "Location?identifier=x"}),
-        json!({"reference": "#contained"}),
         json!({"reference": "urn:uuid:c757873d-ec9a-4326-a141-556f43239520"}),
         json!({"type": "Patient", "identifier": {"value": "1"}}),
         // An absolute URL whose end is not Type/id says nothing about the type.
@@ -464,5 +462,41 @@ fn an_extension_has_a_value_or_nested_extensions() {
             ("Patient.extension[2]", "invariant"),
             ("Patient.extension[3]", "invariant"),
         ],
+    );
+}
+
+#[test]
+fn local_references_name_a_contained_resource_of_the_right_type() {
+    let observation = |reference: &str| {
+        json!({
+            "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": reference},
+            "performer": [{"reference": "#pr"}],
+            "contained": [
+                {"resourceType": "Patient", "id": "p1", "generalPractitioner": [{"reference": "#pr"}, {"reference": "#"}]},
+                {"resourceType": "Practitioner", "id": "pr"}
+            ]
+        })
+    };
+    check(observation("#p1"), &[]);
+    check(
+        observation("#nobody"),
+        &[("Observation.subject.reference", "invariant")],
+    );
+    // Observation.subject may not be a Practitioner, contained or not.
+    check(
+        observation("#pr"),
+        &[("Observation.subject.reference", "value")],
+    );
+    // A Bundle entry's local references are to its own contained resources.
+    check(
+        json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Patient", "generalPractitioner": [{"reference": "#o"}], "contained": [{"resourceType": "Organization", "id": "o"}]}},
+            {"resource": {"resourceType": "Patient", "generalPractitioner": [{"reference": "#o"}]}}
+        ]}),
+        &[(
+            "Bundle.entry[1].resource.generalPractitioner[0].reference",
+            "invariant",
+        )],
     );
 }
