@@ -1991,8 +1991,13 @@ pub async fn bad_cursor_is_refused(store: &Store) {
 /// identifiers, family names and birth dates; 8,000 observations and 4,000 encounters that refer
 /// to them), then updates the planner's statistics.
 pub async fn plan_fixture(store: &Store) {
+    fixture(store, 2000).await;
+}
+
+/// [`plan_fixture`] with `patients` patients (and seven resources per patient in all).
+pub async fn fixture(store: &Store, patients: i64) {
     let mut batch = Vec::new();
-    for i in 0..2000_i64 {
+    for i in 0..patients {
         let p = format!("p{i}");
         let born = T0 - (i % 3650) * DAY;
         batch.push(put(
@@ -2044,8 +2049,15 @@ pub async fn plan_fixture(store: &Store) {
 
 /// The selective searches of the benchmarks, by name, on the data of [`plan_fixture`].
 pub fn selective_queries() -> Vec<(&'static str, Query)> {
+    selective_queries_for(42)
+}
+
+/// The selective searches about patient `i` of [`fixture`].
+pub fn selective_queries_for(i: i64) -> Vec<(&'static str, Query)> {
     let day = |n: i64| (T0 - n * DAY, T0 - n * DAY + DAY - 1);
-    let (born_low, born_high) = day(42);
+    let (born_low, born_high) = day(i % 3650);
+    let patient = format!("p{i}");
+    let first_obs = T0 + i * 4 * 3_600_000;
     let token_sc = |system: &str, code: &str| {
         Test::Token(TokenTest::Code {
             system: Some(Some(system.to_string())),
@@ -2058,7 +2070,10 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
             "Patient by identifier",
             query(
                 "Patient",
-                vec![vec![index("identifier", token_sc("urn:mrn", "mrn42"))]],
+                vec![vec![index(
+                    "identifier",
+                    token_sc("urn:mrn", &format!("mrn{i}")),
+                )]],
             ),
         ),
         (
@@ -2066,7 +2081,7 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
             query(
                 "Patient",
                 vec![
-                    vec![index("family", starts("family42"))],
+                    vec![index("family", starts(&format!("family{}", i % 500)))],
                     vec![index(
                         "birthdate",
                         date_test(Prefix::Eq, born_low, born_high),
@@ -2079,8 +2094,11 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
             query(
                 "Observation",
                 vec![
-                    vec![index("subject", refers("Patient", "p42"))],
-                    vec![index("code", token_sc("http://loinc.org", "c3"))],
+                    vec![index("subject", refers("Patient", &patient))],
+                    vec![index(
+                        "code",
+                        token_sc("http://loinc.org", &format!("c{}", (i + 1) % 20)),
+                    )],
                 ],
             ),
         ),
@@ -2089,11 +2107,14 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
             query(
                 "Observation",
                 vec![
-                    vec![index("subject", refers("Patient", "p42"))],
-                    vec![index("date", date_test(Prefix::Ge, T0, T0 + DAY - 1))],
+                    vec![index("subject", refers("Patient", &patient))],
                     vec![index(
                         "date",
-                        date_test(Prefix::Le, T0 + 30 * DAY, T0 + 31 * DAY - 1),
+                        date_test(Prefix::Ge, first_obs - 15 * DAY, first_obs - 14 * DAY - 1),
+                    )],
+                    vec![index(
+                        "date",
+                        date_test(Prefix::Le, first_obs + 15 * DAY, first_obs + 16 * DAY - 1),
                     )],
                 ],
             ),
@@ -2107,11 +2128,72 @@ pub fn selective_queries() -> Vec<(&'static str, Query)> {
                 }],
                 ..query(
                     "Encounter",
-                    vec![vec![index("subject", refers("Patient", "p42"))]],
+                    vec![vec![index("subject", refers("Patient", &patient))]],
                 )
             },
         ),
     ]
+}
+
+/// Latency of the selective searches on the data of [`fixture`] (with `patients` patients), from
+/// `clients` concurrent tasks each running every query `rounds` times about random patients:
+/// `(query, p50, p99)` in milliseconds.
+pub async fn search_latency(
+    store: &Store,
+    patients: i64,
+    clients: usize,
+    rounds: usize,
+) -> Vec<(&'static str, f64, f64)> {
+    let names: Vec<&'static str> = selective_queries()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut tasks = Vec::new();
+    for client in 0..clients {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let rng = fastrand_seed(client as u64);
+            let mut timings: Vec<Vec<f64>> = vec![Vec::new(); 5];
+            for round in 0..rounds {
+                let patient = (rng.wrapping_mul(round as u64 + 1) % patients as u64) as i64;
+                for (n, (_, query)) in selective_queries_for(patient).into_iter().enumerate() {
+                    let started = std::time::Instant::now();
+                    let page = search(
+                        &store,
+                        &query,
+                        &SearchOptions {
+                            count: 20,
+                            max_includes: 0,
+                        },
+                    )
+                    .await;
+                    timings[n].push(started.elapsed().as_secs_f64() * 1000.0);
+                    std::hint::black_box(page);
+                }
+            }
+            timings
+        }));
+    }
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); 5];
+    for task in tasks {
+        for (n, t) in task.await.expect("client task").into_iter().enumerate() {
+            all[n].extend(t);
+        }
+    }
+    names
+        .into_iter()
+        .zip(all)
+        .map(|(name, mut t)| {
+            t.sort_by(f64::total_cmp);
+            let at = |q: f64| t[((t.len() as f64 - 1.0) * q).round() as usize];
+            (name, at(0.5), at(0.99))
+        })
+        .collect()
+}
+
+/// A large odd multiplier per client, so clients ask about different patients.
+fn fastrand_seed(client: u64) -> u64 {
+    (client + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
 }
 
 // ---- write throughput --------------------------------------------------------------------------

@@ -100,8 +100,16 @@ impl Postgres {
     /// Connects, and creates or migrates the schema (in the first schema of the `search_path`).
     pub(crate) async fn open(url: &str) -> Result<Postgres> {
         let (url, size) = split_url(url)?;
-        let config = tokio_postgres::Config::from_str(&url)
+        let mut config = tokio_postgres::Config::from_str(&url)
             .map_err(|e| StoreError::Open(format!("invalid PostgreSQL URL: {e}")))?;
+        // Statements are prepared once per connection and reused, and PostgreSQL would soon plan
+        // them once for all values ("generic plans"): a search by patient and a common code would
+        // then be driven by the code. Plan every execution for its values instead.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c plan_cache_mode=force_custom_plan"),
+            None => "-c plan_cache_mode=force_custom_plan".to_string(),
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             NoTls,

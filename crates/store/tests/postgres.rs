@@ -347,3 +347,60 @@ async fn write_throughput() {
     let rate = conformance::write_throughput(&db.store, 40_000, 100, 4).await;
     println!("postgres: {rate:.0} resources/s (batches of 100, 4 writers, 25 index rows each)");
 }
+
+/// Search latency of the selective searches on a larger database; run with
+/// `NUTMEG_BENCH_PATIENTS=30000 cargo test --release -p store --test postgres search_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn search_latency() {
+    let Some(db) = fresh().await else { return };
+    let patients = std::env::var("NUTMEG_BENCH_PATIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let started = std::time::Instant::now();
+    conformance::fixture(&db.store, patients).await;
+    println!(
+        "postgres: loaded {} resources in {:.1} s",
+        patients * 7,
+        started.elapsed().as_secs_f64()
+    );
+    for clients in [1, 32] {
+        for (name, p50, p99) in conformance::search_latency(&db.store, patients, clients, 50).await
+        {
+            println!(
+                "postgres {clients:>2} clients: {name:<40} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms"
+            );
+        }
+    }
+}
+
+/// Loads the benchmark fixture into the schema of `NUTMEG_BENCH_URL` and keeps it (to study plans
+/// by hand): `NUTMEG_BENCH_URL='postgres://...?options=-c%20search_path%3Dbench' cargo test ... -- --ignored load_fixture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a tool, not a check"]
+async fn load_fixture() {
+    let Ok(url) = std::env::var("NUTMEG_BENCH_URL") else {
+        println!("skipped: NUTMEG_BENCH_URL not set");
+        return;
+    };
+    let patients = std::env::var("NUTMEG_BENCH_PATIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let store = Store::open(&url).await.expect("open");
+    conformance::fixture(&store, patients).await;
+    for (what, query) in conformance::selective_queries_for(1234) {
+        let plan = store
+            .explain(
+                &query,
+                &SearchOptions {
+                    count: 20,
+                    max_includes: 0,
+                },
+            )
+            .await
+            .expect("explain");
+        println!("{what}:\n{}\n", plan.join("\n"));
+    }
+}

@@ -119,3 +119,30 @@ async fn write_throughput() {
     let rate = conformance::write_throughput(&db.store, 40_000, 100, 4).await;
     println!("sqlite: {rate:.0} resources/s (batches of 100, 4 writers, 25 index rows each)");
 }
+
+/// Search latency of the selective searches on a larger database; run with
+/// `NUTMEG_BENCH_PATIENTS=30000 cargo test --release -p store --test sqlite search_latency -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn search_latency() {
+    let db = fresh().await;
+    let patients = std::env::var("NUTMEG_BENCH_PATIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let started = std::time::Instant::now();
+    conformance::fixture(&db.store, patients).await;
+    println!(
+        "sqlite: loaded {} resources in {:.1} s",
+        patients * 7,
+        started.elapsed().as_secs_f64()
+    );
+    for clients in [1, 32] {
+        for (name, p50, p99) in conformance::search_latency(&db.store, patients, clients, 50).await
+        {
+            println!(
+                "sqlite {clients:>2} clients: {name:<40} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms"
+            );
+        }
+    }
+}
