@@ -1,9 +1,23 @@
-//! Validation of a resource on every write: structure, types, cardinality, primitive formats, required
-//! bindings, references, contained resources. Returns every problem found.
+//! Validation of a resource on every write. Returns every problem found, each located by a FHIRPath
+//! expression (`Patient.name[0].given[1]`, `Observation.value.ofType(Quantity)`):
 //!
-//! One pass over the JSON, driven by the generated type tables ([`crate::definitions`]). The location
-//! of the node being checked is kept in one growing string, so the happy path allocates almost nothing;
-//! an issue copies it.
+//! - structure: a known, concrete resource type; every property an element of its type (choice elements
+//!   by their typed name, `_name` companions only for primitives); JSON kinds, arrays where and only
+//!   where an element repeats, no empty objects, arrays or strings, nulls only to align `_name` arrays;
+//! - cardinality: minimum and maximum of every element, one type per choice element;
+//! - primitive formats (id, date, dateTime, instant, time, decimal, integer ranges, uri, code, oid, uuid,
+//!   base64Binary, strings without control characters and at most 1 MB...);
+//! - codes of required bindings whose value sets ship in the definitions (a CodeableConcept needs a
+//!   coding from the value set);
+//! - references: well formed, pointing at a type the element allows, local ones naming a contained
+//!   resource (ref-1);
+//! - contained resources validated like any other, with dom-2 and dom-4; Bundle entries and Parameters
+//!   resources too; extensions with ext-1.
+//!
+//! Other invariants (the FHIRPath constraints of the definitions) are not checked. One pass over the
+//! JSON, driven by the generated type tables ([`crate::definitions`]), at most [`MAX_DEPTH`] objects deep.
+//! The location of the node being checked is kept in one growing string, so the happy path allocates
+//! almost nothing; an issue copies it.
 
 mod primitives;
 
