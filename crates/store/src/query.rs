@@ -509,53 +509,60 @@ fn driver(query: &Query) -> Option<usize> {
 /// How selective a kind of predicate usually is (lower is more selective); `None` if it cannot
 /// drive a search.
 fn selectivity(predicate: &Predicate) -> Option<u8> {
+    const TWO_DAYS: i64 = 2 * 86_400_000;
     Some(match predicate {
         Predicate::Index { param: "_id", .. } => 0,
         Predicate::Index { test, .. } => match test {
-            Test::Token(TokenTest::OfType { .. }) => 1,
+            Test::Token(TokenTest::OfType { .. }) => 2,
             Test::Reference {
                 target_id: Some(_), ..
-            } => 1,
+            } => 2,
             Test::Token(TokenTest::Code {
                 code: Some(_),
                 system: Some(Some(_)),
-            }) => 2,
-            Test::ReferenceIdentifier(_) | Test::Reference { url: Some(_), .. } => 2,
+            }) => 4,
+            Test::ReferenceIdentifier(_) | Test::Reference { url: Some(_), .. } => 4,
             Test::String {
                 mode: StringMatch::Exact,
                 ..
-            }
-            | Test::Uri {
+            } => 4,
+            Test::Uri {
                 mode: UriMatch::Exact,
                 ..
-            } => 2,
-            Test::Token(TokenTest::Code { code: Some(_), .. }) => 3,
+            } => 4,
+            // A day or less (a birth date): fewer matches than a name's first letters.
+            Test::Date {
+                prefix: Prefix::Eq,
+                low,
+                high,
+            } if high.saturating_sub(*low) < TWO_DAYS => 5,
+            Test::Token(TokenTest::Code { code: Some(_), .. }) => 6,
             Test::String {
                 mode: StringMatch::StartsWith,
                 value,
-            } if value.chars().count() >= 3 => 3,
+            } if value.chars().count() >= 3 => 6,
             Test::Date {
                 prefix: Prefix::Eq, ..
-            }
-            | Test::Number {
+            } => 8,
+            Test::Number {
                 prefix: Prefix::Eq, ..
-            }
-            | Test::Quantity {
+            } => 8,
+            Test::Quantity {
                 prefix: Prefix::Eq, ..
-            } => 4,
+            } => 8,
             Test::String {
                 mode: StringMatch::StartsWith,
                 ..
-            }
-            | Test::Uri {
+            } => 10,
+            Test::Uri {
                 mode: UriMatch::Below,
                 ..
-            } => 5,
-            Test::Date { .. } | Test::Number { .. } | Test::Quantity { .. } => 6,
-            _ => 7,
+            } => 10,
+            Test::Date { .. } | Test::Number { .. } | Test::Quantity { .. } => 12,
+            _ => 14,
         },
-        Predicate::Composite { .. } => 4,
-        Predicate::Chain { .. } | Predicate::Has { .. } => 5,
+        Predicate::Composite { .. } => 8,
+        Predicate::Chain { .. } | Predicate::Has { .. } => 10,
         Predicate::Not { .. } | Predicate::Missing { .. } => return None,
     })
 }
@@ -1428,4 +1435,93 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
         total,
         next,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fhir::search::{Clause, TokenTest};
+
+    fn clause(predicate: Predicate) -> Clause {
+        Clause {
+            any: vec![predicate],
+        }
+    }
+
+    fn code(code: &str) -> Predicate {
+        Predicate::Index {
+            param: "code",
+            test: Test::Token(TokenTest::Code {
+                system: Some(Some("http://loinc.org".into())),
+                code: Some(code.into()),
+            }),
+        }
+    }
+
+    fn subject(id: &str) -> Predicate {
+        Predicate::Index {
+            param: "subject",
+            test: Test::Reference {
+                target_type: Some("Patient".into()),
+                target_id: Some(id.into()),
+                url: None,
+                version: None,
+            },
+        }
+    }
+
+    fn date(prefix: Prefix, low: i64, high: i64) -> Predicate {
+        Predicate::Index {
+            param: "date",
+            test: Test::Date { prefix, low, high },
+        }
+    }
+
+    #[test]
+    fn the_most_selective_clause_drives_whatever_its_position() {
+        let q = |clauses: Vec<Clause>| Query {
+            clauses,
+            ..Query::default()
+        };
+        assert_eq!(
+            driver(&q(vec![clause(code("x")), clause(subject("p1"))])),
+            Some(1)
+        );
+        assert_eq!(
+            driver(&q(vec![clause(subject("p1")), clause(code("x"))])),
+            Some(0)
+        );
+        // A day beats a name prefix; a range never beats a reference.
+        let family = Predicate::Index {
+            param: "family",
+            test: Test::String {
+                value: "smi".into(),
+                mode: StringMatch::StartsWith,
+            },
+        };
+        let day = date(Prefix::Eq, 0, 86_400_000 - 1);
+        assert_eq!(driver(&q(vec![clause(family), clause(day)])), Some(1));
+        assert_eq!(
+            driver(&q(vec![
+                clause(date(Prefix::Ge, 0, 1)),
+                clause(subject("p1"))
+            ])),
+            Some(1)
+        );
+        // An OR clause is as selective as its least selective member.
+        let either = Clause {
+            any: vec![subject("p1"), date(Prefix::Gt, 0, 1)],
+        };
+        assert_eq!(driver(&q(vec![either, clause(code("x"))])), Some(1));
+        // `:not` and `:missing` never drive.
+        let not = Predicate::Not {
+            param: "code",
+            test: Test::Token(TokenTest::Code {
+                system: None,
+                code: Some("x".into()),
+            }),
+        };
+        assert_eq!(driver(&q(vec![clause(not)])), None);
+        assert_eq!(driver(&q(vec![])), None);
+    }
 }
