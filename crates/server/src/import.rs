@@ -50,24 +50,37 @@ pub async fn import(config: &Config, paths: &[PathBuf]) -> anyhow::Result<Summar
     );
     let started = Instant::now();
     let who = Requester::system("import");
-    for file in &files {
-        match import_file(&repo, &who, file).await {
-            Ok(n) => {
-                summary.files_ok += 1;
-                summary.resources += n;
+    // A file that loaded nothing may depend on one that comes later (a Synthea patient bundle's
+    // conditional references to the practitioners of `practitionerInformation*.json`): such files are
+    // tried once more after all the others, and only then reported.
+    let mut retry = Vec::new();
+    for (pass, list) in [(0, files), (1, Vec::new())] {
+        let list = if pass == 0 {
+            list
+        } else {
+            std::mem::take(&mut retry)
+        };
+        for file in list {
+            match import_file(&repo, &who, &file).await {
+                Ok(n) => {
+                    summary.files_ok += 1;
+                    summary.resources += n;
+                    progress.inc(1);
+                }
+                Err((0, _)) if pass == 0 => retry.push(file),
+                Err((loaded, reason)) => {
+                    summary.failed += 1;
+                    summary.resources += loaded;
+                    progress.suspend(|| eprintln!("FAILED {}: {reason}", file.display()));
+                    progress.inc(1);
+                }
             }
-            Err((loaded, reason)) => {
-                summary.failed += 1;
-                summary.resources += loaded;
-                progress.suspend(|| eprintln!("FAILED {}: {reason}", file.display()));
-            }
+            let rate = summary.resources as f64 / started.elapsed().as_secs_f64().max(0.001);
+            progress.set_message(format!(
+                "{} resources, {rate:.0} resources/s",
+                summary.resources
+            ));
         }
-        progress.inc(1);
-        let rate = summary.resources as f64 / started.elapsed().as_secs_f64().max(0.001);
-        progress.set_message(format!(
-            "{} resources, {rate:.0} resources/s",
-            summary.resources
-        ));
     }
     progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();

@@ -289,6 +289,20 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
         json!({ "resourceType": "Patient", "id": "imp-8", "active": "yes" })
     );
     std::fs::write(nested.join("bad.ndjson"), bad_ndjson).unwrap();
+    // A transaction whose conditional reference needs a practitioner from a file that sorts after it
+    // (as Synthea's patient bundles need `practitionerInformation*.json`): loaded on the retry.
+    let dependent = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "resource": { "resourceType": "Patient", "id": "imp-9", "name": [{ "family": "Ibarra" }],
+                        "generalPractitioner": [{ "reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999999991" }] },
+          "request": { "method": "PUT", "url": "Patient/imp-9" } }
+    ]});
+    std::fs::write(data.join("a-dependent.json"), dependent.to_string()).unwrap();
+    let directory = json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+        { "resource": { "resourceType": "Practitioner", "id": "imp-prac",
+                        "identifier": [{ "system": "http://hl7.org/fhir/sid/us-npi", "value": "9999999991" }] },
+          "request": { "method": "PUT", "url": "Practitioner/imp-prac" } }
+    ]});
+    std::fs::write(data.join("z-directory.json"), directory.to_string()).unwrap();
     // Not a FHIR file: skipped in a folder.
     std::fs::write(data.join("README.txt"), "notes").unwrap();
 
@@ -308,7 +322,7 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("imported 4 file(s), 4 failed; 7 resources"),
+        stdout.contains("imported 6 file(s), 4 failed; 9 resources"),
         "{stdout}"
     );
     for failed in ["broken.json", "invalid.json", "half-bad.json", "bad.ndjson"] {
@@ -325,7 +339,11 @@ fn import_loads_files_folders_ndjson_and_gzip_and_reports_failures() {
 
     let server = serve(&db);
     let count = |query: &str| get_json(&format!("{}/{query}", server.base))["total"].clone();
-    assert_eq!(count("Patient?_summary=count"), json!(6));
+    assert_eq!(count("Patient?_summary=count"), json!(7));
+    assert_eq!(
+        get_json(&format!("{}/Patient/imp-9", server.base))["generalPractitioner"][0]["reference"],
+        "Practitioner/imp-prac"
+    );
     assert_eq!(count("Observation?_summary=count"), json!(1));
     assert_eq!(count("Patient?_id=imp-6,imp-7&_summary=count"), json!(0));
     assert_eq!(
