@@ -801,16 +801,6 @@ async fn fetch<E: Exec>(e: &mut E, rids: &[i64]) -> Result<Vec<Stored>> {
     Ok(rids.iter().filter_map(|rid| by_rid.remove(rid)).collect())
 }
 
-async fn max_rid<E: Exec>(e: &mut E) -> Result<i64> {
-    let rows = e
-        .rows("SELECT COALESCE(MAX(rid), 0) FROM resources", &[])
-        .await?;
-    rows.into_iter()
-        .next()
-        .and_then(|r| r.into_iter().next())
-        .map_or(Ok(0), |v| v.int())
-}
-
 /// Finds which index tables hold rows of each parameter (for `:missing` and `_sort`).
 async fn probe<E: Exec>(e: &mut E, params: &BTreeSet<&'static str>) -> Result<ParamTables> {
     let mut out = ParamTables::new();
@@ -864,6 +854,12 @@ fn page_sql(
 ) -> Result<String> {
     let back = cursor.is_some_and(|c| c.back);
     let limit = count + 1;
+    // A first page also reports the snapshot bound its cursors will carry.
+    let max = if cursor.is_none() {
+        format!(", {MAX_RID}")
+    } else {
+        String::new()
+    };
     Ok(if keys.is_empty() {
         let keyset = match cursor {
             Some(c) => format!(
@@ -874,7 +870,7 @@ fn page_sql(
             None => String::new(),
         };
         let order = if back { "DESC" } else { "ASC" };
-        format!("SELECT r.rid {from_where}{keyset} ORDER BY r.rid {order} LIMIT {limit}")
+        format!("SELECT r.rid{max} {from_where}{keyset} ORDER BY r.rid {order} LIMIT {limit}")
     } else {
         let select: Vec<String> = keys
             .iter()
@@ -898,7 +894,7 @@ fn page_sql(
         order.push(format!("t.rid {}", if back { "DESC" } else { "ASC" }));
         let outer: Vec<String> = (0..keys.len()).map(|i| format!(", t.k{i}")).collect();
         format!(
-            "SELECT t.rid{} FROM (SELECT r.rid AS rid, {} {from_where}) t{keyset} ORDER BY {} LIMIT {limit}",
+            "SELECT t.rid{}{max} FROM (SELECT r.rid AS rid, {} {from_where}) t{keyset} ORDER BY {} LIMIT {limit}",
             outer.concat(),
             select.join(", "),
             order.join(", ")
@@ -911,6 +907,8 @@ fn page_sql(
 struct PageRows {
     rows: Vec<(i64, Vec<Val>)>,
     more: bool,
+    /// The snapshot bound, read with a first page (that has rows).
+    max: Option<i64>,
 }
 
 async fn page_rows<E: Exec>(
@@ -924,7 +922,15 @@ async fn page_rows<E: Exec>(
     let back = cursor.is_some_and(|c| c.back);
     let sql = page_sql(&mut b, from_where, keys, cursor, count)?;
     let mut rows = Vec::new();
-    for row in e.rows(&sql, &b.args).await? {
+    let mut max = None;
+    for mut row in e.rows(&sql, &b.args).await? {
+        if cursor.is_none() {
+            let bound = row
+                .pop()
+                .ok_or_else(|| StoreError::Database("short row".to_string()))?
+                .int()?;
+            max = Some(bound);
+        }
         let mut it = row.into_iter();
         let rid = it
             .next()
@@ -937,7 +943,7 @@ async fn page_rows<E: Exec>(
     if back {
         rows.reverse();
     }
-    Ok(PageRows { rows, more })
+    Ok(PageRows { rows, more, max })
 }
 
 /// The rows after (or, for a backward cursor, before) the cursor's row in sort order; missing sort
@@ -1033,7 +1039,6 @@ fn links(
 struct Plan {
     tables: ParamTables,
     cursor: Option<Cursor>,
-    max: i64,
     query_hash: u64,
 }
 
@@ -1054,27 +1059,33 @@ async fn plan<E: Exec>(e: &mut E, query: &Query) -> Result<Plan> {
     }
     params.extend(query.sort.iter().map(|k| k.param));
     let tables = probe(e, &params).await?;
-    let max = match &cursor {
-        Some(c) => c.max,
-        None => max_rid(e).await?,
-    };
     Ok(Plan {
         tables,
         cursor,
-        max,
         query_hash,
     })
 }
 
+/// The snapshot bound of a page: the cursor's, or on a first page the greatest rid now (read in
+/// the same statement, and reported by [`page_sql`]).
+const MAX_RID: &str = "(SELECT COALESCE(MAX(rid), 0) FROM resources)";
+
+fn bound(b: &mut Sql<'_>, cursor: Option<&Cursor>) -> String {
+    match cursor {
+        Some(c) => b.int(c.max),
+        None => MAX_RID.to_string(),
+    }
+}
+
 /// `FROM resources r WHERE ...`: the live current resources that match, up to the snapshot bound.
-fn from_where(b: &mut Sql<'_>, query: &Query, max: i64) -> Result<String> {
+fn from_where(b: &mut Sql<'_>, query: &Query, cursor: Option<&Cursor>) -> Result<String> {
     let (clauses, driven) = b.clauses(query, "r")?;
     // When a clause drives the search (SQLite), a unary `+` keeps the planner from using the other
     // indexes of `resources` instead.
     let plus = if driven { "+" } else { "" };
     let mut conds = vec![
         format!("{plus}r.deleted = 0"),
-        format!("{plus}r.rid <= {}", b.int(max)),
+        format!("{plus}r.rid <= {}", bound(b, cursor)),
     ];
     if let Some(ty) = query.resource_type {
         conds.push(format!("{plus}r.type = {}", b.text(ty)));
@@ -1113,11 +1124,10 @@ pub(crate) async fn search<E: Exec>(
     let Plan {
         tables,
         cursor,
-        max,
         query_hash,
     } = plan(e, query).await?;
     let mut b = Sql::new(e.dialect(), &tables);
-    let from_where = from_where(&mut b, query, max)?;
+    let from_where = from_where(&mut b, query, cursor.as_ref())?;
 
     let total = match query.total {
         Total::None => None,
@@ -1141,6 +1151,7 @@ pub(crate) async fn search<E: Exec>(
 
     let keys = sort_keys(&mut b, query, &tables);
     let page = page_rows(e, b, &from_where, &keys, cursor.as_ref(), options.count).await?;
+    let max = cursor.as_ref().map(|c| c.max).or(page.max).unwrap_or(0);
     let (next, previous) = links(&page, cursor.as_ref(), max, query_hash);
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
     let included = includes(e, query, &rids, options.max_includes).await?;
@@ -1161,14 +1172,9 @@ pub(crate) async fn explain<E: Exec>(
     options: &SearchOptions,
 ) -> Result<Vec<String>> {
     let d = e.dialect();
-    let Plan {
-        tables,
-        cursor,
-        max,
-        ..
-    } = plan(e, query).await?;
+    let Plan { tables, cursor, .. } = plan(e, query).await?;
     let mut b = Sql::new(d, &tables);
-    let from_where = from_where(&mut b, query, max)?;
+    let from_where = from_where(&mut b, query, cursor.as_ref())?;
     let keys = sort_keys(&mut b, query, &tables);
     let sql = page_sql(
         &mut b,
@@ -1307,17 +1313,13 @@ pub(crate) async fn compartment<E: Exec>(
         Some(text) => Some(Cursor::decode(text, query_hash)?),
         None => None,
     };
-    let max = match &cursor {
-        Some(c) => c.max,
-        None => max_rid(e).await?,
-    };
     let tables = ParamTables::new();
     let mut b = Sql::new(e.dialect(), &tables);
     let patient = b.text(&request.patient_id);
     let patient_type = b.text("Patient");
     let mut conds = vec![
         "r.deleted = 0".to_string(),
-        format!("r.rid <= {}", b.int(max)),
+        format!("r.rid <= {}", bound(&mut b, cursor.as_ref())),
         format!("r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id = {patient})"),
         format!("NOT (r.type = {patient_type} AND r.id = {patient})"),
     ];
@@ -1332,6 +1334,7 @@ pub(crate) async fn compartment<E: Exec>(
         return Ok(SearchPage::default());
     }
     let page = page_rows(e, b, &from_where, &[], cursor.as_ref(), request.count).await?;
+    let max = cursor.as_ref().map(|c| c.max).or(page.max).unwrap_or(0);
     let (next, previous) = links(&page, cursor.as_ref(), max, query_hash);
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
     Ok(SearchPage {

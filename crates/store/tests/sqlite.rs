@@ -116,8 +116,12 @@ async fn selective_searches_use_indexes() {
 #[ignore = "a measurement, not a check"]
 async fn write_throughput() {
     let db = fresh().await;
-    let rate = conformance::write_throughput(&db.store, 40_000, 100, 4).await;
-    println!("sqlite: {rate:.0} resources/s (batches of 100, 4 writers, 25 index rows each)");
+    let batch = std::env::var("NUTMEG_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let rate = conformance::write_throughput(&db.store, 40_000, batch, 4).await;
+    println!("sqlite: {rate:.0} resources/s (batches of {batch}, 4 writers, 25 index rows each)");
 }
 
 /// Search latency of the selective searches on a larger database; run with
