@@ -1105,16 +1105,110 @@ impl Repository {
     }
 }
 
-/// Validates a resource again once references to other entries (which name no type before they are
-/// resolved) have become `Type/id`: a reference may only point at the types its element allows.
+/// Checks a resource again once references to other entries (which name no type before they are
+/// resolved, so validation could not check them) have become `Type/id`: each reference may only
+/// point at the types its element allows. Only the references are walked, not the whole validation.
 fn revalidate(resource: &Value, rewritten: usize, index: usize) -> Result<()> {
     if rewritten == 0 {
         return Ok(());
     }
-    validate(resource).map(|_| ()).map_err(|e| Error::Entry {
-        index,
-        error: Box::new(Error::Invalid(rebase(index, e.issues()))),
-    })
+    let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Ok(());
+    };
+    let mut issues = Vec::new();
+    let mut path = Vec::new();
+    check_targets(resource, ty, &mut path, &mut |path, message| {
+        let mut at = format!("Bundle.entry[{index}].resource");
+        for (key, i) in path {
+            at.push('.');
+            at.push_str(key);
+            if let Some(i) = i {
+                at.push_str(&format!("[{i}]"));
+            }
+        }
+        at.push_str(".reference");
+        issues.push(Issue::error(IssueType::Value, message).at(at));
+    });
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Entry {
+            index,
+            error: Box::new(Error::Invalid(issues)),
+        })
+    }
+}
+
+/// Where [`check_targets`] is: the element names (and array positions) from the resource down.
+type TargetPath<'a> = Vec<(&'a str, Option<usize>)>;
+
+/// Walks `value`, an object of type `ty`, and reports every relative reference (`Type/id`) whose
+/// type its element does not allow.
+fn check_targets<'a>(
+    value: &'a Value,
+    ty: &str,
+    path: &mut TargetPath<'a>,
+    report: &mut dyn FnMut(&TargetPath<'a>, String),
+) {
+    let (Some(obj), Some(def)) = (value.as_object(), fhir::definitions::type_def(ty)) else {
+        return;
+    };
+    for (key, child) in obj {
+        if !(child.is_object() || child.is_array()) {
+            continue;
+        }
+        let Some((element, child_ty)) = def.element_for_key(key) else {
+            continue;
+        };
+        let mut visit = |i: Option<usize>, item: &'a Value, path: &mut TargetPath<'a>| {
+            if !item.is_object() {
+                return;
+            }
+            path.push((key.as_str(), i));
+            let item_ty = if child_ty == "Resource" {
+                item.get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            } else {
+                child_ty
+            };
+            if item_ty == "Reference" && !element.targets.is_empty() {
+                if let Some(target) = item
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(relative_type)
+                {
+                    if !element
+                        .targets
+                        .iter()
+                        .any(|t| fhir::definitions::is_a(target, t))
+                    {
+                        let message = format!(
+                            "a reference here points at {}, not {target}",
+                            element.targets.join(" or ")
+                        );
+                        report(path, message);
+                    }
+                }
+            }
+            check_targets(item, item_ty, path, report);
+            path.pop();
+        };
+        match child {
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    visit(Some(i), item, path);
+                }
+            }
+            item => visit(None, item, path),
+        }
+    }
+}
+
+/// The type of a relative reference `Type/id` (or `Type/id/_history/n`).
+fn relative_type(reference: &str) -> Option<&str> {
+    let (ty, rest) = reference.split_once('/')?;
+    (fhir::definitions::is_resource_type(ty) && !rest.is_empty()).then_some(ty)
 }
 
 /// `W/"3"`, `"3"` or `3` → 3.
