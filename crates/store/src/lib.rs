@@ -14,6 +14,15 @@
 //! Layout: `migrations/` holds the schema (the same shape on both engines); [`query`](crate) builds
 //! the SQL for every read once for both engines; `sqlite` and `postgres` hold what differs (connection
 //! handling, migrations, and the write path, which each engine does its fastest way).
+//!
+//! Database URLs: `sqlite://PATH` (or `sqlite::memory:`) and `postgres://user@host:port/db`, where
+//! `options=-c search_path=SCHEMA` puts the tables in a schema of their own and `pool_size=N` sizes
+//! the connection pool (default 16). Both engines refuse to start when a migration they applied
+//! before was edited since.
+//!
+//! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
+//! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
+//! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
 
 pub mod conformance;
 mod engine;

@@ -254,6 +254,21 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
         vec![vec!["1".to_string(), "init".to_string()]],
         "applied once"
     );
+    // The URL's own options are kept, and every statement is planned for its values.
+    let show = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .query_rows(&format!("SHOW {name}"))
+                .await
+                .expect("show")
+        }
+    };
+    assert_eq!(show("search_path").await, vec![vec![schema.name.clone()]]);
+    assert_eq!(
+        show("plan_cache_mode").await,
+        vec![vec!["force_custom_plan".to_string()]]
+    );
     drop(store);
     let client = connect(&url).await;
     let changed = client
