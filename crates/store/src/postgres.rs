@@ -444,6 +444,7 @@ struct Rows {
     v_last_updated: Vec<i64>,
     v_deleted: Vec<i64>,
     v_json: Vec<Option<String>>,
+    v_type: Vec<String>,
     s: StringCols,
     t: Cols8,
     tt: Cols8,
@@ -642,9 +643,9 @@ impl Rows {
 
 /// Writes every version, index row and compartment row of a batch in one statement.
 const INSERT_ALL: &str = "\
-WITH v AS (INSERT INTO versions (rid, version, last_updated, deleted, json) \
-  SELECT u.rid, u.version, u.last_updated, u.deleted, u.json::jsonb \
-  FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::text[]) WITH ORDINALITY AS u(rid, version, last_updated, deleted, json, ord) \
+WITH v AS (INSERT INTO versions (rid, type, version, last_updated, deleted, json) \
+  SELECT u.rid, u.type, u.version, u.last_updated, u.deleted, u.json::jsonb \
+  FROM unnest($1::int8[], $70::text[], $2::int8[], $3::int8[], $4::int8[], $5::text[]) WITH ORDINALITY AS u(rid, type, version, last_updated, deleted, json, ord) \
   ORDER BY u.ord), \
 s AS (INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp) \
   SELECT * FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[])), \
@@ -817,6 +818,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
     for w in writes {
         let rid = rids[&keys[seen[&(w.resource_type.clone(), w.id.clone())]]];
         rows.v_rid.push(rid);
+        rows.v_type.push(w.resource_type.clone());
         rows.v_version.push(w.version);
         rows.v_last_updated.push(w.last_updated);
         rows.v_deleted
@@ -846,7 +848,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
     let (s, t, tt, d, n, q, r, u, c) = (
         &rows.s, &rows.t, &rows.tt, &rows.d, &rows.n, &rows.q, &rows.r, &rows.u, &rows.c,
     );
-    let params: [&(dyn ToSql + Sync); 69] = [
+    let params: [&(dyn ToSql + Sync); 70] = [
         &rows.v_rid,
         &rows.v_version,
         &rows.v_last_updated,
@@ -916,6 +918,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
         &u.5,
         &c.0,
         &c.1,
+        &rows.v_type,
     ];
     tx.query(&insert, &params).await.map_err(lost)?;
     Ok(())

@@ -1317,14 +1317,21 @@ pub(crate) async fn compartment<E: Exec>(
     let mut b = Sql::new(e.dialect(), &tables);
     let patient = b.text(&request.patient_id);
     let patient_type = b.text("Patient");
+    // The compartment drives: on SQLite, keep the planner from scanning all resources of a `_type`
+    // in rid order instead (see [`from_where`]).
+    let plus = if e.dialect() == Dialect::Sqlite {
+        "+"
+    } else {
+        ""
+    };
     let mut conds = vec![
-        "r.deleted = 0".to_string(),
-        format!("r.rid <= {}", bound(&mut b, cursor.as_ref())),
+        format!("{plus}r.deleted = 0"),
+        format!("{plus}r.rid <= {}", bound(&mut b, cursor.as_ref())),
         format!("r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id = {patient})"),
         format!("NOT (r.type = {patient_type} AND r.id = {patient})"),
     ];
     if !request.types.is_empty() {
-        conds.push(format!("r.type IN ({})", b.list(&request.types)));
+        conds.push(format!("{plus}r.type IN ({})", b.list(&request.types)));
     }
     if let Some(since) = request.since {
         conds.push(format!("r.last_updated >= {}", b.int(since)));
@@ -1362,7 +1369,7 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
         let mut conds = Vec::new();
         match &request.scope {
             HistoryScope::System => {}
-            HistoryScope::Type(ty) => conds.push(format!("r.type = {}", b.text(ty))),
+            HistoryScope::Type(ty) => conds.push(format!("v.type = {}", b.text(ty))),
             HistoryScope::Instance(ty, id) => {
                 conds.push(format!("r.type = {}", b.text(ty)));
                 conds.push(format!("r.id = {}", b.text(id)));

@@ -404,9 +404,9 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
             WriteOp::Delete => "",
         };
         tx.prepare_cached(
-            "INSERT INTO versions (rid, version, last_updated, deleted, json) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO versions (rid, type, version, last_updated, deleted, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![rid, write.version, write.last_updated, deleted, json])?;
+        .execute(params![rid, write.resource_type, write.version, write.last_updated, deleted, json])?;
         if let WriteOp::Put {
             index,
             compartments,

@@ -18,12 +18,15 @@ CREATE INDEX resources_type_rid ON resources(type, deleted, rid);
 CREATE TABLE versions (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     rid BIGINT NOT NULL,
+    type TEXT COLLATE "C" NOT NULL,
     version BIGINT NOT NULL,
     last_updated BIGINT NOT NULL,
     deleted BIGINT NOT NULL,
     json JSONB
 );
 CREATE UNIQUE INDEX versions_rid_version ON versions(rid, version);
+-- Type-level history, newest first, without reading every version of the type.
+CREATE INDEX versions_type_seq ON versions(type, seq);
 
 -- Index rows of current, live versions only. `n` numbers a resource's rows so that (rid, n) is a
 -- primary key, whose index serves the replacement of a resource's rows on update.

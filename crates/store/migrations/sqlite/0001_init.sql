@@ -18,12 +18,15 @@ CREATE INDEX resources_type_rid ON resources(type, deleted);
 CREATE TABLE versions (
     seq INTEGER PRIMARY KEY,
     rid INTEGER NOT NULL,
+    type TEXT NOT NULL,
     version INTEGER NOT NULL,
     last_updated INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     json TEXT NOT NULL
 );
 CREATE UNIQUE INDEX versions_rid_version ON versions(rid, version);
+-- Type-level history, newest first, without reading every version of the type.
+CREATE INDEX versions_type_seq ON versions(type, seq);
 
 -- Index rows of current, live versions only. `n` numbers a resource's rows so that (rid, n) is a
 -- primary key: the tables are clustered by rid (cheap replacement on update) without a rowid b-tree.
