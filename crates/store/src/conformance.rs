@@ -292,6 +292,11 @@ pub async fn create_read_vread(store: &Store) {
         "{}",
         v1.json
     );
+    assert!(
+        v1.json.starts_with(r#"{"resourceType""#),
+        "resourceType comes first: {}",
+        v1.json
+    );
 
     commit(
         store,

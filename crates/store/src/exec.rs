@@ -55,10 +55,20 @@ impl Dialect {
     }
 
     /// The stored resource JSON as text (`''` for a tombstone).
+    ///
+    /// SQLite returns the text as written. PostgreSQL's JSONB keeps the content but orders keys by
+    /// length, which would put `resourceType` after `id` and `meta`; it is moved back to the front,
+    /// where FHIR JSON conventionally has it.
     pub(crate) fn json_column(self, alias: &str) -> String {
         match self {
             Dialect::Sqlite => format!("{alias}.json"),
-            Dialect::Postgres => format!("COALESCE({alias}.json::text, '')"),
+            Dialect::Postgres => format!(
+                "CASE WHEN {a}.json IS NULL THEN '' \
+                 WHEN jsonb_typeof({a}.json -> 'resourceType') = 'string' AND ({a}.json - 'resourceType') <> '{{}}'::jsonb \
+                 THEN '{{\"resourceType\": ' || ({a}.json -> 'resourceType')::text || ', ' || substr(({a}.json - 'resourceType')::text, 2) \
+                 ELSE {a}.json::text END",
+                a = alias
+            ),
         }
     }
 }
