@@ -1,8 +1,6 @@
 //! Shared set-up for the repository tests: a fresh SQLite store in a temporary directory per test.
 
 #![allow(dead_code)]
-// Until the SQLite engine lands, `Store` has no values and the code after `open` is unreachable.
-#![allow(unused_variables, unreachable_code)]
 
 use exchange::access::{DecisionPoint, Requester};
 use exchange::repository::{Repository, RepositoryConfig};
@@ -10,10 +8,11 @@ use serde_json::Value;
 
 pub const BASE: &str = "http://nutmeg.test/fhir";
 
-/// A repository over its own database; the directory goes when the fixture does.
+/// A repository over its own database; the database goes when the fixture does.
 pub struct Fixture {
     pub repo: Repository,
     _dir: tempfile::TempDir,
+    _schema: Option<Schema>,
 }
 
 impl std::ops::Deref for Fixture {
@@ -27,12 +26,20 @@ pub async fn repo() -> Fixture {
     repo_with(DecisionPoint::new()).await
 }
 
+/// A repository on SQLite in a temporary directory, or, with `NUTMEG_TEST_EXCHANGE_ENGINE=postgres`
+/// and `NUTMEG_TEST_POSTGRES` set, on a PostgreSQL schema of its own: the same tests for both engines.
 pub async fn repo_with(gate: DecisionPoint) -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let url = format!("sqlite://{}", dir.path().join("t.db").display());
-    let store = store::Store::open(&url)
-        .await
-        .expect("open the SQLite store");
+    let schema = match std::env::var("NUTMEG_TEST_EXCHANGE_ENGINE").as_deref() {
+        Ok("postgres") => Some(Schema::create().await),
+        Ok("sqlite") | Err(_) => None,
+        Ok(other) => panic!("NUTMEG_TEST_EXCHANGE_ENGINE={other}: expected sqlite or postgres"),
+    };
+    let url = match &schema {
+        Some(schema) => schema.url(),
+        None => format!("sqlite://{}", dir.path().join("t.db").display()),
+    };
+    let store = store::Store::open(&url).await.expect("open the store");
     let config = RepositoryConfig {
         base_url: BASE.to_string(),
         default_count: 10,
@@ -41,7 +48,71 @@ pub async fn repo_with(gate: DecisionPoint) -> Fixture {
     Fixture {
         repo: Repository::new(store, config, gate),
         _dir: dir,
+        _schema: schema,
     }
+}
+
+/// A PostgreSQL schema of its own, dropped with everything in it when this is dropped.
+pub struct Schema {
+    base: String,
+    name: String,
+}
+
+impl Schema {
+    async fn create() -> Schema {
+        let base = std::env::var("NUTMEG_TEST_POSTGRES")
+            .expect("NUTMEG_TEST_EXCHANGE_ENGINE=postgres needs NUTMEG_TEST_POSTGRES");
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "nutmeg_exchange_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let client = connect(&base).await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await
+            .expect("create schema");
+        Schema { base, name }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // A thread of its own: this runs inside (or after the panic of) a test's runtime.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                connect(&base)
+                    .await
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                    ))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test schema {}", self.name);
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to PostgreSQL");
+    tokio::spawn(connection);
+    client
 }
 
 pub fn who() -> Requester {
