@@ -1368,9 +1368,9 @@ pub async fn search_has(store: &Store) {
     commit(
         store,
         vec![
-            put("Patient", "p1", 1, vec![]),
-            put("Patient", "p2", 1, vec![]),
-            put("Patient", "p3", 1, vec![]),
+            put("Patient", "p1", 1, vec![token("_id", None, "p1")]),
+            put("Patient", "p2", 1, vec![token("_id", None, "p2")]),
+            put("Patient", "p3", 1, vec![token("_id", None, "p3")]),
             put(
                 "Observation",
                 "o1",
@@ -1419,6 +1419,18 @@ pub async fn search_has(store: &Store) {
         inner: Box::new(index("agent", starts("dr"))),
     });
     check(store, &nested, &["Patient/p2"]).await;
+    // With a more selective clause beside it (which then drives the search).
+    let id = |id: &str| index("_id", code(id));
+    let mut both = has(index("code", code("bp")));
+    both.clauses.push(Clause {
+        any: vec![id("p1")],
+    });
+    check(store, &both, &["Patient/p1"]).await;
+    let mut neither = has(index("code", code("bp")));
+    neither.clauses.push(Clause {
+        any: vec![id("p2")],
+    });
+    check(store, &neither, &[]).await;
 }
 
 /// A composite matches only when every component matches within the same item.
@@ -1451,8 +1463,18 @@ pub async fn search_composite(store: &Store) {
     commit(
         store,
         vec![
-            put("Observation", "bp", 1, rows),
-            put("Observation", "other", 1, bp("systolic", 80.0, 0)),
+            put(
+                "Observation",
+                "bp",
+                1,
+                [rows, vec![code_row("panel")]].concat(),
+            ),
+            put(
+                "Observation",
+                "other",
+                1,
+                [bp("systolic", 80.0, 0), vec![code_row("panel")]].concat(),
+            ),
         ],
     )
     .await;
@@ -1496,6 +1518,20 @@ pub async fn search_composite(store: &Store) {
     )
     .await;
     check(store, &composite("diastolic", 119.5, 120.5), &[]).await;
+    // Beside a more selective clause (which then drives the search).
+    let with_code = |mut q: Query| {
+        q.clauses.push(Clause {
+            any: vec![index("code", code("panel"))],
+        });
+        q
+    };
+    check(
+        store,
+        &with_code(composite("systolic", 119.5, 120.5)),
+        &["Observation/bp"],
+    )
+    .await;
+    check(store, &with_code(composite("diastolic", 119.5, 120.5)), &[]).await;
 }
 
 /// `_sort` on several keys, ascending and descending; resources without a value come last.

@@ -219,6 +219,28 @@ impl<'a> Sql<'a> {
                      WHERE {x}.rid = {r}.rid AND {x}.param = {p}{types} AND {t}.deleted = 0 AND {inner})"
                 )
             }
+            Predicate::Composite { param, components } => match self.composite(param, components) {
+                None => "1 = 1".to_string(),
+                Some((first, from, conds)) => {
+                    format!("EXISTS (SELECT 1 FROM {from} WHERE {first}.rid = {r}.rid AND {conds})")
+                }
+            },
+            Predicate::Has {
+                source_type,
+                ref_param,
+                inner,
+            } => {
+                let s = self.alias("s");
+                let x = self.alias("x");
+                let st = self.text(source_type);
+                let p = self.text(ref_param);
+                let inner = self.predicate(inner, &s)?;
+                format!(
+                    "EXISTS (SELECT 1 FROM idx_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid \
+                     WHERE {x}.param = {p} AND {x}.target_id = {r}.id AND {x}.target_type = {r}.type \
+                     AND {s}.type = {st} AND {s}.deleted = 0 AND {inner})"
+                )
+            }
             other => self.predicate(other, r)?,
         })
     }
@@ -295,38 +317,49 @@ impl<'a> Sql<'a> {
                      WHERE {s}.type = {st} AND {s}.deleted = 0 AND {x}.param = {p} AND {inner})"
                 )
             }
-            Predicate::Composite { param, components } => {
-                if components.is_empty() {
-                    return Ok("1 = 1".to_string());
+            Predicate::Composite { param, components } => match self.composite(param, components) {
+                None => "1 = 1".to_string(),
+                Some((first, from, conds)) => {
+                    format!("{r}.rid IN (SELECT {first}.rid FROM {from} WHERE {conds})")
                 }
-                let p = self.text(param);
-                let first = self.alias("c");
-                let mut from = String::new();
-                let mut conds = vec![format!("{first}.param = {p}")];
-                for (position, (_, test)) in components.iter().enumerate() {
-                    let c = if position == 0 {
-                        first.clone()
-                    } else {
-                        self.alias("c")
-                    };
-                    let (table, cond) = self.test(test, &c);
-                    if position == 0 {
-                        from = format!("{} {c}", table.name());
-                    } else {
-                        from.push_str(&format!(
-                            " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.param = {first}.param AND {c}.grp = {first}.grp",
-                            table.name()
-                        ));
-                    }
-                    conds.push(format!("{c}.comp = {position}"));
-                    conds.push(cond);
-                }
-                format!(
-                    "{r}.rid IN (SELECT {first}.rid FROM {from} WHERE {})",
-                    conds.join(" AND ")
-                )
-            }
+            },
         })
+    }
+
+    /// A composite's rows: the alias of its first component, the joined tables of all its
+    /// components (one item: same rid, parameter and group) and their conditions; `None` if it has
+    /// no components.
+    fn composite(
+        &mut self,
+        param: &str,
+        components: &[(&'static str, Test)],
+    ) -> Option<(String, String, String)> {
+        if components.is_empty() {
+            return None;
+        }
+        let p = self.text(param);
+        let first = self.alias("c");
+        let mut from = String::new();
+        let mut conds = vec![format!("{first}.param = {p}")];
+        for (position, (_, test)) in components.iter().enumerate() {
+            let c = if position == 0 {
+                first.clone()
+            } else {
+                self.alias("c")
+            };
+            let (table, cond) = self.test(test, &c);
+            if position == 0 {
+                from = format!("{} {c}", table.name());
+            } else {
+                from.push_str(&format!(
+                    " JOIN {} {c} ON {c}.rid = {first}.rid AND {c}.param = {first}.param AND {c}.grp = {first}.grp",
+                    table.name()
+                ));
+            }
+            conds.push(format!("{c}.comp = {position}"));
+            conds.push(cond);
+        }
+        Some((first, from, conds.join(" AND ")))
     }
 
     /// The table a test reads and its condition on the row aliased `a`.
