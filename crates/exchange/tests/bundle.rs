@@ -559,3 +559,50 @@ async fn a_read_that_cannot_succeed_fails_the_transaction_before_any_write() {
     }
     assert_eq!(count(&repo, "Patient").await, 0);
 }
+
+#[tokio::test]
+async fn a_read_of_an_absent_resource_fails_the_transaction() {
+    let repo = repo().await;
+    let mut gone = patient("Gone", "g");
+    gone["id"] = json!("gone");
+    repo.update(&who(), "Patient", "gone", gone, None)
+        .await
+        .expect("seed");
+    repo.delete(&who(), "Patient", "gone")
+        .await
+        .expect("delete");
+    for (url, status) in [
+        ("Patient/absent", 404),
+        ("Patient/gone", 410),
+        ("Patient/gone/_history/9", 404),
+        ("Patient/absent/$everything", 404),
+    ] {
+        let bundle = transaction(vec![
+            post(
+                "urn:uuid:66666666-6666-4666-8666-666666666666",
+                patient("W", "w"),
+            ),
+            json!({ "request": { "method": "GET", "url": url } }),
+        ]);
+        let err = repo.bundle(&who(), bundle).await.expect_err(url);
+        assert_eq!(err.status(), status, "{url}");
+        assert!(
+            matches!(err, Error::Entry { index: 1, .. }),
+            "{url}: {err:?}"
+        );
+    }
+    assert_eq!(count(&repo, "Patient").await, 0);
+    // A read of what the transaction itself writes is fine, and sees the write.
+    let mut made = patient("Made", "m");
+    made["id"] = json!("made");
+    let bundle = transaction(vec![
+        json!({ "request": { "method": "GET", "url": "Patient/made" } }),
+        json!({ "resource": made, "request": { "method": "PUT", "url": "Patient/made" } }),
+    ]);
+    let response = repo.bundle(&who(), bundle).await.expect("transaction");
+    assert_eq!(
+        response["entry"][0]["resource"]["name"][0]["family"],
+        "Made"
+    );
+    assert_eq!(status_of(&response["entry"][1]), "201 Created");
+}

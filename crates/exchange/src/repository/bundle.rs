@@ -547,6 +547,7 @@ impl Repository {
             targets[i] = target;
         }
         check_resolved_duplicates(planned, &targets)?;
+        self.check_reads(who, planned, &targets).await?;
 
         // One question to the store for the current version of every resource written by name.
         let mut keys = Vec::new();
@@ -785,6 +786,62 @@ impl Repository {
             "type": "transaction-response",
             "entry": responses,
         }))
+    }
+
+    /// Reads of single resources run after the commit; one that will fail (the resource is absent,
+    /// deleted or withheld, and no entry of this transaction writes it) fails the transaction now,
+    /// before anything is written.
+    async fn check_reads(
+        &self,
+        who: &Requester,
+        planned: &[Planned],
+        targets: &[Target],
+    ) -> Result<()> {
+        let written: HashSet<(&str, &str)> = targets
+            .iter()
+            .filter_map(|t| match t {
+                Target::New { ty, id } | Target::Existing { ty, id } => {
+                    Some((ty.as_str(), id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        for p in planned {
+            let Action::Read { url } = &p.action else {
+                continue;
+            };
+            let url = self.split_url(url);
+            let seg: Vec<&str> = url.segments.iter().map(String::as_str).collect();
+            let (ty, id, version) = match seg.as_slice() {
+                [ty, id] if *ty != "_history" && *id != "_history" => (*ty, *id, None),
+                ["Patient", id, "$everything"] => ("Patient", *id, None),
+                [ty, id, "_history", v] => (*ty, *id, v.parse::<i64>().ok()),
+                _ => continue,
+            };
+            if written.contains(&(ty, id)) {
+                continue;
+            }
+            let stored = match version {
+                Some(v) => self.store.vread(ty, id, v).await?,
+                None => self.store.read(ty, id).await?,
+            };
+            let failure = match stored {
+                None => Some(Error::NotFound),
+                Some(s) if !self.gate.decide(who, &s).is_permit() => Some(Error::NotFound),
+                Some(s) if s.deleted => Some(Error::Gone {
+                    version: s.version,
+                    last_updated: s.last_updated,
+                }),
+                Some(_) => None,
+            };
+            if let Some(error) = failure {
+                return Err(Error::Entry {
+                    index: p.index,
+                    error: Box::new(error),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Rewrites the references of one entry's resource: full URLs of the bundle's entries and
