@@ -515,6 +515,12 @@ async fn includes_iterate_and_wildcards() {
         keys.contains(&("Organization/acme".to_string(), "include".to_string())),
         "{keys:?}"
     );
+    // `*` on _revinclude: everything that refers to the match.
+    let keys = search_keys(&repo, "Patient", "_id=p1&_revinclude=*").await;
+    assert!(
+        keys.contains(&("Observation/o1".to_string(), "include".to_string())),
+        "{keys:?}"
+    );
     // Reverse includes, iterated: the organization's patients and their observations.
     let keys = search_keys(
         &repo,
@@ -945,4 +951,32 @@ async fn unknown_parameters_of_history_and_everything() {
         )
         .await
         .is_ok());
+}
+
+#[tokio::test]
+async fn count_is_capped_and_zero_gives_only_the_total() {
+    let repo = repo().await;
+    seed_patients(&repo, 55).await;
+    let capped = repo
+        .search(
+            &who(),
+            Some("Patient"),
+            &params("_count=1000"),
+            Handling::Strict,
+        )
+        .await
+        .expect("capped");
+    assert_eq!(entries(&capped).len(), 50, "max_count is 50");
+    assert!(link(&capped, "next").is_some());
+    let zero = repo
+        .search(
+            &who(),
+            Some("Patient"),
+            &params("_count=0&_total=accurate"),
+            Handling::Strict,
+        )
+        .await
+        .expect("zero");
+    assert_eq!(zero["total"], 55);
+    assert!(zero.get("entry").is_none(), "{zero}");
 }
