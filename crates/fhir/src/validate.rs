@@ -11,7 +11,7 @@
 //!   coding from the value set);
 //! - references: well formed, pointing at a type the element allows, local ones naming a contained
 //!   resource (ref-1);
-//! - contained resources validated like any other, with dom-2 and dom-4; Bundle entries and Parameters
+//! - contained resources validated like any other, with dom-2, dom-4 and dom-5; Bundle entries and Parameters
 //!   resources too; extensions with ext-1.
 //!
 //! Other invariants (the FHIRPath constraints of the definitions) are not checked. One pass over the
@@ -200,8 +200,8 @@ impl Validator {
         self.local_ids.pop();
     }
 
-    /// The invariants of a contained resource: it holds no contained resources itself (dom-2) and has no
-    /// version or update time of its own (dom-4).
+    /// The invariants of a contained resource: it holds no contained resources itself (dom-2), has no
+    /// version or update time of its own (dom-4) and no security labels (dom-5).
     fn contained_rules(&mut self, obj: &Map<String, Value>) {
         if obj.contains_key("contained") {
             self.at_child("contained", |v| {
@@ -212,6 +212,16 @@ impl Validator {
             });
         }
         if let Some(Value::Object(meta)) = obj.get("meta") {
+            if meta.contains_key("security") {
+                self.at_child("meta", |v| {
+                    v.at_child("security", |v| {
+                        v.error(
+                            IssueType::Invariant,
+                            "a contained resource has no security labels of its own (dom-5)",
+                        )
+                    })
+                });
+            }
             for key in ["versionId", "lastUpdated"] {
                 if meta.contains_key(key) {
                     self.at_child("meta", |v| {

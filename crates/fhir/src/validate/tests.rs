@@ -313,13 +313,14 @@ fn contained_resources_follow_the_rules_for_contained_resources() {
             "contained": [{
                 "resourceType": "Organization",
                 "id": "o",
-                "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"},
+                "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z", "security": [{"code": "R"}]},
                 "contained": [{"resourceType": "Organization", "id": "p"}]
             }]
         }),
         &[
             ("Patient.contained[0].contained", "invariant"),
             ("Patient.contained[0].meta.lastUpdated", "invariant"),
+            ("Patient.contained[0].meta.security", "invariant"),
             ("Patient.contained[0].meta.versionId", "invariant"),
         ],
     );
