@@ -137,6 +137,8 @@ pub struct ElementDef {
     /// The resource types a `Reference` of this element may point at, sorted; empty when it may point at
     /// any resource (or the element takes no Reference).
     pub targets: &'static [&'static str],
+    /// Whether the element is part of the resource's summary (`isSummary`, for `_summary=true`).
+    pub summary: bool,
 }
 
 impl ElementDef {
@@ -192,6 +194,12 @@ pub fn type_def(name: &str) -> Option<&'static TypeDef> {
 }
 
 impl TypeDef {
+    /// The names of the elements in the summary (`_summary=true`), sorted; choice elements without
+    /// their suffix (`deceased`).
+    pub fn summary_elements(&self) -> impl Iterator<Item = &'static str> {
+        self.elements.iter().filter(|e| e.summary).map(|e| e.name)
+    }
+
     /// The element called `name` exactly (not a choice element's JSON name, see [`TypeDef::element_for_key`]).
     pub fn element(&self, name: &str) -> Option<&'static ElementDef> {
         let elements = self.elements;
@@ -377,6 +385,21 @@ mod tests {
         assert!(gender_codes.contains("http://hl7.org/fhir/administrative-gender", "other"));
         let name = patient.element("name").unwrap();
         assert!(name.is_array() && name.max == UNBOUNDED);
+        let summary: Vec<&str> = patient.summary_elements().collect();
+        for in_summary in [
+            "id",
+            "meta",
+            "identifier",
+            "name",
+            "birthDate",
+            "deceased",
+            "link",
+        ] {
+            assert!(summary.contains(&in_summary), "{in_summary}: {summary:?}");
+        }
+        for not_in_summary in ["text", "contained", "photo", "contact", "extension"] {
+            assert!(!summary.contains(&not_in_summary), "{not_in_summary}");
+        }
         let (deceased, ty) = patient.element_for_key("deceasedDateTime").unwrap();
         assert!(deceased.choice && ty == "dateTime");
         assert!(patient.element_for_key("deceaseddateTime").is_none());

@@ -242,6 +242,7 @@ fn every_resource_type_and_data_type_is_in_the_tables_with_its_elements() {
                     targets.clear();
                 }
                 assert_eq!(e.targets, targets, "{path}");
+                assert_eq!(e.summary, el["isSummary"] == true, "{path}");
                 if el["binding"]["strength"] == "required" {
                     let url = el["binding"]["valueSet"].as_str().unwrap();
                     let url = url.split('|').next().unwrap();

@@ -27,6 +27,8 @@ struct ElementRow {
     binding: Option<String>,
     /// The resource types a Reference may point at (empty: any resource).
     targets: Vec<String>,
+    /// Whether the element is part of the summary (`_summary=true`).
+    summary: bool,
 }
 
 const FHIR_TYPE_EXT: &str = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type";
@@ -83,7 +85,7 @@ pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
     let mut out = header("profiles-types, profiles-resources");
     out.push_str("use crate::definitions::{ElementDef, TypeDef, TypeKind, UNBOUNDED};\n\n");
     out.push_str(
-        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str]) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding, targets }\n}\n\n",
+        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str], summary: bool) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding, targets, summary }\n}\n\n",
     );
     let resource_types: BTreeSet<String> = types
         .iter()
@@ -121,12 +123,13 @@ pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
                 .collect();
             writeln!(
                 out,
-                "        e({}, {}, {}, {max}, {}, {binding}, {}),",
+                "        e({}, {}, {}, {max}, {}, {binding}, {}, {}),",
                 lit(&el.name),
                 str_slice(&el.types),
                 el.min,
                 el.choice,
-                str_slice(&targets)
+                str_slice(&targets),
+                el.summary
             )?;
         }
         writeln!(out, "    ] }},")?;
@@ -290,6 +293,7 @@ fn add_structure(
                 targets.dedup();
                 targets
             },
+            summary: el["isSummary"] == true,
         };
         match types.get_mut(parent) {
             Some(t) => t.elements.push(row),
