@@ -85,7 +85,7 @@ pub fn render(defs: &Definitions, files: &mut Files) -> Result<()> {
     let mut out = header("profiles-types, profiles-resources");
     out.push_str("use crate::definitions::{ElementDef, TypeDef, TypeKind, UNBOUNDED};\n\n");
     out.push_str(
-        "const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str], summary: bool) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding, targets, summary }\n}\n\n",
+        "#[allow(clippy::too_many_arguments)]\nconst fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str], summary: bool) -> ElementDef {\n    ElementDef { name, types, min, max, choice, binding, targets, summary }\n}\n\n",
     );
     let resource_types: BTreeSet<String> = types
         .iter()

@@ -2,6 +2,7 @@
 
 use crate::definitions::{ElementDef, TypeDef, TypeKind, UNBOUNDED};
 
+#[allow(clippy::too_many_arguments)]
 const fn e(name: &'static str, types: &'static [&'static str], min: u32, max: u32, choice: bool, binding: Option<&'static str>, targets: &'static [&'static str], summary: bool) -> ElementDef {
     ElementDef { name, types, min, max, choice, binding, targets, summary }
 }
