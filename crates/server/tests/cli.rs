@@ -358,6 +358,15 @@ fn serve_answers_health_and_finishes_an_in_flight_request_on_sigterm() {
     let mut server = serve(dir.path());
     let (status, body) = get(&format!("{}/healthz", server.root()));
     assert_eq!(status, 200, "{body}");
+    // The store's own timings reach /metrics, by operation.
+    get(&format!("{}/fhir/Patient/never-written", server.root()));
+    get(&format!("{}/fhir/Patient?family=Nobody", server.root()));
+    let metrics = get(&format!("{}/metrics", server.root())).1;
+    for operation in ["read", "search"] {
+        let line =
+            format!("nutmeg_store_operation_duration_seconds_count{{operation=\"{operation}\"}} 1");
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
 
     // Start a create whose body is still arriving when SIGTERM comes.
     let body = patient("late-1", "Hallström").to_string();

@@ -29,6 +29,22 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs one store operation and emits its timing as a `trace` event (target `store`, field
+/// `elapsed_us`, message = the operation), which the server's metrics layer turns into a histogram.
+macro_rules! timed {
+    ($self:ident, $operation:literal, $call:expr) => {{
+        let started = std::time::Instant::now();
+        let out = $call;
+        tracing::trace!(
+            engine = $self.engine(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = out.is_ok(),
+            $operation
+        );
+        out
+    }};
+}
+
 impl Store {
     /// Opens (creating and migrating as needed) `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Store> {
@@ -64,12 +80,16 @@ impl Store {
 
     /// The current version of each `(type, id)`, in order; `None` for one that never existed.
     pub async fn current(&self, keys: &[(String, String)]) -> Result<Vec<Option<Current>>> {
-        dispatch!(self, e => e.current(keys).await)
+        timed!(self, "current", dispatch!(self, e => e.current(keys).await))
     }
 
     /// The current version (a tombstone if deleted), or `None` if it never existed.
     pub async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Stored>> {
-        dispatch!(self, e => e.read_current(resource_type, id).await)
+        timed!(
+            self,
+            "read",
+            dispatch!(self, e => e.read_current(resource_type, id).await)
+        )
     }
 
     /// One version, or `None`.
@@ -79,7 +99,11 @@ impl Store {
         id: &str,
         version: i64,
     ) -> Result<Option<Stored>> {
-        dispatch!(self, e => e.vread(resource_type, id, version).await)
+        timed!(
+            self,
+            "vread",
+            dispatch!(self, e => e.vread(resource_type, id, version).await)
+        )
     }
 
     /// Applies every write atomically, or none (`StoreError::Conflict` if an expectation fails).
@@ -99,17 +123,29 @@ impl Store {
 
     /// Executes a search over current, live resources.
     pub async fn search(&self, query: &Query, options: &SearchOptions) -> Result<SearchPage> {
-        dispatch!(self, e => e.search(query, options).await)
+        timed!(
+            self,
+            "search",
+            dispatch!(self, e => e.search(query, options).await)
+        )
     }
 
     /// Lists versions, newest first.
     pub async fn history(&self, request: &HistoryRequest) -> Result<HistoryPage> {
-        dispatch!(self, e => e.history(request).await)
+        timed!(
+            self,
+            "history",
+            dispatch!(self, e => e.history(request).await)
+        )
     }
 
     /// The live resources in a Patient's compartment (not the Patient itself), for `$everything`.
     pub async fn compartment(&self, request: &CompartmentRequest) -> Result<SearchPage> {
-        dispatch!(self, e => e.compartment(request).await)
+        timed!(
+            self,
+            "compartment",
+            dispatch!(self, e => e.compartment(request).await)
+        )
     }
 
     /// The database's plan for the statement that selects a search's page: SQLite's `EXPLAIN QUERY
