@@ -78,7 +78,14 @@ impl Schema {
 
     fn url(&self) -> String {
         let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+        // The application name lets the drop end this schema's sessions first: a session whose
+        // read-only transaction's ROLLBACK was still queued when the test ended holds locks that
+        // DROP SCHEMA would wait for.
+        format!(
+            "{}{sep}options=-c%20search_path%3D{name}&application_name={name}",
+            self.base,
+            name = self.name
+        )
     }
 }
 
@@ -95,7 +102,9 @@ impl Drop for Schema {
                 connect(&base)
                     .await
                     .batch_execute(&format!(
-                        "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = '{name}' AND pid <> pg_backend_pid(); \
+                         SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {name} CASCADE"
                     ))
                     .await
             })
