@@ -157,7 +157,11 @@ fn patient(family: &str) -> Value {
 #[test]
 fn two_servers_on_one_postgres_are_one_exchange() {
     let Ok(base) = std::env::var("NUTMEG_TEST_POSTGRES") else {
-        println!("skipped: NUTMEG_TEST_POSTGRES not set");
+        // Past the test harness's output capture, so that a plain `cargo test` shows it.
+        {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "skipped: NUTMEG_TEST_POSTGRES not set");
+        }
         return;
     };
     let schema = Schema::create(&base);

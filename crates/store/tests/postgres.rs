@@ -25,7 +25,11 @@ impl Schema {
     /// A new empty schema, or `None` (after saying so) when no database is configured.
     async fn create() -> Option<Schema> {
         let Ok(base) = std::env::var("NUTMEG_TEST_POSTGRES") else {
-            println!("{SKIPPED}");
+            // Past the test harness's output capture, so that a plain `cargo test` shows it.
+            {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "{SKIPPED}");
+            }
             return None;
         };
         static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -301,7 +305,11 @@ async fn futures_join_all(url: &str, n: usize) -> Vec<store::Result<Store>> {
 #[tokio::test]
 async fn bad_urls_are_open_errors() {
     if std::env::var("NUTMEG_TEST_POSTGRES").is_err() {
-        println!("{SKIPPED}");
+        // Past the test harness's output capture, so that a plain `cargo test` shows it.
+        {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stderr(), "{SKIPPED}");
+        }
         return;
     }
     let err = Store::open("postgres://postgres@127.0.0.1:5432/test?pool_size=zero")
