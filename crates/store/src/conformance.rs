@@ -37,6 +37,8 @@ macro_rules! for_each_conformance_test {
             search_composite,
             sort_on_several_keys,
             paging_is_stable_across_inserts,
+            paging_is_stable_across_updates_and_deletes,
+            compartment_paging_is_stable,
             include_revinclude_iterate,
             compartment_lists_live_resources,
             total_counts_all_matches,
@@ -1695,6 +1697,170 @@ pub async fn paging_is_stable_across_inserts(store: &Store) {
     // A new search sees the new resources.
     let fresh = search(store, &q, &options(100)).await;
     assert_eq!(fresh.matches.len(), 9);
+}
+
+/// The pages after the first show the result set as it stood when the first page was read: a match
+/// updated so that it no longer matches, or so that it sorts elsewhere, or deleted, keeps its place
+/// and the version it had; a new search shows the change.
+pub async fn paging_is_stable_across_updates_and_deletes(store: &Store) {
+    let patient = |id: &str, version: i64, name: &str, family: &str| {
+        put(
+            "Patient",
+            id,
+            version,
+            vec![string("name", name), string("family", family)],
+        )
+    };
+    commit(
+        store,
+        (1..=7)
+            .map(|i| patient(&format!("p{i}"), 1, "Same", &format!("F{i}")))
+            .collect(),
+    )
+    .await;
+    let mut q = query("Patient", vec![vec![index("name", starts("same"))]]);
+    q.sort = vec![SortKey {
+        param: "family",
+        descending: false,
+    }];
+    let first = search(store, &q, &options(3)).await;
+    assert_eq!(
+        keys(&first.matches),
+        vec!["Patient/p1", "Patient/p2", "Patient/p3"]
+    );
+    // Meanwhile: p2 (first page) stops matching, p4 gets a new version, p5 sorts last, p6 is deleted.
+    commit(
+        store,
+        vec![
+            patient("p2", 2, "Other", "F2"),
+            patient("p4", 2, "Same", "F4"),
+            patient("p5", 2, "Same", "Z5"),
+            delete("Patient", "p6", 2, T0 + 10),
+        ],
+    )
+    .await;
+    let mut next = q.clone();
+    next.page = first.next.clone();
+    let second = search(store, &next, &options(3)).await;
+    assert_eq!(
+        keys(&second.matches),
+        vec!["Patient/p4", "Patient/p5", "Patient/p6"],
+        "updated and deleted matches keep their place"
+    );
+    let versions: Vec<i64> = second.matches.iter().map(|s| s.version).collect();
+    assert_eq!(versions, vec![1, 1, 1], "each as it was at the first page");
+    next.page = second.next.clone();
+    let third = search(store, &next, &options(3)).await;
+    assert_eq!(keys(&third.matches), vec!["Patient/p7"]);
+    assert_eq!(third.next, None);
+    next.page = third.previous.clone();
+    let back = search(store, &next, &options(3)).await;
+    assert_eq!(
+        keys(&back.matches),
+        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
+    );
+    next.page = back.previous.clone();
+    let start = search(store, &next, &options(3)).await;
+    assert_eq!(
+        keys(&start.matches),
+        vec!["Patient/p1", "Patient/p2", "Patient/p3"],
+        "a match that stopped matching is still on its page"
+    );
+    assert_eq!(start.previous, None);
+    // A new search sees the current state; a second update after it is seen by its own pages only.
+    let fresh = search(store, &q, &options(100)).await;
+    assert_eq!(
+        keys(&fresh.matches),
+        vec![
+            "Patient/p1",
+            "Patient/p3",
+            "Patient/p4",
+            "Patient/p7",
+            "Patient/p5"
+        ]
+    );
+    let fresh_first = search(store, &q, &options(2)).await;
+    commit(store, vec![patient("p4", 3, "Gone", "F4")]).await;
+    let mut fresh_next = q.clone();
+    fresh_next.page = fresh_first.next.clone();
+    let fresh_second = search(store, &fresh_next, &options(2)).await;
+    assert_eq!(
+        keys(&fresh_second.matches),
+        vec!["Patient/p4", "Patient/p7"]
+    );
+    assert_eq!(fresh_second.matches[0].version, 2);
+    // The index holds one current row per parameter for each live resource, whatever its history.
+    let mut now = query("Patient", vec![vec![index("name", starts("gone"))]]);
+    now.page = None;
+    check(store, &now, &["Patient/p4"]).await;
+    check(
+        store,
+        &query("Patient", vec![vec![index("family", starts("f4"))]]),
+        &["Patient/p4"],
+    )
+    .await;
+}
+
+/// Paging through a compartment (`$everything`) is stable too: a resource deleted or moved to another
+/// patient after the first page stays on its page.
+pub async fn compartment_paging_is_stable(store: &Store) {
+    commit(
+        store,
+        (1..=5)
+            .map(|i| put_at("Observation", &format!("o{i}"), 1, T0, vec![], vec!["p1"]))
+            .collect(),
+    )
+    .await;
+    let first = store
+        .compartment(&compartment_request("p1", 2))
+        .await
+        .expect("first page");
+    let mut seen = keys(&first.matches);
+    let shown: Vec<String> = seen.clone();
+    // Delete one not yet shown and move another to p2.
+    let hidden: Vec<String> = (1..=5)
+        .map(|i| format!("Observation/o{i}"))
+        .filter(|k| !shown.contains(k))
+        .collect();
+    let id = |k: &str| k.trim_start_matches("Observation/").to_string();
+    commit(
+        store,
+        vec![
+            delete("Observation", &id(&hidden[0]), 2, T0 + 10),
+            put_at(
+                "Observation",
+                &id(&hidden[1]),
+                2,
+                T0 + 10,
+                vec![],
+                vec!["p2"],
+            ),
+        ],
+    )
+    .await;
+    let mut request = compartment_request("p1", 2);
+    request.cursor = first.next.clone();
+    loop {
+        let page = store.compartment(&request).await.expect("page");
+        seen.extend(keys(&page.matches));
+        match page.next {
+            Some(next) => request.cursor = Some(next),
+            None => break,
+        }
+        assert!(seen.len() < 20, "paging does not end");
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (1..=5)
+            .map(|i| format!("Observation/o{i}"))
+            .collect::<Vec<_>>()
+    );
+    let now = store
+        .compartment(&compartment_request("p1", 10))
+        .await
+        .expect("now");
+    assert_eq!(now.matches.len(), 3, "a new $everything sees the change");
 }
 
 /// `_include`, `_revinclude` and `:iterate`: included resources are distinct, never also matches,

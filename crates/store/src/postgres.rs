@@ -38,6 +38,8 @@ const DEFAULT_POOL_SIZE: usize = 16;
 const MAX_CACHED_STATEMENTS: usize = 512;
 /// The first key of the migration advisory lock ("nutm"); the second is a hash of the schema.
 const LOCK_NAMESPACE: i32 = 0x6e75_746d;
+/// The first key of the commit advisory lock ("nutc"); the second is a hash of the schema.
+const COMMIT_NAMESPACE: i32 = 0x6e75_7463;
 
 /// The PostgreSQL engine. Cheap to clone (shares its pool).
 #[derive(Clone)]
@@ -647,36 +649,36 @@ WITH v AS (INSERT INTO versions (rid, type, version, last_updated, deleted, json
   SELECT u.rid, u.type, u.version, u.last_updated, u.deleted, u.json::jsonb \
   FROM unnest($1::int8[], $70::text[], $2::int8[], $3::int8[], $4::int8[], $5::text[]) WITH ORDINALITY AS u(rid, type, version, last_updated, deleted, json, ord) \
   ORDER BY u.ord), \
-s AS (INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp) \
-  SELECT * FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[])), \
-t AS (INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp) \
-  SELECT * FROM unnest($13::int8[], $14::int8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::int8[], $20::int8[])), \
-tt AS (INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp) \
-  SELECT * FROM unnest($21::int8[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[], $27::int8[], $28::int8[])), \
-d AS (INSERT INTO idx_date (rid, n, param, low, high, grp, comp) \
-  SELECT * FROM unnest($29::int8[], $30::int8[], $31::text[], $32::int8[], $33::int8[], $34::int8[], $35::int8[])), \
-n AS (INSERT INTO idx_number (rid, n, param, low, high, grp, comp) \
-  SELECT * FROM unnest($36::int8[], $37::int8[], $38::text[], $39::float8[], $40::float8[], $41::int8[], $42::int8[])), \
-q AS (INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp) \
-  SELECT * FROM unnest($43::int8[], $44::int8[], $45::text[], $46::text[], $47::text[], $48::text[], $49::float8[], $50::float8[], $51::int8[], $52::int8[])), \
-r AS (INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp) \
-  SELECT * FROM unnest($53::int8[], $54::int8[], $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::int8[], $61::int8[])), \
-u AS (INSERT INTO idx_uri (rid, n, param, uri, grp, comp) \
-  SELECT * FROM unnest($62::int8[], $63::int8[], $64::text[], $65::text[], $66::int8[], $67::int8[])), \
-c AS (INSERT INTO compartment (rid, patient_id) \
-  SELECT DISTINCT * FROM unnest($68::int8[], $69::text[]) ON CONFLICT DO NOTHING) \
+s AS (INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($6::int8[], $7::int8[], $8::text[], $9::text[], $10::text[], $11::int8[], $12::int8[])), \
+t AS (INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($13::int8[], $14::int8[], $15::text[], $16::text[], $17::text[], $18::text[], $19::int8[], $20::int8[])), \
+tt AS (INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($21::int8[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[], $27::int8[], $28::int8[])), \
+d AS (INSERT INTO idx_date (rid, n, param, low, high, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($29::int8[], $30::int8[], $31::text[], $32::int8[], $33::int8[], $34::int8[], $35::int8[])), \
+n AS (INSERT INTO idx_number (rid, n, param, low, high, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($36::int8[], $37::int8[], $38::text[], $39::float8[], $40::float8[], $41::int8[], $42::int8[])), \
+q AS (INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($43::int8[], $44::int8[], $45::text[], $46::text[], $47::text[], $48::text[], $49::float8[], $50::float8[], $51::int8[], $52::int8[])), \
+r AS (INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($53::int8[], $54::int8[], $55::text[], $56::text[], $57::text[], $58::text[], $59::text[], $60::int8[], $61::int8[])), \
+u AS (INSERT INTO idx_uri (rid, n, param, uri, grp, comp, from_seq) \
+  SELECT *, $71::int8 FROM unnest($62::int8[], $63::int8[], $64::text[], $65::text[], $66::int8[], $67::int8[])), \
+c AS (INSERT INTO compartment (rid, patient_id, from_seq) \
+  SELECT DISTINCT *, $71::int8 FROM unnest($68::int8[], $69::text[]) ON CONFLICT DO NOTHING) \
 SELECT 1";
 
 const CLEAR_INDEX: &str = "\
-WITH s AS (DELETE FROM idx_string WHERE rid = ANY($1)), \
-t AS (DELETE FROM idx_token WHERE rid = ANY($1)), \
-tt AS (DELETE FROM idx_token_type WHERE rid = ANY($1)), \
-d AS (DELETE FROM idx_date WHERE rid = ANY($1)), \
-n AS (DELETE FROM idx_number WHERE rid = ANY($1)), \
-q AS (DELETE FROM idx_quantity WHERE rid = ANY($1)), \
-r AS (DELETE FROM idx_reference WHERE rid = ANY($1)), \
-u AS (DELETE FROM idx_uri WHERE rid = ANY($1)), \
-c AS (DELETE FROM compartment WHERE rid = ANY($1)) \
+WITH s AS (UPDATE idx_string SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+t AS (UPDATE idx_token SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+tt AS (UPDATE idx_token_type SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+d AS (UPDATE idx_date SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+n AS (UPDATE idx_number SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+q AS (UPDATE idx_quantity SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+r AS (UPDATE idx_reference SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+u AS (UPDATE idx_uri SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL), \
+c AS (UPDATE compartment SET to_seq = $2 WHERE rid = ANY($1) AND to_seq IS NULL) \
 SELECT 1";
 
 /// Applies a batch inside the open transaction `tx`.
@@ -776,7 +778,28 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
         }
     }
 
-    // Move the existing ones to their new current version; forget the index rows of live ones.
+    // From here on, batches commit one at a time (an advisory lock held until the transaction ends),
+    // and this one takes a commit sequence number greater than that of every batch committed before
+    // it: the validity of index rows (`from_seq`, `to_seq`) then follows commit order, as paging
+    // snapshots need (a snapshot is the greatest `versions.seq` it sees). Row locks were all taken
+    // above, so no batch waits for this lock while holding one that the lock's holder needs.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
+        &[&COMMIT_NAMESPACE],
+    )
+    .await
+    .map_err(lost)?;
+    let seq: i64 = tx
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('versions', 'seq'))",
+            &[],
+        )
+        .await
+        .map_err(lost)?
+        .get(0);
+
+    // Move the existing ones to their new current version; end the validity of the index rows of
+    // live ones (they stay for the later pages of searches begun before).
     let mut updated: Vec<(&Key, i64)> = Vec::new();
     let mut live: Vec<i64> = Vec::new();
     for key in &keys {
@@ -810,7 +833,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
     }
     if !live.is_empty() {
         let clear = tx.prepare_cached(CLEAR_INDEX).await.map_err(db)?;
-        tx.execute(&clear, &[&live]).await.map_err(lost)?;
+        tx.execute(&clear, &[&live, &seq]).await.map_err(lost)?;
     }
 
     // Every version in order; the index and compartment rows of each resource's final version.
@@ -848,7 +871,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
     let (s, t, tt, d, n, q, r, u, c) = (
         &rows.s, &rows.t, &rows.tt, &rows.d, &rows.n, &rows.q, &rows.r, &rows.u, &rows.c,
     );
-    let params: [&(dyn ToSql + Sync); 70] = [
+    let params: [&(dyn ToSql + Sync); 71] = [
         &rows.v_rid,
         &rows.v_version,
         &rows.v_last_updated,
@@ -919,6 +942,7 @@ async fn commit(tx: &deadpool_postgres::Transaction<'_>, writes: &[Write]) -> Re
         &c.0,
         &c.1,
         &rows.v_type,
+        &seq,
     ];
     tx.query(&insert, &params).await.map_err(lost)?;
     Ok(())

@@ -3,14 +3,20 @@
 //! in [`Dialect`] and in how [`Exec`] runs a statement.
 //!
 //! Every predicate becomes `r.rid IN (subquery over an index table)`: the subquery is an index range
-//! scan on `(param, value..., rid)`, and the planner can drive the search from its result by primary
-//! key instead of scanning all resources of a type. Index rows exist only for current, live versions,
-//! so the subqueries never see old versions or deletions.
+//! scan on `(param, value..., rid, to_seq)`, and the planner can drive the search from its result by
+//! primary key instead of scanning all resources of a type. Index rows exist only for live versions,
+//! each valid from the commit that wrote it (`from_seq`) until the commit that replaced or deleted it
+//! (`to_seq`, NULL while current); current searches read the rows with `to_seq IS NULL`.
 //!
-//! Paging is keyset paging on (sort values..., rid) with a snapshot bound `rid <= max(rid)` taken on
-//! the first page and carried in the cursor: resources created after the first page never shift the
-//! pages that follow. A cursor also carries a hash of the query it belongs to, so that a cursor used
-//! with another query is refused ([`StoreError::BadCursor`]).
+//! Paging is keyset paging on (sort values..., rid) over a snapshot: the first page also reads the
+//! greatest commit sequence number (`MAX(versions.seq)`), and its cursors carry it. The pages that
+//! follow read the index and compartment rows valid at that number, the resources live at it and
+//! the versions current at it, so that they show the result set as it stood when the first page
+//! was read: resources created since never join, and resources updated or deleted since keep their
+//! place and the version they had (no duplicates, no gaps). A cursor also carries a hash of the
+//! query it belongs to, so that a cursor used with another query is refused
+//! ([`StoreError::BadCursor`]). Cursors stay valid as long as replaced index rows are kept (today:
+//! forever; a pruner would have to keep those newer than the oldest cursor it honours).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -101,6 +107,8 @@ struct Sql<'a> {
     args: Vec<Val>,
     aliases: usize,
     tables: &'a ParamTables,
+    /// The snapshot (a commit sequence number) a later page reads; `None` reads the current state.
+    at: Option<i64>,
 }
 
 impl<'a> Sql<'a> {
@@ -110,6 +118,34 @@ impl<'a> Sql<'a> {
             args: Vec::new(),
             aliases: 0,
             tables,
+            at: None,
+        }
+    }
+
+    /// The index or compartment row aliased `a` is valid: current, or at the snapshot.
+    fn valid(&mut self, a: &str) -> String {
+        match self.at {
+            None => format!("{a}.to_seq IS NULL"),
+            Some(seq) => {
+                let s = self.int(seq);
+                format!("{a}.from_seq <= {s} AND ({a}.to_seq IS NULL OR {a}.to_seq > {s})")
+            }
+        }
+    }
+
+    /// The resource aliased `r` is live: now, or at the snapshot (its latest version up to the
+    /// snapshot is not a deletion; a resource created since has none).
+    fn alive(&mut self, r: &str) -> String {
+        match self.at {
+            None => format!("{r}.deleted = 0"),
+            Some(seq) => {
+                let s = self.int(seq);
+                let w = self.alias("w");
+                format!(
+                    "(SELECT {w}.deleted FROM versions {w} WHERE {w}.rid = {r}.rid AND {w}.seq <= {s} \
+                     ORDER BY {w}.version DESC LIMIT 1) = 0"
+                )
+            }
         }
     }
 
@@ -194,8 +230,9 @@ impl<'a> Sql<'a> {
                 let a = self.alias("i");
                 let p = self.text(param);
                 let (table, cond) = self.test(test, &a);
+                let valid = self.valid(&a);
                 format!(
-                    "EXISTS (SELECT 1 FROM {} {a} WHERE {a}.rid = {r}.rid AND {a}.param = {p} AND {cond})",
+                    "EXISTS (SELECT 1 FROM {} {a} WHERE {a}.rid = {r}.rid AND {a}.param = {p} AND {cond} AND {valid})",
                     table.name()
                 )
             }
@@ -213,10 +250,11 @@ impl<'a> Sql<'a> {
                     format!(" AND {t}.type IN ({})", self.list(target_types))
                 };
                 let inner = self.predicate(inner, &t)?;
+                let (valid, alive) = (self.valid(&x), self.alive(&t));
                 format!(
                     "EXISTS (SELECT 1 FROM idx_reference {x} JOIN resources {t} \
                      ON {t}.type = {x}.target_type AND {t}.id = {x}.target_id \
-                     WHERE {x}.rid = {r}.rid AND {x}.param = {p}{types} AND {t}.deleted = 0 AND {inner})"
+                     WHERE {x}.rid = {r}.rid AND {x}.param = {p} AND {valid}{types} AND {alive} AND {inner})"
                 )
             }
             Predicate::Composite { param, components } => match self.composite(param, components) {
@@ -235,10 +273,11 @@ impl<'a> Sql<'a> {
                 let st = self.text(source_type);
                 let p = self.text(ref_param);
                 let inner = self.predicate(inner, &s)?;
+                let (valid, alive) = (self.valid(&x), self.alive(&s));
                 format!(
                     "EXISTS (SELECT 1 FROM idx_reference {x} JOIN resources {s} ON {s}.rid = {x}.rid \
                      WHERE {x}.param = {p} AND {x}.target_id = {r}.id AND {x}.target_type = {r}.type \
-                     AND {s}.type = {st} AND {s}.deleted = 0 AND {inner})"
+                     AND {valid} AND {s}.type = {st} AND {alive} AND {inner})"
                 )
             }
             other => self.predicate(other, r)?,
@@ -252,8 +291,9 @@ impl<'a> Sql<'a> {
                 let a = self.alias("i");
                 let p = self.text(param);
                 let (table, cond) = self.test(test, &a);
+                let valid = self.valid(&a);
                 format!(
-                    "{r}.rid IN (SELECT {a}.rid FROM {} {a} WHERE {a}.param = {p} AND {cond})",
+                    "{r}.rid IN (SELECT {a}.rid FROM {} {a} WHERE {a}.param = {p} AND {cond} AND {valid})",
                     table.name()
                 )
             }
@@ -261,8 +301,9 @@ impl<'a> Sql<'a> {
                 let a = self.alias("i");
                 let p = self.text(param);
                 let (table, cond) = self.test(test, &a);
+                let valid = self.valid(&a);
                 format!(
-                    "{r}.rid NOT IN (SELECT {a}.rid FROM {} {a} WHERE {a}.param = {p} AND {cond})",
+                    "{r}.rid NOT IN (SELECT {a}.rid FROM {} {a} WHERE {a}.param = {p} AND {cond} AND {valid})",
                     table.name()
                 )
             }
@@ -272,11 +313,16 @@ impl<'a> Sql<'a> {
                     return Ok(if *missing { "1 = 1" } else { "1 = 0" }.to_string());
                 }
                 let p = self.text(param);
-                let union = tables
-                    .iter()
-                    .map(|t| format!("SELECT rid FROM {} WHERE param = {p}", t.name()))
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ");
+                let mut selects = Vec::with_capacity(tables.len());
+                for t in &tables {
+                    let m = self.alias("m");
+                    let valid = self.valid(&m);
+                    selects.push(format!(
+                        "SELECT {m}.rid FROM {} {m} WHERE {m}.param = {p} AND {valid}",
+                        t.name()
+                    ));
+                }
+                let union = selects.join(" UNION ALL ");
                 let not = if *missing { "NOT " } else { "" };
                 format!("{r}.rid {not}IN ({union})")
             }
@@ -294,10 +340,11 @@ impl<'a> Sql<'a> {
                     format!(" AND {t}.type IN ({})", self.list(target_types))
                 };
                 let inner = self.predicate(inner, &t)?;
+                let (valid, alive) = (self.valid(&x), self.alive(&t));
                 format!(
                     "{r}.rid IN (SELECT {x}.rid FROM idx_reference {x} JOIN resources {t} \
                      ON {t}.type = {x}.target_type AND {t}.id = {x}.target_id \
-                     WHERE {x}.param = {p}{types} AND {t}.deleted = 0 AND {inner})"
+                     WHERE {x}.param = {p} AND {valid}{types} AND {alive} AND {inner})"
                 )
             }
             Predicate::Has {
@@ -311,10 +358,11 @@ impl<'a> Sql<'a> {
                 let st = self.text(source_type);
                 let p = self.text(ref_param);
                 let inner = self.predicate(inner, &s)?;
+                let (valid, alive) = (self.valid(&x), self.alive(&s));
                 format!(
                     "{r}.rid IN (SELECT {t}.rid FROM resources {s} JOIN idx_reference {x} ON {x}.rid = {s}.rid \
                      JOIN resources {t} ON {t}.type = {x}.target_type AND {t}.id = {x}.target_id \
-                     WHERE {s}.type = {st} AND {s}.deleted = 0 AND {x}.param = {p} AND {inner})"
+                     WHERE {s}.type = {st} AND {alive} AND {x}.param = {p} AND {valid} AND {inner})"
                 )
             }
             Predicate::Composite { param, components } => match self.composite(param, components) {
@@ -358,6 +406,7 @@ impl<'a> Sql<'a> {
             }
             conds.push(format!("{c}.comp = {position}"));
             conds.push(cond);
+            conds.push(self.valid(&c));
         }
         Some((first, from, conds.join(" AND ")))
     }
@@ -640,7 +689,8 @@ struct Cursor {
     /// The sort values and rid (or history seq) of the row the page starts after (or before).
     keys: Vec<Val>,
     row: i64,
-    /// The snapshot bound: the greatest rid when the first page was made.
+    /// The snapshot: the greatest commit sequence number (`versions.seq`) when the first page was
+    /// read (unused by history cursors).
     max: i64,
     /// The hash of the query this cursor belongs to.
     query: u64,
@@ -814,15 +864,23 @@ pub(crate) async fn vread<E: Exec>(
     }
 }
 
-/// The current versions of `rids`, in that order (rids no longer there are left out).
-async fn fetch<E: Exec>(e: &mut E, rids: &[i64]) -> Result<Vec<Stored>> {
+/// The current versions of `rids` (or those current at the snapshot `at`), in that order (rids
+/// without one are left out).
+async fn fetch<E: Exec>(e: &mut E, rids: &[i64], at: Option<i64>) -> Result<Vec<Stored>> {
     let tables = ParamTables::new();
     let mut by_rid = HashMap::with_capacity(rids.len());
     for chunk in rids.chunks(CHUNK) {
         let mut b = Sql::new(e.dialect(), &tables);
         let list = b.ints(chunk);
+        let version = match at {
+            None => "r.version".to_string(),
+            Some(seq) => format!(
+                "(SELECT MAX(w.version) FROM versions w WHERE w.rid = r.rid AND w.seq <= {})",
+                b.int(seq)
+            ),
+        };
         let sql = format!(
-            "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = r.version \
+            "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = {version} \
              WHERE r.rid IN ({list})",
             stored_columns(e.dialect())
         );
@@ -889,7 +947,7 @@ fn page_sql(
     let limit = count + 1;
     // A first page also reports the snapshot bound its cursors will carry.
     let max = if cursor.is_none() {
-        format!(", {MAX_RID}")
+        format!(", {MAX_SEQ}")
     } else {
         String::new()
     };
@@ -1099,27 +1157,21 @@ async fn plan<E: Exec>(e: &mut E, query: &Query) -> Result<Plan> {
     })
 }
 
-/// The snapshot bound of a page: the cursor's, or on a first page the greatest rid now (read in
-/// the same statement, and reported by [`page_sql`]).
-const MAX_RID: &str = "(SELECT COALESCE(MAX(rid), 0) FROM resources)";
+/// The snapshot a first page reads: the greatest commit sequence number now (read in the same
+/// statement, and reported by [`page_sql`] for the cursors).
+const MAX_SEQ: &str = "(SELECT COALESCE(MAX(seq), 0) FROM versions)";
 
-fn bound(b: &mut Sql<'_>, cursor: Option<&Cursor>) -> String {
-    match cursor {
-        Some(c) => b.int(c.max),
-        None => MAX_RID.to_string(),
-    }
-}
-
-/// `FROM resources r WHERE ...`: the live current resources that match, up to the snapshot bound.
+/// `FROM resources r WHERE ...`: the live resources that match, now or (on a later page, with
+/// `b.at` set) at the snapshot.
 fn from_where(b: &mut Sql<'_>, query: &Query, cursor: Option<&Cursor>) -> Result<String> {
     let (clauses, driven) = b.clauses(query, "r")?;
     // When a clause drives the search (SQLite), a unary `+` keeps the planner from using the other
     // indexes of `resources` instead.
     let plus = if driven { "+" } else { "" };
-    let mut conds = vec![
-        format!("{plus}r.deleted = 0"),
-        format!("{plus}r.rid <= {}", bound(b, cursor)),
-    ];
+    let mut conds = vec![match cursor {
+        None => format!("{plus}r.deleted = 0"),
+        Some(_) => b.alive("r"),
+    }];
     if let Some(ty) = query.resource_type {
         conds.push(format!("{plus}r.type = {}", b.text(ty)));
     }
@@ -1135,8 +1187,9 @@ fn sort_keys(b: &mut Sql<'_>, query: &Query, tables: &ParamTables) -> Vec<(Strin
             Some(table) => {
                 let a = b.alias("k");
                 let p = b.text(key.param);
+                let valid = b.valid(&a);
                 format!(
-                    "(SELECT {} FROM {} {a} WHERE {a}.rid = r.rid AND {a}.param = {p})",
+                    "(SELECT {} FROM {} {a} WHERE {a}.rid = r.rid AND {a}.param = {p} AND {valid})",
                     table.sort_value(&a, key.descending),
                     table.name()
                 )
@@ -1160,6 +1213,7 @@ pub(crate) async fn search<E: Exec>(
         query_hash,
     } = plan(e, query).await?;
     let mut b = Sql::new(e.dialect(), &tables);
+    b.at = cursor.as_ref().map(|c| c.max);
     let from_where = from_where(&mut b, query, cursor.as_ref())?;
 
     let total = match query.total {
@@ -1189,8 +1243,8 @@ pub(crate) async fn search<E: Exec>(
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
     let included = includes(e, query, &rids, options.max_includes).await?;
     Ok(SearchPage {
-        matches: fetch(e, &rids).await?,
-        included: fetch(e, &included).await?,
+        matches: fetch(e, &rids, cursor.as_ref().map(|c| c.max)).await?,
+        included: fetch(e, &included, None).await?,
         total,
         next,
         previous,
@@ -1207,6 +1261,7 @@ pub(crate) async fn explain<E: Exec>(
     let d = e.dialect();
     let Plan { tables, cursor, .. } = plan(e, query).await?;
     let mut b = Sql::new(d, &tables);
+    b.at = cursor.as_ref().map(|c| c.max);
     let from_where = from_where(&mut b, query, cursor.as_ref())?;
     let keys = sort_keys(&mut b, query, &tables);
     let sql = page_sql(
@@ -1310,7 +1365,8 @@ async fn include_step<E: Exec>(
         format!(
             "SELECT DISTINCT x.rid FROM resources t JOIN idx_reference x ON x.target_type = t.type AND x.target_id = t.id \
              JOIN resources s ON s.rid = x.rid \
-             WHERE t.rid IN ({list}){target} AND x.param = {param} AND s.type = {source} ORDER BY x.rid LIMIT {limit}"
+             WHERE t.rid IN ({list}){target} AND x.param = {param} AND x.to_seq IS NULL AND s.type = {source} \
+             ORDER BY x.rid LIMIT {limit}"
         )
     } else {
         let target = match include.target_type {
@@ -1320,7 +1376,8 @@ async fn include_step<E: Exec>(
         format!(
             "SELECT DISTINCT t.rid FROM idx_reference x JOIN resources s ON s.rid = x.rid \
              JOIN resources t ON t.type = x.target_type AND t.id = x.target_id \
-             WHERE x.rid IN ({list}) AND s.type = {source} AND x.param = {param}{target} AND t.deleted = 0 \
+             WHERE x.rid IN ({list}) AND s.type = {source} AND x.param = {param} AND x.to_seq IS NULL{target} \
+             AND t.deleted = 0 \
              ORDER BY t.rid LIMIT {limit}"
         )
     };
@@ -1348,6 +1405,7 @@ pub(crate) async fn compartment<E: Exec>(
     };
     let tables = ParamTables::new();
     let mut b = Sql::new(e.dialect(), &tables);
+    b.at = cursor.as_ref().map(|c| c.max);
     let patient = b.text(&request.patient_id);
     let patient_type = b.text("Patient");
     // The compartment drives: on SQLite, keep the planner from scanning all resources of a `_type`
@@ -1357,10 +1415,16 @@ pub(crate) async fn compartment<E: Exec>(
     } else {
         ""
     };
+    let live = match cursor {
+        None => format!("{plus}r.deleted = 0"),
+        Some(_) => b.alive("r"),
+    };
+    let valid = b.valid("c");
     let mut conds = vec![
-        format!("{plus}r.deleted = 0"),
-        format!("{plus}r.rid <= {}", bound(&mut b, cursor.as_ref())),
-        format!("r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id = {patient})"),
+        live,
+        format!(
+            "r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id = {patient} AND {valid})"
+        ),
         format!("NOT (r.type = {patient_type} AND r.id = {patient})"),
     ];
     if !request.types.is_empty() {
@@ -1378,7 +1442,7 @@ pub(crate) async fn compartment<E: Exec>(
     let (next, previous) = links(&page, cursor.as_ref(), max, query_hash);
     let rids: Vec<i64> = page.rows.iter().map(|r| r.0).collect();
     Ok(SearchPage {
-        matches: fetch(e, &rids).await?,
+        matches: fetch(e, &rids, cursor.as_ref().map(|c| c.max)).await?,
         included: Vec::new(),
         total: None,
         next,

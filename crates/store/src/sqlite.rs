@@ -388,14 +388,11 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
                 .execute(params![write.resource_type, write.id, write.version, write.last_updated, deleted])?;
                 tx.last_insert_rowid()
             }
-            Some((rid, _, was_deleted)) => {
+            Some((rid, _, _)) => {
                 tx.prepare_cached(
                     "UPDATE resources SET version = ?2, last_updated = ?3, deleted = ?4 WHERE rid = ?1",
                 )?
                 .execute(params![rid, write.version, write.last_updated, deleted])?;
-                if !was_deleted {
-                    clear_index(&tx, rid)?;
-                }
                 rid
             }
         };
@@ -407,18 +404,24 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
             "INSERT INTO versions (rid, type, version, last_updated, deleted, json) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![rid, write.resource_type, write.version, write.last_updated, deleted, json])?;
+        // The version's sequence number is the commit sequence number of its index rows: writers
+        // are serialised, so it grows in commit order.
+        let seq = tx.last_insert_rowid();
+        if matches!(current, Some((_, _, false))) {
+            close_index(&tx, rid, seq)?;
+        }
         if let WriteOp::Put {
             index,
             compartments,
             ..
         } = &write.op
         {
-            insert_index(&tx, rid, index)?;
+            insert_index(&tx, rid, seq, index)?;
             let mut stmt = tx.prepare_cached(
-                "INSERT OR IGNORE INTO compartment (rid, patient_id) VALUES (?1, ?2)",
+                "INSERT OR IGNORE INTO compartment (rid, patient_id, from_seq) VALUES (?1, ?2, ?3)",
             )?;
             for patient in compartments {
-                stmt.execute(params![rid, patient])?;
+                stmt.execute(params![rid, patient, seq])?;
             }
         }
     }
@@ -426,19 +429,23 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
     Ok(())
 }
 
-fn clear_index(conn: &Connection, rid: i64) -> Result<()> {
+/// Ends the validity of a resource's current index and compartment rows at commit `seq` (they stay
+/// for the later pages of searches begun before it).
+fn close_index(conn: &Connection, rid: i64, seq: i64) -> Result<()> {
     for table in query::Table::ALL
         .iter()
         .map(|t| t.name())
         .chain(["compartment"])
     {
-        conn.prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
-            .execute([rid])?;
+        conn.prepare_cached(&format!(
+            "UPDATE {table} SET to_seq = ?2 WHERE rid = ?1 AND to_seq IS NULL"
+        ))?
+        .execute([rid, seq])?;
     }
     Ok(())
 }
 
-fn insert_index(conn: &Connection, rid: i64, entries: &[IndexEntry]) -> Result<()> {
+fn insert_index(conn: &Connection, rid: i64, seq: i64, entries: &[IndexEntry]) -> Result<()> {
     for (n, entry) in entries.iter().enumerate() {
         let n = n as i64;
         let (grp, comp) = match entry.composite {
@@ -449,42 +456,42 @@ fn insert_index(conn: &Connection, rid: i64, entries: &[IndexEntry]) -> Result<(
         match &entry.value {
             IndexValue::String { normalized, exact } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO idx_string (rid, n, param, normalized, exact, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![rid, n, p, normalized, exact, grp, comp])?,
+                .execute(params![rid, n, p, normalized, exact, grp, comp, seq])?,
             IndexValue::Token(token) => conn
                 .prepare_cached(
-                    "INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO idx_token (rid, n, param, system, code, text, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
-                .execute(params![rid, n, p, token.system, token.code, token.text, grp, comp])?,
+                .execute(params![rid, n, p, token.system, token.code, token.text, grp, comp, seq])?,
             IndexValue::IdentifierOfType { type_system, type_code, value } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO idx_token_type (rid, n, param, type_system, type_code, value, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?
-                .execute(params![rid, n, p, type_system, type_code, value, grp, comp])?,
+                .execute(params![rid, n, p, type_system, type_code, value, grp, comp, seq])?,
             IndexValue::Date { low, high } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_date (rid, n, param, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO idx_date (rid, n, param, low, high, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![rid, n, p, low, high, grp, comp])?,
+                .execute(params![rid, n, p, low, high, grp, comp, seq])?,
             IndexValue::Number { low, high } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_number (rid, n, param, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO idx_number (rid, n, param, low, high, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![rid, n, p, low, high, grp, comp])?,
+                .execute(params![rid, n, p, low, high, grp, comp, seq])?,
             IndexValue::Quantity { system, code, unit, low, high } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT INTO idx_quantity (rid, n, param, system, code, unit, low, high, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
-                .execute(params![rid, n, p, system, code, unit, low, high, grp, comp])?,
+                .execute(params![rid, n, p, system, code, unit, low, high, grp, comp, seq])?,
             IndexValue::Reference { target_type, target_id, url, version } => conn
                 .prepare_cached(
-                    "INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    "INSERT INTO idx_reference (rid, n, param, target_type, target_id, url, version, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )?
-                .execute(params![rid, n, p, target_type, target_id, url, version, grp, comp])?,
+                .execute(params![rid, n, p, target_type, target_id, url, version, grp, comp, seq])?,
             IndexValue::Uri(uri) => conn
-                .prepare_cached("INSERT INTO idx_uri (rid, n, param, uri, grp, comp) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-                .execute(params![rid, n, p, uri, grp, comp])?,
+                .prepare_cached("INSERT INTO idx_uri (rid, n, param, uri, grp, comp, from_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .execute(params![rid, n, p, uri, grp, comp, seq])?,
         };
     }
     Ok(())

@@ -177,7 +177,7 @@ async fn two_pools_conflicting_updates_have_one_winner() {
     // The index holds exactly one current row for the resource.
     let count: Vec<Vec<String>> = db
         .store
-        .query_rows("SELECT COUNT(*) FROM idx_string s JOIN resources r ON r.rid = s.rid WHERE r.id = 'shared'")
+        .query_rows("SELECT COUNT(*) FROM idx_string s JOIN resources r ON r.rid = s.rid WHERE r.id = 'shared' AND s.to_seq IS NULL")
         .await
         .expect("count");
     assert_eq!(count, vec![vec!["1".to_string()]]);
