@@ -980,3 +980,89 @@ async fn count_is_capped_and_zero_gives_only_the_total() {
     assert_eq!(zero["total"], 55);
     assert!(zero.get("entry").is_none(), "{zero}");
 }
+
+/// Searches that are well formed but too big for one query (thousands of OR values or repeated
+/// parameters), and values no database can hold (NUL and other control characters), are refused
+/// with a 4xx and an outcome that says why, never a store error (5xx). Moderately large ones work.
+#[tokio::test]
+async fn oversized_and_odd_searches_are_4xx() {
+    let repo = repo().await;
+    let ids = seed_patients(&repo, 2).await;
+    let many = |n: usize| {
+        (0..n)
+            .map(|i| format!("id{i}"))
+            .chain(ids.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // Up to the limits (fhir::search::MAX_VALUES, MAX_PARAMS), they work.
+    let ok = repo
+        .search(
+            &who(),
+            Some("Patient"),
+            &vec![("_id".to_string(), many(998))],
+            Handling::Strict,
+        )
+        .await
+        .expect("1,000 ids");
+    assert_eq!(entries(&ok).len(), 2);
+    let repeated: Vec<(String, String)> = (0..100)
+        .map(|_| ("family".to_string(), "Family".to_string()))
+        .collect();
+    let ok = repo
+        .search(&who(), Some("Patient"), &repeated, Handling::Strict)
+        .await
+        .expect("100 parameters");
+    assert_eq!(entries(&ok).len(), 2);
+    let chains: Vec<(String, String)> = (0..100)
+        .map(|i| {
+            (
+                "general-practitioner:Practitioner.name".to_string(),
+                format!("n{i},m{i},o{i},p{i},q{i},r{i},s{i},t{i},u{i},v{i}"),
+            )
+        })
+        .collect();
+    assert!(repo
+        .search(&who(), Some("Patient"), &chains, Handling::Strict)
+        .await
+        .expect("100 chains of 10 values")
+        .is_object());
+
+    let too_many_values = vec![("_id".to_string(), many(5000))];
+    let too_many_params: Vec<(String, String)> = (0..2000)
+        .map(|i| ("family".to_string(), format!("F{i}")))
+        .collect();
+    let chains: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                "general-practitioner:Practitioner.name".to_string(),
+                format!("n{i}"),
+            )
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<(String, String)>, u16)> = vec![
+        ("5,000 OR values", too_many_values, 400),
+        ("2,000 repeated parameters", too_many_params, 400),
+        ("300 chains", chains, 400),
+        ("NUL in a string", params("family=Fam%00ily"), 400),
+        ("NUL in a token", params("identifier=urn:x%7C1%002"), 400),
+        ("NUL in an id", params("_id=a%00b"), 400),
+        ("a control character", params("family=%01"), 400),
+    ];
+    for (what, query, status) in cases {
+        for handling in [Handling::Lenient, Handling::Strict] {
+            let err = repo
+                .search(&who(), Some("Patient"), &query, handling)
+                .await
+                .expect_err(what);
+            assert_eq!(err.status(), status, "{what}: {:?}", err.issues());
+            assert!(!err.issues().is_empty(), "{what}");
+        }
+    }
+    // The same limits hold for $everything's and history's parameters.
+    let err = repo
+        .everything(&who(), &ids[0], &params("_type=Observation%00"))
+        .await
+        .expect_err("NUL in _type");
+    assert_eq!(err.status(), 400);
+}

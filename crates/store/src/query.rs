@@ -218,7 +218,7 @@ impl<'a> Sql<'a> {
                     self.predicate(predicate, r)?
                 });
             }
-            parts.push(format!("({})", any.join(" OR ")));
+            parts.push(format!("({})", balanced(&any, "OR")));
         }
         Ok((parts, correlate))
     }
@@ -649,6 +649,21 @@ fn selectivity(predicate: &Predicate) -> Option<u8> {
     })
 }
 
+/// `parts` joined by `op` (AND or OR) as a balanced tree of parenthesised halves, so that the
+/// expression is as deep as the logarithm of the number of parts: SQLite refuses expressions deeper
+/// than 1,000, which a flat list of a thousand ORs (parsed left-deep) would be.
+fn balanced(parts: &[String], op: &str) -> String {
+    match parts {
+        [] => if op == "AND" { "1 = 1" } else { "1 = 0" }.to_string(),
+        [one] => one.clone(),
+        _ if parts.len() <= 8 => parts.join(&format!(" {op} ")),
+        _ => {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            format!("({}) {op} ({})", balanced(left, op), balanced(right, op))
+        }
+    }
+}
+
 fn and_all(conds: Vec<String>) -> String {
     if conds.is_empty() {
         "1 = 1".to_string()
@@ -793,7 +808,7 @@ pub(crate) async fn current<E: Exec>(
             .collect();
         let sql = format!(
             "SELECT type, id, version, deleted, last_updated FROM resources WHERE {}",
-            ors.join(" OR ")
+            balanced(&ors, "OR")
         );
         for row in e.rows(&sql, &b.args).await? {
             let mut it = row.into_iter();
@@ -1176,7 +1191,10 @@ fn from_where(b: &mut Sql<'_>, query: &Query, cursor: Option<&Cursor>) -> Result
         conds.push(format!("{plus}r.type = {}", b.text(ty)));
     }
     conds.extend(clauses);
-    Ok(format!("FROM resources r WHERE {}", conds.join(" AND ")))
+    Ok(format!(
+        "FROM resources r WHERE {}",
+        balanced(&conds, "AND")
+    ))
 }
 
 /// The sort key expressions of a search, each with whether it is descending.

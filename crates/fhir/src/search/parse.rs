@@ -54,7 +54,19 @@ pub fn parse(
         },
     };
     parser.query.resource_type = ty;
+    if let Some(issue) = too_big(params) {
+        return Err(vec![issue]);
+    }
     for (name, value) in params {
+        if name.chars().chain(value.chars()).any(is_forbidden_char) {
+            // The value is not echoed: it may be anything.
+            parser.invalid(format!(
+                "{}: search parameters may not contain control characters (other than tab, carriage \
+                 return and line feed)",
+                name.replace(is_forbidden_char, "?")
+            ));
+            continue;
+        }
         parser.param(ty, name, value);
     }
     let Parser { issues, query, .. } = parser;
@@ -72,6 +84,42 @@ pub fn parse(
             warnings: unique,
         })
     }
+}
+
+/// The most parameters (name=value pairs, result parameters included) one search may have.
+pub const MAX_PARAMS: usize = 100;
+
+/// The most values one search may have over all its parameters (each value of a comma-separated OR
+/// list counts). A client looking up more ids than this sends several searches.
+pub const MAX_VALUES: usize = 1000;
+
+/// A search beyond [`MAX_PARAMS`] or [`MAX_VALUES`]: refused as too costly before anything is planned.
+fn too_big(params: &[(String, String)]) -> Option<Issue> {
+    if params.len() > MAX_PARAMS {
+        return Some(Issue::error(
+            IssueType::TooCostly,
+            format!(
+                "a search may have at most {MAX_PARAMS} parameters; this one has {}",
+                params.len()
+            ),
+        ));
+    }
+    let values: usize = params.iter().map(|(_, v)| v.split(',').count()).sum();
+    (values > MAX_VALUES).then(|| {
+        Issue::error(
+            IssueType::TooCostly,
+            format!(
+                "a search may have at most {MAX_VALUES} values in all; this one has {values} \
+                 (split the list over several searches)"
+            ),
+        )
+    })
+}
+
+/// Characters that validation keeps out of every stored string (the C0 control characters other than
+/// tab, CR and LF), so that no search can match them; PostgreSQL cannot even take NUL as a value.
+pub fn is_forbidden_char(c: char) -> bool {
+    (c as u32) < 32 && !matches!(c, '\t' | '\r' | '\n')
 }
 
 /// The interned name of a resource type.
