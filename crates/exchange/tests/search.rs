@@ -1000,7 +1000,7 @@ async fn oversized_and_odd_searches_are_4xx() {
         .search(
             &who(),
             Some("Patient"),
-            &vec![("_id".to_string(), many(998))],
+            &[("_id".to_string(), many(998))],
             Handling::Strict,
         )
         .await
@@ -1040,22 +1040,22 @@ async fn oversized_and_odd_searches_are_4xx() {
             )
         })
         .collect();
-    let cases: Vec<(&str, Vec<(String, String)>, u16)> = vec![
-        ("5,000 OR values", too_many_values, 400),
-        ("2,000 repeated parameters", too_many_params, 400),
-        ("300 chains", chains, 400),
-        ("NUL in a string", params("family=Fam%00ily"), 400),
-        ("NUL in a token", params("identifier=urn:x%7C1%002"), 400),
-        ("NUL in an id", params("_id=a%00b"), 400),
-        ("a control character", params("family=%01"), 400),
+    let cases = [
+        ("5,000 OR values", too_many_values),
+        ("2,000 repeated parameters", too_many_params),
+        ("300 chains", chains),
+        ("NUL in a string", params("family=Fam%00ily")),
+        ("NUL in a token", params("identifier=urn:x%7C1%002")),
+        ("NUL in an id", params("_id=a%00b")),
+        ("a control character", params("family=%01")),
     ];
-    for (what, query, status) in cases {
+    for (what, query) in cases {
         for handling in [Handling::Lenient, Handling::Strict] {
             let err = repo
                 .search(&who(), Some("Patient"), &query, handling)
                 .await
                 .expect_err(what);
-            assert_eq!(err.status(), status, "{what}: {:?}", err.issues());
+            assert_eq!(err.status(), 400, "{what}: {:?}", err.issues());
             assert!(!err.issues().is_empty(), "{what}");
         }
     }
