@@ -1,6 +1,10 @@
 //! The shapes of the tables generated from the FHIR R4 definitions (see `xtask codegen`), and lookups
 //! over them. The tables themselves live in [`crate::generated`] and are never edited by hand.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::OnceLock;
+
 use crate::generated;
 
 /// SearchParameter.type.
@@ -185,12 +189,48 @@ pub fn types() -> &'static [TypeDef] {
 }
 
 /// A type by name (`Patient`, `HumanName`, `date`, `Patient.contact`).
+///
+/// The hottest lookup there is (every step of every FHIRPath expression and every element validated
+/// asks it), so it goes through a hash index built on first use rather than a binary search over
+/// the long, prefix-sharing names of the sorted table.
 pub fn type_def(name: &str) -> Option<&'static TypeDef> {
-    let types = generated::TYPES;
-    types
-        .binary_search_by(|t| t.name.cmp(name))
-        .ok()
-        .map(|i| &types[i])
+    static INDEX: OnceLock<
+        HashMap<&'static str, &'static TypeDef, BuildHasherDefault<NameHasher>>,
+    > = OnceLock::new();
+    INDEX
+        .get_or_init(|| generated::TYPES.iter().map(|t| (t.name, t)).collect())
+        .get(name)
+        .copied()
+}
+
+/// An FNV-1a-style hash taking 8 bytes at a time: type names are short, trusted (they come from the
+/// tables or are looked up, never used as keys an attacker can fill) and hashed very often.
+#[derive(Default)]
+struct NameHasher(u64);
+
+impl Hasher for NameHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            h = (h ^ word)
+                .wrapping_mul(0x0000_0100_0000_01b3)
+                .rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
 }
 
 impl TypeDef {

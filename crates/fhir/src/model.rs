@@ -1,6 +1,7 @@
 //! The FHIR R4 type model for the FHIRPath engine ([`fhirpath::Model`]), read from the generated tables.
 //!
-//! Lookups are binary searches over the sorted static tables: no start-up cost and no allocation.
+//! Lookups go through [`definitions::type_def`] (a hash index built once) and binary searches over the
+//! sorted static tables.
 
 use crate::definitions::{self, TypeKind};
 
