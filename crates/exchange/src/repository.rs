@@ -17,10 +17,10 @@ mod crud;
 mod elements;
 mod history;
 mod search;
-mod summary_elements;
 mod support;
 mod verify;
 
+pub use elements::shape_read;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
 

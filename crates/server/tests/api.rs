@@ -185,6 +185,59 @@ async fn create_read_vread_with_version_headers() {
     assert!(missing.is_outcome());
 }
 
+/// `_summary` and `_elements` shape a read and a vread as they shape search results.
+#[tokio::test]
+async fn read_with_summary_and_elements() {
+    let app = start().await;
+    let mut resource = patient("Summers");
+    resource["text"] = json!({ "status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Summers</div>" });
+    resource["maritalStatus"] = json!({ "text": "married" });
+    let (id, _) = app.create(resource).await;
+    let subsetted = |v: &Value| {
+        v["meta"]["tag"]
+            .as_array()
+            .is_some_and(|tags| tags.iter().any(|t| t["code"] == "SUBSETTED"))
+    };
+
+    let summary = app.get(&format!("/fhir/Patient/{id}?_summary=true")).await;
+    assert_eq!(summary.status, StatusCode::OK);
+    let body = summary.json();
+    assert_eq!(body["name"][0]["family"], "Summers");
+    assert_eq!(body["birthDate"], "1980-05-01");
+    assert!(body.get("text").is_none() && body.get("maritalStatus").is_none());
+    assert!(subsetted(&body));
+
+    let elements = app
+        .get(&format!(
+            "/fhir/Patient/{id}/_history/1?_elements=maritalStatus"
+        ))
+        .await;
+    let body = elements.json();
+    assert_eq!(body["maritalStatus"]["text"], "married");
+    assert!(body.get("name").is_none() && body.get("birthDate").is_none());
+    assert_eq!(body["id"], id.as_str());
+    assert!(subsetted(&body));
+
+    let text = app
+        .get(&format!("/fhir/Patient/{id}?_summary=text"))
+        .await
+        .json();
+    assert!(text.get("text").is_some() && text.get("name").is_none());
+
+    let whole = app
+        .get(&format!("/fhir/Patient/{id}?_summary=false"))
+        .await
+        .json();
+    assert!(whole.get("text").is_some() && whole.get("maritalStatus").is_some());
+    assert!(!subsetted(&whole));
+
+    let count = app.get(&format!("/fhir/Patient/{id}?_summary=count")).await;
+    assert_eq!(count.status, StatusCode::BAD_REQUEST);
+    assert!(count.is_outcome());
+    let bad = app.get(&format!("/fhir/Patient/{id}?_summary=maybe")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
 #[tokio::test]
 async fn update_with_if_match_and_update_as_create() {
     let app = start().await;

@@ -2,8 +2,10 @@
 
 use serde_json::{json, Value};
 
-use super::summary_elements::SUMMARY_ELEMENTS;
 use fhir::search::Summary;
+use fhir::{Issue, IssueType};
+
+use super::Error;
 
 /// The tag that marks a resource as a subset of what is stored.
 const SUBSETTED: (&str, &str) = (
@@ -25,6 +27,46 @@ pub(crate) fn shape(resource: Value, summary: Option<Summary>, elements: &[Strin
             })
         }
         _ => resource,
+    }
+}
+
+/// `_summary` (true, text, data, false) and `_elements` on a read or vread: the resource shaped as
+/// they ask, tagged SUBSETTED when something was left out. `_summary=count` belongs to searches (400);
+/// other parameters have no meaning on a read and are ignored.
+pub fn shape_read(resource: Value, params: &[(String, String)]) -> Result<Value, Error> {
+    let mut summary = None;
+    let mut elements = Vec::new();
+    let mut issues = Vec::new();
+    for (name, value) in params {
+        match name.as_str() {
+            "_summary" => match value.as_str() {
+                "true" => summary = Some(Summary::True),
+                "text" => summary = Some(Summary::Text),
+                "data" => summary = Some(Summary::Data),
+                "false" => summary = Some(Summary::False),
+                "count" => issues.push(Issue::error(
+                    IssueType::Invalid,
+                    "_summary=count is for searches; a read returns one resource",
+                )),
+                _ => issues.push(Issue::error(
+                    IssueType::Invalid,
+                    "_summary: expected one of true, text, data, false",
+                )),
+            },
+            "_elements" => elements.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string),
+            ),
+            _ => {}
+        }
+    }
+    if issues.is_empty() {
+        Ok(shape(resource, summary, &elements))
+    } else {
+        Err(Error::Invalid(issues))
     }
 }
 
@@ -90,17 +132,15 @@ fn tag_subsetted(obj: &mut serde_json::Map<String, Value>) {
     }
 }
 
-/// Whether the top-level element `name` of `resource_type` is a summary element. A choice element
-/// (`deceasedBoolean`) is a summary element if its base name (`deceased`) is.
+/// Whether the top-level element `name` of `resource_type` is a summary element (`isSummary` in the
+/// definitions). A choice element (`deceasedBoolean`) is one if its base name (`deceased`) is.
 fn is_summary(resource_type: &str, name: &str) -> bool {
-    let Ok(at) = SUMMARY_ELEMENTS.binary_search_by(|(ty, _)| (*ty).cmp(resource_type)) else {
+    let Some(def) = fhir::definitions::type_def(resource_type) else {
         return false;
     };
-    let elements = SUMMARY_ELEMENTS[at].1;
-    elements.binary_search(&name).is_ok()
-        || fhir::definitions::type_def(resource_type)
-            .and_then(|def| def.element_for_key(name))
-            .is_some_and(|(element, _)| elements.binary_search(&element.name).is_ok())
+    def.element(name)
+        .or_else(|| def.element_for_key(name).map(|(element, _)| element))
+        .is_some_and(|element| element.summary)
 }
 
 /// Whether the top-level element `name` of `resource_type` is mandatory (min ≥ 1).

@@ -155,14 +155,16 @@ pub async fn read(
     Path((ty, id)): Path<(String, String)>,
     format: Format,
     Who(who): Who,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Answer {
-    let resource = state.repo.read(&who, &ty, &id).await?;
+    let mut resource = state.repo.read(&who, &ty, &id).await?;
     if not_modified(&headers, resource.version) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         version_headers(&mut response, resource.version, resource.last_updated);
         return Ok(response);
     }
+    resource.resource = exchange::repository::shape_read(resource.resource, &params(&uri))?;
     Ok(resource_response(StatusCode::OK, &resource, format))
 }
 
@@ -183,6 +185,7 @@ pub async fn vread(
     Path((ty, id, version)): Path<(String, String, String)>,
     format: Format,
     Who(who): Who,
+    uri: Uri,
 ) -> Answer {
     let version: i64 = version.parse().map_err(|_| {
         ApiError::new(
@@ -191,7 +194,8 @@ pub async fn vread(
             "the version id must be a whole number",
         )
     })?;
-    let resource = state.repo.vread(&who, &ty, &id, version).await?;
+    let mut resource = state.repo.vread(&who, &ty, &id, version).await?;
+    resource.resource = exchange::repository::shape_read(resource.resource, &params(&uri))?;
     Ok(resource_response(StatusCode::OK, &resource, format))
 }
 
