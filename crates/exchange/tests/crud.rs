@@ -565,3 +565,33 @@ async fn delete_with_if_match() {
     assert!(matches!(err, Error::Entry { index: 0, .. }), "{err:?}");
     assert_eq!(status(repo.read(&who(), "Patient", "keep").await), 200);
 }
+
+/// Decimals keep their precision: `1.50` and `0.0100` come back as written, not as `1.5` and
+/// `0.01` (FHIR gives trailing zeros meaning), on both engines.
+#[tokio::test]
+async fn decimals_keep_their_precision() {
+    let repo = repo().await;
+    // The precision lives in the text a client sends (json! would make 1.50 a float).
+    let sent: serde_json::Value = serde_json::from_str(
+        r#"{"resourceType": "Observation", "status": "final", "code": {"text": "precision"},
+            "component": [
+              {"code": {"text": "a"}, "valueQuantity": {"value": 1.50, "unit": "g"}},
+              {"code": {"text": "b"}, "valueQuantity": {"value": 0.0100, "unit": "g"}},
+              {"code": {"text": "c"}, "valueInteger": 2147483647}
+            ]}"#,
+    )
+    .expect("json");
+    let created = repo
+        .create(&who(), "Observation", sent, None)
+        .await
+        .expect("create");
+    let read = repo
+        .read(&who(), "Observation", &created.resource.id)
+        .await
+        .expect("read")
+        .resource;
+    let component = |i: usize| &read["component"][i];
+    assert_eq!(component(0)["valueQuantity"]["value"].to_string(), "1.50");
+    assert_eq!(component(1)["valueQuantity"]["value"].to_string(), "0.0100");
+    assert_eq!(component(2)["valueInteger"].to_string(), "2147483647");
+}
