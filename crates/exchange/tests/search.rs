@@ -107,6 +107,21 @@ async fn unknown_parameters_lenient_and_strict() {
         .map(|e| e["search"]["mode"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(modes, vec!["match", "outcome"]);
+    // The self link shows the search that was carried out: the ignored parameters are not in it.
+    let kept = repo
+        .search(
+            &who(),
+            Some("Patient"),
+            &params("family=Family&nonsense=1&gender:sideways=x&_count=5"),
+            Handling::Lenient,
+        )
+        .await
+        .expect("lenient search");
+    let self_link = link(&kept, "self").expect("self link");
+    assert!(
+        self_link.ends_with("/Patient?family=Family&_count=5"),
+        "{self_link}"
+    );
     let strict = repo
         .search(
             &who(),
@@ -929,10 +944,12 @@ async fn unknown_parameters_of_history_and_everything() {
         .await
         .is_ok());
 
-    assert!(repo
-        .history(&who(), HistoryScope::System, &params("nonsense=1"))
+    let history = repo
+        .history(&who(), HistoryScope::System, &params("nonsense=1&_count=3"))
         .await
-        .is_ok());
+        .expect("lenient history");
+    let self_link = link(&history, "self").expect("self link");
+    assert!(self_link.ends_with("/_history?_count=3"), "{self_link}");
     let strict = repo
         .history_with(
             &who(),

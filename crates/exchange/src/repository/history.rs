@@ -31,7 +31,15 @@ impl Repository {
         params: &[(String, String)],
         handling: Handling,
     ) -> Result<Value> {
-        super::search::unknown_params(params, &["_since", "_at", "_count", "_page"], handling)?;
+        const KNOWN: &[&str] = &["_since", "_at", "_count", "_page"];
+        super::search::unknown_params(params, KNOWN, handling)?;
+        // The links name the history as it was read: without the parameters it ignored.
+        let params: Vec<(String, String)> = params
+            .iter()
+            .filter(|(name, _)| KNOWN.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let params = params.as_slice();
         let path = match &scope {
             HistoryScope::System => format!("{}/_history", self.config.base_url),
             HistoryScope::Type(ty) => {

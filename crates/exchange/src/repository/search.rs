@@ -110,12 +110,14 @@ impl Repository {
             Some(ty) => format!("{}/{ty}", self.config.base_url),
             None => self.config.base_url.clone(),
         };
-        let links = self.links(
-            &path,
-            params,
-            page.next.as_deref(),
-            page.previous.as_deref(),
-        );
+        // The links name the search as it was carried out: without the parameters it ignored.
+        let used: Vec<(String, String)> = params
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !parsed.ignored.contains(i))
+            .map(|(_, p)| p.clone())
+            .collect();
+        let links = self.links(&path, &used, page.next.as_deref(), page.previous.as_deref());
         let total = match page.total {
             Some(_) if !self.gate.permits_everything() => {
                 Some(self.visible_total(who, &query).await?)

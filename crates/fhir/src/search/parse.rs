@@ -22,6 +22,9 @@ use crate::{Issue, IssueType};
 pub struct Parsed {
     pub query: Query,
     pub warnings: Vec<Issue>,
+    /// The positions in `params` of the parameters that were ignored (unknown or unsupported, under
+    /// lenient handling): a searchset's links leave them out, as they were not part of the search.
+    pub ignored: Vec<usize>,
 }
 
 /// Parses the query parameters of a search on `resource_type` (`None` for a search across all types).
@@ -40,6 +43,7 @@ pub fn parse(
         query: Query::default(),
         budget: 0,
         too_costly: false,
+        ignoring: false,
     };
     let ty = match resource_type {
         None => None,
@@ -57,7 +61,8 @@ pub fn parse(
     if let Some(issue) = too_big(params) {
         return Err(vec![issue]);
     }
-    for (name, value) in params {
+    let mut ignored = Vec::new();
+    for (position, (name, value)) in params.iter().enumerate() {
         if name.chars().chain(value.chars()).any(is_forbidden_char) {
             // The value is not echoed: it may be anything.
             parser.invalid(format!(
@@ -67,7 +72,11 @@ pub fn parse(
             ));
             continue;
         }
+        parser.ignoring = false;
         parser.param(ty, name, value);
+        if parser.ignoring {
+            ignored.push(position);
+        }
     }
     let Parser { issues, query, .. } = parser;
     let mut unique: Vec<Issue> = Vec::with_capacity(issues.len());
@@ -82,6 +91,7 @@ pub fn parse(
         Ok(Parsed {
             query,
             warnings: unique,
+            ignored,
         })
     }
 }
@@ -191,6 +201,8 @@ struct Parser {
     budget: usize,
     /// Set when the budget ran out: the parameter is refused.
     too_costly: bool,
+    /// Set when the parameter being parsed is ignored (unknown or unsupported).
+    ignoring: bool,
 }
 
 /// The most reference hops (chain links and `_has` steps) one parameter may take.
@@ -204,6 +216,7 @@ pub const MAX_RESOLUTIONS: usize = 2000;
 impl Parser {
     /// Something the server does not know or support: ignored with a warning, or an error under strict.
     fn unsupported(&mut self, diagnostics: String) {
+        self.ignoring = true;
         let issue = if self.strict {
             Issue::error(IssueType::NotSupported, diagnostics)
         } else {
