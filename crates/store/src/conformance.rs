@@ -630,17 +630,33 @@ pub async fn history_scopes_since_at_and_paging(store: &Store) {
         ),
         (
             HistoryRequest {
-                at: Some(T0 + 1500),
+                at: Some((T0 + 1500, T0 + 1500)),
                 ..history_request(HistoryScope::System, 10)
             },
             vec!["Observation/o/1", "Patient/a/1"],
         ),
         (
             HistoryRequest {
-                at: Some(T0 + 5000),
+                at: Some((T0 + 5000, T0 + 5000)),
                 ..history_request(HistoryScope::Type("Observation".into()), 10)
             },
             vec!["Observation/o/2"],
+        ),
+        // A period: every version current at some point of it, also one replaced during it.
+        (
+            HistoryRequest {
+                at: Some((T0 + 1500, T0 + 2500)),
+                ..history_request(HistoryScope::System, 10)
+            },
+            vec!["Patient/a/2", "Observation/o/1", "Patient/a/1"],
+        ),
+        // A version replaced exactly at the start of the period was not current during it.
+        (
+            HistoryRequest {
+                at: Some((T0 + 2000, T0 + 2999)),
+                ..history_request(HistoryScope::Type("Patient".into()), 10)
+            },
+            vec!["Patient/a/2"],
         ),
     ];
     for (request, expected) in cases {

@@ -1493,11 +1493,11 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
         if let Some(since) = request.since {
             conds.push(format!("v.last_updated >= {}", b.int(since)));
         }
-        if let Some(at) = request.at {
-            let at = b.int(at);
+        if let Some((start, end)) = request.at {
+            let (start, end) = (b.int(start), b.int(end));
             conds.push(format!(
-                "v.last_updated <= {at} AND NOT EXISTS (SELECT 1 FROM versions w \
-                 WHERE w.rid = v.rid AND w.last_updated <= {at} AND w.seq > v.seq)"
+                "v.last_updated <= {end} AND NOT EXISTS (SELECT 1 FROM versions w \
+                 WHERE w.rid = v.rid AND w.last_updated <= {start} AND w.seq > v.seq)"
             ));
         }
         conds

@@ -65,8 +65,10 @@ pub struct HistoryRequest {
     pub scope: HistoryScope,
     /// `_since`: versions with `last_updated >= since`.
     pub since: Option<i64>,
-    /// `_at`: the versions current at this instant (`last_updated <= at`, the latest per resource).
-    pub at: Option<i64>,
+    /// `_at`: the versions current at some point of this period (first and last millisecond, both
+    /// included; equal for an instant): written no later than its end, and not replaced by another
+    /// version by its start.
+    pub at: Option<(i64, i64)>,
     pub count: usize,
     /// An opaque cursor from a previous page.
     pub cursor: Option<String>,

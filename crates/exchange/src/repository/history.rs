@@ -67,7 +67,7 @@ impl Repository {
         for (name, value) in params {
             match name.as_str() {
                 "_since" => request.since = Some(parse_instant_param("_since", value)?.0),
-                "_at" => request.at = Some(parse_instant_param("_at", value)?.1),
+                "_at" => request.at = Some(parse_instant_param("_at", value)?),
                 "_count" => request.count = self.page_size(Some(parse_count("_count", value)?)),
                 "_page" => request.cursor = Some(value.clone()),
                 _ => {}
