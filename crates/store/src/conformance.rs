@@ -2217,8 +2217,18 @@ pub async fn plan_fixture(store: &Store) {
     fixture(store, 2000).await;
 }
 
+/// [`plan_fixture`] without planner statistics: the plans a server that never ran `ANALYZE` gets.
+pub async fn plan_fixture_without_statistics(store: &Store) {
+    load_fixture(store, 2000).await;
+}
+
 /// [`plan_fixture`] with `patients` patients (and seven resources per patient in all).
 pub async fn fixture(store: &Store, patients: i64) {
+    load_fixture(store, patients).await;
+    store.analyze().await.expect("analyze");
+}
+
+async fn load_fixture(store: &Store, patients: i64) {
     let mut batch = Vec::new();
     for i in 0..patients {
         let p = format!("p{i}");
@@ -2267,7 +2277,6 @@ pub async fn fixture(store: &Store, patients: i64) {
         }
     }
     commit(store, batch).await;
-    store.analyze().await.expect("analyze");
 }
 
 /// The selective searches of the benchmarks, by name, on the data of [`plan_fixture`].
