@@ -5,6 +5,7 @@
 #                                      nutmeg on SQLite, nutmeg on PostgreSQL and Helios HFS, one after the other
 #   scripts/bench.sh search [N]        N resources (default 1000000) from the generator into nutmeg on SQLite,
 #                                      then the six searches at 1 and 32 clients, peak memory and database size
+#                                      (REUSE=1: search the database a previous run loaded)
 #   scripts/bench.sh search-hfs [N]    the same searches against HFS with N resources (default 45000-ish: the
 #                                      generator's first patients), beside nutmeg with the same data
 #
@@ -79,11 +80,17 @@ case "${1:-}" in
     ;;
   search)
     resources="${2:-1000000}"
-    rm -rf "$BENCH_DIR/search" && mkdir -p "$BENCH_DIR/search"
-    start_nutmeg 18083 "sqlite://$BENCH_DIR/search/nutmeg.db" "$BENCH_DIR/search/nutmeg.log"
-    /usr/bin/time -f "generator client: %e s, %M KB" \
-      "$BENCH" generate --base http://127.0.0.1:18083/fhir --resources "$resources" --clients "$CLIENTS"
-    echo "after load: peak memory $(peak_mb "$SERVER_PID") MB; database $(du -ch "$BENCH_DIR/search/nutmeg.db"* | tail -1 | cut -f1)"
+    if [ -n "${REUSE:-}" ] && [ -f "$BENCH_DIR/search/nutmeg.db" ]; then
+      # REUSE=1: search the database (and values) a previous run loaded, e.g. after changing the server.
+      start_nutmeg 18083 "sqlite://$BENCH_DIR/search/nutmeg.db" "$BENCH_DIR/search/nutmeg.log"
+      echo "reusing $BENCH_DIR/search: database $(du -ch "$BENCH_DIR/search/nutmeg.db"* | tail -1 | cut -f1)"
+    else
+      rm -rf "$BENCH_DIR/search" && mkdir -p "$BENCH_DIR/search"
+      start_nutmeg 18083 "sqlite://$BENCH_DIR/search/nutmeg.db" "$BENCH_DIR/search/nutmeg.log"
+      /usr/bin/time -f "generator client: %e s, %M KB" \
+        "$BENCH" generate --base http://127.0.0.1:18083/fhir --resources "$resources" --clients "$CLIENTS"
+      echo "after load: peak memory $(peak_mb "$SERVER_PID") MB; database $(du -ch "$BENCH_DIR/search/nutmeg.db"* | tail -1 | cut -f1)"
+    fi
     "$BENCH" search --base http://127.0.0.1:18083/fhir --clients 1,32 --duration "$DURATION" \
       --values "$BENCH_DIR/search/values.json"
     echo "after searches: peak memory $(peak_mb "$SERVER_PID") MB"
@@ -109,7 +116,7 @@ case "${1:-}" in
     done
     ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac
