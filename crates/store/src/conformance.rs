@@ -1634,30 +1634,49 @@ pub async fn sort_on_several_keys(store: &Store) {
 /// Follows `next` links to the end, then `previous` links back to the start; returns both walks in
 /// forward order.
 async fn walk(store: &Store, query: &Query, count: usize) -> (Vec<String>, Vec<String>) {
+    let first = search(store, query, &options(count)).await;
+    let (pages, back) = pages_from(store, query, first, count).await;
+    (page_keys(&pages).concat(), back.concat())
+}
+
+/// From a first page, follows `next` links to the end and then `previous` links back to the start;
+/// returns the pages as they came (forward, from the first), and the keys of each page read on the
+/// way back (in forward order, ending with the last page), so that callers compare both walks.
+async fn pages_from(
+    store: &Store,
+    query: &Query,
+    first: SearchPage,
+    count: usize,
+) -> (Vec<SearchPage>, Vec<Vec<String>>) {
     let mut q = query.clone();
-    let mut pages = Vec::new();
-    loop {
-        let page = search(store, &q, &options(count)).await;
-        let next = page.next.clone();
-        pages.push(page);
-        match next {
-            Some(next) => q.page = Some(next),
-            None => break,
-        }
+    let mut pages = vec![first];
+    while let Some(next) = pages[pages.len() - 1].next.clone() {
+        q.page = Some(next);
+        pages.push(search(store, &q, &options(count)).await);
         assert!(pages.len() < 50, "paging does not end");
     }
-    let forward: Vec<String> = pages.iter().flat_map(|p| keys(&p.matches)).collect();
-    let mut back_pages = vec![keys(&pages[pages.len() - 1].matches)];
+    let mut back = vec![keys(&pages[pages.len() - 1].matches)];
     let mut previous = pages[pages.len() - 1].previous.clone();
     while let Some(cursor) = previous {
         q.page = Some(cursor);
         let page = search(store, &q, &options(count)).await;
-        back_pages.push(keys(&page.matches));
+        back.push(keys(&page.matches));
         previous = page.previous.clone();
-        assert!(back_pages.len() < 50, "paging back does not end");
+        assert!(back.len() < 50, "paging back does not end");
     }
-    back_pages.reverse();
-    (forward, back_pages.concat())
+    back.reverse();
+    (pages, back)
+}
+
+fn page_keys(pages: &[SearchPage]) -> Vec<Vec<String>> {
+    pages.iter().map(|p| keys(&p.matches)).collect()
+}
+
+fn strings(groups: &[&[&str]]) -> Vec<Vec<String>> {
+    groups
+        .iter()
+        .map(|g| g.iter().map(|s| s.to_string()).collect())
+        .collect()
 }
 
 /// Pages follow `next` and `previous` links, and resources created after the first page do not
@@ -1686,30 +1705,17 @@ pub async fn paging_is_stable_across_inserts(store: &Store) {
         ],
     )
     .await;
-    let mut next = q.clone();
-    next.page = first.next.clone();
-    let second = search(store, &next, &options(3)).await;
+    let (pages, back) = pages_from(store, &q, first, 3).await;
+    let expected = strings(&[
+        &["Patient/p1", "Patient/p2", "Patient/p3"],
+        &["Patient/p4", "Patient/p5", "Patient/p6"],
+        &["Patient/p7"],
+    ]);
+    assert_eq!(page_keys(&pages), expected);
     assert_eq!(
-        keys(&second.matches),
-        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
+        back, expected,
+        "the previous links lead back through the same pages"
     );
-    next.page = second.next.clone();
-    let third = search(store, &next, &options(3)).await;
-    assert_eq!(keys(&third.matches), vec!["Patient/p7"]);
-    assert_eq!(third.next, None);
-    next.page = third.previous.clone();
-    let back = search(store, &next, &options(3)).await;
-    assert_eq!(
-        keys(&back.matches),
-        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
-    );
-    next.page = back.previous.clone();
-    let start = search(store, &next, &options(3)).await;
-    assert_eq!(
-        keys(&start.matches),
-        vec!["Patient/p1", "Patient/p2", "Patient/p3"]
-    );
-    assert_eq!(start.previous, None);
     // A new search sees the new resources.
     let fresh = search(store, &q, &options(100)).await;
     assert_eq!(fresh.matches.len(), 9);
@@ -1755,34 +1761,23 @@ pub async fn paging_is_stable_across_updates_and_deletes(store: &Store) {
         ],
     )
     .await;
-    let mut next = q.clone();
-    next.page = first.next.clone();
-    let second = search(store, &next, &options(3)).await;
+    let (pages, back) = pages_from(store, &q, first, 3).await;
+    let expected = strings(&[
+        &["Patient/p1", "Patient/p2", "Patient/p3"],
+        &["Patient/p4", "Patient/p5", "Patient/p6"],
+        &["Patient/p7"],
+    ]);
     assert_eq!(
-        keys(&second.matches),
-        vec!["Patient/p4", "Patient/p5", "Patient/p6"],
-        "updated and deleted matches keep their place"
+        page_keys(&pages),
+        expected,
+        "updated, deleted and no longer matching resources keep their place"
     );
-    let versions: Vec<i64> = second.matches.iter().map(|s| s.version).collect();
+    assert_eq!(
+        back, expected,
+        "the previous links lead back through the same pages"
+    );
+    let versions: Vec<i64> = pages[1].matches.iter().map(|s| s.version).collect();
     assert_eq!(versions, vec![1, 1, 1], "each as it was at the first page");
-    next.page = second.next.clone();
-    let third = search(store, &next, &options(3)).await;
-    assert_eq!(keys(&third.matches), vec!["Patient/p7"]);
-    assert_eq!(third.next, None);
-    next.page = third.previous.clone();
-    let back = search(store, &next, &options(3)).await;
-    assert_eq!(
-        keys(&back.matches),
-        vec!["Patient/p4", "Patient/p5", "Patient/p6"]
-    );
-    next.page = back.previous.clone();
-    let start = search(store, &next, &options(3)).await;
-    assert_eq!(
-        keys(&start.matches),
-        vec!["Patient/p1", "Patient/p2", "Patient/p3"],
-        "a match that stopped matching is still on its page"
-    );
-    assert_eq!(start.previous, None);
     // A new search sees the current state; a second update after it is seen by its own pages only.
     let fresh = search(store, &q, &options(100)).await;
     assert_eq!(
