@@ -3,6 +3,7 @@
 #
 #   scripts/bench.sh import            Synthea (45,720 resources) as transaction bundles over HTTP, 4 clients:
 #                                      nutmeg on SQLite, nutmeg on PostgreSQL and Helios HFS, one after the other
+#                                      (SKIP_HFS=1: nutmeg only)
 #   scripts/bench.sh search [N]        N resources (default 1000000) from the generator into nutmeg on SQLite,
 #                                      then the six searches at 1 and 32 clients, peak memory and database size
 #                                      (REUSE=1: search the database a previous run loaded)
@@ -60,23 +61,25 @@ stop() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
 
 case "${1:-}" in
   import)
-    scripts/hfs.sh install >&2
+    [ -n "${SKIP_HFS:-}" ] || scripts/hfs.sh install >&2
     rm -rf "$BENCH_DIR/import" && mkdir -p "$BENCH_DIR/import/hfs"
     echo "## nutmeg, SQLite"
     start_nutmeg 18080 "sqlite://$BENCH_DIR/import/nutmeg.db" "$BENCH_DIR/import/nutmeg-sqlite.log"
     "$BENCH" import --base http://127.0.0.1:18080/fhir --dir "$SYNTHEA" --clients "$CLIENTS"
-    echo "peak memory: $(peak_mb "$SERVER_PID") MB; database: $(du -sh "$BENCH_DIR/import/nutmeg.db"* | awk '{print $1}' | paste -sd+)"
+    echo "peak memory: $(peak_mb "$SERVER_PID") MB; database: $(du -ch "$BENCH_DIR/import/nutmeg.db"* | tail -1 | cut -f1)"
     stop
     echo "## nutmeg, PostgreSQL"
     start_nutmeg 18081 "$(fresh_pg_database nutmeg_bench_import)" "$BENCH_DIR/import/nutmeg-pg.log"
     "$BENCH" import --base http://127.0.0.1:18081/fhir --dir "$SYNTHEA" --clients "$CLIENTS"
-    echo "peak memory: $(peak_mb "$SERVER_PID") MB"
+    echo "peak memory: $(peak_mb "$SERVER_PID") MB; database: $(psql "$BENCH_POSTGRES/postgres" -Atc "SELECT pg_size_pretty(pg_database_size('nutmeg_bench_import'))")"
     stop
-    echo "## Helios HFS, SQLite"
-    start_hfs 18082 "$BENCH_DIR/import/hfs" "$BENCH_DIR/import/hfs.log"
-    "$BENCH" import --base http://127.0.0.1:18082 --dir "$SYNTHEA" --clients "$CLIENTS"
-    echo "peak memory: $(peak_mb "$SERVER_PID") MB"
-    stop
+    if [ -z "${SKIP_HFS:-}" ]; then
+      echo "## Helios HFS, SQLite"
+      start_hfs 18082 "$BENCH_DIR/import/hfs" "$BENCH_DIR/import/hfs.log"
+      "$BENCH" import --base http://127.0.0.1:18082 --dir "$SYNTHEA" --clients "$CLIENTS"
+      echo "peak memory: $(peak_mb "$SERVER_PID") MB; database: $(du -ch "$BENCH_DIR/import/hfs/"hfs.db* | tail -1 | cut -f1)"
+      stop
+    fi
     ;;
   search)
     resources="${2:-1000000}"
@@ -116,7 +119,7 @@ case "${1:-}" in
     done
     ;;
   *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,15p' "$0" >&2
     exit 2
     ;;
 esac
