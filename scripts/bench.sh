@@ -11,7 +11,8 @@
 #                                      generator's first patients), beside nutmeg with the same data
 #
 # Environment: BENCH_DIR (default ./bench-out), BENCH_POSTGRES (a server URL whose user may create databases;
-# default postgres://postgres@127.0.0.1:5432), CLIENTS (import clients, default 4), DURATION (per search, default 20s).
+# default postgres://postgres@127.0.0.1:5432), CLIENTS (import clients, default 4), DURATION (per search, default 20s),
+# SETTLE (seconds between a load and its searches, default 15).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-$PWD/bench-out}"
@@ -93,6 +94,7 @@ case "${1:-}" in
       /usr/bin/time -f "generator client: %e s, %M KB" \
         "$BENCH" generate --base http://127.0.0.1:18083/fhir --resources "$resources" --clients "$CLIENTS"
       echo "after load: peak memory $(peak_mb "$SERVER_PID") MB; database $(du -ch "$BENCH_DIR/search/nutmeg.db"* | tail -1 | cut -f1)"
+      sleep "${SETTLE:-15}"
     fi
     "$BENCH" search --base http://127.0.0.1:18083/fhir --clients 1,32 --duration "$DURATION" \
       --values "$BENCH_DIR/search/values.json"
@@ -113,13 +115,15 @@ case "${1:-}" in
         base=http://127.0.0.1:18085
       fi
       "$BENCH" generate --base "$base" --resources "$resources" --clients "$CLIENTS"
+      # Let each server finish what the load left behind (a WAL checkpoint, dirty pages) before timing.
+      sleep "${SETTLE:-15}"
       "$BENCH" search --base "$base" --clients 1,32 --duration "$DURATION" --values "$BENCH_DIR/search-hfs/values.json"
       echo "peak memory: $(peak_mb "$SERVER_PID") MB"
       stop
     done
     ;;
   *)
-    sed -n '2,15p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac
