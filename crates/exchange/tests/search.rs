@@ -122,6 +122,21 @@ async fn unknown_parameters_lenient_and_strict() {
         self_link.ends_with("/Patient?family=Family&_count=5"),
         "{self_link}"
     );
+    // A chain that some of its target types lack is still part of the search, and of the link.
+    let chained = repo
+        .search(
+            &who(),
+            Some("Observation"),
+            &params("subject.name=Family&nonsense=1"),
+            Handling::Lenient,
+        )
+        .await
+        .expect("chained search");
+    let self_link = link(&chained, "self").expect("self link");
+    assert!(
+        self_link.ends_with("/Observation?subject.name=Family"),
+        "{self_link}"
+    );
     let strict = repo
         .search(
             &who(),

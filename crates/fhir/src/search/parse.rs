@@ -531,7 +531,10 @@ impl Parser {
         let mut first_problems = None;
         for target in targets {
             let saved = std::mem::take(&mut self.issues);
+            let ignoring = self.ignoring;
             let inner = self.resolve(Some(target), chain);
+            // A target without the rest of the chain does not make the parameter ignored.
+            self.ignoring = ignoring;
             let problems = std::mem::replace(&mut self.issues, saved);
             match inner {
                 Some(inner) => {
@@ -544,6 +547,7 @@ impl Parser {
             }
         }
         if resolved_targets.is_empty() {
+            self.ignoring = true;
             match first_problems {
                 Some(problems) if !problems.is_empty() => self.issues.extend(problems),
                 _ => self.unsupported(format!(
