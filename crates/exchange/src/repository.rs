@@ -20,7 +20,7 @@ mod search;
 mod support;
 mod verify;
 
-pub use elements::shape_read;
+pub use elements::ReadShape;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
 

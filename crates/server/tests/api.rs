@@ -236,6 +236,17 @@ async fn read_with_summary_and_elements() {
     assert!(count.is_outcome());
     let bad = app.get(&format!("/fhir/Patient/{id}?_summary=maybe")).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // Checked before a conditional read is answered, too: a bad request is not "not modified".
+    let conditional = app
+        .call(
+            "GET",
+            &format!("/fhir/Patient/{id}?_summary=maybe"),
+            &[("if-none-match", "W/\"1\"")],
+            "",
+        )
+        .await;
+    assert_eq!(conditional.status, StatusCode::BAD_REQUEST);
+    assert!(conditional.is_outcome());
 }
 
 #[tokio::test]

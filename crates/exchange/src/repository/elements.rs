@@ -30,43 +30,55 @@ pub(crate) fn shape(resource: Value, summary: Option<Summary>, elements: &[Strin
     }
 }
 
-/// `_summary` (true, text, data, false) and `_elements` on a read or vread: the resource shaped as
-/// they ask, tagged SUBSETTED when something was left out. `_summary=count` belongs to searches (400);
-/// other parameters have no meaning on a read and are ignored.
-pub fn shape_read(resource: Value, params: &[(String, String)]) -> Result<Value, Error> {
-    let mut summary = None;
-    let mut elements = Vec::new();
-    let mut issues = Vec::new();
-    for (name, value) in params {
-        match name.as_str() {
-            "_summary" => match value.as_str() {
-                "true" => summary = Some(Summary::True),
-                "text" => summary = Some(Summary::Text),
-                "data" => summary = Some(Summary::Data),
-                "false" => summary = Some(Summary::False),
-                "count" => issues.push(Issue::error(
-                    IssueType::Invalid,
-                    "_summary=count is for searches; a read returns one resource",
-                )),
-                _ => issues.push(Issue::error(
-                    IssueType::Invalid,
-                    "_summary: expected one of true, text, data, false",
-                )),
-            },
-            "_elements" => elements.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_string),
-            ),
-            _ => {}
+/// `_summary` (true, text, data, false) and `_elements` of a read or vread, checked before the read
+/// is answered (also with 304): `_summary=count` belongs to searches (400); other parameters have no
+/// meaning on a read and are ignored.
+#[derive(Debug, Clone, Default)]
+pub struct ReadShape {
+    summary: Option<Summary>,
+    elements: Vec<String>,
+}
+
+impl ReadShape {
+    pub fn from_params(params: &[(String, String)]) -> Result<Self, Error> {
+        let mut shape = ReadShape::default();
+        let mut issues = Vec::new();
+        for (name, value) in params {
+            match name.as_str() {
+                "_summary" => match value.as_str() {
+                    "true" => shape.summary = Some(Summary::True),
+                    "text" => shape.summary = Some(Summary::Text),
+                    "data" => shape.summary = Some(Summary::Data),
+                    "false" => shape.summary = Some(Summary::False),
+                    "count" => issues.push(Issue::error(
+                        IssueType::Invalid,
+                        "_summary=count is for searches; a read returns one resource",
+                    )),
+                    _ => issues.push(Issue::error(
+                        IssueType::Invalid,
+                        "_summary: expected one of true, text, data, false",
+                    )),
+                },
+                "_elements" => shape.elements.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|e| !e.is_empty())
+                        .map(str::to_string),
+                ),
+                _ => {}
+            }
+        }
+        if issues.is_empty() {
+            Ok(shape)
+        } else {
+            Err(Error::Invalid(issues))
         }
     }
-    if issues.is_empty() {
-        Ok(shape(resource, summary, &elements))
-    } else {
-        Err(Error::Invalid(issues))
+
+    /// The resource as asked, tagged SUBSETTED when something was left out.
+    pub fn apply(&self, resource: Value) -> Value {
+        shape(resource, self.summary, &self.elements)
     }
 }
 

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use exchange::access::{PurposeOfUse, Requester};
-use exchange::repository::{HistoryScope, Versioned, WriteOutcome};
+use exchange::repository::{HistoryScope, ReadShape, Versioned, WriteOutcome};
 use fhir::IssueType;
 use serde_json::Value;
 
@@ -158,13 +158,14 @@ pub async fn read(
     uri: Uri,
     headers: HeaderMap,
 ) -> Answer {
+    let shape = ReadShape::from_params(&params(&uri))?;
     let mut resource = state.repo.read(&who, &ty, &id).await?;
     if not_modified(&headers, resource.version) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         version_headers(&mut response, resource.version, resource.last_updated);
         return Ok(response);
     }
-    resource.resource = exchange::repository::shape_read(resource.resource, &params(&uri))?;
+    resource.resource = shape.apply(resource.resource);
     Ok(resource_response(StatusCode::OK, &resource, format))
 }
 
@@ -194,8 +195,9 @@ pub async fn vread(
             "the version id must be a whole number",
         )
     })?;
+    let shape = ReadShape::from_params(&params(&uri))?;
     let mut resource = state.repo.vread(&who, &ty, &id, version).await?;
-    resource.resource = exchange::repository::shape_read(resource.resource, &params(&uri))?;
+    resource.resource = shape.apply(resource.resource);
     Ok(resource_response(StatusCode::OK, &resource, format))
 }
 
