@@ -509,7 +509,7 @@ impl<'a> Sql<'a> {
                         conds.push(format!("{a}.{column} = {}", self.text(value)));
                     }
                 }
-                (Table::Reference, and_all(conds))
+                (Table::Reference, balanced(&conds, "AND"))
             }
             Test::Uri { value, mode } => {
                 let cond = match mode {
@@ -537,7 +537,7 @@ impl<'a> Sql<'a> {
                     Some(None) => conds.push(format!("{a}.system IS NULL")),
                     Some(Some(system)) => conds.push(format!("{a}.system = {}", self.text(system))),
                 }
-                (Table::Token, and_all(conds))
+                (Table::Token, balanced(&conds, "AND"))
             }
             TokenTest::Text(text) => (Table::Token, self.starts_with(a, "text", text)),
             TokenTest::OfType {
@@ -686,14 +686,6 @@ fn balanced(parts: &[String], op: &str) -> String {
             let (left, right) = parts.split_at(parts.len() / 2);
             format!("({}) {op} ({})", balanced(left, op), balanced(right, op))
         }
-    }
-}
-
-fn and_all(conds: Vec<String>) -> String {
-    if conds.is_empty() {
-        "1 = 1".to_string()
-    } else {
-        conds.join(" AND ")
     }
 }
 
@@ -1533,7 +1525,7 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
         let conds = filter(&mut b);
         let sql = format!(
             "SELECT COUNT(*) FROM versions v JOIN resources r ON r.rid = v.rid WHERE {}",
-            and_all(conds)
+            balanced(&conds, "AND")
         );
         let rows = e.rows(&sql, &b.args).await?;
         let n = rows
@@ -1554,7 +1546,7 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
     let sql = format!(
         "SELECT {}, v.seq FROM versions v JOIN resources r ON r.rid = v.rid WHERE {} ORDER BY v.seq DESC LIMIT {limit}",
         stored_columns(d),
-        and_all(conds)
+        balanced(&conds, "AND")
     );
     let rows = e.rows(&sql, &b.args).await?;
     let more = rows.len() > request.count;
