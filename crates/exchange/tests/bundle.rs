@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 
 use common::{params, patient, repo, who};
 use exchange::repository::{Error, Handling};
@@ -251,7 +251,14 @@ async fn a_synthea_patient_loads_as_one_transaction() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../../shared/data/synthea/Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json.gz"
     );
-    let file = std::fs::File::open(path).expect("the Synthea sample data");
+    let Ok(file) = std::fs::File::open(path) else {
+        // Written past the test harness's capture, so that a plain `cargo test` shows it.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: ../shared/data/synthea (the public test data) is not next to the repository"
+        );
+        return;
+    };
     let mut text = String::new();
     flate2::read::GzDecoder::new(file)
         .read_to_string(&mut text)
