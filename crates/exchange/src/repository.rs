@@ -21,6 +21,7 @@ mod support;
 mod verify;
 
 pub use elements::ReadShape;
+pub use search::Searchset;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
 

@@ -93,6 +93,7 @@ async fn a_denied_resource_is_withheld_everywhere() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("search");
     assert_eq!(
         entries(&bundle),
@@ -114,6 +115,7 @@ async fn a_denied_resource_is_withheld_everywhere() {
                 Handling::Strict,
             )
             .await
+            .map(|b| b.to_value())
             .expect("search");
         assert_eq!(bundle["total"], 1, "{query}");
     }
@@ -138,6 +140,7 @@ async fn a_denied_resource_is_withheld_everywhere() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("revinclude");
     let got: Vec<String> = entries(&bundle).into_iter().map(|(k, _)| k).collect();
     assert!(got.contains(&"Observation/open".to_string()), "{got:?}");
@@ -184,6 +187,7 @@ async fn a_denied_resource_is_withheld_everywhere() {
     let everything = repo
         .everything(&who(), &pid, &[])
         .await
+        .map(|b| b.to_value())
         .expect("everything");
     let got: Vec<String> = entries(&everything).into_iter().map(|(k, _)| k).collect();
     assert!(got.contains(&"Observation/open".to_string()), "{got:?}");
@@ -357,6 +361,7 @@ async fn chains_and_has_do_not_look_through_a_denied_resource() {
             let bundle = repo
                 .search(&who(), Some(ty), &params(query), Handling::Strict)
                 .await
+                .map(|b| b.to_value())
                 .expect("search");
             let keys: Vec<String> = entries(&bundle)
                 .into_iter()
@@ -409,6 +414,7 @@ async fn chains_and_has_do_not_look_through_a_denied_resource() {
         let bundle = repo
             .search(&who(), Some(ty), &params(query), Handling::Strict)
             .await
+            .map(|b| b.to_value())
             .expect("search");
         let keys: Vec<String> = entries(&bundle).into_iter().map(|(k, _)| k).collect();
         assert!(!keys.is_empty(), "{query}");

@@ -38,6 +38,7 @@ async fn count(repo: &exchange::repository::Repository, ty: &str) -> u64 {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("count");
     bundle["total"].as_u64().unwrap_or(u64::MAX)
 }
@@ -293,6 +294,7 @@ async fn a_synthea_patient_loads_as_one_transaction() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("observations");
     assert!(observations["total"].as_u64().unwrap_or(0) > 0);
     for entry in observations["entry"].as_array().expect("entries") {
@@ -304,6 +306,7 @@ async fn a_synthea_patient_loads_as_one_transaction() {
     let everything = repo
         .everything(&who(), patient_id, &params("_count=50"))
         .await
+        .map(|b| b.to_value())
         .expect("everything");
     assert!(everything["entry"].as_array().map(Vec::len).unwrap_or(0) > 10);
 }

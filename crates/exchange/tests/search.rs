@@ -45,6 +45,7 @@ async fn searchset_with_paging_links_and_total() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("search");
     assert_eq!(bundle["type"], "searchset");
     assert_eq!(bundle["total"], 5);
@@ -75,6 +76,7 @@ async fn searchset_with_paging_links_and_total() {
                 Handling::Lenient,
             )
             .await
+            .map(|b| b.to_value())
             .expect("next page");
         seen.extend(entries(&page).into_iter().map(|(k, _)| k));
         next = link(&page, "next");
@@ -99,6 +101,7 @@ async fn unknown_parameters_lenient_and_strict() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("lenient search");
     let modes: Vec<String> = lenient["entry"]
         .as_array()
@@ -124,6 +127,7 @@ async fn unknown_parameters_lenient_and_strict() {
         let bundle = repo
             .search(&who(), Some(ty), &params(query), Handling::Lenient)
             .await
+            .map(|b| b.to_value())
             .expect("lenient search");
         let self_link = link(&bundle, "self").expect("self link");
         assert!(self_link.ends_with(expected), "{query}: {self_link}");
@@ -135,7 +139,8 @@ async fn unknown_parameters_lenient_and_strict() {
             &params("nonsense=1"),
             Handling::Strict,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(strict.expect_err("strict").status(), 400);
     let malformed = repo
         .search(
@@ -144,11 +149,13 @@ async fn unknown_parameters_lenient_and_strict() {
             &params("birthdate=notadate"),
             Handling::Lenient,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(malformed.expect_err("malformed").status(), 400);
     let unknown_type = repo
         .search(&who(), Some("Nonsense"), &[], Handling::Lenient)
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(unknown_type.expect_err("unknown type").status(), 404);
 }
 
@@ -164,6 +171,7 @@ async fn summary_count_and_elements() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("count");
     assert_eq!(count["total"], 3);
     assert!(count.get("entry").is_none());
@@ -176,6 +184,7 @@ async fn summary_count_and_elements() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("elements");
     let resource = &elements["entry"][0]["resource"];
     assert_eq!(resource["gender"], "female");
@@ -192,6 +201,7 @@ async fn summary_count_and_elements() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("summary");
     let resource = &summary["entry"][0]["resource"];
     assert!(
@@ -216,6 +226,7 @@ async fn includes_are_marked() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("search");
     let got = entries(&bundle);
     assert_eq!(got.len(), 2, "{got:?}");
@@ -299,6 +310,7 @@ async fn everything_has_the_patient_its_compartment_and_what_they_refer_to() {
     let bundle = repo
         .everything(&who(), &ids[0], &[])
         .await
+        .map(|b| b.to_value())
         .expect("everything");
     let mut got: Vec<String> = entries(&bundle).into_iter().map(|(k, _)| k).collect();
     got.sort();
@@ -313,12 +325,14 @@ async fn everything_has_the_patient_its_compartment_and_what_they_refer_to() {
     let only = repo
         .everything(&who(), &ids[0], &params("_type=Observation"))
         .await
+        .map(|b| b.to_value())
         .expect("_type");
     let got: Vec<String> = entries(&only).into_iter().map(|(k, _)| k).collect();
     assert_eq!(got, vec![format!("Observation/{obs}")]);
     assert_eq!(
         repo.everything(&who(), "nobody", &[])
             .await
+            .map(|b| b.to_value())
             .expect_err("absent")
             .status(),
         404
@@ -341,6 +355,7 @@ async fn search_keys(
     let bundle = repo
         .search(&who(), Some(ty), &params(query), Handling::Strict)
         .await
+        .map(|b| b.to_value())
         .unwrap_or_else(|e| panic!("{ty}?{query}: {:?}", e.issues()));
     entries(&bundle)
 }
@@ -417,7 +432,8 @@ async fn sort_on_several_keys() {
             &params("_sort=nonsense"),
             Handling::Strict,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(bad.expect_err("unknown sort key").status(), 400);
 }
 
@@ -430,6 +446,7 @@ async fn total_none_estimate_and_accurate() {
         async move {
             repo.search(&who(), Some("Patient"), &params(query), Handling::Strict)
                 .await
+                .map(|b| b.to_value())
                 .expect("search")
                 .get("total")
                 .and_then(Value::as_u64)
@@ -449,7 +466,8 @@ async fn total_none_estimate_and_accurate() {
             &params("_total=maybe"),
             Handling::Lenient,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(bad.expect_err("bad _total").status(), 400);
 }
 
@@ -570,7 +588,8 @@ async fn includes_iterate_and_wildcards() {
             &params("_include=Patient:nonsense"),
             Handling::Strict,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert!(bad.is_err_and(|e| e.status() == 400));
 }
 
@@ -588,6 +607,7 @@ async fn summary_text_and_data() {
             let bundle = repo
                 .search(&who(), Some("Patient"), &params(query), Handling::Strict)
                 .await
+                .map(|b| b.to_value())
                 .expect("search");
             bundle["entry"][0]["resource"].clone()
         }
@@ -617,7 +637,8 @@ async fn summary_text_and_data() {
             &params("_summary=most"),
             Handling::Lenient,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(bad.expect_err("bad _summary").status(), 400);
 }
 
@@ -633,6 +654,7 @@ async fn paging_links_stay_stable_while_others_write() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("first page");
     let mut seen: Vec<String> = matches(&entries(&first));
     let next = link(&first, "next").expect("next");
@@ -650,6 +672,7 @@ async fn paging_links_stay_stable_while_others_write() {
         let page = repo
             .search(&who(), Some("Patient"), &link_params(&u), Handling::Lenient)
             .await
+            .map(|b| b.to_value())
             .expect("page");
         seen.extend(matches(&entries(&page)));
         if pages == 1 {
@@ -675,6 +698,7 @@ async fn paging_links_stay_stable_while_others_write() {
             Handling::Lenient,
         )
         .await
+        .map(|b| b.to_value())
         .expect("previous page");
     assert_eq!(matches(&entries(&back)), seen[..2].to_vec());
     // A paging link is bound to its query: used with another query, or mangled, it is a 400.
@@ -690,7 +714,8 @@ async fn paging_links_stay_stable_while_others_write() {
             &[("family".into(), "X".into()), ("_page".into(), cursor)],
             Handling::Lenient,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(other.expect_err("foreign cursor").status(), 400);
     let mangled = repo
         .search(
@@ -699,7 +724,8 @@ async fn paging_links_stay_stable_while_others_write() {
             &params("_page=garbage"),
             Handling::Lenient,
         )
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(mangled.expect_err("mangled cursor").status(), 400);
 }
 
@@ -839,12 +865,14 @@ async fn everything_since_type_and_paging() {
     let since = repo
         .everything(&who(), "e1", &params(&format!("_since={cut}")))
         .await
+        .map(|b| b.to_value())
         .expect("_since");
     assert_eq!(matches(&entries(&since)), vec!["Observation/eo-late"]);
     // _type with several types.
     let typed = repo
         .everything(&who(), "e1", &params("_type=Patient,Condition"))
         .await
+        .map(|b| b.to_value())
         .expect("_type");
     assert_eq!(
         sorted(matches(&entries(&typed))),
@@ -854,6 +882,7 @@ async fn everything_since_type_and_paging() {
     let first = repo
         .everything(&who(), "e1", &params("_count=3"))
         .await
+        .map(|b| b.to_value())
         .expect("first page");
     let mut seen = matches(&entries(&first));
     let mut next = link(&first, "next");
@@ -861,6 +890,7 @@ async fn everything_since_type_and_paging() {
         let page = repo
             .everything(&who(), "e1", &link_params(&url))
             .await
+            .map(|b| b.to_value())
             .expect("page");
         seen.extend(matches(&entries(&page)));
         next = link(&page, "next");
@@ -877,6 +907,7 @@ async fn everything_since_type_and_paging() {
         let err = repo
             .everything(&who(), "e1", &params(bad))
             .await
+            .map(|b| b.to_value())
             .expect_err(bad);
         assert_eq!(err.status(), 400, "{bad}");
     }
@@ -895,7 +926,8 @@ async fn malformed_values_are_400_in_every_handling() {
         for handling in [Handling::Lenient, Handling::Strict] {
             let got = repo
                 .search(&who(), Some("Patient"), &params(query), handling)
-                .await;
+                .await
+                .map(|b| b.to_value());
             let err = got.expect_err(query);
             assert_eq!(err.status(), 400, "{query} {handling:?}");
             assert!(!err.issues().is_empty());
@@ -911,6 +943,7 @@ async fn malformed_values_are_400_in_every_handling() {
         let lenient = repo
             .search(&who(), Some("Patient"), &params(query), Handling::Lenient)
             .await
+            .map(|b| b.to_value())
             .unwrap_or_else(|e| panic!("{query}: {:?}", e.issues()));
         let outcome = lenient["entry"]
             .as_array()
@@ -921,7 +954,8 @@ async fn malformed_values_are_400_in_every_handling() {
         assert_eq!(outcome["resource"]["resourceType"], "OperationOutcome");
         let strict = repo
             .search(&who(), Some("Patient"), &params(query), Handling::Strict)
-            .await;
+            .await
+            .map(|b| b.to_value());
         assert_eq!(strict.expect_err(query).status(), 400, "{query}");
     }
 }
@@ -933,12 +967,14 @@ async fn unknown_parameters_of_history_and_everything() {
     let lenient = repo
         .everything(&who(), "u1", &params("_format=json&nonsense=1"))
         .await
+        .map(|b| b.to_value())
         .expect("lenient $everything");
     let modes: Vec<String> = entries(&lenient).into_iter().map(|(_, m)| m).collect();
     assert_eq!(modes, vec!["match", "outcome"]);
     let strict = repo
         .everything_with(&who(), "u1", &params("nonsense=1"), Handling::Strict)
-        .await;
+        .await
+        .map(|b| b.to_value());
     assert_eq!(strict.expect_err("strict").status(), 400);
     assert!(repo
         .everything_with(
@@ -948,6 +984,7 @@ async fn unknown_parameters_of_history_and_everything() {
             Handling::Strict
         )
         .await
+        .map(|b| b.to_value())
         .is_ok());
 
     let history = repo
@@ -988,6 +1025,7 @@ async fn count_is_capped_and_zero_gives_only_the_total() {
             Handling::Strict,
         )
         .await
+        .map(|b| b.to_value())
         .expect("capped");
     assert_eq!(entries(&capped).len(), 50, "max_count is 50");
     assert!(link(&capped, "next").is_some());
@@ -999,6 +1037,7 @@ async fn count_is_capped_and_zero_gives_only_the_total() {
             Handling::Strict,
         )
         .await
+        .map(|b| b.to_value())
         .expect("zero");
     assert_eq!(zero["total"], 55);
     assert!(zero.get("entry").is_none(), "{zero}");
@@ -1027,6 +1066,7 @@ async fn oversized_and_odd_searches_are_4xx() {
             Handling::Strict,
         )
         .await
+        .map(|b| b.to_value())
         .expect("1,000 ids");
     assert_eq!(entries(&ok).len(), 2);
     let repeated: Vec<(String, String)> = (0..100)
@@ -1035,6 +1075,7 @@ async fn oversized_and_odd_searches_are_4xx() {
     let ok = repo
         .search(&who(), Some("Patient"), &repeated, Handling::Strict)
         .await
+        .map(|b| b.to_value())
         .expect("100 parameters");
     assert_eq!(entries(&ok).len(), 2);
     let chains: Vec<(String, String)> = (0..100)
@@ -1048,6 +1089,7 @@ async fn oversized_and_odd_searches_are_4xx() {
     assert!(repo
         .search(&who(), Some("Patient"), &chains, Handling::Strict)
         .await
+        .map(|b| b.to_value())
         .expect("100 chains of 10 values")
         .is_object());
 
@@ -1077,6 +1119,7 @@ async fn oversized_and_odd_searches_are_4xx() {
             let err = repo
                 .search(&who(), Some("Patient"), &query, handling)
                 .await
+                .map(|b| b.to_value())
                 .expect_err(what);
             assert_eq!(err.status(), 400, "{what}: {:?}", err.issues());
             assert!(!err.issues().is_empty(), "{what}");
@@ -1086,6 +1129,7 @@ async fn oversized_and_odd_searches_are_4xx() {
     let err = repo
         .everything(&who(), &ids[0], &params("_type=Observation%00"))
         .await
+        .map(|b| b.to_value())
         .expect_err("NUL in _type");
     assert_eq!(err.status(), 400);
 }

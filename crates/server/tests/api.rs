@@ -575,6 +575,32 @@ async fn format_and_pretty() {
         )
         .await;
     assert_eq!(browser.status, StatusCode::OK);
+
+    // A searchset carries the stored resources as they were written (1.50 stays 1.50), compact by
+    // default and indented all the way down with _pretty=true.
+    let observation = json!({
+        "resourceType": "Observation", "status": "final",
+        "code": { "text": "weight" },
+        "valueQuantity": { "value": 1.50, "unit": "kg" },
+    });
+    let (id, _) = app
+        .create(serde_json::from_str(&observation.to_string().replace("1.5", "1.50")).unwrap())
+        .await;
+    let compact = app.get("/fhir/Observation?code:text=weight").await;
+    assert_eq!(compact.status, StatusCode::OK, "{}", compact.text);
+    assert!(!compact.text.contains('\n'));
+    assert!(compact.text.contains("\"value\":1.50"), "{}", compact.text);
+    let pretty = app.get("/fhir/Observation?code:text=weight&_pretty=true").await;
+    assert_eq!(pretty.status, StatusCode::OK);
+    assert!(
+        pretty.text.contains("\n          \"value\": 1.50"),
+        "{}",
+        pretty.text
+    );
+    let (compact, pretty) = (compact.json(), pretty.json());
+    assert_eq!(ids(&compact), vec![format!("Observation/{id}")]);
+    assert_eq!(compact["entry"], pretty["entry"]);
+    assert_eq!(compact["entry"][0]["search"]["mode"], "match");
 }
 
 #[tokio::test]

@@ -1045,7 +1045,9 @@ impl Repository {
         };
         match seg.as_slice() {
             [] => Ok(bundle(
-                self.search(who, None, &params, Handling::Lenient).await?,
+                self.search(who, None, &params, Handling::Lenient)
+                    .await?
+                    .to_value(),
             )),
             ["metadata"] => Ok(bundle(self.capability_statement())),
             ["_history"] => Ok(bundle(
@@ -1053,13 +1055,16 @@ impl Repository {
             )),
             [ty] => Ok(bundle(
                 self.search(who, Some(ty), &params, Handling::Lenient)
-                    .await?,
+                    .await?
+                    .to_value(),
             )),
             [ty, "_history"] => Ok(bundle(
                 self.history(who, HistoryScope::Type(ty.to_string()), &params)
                     .await?,
             )),
-            ["Patient", id, "$everything"] => Ok(bundle(self.everything(who, id, &params).await?)),
+            ["Patient", id, "$everything"] => {
+                Ok(bundle(self.everything(who, id, &params).await?.to_value()))
+            }
             [ty, id] => Ok(one(self.read(who, ty, id).await?)),
             [ty, id, "_history"] => {
                 check_type(ty)?;

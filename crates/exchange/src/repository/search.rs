@@ -1,6 +1,8 @@
 //! Search (`GET [type]?...`, `GET /?...`) and `Patient/$everything`: parse, ask the store, pass every
 //! match and include through the decision point, and build the `searchset` Bundle with its links.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use store::{CompartmentRequest, SearchOptions, Stored};
 
@@ -28,7 +30,7 @@ impl Repository {
         resource_type: Option<&str>,
         params: &[(String, String)],
         handling: Handling,
-    ) -> Result<Value> {
+    ) -> Result<Searchset> {
         if let Some(ty) = resource_type {
             check_type(ty)?;
         }
@@ -169,7 +171,7 @@ impl Repository {
         who: &Requester,
         patient_id: &str,
         params: &[(String, String)],
-    ) -> Result<Value> {
+    ) -> Result<Searchset> {
         self.everything_with(who, patient_id, params, Handling::Lenient)
             .await
     }
@@ -182,7 +184,7 @@ impl Repository {
         patient_id: &str,
         params: &[(String, String)],
         handling: Handling,
-    ) -> Result<Value> {
+    ) -> Result<Searchset> {
         check_id(patient_id)?;
         let unknown = unknown_params(params, &["_since", "_type", "_count", "_page"], handling)?;
         let mut since = None;
@@ -249,7 +251,7 @@ impl Repository {
             let Some(entry) = self.entry_for(who, stored, "match", None, &[])? else {
                 continue;
             };
-            collect_outside_references(&entry["resource"], &mut |ty, id| {
+            collect_outside_references(&parse_stored(stored)?, &mut |ty, id| {
                 if wants(ty) && seen.insert((ty.to_string(), id.to_string())) {
                     referenced.push((ty.to_string(), id.to_string()));
                 }
@@ -286,24 +288,35 @@ impl Repository {
             .min(self.config.max_count)
     }
 
-    /// The Bundle entry for a stored resource, or `None` if the decision point withholds it.
+    /// The Bundle entry for a stored resource, or `None` if the decision point withholds it. A
+    /// resource shown whole keeps its stored text (see [`Searchset`]).
     pub(crate) fn entry_for(
         &self,
         who: &Requester,
         stored: &Stored,
-        mode: &str,
+        mode: &'static str,
         summary: Option<Summary>,
         elements: &[String],
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<Entry>> {
         if !self.gate.decide(who, stored).is_permit() {
             return Ok(None);
         }
-        let resource = shape(parse_stored(stored)?, summary, elements);
-        Ok(Some(json!({
-            "fullUrl": self.full_url(&stored.resource_type, &stored.id),
-            "resource": resource,
-            "search": { "mode": mode },
-        })))
+        let whole = matches!(summary, None | Some(Summary::False)) && elements.is_empty();
+        let resource = if whole {
+            Shown::Stored(RawValue::from_string(stored.json.clone()).map_err(|e| {
+                super::Error::Store(store::StoreError::Database(format!(
+                    "stored JSON of {}/{} version {} does not parse: {e}",
+                    stored.resource_type, stored.id, stored.version
+                )))
+            })?)
+        } else {
+            Shown::Shaped(shape(parse_stored(stored)?, summary, elements))
+        };
+        Ok(Some(Entry {
+            full_url: Some(self.full_url(&stored.resource_type, &stored.id)),
+            resource,
+            mode,
+        }))
     }
 
     pub(crate) fn full_url(&self, resource_type: &str, id: &str) -> String {
@@ -349,21 +362,101 @@ impl Repository {
     }
 }
 
-pub(crate) fn searchset(total: Option<u64>, links: Vec<Value>, entries: Vec<Value>) -> Value {
-    let mut bundle = json!({
+pub(crate) fn searchset(total: Option<u64>, links: Vec<Value>, entries: Vec<Entry>) -> Searchset {
+    let mut head = json!({
         "resourceType": "Bundle",
         "id": super::support::new_id(),
         "meta": { "lastUpdated": fhir::search::datetime::format_instant(super::support::now_millis()) },
         "type": "searchset",
     });
     if let Some(total) = total {
-        bundle["total"] = json!(total);
+        head["total"] = json!(total);
     }
-    bundle["link"] = Value::Array(links);
-    if !entries.is_empty() {
-        bundle["entry"] = Value::Array(entries);
+    head["link"] = Value::Array(links);
+    Searchset { head, entries }
+}
+
+/// A `searchset` Bundle as search and `$everything` answer it. A resource shown whole is written
+/// out as the text the store holds, without being parsed and serialised again (on a page of twenty
+/// Observations that was most of the CPU of a search); serialise it with serde (`serde_json::to_writer`)
+/// or turn it into a [`Value`].
+#[derive(Debug, Clone)]
+pub struct Searchset {
+    /// Everything but the entries: `resourceType`, `id`, `meta`, `type`, `total`, `link`.
+    head: Value,
+    entries: Vec<Entry>,
+}
+
+/// One entry of a [`Searchset`].
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    full_url: Option<String>,
+    resource: Shown,
+    /// `search.mode`: match, include or outcome.
+    mode: &'static str,
+}
+
+/// The resource of an entry: the stored text as it is, or a shaped (or built) resource.
+#[derive(Debug, Clone)]
+enum Shown {
+    Stored(Box<RawValue>),
+    Shaped(Value),
+}
+
+impl Searchset {
+    /// The Bundle as a JSON value (a batch response embeds it; tests look into it).
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("a searchset serialises: its parts are JSON already")
     }
-    bundle
+
+    /// How many entries the Bundle has (matches, includes and an outcome).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Serialize for Searchset {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let head = self.head.as_object().expect("the head is an object");
+        let mut map = serializer.serialize_map(Some(head.len() + 1))?;
+        for (name, value) in head {
+            map.serialize_entry(name, value)?;
+        }
+        if !self.entries.is_empty() {
+            map.serialize_entry("entry", &self.entries)?;
+        }
+        map.end()
+    }
+}
+
+impl Serialize for Entry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if let Some(full_url) = &self.full_url {
+            map.serialize_entry("fullUrl", full_url)?;
+        }
+        match &self.resource {
+            Shown::Stored(raw) => map.serialize_entry("resource", raw)?,
+            Shown::Shaped(value) => map.serialize_entry("resource", value)?,
+        }
+        map.serialize_entry("search", &Mode(self.mode))?;
+        map.end()
+    }
+}
+
+/// `{"mode": ...}`, the `search` element of an entry.
+struct Mode(&'static str);
+
+impl Serialize for Mode {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("mode", self.0)?;
+        map.end()
+    }
 }
 
 /// The parameters of an operation that are not in `known` (nor `_format`/`_pretty`): warnings to
@@ -402,11 +495,12 @@ pub(crate) fn unknown_params(
 }
 
 /// The entry that reports ignored parameters and other warnings (`search.mode = outcome`).
-pub(crate) fn outcome_entry(issues: &[Issue]) -> Value {
-    json!({
-        "resource": fhir::outcome::operation_outcome(issues),
-        "search": { "mode": "outcome" },
-    })
+pub(crate) fn outcome_entry(issues: &[Issue]) -> Entry {
+    Entry {
+        full_url: None,
+        resource: Shown::Shaped(fhir::outcome::operation_outcome(issues)),
+        mode: "outcome",
+    }
 }
 
 /// The included resources that can be reached from the shown matches through shown resources only,

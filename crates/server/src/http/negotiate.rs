@@ -287,9 +287,10 @@ pub async fn read_json(
 }
 
 /// A FHIR JSON response.
-pub fn fhir_json(status: StatusCode, body: &Value, pretty: bool) -> Response {
+pub fn fhir_json(status: StatusCode, body: &impl serde::Serialize, pretty: bool) -> Response {
     let text = if pretty {
-        serde_json::to_string_pretty(body)
+        // Through a value, so that stored text spliced into a searchset is indented too.
+        serde_json::to_value(body).and_then(|value| serde_json::to_string_pretty(&value))
     } else {
         serde_json::to_string(body)
     }
