@@ -8,7 +8,7 @@ use store::{CompartmentRequest, SearchOptions, Stored};
 
 use super::elements::shape;
 use super::support::{
-    check_id, check_type, encode_query, parse_count, parse_instant_param, parse_stored,
+    check_id, check_type, encode_query, parse_count, parse_instant_param, parse_stored, unreadable,
 };
 use super::verify::looks_through_references;
 use super::{Error, Handling, Repository, Result};
@@ -303,12 +303,9 @@ impl Repository {
         }
         let whole = matches!(summary, None | Some(Summary::False)) && elements.is_empty();
         let resource = if whole {
-            Shown::Stored(RawValue::from_string(stored.json.clone()).map_err(|e| {
-                super::Error::Store(store::StoreError::Database(format!(
-                    "stored JSON of {}/{} version {} does not parse: {e}",
-                    stored.resource_type, stored.id, stored.version
-                )))
-            })?)
+            Shown::Stored(
+                RawValue::from_string(stored.json.clone()).map_err(|e| unreadable(stored, e))?,
+            )
         } else {
             Shown::Shaped(shape(parse_stored(stored)?, summary, elements))
         };

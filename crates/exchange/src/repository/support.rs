@@ -156,12 +156,15 @@ pub(crate) fn versioned(stored: &Stored) -> Result<Versioned> {
 }
 
 pub(crate) fn parse_stored(stored: &Stored) -> Result<Value> {
-    serde_json::from_str(&stored.json).map_err(|e| {
-        Error::Store(store::StoreError::Database(format!(
-            "stored JSON of {}/{} version {} does not parse: {e}",
-            stored.resource_type, stored.id, stored.version
-        )))
-    })
+    serde_json::from_str(&stored.json).map_err(|e| unreadable(stored, e))
+}
+
+/// The error for stored JSON that does not parse: the database holds something it should not.
+pub(crate) fn unreadable(stored: &Stored, e: serde_json::Error) -> Error {
+    Error::Store(store::StoreError::Database(format!(
+        "stored JSON of {}/{} version {} does not parse: {e}",
+        stored.resource_type, stored.id, stored.version
+    )))
 }
 
 /// The weak ETag of a version: `W/"3"`.
