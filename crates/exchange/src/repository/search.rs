@@ -374,9 +374,9 @@ pub(crate) fn searchset(total: Option<u64>, links: Vec<Value>, entries: Vec<Entr
 }
 
 /// A `searchset` Bundle as search and `$everything` answer it. A resource shown whole is written
-/// out as the text the store holds, without being parsed and serialised again (on a page of twenty
-/// Observations that was most of the CPU of a search); serialise it with serde (`serde_json::to_writer`)
-/// or turn it into a [`Value`].
+/// out as the text the store holds, without being parsed into a tree and serialised again (twenty
+/// times for a default page); serialise it with serde (`serde_json::to_writer`) or turn it into a
+/// [`Value`].
 #[derive(Debug, Clone)]
 pub struct Searchset {
     /// Everything but the entries: `resourceType`, `id`, `meta`, `type`, `total`, `link`.
