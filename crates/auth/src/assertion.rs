@@ -121,12 +121,18 @@ fn split(assertion: &str) -> Result<Parts<'_>, AssertionError> {
     let (Some(header), Some(claims), Some(signature), None) =
         (pieces.next(), pieces.next(), pieces.next(), pieces.next())
     else {
-        return Err(AssertionError::Malformed("it does not have three dot-separated parts"));
+        return Err(AssertionError::Malformed(
+            "it does not have three dot-separated parts",
+        ));
     };
     let signing_input = &assertion[..header.len() + 1 + claims.len()];
     Ok(Parts {
-        header: decode_object(header).ok_or(AssertionError::Malformed("its header is not base64url JSON"))?,
-        claims: decode_object(claims).ok_or(AssertionError::Malformed("its payload is not base64url JSON"))?,
+        header: decode_object(header).ok_or(AssertionError::Malformed(
+            "its header is not base64url JSON",
+        ))?,
+        claims: decode_object(claims).ok_or(AssertionError::Malformed(
+            "its payload is not base64url JSON",
+        ))?,
         signing_input,
         signature: URL_SAFE_NO_PAD
             .decode(signature)
@@ -154,7 +160,11 @@ pub fn unverified_issuer(assertion: &str) -> Result<String, AssertionError> {
 }
 
 /// Verifies a client assertion against the client's registered keys and the expected claims.
-pub fn verify(assertion: &str, jwks: &Jwks, expected: &Expected<'_>) -> Result<VerifiedAssertion, AssertionError> {
+pub fn verify(
+    assertion: &str,
+    jwks: &Jwks,
+    expected: &Expected<'_>,
+) -> Result<VerifiedAssertion, AssertionError> {
     let parts = split(assertion)?;
     let algorithm = header_algorithm(&parts.header)?;
     if parts.header.contains_key("crit") {
@@ -164,17 +174,27 @@ pub fn verify(assertion: &str, jwks: &Jwks, expected: &Expected<'_>) -> Result<V
         Some(Value::String(kid)) => kid,
         _ => return Err(AssertionError::MissingKid),
     };
-    let named: Vec<_> = jwks.keys().iter().filter(|k| k.kid() == Some(kid.as_str())).collect();
+    let named: Vec<_> = jwks
+        .keys()
+        .iter()
+        .filter(|k| k.kid() == Some(kid.as_str()))
+        .collect();
     if named.is_empty() {
         return Err(AssertionError::UnknownKid);
     }
-    let usable: Vec<_> = named.into_iter().filter(|k| k.can_verify(algorithm)).collect();
+    let usable: Vec<_> = named
+        .into_iter()
+        .filter(|k| k.can_verify(algorithm))
+        .collect();
     if usable.is_empty() {
         return Err(AssertionError::KeyNotUsable(algorithm.name()));
     }
     // Kids should be unique, but a set may repeat one during rotation: any usable key with the kid will do.
     let message = parts.signing_input.as_bytes();
-    if !usable.iter().any(|key| signature_verifies(&key.material, message, &parts.signature)) {
+    if !usable
+        .iter()
+        .any(|key| signature_verifies(&key.material, message, &parts.signature))
+    {
         return Err(AssertionError::BadSignature);
     }
     check_claims(&parts.claims, expected, algorithm)
@@ -195,7 +215,10 @@ fn header_algorithm(header: &Map<String, Value>) -> Result<Algorithm, AssertionE
 
 /// An `alg` is echoed in the error, so keep it short and plain.
 fn sanitise_alg(alg: &str) -> String {
-    let plain = alg.len() <= 16 && alg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let plain = alg.len() <= 16
+        && alg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if plain {
         alg.to_owned()
     } else {
@@ -208,9 +231,11 @@ fn signature_verifies(key: &KeyMaterial, message: &[u8], sig: &[u8]) -> bool {
         KeyMaterial::Rsa { n, e } => RsaPublicKeyComponents { n, e }
             .verify(&signature::RSA_PKCS1_2048_8192_SHA384, message, sig)
             .is_ok(),
-        KeyMaterial::P384 { point } => UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
-            .verify(message, sig)
-            .is_ok(),
+        KeyMaterial::P384 { point } => {
+            UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
+                .verify(message, sig)
+                .is_ok()
+        }
     }
 }
 
@@ -259,11 +284,19 @@ fn check_claims(
     if jti.is_empty() || jti.chars().count() > MAX_JTI_LEN {
         return Err(AssertionError::BadJti);
     }
-    Ok(VerifiedAssertion { client_id: iss.to_owned(), jti: jti.to_owned(), expires_at: exp, algorithm })
+    Ok(VerifiedAssertion {
+        client_id: iss.to_owned(),
+        jti: jti.to_owned(),
+        expires_at: exp,
+        algorithm,
+    })
 }
 
 /// A NumericDate claim (RFC 7519: seconds since the epoch, possibly fractional), rounded down.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AssertionError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<u64>, AssertionError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => {

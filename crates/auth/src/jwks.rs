@@ -55,12 +55,16 @@ impl Jwk {
     pub fn can_verify(&self, alg: Algorithm) -> bool {
         let type_fits = matches!(
             (&self.material, alg),
-            (KeyMaterial::Rsa { .. }, Algorithm::Rs384) | (KeyMaterial::P384 { .. }, Algorithm::Es384)
+            (KeyMaterial::Rsa { .. }, Algorithm::Rs384)
+                | (KeyMaterial::P384 { .. }, Algorithm::Es384)
         );
         type_fits
             && self.use_.as_deref().is_none_or(|u| u == "sig")
             && self.alg.as_deref().is_none_or(|a| a == alg.name())
-            && self.key_ops.as_ref().is_none_or(|ops| ops.iter().any(|op| op == "verify"))
+            && self
+                .key_ops
+                .as_ref()
+                .is_none_or(|ops| ops.iter().any(|op| op == "verify"))
     }
 }
 
@@ -111,13 +115,18 @@ fn parse_key(key: &Value) -> Result<Option<Jwk>, &'static str> {
     };
     let bytes = |name: &str| -> Result<Vec<u8>, &'static str> {
         let s = text(name)?.ok_or("lacks a required member (n and e for RSA, x and y for EC)")?;
-        URL_SAFE_NO_PAD.decode(s).map_err(|_| "has a member that is not unpadded base64url")
+        URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "has a member that is not unpadded base64url")
     };
     if !key.is_object() {
         return Err("is not a JSON object");
     }
     // Private members of RSA and EC keys (RFC 7518 section 6): a client registering these has leaked its key.
-    if ["d", "p", "q", "dp", "dq", "qi"].iter().any(|m| key.get(m).is_some()) {
+    if ["d", "p", "q", "dp", "dq", "qi"]
+        .iter()
+        .any(|m| key.get(m).is_some())
+    {
         return Err("holds private key material; register only the public key");
     }
     let key_ops = match key.get("key_ops") {
@@ -159,7 +168,13 @@ fn parse_key(key: &Value) -> Result<Option<Jwk>, &'static str> {
         Some(_) => return Ok(None),
         None => return Err("has no kty"),
     };
-    Ok(Some(Jwk { kid: text("kid")?, use_: text("use")?, alg: text("alg")?, key_ops, material }))
+    Ok(Some(Jwk {
+        kid: text("kid")?,
+        use_: text("use")?,
+        alg: text("alg")?,
+        key_ops,
+        material,
+    }))
 }
 
 /// base64url big integers should have no leading zero bytes, but some encoders add one; ring wants none.

@@ -38,7 +38,9 @@ pub fn hash_with_salt(password: &str, salt: &[u8]) -> Result<String, PasswordErr
     if password.len() > MAX_PASSWORD_LEN {
         return Err(PasswordError::TooLong);
     }
-    let hash = hasher().hash_password_with_salt(password.as_bytes(), salt).map_err(|_| PasswordError::Hashing)?;
+    let hash = hasher()
+        .hash_password_with_salt(password.as_bytes(), salt)
+        .map_err(|_| PasswordError::Hashing)?;
     Ok(hash.to_string())
 }
 
@@ -68,7 +70,8 @@ pub fn needs_rehash(stored: &str) -> bool {
             p.m_cost() == MEMORY_KIB
                 && p.t_cost() == PASSES
                 && p.p_cost() == LANES
-                && p.output_len().is_none_or(|len| len == Params::DEFAULT_OUTPUT_LEN)
+                && p.output_len()
+                    .is_none_or(|len| len == Params::DEFAULT_OUTPUT_LEN)
         });
     !current
 }

@@ -83,7 +83,10 @@ impl FromStr for PurposeOfUse {
     type Err = PurposeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PurposeOfUse::ALL.into_iter().find(|p| p.code() == s).ok_or(PurposeError)
+        PurposeOfUse::ALL
+            .into_iter()
+            .find(|p| p.code() == s)
+            .ok_or(PurposeError)
     }
 }
 

@@ -112,7 +112,10 @@ impl Permissions {
         let mut permissions = Permissions::NONE;
         let mut next = 0;
         for ch in s.chars() {
-            let at = next + Permissions::LETTERS[next..].iter().position(|(c, _)| *c == ch)?;
+            let at = next
+                + Permissions::LETTERS[next..]
+                    .iter()
+                    .position(|(c, _)| *c == ch)?;
             permissions = permissions.union(Permissions::LETTERS[at].1);
             next = at + 1;
         }
@@ -162,7 +165,11 @@ impl ResourceScope {
     }
 
     fn applies_to(&self, context: Context, resource_type: &str) -> bool {
-        self.context == context && self.resource_type.as_deref().is_none_or(|t| t == resource_type)
+        self.context == context
+            && self
+                .resource_type
+                .as_deref()
+                .is_none_or(|t| t == resource_type)
     }
 }
 
@@ -191,15 +198,22 @@ impl Scope {
         let fail = |reason| Err(ScopeError::new(text, reason));
         // RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E ).
         if text.is_empty()
-            || !text.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+            || !text
+                .bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
         {
             return fail("contains a character that is not allowed in a scope");
         }
         if NON_RESOURCE_SCOPES.contains(&text) {
-            return Ok(Scope { text: text.to_owned(), resource: None });
+            return Ok(Scope {
+                text: text.to_owned(),
+                resource: None,
+            });
         }
         let Some((context, rest)) = text.split_once('/') else {
-            return fail("is neither a resource scope (context/Type.permissions) nor a known SMART scope");
+            return fail(
+                "is neither a resource scope (context/Type.permissions) nor a known SMART scope",
+            );
         };
         let context = match context {
             "patient" => Context::Patient,
@@ -212,7 +226,9 @@ impl Scope {
             None => (rest, None),
         };
         let Some((resource_type, permissions)) = body.split_once('.') else {
-            return fail("has no permissions (expected .read, .write, .* or v2 letters such as .rs)");
+            return fail(
+                "has no permissions (expected .read, .write, .* or v2 letters such as .rs)",
+            );
         };
         let resource_type = if resource_type == "*" {
             None
@@ -237,10 +253,15 @@ impl Scope {
         };
         if let Some(query) = restriction {
             if form == Form::V1 {
-                return fail("has a ?restriction, which only v2 permissions (such as .rs) may carry");
+                return fail(
+                    "has a ?restriction, which only v2 permissions (such as .rs) may carry",
+                );
             }
             let well_formed = !query.is_empty()
-                && query.split('&').all(|pair| pair.split_once('=').is_some_and(|(name, _)| !name.is_empty()));
+                && query.split('&').all(|pair| {
+                    pair.split_once('=')
+                        .is_some_and(|(name, _)| !name.is_empty())
+                });
             if !well_formed {
                 return fail("has a restriction that is not of the form name=value(&name=value)*");
             }
@@ -330,7 +351,12 @@ impl ScopeSet {
     }
 
     /// What the scopes allow for `interaction` on `resource_type` in `context`.
-    pub fn access(&self, context: Context, resource_type: &str, interaction: Interaction) -> Access<'_> {
+    pub fn access(
+        &self,
+        context: Context,
+        resource_type: &str,
+        interaction: Interaction,
+    ) -> Access<'_> {
         let needed = interaction.needs();
         let mut restrictions = Vec::new();
         for scope in self.scopes.iter().filter_map(Scope::resource) {
@@ -364,8 +390,10 @@ impl ScopeSet {
         };
         let mut have = Permissions::NONE;
         for scope in self.scopes.iter().filter_map(Scope::resource) {
-            let type_covered = scope.resource_type.is_none() || scope.resource_type == want.resource_type;
-            let restriction_covered = scope.restriction.is_none() || scope.restriction == want.restriction;
+            let type_covered =
+                scope.resource_type.is_none() || scope.resource_type == want.resource_type;
+            let restriction_covered =
+                scope.restriction.is_none() || scope.restriction == want.restriction;
             if scope.context == want.context && type_covered && restriction_covered {
                 have = have.union(scope.permissions);
             }
@@ -397,8 +425,11 @@ pub fn grant(requested: &str, registered: &ScopeSet) -> Result<ScopeSet, GrantEr
     if requested.is_empty() {
         return Err(GrantError::Empty);
     }
-    let not_registered: Vec<String> =
-        requested.iter().filter(|s| !registered.covers(s)).map(|s| shorten(&s.text)).collect();
+    let not_registered: Vec<String> = requested
+        .iter()
+        .filter(|s| !registered.covers(s))
+        .map(|s| shorten(&s.text))
+        .collect();
     if not_registered.is_empty() {
         Ok(requested)
     } else {
@@ -436,7 +467,10 @@ pub struct ScopeError {
 
 impl ScopeError {
     fn new(scope: &str, reason: &'static str) -> ScopeError {
-        ScopeError { scope: shorten(scope), reason }
+        ScopeError {
+            scope: shorten(scope),
+            reason,
+        }
     }
 }
 
@@ -452,7 +486,13 @@ fn shorten(s: &str) -> String {
     let mut out: String = s
         .chars()
         .take(MAX)
-        .map(|c| if c == '"' || c == '\\' || !(' '..='~').contains(&c) { '?' } else { c })
+        .map(|c| {
+            if c == '"' || c == '\\' || !(' '..='~').contains(&c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect();
     if s.chars().count() > MAX {
         out.push_str("...");

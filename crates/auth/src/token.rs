@@ -121,10 +121,15 @@ impl AccessToken {
         let rest = token.strip_prefix(PREFIX).ok_or(TokenError::Malformed)?;
         let (payload, tag) = rest.split_once('.').ok_or(TokenError::Malformed)?;
         let signed = &token[..PREFIX.len() + payload.len()];
-        let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| TokenError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Malformed)?;
         hmac::verify(&key.0, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| TokenError::Malformed)?;
-        let payload: Payload = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| TokenError::Malformed)?;
+        let payload: Payload =
+            serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
         if now >= payload.exp {
             return Err(TokenError::Expired);
         }

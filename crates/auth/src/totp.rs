@@ -39,7 +39,8 @@ impl TotpSecret {
     /// A new secret of [`SECRET_LEN`] bytes from the operating system's random number generator.
     pub fn generate() -> Result<TotpSecret, TotpError> {
         let mut bytes = vec![0u8; SECRET_LEN];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).map_err(|_| TotpError::Random)?;
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+            .map_err(|_| TotpError::Random)?;
         Ok(TotpSecret(bytes))
     }
 
@@ -71,7 +72,11 @@ impl TotpSecret {
 
     /// The code for a step.
     pub fn code_at_step(&self, step: u64) -> String {
-        format!("{:0width$}", hotp(&self.0, step, DIGITS), width = DIGITS as usize)
+        format!(
+            "{:0width$}",
+            hotp(&self.0, step, DIGITS),
+            width = DIGITS as usize
+        )
     }
 
     /// The code at a Unix time.
@@ -82,7 +87,12 @@ impl TotpSecret {
     /// Checks a code typed at `now` against the steps one either side of now. `last_used_step` is the step the
     /// account last signed in with (from an earlier call); codes of that step or before are refused as reused.
     /// Returns the matched step, for the caller to store as the new `last_used_step`.
-    pub fn verify(&self, code: &str, now: u64, last_used_step: Option<u64>) -> Result<u64, TotpError> {
+    pub fn verify(
+        &self,
+        code: &str,
+        now: u64,
+        last_used_step: Option<u64>,
+    ) -> Result<u64, TotpError> {
         let code = code.trim();
         if code.len() != DIGITS as usize || !code.bytes().all(|b| b.is_ascii_digit()) {
             return Err(TotpError::Malformed);
@@ -114,7 +124,12 @@ fn hotp(secret: &[u8], counter: u64, digits: u32) -> u32 {
     let tag = hmac::sign(&key, &counter.to_be_bytes());
     let mac = tag.as_ref();
     let offset = usize::from(mac[mac.len() - 1] & 0x0f);
-    let binary = u32::from_be_bytes([mac[offset] & 0x7f, mac[offset + 1], mac[offset + 2], mac[offset + 3]]);
+    let binary = u32::from_be_bytes([
+        mac[offset] & 0x7f,
+        mac[offset + 1],
+        mac[offset + 2],
+        mac[offset + 3],
+    ]);
     binary % 10u32.pow(digits)
 }
 
@@ -143,7 +158,11 @@ fn base32(bytes: &[u8]) -> String {
 }
 
 /// Everything but unreserved URI characters is percent-encoded (RFC 3986 section 2.3).
-const LABEL: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const LABEL: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 fn escape(s: &str) -> String {
     utf8_percent_encode(s, LABEL).to_string()
@@ -172,7 +191,9 @@ mod tests {
     #[test]
     fn rfc6238_appendix_b_eight_digits() {
         let secret = b"12345678901234567890";
-        let check = |time: u64, expected: u32| assert_eq!(hotp(secret, time / STEP, 8), expected, "T = {time}");
+        let check = |time: u64, expected: u32| {
+            assert_eq!(hotp(secret, time / STEP, 8), expected, "T = {time}")
+        };
         check(59, 94287082);
         check(1111111109, 7081804);
         check(1111111111, 14050471);
@@ -184,7 +205,8 @@ mod tests {
     /// RFC 4648 section 10 vectors.
     #[test]
     fn base32_rfc4648() {
-        let check = |input: &str, expected: &str| assert_eq!(base32(input.as_bytes()), expected, "{input}");
+        let check =
+            |input: &str, expected: &str| assert_eq!(base32(input.as_bytes()), expected, "{input}");
         check("", "");
         check("f", "MY");
         check("fo", "MZXQ");
