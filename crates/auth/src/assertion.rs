@@ -6,6 +6,9 @@
 //! URL, `exp` has not passed and is at most [`MAX_LIFETIME`] ahead, `nbf` and `iat` (when present) are not later
 //! than now plus [`CLOCK_SKEW`], and `jti` is present.
 //!
+//! Keys come only from the registration: `jwk`, `jku`, `x5u` and `x5c` headers are ignored, never fetched or
+//! trusted, and a `crit` header is refused.
+//!
 //! **Replay is the caller's job.** A verified assertion returns its `jti` and `exp`; the caller must record the
 //! pair (keyed by client id) in storage that all its processes share, keep it until `exp`, and refuse an
 //! assertion whose `jti` it already holds. That storage is I/O, which this crate does not do.

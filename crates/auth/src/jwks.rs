@@ -93,7 +93,12 @@ impl Jwks {
         if !problems.is_empty() {
             return Err(JwksError::InvalidKeys(problems));
         }
-        if usable.is_empty() {
+        // A set whose keys are all for encryption or other algorithms would register fine and then refuse every
+        // assertion; better to say so now.
+        let can_sign = usable
+            .iter()
+            .any(|k| k.can_verify(Algorithm::Rs384) || k.can_verify(Algorithm::Es384));
+        if !can_sign {
             return Err(JwksError::NoUsableKey);
         }
         Ok(Jwks { keys: usable })
@@ -191,7 +196,7 @@ pub enum JwksError {
     NotJson,
     #[error("the JWKS has no keys array")]
     NoKeysArray,
-    #[error("the JWKS has no RSA or P-384 key usable for signatures")]
+    #[error("the JWKS has no RSA or P-384 key usable for RS384 or ES384 signatures")]
     NoUsableKey,
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidKeys(Vec<KeyProblem>),

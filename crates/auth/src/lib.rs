@@ -11,6 +11,31 @@
 //! [`assertion::AssertionError`] is `invalid_client`, [`purpose::PurposeError`] is `invalid_request`, and a
 //! [`token::TokenError`] at the FHIR API is a 401 with `invalid_token`. Their messages are written to be shown
 //! to the client as they are.
+//!
+//! The token endpoint and the FHIR API, in outline:
+//!
+//! ```
+//! use auth::{assertion, grant, AccessToken, Context, Interaction, PurposeOfUse, ScopeSet, TokenKey};
+//!
+//! let now = 1_800_000_000;
+//! let key = TokenKey::new(&[0x42; 32])?; // in production: a secret from configuration
+//! // Token endpoint: find the client by assertion::unverified_issuer, check the assertion with
+//! // assertion::verify against its JWKS, record the jti until it expires, then:
+//! let registered = ScopeSet::parse("system/Patient.rs system/Observation.rs")?;
+//! let granted = grant("system/Patient.rs", &registered)?;
+//! let purpose = PurposeOfUse::from_parameter(Some("TREAT"))?;
+//! let token = AccessToken::new("tok-1".into(), "client-1".into(), "org-7".into(), granted, purpose, now, 300);
+//! let bearer = token.encode(&key);
+//! let response = token.response(&bearer, now); // the JSON body of the token response
+//! assert_eq!(response["scope"], "system/Patient.rs");
+//!
+//! // FHIR API: the bearer token of each request.
+//! let seen = AccessToken::decode(&bearer, &key, now + 10)?;
+//! assert!(seen.scopes.permits(Context::System, "Patient", Interaction::Search));
+//! assert!(!seen.scopes.permits(Context::System, "Observation", Interaction::Read));
+//! # let _ = assertion::CLIENT_ASSERTION_TYPE;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod assertion;
 pub mod jwks;

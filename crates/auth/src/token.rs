@@ -148,6 +148,17 @@ impl AccessToken {
     pub fn expires_in(&self, now: u64) -> u64 {
         self.expires_at.saturating_sub(now)
     }
+
+    /// The token endpoint's successful answer (RFC 6749 section 5.1) for this token, `encoded` by
+    /// [`AccessToken::encode`]: `access_token`, `token_type` `bearer`, `expires_in` and the granted `scope`.
+    pub fn response(&self, encoded: &str, now: u64) -> serde_json::Value {
+        serde_json::json!({
+            "access_token": encoded,
+            "token_type": "bearer",
+            "expires_in": self.expires_in(now),
+            "scope": self.scopes.to_string(),
+        })
+    }
 }
 
 /// Why a token was refused. At the FHIR API each is a 401 with `WWW-Authenticate: Bearer error="invalid_token"`

@@ -549,6 +549,12 @@ fn jwks_registration() {
         &json!({"keys": [{"kty": "oct", "k": "AAAA"}]}).to_string(),
         Err("no RSA or P-384 key"),
     );
+    let mut encryption_only = p384.clone();
+    encryption_only["use"] = json!("enc");
+    check(
+        &json!({"keys": [encryption_only]}).to_string(),
+        Err("no RSA or P-384 key usable"),
+    );
     check("not json", Err("not JSON"));
     check("{}", Err("no keys array"));
     let mut private = p384.clone();

@@ -56,6 +56,22 @@ fn round_trip() {
 }
 
 #[test]
+fn token_response() {
+    let token = token();
+    let encoded = token.encode(&key());
+    let response = token.response(&encoded, NOW + 60);
+    assert_eq!(
+        response,
+        serde_json::json!({
+            "access_token": encoded,
+            "token_type": "bearer",
+            "expires_in": 240,
+            "scope": "system/Patient.rs system/Observation.read",
+        })
+    );
+}
+
+#[test]
 fn expired() {
     let encoded = token().encode(&key());
     check("at expiry", &encoded, NOW + 300, Err(TokenError::Expired));
