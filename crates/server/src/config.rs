@@ -1,12 +1,15 @@
 //! The server's configuration: one typed [`Config`] built from defaults, a TOML file (`--config`),
 //! `NUTMEG_*` environment variables and flags (flags win over the environment, which wins over the
-//! file), validated at start-up with every problem reported at once.
+//! file), validated at start-up with every problem reported at once. That includes the transport
+//! rule: HTTPS when a certificate and key are given, plain HTTP only on loopback unless allowed.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+
+use crate::tls::Tls;
 
 /// The default `--max-body`: 16 MiB, enough for large transaction bundles.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -28,12 +31,34 @@ pub struct Settings {
     /// The directory of the default SQLite database [default: ./nutmeg-data].
     #[arg(long, env = "NUTMEG_DATA_DIR", global = true, hide_env_values = true)]
     pub data_dir: Option<String>,
-    /// The address the HTTP server listens on [default: 127.0.0.1:8080].
+    /// The address the HTTP server listens on; plain HTTP only on loopback (127.0.0.0/8, ::1,
+    /// localhost) unless --tls-cert/--tls-key or --allow-plain-http [default: 127.0.0.1:8080].
     #[arg(long, env = "NUTMEG_HTTP", global = true, hide_env_values = true)]
     pub http: Option<String>,
-    /// The public base URL of the FHIR API [default: http://HTTP/fhir].
+    /// The public base URL of the FHIR API [default: http://HTTP/fhir, https://HTTP/fhir with TLS].
     #[arg(long, env = "NUTMEG_BASE_URL", global = true, hide_env_values = true)]
     pub base_url: Option<String>,
+    /// A PEM file with the server's certificate, then any intermediates: with --tls-key, the
+    /// server speaks HTTPS (only) on --http.
+    #[arg(long, env = "NUTMEG_TLS_CERT", global = true, hide_env_values = true)]
+    pub tls_cert: Option<String>,
+    /// A PEM file with the private key of --tls-cert (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long, env = "NUTMEG_TLS_KEY", global = true, hide_env_values = true)]
+    pub tls_key: Option<String>,
+    /// Serve plain HTTP on a non-loopback address, e.g. behind a proxy that terminates TLS on a
+    /// private network [default: false].
+    #[arg(
+        long,
+        env = "NUTMEG_ALLOW_PLAIN_HTTP",
+        global = true,
+        hide_env_values = true,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        // Without `=`, a following word is the subcommand, not a value.
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub allow_plain_http: Option<String>,
     /// The largest request body accepted, in bytes (`KiB`/`MiB` suffixes allowed) [default: 16MiB].
     #[arg(long, env = "NUTMEG_MAX_BODY", global = true, hide_env_values = true)]
     pub max_body: Option<String>,
@@ -69,8 +94,13 @@ pub struct Config {
     pub database: String,
     pub data_dir: PathBuf,
     pub http: SocketAddr,
-    /// `None` until the listener is bound: then it defaults to `http://ADDR/fhir`.
+    /// `None` until the listener is bound: then it defaults to `http://ADDR/fhir` (`https://`
+    /// with TLS).
     pub base_url: Option<String>,
+    /// HTTPS (only) on `http` when set.
+    pub tls: Option<Tls>,
+    /// Plain HTTP on a non-loopback address was explicitly allowed.
+    pub allow_plain_http: bool,
     pub max_body: usize,
     pub default_count: usize,
     pub max_count: usize,
@@ -83,7 +113,10 @@ impl Config {
     pub fn base_url_for(&self, bound: SocketAddr) -> String {
         match &self.base_url {
             Some(url) => url.trim_end_matches('/').to_string(),
-            None => format!("http://{bound}/fhir"),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{bound}/fhir")
+            }
         }
     }
 
@@ -94,6 +127,8 @@ impl Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             http: DEFAULT_HTTP.parse().expect("the default address parses"),
             base_url: None,
+            tls: None,
+            allow_plain_http: false,
             max_body: DEFAULT_MAX_BODY,
             default_count: DEFAULT_COUNT,
             max_count: DEFAULT_MAX_COUNT,
@@ -125,6 +160,9 @@ const FILE_KEYS: &[&str] = &[
     "data_dir",
     "http",
     "base_url",
+    "tls_cert",
+    "tls_key",
+    "allow_plain_http",
     "max_body",
     "default_count",
     "max_count",
@@ -152,6 +190,9 @@ impl Settings {
             data_dir: self.data_dir.or(lower.data_dir),
             http: self.http.or(lower.http),
             base_url: self.base_url.or(lower.base_url),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            allow_plain_http: self.allow_plain_http.or(lower.allow_plain_http),
             max_body: self.max_body.or(lower.max_body),
             default_count: self.default_count.or(lower.default_count),
             max_count: self.max_count.or(lower.max_count),
@@ -170,15 +211,60 @@ impl Settings {
             None => format!("sqlite://{}", data_dir.join("nutmeg.db").display()),
         };
         let http_text = self.http.as_deref().unwrap_or(DEFAULT_HTTP);
-        let http = match http_text.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
+        let http = match parse_address(http_text) {
+            Some(addr) => Some(addr),
+            None => {
                 problems.push(format!(
-                    "http: '{http_text}' is not a socket address like 127.0.0.1:8080"
+                    "http: '{http_text}' is not a socket address like 127.0.0.1:8080 or localhost:8080"
                 ));
                 None
             }
         };
+        let tls_given = self.tls_cert.is_some() || self.tls_key.is_some();
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => match crate::tls::load(Path::new(&cert), Path::new(&key)) {
+                Ok(tls) => Some(tls),
+                Err(errors) => {
+                    problems.extend(errors.iter().map(|e| format!("tls: {e}")));
+                    None
+                }
+            },
+            (Some(_), None) => {
+                problems.push(
+                    "tls_cert is given without tls_key: HTTPS needs both (--tls-cert and --tls-key)"
+                        .into(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                problems.push(
+                    "tls_key is given without tls_cert: HTTPS needs both (--tls-cert and --tls-key)"
+                        .into(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        let allow_plain_http = match self.allow_plain_http.as_deref() {
+            None => false,
+            Some(text) => parse_bool(text).unwrap_or_else(|| {
+                problems.push(format!(
+                    "allow_plain_http: '{text}' is neither true nor false"
+                ));
+                false
+            }),
+        };
+        // A half-given or broken TLS setting is reported above; this would only repeat it.
+        if let Some(addr) = http.filter(|_| !tls_given && !allow_plain_http) {
+            if !addr.ip().to_canonical().is_loopback() {
+                problems.push(format!(
+                    "http: plain HTTP on {addr}, which is not a loopback address, would carry \
+                     patient data unencrypted over the network; give --tls-cert and --tls-key to \
+                     serve HTTPS there, listen on 127.0.0.1 behind a proxy that terminates TLS, or \
+                     pass --allow-plain-http if the network is protected otherwise"
+                ));
+            }
+        }
         let base_url = self.base_url.map(|url| {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!(
@@ -244,6 +330,8 @@ impl Settings {
                 data_dir,
                 http,
                 base_url,
+                tls,
+                allow_plain_http,
                 max_body,
                 default_count,
                 max_count,
@@ -252,6 +340,23 @@ impl Settings {
             }),
             _ => Err(ConfigError(problems)),
         }
+    }
+}
+
+/// `IP:PORT`, `[IPv6]:PORT`, or `localhost:PORT` (as 127.0.0.1, so that it never depends on how
+/// the machine resolves the name).
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    match text.strip_prefix("localhost:") {
+        Some(port) => Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?))),
+        None => text.parse().ok(),
+    }
+}
+
+fn parse_bool(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" | "" => Some(false),
+        _ => None,
     }
 }
 
@@ -343,6 +448,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
         let text = match value {
             toml::Value::String(s) => s,
             toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) if name == "allow_plain_http" => b.to_string(),
             other => {
                 problems.push(format!(
                     "config: '{key}' in {shown} must be a string or a number, not {}",
@@ -356,6 +462,9 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "data_dir" => &mut settings.data_dir,
             "http" => &mut settings.http,
             "base_url" => &mut settings.base_url,
+            "tls_cert" => &mut settings.tls_cert,
+            "tls_key" => &mut settings.tls_key,
+            "allow_plain_http" => &mut settings.allow_plain_http,
             "max_body" => &mut settings.max_body,
             "default_count" => &mut settings.default_count,
             "max_count" => &mut settings.max_count,
@@ -391,6 +500,65 @@ mod tests {
         };
         let err = settings.load().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn plain_http_is_loopback_only_unless_allowed() {
+        let check = |http: &str, allow: Option<&str>, expected: Option<&str>| {
+            let settings = Settings {
+                http: Some(http.into()),
+                allow_plain_http: allow.map(Into::into),
+                ..Settings::default()
+            };
+            let problems = settings.load().err().map(|e| e.0).unwrap_or_default();
+            match expected {
+                None => assert!(problems.is_empty(), "{http} {allow:?}: {problems:?}"),
+                Some(expected) => assert!(
+                    problems.len() == 1 && problems[0].contains(expected),
+                    "{http} {allow:?}: {problems:?}"
+                ),
+            }
+        };
+        let refused = Some("not a loopback address");
+        check("127.0.0.1:8080", None, None);
+        check("127.5.6.7:80", None, None);
+        check("[::1]:8080", None, None);
+        check("[::ffff:127.0.0.1]:8080", None, None);
+        check("localhost:8080", None, None);
+        check("0.0.0.0:8080", None, refused);
+        check("[::]:8080", None, refused);
+        check("192.168.1.20:8080", None, refused);
+        check("0.0.0.0:8080", Some("true"), None);
+        check("[::]:8080", Some("1"), None);
+        check("0.0.0.0:8080", Some("false"), refused);
+        check(
+            "127.0.0.1:8080",
+            Some("maybe"),
+            Some("neither true nor false"),
+        );
+    }
+
+    #[test]
+    fn a_file_may_allow_plain_http_and_name_tls_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.toml");
+        std::fs::write(&path, "http = \"0.0.0.0:0\"\nallow-plain-http = true\n").unwrap();
+        let settings = Settings {
+            config: Some(path.clone()),
+            ..Settings::default()
+        };
+        let config = settings.load().unwrap();
+        assert!(config.allow_plain_http && config.tls.is_none());
+        assert_eq!(config.base_url_for(config.http), "http://0.0.0.0:0/fhir");
+        let missing = dir.path().join("missing.pem");
+        std::fs::write(
+            &path,
+            format!("tls_cert = {:?}\n", missing.display().to_string()),
+        )
+        .unwrap();
+        let problems = settings.load().unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("without tls_key"), "{problems:?}");
     }
 
     #[test]

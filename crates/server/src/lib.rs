@@ -10,3 +10,4 @@ pub mod import;
 pub mod metrics;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;

@@ -1,11 +1,14 @@
-//! `nutmeg serve`: open the store, bind the listener, and serve the HTTP application until SIGTERM
-//! or Ctrl-C, then finish the requests in flight (for at most [`GRACE`]) and exit.
+//! `nutmeg serve`: open the store, bind the listener, and serve the HTTP application (over TLS
+//! when the configuration has a certificate) until SIGTERM or Ctrl-C, then finish the requests in
+//! flight (for at most [`GRACE`]) and exit.
 
+use std::fmt::Debug;
 use std::future::{Future, IntoFuture};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
+use axum::serve::{Listener, ListenerExt as _};
+use axum::Router;
 use exchange::access::DecisionPoint;
 use exchange::repository::{Repository, RepositoryConfig};
 use tokio::net::TcpListener;
@@ -13,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::config::Config;
 use crate::http::{app, AppState};
 use crate::metrics::Metrics;
+use crate::tls::TlsListener;
 
 /// How long shutdown waits for in-flight requests before giving up on them.
 pub const GRACE: Duration = Duration::from_secs(30);
@@ -71,7 +75,8 @@ pub fn announce(base_url: &str) {
     let _ = std::io::stdout().flush();
 }
 
-/// Serves until `shutdown` completes, then lets in-flight requests finish.
+/// Serves (HTTPS if the configuration has TLS) until `shutdown` completes, then lets in-flight
+/// requests finish.
 pub async fn run(
     listener: TcpListener,
     repo: Repository,
@@ -84,11 +89,32 @@ pub async fn run(
         metrics,
         max_body: config.max_body,
     });
+    match &config.tls {
+        Some(tls) => {
+            let listener = TlsListener::new(listener, tls.server.clone());
+            serve_until(listener, router, shutdown).await
+        }
+        None => {
+            // Small responses go out at once instead of waiting on Nagle's algorithm and delayed
+            // ACKs.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            serve_until(listener, router, shutdown).await
+        }
+    }
+}
+
+async fn serve_until<L>(
+    listener: L,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()>
+where
+    L: Listener,
+    L::Addr: Debug,
+{
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    // Small responses go out at once instead of waiting on Nagle's algorithm and delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let server = axum::serve(listener, router).with_graceful_shutdown(async move {
         let _ = stopped.changed().await;
     });
