@@ -1,6 +1,7 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
-//! ([`telemetry`]) and the commands ([`serve`], [`demo`], [`import`]) that [`cli`] dispatches to.
+//! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`]) that
+//! [`cli`] dispatches to.
 
 pub mod cli;
 pub mod config;
