@@ -13,7 +13,8 @@ use fhir::search::{
 use serde_json::Value;
 
 use crate::{
-    CompartmentRequest, HistoryRequest, HistoryScope, SearchOptions, SearchPage, Store, StoreError,
+    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditRecord, CompartmentRequest,
+    HistoryRequest, HistoryScope, NewAuditRecord, SearchOptions, SearchPage, Store, StoreError,
     Stored, Write, WriteOp,
 };
 
@@ -44,6 +45,9 @@ macro_rules! for_each_conformance_test {
             total_counts_all_matches,
             search_across_types,
             bad_cursor_is_refused,
+            audit_appends_form_a_chain,
+            audit_concurrent_appends_form_one_chain,
+            audit_commit_with_writes_is_atomic,
         );
     };
 }
@@ -2502,4 +2506,385 @@ pub async fn write_throughput(store: &Store, total: usize, batch: usize, writers
         task.await.expect("writer task");
     }
     (per_writer * writers) as f64 / started.elapsed().as_secs_f64()
+}
+
+// ---- the audit log ---------------------------------------------------------------------------
+
+/// SQL run directly on the store's database, past the store, as someone with access to the database
+/// would (the engine's test file provides it: the store itself offers no way to change the log).
+pub trait RawSql {
+    /// Runs `sql` (one or more statements); the database's message when it refuses.
+    fn execute(&self, sql: &str) -> impl std::future::Future<Output = Result<(), String>>;
+}
+
+/// A synthetic AuditEvent; `n` makes it unique.
+fn audit_event(n: i64) -> NewAuditRecord {
+    NewAuditRecord {
+        recorded: T0 + n,
+        json: format!(r#"{{"resourceType":"AuditEvent","id":"ae{n}","outcome":"0"}}"#),
+    }
+}
+
+/// Every record of the log, read in small pages (so paging by `after_seq` is exercised).
+async fn all_audit(store: &Store) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = Vec::new();
+    loop {
+        let after = out.last().map_or(0, |r| r.seq);
+        let page = store.audit_records(after, 7).await.expect("audit records");
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+async fn intact(store: &Store) -> (u64, AuditHash) {
+    match store.verify_audit().await.expect("verify") {
+        AuditCheck::Intact { count, head } => (count, head),
+        broken => panic!("the chain should verify: {broken:?}"),
+    }
+}
+
+/// Appends get consecutive numbers from 1, the records come back byte for byte with the hashes the
+/// appends answered, each chained to the one before, and the chain verifies (also when empty).
+pub async fn audit_appends_form_a_chain(store: &Store) {
+    assert_eq!(
+        intact(store).await,
+        (0, AuditHash::ZERO),
+        "an empty chain verifies"
+    );
+    assert_eq!(
+        store.append_audit(Vec::new()).await.expect("nothing"),
+        Vec::new()
+    );
+    // Text that JSONB would reformat: whitespace, key order, a decimal's trailing zero, non-ASCII.
+    let odd = NewAuditRecord {
+        recorded: T0,
+        json: "{ \"resourceType\" : \"AuditEvent\",\n  \"z\": 1.50, \"a\": \"Zoë\" }".to_string(),
+    };
+    let first = store
+        .append_audit(vec![odd.clone()])
+        .await
+        .expect("append one");
+    let more = store
+        .append_audit(vec![audit_event(2), audit_event(3), audit_event(4)])
+        .await
+        .expect("append three");
+    let appended: Vec<Appended> = first.into_iter().chain(more).collect();
+    assert_eq!(
+        appended.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    let records = all_audit(store).await;
+    let given = [odd, audit_event(2), audit_event(3), audit_event(4)];
+    assert_eq!(records.len(), 4);
+    let mut prev = AuditHash::ZERO;
+    for ((record, given), appended) in records.iter().zip(&given).zip(&appended) {
+        assert_eq!(record.json, given.json, "stored as given");
+        assert_eq!(record.recorded, given.recorded);
+        assert_eq!((record.seq, record.hash), (appended.seq, appended.hash));
+        assert_eq!(
+            record.prev_hash, prev,
+            "record {} follows the one before",
+            record.seq
+        );
+        assert_eq!(
+            record.hash,
+            chain_hash(&prev, record.seq, record.recorded, &record.json)
+        );
+        prev = record.hash;
+    }
+    let page = store.audit_records(2, 1).await.expect("one record");
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(store
+        .audit_records(4, 10)
+        .await
+        .expect("past the end")
+        .is_empty());
+    assert_eq!(intact(store).await, (4, prev));
+}
+
+/// Many tasks appending at once (some with a write in the same commit) make one linear chain
+/// without gaps; each caller's records are in it exactly once, at the numbers it was told, and the
+/// records of one request are consecutive.
+pub async fn audit_concurrent_appends_form_one_chain(store: &Store) {
+    let (tasks, requests) = (32_i64, 8_i64);
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut told = Vec::new();
+            for i in 0..requests {
+                // Every fourth request carries three records, which must land together.
+                let n = if i % 4 == 3 { 3 } else { 1 };
+                let records: Vec<NewAuditRecord> = (0..n)
+                    .map(|k| audit_event(t * 1_000 + i * 10 + k))
+                    .collect();
+                let appended = if t % 8 == 0 && i % 2 == 0 {
+                    let write = put("Patient", &format!("p{t}-{i}"), 1, Vec::new());
+                    store.commit_with_audit(vec![write], records.clone()).await
+                } else {
+                    store.append_audit(records.clone()).await
+                }
+                .expect("append");
+                assert_eq!(appended.len(), records.len());
+                for pair in appended.windows(2) {
+                    assert_eq!(
+                        pair[1].seq,
+                        pair[0].seq + 1,
+                        "one request's records are consecutive"
+                    );
+                }
+                told.extend(records.into_iter().zip(appended));
+            }
+            told
+        }));
+    }
+    let mut told = Vec::new();
+    for handle in handles {
+        told.extend(handle.await.expect("task"));
+    }
+    told.sort_by_key(|(_, appended)| appended.seq);
+    let total = told.len() as i64;
+    assert_eq!(
+        told.iter().map(|(_, a)| a.seq).collect::<Vec<_>>(),
+        (1..=total).collect::<Vec<_>>(),
+        "every record once, no gaps"
+    );
+    let records = all_audit(store).await;
+    assert_eq!(records.len() as i64, total);
+    for (record, (given, appended)) in records.iter().zip(&told) {
+        assert_eq!((record.seq, record.hash), (appended.seq, appended.hash));
+        assert_eq!(
+            record.json, given.json,
+            "record {} is the caller's",
+            record.seq
+        );
+    }
+    let head = records.last().map(|r| r.hash).expect("records");
+    assert_eq!(intact(store).await, (total as u64, head));
+}
+
+/// A commit's writes and audit records land together or not at all: a conflicting batch leaves no
+/// record behind, and the chain goes on without a gap.
+pub async fn audit_commit_with_writes_is_atomic(store: &Store) {
+    let appended = store
+        .commit_with_audit(
+            vec![put("Patient", "a", 1, Vec::new())],
+            vec![audit_event(1), audit_event(2)],
+        )
+        .await
+        .expect("commit with audit");
+    assert_eq!(
+        appended.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(store.read("Patient", "a").await.expect("read").is_some());
+    // Patient/a exists already: the batch conflicts, and neither b nor its audit record is written.
+    let err = store
+        .commit_with_audit(
+            vec![
+                put("Patient", "b", 1, Vec::new()),
+                put("Patient", "a", 1, Vec::new()),
+            ],
+            vec![audit_event(3)],
+        )
+        .await
+        .expect_err("conflict");
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert!(store.read("Patient", "b").await.expect("read").is_none());
+    assert_eq!(
+        all_audit(store).await.len(),
+        2,
+        "the conflicting batch's record is not there"
+    );
+    let next = store
+        .append_audit(vec![audit_event(4)])
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, 3, "no gap after a rolled-back batch");
+    // Audit records alone through the commit path; a plain commit adds none.
+    let alone = store
+        .commit_with_audit(Vec::new(), vec![audit_event(5)])
+        .await
+        .expect("audit alone");
+    assert_eq!(alone[0].seq, 4);
+    store
+        .commit(vec![put("Patient", "c", 1, Vec::new())])
+        .await
+        .expect("commit");
+    let records = all_audit(store).await;
+    assert_eq!(
+        records.iter().map(|r| r.json.as_str()).collect::<Vec<_>>(),
+        [1, 2, 4, 5]
+            .map(|n| audit_event(n).json)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(intact(store).await, (4, alone[0].hash));
+}
+
+/// The statements that switch the append-only triggers off, as an attacker with database access would.
+fn disable_triggers(store: &Store) -> &'static str {
+    match store.engine() {
+        "sqlite" => "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;",
+        _ => "ALTER TABLE audit_log DISABLE TRIGGER USER",
+    }
+}
+
+/// The database itself refuses UPDATE and DELETE of audit records (and TRUNCATE where there is one),
+/// and the chain still verifies after the attempts.
+pub async fn audit_log_refuses_update_and_delete(store: &Store, sql: &impl RawSql) {
+    store
+        .append_audit(vec![audit_event(1), audit_event(2)])
+        .await
+        .expect("append");
+    let mut attempts = vec![
+        "UPDATE audit_log SET json = '{}' WHERE seq = 1",
+        "UPDATE audit_log SET seq = seq + 10",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "DELETE FROM audit_log",
+    ];
+    if store.engine() == "postgres" {
+        attempts.push("TRUNCATE audit_log");
+    }
+    for attempt in attempts {
+        let refused = sql.execute(attempt).await.expect_err(attempt);
+        assert!(refused.contains("append-only"), "{attempt}: {refused}");
+    }
+    // Appending is what the table is for.
+    let forged = "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (3, 0, '{}', 'x', 'y')";
+    sql.execute(forged).await.expect("inserts are not refused");
+    assert!(matches!(
+        store.verify_audit().await.expect("verify"),
+        AuditCheck::Broken {
+            verified: 2,
+            fault: AuditFault::Changed { seq: 3 }
+        }
+    ));
+}
+
+/// After a record is changed, removed or inserted directly in the database (triggers off), verify
+/// names it. Each case starts from a fresh chain of six records.
+pub async fn audit_tampering_is_named(store: &Store, sql: &impl RawSql) {
+    sql.execute(disable_triggers(store))
+        .await
+        .expect("disable triggers");
+    // A record with its own hash computed correctly, chained to `prev`: a careful forgery.
+    let forged = |seq: i64, prev: &AuditHash| {
+        let json = r#"{"resourceType":"AuditEvent","id":"forged"}"#;
+        let hash = chain_hash(prev, seq, T0, json);
+        format!(
+            "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES ({seq}, {T0}, '{json}', '{prev}', '{hash}')"
+        )
+    };
+    // What the attacker does (given the intact records), how many records still verify, the fault.
+    type Tamper = Box<dyn Fn(&[AuditRecord]) -> Vec<String>>;
+    let cases: Vec<(&str, Tamper, u64, AuditFault)> = vec![
+        (
+            "a record's JSON changed",
+            Box::new(|_: &[AuditRecord]| {
+                vec![r#"UPDATE audit_log SET json = '{"resourceType":"AuditEvent","id":"ae3","outcome":"8"}' WHERE seq = 3"#.to_string()]
+            }),
+            2,
+            AuditFault::Changed { seq: 3 },
+        ),
+        (
+            "a record's time changed",
+            Box::new(|_: &[AuditRecord]| {
+                vec!["UPDATE audit_log SET recorded = recorded + 1 WHERE seq = 5".to_string()]
+            }),
+            4,
+            AuditFault::Changed { seq: 5 },
+        ),
+        (
+            "a record deleted",
+            Box::new(|_: &[AuditRecord]| vec!["DELETE FROM audit_log WHERE seq = 4".to_string()]),
+            3,
+            AuditFault::Removed { first: 4, last: 4 },
+        ),
+        (
+            "the first record deleted",
+            Box::new(|_: &[AuditRecord]| vec!["DELETE FROM audit_log WHERE seq = 1".to_string()]),
+            0,
+            AuditFault::Removed { first: 1, last: 1 },
+        ),
+        (
+            "a forged record inserted in the middle, the rest moved up",
+            Box::new(move |records: &[AuditRecord]| {
+                vec![
+                    "UPDATE audit_log SET seq = -seq WHERE seq >= 3".to_string(),
+                    "UPDATE audit_log SET seq = 1 - seq WHERE seq < 0".to_string(),
+                    forged(3, &records[1].hash),
+                ]
+            }),
+            3,
+            AuditFault::Inserted { seq: 3 },
+        ),
+        (
+            "a forged record appended with a made-up previous hash",
+            Box::new(move |_: &[AuditRecord]| vec![forged(7, &AuditHash([7; 32]))]),
+            6,
+            AuditFault::Unlinked {
+                seq: 7,
+                chained_to: None,
+            },
+        ),
+        (
+            "a forged record numbered before the first",
+            Box::new(move |_: &[AuditRecord]| vec![forged(0, &AuditHash::ZERO)]),
+            0,
+            AuditFault::Inserted { seq: 0 },
+        ),
+        (
+            "two records swapped",
+            Box::new(|_: &[AuditRecord]| {
+                vec![
+                    "UPDATE audit_log SET seq = -2 WHERE seq = 2".to_string(),
+                    "UPDATE audit_log SET seq = 2 WHERE seq = 5".to_string(),
+                    "UPDATE audit_log SET seq = 5 WHERE seq = -2".to_string(),
+                ]
+            }),
+            1,
+            AuditFault::Unlinked {
+                seq: 2,
+                chained_to: Some(4),
+            },
+        ),
+    ];
+    for (what, tamper, verified, fault) in cases {
+        sql.execute("DELETE FROM audit_log")
+            .await
+            .expect("empty the log");
+        let events: Vec<NewAuditRecord> = (1..=6).map(audit_event).collect();
+        store.append_audit(events).await.expect("append");
+        let records = all_audit(store).await;
+        assert_eq!(intact(store).await.0, 6, "{what}: intact before");
+        for statement in tamper(&records) {
+            sql.execute(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {statement}: {e}"));
+        }
+        let got = store.verify_audit().await.expect("verify");
+        assert_eq!(
+            got,
+            AuditCheck::Broken {
+                verified,
+                fault: fault.clone()
+            },
+            "{what}"
+        );
+        // What the operator reads names the record.
+        let named = match &fault {
+            AuditFault::Changed { seq }
+            | AuditFault::Inserted { seq }
+            | AuditFault::Unlinked { seq, .. } => *seq,
+            AuditFault::Removed { first, .. } => *first,
+        };
+        assert!(
+            fault.to_string().contains(&format!("record {named}")),
+            "{what}: {fault}"
+        );
+    }
 }

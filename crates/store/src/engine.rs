@@ -4,8 +4,8 @@
 use fhir::search::Query;
 
 use crate::{
-    CompartmentRequest, Current, HistoryPage, HistoryRequest, Result, SearchOptions, SearchPage,
-    Stored, Write,
+    Appended, AuditCheck, AuditRecord, CompartmentRequest, Current, HistoryPage, HistoryRequest,
+    NewAuditRecord, Result, SearchOptions, SearchPage, Stored, Write,
 };
 
 /// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
@@ -110,7 +110,7 @@ impl Store {
     pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
         let count = writes.len();
         let started = std::time::Instant::now();
-        let out = dispatch!(self, e => e.commit(writes).await);
+        let out = dispatch!(self, e => e.commit_with_audit(writes, Vec::new()).await).map(|_| ());
         tracing::trace!(
             engine = self.engine(),
             writes = count,
@@ -119,6 +119,55 @@ impl Store {
             "commit"
         );
         out
+    }
+
+    /// Applies every write and appends the audit records in one transaction: all of it, or none
+    /// (a conflicting write leaves no audit record behind). Returns where each record landed.
+    pub async fn commit_with_audit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<NewAuditRecord>,
+    ) -> Result<Vec<Appended>> {
+        let (count, records) = (writes.len(), audit.len());
+        let started = std::time::Instant::now();
+        let out = dispatch!(self, e => e.commit_with_audit(writes, audit).await);
+        tracing::trace!(
+            engine = self.engine(),
+            writes = count,
+            audit = records,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = out.is_ok(),
+            "commit"
+        );
+        out
+    }
+
+    /// Appends audit records (together, in order) to the chain and returns each one's sequence
+    /// number and hash once they are durable. Concurrent callers' records share a transaction
+    /// (group commit); if it fails, every one of them gets the error and none was written.
+    pub async fn append_audit(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
+        timed!(
+            self,
+            "append_audit",
+            dispatch!(self, e => e.append_audit(records).await)
+        )
+    }
+
+    /// Up to `limit` audit records with sequence numbers after `after_seq`, in order (0 starts at
+    /// the beginning). Records are returned as stored; [`Store::verify_audit`] checks them.
+    pub async fn audit_records(&self, after_seq: i64, limit: usize) -> Result<Vec<AuditRecord>> {
+        let raw = timed!(
+            self,
+            "audit_records",
+            dispatch!(self, e => e.audit_raw(after_seq, limit).await)
+        )?;
+        raw.into_iter().map(|r| r.parsed()).collect()
+    }
+
+    /// Walks the whole audit chain, a chunk at a time, and answers its length and head, or the
+    /// first record where it breaks.
+    pub async fn verify_audit(&self) -> Result<AuditCheck> {
+        timed!(self, "verify_audit", crate::audit::verify(self).await)
     }
 
     /// Executes a search over current, live resources.
@@ -167,5 +216,15 @@ impl Store {
     #[doc(hidden)]
     pub async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
         dispatch!(self, e => e.query_rows(sql).await)
+    }
+}
+
+impl crate::audit::ChainSource for Store {
+    async fn chunk(&self, after: i64, limit: usize) -> Result<Vec<crate::audit::RawRecord>> {
+        dispatch!(self, e => e.audit_raw(after, limit).await)
+    }
+
+    async fn find(&self, hash: crate::AuditHash) -> Result<Option<i64>> {
+        dispatch!(self, e => e.audit_seq_of_hash(hash).await)
     }
 }

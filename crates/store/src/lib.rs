@@ -20,10 +20,17 @@
 //! the connection pool (default 16). Both engines refuse to start when a migration they applied
 //! before was edited since.
 //!
+//! The audit log ([`Store::append_audit`], [`Store::commit_with_audit`], [`Store::audit_records`],
+//! [`Store::verify_audit`]) is append-only and hash-chained: records of concurrent callers are
+//! grouped into one transaction each (group commit), a write and its audit records commit together,
+//! and verification names the first record that was changed, removed or inserted. No method updates
+//! or deletes a record, and triggers refuse UPDATE and DELETE on both engines.
+//!
 //! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
 //! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
 //! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
 
+mod audit;
 pub mod conformance;
 mod engine;
 mod exec;
@@ -35,5 +42,8 @@ mod query;
 mod sqlite;
 mod types;
 
+pub use audit::{
+    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditRecord, NewAuditRecord,
+};
 pub use engine::Store;
 pub use types::*;

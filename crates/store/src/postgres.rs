@@ -10,6 +10,10 @@
 //! in one process or in two, therefore never both succeed: the second waits for the first's row
 //! lock, then sees the version the first wrote.
 //!
+//! Audit records are appended under an advisory lock of their own (taken after the commit lock by a
+//! batch that carries records, and alone by the group-commit task), which makes the chain linear
+//! across processes: each append reads the head and extends it before the next may.
+//!
 //! Migrations run in one transaction under an advisory lock keyed by the schema, so processes that
 //! start at once apply them once.
 //!
@@ -25,10 +29,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::audit::{self, Appender, RawRecord};
 use crate::exec::{Dialect, Exec, Val};
 use crate::{
-    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result,
-    SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
+    migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
+    NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
 };
 
 /// Connections in the pool unless the URL says `pool_size=N`.
@@ -40,11 +45,14 @@ const MAX_CACHED_STATEMENTS: usize = 512;
 const LOCK_NAMESPACE: i32 = 0x6e75_746d;
 /// The first key of the commit advisory lock ("nutc"); the second is a hash of the schema.
 const COMMIT_NAMESPACE: i32 = 0x6e75_7463;
+/// The first key of the audit advisory lock ("nuta"); the second is a hash of the schema.
+const AUDIT_NAMESPACE: i32 = 0x6e75_7461;
 
 /// The PostgreSQL engine. Cheap to clone (shares its pool).
 #[derive(Clone)]
 pub struct Postgres {
     pool: Pool,
+    audit: Appender,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -126,7 +134,12 @@ impl Postgres {
             .wait_timeout(Some(std::time::Duration::from_secs(30)))
             .build()
             .map_err(|e| StoreError::Open(format!("connection pool: {e}")))?;
-        let store = Postgres { pool };
+        let writer = pool.clone();
+        let audit = Appender::spawn(move |records| {
+            let pool = writer.clone();
+            async move { append_alone(&pool, &records).await }
+        });
+        let store = Postgres { pool, audit };
         store.migrate().await.map_err(|e| match e {
             StoreError::Open(m) => StoreError::Open(m),
             other => StoreError::Open(other.to_string()),
@@ -266,14 +279,25 @@ impl Postgres {
             .collect())
     }
 
-    pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+    pub(crate) async fn commit_with_audit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<NewAuditRecord>,
+    ) -> Result<Vec<Appended>> {
         if writes.is_empty() {
-            return Ok(());
+            return append_alone(&self.pool, &audit).await;
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        match commit(&tx, &writes).await {
-            Ok(()) => tx.commit().await.map_err(|e| concurrency(e, &writes)),
+        let applied = match commit(&tx, &writes).await {
+            Ok(()) => append_audit(&tx, &audit).await,
+            Err(e) => Err(e),
+        };
+        match applied {
+            Ok(appended) => {
+                tx.commit().await.map_err(|e| concurrency(e, &writes))?;
+                Ok(appended)
+            }
             Err(e) => {
                 // Dropping the transaction rolls it back; say so explicitly to free the row locks now.
                 let _ = tx.rollback().await;
@@ -281,6 +305,78 @@ impl Postgres {
             }
         }
     }
+
+    pub(crate) async fn append_audit(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
+        self.audit.append(records).await
+    }
+
+    pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
+        let client = self.client().await?;
+        audit::raw_records(&mut PgExec { client: &client }, after, limit).await
+    }
+
+    pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
+        let client = self.client().await?;
+        audit::seq_of_hash(&mut PgExec { client: &client }, &hash).await
+    }
+}
+
+/// Appends audit records in a transaction of their own (the group-commit task's batches).
+async fn append_alone(pool: &Pool, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let tx = client.transaction().await.map_err(db)?;
+    let appended = append_audit(&tx, records).await?;
+    tx.commit().await.map_err(db)?;
+    Ok(appended)
+}
+
+/// Appends audit records after the chain's head inside `tx`. The audit lock, held until `tx` ends,
+/// makes the head read here the head when `tx` commits. A batch with writes takes it last (after its
+/// row locks and the commit lock), so it is held only for this insert and the commit.
+async fn append_audit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    records: &[NewAuditRecord],
+) -> Result<Vec<Appended>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext(COALESCE(current_schema(), '')))",
+        &[&AUDIT_NAMESPACE],
+    )
+    .await
+    .map_err(db)?;
+    let last = tx
+        .query_opt(audit::HEAD_SQL, &[])
+        .await
+        .map_err(db)?
+        .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
+    let rows = audit::extend(audit::head(last)?, records);
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) \
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[])",
+        )
+        .await
+        .map_err(db)?;
+    let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
+    let recorded: Vec<i64> = rows.iter().map(|r| r.recorded).collect();
+    let json: Vec<&str> = rows.iter().map(|r| r.json.as_str()).collect();
+    let prev: Vec<String> = rows.iter().map(|r| r.prev_hash.to_hex()).collect();
+    let hash: Vec<String> = rows.iter().map(|r| r.hash.to_hex()).collect();
+    tx.execute(&insert, &[&seqs, &recorded, &json, &prev, &hash])
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| Appended {
+            seq: r.seq,
+            hash: r.hash,
+        })
+        .collect())
 }
 
 /// A read-only snapshot. It is never committed: dropping it sends a `ROLLBACK` without waiting for

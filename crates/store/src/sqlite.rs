@@ -5,7 +5,10 @@
 //! order instead of sharing the cores.
 //!
 //! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
-//! last committed state without waiting for the writer. An in-memory database (`sqlite::memory:`) is
+//! last committed state without waiting for the writer. Audit records are appended under the same
+//! mutex (by the group-commit task, or with a commit's writes), so the chain is linear; a
+//! transaction that carries audit records is synced to disk before it returns (`synchronous=FULL`
+//! for that commit), since no response may go out before its record is durable. An in-memory database (`sqlite::memory:`) is
 //! private to its connection, so there every call uses the writer connection.
 
 use std::path::PathBuf;
@@ -17,10 +20,11 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::audit::{self, Appender, RawRecord};
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::{
-    migrate, query, CompartmentRequest, Current, HistoryPage, HistoryRequest, Result,
-    SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
+    migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
+    NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
 };
 
 /// Reader connections, and reads running at once: one per core (at least two). More readers than
@@ -66,6 +70,7 @@ impl rusqlite::ToSql for Val {
 #[derive(Clone)]
 pub struct Sqlite {
     inner: Arc<Inner>,
+    audit: Appender,
 }
 
 struct Inner {
@@ -143,7 +148,7 @@ impl Sqlite {
     /// Opens `target` (a file path, or `:memory:`), creating and migrating it as needed.
     pub(crate) async fn open(target: &str) -> Result<Sqlite> {
         let target = target.to_string();
-        blocking(move || {
+        let inner = blocking(move || {
             let (path, mut writer) = if target == ":memory:" || target.is_empty() {
                 let conn =
                     Connection::open_in_memory().map_err(|e| StoreError::Open(e.to_string()))?;
@@ -163,20 +168,25 @@ impl Sqlite {
                 StoreError::Open(m) => StoreError::Open(m),
                 other => StoreError::Open(other.to_string()),
             })?;
-            let sqlite = Sqlite {
-                inner: Arc::new(Inner {
-                    path,
-                    writer: Mutex::new(writer),
-                    readers: Mutex::new(Vec::new()),
-                    permits: Arc::new(tokio::sync::Semaphore::new(readers())),
-                }),
-            };
-            if let Some(path) = &sqlite.inner.path {
-                spawn_checkpointer(path.clone(), Arc::downgrade(&sqlite.inner));
+            let inner = Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(readers())),
+            });
+            if let Some(path) = &inner.path {
+                spawn_checkpointer(path.clone(), Arc::downgrade(&inner));
             }
-            Ok(sqlite)
+            Ok(inner)
         })
-        .await
+        .await?;
+        // The group-commit task holds the connections until the last clone of this store is gone.
+        let writer = inner.clone();
+        let audit = Appender::spawn(move |records| {
+            let inner = writer.clone();
+            blocking(move || commit(&mut lock(&inner.writer), &[], &records))
+        });
+        Ok(Sqlite { inner, audit })
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one consistent snapshot).
@@ -259,13 +269,31 @@ impl Sqlite {
             .await
     }
 
-    pub(crate) async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+    pub(crate) async fn commit_with_audit(
+        &self,
+        writes: Vec<Write>,
+        audit: Vec<NewAuditRecord>,
+    ) -> Result<Vec<Appended>> {
         let inner = self.inner.clone();
         blocking(move || {
             let mut conn = lock(&inner.writer);
-            commit(&mut conn, &writes)
+            commit(&mut conn, &writes, &audit)
         })
         .await
+    }
+
+    pub(crate) async fn append_audit(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
+        self.audit.append(records).await
+    }
+
+    pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
+        self.read(move |e| block_ready(audit::raw_records(e, after, limit)))
+            .await
+    }
+
+    pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
+        self.read(move |e| block_ready(audit::seq_of_hash(e, &hash)))
+            .await
     }
 
     pub(crate) async fn explain(&self, q: &Query, options: &SearchOptions) -> Result<Vec<String>> {
@@ -377,8 +405,32 @@ fn conflict(write: &Write) -> StoreError {
     }
 }
 
-/// Applies a batch in one immediate transaction; any failed expectation rolls all of it back.
-fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
+/// Applies a batch and appends its audit records in one immediate transaction; any failed
+/// expectation rolls all of it back. With audit records, the commit is synced to disk.
+fn commit(
+    conn: &mut Connection,
+    writes: &[Write],
+    audit: &[NewAuditRecord],
+) -> Result<Vec<Appended>> {
+    if audit.is_empty() {
+        return apply(conn, writes, audit);
+    }
+    // In WAL mode NORMAL syncs only at checkpoints: a commit survives a crash of the process but
+    // not of the machine. FULL syncs the WAL at this commit (and with it every commit before).
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let out = apply(conn, writes, audit);
+    if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
+        // The batch's outcome stands either way; later commits are merely synced more often.
+        tracing::warn!(error = %e, "could not reset sqlite synchronous mode");
+    }
+    out
+}
+
+fn apply(
+    conn: &mut Connection,
+    writes: &[Write],
+    audit: &[NewAuditRecord],
+) -> Result<Vec<Appended>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for write in writes {
         let current = tx
@@ -444,8 +496,43 @@ fn commit(conn: &mut Connection, writes: &[Write]) -> Result<()> {
             }
         }
     }
+    let appended = append_audit(&tx, audit)?;
     tx.commit()?;
-    Ok(())
+    Ok(appended)
+}
+
+/// Appends audit records after the chain's head, inside the writer's open transaction (the writer
+/// mutex makes the head read here the head when this commits).
+fn append_audit(conn: &Connection, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let last = conn
+        .prepare_cached(audit::HEAD_SQL)?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    let rows = audit::extend(audit::head(last)?, records);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for r in &rows {
+        insert.execute(params![
+            r.seq,
+            r.recorded,
+            r.json,
+            r.prev_hash.to_hex(),
+            r.hash.to_hex()
+        ])?;
+    }
+    Ok(rows
+        .iter()
+        .map(|r| Appended {
+            seq: r.seq,
+            hash: r.hash,
+        })
+        .collect())
 }
 
 /// Ends the validity of a resource's current index and compartment rows at commit `seq` (they stay

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use store::conformance::{self, put, string};
-use store::{SearchOptions, Store, StoreError, Write};
+use store::{AuditCheck, NewAuditRecord, SearchOptions, Store, StoreError, Write};
 
 const SKIPPED: &str = "skipped: NUTMEG_TEST_POSTGRES not set";
 
@@ -113,6 +113,79 @@ macro_rules! postgres_tests {
 }
 
 store::for_each_conformance_test!(postgres_tests);
+
+/// SQL on the test's schema through a connection of its own, past the store.
+struct Raw(tokio_postgres::Client);
+
+impl conformance::RawSql for Raw {
+    async fn execute(&self, sql: &str) -> Result<(), String> {
+        self.0
+            .batch_execute(sql)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => db.message().to_string(),
+                None => e.to_string(),
+            })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_refuses_update_and_delete() {
+    let Some(db) = fresh().await else { return };
+    let raw = Raw(connect(&db.schema.url()).await);
+    conformance::audit_log_refuses_update_and_delete(&db.store, &raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tampering_is_named() {
+    let Some(db) = fresh().await else { return };
+    let raw = Raw(connect(&db.schema.url()).await);
+    conformance::audit_tampering_is_named(&db.store, &raw).await;
+}
+
+/// Two stores with separate pools (two processes, each with its own group-commit task) append at
+/// once, with and without writes: one chain, no gaps, every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pools_append_one_chain() {
+    let Some(db) = fresh().await else { return };
+    let other = Store::open(&db.schema.url()).await.expect("second pool");
+    let mut tasks = Vec::new();
+    for t in 0..16_i64 {
+        let store = if t % 2 == 0 {
+            db.store.clone()
+        } else {
+            other.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..10_i64 {
+                let record = NewAuditRecord {
+                    recorded: conformance::T0,
+                    json: format!(r#"{{"task":{t},"request":{i}}}"#),
+                };
+                let appended = if i % 3 == 0 {
+                    let write = update(&format!("p{t}-{i}"), 1, "Kim");
+                    store.commit_with_audit(vec![write], vec![record]).await
+                } else {
+                    store.append_audit(vec![record]).await
+                }
+                .expect("append");
+                seqs.push(appended[0].seq);
+            }
+            seqs
+        }));
+    }
+    let mut seqs = Vec::new();
+    for task in tasks {
+        seqs.extend(task.await.expect("task"));
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=160).collect::<Vec<i64>>());
+    assert!(matches!(
+        other.verify_audit().await.expect("verify"),
+        AuditCheck::Intact { count: 160, .. }
+    ));
+}
 
 fn update(id: &str, version: i64, name: &str) -> Write {
     put("Patient", id, version, vec![string("name", name)])
@@ -255,7 +328,10 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
         .expect("rows");
     assert_eq!(
         applied,
-        vec![vec!["1".to_string(), "init".to_string()]],
+        vec![
+            vec!["1".to_string(), "init".to_string()],
+            vec!["2".to_string(), "audit".to_string()]
+        ],
         "applied once"
     );
     // The URL's own options are kept, and every statement is planned for its values.

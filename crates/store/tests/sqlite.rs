@@ -32,6 +32,37 @@ macro_rules! sqlite_tests {
 
 store::for_each_conformance_test!(sqlite_tests);
 
+/// SQL on the database file through a connection of its own, past the store.
+struct Raw(std::sync::Mutex<rusqlite::Connection>);
+
+impl Raw {
+    fn open(db: &TestDb) -> Raw {
+        let conn = rusqlite::Connection::open(db._dir.path().join("test.db")).expect("open file");
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .expect("busy timeout");
+        Raw(std::sync::Mutex::new(conn))
+    }
+}
+
+impl conformance::RawSql for Raw {
+    async fn execute(&self, sql: &str) -> Result<(), String> {
+        let conn = self.0.lock().expect("connection");
+        conn.execute_batch(sql).map_err(|e| e.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_refuses_update_and_delete() {
+    let db = fresh().await;
+    conformance::audit_log_refuses_update_and_delete(&db.store, &Raw::open(&db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_tampering_is_named() {
+    let db = fresh().await;
+    conformance::audit_tampering_is_named(&db.store, &Raw::open(&db)).await;
+}
+
 #[tokio::test]
 async fn in_memory_database_works() {
     let store = Store::open("sqlite::memory:").await.expect("open");

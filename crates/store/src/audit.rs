@@ -1,0 +1,795 @@
+//! The audit log: an append-only, hash-chained list of records (AuditEvent JSON text, as the
+//! exchange hands it over), its group-commit appender, and the verification that walks the chain.
+//!
+//! Each record has a sequence number (1, 2, 3... without gaps, in commit order), the instant it was
+//! recorded (milliseconds since the Unix epoch, given by the caller: the exchange writes the same
+//! instant into the AuditEvent's `recorded`, so the two agree), the JSON text byte for byte, the
+//! previous record's hash (32 zero bytes for the first) and its own hash, SHA-256 over
+//!
+//! ```text
+//! "nutmeg-audit-v1" || previous hash (32 bytes) || seq (i64, 8 bytes big-endian)
+//!   || recorded (i64, 8 bytes big-endian) || length of json (u64, 8 bytes big-endian) || json bytes
+//! ```
+//!
+//! Every field has a fixed width or a length in front, so no two records encode alike; the tag
+//! names the encoding, so a later one can be told apart. Hashes are stored as lowercase hex.
+//!
+//! What the chain proves: a record changed in place, removed, inserted, renumbered or moved after it
+//! was written breaks the chain at that record, and [`verify`] names it. What it cannot prove alone:
+//! that records were not cut off the end, or that someone with write access to the database did not
+//! recompute every hash after the point they changed; for that, keep the head ([`AuditCheck::Intact`])
+//! somewhere else and compare.
+
+use std::future::Future;
+
+use ring::digest;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::exec::{Exec, Val};
+use crate::{Result, StoreError};
+
+/// The domain tag in front of every hashed record (see the module documentation).
+const TAG: &[u8] = b"nutmeg-audit-v1";
+/// Records read per statement while verifying: memory stays bounded however long the chain is.
+const VERIFY_CHUNK: usize = 1_000;
+/// The most records one group commit writes (a single request larger than this is still written
+/// whole, in one transaction).
+const MAX_BATCH: usize = 1_024;
+
+/// A SHA-256 hash of an audit record; shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AuditHash(pub [u8; 32]);
+
+impl AuditHash {
+    /// The previous hash of the first record.
+    pub const ZERO: AuditHash = AuditHash([0; 32]);
+
+    /// Parses 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Option<AuditHash> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(AuditHash(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl std::fmt::Display for AuditHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for AuditHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuditHash({self})")
+    }
+}
+
+/// A record to append: when it was recorded and the AuditEvent JSON text, stored as given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAuditRecord {
+    /// Milliseconds since the Unix epoch, UTC, as the caller recorded it (not checked for order).
+    pub recorded: i64,
+    pub json: String,
+}
+
+/// Where an appended record landed in the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: i64,
+    pub hash: AuditHash,
+}
+
+/// A stored audit record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub recorded: i64,
+    pub json: String,
+    pub prev_hash: AuditHash,
+    pub hash: AuditHash,
+}
+
+/// The outcome of walking the whole chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditCheck {
+    /// Every record is in place. `head` is the last record's hash ([`AuditHash::ZERO`] when the log
+    /// is empty); kept elsewhere, it shows later that nothing was cut off the end.
+    Intact { count: u64, head: AuditHash },
+    /// The first problem found; the `verified` records before it are intact.
+    Broken { verified: u64, fault: AuditFault },
+}
+
+/// What is wrong at the first record where the chain breaks. Each names the record(s) concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditFault {
+    /// Record `seq`'s hash does not match its content (or a stored field is malformed): it was
+    /// changed after it was written, or written by someone other than the store.
+    Changed { seq: i64 },
+    /// Records `first` to `last` are missing: the chain goes from `first - 1` to `last + 1`.
+    Removed { first: i64, last: i64 },
+    /// Record `seq` was inserted: it carries a number the store never gives (zero or less, or past
+    /// a gap while chained to the record before), or the record after it is chained past it to the
+    /// one before it.
+    Inserted { seq: i64 },
+    /// Record `seq` is not chained to the record before it. `chained_to` names the record it is
+    /// chained to when that is in the log (records were reordered); `None` means no record in the
+    /// log has the hash it names: the record before it was replaced (changed, with its hash
+    /// recomputed) or removed and the rest renumbered, or record `seq` itself was forged.
+    Unlinked { seq: i64, chained_to: Option<i64> },
+}
+
+impl std::fmt::Display for AuditFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            AuditFault::Changed { seq } => write!(
+                f,
+                "audit record {seq} was changed: its hash does not match its content"
+            ),
+            AuditFault::Removed { first, last } if first == last => {
+                write!(f, "audit record {first} was removed")
+            }
+            AuditFault::Removed { first, last } => {
+                write!(f, "audit records {first} to {last} were removed")
+            }
+            AuditFault::Inserted { seq } => write!(f, "audit record {seq} was inserted"),
+            AuditFault::Unlinked {
+                seq,
+                chained_to: Some(other),
+            } => write!(
+                f,
+                "audit record {seq} is out of order: it follows record {other}, not record {}",
+                seq - 1
+            ),
+            AuditFault::Unlinked {
+                seq,
+                chained_to: None,
+            } => write!(
+                f,
+                "audit record {seq} does not follow record {}: the record it was chained to is not in the log \
+                 (record {} was replaced or removed, or record {seq} was forged)",
+                seq - 1,
+                seq - 1
+            ),
+        }
+    }
+}
+
+/// The hash of a record with these fields (the encoding is in the module documentation).
+pub fn chain_hash(prev: &AuditHash, seq: i64, recorded: i64, json: &str) -> AuditHash {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(TAG);
+    ctx.update(&prev.0);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(&recorded.to_be_bytes());
+    ctx.update(&(json.len() as u64).to_be_bytes());
+    ctx.update(json.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    AuditHash(out)
+}
+
+/// Numbers and hashes `records` after the chain's head `(seq, hash)`: the rows to insert.
+pub(crate) fn extend(head: (i64, AuditHash), records: &[NewAuditRecord]) -> Vec<AuditRecord> {
+    let (mut seq, mut prev) = head;
+    records
+        .iter()
+        .map(|r| {
+            seq += 1;
+            let hash = chain_hash(&prev, seq, r.recorded, &r.json);
+            let record = AuditRecord {
+                seq,
+                recorded: r.recorded,
+                json: r.json.clone(),
+                prev_hash: prev,
+                hash,
+            };
+            prev = hash;
+            record
+        })
+        .collect()
+}
+
+/// The head of the chain from its last row `(seq, hash text)`, or the start of an empty chain.
+pub(crate) fn head(last: Option<(i64, String)>) -> Result<(i64, AuditHash)> {
+    match last {
+        None => Ok((0, AuditHash::ZERO)),
+        Some((seq, hex)) => AuditHash::from_hex(&hex).map(|h| (seq, h)).ok_or_else(|| {
+            StoreError::Database(format!("audit record {seq} has a malformed hash"))
+        }),
+    }
+}
+
+/// The statement that reads the chain's head under the engine's append lock.
+pub(crate) const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
+
+// ---- reading and verifying -------------------------------------------------------------------
+
+/// A row as stored, before anything is trusted: a tampered row may hold anything.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRecord {
+    seq: i64,
+    recorded: Option<i64>,
+    json: String,
+    prev_hash: String,
+    hash: String,
+}
+
+/// Up to `limit` rows with `seq > after`, in order.
+pub(crate) async fn raw_records(
+    e: &mut impl Exec,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<RawRecord>> {
+    let d = e.dialect();
+    let sql = format!(
+        "SELECT seq, recorded, json, prev_hash, hash FROM audit_log WHERE seq > {} ORDER BY seq LIMIT {}",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = e.rows(&sql, &[Val::Int(after), Val::Int(limit)]).await?;
+    rows.into_iter()
+        .map(|row| {
+            let mut row = row.into_iter();
+            let mut next = || row.next().unwrap_or(Val::Null);
+            let seq = next().int()?;
+            let recorded = match next() {
+                Val::Int(i) => Some(i),
+                _ => None,
+            };
+            // Text as stored; anything else (a tampered row on SQLite) shows as changed.
+            let text = |v: Val| match v {
+                Val::Text(s) => s,
+                _ => String::new(),
+            };
+            Ok(RawRecord {
+                seq,
+                recorded,
+                json: text(next()),
+                prev_hash: text(next()),
+                hash: text(next()),
+            })
+        })
+        .collect()
+}
+
+/// The record whose hash is `hash`, if any (read only when the chain breaks, so the scan it may
+/// take does not matter).
+pub(crate) async fn seq_of_hash(e: &mut impl Exec, hash: &AuditHash) -> Result<Option<i64>> {
+    let sql = format!(
+        "SELECT seq FROM audit_log WHERE hash = {} ORDER BY seq LIMIT 1",
+        e.dialect().placeholder(1)
+    );
+    let rows = e.rows(&sql, &[Val::Text(hash.to_hex())]).await?;
+    rows.into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next())
+        .map(|v| v.int())
+        .transpose()
+}
+
+impl RawRecord {
+    /// The record, if every stored field is well formed and its hash matches its content.
+    fn checked(self) -> Option<AuditRecord> {
+        let record = AuditRecord {
+            seq: self.seq,
+            recorded: self.recorded?,
+            prev_hash: AuditHash::from_hex(&self.prev_hash)?,
+            hash: AuditHash::from_hex(&self.hash)?,
+            json: self.json,
+        };
+        let expected = chain_hash(&record.prev_hash, record.seq, record.recorded, &record.json);
+        (expected == record.hash).then_some(record)
+    }
+
+    /// The record for [`crate::Store::audit_records`]: well formed, hash not checked.
+    pub(crate) fn parsed(self) -> Result<AuditRecord> {
+        let seq = self.seq;
+        let bad =
+            |what: &str| StoreError::Database(format!("audit record {seq} has a malformed {what}"));
+        Ok(AuditRecord {
+            seq,
+            recorded: self.recorded.ok_or_else(|| bad("time"))?,
+            prev_hash: AuditHash::from_hex(&self.prev_hash).ok_or_else(|| bad("previous hash"))?,
+            hash: AuditHash::from_hex(&self.hash).ok_or_else(|| bad("hash"))?,
+            json: self.json,
+        })
+    }
+}
+
+/// What the walk needs from an engine: chunks of rows in order, and a record found by its hash.
+pub(crate) trait ChainSource {
+    fn chunk(&self, after: i64, limit: usize) -> impl Future<Output = Result<Vec<RawRecord>>>;
+    fn find(&self, hash: AuditHash) -> impl Future<Output = Result<Option<i64>>>;
+}
+
+/// One step of the walk.
+enum Step {
+    Next,
+    Fault(AuditFault),
+    /// The record is not chained to the one before; where its previous hash points decides the fault.
+    Unlinked {
+        seq: i64,
+        prev: AuditHash,
+    },
+}
+
+/// The walk's state: the last intact record and the hash of the one before it.
+struct Walk {
+    count: u64,
+    last: (i64, AuditHash),
+}
+
+impl Walk {
+    fn step(&mut self, raw: RawRecord) -> Step {
+        let seq = raw.seq;
+        let (last_seq, last_hash) = self.last;
+        let expected = last_seq + 1;
+        // Checked in this order so that the fault names the record that was tampered with: a
+        // forged record chained in properly, with the rest renumbered, shows at the next record as
+        // a link past it (and that record's own hash, over its old number, would also fail).
+        let prev = AuditHash::from_hex(&raw.prev_hash);
+        if seq != expected {
+            return Step::Fault(if seq > expected && prev != Some(last_hash) {
+                AuditFault::Removed {
+                    first: expected,
+                    last: seq - 1,
+                }
+            } else {
+                AuditFault::Inserted { seq }
+            });
+        }
+        match prev {
+            Some(prev) if prev != last_hash => return Step::Unlinked { seq, prev },
+            _ => {}
+        }
+        let Some(record) = raw.checked() else {
+            return Step::Fault(AuditFault::Changed { seq });
+        };
+        self.count += 1;
+        self.last = (record.seq, record.hash);
+        Step::Next
+    }
+}
+
+/// Walks the whole chain in chunks and returns its head or the first fault.
+pub(crate) async fn verify(source: &impl ChainSource) -> Result<AuditCheck> {
+    let mut walk = Walk {
+        count: 0,
+        last: (0, AuditHash::ZERO),
+    };
+    // From the very bottom: a record numbered zero or less is not the store's, and must be seen.
+    let mut after = i64::MIN;
+    loop {
+        let chunk = source.chunk(after, VERIFY_CHUNK).await?;
+        let done = chunk.len() < VERIFY_CHUNK;
+        for raw in chunk {
+            let fault = match walk.step(raw) {
+                Step::Next => continue,
+                Step::Fault(fault) => fault,
+                Step::Unlinked { seq, prev } => match source.find(prev).await? {
+                    Some(found) if found == seq - 2 => AuditFault::Inserted { seq: seq - 1 },
+                    found => AuditFault::Unlinked {
+                        seq,
+                        chained_to: found,
+                    },
+                },
+            };
+            return Ok(AuditCheck::Broken {
+                verified: walk.count,
+                fault,
+            });
+        }
+        after = walk.last.0;
+        if done {
+            return Ok(AuditCheck::Intact {
+                count: walk.count,
+                head: walk.last.1,
+            });
+        }
+    }
+}
+
+// ---- group commit ----------------------------------------------------------------------------
+
+/// One caller's records and where to send their outcome.
+struct Request {
+    records: Vec<NewAuditRecord>,
+    reply: oneshot::Sender<Result<Vec<Appended>>>,
+}
+
+/// The group-commit queue: callers' records go to one writer task, which writes everything queued
+/// since its last transaction as one transaction and answers each caller once that is committed.
+/// Durability costs one commit per batch instead of one per record, and the chain stays linear
+/// because one task writes it (in each process; processes sharing a PostgreSQL database serialise
+/// on a lock).
+///
+/// The channel is unbounded because every queued request has a caller waiting for its answer:
+/// the queue holds at most one request per waiting caller.
+#[derive(Clone)]
+pub(crate) struct Appender {
+    queue: mpsc::UnboundedSender<Request>,
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Appender")
+    }
+}
+
+impl Appender {
+    /// Starts the writer task on the current tokio runtime. `write` appends a batch atomically and
+    /// returns where each record landed, in order. The task ends when every `Appender` is dropped.
+    pub(crate) fn spawn<W, F>(mut write: W) -> Appender
+    where
+        W: FnMut(Vec<NewAuditRecord>) -> F + Send + 'static,
+        F: Future<Output = Result<Vec<Appended>>> + Send,
+    {
+        let (queue, mut requests) = mpsc::unbounded_channel::<Request>();
+        tokio::spawn(async move {
+            while let Some(first) = requests.recv().await {
+                let mut batch = vec![first];
+                let mut total = batch[0].records.len();
+                while total < MAX_BATCH {
+                    match requests.try_recv() {
+                        Ok(request) => {
+                            total += request.records.len();
+                            batch.push(request);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut records = Vec::with_capacity(total);
+                let mut shares = Vec::with_capacity(batch.len());
+                for request in batch {
+                    shares.push((request.records.len(), request.reply));
+                    records.extend(request.records);
+                }
+                match write(records).await {
+                    Ok(appended) if appended.len() == total => {
+                        let mut appended = appended.into_iter();
+                        for (n, reply) in shares {
+                            // A caller that gave up still has its record written; nothing to tell it.
+                            let _ = reply.send(Ok(appended.by_ref().take(n).collect()));
+                        }
+                    }
+                    outcome => {
+                        let message = match outcome {
+                            Err(e) => e.to_string(),
+                            Ok(appended) => format!(
+                                "audit batch of {total} records answered {} positions",
+                                appended.len()
+                            ),
+                        };
+                        tracing::warn!(records = total, callers = shares.len(), error = %message, "audit batch failed");
+                        for (_, reply) in shares {
+                            let _ = reply.send(Err(StoreError::Database(message.clone())));
+                        }
+                    }
+                }
+            }
+        });
+        Appender { queue }
+    }
+
+    /// Appends `records` (together, in order) with the next group commit.
+    pub(crate) async fn append(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stopped = || StoreError::Database("the audit writer stopped".to_string());
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { records, reply })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chain of `n` records as the store would write it.
+    fn chain(n: i64) -> Vec<AuditRecord> {
+        let records: Vec<NewAuditRecord> = (1..=n)
+            .map(|i| NewAuditRecord {
+                recorded: 1_700_000_000_000 + i,
+                json: format!(r#"{{"resourceType":"AuditEvent","id":"a{i}"}}"#),
+            })
+            .collect();
+        extend((0, AuditHash::ZERO), &records)
+    }
+
+    fn raw(r: &AuditRecord) -> RawRecord {
+        RawRecord {
+            seq: r.seq,
+            recorded: Some(r.recorded),
+            json: r.json.clone(),
+            prev_hash: r.prev_hash.to_hex(),
+            hash: r.hash.to_hex(),
+        }
+    }
+
+    /// Rows in memory, as an engine would return them (in order of `seq`).
+    struct Rows(Vec<RawRecord>);
+
+    impl ChainSource for Rows {
+        async fn chunk(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
+            let mut rows: Vec<RawRecord> =
+                self.0.iter().filter(|r| r.seq > after).cloned().collect();
+            rows.sort_by_key(|r| r.seq);
+            rows.truncate(limit);
+            Ok(rows)
+        }
+
+        async fn find(&self, hash: AuditHash) -> Result<Option<i64>> {
+            Ok(self
+                .0
+                .iter()
+                .filter(|r| r.hash == hash.to_hex())
+                .map(|r| r.seq)
+                .min())
+        }
+    }
+
+    fn check(rows: Vec<RawRecord>, expected: AuditCheck) {
+        let got = crate::exec::block_ready(verify(&Rows(rows))).expect("verify");
+        assert_eq!(got, expected);
+    }
+
+    fn broken(verified: u64, fault: AuditFault) -> AuditCheck {
+        AuditCheck::Broken { verified, fault }
+    }
+
+    #[test]
+    fn the_encoding_is_pinned() {
+        // SHA-256 of "nutmeg-audit-v1", 32 zero bytes, seq 1, recorded 2 and length 2 (each 8 bytes
+        // big-endian), then "{}"; the same as `sha256sum` gives for those bytes written by hand:
+        // (printf 'nutmeg-audit-v1'; head -c 32 /dev/zero;
+        //  printf '\0\0\0\0\0\0\0\1\0\0\0\0\0\0\0\2\0\0\0\0\0\0\0\2{}') | sha256sum
+        let hash = chain_hash(&AuditHash::ZERO, 1, 2, "{}");
+        assert_eq!(hash.to_hex(), PINNED);
+        assert_eq!(AuditHash::from_hex(PINNED), Some(hash));
+        assert_eq!(AuditHash::from_hex(&PINNED.to_uppercase()), Some(hash));
+        assert_eq!(AuditHash::from_hex("00"), None);
+        assert_eq!(AuditHash::from_hex(&"g".repeat(64)), None);
+        // Every field counts.
+        assert_ne!(chain_hash(&hash, 1, 2, "{}"), hash);
+        assert_ne!(chain_hash(&AuditHash::ZERO, 2, 2, "{}"), hash);
+        assert_ne!(chain_hash(&AuditHash::ZERO, 1, 3, "{}"), hash);
+        assert_ne!(chain_hash(&AuditHash::ZERO, 1, 2, "{ }"), hash);
+    }
+
+    const PINNED: &str = "977dd31cabed8d90b447dd613dcc9c8d2f908e2e95429f628730179b38faa965";
+
+    #[test]
+    fn intact_chains_verify() {
+        check(
+            Vec::new(),
+            AuditCheck::Intact {
+                count: 0,
+                head: AuditHash::ZERO,
+            },
+        );
+        // Longer than a chunk, so the walk crosses chunk boundaries.
+        let records = chain(2_500);
+        let head = records.last().map(|r| r.hash).expect("records");
+        check(
+            records.iter().map(raw).collect(),
+            AuditCheck::Intact { count: 2_500, head },
+        );
+    }
+
+    #[test]
+    fn tampering_is_named() {
+        let records = chain(6);
+        let rows = || records.iter().map(raw).collect::<Vec<_>>();
+        let without = |seq: i64| {
+            rows()
+                .into_iter()
+                .filter(|r| r.seq != seq)
+                .collect::<Vec<_>>()
+        };
+
+        // Content changed in place.
+        let mut changed = rows();
+        changed[2].json = r#"{"resourceType":"AuditEvent","id":"forged"}"#.to_string();
+        check(changed, broken(2, AuditFault::Changed { seq: 3 }));
+        let mut changed = rows();
+        changed[3].recorded = Some(0);
+        check(changed, broken(3, AuditFault::Changed { seq: 4 }));
+        let mut malformed = rows();
+        malformed[1].hash = "not a hash".to_string();
+        check(malformed, broken(1, AuditFault::Changed { seq: 2 }));
+
+        // Removed: in the middle, at the start, several.
+        check(
+            without(3),
+            broken(2, AuditFault::Removed { first: 3, last: 3 }),
+        );
+        check(
+            without(1),
+            broken(0, AuditFault::Removed { first: 1, last: 1 }),
+        );
+        let two_gone: Vec<_> = rows()
+            .into_iter()
+            .filter(|r| r.seq != 3 && r.seq != 4)
+            .collect();
+        check(
+            two_gone,
+            broken(2, AuditFault::Removed { first: 3, last: 4 }),
+        );
+
+        // Removed and the rest renumbered with recomputed hashes: record 3 now names a record that is
+        // not there.
+        let mut renumbered: Vec<AuditRecord> =
+            records.iter().filter(|r| r.seq != 3).cloned().collect();
+        for r in renumbered.iter_mut().filter(|r| r.seq > 3) {
+            r.seq -= 1;
+            r.hash = chain_hash(&r.prev_hash, r.seq, r.recorded, &r.json);
+        }
+        check(
+            renumbered.iter().map(raw).collect(),
+            broken(
+                2,
+                AuditFault::Unlinked {
+                    seq: 3,
+                    chained_to: None,
+                },
+            ),
+        );
+
+        // Replaced: record 3 changed and its hash recomputed; record 4 no longer follows it.
+        let mut replaced = records.clone();
+        replaced[2].json = "{}".to_string();
+        replaced[2].hash = chain_hash(&replaced[2].prev_hash, 3, replaced[2].recorded, "{}");
+        check(
+            replaced.iter().map(raw).collect(),
+            broken(
+                3,
+                AuditFault::Unlinked {
+                    seq: 4,
+                    chained_to: None,
+                },
+            ),
+        );
+
+        // Inserted: a forged record 3, properly chained to record 2, the rest moved up by one.
+        let mut inserted = records.clone();
+        for r in inserted.iter_mut().filter(|r| r.seq >= 3) {
+            r.seq += 1;
+        }
+        let forged_prev = records[1].hash;
+        inserted.push(AuditRecord {
+            seq: 3,
+            recorded: 1,
+            json: "{}".to_string(),
+            prev_hash: forged_prev,
+            hash: chain_hash(&forged_prev, 3, 1, "{}"),
+        });
+        check(
+            inserted.iter().map(raw).collect(),
+            broken(3, AuditFault::Inserted { seq: 3 }),
+        );
+
+        // Inserted with a number the store never gives.
+        let mut zero = rows();
+        zero.push(raw(&AuditRecord {
+            seq: 0,
+            recorded: 1,
+            json: "{}".to_string(),
+            prev_hash: AuditHash::ZERO,
+            hash: chain_hash(&AuditHash::ZERO, 0, 1, "{}"),
+        }));
+        check(zero, broken(0, AuditFault::Inserted { seq: 0 }));
+        let head = records[5].hash;
+        let mut past_gap = rows();
+        past_gap.push(raw(&AuditRecord {
+            seq: 9,
+            recorded: 1,
+            json: "{}".to_string(),
+            prev_hash: head,
+            hash: chain_hash(&head, 9, 1, "{}"),
+        }));
+        check(past_gap, broken(6, AuditFault::Inserted { seq: 9 }));
+
+        // Forged at the end with a made-up previous hash.
+        let mut forged = rows();
+        let made_up = AuditHash([7; 32]);
+        forged.push(raw(&AuditRecord {
+            seq: 7,
+            recorded: 1,
+            json: "{}".to_string(),
+            prev_hash: made_up,
+            hash: chain_hash(&made_up, 7, 1, "{}"),
+        }));
+        check(
+            forged,
+            broken(
+                6,
+                AuditFault::Unlinked {
+                    seq: 7,
+                    chained_to: None,
+                },
+            ),
+        );
+
+        // Reordered: records 3 and 4 swap numbers.
+        let mut swapped = rows();
+        swapped[2].seq = 4;
+        swapped[3].seq = 3;
+        check(
+            swapped,
+            broken(
+                2,
+                AuditFault::Unlinked {
+                    seq: 3,
+                    chained_to: Some(4),
+                },
+            ),
+        );
+    }
+
+    #[test]
+    fn faults_read_as_sentences() {
+        let cases = [
+            (
+                AuditFault::Changed { seq: 3 },
+                "audit record 3 was changed: its hash does not match its content",
+            ),
+            (
+                AuditFault::Removed { first: 3, last: 3 },
+                "audit record 3 was removed",
+            ),
+            (
+                AuditFault::Removed { first: 3, last: 5 },
+                "audit records 3 to 5 were removed",
+            ),
+            (
+                AuditFault::Inserted { seq: 4 },
+                "audit record 4 was inserted",
+            ),
+            (
+                AuditFault::Unlinked {
+                    seq: 3,
+                    chained_to: Some(4),
+                },
+                "audit record 3 is out of order: it follows record 4, not record 2",
+            ),
+        ];
+        for (fault, expected) in cases {
+            assert_eq!(fault.to_string(), expected);
+        }
+    }
+
+    #[test]
+    fn extend_continues_the_head() {
+        let records = chain(3);
+        let more = extend(
+            (3, records[2].hash),
+            &[NewAuditRecord {
+                recorded: 9,
+                json: "{}".to_string(),
+            }],
+        );
+        assert_eq!(more[0].seq, 4);
+        assert_eq!(more[0].prev_hash, records[2].hash);
+        assert_eq!(head(None).expect("empty"), (0, AuditHash::ZERO));
+        assert!(head(Some((1, "x".to_string()))).is_err());
+    }
+}
