@@ -6,6 +6,9 @@
 //! - [`access`]: the one decision point between the store and every response. Every resource that
 //!   leaves the repository (read, vread, search matches and includes, history, `$everything`, paging)
 //!   passes [`access::DecisionPoint::decide`]; later issues plug consent and access rules in there.
+//! - [`participants`]: the participant registry (organizations and solo practices, their status in
+//!   the exchange), as FHIR resources written and read through the repository.
 
 pub mod access;
+pub mod participants;
 pub mod repository;
