@@ -1,6 +1,6 @@
-//! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, with the shared settings of
-//! [`crate::config`]. Exit codes: 0 success, 1 failure (or an import with failed files), 2 invalid
-//! configuration or usage.
+//! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, `nutmeg admin`, with the
+//! shared settings of [`crate::config`]. Exit codes: 0 success, 1 failure (an import with failed
+//! files, a refused admin command), 2 invalid configuration or usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Load FHIR JSON or NDJSON files (optionally .gz) and folders of them into the database.
     Import(ImportArgs),
+    /// Operator commands on the database (participants).
+    Admin(crate::admin::AdminArgs),
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +98,7 @@ async fn run(command: Command, config: Config, metrics: Metrics) -> anyhow::Resu
         Command::Demo(args) => crate::demo::demo(config, metrics, args)
             .await
             .map(|()| ExitCode::SUCCESS),
+        Command::Admin(args) => crate::admin::admin(&config, args).await,
         Command::Import(args) => {
             let summary = crate::import::import(&config, &args.paths).await?;
             Ok(if summary.failed == 0 {

@@ -3,6 +3,7 @@
 //! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`]) that
 //! [`cli`] dispatches to.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -1,0 +1,240 @@
+//! `nutmeg admin`: operator commands that work directly on the database, as `createuser` does for
+//! PostgreSQL, for setting up an exchange by hand or from scripts. Each prints a readable summary, or
+//! with `--json` one JSON document on stdout. A refused request (invalid input, a duplicate, a
+//! move the workflow does not allow, an unknown id) prints its reasons on stderr and exits with 1.
+
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand, ValueEnum};
+use exchange::access::Requester;
+use exchange::participants::{
+    Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Participant, Status,
+};
+use exchange::repository::Error;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::serve::open_repository;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Participants: the organizations and solo practices connected to the exchange.
+    #[command(subcommand)]
+    Participant(ParticipantCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ParticipantCommand {
+    /// Register a participant (status: applied).
+    Add(Box<AddArgs>),
+    /// List participants in name order.
+    List {
+        /// Only participants in this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one participant.
+    Show {
+        /// The participant's id (its Organization's id).
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a participant along the workflow: applied -> onboarding -> live; suspended from any
+    /// status; from suspended back to onboarding or live.
+    SetStatus {
+        id: String,
+        #[arg(value_enum)]
+        status: StatusArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// The legal name.
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// The organization's NPI (ten digits with a check digit).
+    #[arg(long)]
+    pub npi: Option<String>,
+    /// The tax id (EIN), as 06-1234567.
+    #[arg(long)]
+    pub tax_id: Option<String>,
+    /// The organization's state licence, as STATE:NUMBER (CT:HOSP-1234).
+    #[arg(long, value_parser = parse_licence)]
+    pub licence: Option<Licence>,
+    /// The EHR product it uses.
+    #[arg(long)]
+    pub ehr: Option<String>,
+    /// For a solo practice: the practitioner's given name.
+    #[arg(long, requires_all = ["practitioner_family", "practitioner_licence", "licence_type"])]
+    pub practitioner_given: Option<String>,
+    /// For a solo practice: the practitioner's family name.
+    #[arg(long, requires = "practitioner_given")]
+    pub practitioner_family: Option<String>,
+    /// For a solo practice: the practitioner's NPI.
+    #[arg(long, requires = "practitioner_given")]
+    pub practitioner_npi: Option<String>,
+    /// For a solo practice: the practitioner's licence type.
+    #[arg(long, value_enum, requires = "practitioner_given")]
+    pub licence_type: Option<LicenceTypeArg>,
+    /// For a solo practice: the practitioner's licence, as STATE:NUMBER.
+    #[arg(long, value_parser = parse_licence, requires = "practitioner_given")]
+    pub practitioner_licence: Option<Licence>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Mirrors a closed code set of the registry as a clap value enum.
+macro_rules! value_enum {
+    ($name:ident => $target:ident { $($variant:ident),+ $(,)? }) => {
+        #[derive(Debug, Clone, Copy, ValueEnum)]
+        pub enum $name { $($variant,)+ }
+
+        impl From<$name> for $target {
+            fn from(value: $name) -> $target {
+                match value { $($name::$variant => $target::$variant,)+ }
+            }
+        }
+    };
+}
+
+value_enum!(StatusArg => Status { Applied, Onboarding, Live, Suspended });
+value_enum!(KindArg => Kind {
+    Hospital, Lab, Clinic, GroupPractice, SoloPractice, PublicHealth, ExchangeOperator
+});
+value_enum!(LicenceTypeArg => LicenceType {
+    Lmft, Lcsw, Lpc, Psychologist, Psychiatrist, Physician, NursePractitioner, RegisteredNurse,
+    PhysicianAssistant, Pharmacist, Other
+});
+
+fn parse_licence(text: &str) -> Result<Licence, String> {
+    let (state, number) = text
+        .split_once(':')
+        .ok_or_else(|| "expected STATE:NUMBER, for example CT:LMFT.001234".to_string())?;
+    Ok(Licence {
+        state: state.trim().to_ascii_uppercase(),
+        number: number.trim().to_string(),
+    })
+}
+
+/// Runs an admin command against the configured database.
+pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let repo = open_repository(config, &config.base_url_for(config.http)).await?;
+    let who = Requester::system("admin");
+    let AdminCommand::Participant(command) = args.command;
+    let (result, json) = match command {
+        ParticipantCommand::Add(add) => {
+            let json = add.json;
+            (
+                repo.add_participant(&who, &new_participant(*add)).await,
+                json,
+            )
+        }
+        ParticipantCommand::List { status, json } => {
+            let listed = repo.participants(&who, status.map(Status::from)).await;
+            return Ok(match listed {
+                Ok(all) => {
+                    if json {
+                        let all: Vec<Value> = all.iter().map(participant_json).collect();
+                        println!("{}", Value::Array(all));
+                    } else {
+                        for p in &all {
+                            println!("{}", summary(p));
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => refused(e)?,
+            });
+        }
+        ParticipantCommand::Show { id, json } => (repo.participant(&who, &id).await, json),
+        ParticipantCommand::SetStatus { id, status, json } => (
+            repo.set_participant_status(&who, &id, status.into()).await,
+            json,
+        ),
+    };
+    Ok(match result {
+        Ok(p) => {
+            if json {
+                println!("{}", participant_json(&p));
+            } else {
+                println!("{}", summary(&p));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => refused(e)?,
+    })
+}
+
+fn new_participant(add: AddArgs) -> NewParticipant {
+    let practitioner = match (add.practitioner_given, add.practitioner_family) {
+        (Some(given), Some(family)) => Some(NewPractitioner {
+            given,
+            family,
+            npi: add.practitioner_npi,
+            licence_type: add
+                .licence_type
+                .map(Into::into)
+                .unwrap_or(LicenceType::Other),
+            licence: add.practitioner_licence.unwrap_or(Licence {
+                state: String::new(),
+                number: String::new(),
+            }),
+        }),
+        _ => None,
+    };
+    NewParticipant {
+        name: add.name,
+        kind: add.kind.into(),
+        npi: add.npi,
+        tax_id: add.tax_id,
+        licence: add.licence,
+        ehr: add.ehr,
+        practitioner,
+    }
+}
+
+/// A refusal (4xx) is printed with its reasons and is exit code 1; a store failure is an error.
+fn refused(e: Error) -> anyhow::Result<ExitCode> {
+    if e.status() >= 500 {
+        return Err(anyhow::anyhow!("{e}"));
+    }
+    eprintln!("nutmeg: refused ({}):", e.status());
+    for issue in e.issues() {
+        eprintln!("  - {}", issue.diagnostics);
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+fn summary(p: &Participant) -> String {
+    let kind = p.kind.map(|k| k.code()).unwrap_or("-");
+    let npi = p.npi.as_deref().unwrap_or("-");
+    format!("{}\t{}\t{kind}\tnpi {npi}\t{}", p.id, p.status, p.name)
+}
+
+fn participant_json(p: &Participant) -> Value {
+    json!({
+        "id": p.id,
+        "version": p.version,
+        "name": p.name,
+        "kind": p.kind.map(Kind::code),
+        "status": p.status.code(),
+        "npi": p.npi,
+        "taxId": p.tax_id,
+        "licence": p.licence.as_ref().map(|l| json!({ "state": l.state, "number": l.number })),
+        "ehr": p.ehr,
+    })
+}

@@ -1,0 +1,143 @@
+//! `nutmeg admin participant`: the real binary on a temporary database, as a set-up script would use
+//! it (`--json` output parsed, exit codes checked).
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
+
+/// Runs `nutmeg --data-dir DIR admin participant ARGS...` with no configuration from the environment.
+fn admin(dir: &std::path::Path, args: &[&str]) -> Output {
+    let mut command = Command::new(NUTMEG);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("NUTMEG_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--log", "warn", "admin", "participant"])
+        .args(args)
+        .output()
+        .expect("run nutmeg")
+}
+
+fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document on stdout")
+}
+
+#[test]
+fn participants_are_added_listed_shown_and_moved_along_the_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let hospital = json(&admin(
+        dir,
+        &[
+            "add",
+            "--name",
+            "Hartford General",
+            "--kind",
+            "hospital",
+            "--npi",
+            "1234567893",
+            "--tax-id",
+            "06-1234567",
+            "--licence",
+            "ct:HOSP-77",
+            "--ehr",
+            "Epic",
+            "--json",
+        ],
+    ));
+    assert_eq!(hospital["status"], "applied");
+    assert_eq!(hospital["kind"], "hospital");
+    assert_eq!(hospital["licence"]["state"], "CT");
+    let id = hospital["id"].as_str().unwrap();
+
+    let therapist = json(&admin(
+        dir,
+        &[
+            "add",
+            "--name",
+            "Riverside Family Therapy",
+            "--kind",
+            "solo-practice",
+            "--practitioner-given",
+            "Jane",
+            "--practitioner-family",
+            "Doe",
+            "--licence-type",
+            "lmft",
+            "--practitioner-licence",
+            "CT:LMFT.001234",
+            "--json",
+        ],
+    ));
+    assert_eq!(therapist["kind"], "solo-practice");
+
+    let moved = json(&admin(dir, &["set-status", id, "onboarding", "--json"]));
+    assert_eq!(moved["status"], "onboarding");
+    let refused = admin(dir, &["set-status", id, "applied"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("onboarding cannot become applied"));
+
+    let listed = json(&admin(dir, &["list", "--json"]));
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Hartford General", "Riverside Family Therapy"]);
+    let onboarding = json(&admin(dir, &["list", "--status", "onboarding", "--json"]));
+    assert_eq!(onboarding.as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(&admin(dir, &["show", id, "--json"]))["status"],
+        "onboarding"
+    );
+
+    // The readable form: one line per participant.
+    let text = admin(dir, &["list"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(text.contains("onboarding") && text.contains("Hartford General"));
+}
+
+#[test]
+fn a_refused_registration_says_why_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = admin(
+        dir.path(),
+        &[
+            "add",
+            "--name",
+            "Bad Clinic",
+            "--kind",
+            "clinic",
+            "--npi",
+            "1234567890",
+            "--licence",
+            "ZZ:1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("npi: not a valid NPI"), "{err}");
+    assert!(err.contains("licence: the state must be"), "{err}");
+    let unknown = admin(dir.path(), &["show", "no-such-id"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    // A malformed licence is a usage error (clap), exit 2.
+    let usage = admin(
+        dir.path(),
+        &["add", "--name", "X", "--kind", "lab", "--licence", "CT-1"],
+    );
+    assert_eq!(usage.status.code(), Some(2));
+}
