@@ -1,5 +1,6 @@
 //! `nutmeg admin`: operator commands that work directly on the database, as `createuser` does for
-//! PostgreSQL, for setting up an exchange by hand or from scripts. Each prints a readable summary, or
+//! PostgreSQL, for setting up an exchange by hand or from scripts (participants) and for checking
+//! it (the audit trail's hash chain). Each prints a readable summary, or
 //! with `--json` one JSON document on stdout. A refused request (invalid input, a duplicate, a
 //! move the workflow does not allow, an unknown id) prints its reasons on stderr and exits with 1.
 
@@ -12,6 +13,7 @@ use exchange::participants::{
 };
 use exchange::repository::Error;
 use serde_json::{json, Value};
+use store::{AuditCheck, AuditFault};
 
 use crate::config::Config;
 use crate::serve::open_repository;
@@ -27,6 +29,19 @@ pub enum AdminCommand {
     /// Participants: the organizations and solo practices connected to the exchange.
     #[command(subcommand)]
     Participant(ParticipantCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Check the whole hash chain: exit 0 if every record is in place, 1 naming the first record
+    /// that was changed, removed, inserted or moved.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -134,7 +149,12 @@ fn parse_licence(text: &str) -> Result<Licence, String> {
 pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode> {
     let repo = open_repository(config, &config.base_url_for(config.http)).await?;
     let who = Requester::system("admin");
-    let AdminCommand::Participant(command) = args.command;
+    let command = match args.command {
+        AdminCommand::Participant(command) => command,
+        AdminCommand::Audit(AuditCommand::Verify { json }) => {
+            return verify_audit(repo.store(), json).await
+        }
+    };
     let (result, json) = match command {
         ParticipantCommand::Add(add) => {
             let json = add.json;
@@ -237,4 +257,39 @@ fn participant_json(p: &Participant) -> Value {
         "licence": p.licence.as_ref().map(|l| json!({ "state": l.state, "number": l.number })),
         "ehr": p.ehr,
     })
+}
+
+/// `admin audit verify`: the verdict on stdout (one line, or JSON), exit 1 if the chain is broken.
+async fn verify_audit(store: &store::Store, json: bool) -> anyhow::Result<ExitCode> {
+    let check = store.verify_audit().await?;
+    if json {
+        let value = match &check {
+            AuditCheck::Intact { count, head } => {
+                json!({ "intact": true, "records": count, "head": head.to_hex() })
+            }
+            AuditCheck::Broken { verified, fault } => json!({
+                "intact": false,
+                "verified": verified,
+                "fault": fault.to_string(),
+                "record": fault_record(fault),
+            }),
+        };
+        println!("{value}");
+    } else {
+        println!("{check}");
+    }
+    Ok(match check {
+        AuditCheck::Intact { .. } => ExitCode::SUCCESS,
+        AuditCheck::Broken { .. } => ExitCode::FAILURE,
+    })
+}
+
+/// The sequence number of the first record a fault names.
+fn fault_record(fault: &AuditFault) -> i64 {
+    match *fault {
+        AuditFault::Changed { seq }
+        | AuditFault::Inserted { seq }
+        | AuditFault::Unlinked { seq, .. } => seq,
+        AuditFault::Removed { first, .. } => first,
+    }
 }

@@ -141,3 +141,64 @@ fn a_refused_registration_says_why_and_exits_1() {
     );
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// Appends `n` synthetic audit records to the database in `dir` through the store.
+fn append_audit(dir: &std::path::Path, n: usize) {
+    let url = format!("sqlite://{}", dir.join("nutmeg.db").display());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = store::Store::open(&url).await.unwrap();
+        let records = (0..n)
+            .map(|i| store::NewAuditRecord {
+                recorded: 1_700_000_000_000 + i as i64,
+                json: format!(r#"{{"resourceType":"AuditEvent","id":"a{i}"}}"#),
+            })
+            .collect();
+        store.append_audit(records).await.unwrap();
+    });
+}
+
+#[test]
+fn audit_verify_names_the_first_record_that_was_tampered_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let audit = |json: bool| {
+        let mut command = Command::new(NUTMEG);
+        command
+            .env_remove("NUTMEG_DATABASE")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--log", "warn", "admin", "audit", "verify"]);
+        if json {
+            command.arg("--json");
+        }
+        command.output().expect("run nutmeg")
+    };
+    // An empty trail verifies.
+    let empty = json(&audit(true));
+    assert_eq!(
+        (empty["intact"].clone(), empty["records"].clone()),
+        (true.into(), 0.into())
+    );
+
+    append_audit(dir.path(), 5);
+    let intact = json(&audit(true));
+    assert_eq!(intact["records"], 5);
+    assert_eq!(intact["head"].as_str().unwrap().len(), 64);
+
+    // An attacker with the database file drops the trigger and edits record 3.
+    let db = rusqlite::Connection::open(dir.path().join("nutmeg.db")).unwrap();
+    db.execute_batch(
+        "DROP TRIGGER audit_log_no_update; \
+         UPDATE audit_log SET json = replace(json, 'a2', 'zz') WHERE seq = 3;",
+    )
+    .unwrap();
+    let broken = audit(true);
+    assert_eq!(broken.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert_eq!(verdict["intact"], false);
+    assert_eq!(verdict["record"], 3);
+    assert_eq!(verdict["verified"], 2);
+    let text = audit(false);
+    assert_eq!(text.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&text.stdout).contains("audit record 3 was changed"));
+}
