@@ -107,9 +107,10 @@ fn connect(path: &std::path::Path, cache_kib: i64) -> Result<Connection> {
          PRAGMA mmap_size = {MMAP_BYTES};"
     ))?;
     // The query planner stability guarantee: a plan never depends on the values bound to a
-    // statement. Without it SQLite marks cached statements whose planning looked at a bound value
-    // (the partial index on reference URLs makes every reference probe one) and prepares them
-    // again on every execution: 12% of the CPU of a search load at a million resources.
+    // statement. Without it SQLite prepared our cached search statements again on every execution
+    // (`sqlite3Reprepare`: its planner had looked at a bound value, which marks a statement for
+    // re-planning when the bindings change): 12% of the CPU of a search load at a million
+    // resources. The plan tests check the plans this gives.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
