@@ -157,12 +157,34 @@ impl std::fmt::Display for AuditFault {
             AuditFault::Unlinked {
                 seq,
                 chained_to: None,
+            } if seq <= 1 => write!(
+                f,
+                "audit record {seq} does not start the chain: the record it was chained to is not in the log \
+                 (records before it were removed, or it was forged)"
+            ),
+            AuditFault::Unlinked {
+                seq,
+                chained_to: None,
             } => write!(
                 f,
                 "audit record {seq} does not follow record {}: the record it was chained to is not in the log \
                  (record {} was replaced or removed, or record {seq} was forged)",
                 seq - 1,
                 seq - 1
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for AuditCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuditCheck::Intact { count, head } => {
+                write!(f, "the audit log is intact: {count} records, head {head}")
+            }
+            AuditCheck::Broken { verified, fault } => write!(
+                f,
+                "the audit log is broken: {fault} (the {verified} records before it are intact)"
             ),
         }
     }
@@ -771,10 +793,35 @@ mod tests {
                 },
                 "audit record 3 is out of order: it follows record 4, not record 2",
             ),
+            (
+                AuditFault::Unlinked { seq: 7, chained_to: None },
+                "audit record 7 does not follow record 6: the record it was chained to is not in the log \
+                 (record 6 was replaced or removed, or record 7 was forged)",
+            ),
+            (
+                AuditFault::Unlinked { seq: 1, chained_to: None },
+                "audit record 1 does not start the chain: the record it was chained to is not in the log \
+                 (records before it were removed, or it was forged)",
+            ),
         ];
         for (fault, expected) in cases {
             assert_eq!(fault.to_string(), expected);
         }
+        assert_eq!(
+            AuditCheck::Intact {
+                count: 0,
+                head: AuditHash::ZERO
+            }
+            .to_string(),
+            format!(
+                "the audit log is intact: 0 records, head {}",
+                "0".repeat(64)
+            )
+        );
+        assert_eq!(
+            broken(2, AuditFault::Inserted { seq: 3 }).to_string(),
+            "the audit log is broken: audit record 3 was inserted (the 2 records before it are intact)"
+        );
     }
 
     #[test]

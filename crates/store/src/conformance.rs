@@ -2765,6 +2765,42 @@ pub async fn audit_log_refuses_update_and_delete(store: &Store, sql: &impl RawSq
     ));
 }
 
+/// When a group commit fails, every caller whose records were in it gets the error and none of
+/// their records is written; appends work again once the database does.
+pub async fn audit_failed_batch_fails_every_caller(store: &Store, sql: &impl RawSql) {
+    store
+        .append_audit(vec![audit_event(1)])
+        .await
+        .expect("append");
+    // The table goes away under the store (as if the database failed), then comes back.
+    sql.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+        .await
+        .expect("rename away");
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(vec![audit_event(100 + n)]).await
+        }));
+    }
+    for task in tasks {
+        let outcome = task.await.expect("task");
+        assert!(
+            matches!(outcome, Err(StoreError::Database(_))),
+            "{outcome:?}"
+        );
+    }
+    sql.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+        .await
+        .expect("rename back");
+    let next = store
+        .append_audit(vec![audit_event(2)])
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, 2, "the failed batches left nothing behind");
+    assert_eq!(intact(store).await, (2, next[0].hash));
+}
+
 /// After a record is changed, removed or inserted directly in the database (triggers off), verify
 /// names it. Each case starts from a fresh chain of six records.
 pub async fn audit_tampering_is_named(store: &Store, sql: &impl RawSql) {

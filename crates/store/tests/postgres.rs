@@ -137,6 +137,13 @@ async fn audit_log_refuses_update_and_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_failed_batch_fails_every_caller() {
+    let Some(db) = fresh().await else { return };
+    let raw = Raw(connect(&db.schema.url()).await);
+    conformance::audit_failed_batch_fails_every_caller(&db.store, &raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_tampering_is_named() {
     let Some(db) = fresh().await else { return };
     let raw = Raw(connect(&db.schema.url()).await);

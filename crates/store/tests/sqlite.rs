@@ -58,6 +58,12 @@ async fn audit_log_refuses_update_and_delete() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_failed_batch_fails_every_caller() {
+    let db = fresh().await;
+    conformance::audit_failed_batch_fails_every_caller(&db.store, &Raw::open(&db)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_tampering_is_named() {
     let db = fresh().await;
     conformance::audit_tampering_is_named(&db.store, &Raw::open(&db)).await;
@@ -68,6 +74,8 @@ async fn in_memory_database_works() {
     let store = Store::open("sqlite::memory:").await.expect("open");
     assert_eq!(store.engine(), "sqlite");
     conformance::create_read_vread(&store).await;
+    // The group-commit task also serves a store on a single-threaded runtime.
+    conformance::audit_appends_form_a_chain(&store).await;
 }
 
 #[tokio::test]
