@@ -91,6 +91,7 @@ pub async fn run(
     });
     match &config.tls {
         Some(tls) => {
+            tracing::info!(certificate = %tls.cert.display(), "serving HTTPS only");
             let listener = TlsListener::new(listener, tls.server.clone());
             serve_until(listener, router, shutdown).await
         }

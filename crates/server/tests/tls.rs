@@ -65,7 +65,6 @@ impl Server {
     fn start(mut command: Command) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .expect("start nutmeg");
         let stdout = child.stdout.take().unwrap();
@@ -135,9 +134,12 @@ impl Drop for Server {
     }
 }
 
+/// Serves HTTPS with `certificate`, logging (at info) to `nutmeg.log` in `data`.
 fn serve_tls(data: &Path, certificate: &Certificate) -> Server {
     let mut command = nutmeg();
-    command.args(["serve", "--http", "127.0.0.1:0", "--log", "warn"]);
+    let log = std::fs::File::create(data.join("nutmeg.log")).unwrap();
+    command.stderr(log);
+    command.args(["serve", "--http", "127.0.0.1:0", "--log", "info"]);
     command.arg("--data-dir").arg(data);
     command.arg("--tls-cert").arg(&certificate.cert);
     command.arg("--tls-key").arg(&certificate.key);
@@ -277,6 +279,19 @@ fn https_answers_a_client_that_trusts_the_certificate_and_only_it() {
     let _silent = TcpStream::connect(&address).unwrap();
     let (code, _) = get(&trusted, &address, "/healthz").unwrap();
     assert_eq!(code, 200);
+
+    // The failed handshakes are logged, by kind only: not what the client sent.
+    let log = certificate.dir.path().join("nutmeg.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("TLS handshake failed").count() >= 2 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(text.matches("TLS handshake failed").count(), 2, "{text}");
+    assert!(!text.contains("HTTP/1.1"), "{text}");
 }
 
 #[test]
@@ -316,7 +331,8 @@ fn https_finishes_an_in_flight_request_on_sigterm() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         server.child.try_wait().unwrap().is_none(),
-        "the server must wait for the request in flight"
+        "the server must wait for the request in flight; its log:\n{}",
+        std::fs::read_to_string(certificate.dir.path().join("nutmeg.log")).unwrap_or_default()
     );
     stream.write_all(rest).unwrap();
     stream.flush().unwrap();
@@ -336,6 +352,7 @@ fn the_certificate_and_key_may_come_from_the_environment() {
     command.arg("--data-dir").arg(certificate.dir.path());
     command.env("NUTMEG_TLS_CERT", &certificate.cert);
     command.env("NUTMEG_TLS_KEY", &certificate.key);
+    command.stderr(Stdio::null());
     let server = Server::start(command);
     assert!(server.base.starts_with("https://"), "{}", server.base);
     let (code, _) = get(&trusting(&certificate), &server.connect_to(), "/healthz").unwrap();
@@ -446,6 +463,7 @@ fn plain_http_off_loopback_starts_when_explicitly_allowed() {
         command.args(["serve", "--http", "0.0.0.0:0", "--log", "warn"]);
         command.arg("--data-dir").arg(dir.path());
         allow(&mut command);
+        command.stderr(Stdio::null());
         let server = Server::start(command);
         assert!(
             server.base.starts_with("http://0.0.0.0:"),
