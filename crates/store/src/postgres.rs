@@ -261,11 +261,19 @@ impl Postgres {
         client.batch_execute("ANALYZE").await.map_err(db)
     }
 
-    /// Runs `sql` (any statement, in its own transaction) and returns its rows as text. For tests
-    /// and diagnostics only.
+    /// Runs one statement in a read-only transaction and returns its rows as text. For tests and
+    /// diagnostics only. Read-only as on SQLite, so that no store method changes data past the write
+    /// path (the audit log in particular: not even switching its triggers off).
     pub(crate) async fn query_rows(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let client = self.client().await?;
-        let messages = client.simple_query(sql).await.map_err(db)?;
+        // A second statement could end the read-only transaction and run outside it.
+        if sql.trim_end().trim_end_matches(';').contains(';') {
+            return Err(StoreError::Database(
+                "query_rows runs one statement".to_string(),
+            ));
+        }
+        let mut client = self.client().await?;
+        let tx = read_tx(&mut client).await?;
+        let messages = tx.simple_query(sql).await.map_err(db)?;
         Ok(messages
             .into_iter()
             .filter_map(|m| match m {

@@ -134,6 +134,15 @@ async fn audit_log_refuses_update_and_delete() {
     let Some(db) = fresh().await else { return };
     let raw = Raw(connect(&db.schema.url()).await);
     conformance::audit_log_refuses_update_and_delete(&db.store, &raw).await;
+    // Nor can the store's diagnostic statement runner switch the triggers off.
+    for sql in [
+        "ALTER TABLE audit_log DISABLE TRIGGER USER",
+        "DELETE FROM audit_log",
+        "SELECT 1; ALTER TABLE audit_log DISABLE TRIGGER USER",
+        "COMMIT; ALTER TABLE audit_log DISABLE TRIGGER USER",
+    ] {
+        assert!(db.store.query_rows(sql).await.is_err(), "{sql}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
