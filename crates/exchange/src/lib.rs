@@ -6,9 +6,11 @@
 //! - [`access`]: the one decision point between the store and every response. Every resource that
 //!   leaves the repository (read, vread, search matches and includes, history, `$everything`, paging)
 //!   passes [`access::DecisionPoint::decide`]; later issues plug consent and access rules in there.
+//! - [`audit`]: the AuditEvent (IHE BALP style) recorded for each request that touches patient data.
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
 pub mod access;
+pub mod audit;
 pub mod participants;
 pub mod repository;

@@ -1,0 +1,346 @@
+//! AuditEvents in the style of IHE Basic Audit Log Patterns (BALP): what the exchange records about
+//! every request that touches patient data, built from plain facts so that every path (REST, and
+//! later Direct and HL7 v2) records the same shape. The store keeps them in the hash-chained audit
+//! log; a patient's accounting of disclosures is a search over them by patient.
+//!
+//! The shape follows BALP's RESTful patterns as a server records them: `type` rest with the FHIR
+//! interaction as `subtype`; the client as the source agent (with its network address), the
+//! exchange as the destination agent, and the requesting participant, user or client as the
+//! requestor; the purpose of use; entities for the X-Request-Id, the query, each patient and each
+//! resource disclosed or written (with its version).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+use fhir::search::datetime::format_instant;
+
+const AUDIT_EVENT_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-event-type";
+const RESTFUL_INTERACTION: &str = "http://hl7.org/fhir/restful-interaction";
+const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+const ENTITY_TYPE: &str = "http://terminology.hl7.org/CodeSystem/audit-entity-type";
+const OBJECT_ROLE: &str = "http://terminology.hl7.org/CodeSystem/object-role";
+const BALP_ENTITY_TYPE: &str = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType";
+const SOURCE_TYPE: &str = "http://terminology.hl7.org/CodeSystem/security-source-type";
+const ACT_REASON: &str = "http://terminology.hl7.org/CodeSystem/v3-ActReason";
+
+/// The FHIR RESTful interaction audited (the AuditEvent's `subtype`), which also fixes its action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    Read,
+    Vread,
+    Update,
+    Patch,
+    Delete,
+    History,
+    Create,
+    Search,
+    Batch,
+    Transaction,
+    /// An operation such as `$everything`.
+    Operation,
+}
+
+impl Interaction {
+    pub fn code(self) -> &'static str {
+        match self {
+            Interaction::Read => "read",
+            Interaction::Vread => "vread",
+            Interaction::Update => "update",
+            Interaction::Patch => "patch",
+            Interaction::Delete => "delete",
+            Interaction::History => "history",
+            Interaction::Create => "create",
+            Interaction::Search => "search",
+            Interaction::Batch => "batch",
+            Interaction::Transaction => "transaction",
+            Interaction::Operation => "operation",
+        }
+    }
+
+    /// AuditEvent.action: C, R, U, D or E (execute: searches and operations).
+    pub fn action(self) -> &'static str {
+        match self {
+            Interaction::Create => "C",
+            Interaction::Read | Interaction::Vread | Interaction::History => "R",
+            Interaction::Update | Interaction::Patch => "U",
+            Interaction::Delete => "D",
+            Interaction::Search
+            | Interaction::Batch
+            | Interaction::Transaction
+            | Interaction::Operation => "E",
+        }
+    }
+}
+
+/// AuditEvent.outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// The request was refused or failed on its input (a 4xx).
+    MinorFailure,
+    /// The request failed inside the exchange (a 5xx).
+    SeriousFailure,
+}
+
+impl Outcome {
+    /// The outcome of an HTTP status.
+    pub fn of_status(status: u16) -> Outcome {
+        match status {
+            0..=399 => Outcome::Success,
+            400..=499 => Outcome::MinorFailure,
+            _ => Outcome::SeriousFailure,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Outcome::Success => "0",
+            Outcome::MinorFailure => "4",
+            Outcome::SeriousFailure => "8",
+        }
+    }
+}
+
+/// Who made the request: the requestor agent, as the access decision saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Requestor {
+    /// A reference to the participant the requester acts for (`Organization/...`), if any.
+    pub participant: Option<String>,
+    /// The authenticated system client or user, as an identifier value (a client id, a user name).
+    pub id: Option<String>,
+    /// A readable name for the record (a client's or user's display name), never patient data.
+    pub display: Option<String>,
+}
+
+/// The facts of one audited request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFacts {
+    /// Milliseconds since the Unix epoch.
+    pub recorded: i64,
+    pub interaction: Interaction,
+    pub outcome: Outcome,
+    /// The request id (X-Request-Id) that ties the record to the log lines of the request.
+    pub request_id: String,
+    pub requestor: Requestor,
+    /// The client's network address (IP), if known.
+    pub client_address: Option<String>,
+    /// The purpose of use (a v3 ActReason code such as TREAT).
+    pub purpose: String,
+    /// The exchange's FHIR base URL (the destination agent and observer).
+    pub server: String,
+    /// The query string of a search or operation, as received.
+    pub query: Option<String>,
+    /// The ids of the patients the request concerned.
+    pub patients: Vec<String>,
+    /// Each resource disclosed or written: type, id and version.
+    pub resources: Vec<(String, String, i64)>,
+}
+
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({ "system": system, "code": code, "display": display })
+}
+
+/// The AuditEvent for these facts (without `id` and `meta`: the store assigns its place).
+pub fn audit_event(facts: &AuditFacts) -> Value {
+    let mut source = json!({
+        "type": { "coding": [coding(DICOM, "110153", "Source Role ID")] },
+        "requestor": false,
+    });
+    if let Some(address) = &facts.client_address {
+        source["who"] = json!({ "identifier": { "value": address } });
+        source["network"] = json!({ "address": address, "type": "2" });
+    }
+    let destination = json!({
+        "type": { "coding": [coding(DICOM, "110152", "Destination Role ID")] },
+        "who": { "display": "nutmeg", "identifier": { "value": facts.server } },
+        "requestor": false,
+        "network": { "address": facts.server, "type": "5" },
+    });
+    let mut requestor = json!({
+        "type": { "coding": [coding(DICOM, "110150", "Application")] },
+        "requestor": true,
+        "purposeOfUse": [{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }],
+    });
+    let r = &facts.requestor;
+    let mut who = serde_json::Map::new();
+    if let Some(participant) = &r.participant {
+        who.insert("reference".into(), json!(participant));
+    }
+    if let Some(id) = &r.id {
+        who.insert("identifier".into(), json!({ "value": id }));
+    }
+    if let Some(display) = &r.display {
+        who.insert("display".into(), json!(display));
+    }
+    if who.is_empty() {
+        who.insert("display".into(), json!("nutmeg (local command)"));
+    }
+    requestor["who"] = Value::Object(who);
+
+    let mut entities = vec![json!({
+        "type": coding(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id"),
+        "what": { "identifier": { "value": facts.request_id } },
+    })];
+    if let Some(query) = &facts.query {
+        entities.push(json!({
+            "type": coding(ENTITY_TYPE, "2", "System Object"),
+            "role": coding(OBJECT_ROLE, "24", "Query"),
+            "query": STANDARD.encode(query),
+        }));
+    }
+    for patient in &facts.patients {
+        entities.push(json!({
+            "type": coding(ENTITY_TYPE, "1", "Person"),
+            "role": coding(OBJECT_ROLE, "1", "Patient"),
+            "what": { "reference": format!("Patient/{patient}") },
+        }));
+    }
+    for (ty, id, version) in &facts.resources {
+        if ty == "Patient" && facts.patients.contains(id) {
+            continue;
+        }
+        entities.push(json!({
+            "type": coding(ENTITY_TYPE, "2", "System Object"),
+            "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
+            "what": { "reference": format!("{ty}/{id}/_history/{version}") },
+        }));
+    }
+    json!({
+        "resourceType": "AuditEvent",
+        "type": coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+        "subtype": [coding(RESTFUL_INTERACTION, facts.interaction.code(), facts.interaction.code())],
+        "action": facts.interaction.action(),
+        "recorded": format_instant(facts.recorded),
+        "outcome": facts.outcome.code(),
+        "purposeOfEvent": [{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }],
+        "agent": [source, destination, requestor],
+        "source": {
+            "observer": { "display": "nutmeg", "identifier": { "value": facts.server } },
+            "type": [coding(SOURCE_TYPE, "4", "Application Server")],
+        },
+        "entity": entities,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn search_facts() -> AuditFacts {
+        AuditFacts {
+            recorded: 1_764_374_400_000,
+            interaction: Interaction::Search,
+            outcome: Outcome::Success,
+            request_id: "req-1".into(),
+            requestor: Requestor {
+                participant: Some("Organization/hartford".into()),
+                id: Some("ehr-client-7".into()),
+                display: Some("Hartford General EHR".into()),
+            },
+            client_address: Some("192.0.2.10".into()),
+            purpose: "TREAT".into(),
+            server: "https://hie.example/fhir".into(),
+            query: Some("patient=p1&code=http://loinc.org|85354-9".into()),
+            patients: vec!["p1".into()],
+            resources: vec![
+                ("Observation".into(), "o1".into(), 2),
+                ("Patient".into(), "p1".into(), 1),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_search_is_an_execute_with_its_query_patient_and_disclosed_versions() {
+        let event = audit_event(&search_facts());
+        assert_eq!(event["type"]["code"], "rest");
+        assert_eq!(event["subtype"][0]["code"], "search");
+        assert_eq!(event["action"], "E");
+        assert_eq!(event["outcome"], "0");
+        assert_eq!(event["recorded"], "2025-11-29T00:00:00.000Z");
+        assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
+        let agents = event["agent"].as_array().unwrap();
+        assert_eq!(agents[0]["network"]["address"], "192.0.2.10");
+        assert_eq!(agents[2]["requestor"], true);
+        assert_eq!(agents[2]["who"]["reference"], "Organization/hartford");
+        assert_eq!(agents[2]["who"]["identifier"]["value"], "ehr-client-7");
+        let entities = event["entity"].as_array().unwrap();
+        assert_eq!(entities[0]["what"]["identifier"]["value"], "req-1");
+        let query = STANDARD
+            .decode(entities[1]["query"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(query, b"patient=p1&code=http://loinc.org|85354-9");
+        assert_eq!(entities[2]["what"]["reference"], "Patient/p1");
+        assert_eq!(
+            entities[3]["what"]["reference"],
+            "Observation/o1/_history/2"
+        );
+        // The patient is named once, as the patient.
+        assert_eq!(entities.len(), 4);
+    }
+
+    #[test]
+    fn actions_and_outcomes() {
+        for (interaction, action) in [
+            (Interaction::Create, "C"),
+            (Interaction::Read, "R"),
+            (Interaction::Vread, "R"),
+            (Interaction::History, "R"),
+            (Interaction::Update, "U"),
+            (Interaction::Patch, "U"),
+            (Interaction::Delete, "D"),
+            (Interaction::Search, "E"),
+            (Interaction::Operation, "E"),
+            (Interaction::Transaction, "E"),
+        ] {
+            assert_eq!(interaction.action(), action, "{interaction:?}");
+        }
+        assert_eq!(Outcome::of_status(200), Outcome::Success);
+        assert_eq!(Outcome::of_status(304), Outcome::Success);
+        assert_eq!(Outcome::of_status(403), Outcome::MinorFailure);
+        assert_eq!(Outcome::of_status(500), Outcome::SeriousFailure);
+    }
+
+    #[test]
+    fn a_local_command_without_a_requestor_still_names_one() {
+        let mut facts = search_facts();
+        facts.requestor = Requestor::default();
+        facts.client_address = None;
+        facts.query = None;
+        let event = audit_event(&facts);
+        assert_eq!(
+            event["agent"][2]["who"]["display"],
+            "nutmeg (local command)"
+        );
+        assert!(event["agent"][0].get("network").is_none());
+        assert_eq!(event["entity"].as_array().unwrap().len(), 3);
+    }
+
+    /// The event is a valid R4 AuditEvent by the repository's own validator, and its `patient`
+    /// search parameter finds the patient (what the accounting of disclosures searches by).
+    #[test]
+    fn the_event_validates_and_indexes_its_patient() {
+        let mut event = audit_event(&search_facts());
+        let issues = fhir::validate::validate_resource(&event);
+        assert!(
+            issues
+                .iter()
+                .all(|i| i.severity != fhir::outcome::Severity::Error),
+            "{issues:?}"
+        );
+        event["meta"] = json!({ "lastUpdated": "2025-11-29T00:00:00.000Z" });
+        let patients: Vec<Option<String>> = fhir::search::extract::index_entries(&event)
+            .into_iter()
+            .filter(|e| e.param == "patient")
+            .filter_map(|e| match e.value {
+                fhir::search::model::IndexValue::Reference { target_id, .. } => Some(target_id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(patients, vec![Some("p1".to_string())]);
+        assert_eq!(
+            fhir::search::extract::patient_compartments(&event),
+            vec!["p1".to_string()]
+        );
+    }
+}
