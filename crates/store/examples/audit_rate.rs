@@ -1,5 +1,6 @@
 //! Measures audit appends per second at 1 and 32 concurrent callers, each append one record that
-//! is durable when it returns (group commit batches concurrent callers):
+//! is durable when it returns (group commit batches concurrent callers), and what an audit record
+//! costs a write: commits of one small resource alone and with one record (`commit_with_audit`):
 //!
 //! ```text
 //! cargo run --release -p store --example audit_rate                      # SQLite in a temporary directory
@@ -10,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use store::conformance::put;
 use store::{AuditCheck, NewAuditRecord, Store};
 
 /// How long each concurrency level runs.
@@ -79,6 +81,56 @@ async fn main() {
             total as f64 / secs,
             worst.as_secs_f64() * 1e3
         );
+    }
+    for callers in [1_usize, 32] {
+        for with_audit in [false, true] {
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for c in 0..callers {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    let mut n = 0_u64;
+                    while started.elapsed() < RUN {
+                        let write = put(
+                            "Patient",
+                            &format!("w{with_audit}-{callers}-{c}-{n}"),
+                            1,
+                            Vec::new(),
+                        );
+                        if with_audit {
+                            let record = NewAuditRecord {
+                                recorded: 1_800_000_000_000,
+                                json: format!(
+                                    r#"{{"resourceType":"AuditEvent","action":"C","n":{n}}}"#
+                                ),
+                            };
+                            store
+                                .commit_with_audit(vec![write], vec![record])
+                                .await
+                                .expect("commit");
+                        } else {
+                            store.commit(vec![write]).await.expect("commit");
+                        }
+                        n += 1;
+                    }
+                    n
+                }));
+            }
+            let mut total = 0;
+            for task in tasks {
+                total += task.await.expect("task");
+            }
+            println!(
+                "{} {callers:>2} writers: {:>8.0} commits/s of one resource{}",
+                store.engine(),
+                total as f64 / started.elapsed().as_secs_f64(),
+                if with_audit {
+                    " with one audit record"
+                } else {
+                    ""
+                }
+            );
+        }
     }
     let started = Instant::now();
     match store.verify_audit().await.expect("verify") {

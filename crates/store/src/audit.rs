@@ -459,7 +459,7 @@ impl Appender {
     pub(crate) fn spawn<W, F>(mut write: W) -> Appender
     where
         W: FnMut(Vec<NewAuditRecord>) -> F + Send + 'static,
-        F: Future<Output = Result<Vec<Appended>>> + Send,
+        F: Future<Output = Result<Vec<Appended>>> + Send + 'static,
     {
         let (queue, mut requests) = mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
@@ -481,7 +481,13 @@ impl Appender {
                     shares.push((request.records.len(), request.reply));
                     records.extend(request.records);
                 }
-                match write(records).await {
+                // A task of its own, so that a panic while writing fails this batch's callers and
+                // not every later append.
+                let outcome = match tokio::spawn(write(records)).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => Err(StoreError::Database(format!("audit batch failed: {e}"))),
+                };
+                match outcome {
                     Ok(appended) if appended.len() == total => {
                         let mut appended = appended.into_iter();
                         for (n, reply) in shares {

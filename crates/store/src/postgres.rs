@@ -361,7 +361,9 @@ async fn append_audit(
         .query_opt(audit::HEAD_SQL, &[])
         .await
         .map_err(db)?
-        .map(|row| (row.get::<_, i64>(0), row.get::<_, String>(1)));
+        .map(|row| Ok::<_, tokio_postgres::Error>((row.try_get(0)?, row.try_get(1)?)))
+        .transpose()
+        .map_err(db)?;
     let rows = audit::extend(audit::head(last)?, records);
     let insert = tx
         .prepare_cached(
