@@ -122,7 +122,10 @@ impl Store {
     }
 
     /// Applies every write and appends the audit records in one transaction: all of it, or none
-    /// (a conflicting write leaves no audit record behind). Returns where each record landed.
+    /// (a conflicting write leaves no audit record behind). Returns where each record landed. The
+    /// records are exactly as durable as the writes (on SQLite, `synchronous=NORMAL`: a crash of
+    /// the machine may lose a recent commit, its writes and its records together); without writes
+    /// this is [`Store::append_audit`] without the grouping, synced as that is.
     pub async fn commit_with_audit(
         &self,
         writes: Vec<Write>,

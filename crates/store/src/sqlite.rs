@@ -6,10 +6,14 @@
 //!
 //! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
 //! last committed state without waiting for the writer. Audit records are appended under the same
-//! mutex (by the group-commit task, or with a commit's writes), so the chain is linear; a
-//! transaction that carries audit records is synced to disk before it returns (`synchronous=FULL`
-//! for that commit), since no response may go out before its record is durable. An in-memory database (`sqlite::memory:`) is
-//! private to its connection, so there every call uses the writer connection.
+//! mutex (by the group-commit task, or with a commit's writes), so the chain is linear. A
+//! transaction of audit records alone (a read's, which must be durable before its response goes
+//! out) is synced to disk before it returns (`synchronous=FULL` for that commit); records committed
+//! with writes are exactly as durable as those writes (NORMAL: they survive a crash of the process,
+//! and a crash of the machine loses them together with the writes they record, never one without
+//! the other). In WAL mode a synced commit syncs every commit before it, so what survives a crash of
+//! the machine is always a prefix of the chain. An in-memory database (`sqlite::memory:`) is private
+//! to its connection, so there every call uses the writer connection.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -407,13 +411,14 @@ fn conflict(write: &Write) -> StoreError {
 }
 
 /// Applies a batch and appends its audit records in one immediate transaction; any failed
-/// expectation rolls all of it back. With audit records, the commit is synced to disk.
+/// expectation rolls all of it back. Audit records alone are synced to disk (see the module
+/// documentation).
 fn commit(
     conn: &mut Connection,
     writes: &[Write],
     audit: &[NewAuditRecord],
 ) -> Result<Vec<Appended>> {
-    if audit.is_empty() {
+    if audit.is_empty() || !writes.is_empty() {
         return apply(conn, writes, audit);
     }
     // In WAL mode NORMAL syncs only at checkpoints: a commit survives a crash of the process but
