@@ -590,7 +590,9 @@ async fn format_and_pretty() {
     assert_eq!(compact.status, StatusCode::OK, "{}", compact.text);
     assert!(!compact.text.contains('\n'));
     assert!(compact.text.contains("\"value\":1.50"), "{}", compact.text);
-    let pretty = app.get("/fhir/Observation?code:text=weight&_pretty=true").await;
+    let pretty = app
+        .get("/fhir/Observation?code:text=weight&_pretty=true")
+        .await;
     assert_eq!(pretty.status, StatusCode::OK);
     assert!(
         pretty.text.contains("\n          \"value\": 1.50"),
