@@ -13,7 +13,7 @@ use exchange::participants::{
 };
 use exchange::repository::Error;
 use serde_json::{json, Value};
-use store::{AuditCheck, AuditFault};
+use store::{AuditCheck, AuditFault, AuditHash};
 
 use crate::config::Config;
 use crate::serve::open_repository;
@@ -39,9 +39,18 @@ pub enum AuditCommand {
     /// Check the whole hash chain: exit 0 if every record is in place, 1 naming the first record
     /// that was changed, removed, inserted or moved.
     Verify {
+        /// A head hash printed by an earlier verify and kept outside the database: the log must
+        /// still hold that record, or records were cut off its end (or the chain was rewritten).
+        #[arg(long, value_parser = parse_head)]
+        expect_head: Option<AuditHash>,
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_head(text: &str) -> Result<AuditHash, String> {
+    AuditHash::from_hex(text.trim())
+        .ok_or_else(|| "expected the 64 hexadecimal digits of a head hash".to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -151,8 +160,8 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
     let who = Requester::system("admin");
     let command = match args.command {
         AdminCommand::Participant(command) => command,
-        AdminCommand::Audit(AuditCommand::Verify { json }) => {
-            return verify_audit(repo.store(), json).await
+        AdminCommand::Audit(AuditCommand::Verify { expect_head, json }) => {
+            return verify_audit(repo.store(), expect_head, json).await
         }
     };
     let (result, json) = match command {
@@ -260,12 +269,22 @@ fn participant_json(p: &Participant) -> Value {
 }
 
 /// `admin audit verify`: the verdict on stdout (one line, or JSON), exit 1 if the chain is broken.
-async fn verify_audit(store: &store::Store, json: bool) -> anyhow::Result<ExitCode> {
+async fn verify_audit(
+    store: &store::Store,
+    expect_head: Option<AuditHash>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let check = store.verify_audit().await?;
+    // Where the head kept from an earlier run stands in the log now (only asked of an intact log).
+    let earlier = match (&check, expect_head) {
+        (AuditCheck::Intact { .. }, Some(head)) => Some((head, store.audit_seq_of(head).await?)),
+        _ => None,
+    };
+    let lost = matches!(earlier, Some((_, None)));
     if json {
-        let value = match &check {
+        let mut value = match &check {
             AuditCheck::Intact { count, head } => {
-                json!({ "intact": true, "records": count, "head": head.to_hex() })
+                json!({ "intact": !lost, "records": count, "head": head.to_hex() })
             }
             AuditCheck::Broken { verified, fault } => json!({
                 "intact": false,
@@ -274,13 +293,24 @@ async fn verify_audit(store: &store::Store, json: bool) -> anyhow::Result<ExitCo
                 "record": fault_record(fault),
             }),
         };
+        if let Some((_, seq)) = earlier {
+            value["expectedHeadRecord"] = json!(seq);
+        }
         println!("{value}");
     } else {
         println!("{check}");
+        match earlier {
+            Some((_, Some(seq))) => println!("the head kept earlier is record {seq}"),
+            Some((head, None)) => println!(
+                "the head kept earlier ({head}) is not in the log: records were cut off its end, \
+                 or the chain was rewritten"
+            ),
+            None => {}
+        }
     }
     Ok(match check {
-        AuditCheck::Intact { .. } => ExitCode::SUCCESS,
-        AuditCheck::Broken { .. } => ExitCode::FAILURE,
+        AuditCheck::Intact { .. } if !lost => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     })
 }
 

@@ -202,3 +202,38 @@ fn audit_verify_names_the_first_record_that_was_tampered_with() {
     assert_eq!(text.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&text.stdout).contains("audit record 3 was changed"));
 }
+
+#[test]
+fn audit_verify_with_a_head_kept_earlier_sees_records_cut_off_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let verify = |args: &[&str]| {
+        Command::new(NUTMEG)
+            .env_remove("NUTMEG_DATABASE")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--log", "warn", "admin", "audit", "verify", "--json"])
+            .args(args)
+            .output()
+            .expect("run nutmeg")
+    };
+    append_audit(dir.path(), 3);
+    let kept = json(&verify(&[]))["head"].as_str().unwrap().to_string();
+    append_audit(dir.path(), 2);
+    let later = json(&verify(&[]))["head"].as_str().unwrap().to_string();
+    let still = json(&verify(&["--expect-head", &kept]));
+    assert_eq!(still["expectedHeadRecord"], 3);
+
+    // Cutting records off the end leaves a chain that verifies on its own...
+    let db = rusqlite::Connection::open(dir.path().join("nutmeg.db")).unwrap();
+    db.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq > 3;")
+        .unwrap();
+    assert_eq!(json(&verify(&[]))["records"], 3);
+    // ...but not the head kept before the cut.
+    let cut = verify(&["--expect-head", &later]);
+    assert_eq!(cut.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&cut.stdout).unwrap();
+    assert_eq!(verdict["intact"], false);
+    assert_eq!(verdict["expectedHeadRecord"], Value::Null);
+    let bad = verify(&["--expect-head", "not-a-hash"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -173,6 +173,12 @@ impl Store {
         timed!(self, "verify_audit", crate::audit::verify(self).await)
     }
 
+    /// The sequence number of the audit record whose hash is `hash`, if the log holds it. With a
+    /// head hash kept outside the database, this tells that nothing was cut off the log's end since.
+    pub async fn audit_seq_of(&self, hash: crate::AuditHash) -> Result<Option<i64>> {
+        dispatch!(self, e => e.audit_seq_of_hash(hash).await)
+    }
+
     /// Executes a search over current, live resources.
     pub async fn search(&self, query: &Query, options: &SearchOptions) -> Result<SearchPage> {
         timed!(
