@@ -106,6 +106,72 @@ codes! {
     }
 }
 
+codes! {
+    /// How a participant's system is reached: its FHIR server, its Direct address, its HL7 v2 feed.
+    EndpointKind {
+        Fhir = "hl7-fhir-rest", "HL7 FHIR";
+        Direct = "direct-project", "Direct Project";
+        Mllp = "hl7v2-mllp", "HL7 v2 MLLP";
+    }
+}
+
+/// The code system of Endpoint.connectionType.
+pub const CONNECTION_TYPE_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/endpoint-connection-type";
+
+impl EndpointKind {
+    /// The address in the form Endpoint.address takes for this kind, or why it is not one:
+    /// `https://...` (or `http://` for a test system), `mailto:user@domain` (a bare address is
+    /// accepted), `mllp://host:port`.
+    pub fn address(self, text: &str) -> Result<String, String> {
+        let text = text.trim();
+        let printable = !text.is_empty()
+            && text.len() <= 500
+            && !text.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !printable {
+            return Err("address: 1-500 characters without spaces".into());
+        }
+        match self {
+            EndpointKind::Fhir => {
+                let rest = text
+                    .strip_prefix("https://")
+                    .or_else(|| text.strip_prefix("http://"));
+                match rest {
+                    Some(host) if !host.is_empty() && !host.starts_with('/') => {
+                        Ok(text.to_string())
+                    }
+                    _ => Err("address: a FHIR base URL starts with https://".into()),
+                }
+            }
+            EndpointKind::Direct => {
+                let address = text.strip_prefix("mailto:").unwrap_or(text);
+                match address.split_once('@') {
+                    Some((local, domain))
+                        if !local.is_empty() && domain.contains('.') && !domain.contains('@') =>
+                    {
+                        Ok(format!("mailto:{address}"))
+                    }
+                    _ => Err(
+                        "address: a Direct address looks like jane.doe@direct.example.org".into(),
+                    ),
+                }
+            }
+            EndpointKind::Mllp => {
+                let port = text
+                    .strip_prefix("mllp://")
+                    .and_then(|rest| rest.rsplit_once(':'))
+                    .filter(|(host, _)| !host.is_empty())
+                    .and_then(|(_, port)| port.parse::<u16>().ok())
+                    .filter(|port| *port > 0);
+                match port {
+                    Some(_) => Ok(text.to_string()),
+                    None => Err("address: an MLLP endpoint looks like mllp://host:port".into()),
+                }
+            }
+        }
+    }
+}
+
 impl LicenceType {
     /// Whether the licence is a behavioral-health one: what such a practitioner sends is
     /// behavioral-health information (the consent rules label it so).
@@ -499,8 +565,118 @@ impl Repository {
         let location = response["entry"][0]["response"]["location"]
             .as_str()
             .unwrap_or_default();
-        let id = location.split('/').nth(1).unwrap_or_default().to_string();
+        let id = location
+            .split('/')
+            .skip_while(|s| *s != "Organization")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         self.participant(who, &id).await
+    }
+
+    /// Registers one of the participant's endpoints (an Endpoint managed by its Organization, which
+    /// lists it), in one transaction that fails if the Organization changed meanwhile. Answers the
+    /// Endpoint's id.
+    pub async fn add_participant_endpoint(
+        &self,
+        who: &Requester,
+        id: &str,
+        kind: EndpointKind,
+        address: &str,
+    ) -> Result<String, Error> {
+        let address = kind
+            .address(address)
+            .map_err(|e| Error::Invalid(vec![Issue::error(IssueType::Value, e)]))?;
+        let current = self.read(who, "Organization", id).await?;
+        participant_of(&current.id, current.version, &current.resource).ok_or(Error::NotFound)?;
+        let endpoint_ref = "urn:uuid:00000000-0000-4000-8000-000000000003";
+        let mut org = current.resource;
+        let mut endpoints = org["endpoint"].as_array().cloned().unwrap_or_default();
+        endpoints.push(json!({ "reference": endpoint_ref }));
+        org["endpoint"] = Value::Array(endpoints);
+        let response = self
+            .bundle(
+                who,
+                json!({ "resourceType": "Bundle", "type": "transaction", "entry": [
+                    {
+                        "fullUrl": endpoint_ref,
+                        "resource": {
+                            "resourceType": "Endpoint",
+                            "status": "active",
+                            "connectionType": {
+                                "system": CONNECTION_TYPE_SYSTEM,
+                                "code": kind.code(),
+                                "display": kind.display(),
+                            },
+                            "managingOrganization": { "reference": format!("Organization/{id}") },
+                            "payloadType": [{ "coding": [{
+                                "system": "http://terminology.hl7.org/CodeSystem/endpoint-payload-type",
+                                "code": "any",
+                            }] }],
+                            "address": address,
+                        },
+                        "request": { "method": "POST", "url": "Endpoint" },
+                    },
+                    {
+                        "resource": org,
+                        "request": {
+                            "method": "PUT",
+                            "url": format!("Organization/{id}"),
+                            "ifMatch": format!("W/\"{}\"", current.version),
+                        },
+                    },
+                ]}),
+            )
+            .await?;
+        let location = response["entry"][0]["response"]["location"]
+            .as_str()
+            .unwrap_or_default();
+        Ok(location
+            .split('/')
+            .skip_while(|s| *s != "Endpoint")
+            .nth(1)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// The participant's endpoints: (Endpoint id, kind, address), in the order its Organization
+    /// lists them (the order they were added).
+    pub async fn participant_endpoints(
+        &self,
+        who: &Requester,
+        id: &str,
+    ) -> Result<Vec<(String, EndpointKind, String)>, Error> {
+        let org = self.read(who, "Organization", id).await?;
+        participant_of(&org.id, org.version, &org.resource).ok_or(Error::NotFound)?;
+        let params = vec![
+            ("organization".to_string(), format!("Organization/{id}")),
+            ("_count".to_string(), PAGE.to_string()),
+        ];
+        let found = self
+            .search(who, Some("Endpoint"), &params, Handling::Strict)
+            .await?
+            .to_value();
+        let mut by_id = std::collections::HashMap::new();
+        for entry in found["entry"].as_array().into_iter().flatten() {
+            let e = &entry["resource"];
+            let kind = e["connectionType"]["code"]
+                .as_str()
+                .and_then(EndpointKind::parse);
+            if let (Some(kind), Some(id), Some(address)) =
+                (kind, e["id"].as_str(), e["address"].as_str())
+            {
+                by_id.insert(
+                    format!("Endpoint/{id}"),
+                    (id.to_string(), kind, address.to_string()),
+                );
+            }
+        }
+        Ok(org.resource["endpoint"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["reference"].as_str().and_then(|r| by_id.remove(r)))
+            .collect())
     }
 
     /// One participant by its Organization's id; 404 if there is none (or the Organization is not a
@@ -627,6 +803,43 @@ mod tests {
             (Suspended, Suspended, false),
         ] {
             assert_eq!(from.may_become(to), allowed, "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn endpoint_addresses() {
+        use EndpointKind::*;
+        for (kind, given, expected) in [
+            (
+                Fhir,
+                "https://ehr.example.org/fhir",
+                Ok("https://ehr.example.org/fhir"),
+            ),
+            (Fhir, "ftp://ehr.example.org", Err(())),
+            (Fhir, "https:///fhir", Err(())),
+            (
+                Direct,
+                "jane.doe@direct.example.org",
+                Ok("mailto:jane.doe@direct.example.org"),
+            ),
+            (
+                Direct,
+                "mailto:jane@direct.example.org",
+                Ok("mailto:jane@direct.example.org"),
+            ),
+            (Direct, "jane.doe", Err(())),
+            (Direct, "a@b@c.org", Err(())),
+            (
+                Mllp,
+                "mllp://interface.example.org:2575",
+                Ok("mllp://interface.example.org:2575"),
+            ),
+            (Mllp, "mllp://interface.example.org", Err(())),
+            (Mllp, "mllp://:2575", Err(())),
+            (Fhir, "https://ehr example", Err(())),
+        ] {
+            let got = kind.address(given).map_err(|_| ());
+            assert_eq!(got, expected.map(str::to_string), "{kind} {given}");
         }
     }
 

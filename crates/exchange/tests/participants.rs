@@ -5,7 +5,8 @@ mod common;
 
 use common::{entries, params, repo, who};
 use exchange::participants::{
-    Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Status, STATUS_SYSTEM,
+    EndpointKind, Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Status,
+    STATUS_SYSTEM,
 };
 use exchange::repository::{Error, Handling, HistoryScope};
 
@@ -313,4 +314,88 @@ async fn listing_by_status_pages_through_every_participant_in_name_order() {
             .len(),
         50
     );
+}
+
+#[tokio::test]
+async fn endpoints_are_registered_with_the_organization_that_manages_them() {
+    let repo = repo().await;
+    let p = repo
+        .add_participant(&who(), &hospital("Hartford General", None))
+        .await
+        .unwrap();
+    let fhir = repo
+        .add_participant_endpoint(
+            &who(),
+            &p.id,
+            EndpointKind::Fhir,
+            "https://ehr.example.org/fhir",
+        )
+        .await
+        .unwrap();
+    let direct = repo
+        .add_participant_endpoint(
+            &who(),
+            &p.id,
+            EndpointKind::Direct,
+            "records@direct.example.org",
+        )
+        .await
+        .unwrap();
+    let listed = repo.participant_endpoints(&who(), &p.id).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            (
+                fhir.clone(),
+                EndpointKind::Fhir,
+                "https://ehr.example.org/fhir".to_string()
+            ),
+            (
+                direct.clone(),
+                EndpointKind::Direct,
+                "mailto:records@direct.example.org".to_string()
+            ),
+        ]
+    );
+    // The Organization lists both, and the Endpoint names its managing Organization.
+    let org = repo.read(&who(), "Organization", &p.id).await.unwrap();
+    let refs: Vec<&str> = org.resource["endpoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        refs,
+        vec![format!("Endpoint/{fhir}"), format!("Endpoint/{direct}")]
+    );
+    let endpoint = repo.read(&who(), "Endpoint", &fhir).await.unwrap();
+    assert_eq!(
+        endpoint.resource["managingOrganization"]["reference"],
+        format!("Organization/{}", p.id)
+    );
+    // A malformed address is refused and nothing is written.
+    let err = repo
+        .add_participant_endpoint(&who(), &p.id, EndpointKind::Mllp, "interface.example.org")
+        .await
+        .expect_err("refused");
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        repo.participant_endpoints(&who(), &p.id)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    // An unknown participant is 404.
+    let err = repo
+        .add_participant_endpoint(
+            &who(),
+            "nobody",
+            EndpointKind::Fhir,
+            "https://x.example.org",
+        )
+        .await
+        .expect_err("unknown");
+    assert_eq!(err.status(), 404);
 }

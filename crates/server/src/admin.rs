@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand, ValueEnum};
 use exchange::access::Requester;
 use exchange::participants::{
-    Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Participant, Status,
+    EndpointKind, Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Participant, Status,
 };
 use exchange::repository::Error;
 use serde_json::{json, Value};
@@ -69,6 +69,18 @@ pub enum ParticipantCommand {
     Show {
         /// The participant's id (its Organization's id).
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register one of a participant's endpoints: its FHIR base URL, Direct address or MLLP feed.
+    AddEndpoint {
+        /// The participant's id.
+        id: String,
+        #[arg(long, value_enum)]
+        kind: EndpointKindArg,
+        /// `https://...`, `user@domain` (Direct) or `mllp://host:port`.
+        #[arg(long)]
+        address: String,
         #[arg(long)]
         json: bool,
     },
@@ -136,6 +148,7 @@ macro_rules! value_enum {
 }
 
 value_enum!(StatusArg => Status { Applied, Onboarding, Live, Suspended });
+value_enum!(EndpointKindArg => EndpointKind { Fhir, Direct, Mllp });
 value_enum!(KindArg => Kind {
     Hospital, Lab, Clinic, GroupPractice, SoloPractice, PublicHealth, ExchangeOperator
 });
@@ -189,7 +202,55 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
                 Err(e) => refused(e)?,
             });
         }
-        ParticipantCommand::Show { id, json } => (repo.participant(&who, &id).await, json),
+        ParticipantCommand::Show { id, json } => {
+            let shown = match repo.participant(&who, &id).await {
+                Ok(p) => repo.participant_endpoints(&who, &id).await.map(|e| (p, e)),
+                Err(e) => Err(e),
+            };
+            return Ok(match shown {
+                Ok((p, endpoints)) => {
+                    let endpoints: Vec<Value> = endpoints
+                        .iter()
+                        .map(|(id, kind, address)| {
+                            json!({ "id": id, "kind": kind.code(), "address": address })
+                        })
+                        .collect();
+                    if json {
+                        let mut value = participant_json(&p);
+                        value["endpoints"] = Value::Array(endpoints);
+                        println!("{value}");
+                    } else {
+                        println!("{}", summary(&p));
+                        for e in &endpoints {
+                            println!("  endpoint\t{}\t{}\t{}", e["id"], e["kind"], e["address"]);
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => refused(e)?,
+            });
+        }
+        ParticipantCommand::AddEndpoint {
+            id,
+            kind,
+            address,
+            json,
+        } => {
+            let added = repo
+                .add_participant_endpoint(&who, &id, kind.into(), &address)
+                .await;
+            return Ok(match added {
+                Ok(endpoint) => {
+                    if json {
+                        println!("{}", json!({ "id": endpoint, "participant": id }));
+                    } else {
+                        println!("{endpoint}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => refused(e)?,
+            });
+        }
         ParticipantCommand::SetStatus { id, status, json } => (
             repo.set_participant_status(&who, &id, status.into()).await,
             json,

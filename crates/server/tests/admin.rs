@@ -98,10 +98,32 @@ fn participants_are_added_listed_shown_and_moved_along_the_workflow() {
     assert_eq!(names, ["Hartford General", "Riverside Family Therapy"]);
     let onboarding = json(&admin(dir, &["list", "--status", "onboarding", "--json"]));
     assert_eq!(onboarding.as_array().unwrap().len(), 1);
+    let endpoint = json(&admin(
+        dir,
+        &[
+            "add-endpoint",
+            id,
+            "--kind",
+            "mllp",
+            "--address",
+            "mllp://interface.example.org:2575",
+            "--json",
+        ],
+    ));
+    let shown = json(&admin(dir, &["show", id, "--json"]));
+    assert_eq!(shown["status"], "onboarding");
+    assert_eq!(shown["endpoints"][0]["id"], endpoint["id"]);
+    assert_eq!(shown["endpoints"][0]["kind"], "hl7v2-mllp");
     assert_eq!(
-        json(&admin(dir, &["show", id, "--json"]))["status"],
-        "onboarding"
+        shown["endpoints"][0]["address"],
+        "mllp://interface.example.org:2575"
     );
+    let bad = admin(
+        dir,
+        &["add-endpoint", id, "--kind", "fhir", "--address", "ftp://x"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("https://"));
 
     // The readable form: one line per participant.
     let text = admin(dir, &["list"]);
