@@ -8,7 +8,7 @@ use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use exchange::access::{PurposeOfUse, Requester};
+use exchange::access::{Principal, PurposeOfUse, Requester};
 use exchange::repository::{HistoryScope, ReadShape, Versioned, WriteOutcome};
 use fhir::IssueType;
 use serde_json::Value;
@@ -37,8 +37,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             .unwrap_or_default();
         Ok(Who(Requester {
             request_id,
-            principal: None,
-            purpose: PurposeOfUse("TREAT".into()),
+            principal: Principal::Anonymous,
+            purpose: PurposeOfUse::Treat,
+            client_address: None,
         }))
     }
 }
