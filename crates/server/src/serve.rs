@@ -2,16 +2,17 @@
 //! when the configuration has a certificate) until SIGTERM or Ctrl-C, then finish the requests in
 //! flight (for at most [`GRACE`]) and exit.
 
-use std::fmt::Debug;
 use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::{Listener, ListenerExt as _};
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use exchange::access::DecisionPoint;
 use exchange::repository::{Repository, RepositoryConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::http::{app, AppState};
@@ -95,14 +96,7 @@ pub async fn run(
             let listener = TlsListener::new(listener, tls.server.clone());
             serve_until(listener, router, shutdown).await
         }
-        None => {
-            // Small responses go out at once instead of waiting on Nagle's algorithm and delayed
-            // ACKs.
-            let listener = listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            serve_until(listener, router, shutdown).await
-        }
+        None => serve_until(PlainListener(listener), router, shutdown).await,
     }
 }
 
@@ -113,10 +107,13 @@ async fn serve_until<L>(
 ) -> anyhow::Result<()>
 where
     L: Listener,
-    L::Addr: Debug,
+    L::Addr: std::fmt::Debug,
+    Peer: for<'a> Connected<IncomingStream<'a, L>>,
 {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    // Each request carries its peer's address (for the audit trail) as `ConnectInfo`.
+    let app = router.into_make_service_with_connect_info::<Peer>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stopped.changed().await;
     });
     let mut server = std::pin::pin!(server.into_future());
@@ -153,5 +150,41 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// The address of the client at the other end of the connection (plain or TLS), which the server
+/// attaches to each request as `ConnectInfo<Peer>` for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The plain-HTTP listener: TCP with Nagle's algorithm off, so that small responses go out at once
+/// instead of waiting for delayed ACKs.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        let (tcp, peer) = Listener::accept(&mut self.0).await;
+        let _ = tcp.set_nodelay(true);
+        (tcp, peer)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Listener::local_addr(&self.0)
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*stream.remote_addr())
     }
 }

@@ -35,11 +35,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_default();
+        let client_address = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<crate::serve::Peer>>()
+            .map(|info| info.0 .0.ip());
         Ok(Who(Requester {
             request_id,
             principal: Principal::Anonymous,
             purpose: PurposeOfUse::Treat,
-            client_address: None,
+            client_address,
         }))
     }
 }
