@@ -766,7 +766,8 @@ impl Repository {
         }
         let written = writes.len();
         if !writes.is_empty() {
-            self.store.commit(writes).await?;
+            self.commit_audited(who, crate::audit::Interaction::Transaction, writes)
+                .await?;
         }
         tracing::debug!(request_id = %who.request_id, written, "transaction committed");
 

@@ -94,7 +94,8 @@ impl Repository {
         let now = now_millis();
         stamp(&mut body, &id, 1, now);
         let write = put_write(resource_type, &id, 1, None, now, &body)?;
-        self.store.commit(vec![write]).await?;
+        self.commit_audited(who, crate::audit::Interaction::Create, vec![write])
+            .await?;
         tracing::debug!(request_id = %who.request_id, resource_type, "created");
         Ok(WriteOutcome {
             created: true,
@@ -144,7 +145,8 @@ impl Repository {
         }
         let issues = validate(&body)?;
         self.check_writable(who, resource_type, id).await?;
-        self.write_version(resource_type, id, body, if_match, issues)
+        let interaction = crate::audit::Interaction::Update;
+        self.write_version(who, interaction, resource_type, id, body, if_match, issues)
             .await
     }
 
@@ -176,8 +178,12 @@ impl Repository {
     }
 
     /// Writes `body` as the next version of `resource_type/id` under optimistic concurrency.
+    #[allow(clippy::too_many_arguments)]
     async fn write_version(
         &self,
+        who: &Requester,
+        // What the request was (update or patch); an update that creates is recorded as a create.
+        interaction: crate::audit::Interaction,
         resource_type: &str,
         id: &str,
         mut body: Value,
@@ -201,7 +207,12 @@ impl Repository {
             let now = now_millis();
             stamp(&mut body, id, version, now);
             let write = put_write(resource_type, id, version, expect, now, &body)?;
-            match self.store.commit(vec![write]).await {
+            let interaction = if created {
+                crate::audit::Interaction::Create
+            } else {
+                interaction
+            };
+            match self.commit_audited(who, interaction, vec![write]).await {
                 Ok(()) => {
                     return Ok(WriteOutcome {
                         created,
@@ -316,7 +327,15 @@ impl Repository {
             }
             let issues = validate(&resource)?;
             match self
-                .write_version(resource_type, id, resource, Some(current.version), issues)
+                .write_version(
+                    who,
+                    crate::audit::Interaction::Patch,
+                    resource_type,
+                    id,
+                    resource,
+                    Some(current.version),
+                    issues,
+                )
                 .await
             {
                 Err(Error::PreconditionFailed { .. }) if if_match.is_none() => {
@@ -370,7 +389,10 @@ impl Repository {
                 return Ok(None);
             };
             let write = delete_write(resource_type, id, current.version, now_millis());
-            match self.store.commit(vec![write]).await {
+            match self
+                .commit_audited(who, crate::audit::Interaction::Delete, vec![write])
+                .await
+            {
                 Ok(()) => {
                     tracing::debug!(request_id = %who.request_id, resource_type, "deleted");
                     return Ok(Some(current.version + 1));

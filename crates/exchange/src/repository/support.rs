@@ -4,7 +4,8 @@
 use serde_json::{Map, Value};
 use store::{Stored, Write, WriteOp};
 
-use super::{Error, Result, Versioned};
+use super::{Error, Repository, Result, Versioned};
+use crate::access::Requester;
 use fhir::{Issue, IssueType};
 
 /// Milliseconds since the Unix epoch, now.
@@ -257,6 +258,64 @@ pub(crate) fn parse_count(name: &str, value: &str) -> Result<usize> {
             format!("{name}: '{value}' is not a number"),
         )
     })
+}
+
+impl Repository {
+    /// Commits `writes` together with the AuditEvent that records them, in one transaction: a write
+    /// that lands is always recorded, and a record never names a write that did not land.
+    pub(crate) async fn commit_audited(
+        &self,
+        who: &Requester,
+        interaction: crate::audit::Interaction,
+        writes: Vec<Write>,
+    ) -> std::result::Result<(), store::StoreError> {
+        let record = audit_record(who, interaction, &self.config.base_url, &writes);
+        self.store
+            .commit_with_audit(writes, vec![record])
+            .await
+            .map(|_| ())
+    }
+}
+
+/// The audit record of a successful write: each version written, and the patients whose
+/// compartments they are in (a deleted Patient names itself).
+fn audit_record(
+    who: &Requester,
+    interaction: crate::audit::Interaction,
+    server: &str,
+    writes: &[Write],
+) -> store::NewAuditRecord {
+    let mut patients: Vec<String> = Vec::new();
+    for write in writes {
+        match &write.op {
+            WriteOp::Put { compartments, .. } => patients.extend(compartments.iter().cloned()),
+            WriteOp::Delete if write.resource_type == "Patient" => patients.push(write.id.clone()),
+            WriteOp::Delete => {}
+        }
+    }
+    patients.sort();
+    patients.dedup();
+    let recorded = now_millis();
+    let facts = crate::audit::AuditFacts {
+        recorded,
+        interaction,
+        outcome: crate::audit::Outcome::Success,
+        request_id: who.request_id.clone(),
+        requestor: who.audit_requestor(),
+        client_address: who.client_address.map(|a| a.to_string()),
+        purpose: who.purpose.code().to_string(),
+        server: server.to_string(),
+        query: None,
+        patients,
+        resources: writes
+            .iter()
+            .map(|w| (w.resource_type.clone(), w.id.clone(), w.version))
+            .collect(),
+    };
+    store::NewAuditRecord {
+        recorded,
+        json: crate::audit::audit_event(&facts).to_string(),
+    }
 }
 
 #[cfg(test)]
