@@ -225,6 +225,16 @@ pub(crate) fn extend(head: (i64, AuditHash), records: &[NewAuditRecord]) -> Vec<
         .collect()
 }
 
+/// Where each appended record landed, for its caller.
+pub(crate) fn appended(rows: &[AuditRecord]) -> Vec<Appended> {
+    rows.iter()
+        .map(|r| Appended {
+            seq: r.seq,
+            hash: r.hash,
+        })
+        .collect()
+}
+
 /// The head of the chain from its last row `(seq, hash text)`, or the start of an empty chain.
 pub(crate) fn head(last: Option<(i64, String)>) -> Result<(i64, AuditHash)> {
     match last {

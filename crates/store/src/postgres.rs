@@ -380,13 +380,7 @@ async fn append_audit(
     tx.execute(&insert, &[&seqs, &recorded, &json, &prev, &hash])
         .await
         .map_err(db)?;
-    Ok(rows
-        .iter()
-        .map(|r| Appended {
-            seq: r.seq,
-            hash: r.hash,
-        })
-        .collect())
+    Ok(audit::appended(&rows))
 }
 
 /// A read-only snapshot. It is never committed: dropping it sends a `ROLLBACK` without waiting for

@@ -532,13 +532,7 @@ fn append_audit(conn: &Connection, records: &[NewAuditRecord]) -> Result<Vec<App
             r.hash.to_hex()
         ])?;
     }
-    Ok(rows
-        .iter()
-        .map(|r| Appended {
-            seq: r.seq,
-            hash: r.hash,
-        })
-        .collect())
+    Ok(audit::appended(&rows))
 }
 
 /// Ends the validity of a resource's current index and compartment rows at commit `seq` (they stay
