@@ -48,6 +48,10 @@ macro_rules! for_each_conformance_test {
             audit_appends_form_a_chain,
             audit_concurrent_appends_form_one_chain,
             audit_commit_with_writes_is_atomic,
+            clients_register_read_list_revoke,
+            jti_is_refused_until_it_expires,
+            jti_concurrent_callers_get_one_true,
+            token_key_is_made_once,
         );
     };
 }
@@ -2923,4 +2927,217 @@ pub async fn audit_tampering_is_named(store: &Store, sql: &impl RawSql) {
             "{what}: {fault}"
         );
     }
+}
+
+// ---- SMART clients, assertion ids, the token key ---------------------------------------------
+
+fn new_client(
+    id: &str,
+    participant: &str,
+    keys: crate::ClientKeys,
+    created: i64,
+) -> crate::NewClient {
+    crate::NewClient {
+        client_id: id.to_string(),
+        participant_id: participant.to_string(),
+        keys,
+        scopes: "system/Patient.rs system/Observation.rs".to_string(),
+        created,
+    }
+}
+
+/// A registered client reads back as given and active (with a JWKS or a JWKS URL), a taken id is a
+/// conflict, the list is oldest first, and revoking (or reactivating) changes only that client.
+pub async fn clients_register_read_list_revoke(store: &Store) {
+    use crate::{ClientKeys, ClientStatus};
+    assert_eq!(store.clients().await.expect("none"), Vec::new());
+    assert_eq!(store.client("c1").await.expect("absent"), None);
+    let jwks = r#"{"keys":[{"kty":"EC","crv":"P-384","kid":"k1","x":"AA","y":"BB"}]}"#;
+    let first = store
+        .register_client(new_client(
+            "c1",
+            "org-1",
+            ClientKeys::Jwks(jwks.into()),
+            100,
+        ))
+        .await
+        .expect("register c1");
+    assert_eq!(first.status, ClientStatus::Active);
+    assert_eq!(first.keys, ClientKeys::Jwks(jwks.into()));
+    let url = ClientKeys::JwksUrl("https://ehr.example/jwks.json".into());
+    let second = store
+        .register_client(new_client("c2", "org-2", url.clone(), 50))
+        .await
+        .expect("register c2");
+    assert_eq!(store.client("c1").await.expect("read"), Some(first.clone()));
+    assert_eq!(
+        store.client("c2").await.expect("read"),
+        Some(second.clone())
+    );
+    let taken = store
+        .register_client(new_client("c1", "org-9", url, 200))
+        .await
+        .expect_err("the id is taken");
+    assert!(
+        matches!(taken, StoreError::Conflict { ref id, .. } if id == "c1"),
+        "{taken:?}"
+    );
+    assert_eq!(
+        store.client("c1").await.expect("read"),
+        Some(first.clone()),
+        "a refused registration changes nothing"
+    );
+    assert_eq!(
+        store.clients().await.expect("list"),
+        vec![second.clone(), first.clone()],
+        "oldest first"
+    );
+    assert!(store
+        .set_client_status("c1", ClientStatus::Revoked)
+        .await
+        .expect("revoke"));
+    assert!(!store
+        .set_client_status("nobody", ClientStatus::Revoked)
+        .await
+        .expect("unknown"));
+    let revoked = store.client("c1").await.expect("read").expect("c1");
+    assert_eq!(revoked.status, ClientStatus::Revoked);
+    assert_eq!(
+        store.client("c2").await.expect("read"),
+        Some(second),
+        "only c1 changed"
+    );
+    assert!(store
+        .set_client_status("c1", ClientStatus::Active)
+        .await
+        .expect("reactivate"));
+    assert_eq!(store.client("c1").await.expect("read"), Some(first));
+}
+
+/// A `jti` is accepted once per client until it expires; the same `jti` of another client is its
+/// own; once expired it may be used again; and many expired ids are pruned without harm.
+pub async fn jti_is_refused_until_it_expires(store: &Store) {
+    let now = 1_800_000_000_u64;
+    assert!(store
+        .remember_jti("c1", "j1", now + 300, now)
+        .await
+        .expect("first"));
+    assert!(!store
+        .remember_jti("c1", "j1", now + 300, now)
+        .await
+        .expect("replay"));
+    assert!(
+        !store
+            .remember_jti("c1", "j1", now + 600, now + 299)
+            .await
+            .expect("replay late"),
+        "refused until it expires, whatever the new expiry says"
+    );
+    assert!(store
+        .remember_jti("c2", "j1", now + 300, now)
+        .await
+        .expect("other client"));
+    assert!(
+        store
+            .remember_jti("c1", "j1", now + 600, now + 300)
+            .await
+            .expect("after expiry"),
+        "an expired jti no longer says anything"
+    );
+    assert!(!store
+        .remember_jti("c1", "j1", now + 600, now + 301)
+        .await
+        .expect("replay again"));
+    // Enough calls that pruning runs at least once on the way, with old and new ids mixed.
+    for i in 0..200_u64 {
+        let jti = format!("bulk-{i}");
+        assert!(store
+            .remember_jti("c3", &jti, now + i, now)
+            .await
+            .expect("bulk"));
+    }
+    let later = now + 100;
+    for i in 0..200_u64 {
+        let jti = format!("bulk-{i}");
+        let fresh = store
+            .remember_jti("c3", &jti, later + 300, later)
+            .await
+            .expect("bulk again");
+        assert_eq!(
+            fresh,
+            i <= 100,
+            "bulk-{i} expired at {} (now {later})",
+            now + i
+        );
+    }
+    assert!(!store
+        .remember_jti("c1", "j1", now + 600, now + 400)
+        .await
+        .expect("kept"));
+}
+
+/// Many callers offering the same `jti` at once: exactly one is told it is new, every round.
+pub async fn jti_concurrent_callers_get_one_true(store: &Store) {
+    jti_race(&[store.clone()], 20).await;
+}
+
+/// Offers the same jti from `callers` tasks per round, spread over `stores`; asserts one winner.
+pub async fn jti_race(stores: &[Store], rounds: usize) {
+    let now = 1_800_000_000_u64;
+    let callers = 8;
+    for round in 0..rounds {
+        let jti = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for c in 0..callers {
+            let store = stores[c % stores.len()].clone();
+            let jti = jti.clone();
+            tasks.push(tokio::spawn(async move {
+                store.remember_jti("racer", &jti, now + 300, now).await
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            if task.await.expect("task").expect("remember") {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one caller wins {jti}");
+    }
+}
+
+/// The token key is 32 bytes, made on the first call and the same on every later one, also when
+/// many ask at once on a fresh database.
+pub async fn token_key_is_made_once(store: &Store) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.token_key().await }));
+    }
+    let mut keys = Vec::new();
+    for task in tasks {
+        keys.push(task.await.expect("task").expect("token key"));
+    }
+    assert_eq!(keys[0].len(), 32);
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "every caller sees one key"
+    );
+    assert_ne!(keys[0], vec![0; 32]);
+    assert_eq!(store.token_key().await.expect("again"), keys[0]);
+}
+
+/// Two stores on one database (two processes): one key between them, and one winner per `jti`.
+pub async fn clients_shared_between_stores(a: &Store, b: &Store) {
+    let (ka, kb) = tokio::join!(a.token_key(), b.token_key());
+    assert_eq!(ka.expect("a"), kb.expect("b"), "one key for the database");
+    jti_race(&[a.clone(), b.clone()], 20).await;
+    a.register_client(new_client(
+        "shared",
+        "org-1",
+        crate::ClientKeys::JwksUrl("https://x.example/jwks".into()),
+        1,
+    ))
+    .await
+    .expect("register");
+    assert!(b.client("shared").await.expect("read").is_some());
 }

@@ -4,8 +4,9 @@
 use fhir::search::Query;
 
 use crate::{
-    Appended, AuditCheck, AuditRecord, CompartmentRequest, Current, HistoryPage, HistoryRequest,
-    NewAuditRecord, Result, SearchOptions, SearchPage, Stored, Write,
+    Appended, AuditCheck, AuditRecord, Client, ClientStatus, CompartmentRequest, Current,
+    HistoryPage, HistoryRequest, NewAuditRecord, NewClient, Result, SearchOptions, SearchPage,
+    Stored, Write,
 };
 
 /// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
@@ -177,6 +178,56 @@ impl Store {
     /// head hash kept outside the database, this tells that nothing was cut off the log's end since.
     pub async fn audit_seq_of(&self, hash: crate::AuditHash) -> Result<Option<i64>> {
         dispatch!(self, e => e.audit_seq_of_hash(hash).await)
+    }
+
+    /// Registers a SMART Backend Services client, active from now on; `StoreError::Conflict` if
+    /// its id is taken.
+    pub async fn register_client(&self, new: NewClient) -> Result<Client> {
+        dispatch!(self, e => e.register_client(new).await)
+    }
+
+    /// The client with this id, active or revoked, or `None`.
+    pub async fn client(&self, client_id: &str) -> Result<Option<Client>> {
+        timed!(
+            self,
+            "client",
+            dispatch!(self, e => e.find_client(client_id).await)
+        )
+    }
+
+    /// Every registered client, oldest first.
+    pub async fn clients(&self) -> Result<Vec<Client>> {
+        dispatch!(self, e => e.clients().await)
+    }
+
+    /// Sets a client's status; `false` if there is no such client.
+    pub async fn set_client_status(&self, client_id: &str, status: ClientStatus) -> Result<bool> {
+        dispatch!(self, e => e.set_client_status(client_id, status).await)
+    }
+
+    /// Records that `client_id` used the assertion id `jti`, valid until `expires_at` (seconds
+    /// since the Unix epoch). `true` if it is new (or its earlier use has expired by `now`), `false`
+    /// if it was already used and has not expired: a replay. One statement decides, on the table's
+    /// primary key, so of any number of concurrent callers (in any number of processes) exactly one
+    /// gets `true`. Expired ids are deleted now and then.
+    pub async fn remember_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool> {
+        timed!(
+            self,
+            "remember_jti",
+            dispatch!(self, e => e.remember_jti(client_id, jti, expires_at, now).await)
+        )
+    }
+
+    /// The exchange's access-token signing key: 32 random bytes made on the first call against
+    /// this database and the same ever after, in every process that opens it.
+    pub async fn token_key(&self) -> Result<Vec<u8>> {
+        dispatch!(self, e => e.token_key().await)
     }
 
     /// Executes a search over current, live resources.

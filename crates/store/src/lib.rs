@@ -26,11 +26,17 @@
 //! and verification names the first record that was changed, removed or inserted. No method updates
 //! or deletes a record, and triggers refuse UPDATE and DELETE on both engines.
 //!
+//! SMART Backend Services clients ([`Store::register_client`], [`Store::client`], [`Store::clients`],
+//! [`Store::set_client_status`]), the client assertion ids already used ([`Store::remember_jti`],
+//! atomic across processes) and the access-token signing key ([`Store::token_key`], made once per
+//! database) are in `clients`.
+//!
 //! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
 //! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
 //! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
 
 mod audit;
+mod clients;
 pub mod conformance;
 mod engine;
 mod exec;
@@ -45,5 +51,6 @@ mod types;
 pub use audit::{
     chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditRecord, NewAuditRecord,
 };
+pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;
 pub use types::*;

@@ -30,6 +30,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit",
         sql: include_str!("../migrations/sqlite/0002_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "clients",
+        sql: include_str!("../migrations/sqlite/0003_clients.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -43,6 +48,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 2,
         name: "audit",
         sql: include_str!("../migrations/postgres/0002_audit.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "clients",
+        sql: include_str!("../migrations/postgres/0003_clients.sql"),
     },
 ];
 

@@ -30,6 +30,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 use crate::audit::{self, Appender, RawRecord};
+use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{Dialect, Exec, Val};
 use crate::{
     migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
@@ -326,6 +327,55 @@ impl Postgres {
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
         let client = self.client().await?;
         audit::seq_of_hash(&mut PgExec { client: &client }, &hash).await
+    }
+
+    pub(crate) async fn register_client(&self, new: NewClient) -> Result<Client> {
+        let client = self.client().await?;
+        clients::register(&mut PgExec { client: &client }, new).await
+    }
+
+    pub(crate) async fn find_client(&self, client_id: &str) -> Result<Option<Client>> {
+        let client = self.client().await?;
+        clients::client(&mut PgExec { client: &client }, client_id).await
+    }
+
+    pub(crate) async fn clients(&self) -> Result<Vec<Client>> {
+        let client = self.client().await?;
+        clients::clients(&mut PgExec { client: &client }).await
+    }
+
+    pub(crate) async fn set_client_status(
+        &self,
+        client_id: &str,
+        status: ClientStatus,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        clients::set_status(&mut PgExec { client: &client }, client_id, status).await
+    }
+
+    /// Each statement commits alone (autocommit): the insert's primary key decides between
+    /// concurrent callers, in this process or another.
+    pub(crate) async fn remember_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        clients::remember_jti(
+            &mut PgExec { client: &client },
+            client_id,
+            jti,
+            expires_at,
+            now,
+        )
+        .await
+    }
+
+    pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
+        let client = self.client().await?;
+        clients::token_key(&mut PgExec { client: &client }).await
     }
 }
 

@@ -25,6 +25,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::audit::{self, Appender, RawRecord};
+use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::{
     migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
@@ -222,6 +223,63 @@ impl Sqlite {
             out
         })
         .await
+    }
+
+    /// Runs `f` on the writer connection, outside any transaction (each statement commits alone).
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            f(&mut SqliteExec {
+                conn: &lock(&inner.writer),
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn register_client(&self, new: NewClient) -> Result<Client> {
+        self.write(move |e| block_ready(clients::register(e, new)))
+            .await
+    }
+
+    pub(crate) async fn find_client(&self, client_id: &str) -> Result<Option<Client>> {
+        let client_id = client_id.to_string();
+        self.read(move |e| block_ready(clients::client(e, &client_id)))
+            .await
+    }
+
+    pub(crate) async fn clients(&self) -> Result<Vec<Client>> {
+        self.read(|e| block_ready(clients::clients(e))).await
+    }
+
+    pub(crate) async fn set_client_status(
+        &self,
+        client_id: &str,
+        status: ClientStatus,
+    ) -> Result<bool> {
+        let client_id = client_id.to_string();
+        self.write(move |e| block_ready(clients::set_status(e, &client_id, status)))
+            .await
+    }
+
+    pub(crate) async fn remember_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool> {
+        let (client_id, jti) = (client_id.to_string(), jti.to_string());
+        self.write(move |e| {
+            block_ready(clients::remember_jti(e, &client_id, &jti, expires_at, now))
+        })
+        .await
+    }
+
+    pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
+        self.write(|e| block_ready(clients::token_key(e))).await
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

@@ -346,7 +346,8 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
         applied,
         vec![
             vec!["1".to_string(), "init".to_string()],
-            vec!["2".to_string(), "audit".to_string()]
+            vec!["2".to_string(), "audit".to_string()],
+            vec!["3".to_string(), "clients".to_string()],
         ],
         "applied once"
     );
@@ -522,4 +523,12 @@ async fn load_fixture() {
             .expect("explain");
         println!("{what}:\n{}\n", plan.join("\n"));
     }
+}
+
+/// Two stores with separate pools (two processes) share the token key and refuse each other's jti.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pools_share_clients_jti_and_token_key() {
+    let Some(db) = fresh().await else { return };
+    let other = Store::open(&db.schema.url()).await.expect("second pool");
+    conformance::clients_shared_between_stores(&db.store, &other).await;
 }

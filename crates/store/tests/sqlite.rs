@@ -204,3 +204,12 @@ async fn search_latency() {
         }
     }
 }
+
+/// Two stores on one file (two processes) share the token key and refuse each other's jti.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_share_clients_jti_and_token_key() {
+    let db = fresh().await;
+    let url = format!("sqlite://{}", db._dir.path().join("test.db").display());
+    let other = Store::open(&url).await.expect("second store");
+    conformance::clients_shared_between_stores(&db.store, &other).await;
+}
