@@ -1,12 +1,43 @@
-//! The single access decision point. Everything the repository is about to disclose passes through
-//! [`DecisionPoint::decide`], which sees who is asking, why, and what is about to leave.
+//! The single access decision point. Every request passes [`DecisionPoint::authorize`] before the
+//! repository reads or writes anything, and everything about to be disclosed passes
+//! [`DecisionPoint::decide`], which sees who is asking, why, about whom and what is about to leave.
+//!
+//! The rules of the access issue, in the order they are applied:
+//!
+//! 1. **Who.** The exchange itself (local tools) may do anything. Nobody unauthenticated may do
+//!    anything. The audit trail is written only by the exchange.
+//! 2. **Scopes.** A SMART client may do only what its granted scopes allow, per interaction and
+//!    resource type; a resource of a type outside its scopes is withheld from a result.
+//! 3. **Participant status.** Only a live participant queries or sends clinical data; an applied,
+//!    onboarding or suspended one may only read the provider directory. A status change holds from
+//!    the next request (the status is read per request, not taken from the token).
+//! 4. **Purpose and relationship.** Clinical data about a patient is disclosed to a participant for
+//!    treatment (and payment, operations, or a patient's request) only with a treatment
+//!    relationship: it sent data about the patient, is on the patient's care team, or attested one
+//!    (`Patient/[id]/$attest-treatment`, recorded and audited). Break-the-glass (`ETREAT`) is
+//!    permitted without one, with the obligation to flag the disclosure in the audit trail. Public
+//!    health purposes are for public-health participants only.
+//! 5. **People.** Operators see administrative data (the directory, the audit trail), and clinical
+//!    data only with a purpose they stated. A patient sees only their own record. A participant's
+//!    clinician or staff member is treated like the participant's systems; its administrator sees
+//!    the directory only.
+//!
+//! Denials carry reasons for the audit trail. A request-level denial answers 403 naming the rule;
+//! a withheld resource is never mentioned to the caller (it looks like one that does not exist).
+//! The consent issue adds its rules here, through [`DecisionPoint::with_rule`]'s hook and beside
+//! the relationship rule.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
-use store::Stored;
+use serde_json::Value;
+use store::{Store, Stored};
 
 pub use auth::purpose::PurposeOfUse;
-use auth::scope::ScopeSet;
+pub use auth::scope::Interaction;
+use auth::scope::{Context, ScopeSet};
+
+use crate::participants::{participant_of, Kind, Status};
 
 /// A portal user's role. A patient's account is linked to one Patient by the operator after
 /// identity proofing.
@@ -37,7 +68,7 @@ pub enum Principal {
         participant: Option<String>,
         role: Role,
     },
-    /// Nobody has authenticated. Until the HTTP adapter checks tokens, every API request is this.
+    /// Nobody has authenticated.
     Anonymous,
 }
 
@@ -53,29 +84,63 @@ impl Principal {
 }
 
 /// Who is asking, why, and from where. Built by the adapter for every request; carries the request
-/// id for the log and the audit trail.
+/// id for the log and the audit trail, and remembers, for the length of the request, what the
+/// decision point looked up about it.
 #[derive(Debug, Clone)]
 pub struct Requester {
     pub request_id: String,
     pub principal: Principal,
     pub purpose: PurposeOfUse,
+    /// Whether the purpose was stated by the requester (in the token request or the portal) rather
+    /// than defaulted; operators see clinical data only with a stated purpose.
+    pub purpose_stated: bool,
     /// The client's network address, when the request came over the network.
     pub client_address: Option<std::net::IpAddr>,
+    pub(crate) facts: Arc<Mutex<Facts>>,
+}
+
+/// What the decision point learned from the database during one request.
+#[derive(Debug, Default)]
+pub(crate) struct Facts {
+    status: Option<Option<(Status, Option<Kind>)>>,
+    related: HashSet<String>,
+    unrelated: HashSet<String>,
 }
 
 impl Requester {
+    /// A requester for `principal` with a purpose; the adapter fills in the client address.
+    pub fn new(
+        request_id: impl Into<String>,
+        principal: Principal,
+        purpose: PurposeOfUse,
+        purpose_stated: bool,
+    ) -> Self {
+        Requester {
+            request_id: request_id.into(),
+            principal,
+            purpose,
+            purpose_stated,
+            client_address: None,
+            facts: Arc::default(),
+        }
+    }
+
     /// A requester for local tools (import, demo seeding, admin commands) acting as the system
     /// itself, for treatment.
     pub fn system(request_id: impl Into<String>) -> Self {
         let request_id = request_id.into();
-        Requester {
-            principal: Principal::System {
-                name: request_id.clone(),
-            },
-            request_id,
-            purpose: PurposeOfUse::Treat,
-            client_address: None,
-        }
+        Requester::new(
+            request_id.clone(),
+            Principal::System { name: request_id },
+            PurposeOfUse::Treat,
+            false,
+        )
+    }
+
+    /// This requester, coming from `address`.
+    pub fn with_client_address(mut self, address: Option<std::net::IpAddr>) -> Self {
+        self.client_address = address;
+        self
     }
 
     /// The requestor of this request's AuditEvent.
@@ -107,41 +172,217 @@ impl Requester {
             },
         }
     }
-}
 
-/// The outcome for one resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Permit,
-    /// Withhold the resource; the reason is for the audit trail, never shown to the caller.
-    Deny {
-        reason: String,
-    },
-}
-
-impl Decision {
-    pub fn is_permit(&self) -> bool {
-        matches!(self, Decision::Permit)
+    fn facts(&self) -> std::sync::MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// A rule the decision point applies to every resource about to be disclosed.
-pub type Rule = Arc<dyn Fn(&Requester, &Stored) -> Decision + Send + Sync>;
+/// Why something was denied. Recorded in the audit trail; request-level reasons are also shown to
+/// the caller (they say nothing about any patient).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// Nobody authenticated.
+    Unauthenticated,
+    /// The granted scopes do not allow this interaction on this type.
+    Scope {
+        interaction: Interaction,
+        resource_type: String,
+    },
+    /// The principal acts for no participant the exchange knows.
+    UnknownParticipant,
+    /// The participant is not live (clinical data) or not known.
+    ParticipantStatus { status: Status },
+    /// The purpose of use is not one this principal may use.
+    Purpose { purpose: PurposeOfUse },
+    /// The participant has no treatment relationship with the patient.
+    NoRelationship,
+    /// An operator asked for clinical data without stating a purpose.
+    NoStatedPurpose,
+    /// A patient asked for someone else's data.
+    NotOwnRecord,
+    /// A role that does not include this kind of data.
+    Role,
+    /// The audit trail is written by the exchange only.
+    AuditTrail,
+    /// A rule plugged in by a later issue (consent) or a test.
+    Rule(String),
+}
 
-/// The decision point. Without a rule it permits everything; the access and consent issues give it
-/// rules, and every read path already goes through it.
+impl Reason {
+    /// A short code for the audit trail and the log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::Scope { .. } => "scope",
+            Reason::UnknownParticipant => "unknown-participant",
+            Reason::ParticipantStatus { .. } => "participant-status",
+            Reason::Purpose { .. } => "purpose-of-use",
+            Reason::NoRelationship => "no-treatment-relationship",
+            Reason::NoStatedPurpose => "no-stated-purpose",
+            Reason::NotOwnRecord => "not-own-record",
+            Reason::Role => "role",
+            Reason::AuditTrail => "audit-trail-read-only",
+            Reason::Rule(_) => "rule",
+        }
+    }
+
+    /// What to tell the caller of a request-level denial.
+    pub fn text(&self) -> String {
+        match self {
+            Reason::Unauthenticated => "Authentication is required".into(),
+            Reason::Scope {
+                interaction,
+                resource_type,
+            } => format!(
+                "The access token's scopes do not allow {} of {resource_type}",
+                interaction_name(*interaction)
+            ),
+            Reason::UnknownParticipant => {
+                "The client is not registered for a participant of this exchange".into()
+            }
+            Reason::ParticipantStatus { status } => format!(
+                "The participant's status is {}: only live participants exchange clinical data",
+                status.code()
+            ),
+            Reason::Purpose { purpose } => {
+                format!("The purpose of use {} is not allowed here", purpose.code())
+            }
+            Reason::NoRelationship => "No treatment relationship with the patient".into(),
+            Reason::NoStatedPurpose => {
+                "Operators see clinical data only with a stated purpose of use".into()
+            }
+            Reason::NotOwnRecord => "Patients see only their own record".into(),
+            Reason::Role => "The user's role does not include this data".into(),
+            Reason::AuditTrail => "The audit trail is written by the exchange only".into(),
+            Reason::Rule(text) => text.clone(),
+        }
+    }
+}
+
+fn interaction_name(interaction: Interaction) -> &'static str {
+    match interaction {
+        Interaction::Create => "create",
+        Interaction::Read => "read",
+        Interaction::Vread => "vread",
+        Interaction::Update => "update",
+        Interaction::Delete => "delete",
+        Interaction::Search => "search",
+        Interaction::History => "history",
+    }
+}
+
+/// What a permit obliges the repository to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Obligation {
+    /// Emergency access without a treatment relationship: the disclosure is flagged in the audit
+    /// trail so that the privacy officer reviews it.
+    FlagEmergencyAccess,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Permit { obligations: Vec<Obligation> },
+    Deny { reasons: Vec<Reason> },
+}
+
+impl Decision {
+    pub const PERMIT: Decision = Decision::Permit {
+        obligations: Vec::new(),
+    };
+
+    pub fn deny(reason: Reason) -> Decision {
+        Decision::Deny {
+            reasons: vec![reason],
+        }
+    }
+
+    pub fn is_permit(&self) -> bool {
+        matches!(self, Decision::Permit { .. })
+    }
+
+    /// The reasons of a denial (empty for a permit).
+    pub fn reasons(&self) -> &[Reason] {
+        match self {
+            Decision::Deny { reasons } => reasons,
+            Decision::Permit { .. } => &[],
+        }
+    }
+
+    pub fn obligations(&self) -> &[Obligation] {
+        match self {
+            Decision::Permit { obligations } => obligations,
+            Decision::Deny { .. } => &[],
+        }
+    }
+}
+
+/// What a request asks to do, known before anything is read: the interaction and the resource
+/// type (none for a search or history across all types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask<'a> {
+    pub interaction: Interaction,
+    pub resource_type: Option<&'a str>,
+}
+
+impl<'a> Ask<'a> {
+    pub fn new(interaction: Interaction, resource_type: Option<&'a str>) -> Self {
+        Ask {
+            interaction,
+            resource_type,
+        }
+    }
+}
+
+/// A resource about to be disclosed, with the patients it is about (the Patient compartments it
+/// is in; a Patient is about itself).
+#[derive(Debug)]
+pub struct Subject<'a> {
+    pub stored: &'a Stored,
+    pub resource: Option<&'a Value>,
+    pub patients: &'a [String],
+}
+
+/// A rule the decision point applies, after its own, to every resource about to be disclosed
+/// (tests use it to deny one resource and show that it never leaves the repository; the consent
+/// issue plugs its rules in here).
+pub type Rule = Arc<dyn Fn(&Requester, &Subject<'_>) -> Decision + Send + Sync>;
+
+/// The types of the provider directory, which every participant in any status may read.
+pub const DIRECTORY_TYPES: &[&str] = &[
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Endpoint",
+    "Location",
+    "HealthcareService",
+];
+
+/// Whether a type holds directory (administrative) data rather than clinical data.
+pub fn is_directory(resource_type: &str) -> bool {
+    DIRECTORY_TYPES.contains(&resource_type)
+}
+
+/// The decision point. [`DecisionPoint::open`] permits everything (tools and tests that exercise
+/// something else); [`DecisionPoint::enforcing`] applies the exchange's rules with facts from the
+/// store.
 #[derive(Clone, Default)]
 pub struct DecisionPoint {
+    store: Option<Store>,
     rule: Option<Rule>,
 }
 
 impl std::fmt::Debug for DecisionPoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecisionPoint")
+            .field("enforcing", &self.store.is_some())
             .field("rule", &self.rule.as_ref().map(|_| "<rule>"))
             .finish()
     }
 }
+
+type Result<T> = std::result::Result<T, store::StoreError>;
 
 impl DecisionPoint {
     /// A decision point that permits everything.
@@ -149,22 +390,311 @@ impl DecisionPoint {
         DecisionPoint::default()
     }
 
-    /// A decision point that asks `rule` about every resource (tests use it to deny one resource and
-    /// show that it never leaves the repository).
-    pub fn with_rule(rule: Rule) -> Self {
-        DecisionPoint { rule: Some(rule) }
+    /// The exchange's rules, looking up participants and treatment relationships in `store`.
+    pub fn enforcing(store: Store) -> Self {
+        DecisionPoint {
+            store: Some(store),
+            rule: None,
+        }
     }
 
-    /// Whether this decision point permits everything (it has no rule), so callers may skip work
-    /// that only matters when something is withheld.
-    pub fn permits_everything(&self) -> bool {
+    /// This decision point with `rule` applied after its own rules to every resource.
+    pub fn with_rule(mut self, rule: Rule) -> Self {
+        self.rule = Some(rule);
+        self
+    }
+
+    /// Whether this decision point permits `who` everything, so that callers may skip work that
+    /// only matters when something is withheld.
+    pub fn permits_everything(&self, who: &Requester) -> bool {
         self.rule.is_none()
+            && (self.store.is_none() || matches!(who.principal, Principal::System { .. }))
     }
 
-    pub fn decide(&self, who: &Requester, resource: &Stored) -> Decision {
-        match &self.rule {
-            Some(rule) => rule(who, resource),
-            None => Decision::Permit,
+    /// The request-level decision, before anything is read or written.
+    pub async fn authorize(&self, who: &Requester, ask: Ask<'_>) -> Result<Decision> {
+        if self.store.is_none() {
+            return Ok(Decision::PERMIT);
+        }
+        let writes = matches!(
+            ask.interaction,
+            Interaction::Create | Interaction::Update | Interaction::Delete
+        );
+        if writes && ask.resource_type == Some("AuditEvent") {
+            if matches!(who.principal, Principal::System { .. }) {
+                return Ok(Decision::PERMIT);
+            }
+            return Ok(Decision::deny(Reason::AuditTrail));
+        }
+        match &who.principal {
+            Principal::System { .. } => Ok(Decision::PERMIT),
+            Principal::Anonymous => Ok(Decision::deny(Reason::Unauthenticated)),
+            Principal::Client { scopes, .. } => {
+                if let Some(ty) = ask.resource_type {
+                    if !scopes.permits(Context::System, ty, ask.interaction) {
+                        return Ok(Decision::deny(Reason::Scope {
+                            interaction: ask.interaction,
+                            resource_type: ty.to_string(),
+                        }));
+                    }
+                }
+                self.participant_rules(who, ask).await
+            }
+            Principal::User { role, .. } => match role {
+                Role::OperatorAdmin => {
+                    let clinical = ask.resource_type.is_none_or(|ty| {
+                        !is_directory(ty) && ty != "AuditEvent" && ty != "Patient"
+                    });
+                    if clinical && !who.purpose_stated {
+                        Ok(Decision::deny(Reason::NoStatedPurpose))
+                    } else {
+                        Ok(Decision::PERMIT)
+                    }
+                }
+                Role::Patient { .. } => {
+                    if writes {
+                        Ok(Decision::deny(Reason::Role))
+                    } else {
+                        Ok(Decision::PERMIT)
+                    }
+                }
+                Role::ParticipantAdmin => {
+                    if ask.resource_type.is_some_and(is_directory) {
+                        self.participant_rules(who, ask).await
+                    } else {
+                        Ok(Decision::deny(Reason::Role))
+                    }
+                }
+                Role::Clinician | Role::Staff => self.participant_rules(who, ask).await,
+            },
+        }
+    }
+
+    /// Participant status and purpose of use, for a participant's systems and people.
+    async fn participant_rules(&self, who: &Requester, ask: Ask<'_>) -> Result<Decision> {
+        let directory = ask.resource_type.is_some_and(is_directory)
+            && matches!(
+                ask.interaction,
+                Interaction::Read | Interaction::Vread | Interaction::Search | Interaction::History
+            );
+        let Some((status, kind)) = self.participant(who).await? else {
+            return Ok(Decision::deny(Reason::UnknownParticipant));
+        };
+        if directory {
+            return Ok(Decision::PERMIT);
+        }
+        if status != Status::Live {
+            return Ok(Decision::deny(Reason::ParticipantStatus { status }));
+        }
+        let public_health = kind == Some(Kind::PublicHealth);
+        match who.purpose {
+            PurposeOfUse::Pubhlth if !public_health => Ok(Decision::deny(Reason::Purpose {
+                purpose: who.purpose,
+            })),
+            _ => Ok(Decision::PERMIT),
+        }
+    }
+
+    /// The status and kind of the requester's participant, read once per request; `None` if it
+    /// acts for no participant the exchange knows.
+    async fn participant(&self, who: &Requester) -> Result<Option<(Status, Option<Kind>)>> {
+        if let Some(known) = who.facts().status {
+            return Ok(known);
+        }
+        let found = match (who.principal.participant(), &self.store) {
+            (Some(id), Some(store)) => store
+                .read("Organization", id)
+                .await?
+                .filter(|s| !s.deleted)
+                .and_then(|s| {
+                    let org: Value = serde_json::from_str(&s.json).ok()?;
+                    participant_of(&s.id, s.version, &org).map(|p| (p.status, p.kind))
+                }),
+            _ => None,
+        };
+        who.facts().status = Some(found);
+        Ok(found)
+    }
+
+    /// The decision about one resource about to be disclosed.
+    pub async fn decide(&self, who: &Requester, stored: &Stored) -> Result<Decision> {
+        Ok(self.judge(who, stored).await?.0)
+    }
+
+    /// [`DecisionPoint::decide`], answering also the patients the resource is about (for the audit
+    /// trail). The exchange's own tools get neither rules nor patients: they are not audited.
+    pub async fn judge(&self, who: &Requester, stored: &Stored) -> Result<(Decision, Vec<String>)> {
+        if matches!(who.principal, Principal::System { .. }) && self.rule.is_none() {
+            return Ok((Decision::PERMIT, Vec::new()));
+        }
+        let resource: Option<Value> = if stored.deleted {
+            None
+        } else {
+            serde_json::from_str(&stored.json).ok()
+        };
+        let patients = resource
+            .as_ref()
+            .map(fhir::search::extract::patient_compartments)
+            .unwrap_or_default();
+        let decision = self
+            .decide_about(
+                who,
+                &Subject {
+                    stored,
+                    resource: resource.as_ref(),
+                    patients: &patients,
+                },
+            )
+            .await?;
+        Ok((decision, patients))
+    }
+
+    /// [`DecisionPoint::decide`] for a resource whose patients are already known.
+    pub async fn decide_about(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
+        let decision = if self.store.is_some() {
+            self.own_rules(who, subject).await?
+        } else {
+            Decision::PERMIT
+        };
+        match (&self.rule, decision) {
+            (Some(rule), Decision::Permit { mut obligations }) => match rule(who, subject) {
+                Decision::Permit { obligations: more } => {
+                    obligations.extend(more);
+                    Ok(Decision::Permit { obligations })
+                }
+                deny => Ok(deny),
+            },
+            (_, decision) => Ok(decision),
+        }
+    }
+
+    async fn own_rules(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
+        let ty = subject.stored.resource_type.as_str();
+        let clinical = !subject.patients.is_empty();
+        match &who.principal {
+            Principal::System { .. } => Ok(Decision::PERMIT),
+            Principal::Anonymous => Ok(Decision::deny(Reason::Unauthenticated)),
+            Principal::Client { scopes, .. } => {
+                if !scopes.permits(Context::System, ty, Interaction::Read) {
+                    return Ok(Decision::deny(Reason::Scope {
+                        interaction: Interaction::Read,
+                        resource_type: ty.to_string(),
+                    }));
+                }
+                self.relationship_rules(who, subject, clinical).await
+            }
+            Principal::User { role, .. } => match role {
+                Role::OperatorAdmin => {
+                    if clinical && !who.purpose_stated {
+                        Ok(Decision::deny(Reason::NoStatedPurpose))
+                    } else {
+                        Ok(Decision::PERMIT)
+                    }
+                }
+                Role::Patient { patient_id } => {
+                    let own = subject.patients.iter().all(|p| p == patient_id);
+                    if !clinical || own {
+                        Ok(Decision::PERMIT)
+                    } else {
+                        Ok(Decision::deny(Reason::NotOwnRecord))
+                    }
+                }
+                Role::ParticipantAdmin if clinical => Ok(Decision::deny(Reason::Role)),
+                Role::ParticipantAdmin => Ok(Decision::PERMIT),
+                Role::Clinician | Role::Staff => {
+                    self.relationship_rules(who, subject, clinical).await
+                }
+            },
+        }
+    }
+
+    /// A participant sees clinical data about a patient only as a live participant, and (except
+    /// in an emergency) only with a treatment relationship with every patient the resource is
+    /// about.
+    async fn relationship_rules(
+        &self,
+        who: &Requester,
+        subject: &Subject<'_>,
+        clinical: bool,
+    ) -> Result<Decision> {
+        let Some((status, kind)) = self.participant(who).await? else {
+            return Ok(Decision::deny(Reason::UnknownParticipant));
+        };
+        if !clinical {
+            return Ok(Decision::PERMIT);
+        }
+        if status != Status::Live {
+            return Ok(Decision::deny(Reason::ParticipantStatus { status }));
+        }
+        match who.purpose {
+            PurposeOfUse::Etreat => {
+                return Ok(Decision::Permit {
+                    obligations: vec![Obligation::FlagEmergencyAccess],
+                })
+            }
+            PurposeOfUse::Pubhlth => {
+                return Ok(if kind == Some(Kind::PublicHealth) {
+                    Decision::PERMIT
+                } else {
+                    Decision::deny(Reason::Purpose {
+                        purpose: who.purpose,
+                    })
+                });
+            }
+            _ => {}
+        }
+        if self.related_to_all(who, subject.patients).await? {
+            Ok(Decision::PERMIT)
+        } else {
+            Ok(Decision::deny(Reason::NoRelationship))
+        }
+    }
+
+    /// Whether the requester's participant has a treatment relationship with every one of
+    /// `patients`, asking the store only about patients not yet seen in this request.
+    async fn related_to_all(&self, who: &Requester, patients: &[String]) -> Result<bool> {
+        let (Some(store), Some(participant)) = (&self.store, who.principal.participant()) else {
+            return Ok(false);
+        };
+        let unknown: Vec<String> = {
+            let facts = who.facts();
+            if patients.iter().any(|p| facts.unrelated.contains(p)) {
+                return Ok(false);
+            }
+            patients
+                .iter()
+                .filter(|p| !facts.related.contains(*p))
+                .cloned()
+                .collect()
+        };
+        if unknown.is_empty() {
+            return Ok(true);
+        }
+        let related: HashSet<String> = store
+            .treatment_relationships(participant, &unknown)
+            .await?
+            .into_iter()
+            .collect();
+        let mut facts = who.facts();
+        let mut all = true;
+        for patient in unknown {
+            if related.contains(&patient) {
+                facts.related.insert(patient);
+            } else {
+                all = false;
+                facts.unrelated.insert(patient);
+            }
+        }
+        Ok(all)
+    }
+
+    /// Tells the decision point that the requester's participant now has a relationship with these
+    /// patients (it just sent data about them), so the rest of the request need not ask again.
+    pub(crate) fn note_related(&self, who: &Requester, patients: &[String]) {
+        let mut facts = who.facts();
+        for patient in patients {
+            facts.unrelated.remove(patient);
+            facts.related.insert(patient.clone());
         }
     }
 }
@@ -206,5 +736,23 @@ mod tests {
             who.audit_requestor().display.as_deref(),
             Some("unauthenticated")
         );
+    }
+
+    #[test]
+    fn request_level_reasons_name_the_rule_without_patient_data() {
+        let reason = Reason::Scope {
+            interaction: Interaction::Search,
+            resource_type: "Observation".into(),
+        };
+        assert_eq!(reason.code(), "scope");
+        assert_eq!(
+            reason.text(),
+            "The access token's scopes do not allow search of Observation"
+        );
+        assert!(Reason::ParticipantStatus {
+            status: Status::Suspended
+        }
+        .text()
+        .contains("suspended"));
     }
 }

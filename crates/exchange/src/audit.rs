@@ -135,6 +135,9 @@ pub struct AuditFacts {
     pub patients: Vec<String>,
     /// Each resource disclosed or written: type, id and version.
     pub resources: Vec<(String, String, i64)>,
+    /// Why a request was refused (the decision point's reason codes), or what a privacy officer
+    /// must review (emergency access): AuditEvent.outcomeDesc. Never patient data.
+    pub outcome_desc: Option<String>,
 }
 
 fn coding(system: &str, code: &str, display: &str) -> Value {
@@ -206,7 +209,7 @@ pub fn audit_event(facts: &AuditFacts) -> Value {
             "what": { "reference": format!("{ty}/{id}/_history/{version}") },
         }));
     }
-    json!({
+    let mut event = json!({
         "resourceType": "AuditEvent",
         "type": coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
         "subtype": [coding(RESTFUL_INTERACTION, facts.interaction.code(), facts.interaction.code())],
@@ -220,7 +223,11 @@ pub fn audit_event(facts: &AuditFacts) -> Value {
             "type": [coding(SOURCE_TYPE, "4", "Application Server")],
         },
         "entity": entities,
-    })
+    });
+    if let Some(desc) = &facts.outcome_desc {
+        event["outcomeDesc"] = json!(desc);
+    }
+    event
 }
 
 #[cfg(test)]
@@ -247,6 +254,7 @@ mod tests {
                 ("Observation".into(), "o1".into(), 2),
                 ("Patient".into(), "p1".into(), 1),
             ],
+            outcome_desc: None,
         }
     }
 

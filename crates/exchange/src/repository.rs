@@ -14,6 +14,7 @@ use fhir::{Issue, IssueType};
 mod bundle;
 mod capability;
 mod crud;
+mod disclosure;
 mod elements;
 mod history;
 mod search;
@@ -187,6 +188,10 @@ pub enum Error {
     /// No such resource or version (404).
     #[error("not found")]
     NotFound,
+    /// The decision point refused the request (403), with its reasons (they name rules, never a
+    /// patient).
+    #[error("forbidden")]
+    Forbidden(Vec<crate::access::Reason>),
     /// The resource was deleted (410).
     #[error("gone")]
     Gone { version: i64, last_updated: i64 },
@@ -217,6 +222,7 @@ impl Error {
             Error::Invalid(_) => 400,
             Error::Unprocessable(_) => 422,
             Error::NotFound => 404,
+            Error::Forbidden(_) => 403,
             Error::Gone { .. } => 410,
             Error::MultipleMatches | Error::PreconditionFailed { .. } => 412,
             Error::Conflict => 409,
@@ -235,6 +241,10 @@ impl Error {
         match self {
             Error::Invalid(issues) | Error::Unprocessable(issues) => issues.clone(),
             Error::NotFound => vec![Issue::error(IssueType::NotFound, "Resource not found")],
+            Error::Forbidden(reasons) => reasons
+                .iter()
+                .map(|r| Issue::error(IssueType::Forbidden, r.text()))
+                .collect(),
             Error::Gone { version, .. } => {
                 vec![Issue::error(
                     IssueType::Deleted,
@@ -342,6 +352,7 @@ mod tests {
             Error::Invalid(vec![Issue::error(IssueType::Value, "x")]),
             Error::Unprocessable(vec![Issue::error(IssueType::Processing, "x")]),
             Error::NotFound,
+            Error::Forbidden(vec![crate::access::Reason::NoRelationship]),
             Error::Gone {
                 version: 2,
                 last_updated: 0,

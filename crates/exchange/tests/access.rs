@@ -7,19 +7,18 @@ mod common;
 use std::sync::Arc;
 
 use common::{entries, params, patient, repo_with, who};
-use exchange::access::{Decision, DecisionPoint};
+use exchange::access::{Decision, DecisionPoint, Reason};
 use exchange::repository::{Handling, HistoryScope};
 use serde_json::json;
 
 /// Denies every version of the Observation with id `secret`.
 fn deny_secret() -> DecisionPoint {
-    DecisionPoint::with_rule(Arc::new(|_, stored| {
+    DecisionPoint::new().with_rule(Arc::new(|_, subject| {
+        let stored = subject.stored;
         if stored.resource_type == "Observation" && stored.id == "secret" {
-            Decision::Deny {
-                reason: "test rule".into(),
-            }
+            Decision::deny(Reason::Rule("test rule".into()))
         } else {
-            Decision::Permit
+            Decision::PERMIT
         }
     }))
 }

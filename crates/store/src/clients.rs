@@ -211,7 +211,10 @@ pub(crate) async fn remember_jti(
 ) -> Result<bool> {
     let d = e.dialect();
     let p = |n| d.placeholder(n);
-    if JTI_CALLS.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == 0 {
+    if JTI_CALLS
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(PRUNE_EVERY)
+    {
         let prune = format!("DELETE FROM client_jti WHERE expires_at <= {}", p(1));
         e.rows(&prune, &[seconds(now)]).await?;
     }
@@ -275,7 +278,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

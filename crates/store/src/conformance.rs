@@ -3078,7 +3078,7 @@ pub async fn jti_is_refused_until_it_expires(store: &Store) {
 
 /// Many callers offering the same `jti` at once: exactly one is told it is new, every round.
 pub async fn jti_concurrent_callers_get_one_true(store: &Store) {
-    jti_race(&[store.clone()], 20).await;
+    jti_race(std::slice::from_ref(store), 20).await;
 }
 
 /// Offers the same jti from `callers` tasks per round, spread over `stores`; asserts one winner.

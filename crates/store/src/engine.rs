@@ -5,8 +5,8 @@ use fhir::search::Query;
 
 use crate::{
     Appended, AuditCheck, AuditRecord, Client, ClientStatus, CompartmentRequest, Current,
-    HistoryPage, HistoryRequest, NewAuditRecord, NewClient, Result, SearchOptions, SearchPage,
-    Stored, Write,
+    HistoryPage, HistoryRequest, NewAuditRecord, NewClient, RelationshipBasis, Result,
+    SearchOptions, SearchPage, Stored, Write,
 };
 
 /// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
@@ -228,6 +228,41 @@ impl Store {
     /// this database and the same ever after, in every process that opens it.
     pub async fn token_key(&self) -> Result<Vec<u8>> {
         dispatch!(self, e => e.token_key().await)
+    }
+
+    /// Records that the participant is related to each of `patients` on `basis` (at `recorded`,
+    /// milliseconds since the Unix epoch). Recording a relationship again changes nothing.
+    pub async fn record_treatment_relationships(
+        &self,
+        participant_id: &str,
+        basis: RelationshipBasis,
+        patients: &[String],
+        recorded: i64,
+    ) -> Result<()> {
+        if patients.is_empty() {
+            return Ok(());
+        }
+        timed!(
+            self,
+            "record_relationships",
+            dispatch!(self, e => e.record_relationships(participant_id, basis, patients, recorded).await)
+        )
+    }
+
+    /// Those of `patients` the participant has a treatment relationship with, on any basis.
+    pub async fn treatment_relationships(
+        &self,
+        participant_id: &str,
+        patients: &[String],
+    ) -> Result<Vec<String>> {
+        if patients.is_empty() {
+            return Ok(Vec::new());
+        }
+        timed!(
+            self,
+            "relationships",
+            dispatch!(self, e => e.relationships(participant_id, patients).await)
+        )
     }
 
     /// Executes a search over current, live resources.

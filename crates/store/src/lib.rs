@@ -44,6 +44,7 @@ mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
+mod relationships;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod types;
@@ -53,4 +54,5 @@ pub use audit::{
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;
+pub use relationships::RelationshipBasis;
 pub use types::*;

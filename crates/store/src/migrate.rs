@@ -35,6 +35,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "clients",
         sql: include_str!("../migrations/sqlite/0003_clients.sql"),
     },
+    Migration {
+        version: 4,
+        name: "relationships",
+        sql: include_str!("../migrations/sqlite/0004_relationships.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -53,6 +58,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 3,
         name: "clients",
         sql: include_str!("../migrations/postgres/0003_clients.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "relationships",
+        sql: include_str!("../migrations/postgres/0004_relationships.sql"),
     },
 ];
 

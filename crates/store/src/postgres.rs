@@ -32,6 +32,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 use crate::audit::{self, Appender, RawRecord};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{Dialect, Exec, Val};
+use crate::relationships::{self, RelationshipBasis};
 use crate::{
     migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
     NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
@@ -376,6 +377,33 @@ impl Postgres {
     pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
         let client = self.client().await?;
         clients::token_key(&mut PgExec { client: &client }).await
+    }
+
+    pub(crate) async fn record_relationships(
+        &self,
+        participant_id: &str,
+        basis: RelationshipBasis,
+        patients: &[String],
+        recorded: i64,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        relationships::record(
+            &mut PgExec { client: &client },
+            participant_id,
+            basis,
+            patients,
+            recorded,
+        )
+        .await
+    }
+
+    pub(crate) async fn relationships(
+        &self,
+        participant_id: &str,
+        patients: &[String],
+    ) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        relationships::related(&mut PgExec { client: &client }, participant_id, patients).await
     }
 }
 

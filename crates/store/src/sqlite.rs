@@ -27,6 +27,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::audit::{self, Appender, RawRecord};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
+use crate::relationships::{self, RelationshipBasis};
 use crate::{
     migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
     NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
@@ -280,6 +281,36 @@ impl Sqlite {
 
     pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
         self.write(|e| block_ready(clients::token_key(e))).await
+    }
+
+    pub(crate) async fn record_relationships(
+        &self,
+        participant_id: &str,
+        basis: RelationshipBasis,
+        patients: &[String],
+        recorded: i64,
+    ) -> Result<()> {
+        let (participant_id, patients) = (participant_id.to_string(), patients.to_vec());
+        self.write(move |e| {
+            block_ready(relationships::record(
+                e,
+                &participant_id,
+                basis,
+                &patients,
+                recorded,
+            ))
+        })
+        .await
+    }
+
+    pub(crate) async fn relationships(
+        &self,
+        participant_id: &str,
+        patients: &[String],
+    ) -> Result<Vec<String>> {
+        let (participant_id, patients) = (participant_id.to_string(), patients.to_vec());
+        self.read(move |e| block_ready(relationships::related(e, &participant_id, &patients)))
+            .await
     }
 
     pub(crate) async fn health(&self) -> Result<()> {

@@ -217,6 +217,29 @@ impl Repository {
             return Err(Error::Invalid(issues));
         }
         check_duplicates(&planned)?;
+        // Every write entry is authorized before anything is read or written: one refused entry
+        // refuses the whole transaction (reads are checked as they run, after the commit).
+        for p in &planned {
+            use crate::access::Interaction as Access;
+            let (interaction, ty) = match &p.action {
+                Action::Create { ty, .. } => (Access::Create, ty),
+                Action::Update { ty, .. } | Action::UpdateIf { ty, .. } => (Access::Update, ty),
+                Action::Patch { ty, .. } => (Access::Update, ty),
+                Action::Delete { ty, .. } | Action::DeleteIf { ty, .. } => (Access::Delete, ty),
+                Action::Read { .. } => continue,
+            };
+            self.authorize(
+                who,
+                interaction,
+                Some(ty),
+                crate::audit::Interaction::Transaction,
+            )
+            .await
+            .map_err(|error| Error::Entry {
+                index: p.index,
+                error: Box::new(error),
+            })?;
+        }
         // A bundle of plain creates (the usual import) cannot lose a race: its ids are new. Its
         // resources can then be moved into the writes instead of copied for a possible retry.
         let consume = planned.iter().all(|p| {
@@ -723,7 +746,7 @@ impl Repository {
                         .vread(ty, id, c.version)
                         .await?
                         .ok_or_else(|| entry_err(Error::NotFound))?;
-                    if !self.gate.decide(who, &stored).is_permit() {
+                    if !self.gate.decide(who, &stored).await?.is_permit() {
                         return Err(entry_err(Error::NotFound));
                     }
                     let mut resource = versioned(&stored)?.resource;
@@ -828,7 +851,7 @@ impl Repository {
             };
             let failure = match stored {
                 None => Some(Error::NotFound),
-                Some(s) if !self.gate.decide(who, &s).is_permit() => Some(Error::NotFound),
+                Some(s) if !self.gate.decide(who, &s).await?.is_permit() => Some(Error::NotFound),
                 Some(s) if s.deleted => Some(Error::Gone {
                     version: s.version,
                     last_updated: s.last_updated,

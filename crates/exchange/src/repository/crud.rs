@@ -4,12 +4,14 @@
 use serde_json::Value;
 use store::{SearchOptions, StoreError, Stored};
 
+use super::disclosure::Disclosed;
 use super::support::{
     check_body_type, check_id, check_type, delete_write, invalid, new_id, now_millis,
     parse_query_string, put_write, stamp, validate, versioned,
 };
 use super::{Error, Repository, Result, Versioned, WriteOutcome};
-use crate::access::Requester;
+use crate::access::{Interaction as Access, Requester};
+use crate::audit::Interaction;
 use fhir::{Issue, IssueType};
 
 /// How often a write that lost a race without `If-Match` is retried before answering 409.
@@ -21,12 +23,14 @@ impl Repository {
     pub async fn read(&self, who: &Requester, resource_type: &str, id: &str) -> Result<Versioned> {
         check_type(resource_type)?;
         check_id(id)?;
+        self.authorize(who, Access::Read, Some(resource_type), Interaction::Read)
+            .await?;
         let stored = self
             .store
             .read(resource_type, id)
             .await?
             .ok_or(Error::NotFound)?;
-        self.disclose(who, &stored)
+        self.disclose(who, &stored, Some(Interaction::Read)).await
     }
 
     /// `GET [type]/[id]/_history/[version]`.
@@ -39,19 +43,27 @@ impl Repository {
     ) -> Result<Versioned> {
         check_type(resource_type)?;
         check_id(id)?;
+        self.authorize(who, Access::Vread, Some(resource_type), Interaction::Vread)
+            .await?;
         let stored = self
             .store
             .vread(resource_type, id, version)
             .await?
             .ok_or(Error::NotFound)?;
-        self.disclose(who, &stored)
+        self.disclose(who, &stored, Some(Interaction::Vread)).await
     }
 
     /// The one place a single stored version becomes an answer: tombstones are 410, withheld
-    /// resources are indistinguishable from absent ones.
-    fn disclose(&self, who: &Requester, stored: &Stored) -> Result<Versioned> {
-        if !self.gate.decide(who, stored).is_permit() {
-            tracing::debug!(request_id = %who.request_id, resource_type = %stored.resource_type, "withheld by the decision point");
+    /// resources are indistinguishable from absent ones. A disclosure is recorded as `audit_as`
+    /// before it is answered (`None` when the caller records it, as a patch does with its write).
+    async fn disclose(
+        &self,
+        who: &Requester,
+        stored: &Stored,
+        audit_as: Option<Interaction>,
+    ) -> Result<Versioned> {
+        let mut disclosed = Disclosed::new();
+        if !self.admit(who, stored, &mut disclosed).await? {
             return Err(Error::NotFound);
         }
         if stored.deleted {
@@ -59,6 +71,10 @@ impl Repository {
                 version: stored.version,
                 last_updated: stored.last_updated,
             });
+        }
+        if let Some(interaction) = audit_as {
+            self.record_disclosure(who, interaction, None, disclosed)
+                .await?;
         }
         versioned(stored)
     }
@@ -74,6 +90,13 @@ impl Repository {
     ) -> Result<WriteOutcome> {
         check_type(resource_type)?;
         check_body_type(&body, resource_type)?;
+        self.authorize(
+            who,
+            Access::Create,
+            Some(resource_type),
+            Interaction::Create,
+        )
+        .await?;
         let issues = validate(&body)?;
         if let Some(condition) = if_none_exist {
             let params = parse_query_string(condition);
@@ -143,6 +166,13 @@ impl Repository {
                 .at(format!("{resource_type}.id"))]))
             }
         }
+        self.authorize(
+            who,
+            Access::Update,
+            Some(resource_type),
+            Interaction::Update,
+        )
+        .await?;
         let issues = validate(&body)?;
         self.check_writable(who, resource_type, id).await?;
         let interaction = crate::audit::Interaction::Update;
@@ -168,11 +198,11 @@ impl Repository {
         resource_type: &str,
         id: &str,
     ) -> Result<bool> {
-        if self.gate.permits_everything() {
+        if self.gate.permits_everything(who) {
             return Ok(true);
         }
         Ok(match self.store.read(resource_type, id).await? {
-            Some(stored) if !stored.deleted => self.gate.decide(who, &stored).is_permit(),
+            Some(stored) if !stored.deleted => self.gate.decide(who, &stored).await?.is_permit(),
             _ => true,
         })
     }
@@ -289,6 +319,8 @@ impl Repository {
     ) -> Result<WriteOutcome> {
         check_type(resource_type)?;
         check_id(id)?;
+        self.authorize(who, Access::Update, Some(resource_type), Interaction::Patch)
+            .await?;
         let operations: json_patch::Patch = serde_json::from_value(patch).map_err(|e| {
             invalid(
                 IssueType::Structure,
@@ -302,7 +334,7 @@ impl Repository {
                 .read(resource_type, id)
                 .await?
                 .ok_or(Error::NotFound)?;
-            let current = self.disclose(who, &stored)?;
+            let current = self.disclose(who, &stored, None).await?;
             if let Some(expected) = if_match {
                 if expected != current.version {
                     return Err(Error::PreconditionFailed {
@@ -371,6 +403,13 @@ impl Repository {
     ) -> Result<Option<i64>> {
         check_type(resource_type)?;
         check_id(id)?;
+        self.authorize(
+            who,
+            Access::Delete,
+            Some(resource_type),
+            Interaction::Delete,
+        )
+        .await?;
         let key = [(resource_type.to_string(), id.to_string())];
         for _ in 0..WRITE_ATTEMPTS {
             let current = self.store.current(&key).await?.into_iter().next().flatten();
@@ -461,7 +500,7 @@ impl Repository {
             .map_err(Error::Invalid)?;
         let mut query = parsed.query;
         query.total = fhir::search::Total::None;
-        let open = self.gate.permits_everything();
+        let open = self.gate.permits_everything(who);
         let options = SearchOptions {
             count: if open { 2 } else { 20 },
             max_includes: 0,
@@ -471,7 +510,7 @@ impl Repository {
             let page = self.store.search(&query, &options).await?;
             for stored in page.matches {
                 if !open
-                    && (!self.gate.decide(who, &stored).is_permit()
+                    && (!self.gate.decide(who, &stored).await?.is_permit()
                         || !self.still_matches(who, &query, &stored).await?)
                 {
                     continue;

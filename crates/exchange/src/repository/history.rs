@@ -4,9 +4,11 @@
 use serde_json::{json, Value};
 use store::{HistoryRequest, HistoryScope};
 
+use super::disclosure::Disclosed;
 use super::support::{check_id, check_type, etag, parse_count, parse_instant_param, parse_stored};
 use super::{Error, Handling, Repository, Result};
-use crate::access::Requester;
+use crate::access::{Interaction as Access, Requester};
+use crate::audit::Interaction;
 use fhir::search::datetime::format_instant;
 
 impl Repository {
@@ -32,6 +34,15 @@ impl Repository {
         handling: Handling,
     ) -> Result<Value> {
         const KNOWN: &[&str] = &["_since", "_at", "_count", "_page"];
+        let resource_type = match &scope {
+            HistoryScope::System => None,
+            HistoryScope::Type(ty) | HistoryScope::Instance(ty, _) => Some(ty.as_str()),
+        };
+        if let Some(ty) = resource_type {
+            check_type(ty)?;
+        }
+        self.authorize(who, Access::History, resource_type, Interaction::History)
+            .await?;
         super::search::unknown_params(params, KNOWN, handling)?;
         // The links name the history as it was read: without the parameters it ignored.
         let params: Vec<(String, String)> = params
@@ -51,7 +62,7 @@ impl Repository {
                 check_id(id)?;
                 // An id that never existed, and a resource withheld from `who`, are both 404.
                 match self.store.read(ty, id).await? {
-                    Some(current) if self.gate.decide(who, &current).is_permit() => {}
+                    Some(current) if self.gate.decide(who, &current).await?.is_permit() => {}
                     _ => return Err(Error::NotFound),
                 }
                 format!("{}/{ty}/{id}/_history", self.config.base_url)
@@ -80,8 +91,9 @@ impl Repository {
         };
         let mut entries = Vec::with_capacity(page.entries.len());
         let mut withheld = 0u64;
+        let mut disclosed = Disclosed::new();
         for stored in &page.entries {
-            if !self.gate.decide(who, stored).is_permit() {
+            if !self.admit(who, stored, &mut disclosed).await? {
                 withheld += 1;
                 continue;
             }
@@ -112,7 +124,7 @@ impl Repository {
             "type": "history",
         });
         let total = match page.total {
-            Some(_) if !self.gate.permits_everything() => {
+            Some(_) if !self.gate.permits_everything(who) => {
                 Some(self.visible_history_total(who, &request).await?)
             }
             total => total.map(|t| t.saturating_sub(withheld)),
@@ -124,6 +136,18 @@ impl Repository {
         if !entries.is_empty() {
             bundle["entry"] = Value::Array(entries);
         }
+        let query = path
+            .strip_prefix(&self.config.base_url)
+            .unwrap_or(&path)
+            .trim_start_matches('/')
+            .to_string();
+        let query = if params.is_empty() {
+            query
+        } else {
+            format!("{query}?{}", super::support::encode_query(params))
+        };
+        self.record_disclosure(who, Interaction::History, Some(query), disclosed)
+            .await?;
         Ok(bundle)
     }
 
@@ -141,11 +165,11 @@ impl Repository {
         let mut total = 0u64;
         loop {
             let page = self.store.history(&request).await?;
-            total += page
-                .entries
-                .iter()
-                .filter(|stored| self.gate.decide(who, stored).is_permit())
-                .count() as u64;
+            for stored in &page.entries {
+                if self.gate.decide(who, stored).await?.is_permit() {
+                    total += 1;
+                }
+            }
             match page.next {
                 Some(next) => request.cursor = Some(next),
                 None => return Ok(total),

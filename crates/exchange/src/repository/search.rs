@@ -6,13 +6,15 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use store::{CompartmentRequest, SearchOptions, Stored};
 
+use super::disclosure::Disclosed;
 use super::elements::shape;
 use super::support::{
     check_id, check_type, encode_query, parse_count, parse_instant_param, parse_stored, unreadable,
 };
 use super::verify::looks_through_references;
 use super::{Error, Handling, Repository, Result};
-use crate::access::Requester;
+use crate::access::{Interaction as Access, Requester};
+use crate::audit::Interaction;
 use fhir::search::{Summary, Total};
 use fhir::Issue;
 
@@ -34,6 +36,8 @@ impl Repository {
         if let Some(ty) = resource_type {
             check_type(ty)?;
         }
+        self.authorize(who, Access::Search, resource_type, Interaction::Search)
+            .await?;
         let parsed =
             fhir::search::parse::parse(resource_type, params, handling == Handling::Strict)
                 .map_err(Error::Invalid)?;
@@ -61,8 +65,9 @@ impl Repository {
 
         let mut entries = Vec::with_capacity(page.matches.len() + page.included.len());
         let mut withheld = 0u64;
+        let mut disclosed = Disclosed::new();
         if !count_only {
-            let gated = !self.gate.permits_everything();
+            let gated = !self.gate.permits_everything(who);
             let recheck = gated && looks_through_references(&query);
             let mut shown: Vec<&Stored> = Vec::with_capacity(page.matches.len());
             for stored in &page.matches {
@@ -70,7 +75,17 @@ impl Repository {
                     withheld += 1;
                     continue;
                 }
-                match self.entry_for(who, stored, "match", query.summary, &query.elements)? {
+                let entry = self
+                    .entry_for(
+                        who,
+                        stored,
+                        "match",
+                        query.summary,
+                        &query.elements,
+                        &mut disclosed,
+                    )
+                    .await?;
+                match entry {
                     Some(entry) => {
                         entries.push(entry);
                         shown.push(stored);
@@ -78,20 +93,31 @@ impl Repository {
                     None => withheld += 1,
                 }
             }
-            let permitted: Vec<&Stored> = page
-                .included
-                .iter()
-                .filter(|stored| !gated || self.gate.decide(who, stored).is_permit())
-                .collect();
+            // An include is shown only if it is permitted and reachable from a shown match
+            // through permitted resources: nothing withheld leaks through what it refers to.
+            let mut permitted: Vec<&Stored> = Vec::with_capacity(page.included.len());
+            for stored in &page.included {
+                if !gated || self.gate.decide(who, stored).await?.is_permit() {
+                    permitted.push(stored);
+                }
+            }
             let included = if gated {
                 reachable(&shown, permitted)?
             } else {
                 permitted
             };
             for stored in included {
-                if let Some(entry) =
-                    self.entry_for(who, stored, "include", query.summary, &query.elements)?
-                {
+                let entry = self
+                    .entry_for(
+                        who,
+                        stored,
+                        "include",
+                        query.summary,
+                        &query.elements,
+                        &mut disclosed,
+                    )
+                    .await?;
+                if let Some(entry) = entry {
                     entries.push(entry);
                 }
             }
@@ -121,11 +147,18 @@ impl Repository {
             .collect();
         let links = self.links(&path, &used, page.next.as_deref(), page.previous.as_deref());
         let total = match page.total {
-            Some(_) if !self.gate.permits_everything() => {
+            Some(_) if !self.gate.permits_everything(who) => {
                 Some(self.visible_total(who, &query).await?)
             }
             total => total.map(|t| t.saturating_sub(withheld)),
         };
+        self.record_disclosure(
+            who,
+            Interaction::Search,
+            Some(search_query(resource_type, params)),
+            disclosed,
+        )
+        .await?;
         Ok(searchset(total, links, entries))
     }
 
@@ -150,7 +183,7 @@ impl Repository {
             let page = self.store.search(&query, &options).await?;
             let recheck = looks_through_references(&query);
             for stored in &page.matches {
-                if self.gate.decide(who, stored).is_permit()
+                if self.gate.decide(who, stored).await?.is_permit()
                     && (!recheck || self.still_matches(who, &query, stored).await?)
                 {
                     total += 1;
@@ -186,6 +219,8 @@ impl Repository {
         handling: Handling,
     ) -> Result<Searchset> {
         check_id(patient_id)?;
+        self.authorize(who, Access::Read, Some("Patient"), Interaction::Operation)
+            .await?;
         let unknown = unknown_params(params, &["_since", "_type", "_count", "_page"], handling)?;
         let mut since = None;
         let mut types = Vec::new();
@@ -216,7 +251,7 @@ impl Repository {
             .read("Patient", patient_id)
             .await?
             .ok_or(Error::NotFound)?;
-        if !self.gate.decide(who, &patient).is_permit() {
+        if !self.gate.decide(who, &patient).await?.is_permit() {
             return Err(Error::NotFound);
         }
         if patient.deleted {
@@ -236,9 +271,13 @@ impl Repository {
         let page = self.store.compartment(&request).await?;
 
         let mut entries = Vec::with_capacity(page.matches.len() + 1);
+        let mut disclosed = Disclosed::new();
         let wants = |ty: &str| types.is_empty() || types.iter().any(|t| t == ty);
         if cursor.is_none() && wants("Patient") && since.is_none_or(|s| patient.last_updated >= s) {
-            if let Some(entry) = self.entry_for(who, &patient, "match", None, &[])? {
+            let entry = self
+                .entry_for(who, &patient, "match", None, &[], &mut disclosed)
+                .await?;
+            if let Some(entry) = entry {
                 entries.push(entry);
             }
         }
@@ -248,7 +287,10 @@ impl Repository {
             seen.insert((stored.resource_type.clone(), stored.id.clone()));
         }
         for stored in page.matches.iter().chain(page.included.iter()) {
-            let Some(entry) = self.entry_for(who, stored, "match", None, &[])? else {
+            let entry = self
+                .entry_for(who, stored, "match", None, &[], &mut disclosed)
+                .await?;
+            let Some(entry) = entry else {
                 continue;
             };
             collect_outside_references(&parse_stored(stored)?, &mut |ty, id| {
@@ -263,7 +305,10 @@ impl Repository {
                 if stored.deleted {
                     continue;
                 }
-                if let Some(entry) = self.entry_for(who, &stored, "include", None, &[])? {
+                let entry = self
+                    .entry_for(who, &stored, "include", None, &[], &mut disclosed)
+                    .await?;
+                if let Some(entry) = entry {
                     entries.push(entry);
                 }
             }
@@ -271,7 +316,15 @@ impl Repository {
         if !unknown.is_empty() {
             entries.push(outcome_entry(&unknown));
         }
-        let path = format!("{}/Patient/{patient_id}/$everything", self.config.base_url);
+        let operation = format!("Patient/{patient_id}/$everything");
+        let query = if params.is_empty() {
+            operation.clone()
+        } else {
+            format!("{operation}?{}", encode_query(params))
+        };
+        self.record_disclosure(who, Interaction::Operation, Some(query), disclosed)
+            .await?;
+        let path = format!("{}/{operation}", self.config.base_url);
         let links = self.links(
             &path,
             params,
@@ -288,17 +341,19 @@ impl Repository {
             .min(self.config.max_count)
     }
 
-    /// The Bundle entry for a stored resource, or `None` if the decision point withholds it. A
-    /// resource shown whole keeps its stored text (see [`Searchset`]).
-    pub(crate) fn entry_for(
+    /// The Bundle entry for a stored resource, or `None` if the decision point withholds it; a
+    /// resource shown is noted in `disclosed`. A resource shown whole keeps its stored text (see
+    /// [`Searchset`]).
+    pub(crate) async fn entry_for(
         &self,
         who: &Requester,
         stored: &Stored,
         mode: &'static str,
         summary: Option<Summary>,
         elements: &[String],
+        disclosed: &mut Disclosed,
     ) -> Result<Option<Entry>> {
-        if !self.gate.decide(who, stored).is_permit() {
+        if !self.admit(who, stored, disclosed).await? {
             return Ok(None);
         }
         let whole = matches!(summary, None | Some(Summary::False)) && elements.is_empty();
@@ -597,4 +652,9 @@ fn collect_outside_references(resource: &Value, found: &mut impl FnMut(&str, &st
             .for_each(|v| collect_outside_references(v, found)),
         _ => {}
     }
+}
+
+/// The search as the audit trail records it: `Type?params` (or `?params` across all types).
+fn search_query(resource_type: Option<&str>, params: &[(String, String)]) -> String {
+    format!("{}?{}", resource_type.unwrap_or(""), encode_query(params))
 }

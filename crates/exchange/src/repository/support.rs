@@ -270,10 +270,12 @@ impl Repository {
         writes: Vec<Write>,
     ) -> std::result::Result<(), store::StoreError> {
         let record = audit_record(who, interaction, &self.config.base_url, &writes);
-        self.store
-            .commit_with_audit(writes, vec![record])
-            .await
-            .map(|_| ())
+        let learned = super::disclosure::Relationships::of(who, &writes);
+        self.store.commit_with_audit(writes, vec![record]).await?;
+        if !learned.is_empty() {
+            self.note_relationships(who, learned).await?;
+        }
+        Ok(())
     }
 }
 
@@ -311,6 +313,7 @@ fn audit_record(
             .iter()
             .map(|w| (w.resource_type.clone(), w.id.clone(), w.version))
             .collect(),
+        outcome_desc: None,
     };
     store::NewAuditRecord {
         recorded,

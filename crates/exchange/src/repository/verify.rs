@@ -94,7 +94,7 @@ impl Repository {
                         let Some(target) = self.store.read(&ty, &id).await? else {
                             continue;
                         };
-                        if target.deleted || !self.gate.decide(who, &target).is_permit() {
+                        if target.deleted || !self.gate.decide(who, &target).await?.is_permit() {
                             continue;
                         }
                         if self.holds(who, inner, &target).await? {
@@ -118,7 +118,7 @@ impl Repository {
                     loop {
                         let page = self.store.search(&query, &options).await?;
                         for source in &page.matches {
-                            if self.gate.decide(who, source).is_permit()
+                            if self.gate.decide(who, source).await?.is_permit()
                                 && self.holds(who, inner, source).await?
                             {
                                 return Ok(true);

@@ -29,6 +29,16 @@ pub async fn repo() -> Fixture {
 /// A repository on SQLite in a temporary directory, or, with `NUTMEG_TEST_EXCHANGE_ENGINE=postgres`
 /// and `NUTMEG_TEST_POSTGRES` set, on a PostgreSQL schema of its own: the same tests for both engines.
 pub async fn repo_with(gate: DecisionPoint) -> Fixture {
+    repo_gated(|_| gate).await
+}
+
+/// A repository whose decision point applies the exchange's rules.
+pub async fn repo_enforcing() -> Fixture {
+    repo_gated(|store| DecisionPoint::enforcing(store.clone())).await
+}
+
+/// A repository whose decision point is made from its store.
+pub async fn repo_gated(gate: impl FnOnce(&store::Store) -> DecisionPoint) -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
     let schema = match std::env::var("NUTMEG_TEST_EXCHANGE_ENGINE").as_deref() {
         Ok("postgres") => Some(Schema::create().await),
@@ -46,7 +56,7 @@ pub async fn repo_with(gate: DecisionPoint) -> Fixture {
         max_count: 50,
     };
     Fixture {
-        repo: Repository::new(store, config, gate),
+        repo: Repository::new(store.clone(), config, gate(&store)),
         _dir: dir,
         _schema: schema,
     }

@@ -39,12 +39,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             .extensions
             .get::<axum::extract::ConnectInfo<crate::serve::Peer>>()
             .map(|info| info.0 .0.ip());
-        Ok(Who(Requester {
+        Ok(Who(Requester::new(
             request_id,
-            principal: Principal::Anonymous,
-            purpose: PurposeOfUse::Treat,
-            client_address,
-        }))
+            Principal::Anonymous,
+            PurposeOfUse::Treat,
+            false,
+        )
+        .with_client_address(client_address)))
     }
 }
 

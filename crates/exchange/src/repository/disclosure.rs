@@ -1,0 +1,329 @@
+//! Where the repository meets the decision point: the request-level check every interaction makes
+//! first, the per-resource check of everything about to leave, and the AuditEvent of every read,
+//! appended (durably) before the answer is returned, so no disclosure goes unrecorded. Refusals are
+//! recorded too.
+
+use std::collections::BTreeSet;
+
+use store::{RelationshipBasis, Stored, Write, WriteOp};
+
+use super::support::now_millis;
+use super::{Error, Repository, Result};
+use crate::access::{Ask, Decision, Interaction as AccessInteraction, Obligation, Principal};
+use crate::access::{Reason, Requester};
+use crate::audit::{AuditFacts, Interaction, Outcome};
+
+/// What one read request disclosed: each version, and the patients they are about.
+#[derive(Debug, Default)]
+pub(crate) struct Disclosed {
+    resources: Vec<(String, String, i64)>,
+    patients: BTreeSet<String>,
+    emergency: bool,
+}
+
+impl Disclosed {
+    pub(crate) fn new() -> Self {
+        Disclosed::default()
+    }
+}
+
+/// Whether requests of this requester are audited: everyone's but the exchange's own tools'.
+fn audited(who: &Requester) -> bool {
+    !matches!(who.principal, Principal::System { .. })
+}
+
+impl Repository {
+    /// The request-level decision. A refusal is recorded in the audit trail and answers 403.
+    pub(crate) async fn authorize(
+        &self,
+        who: &Requester,
+        interaction: AccessInteraction,
+        resource_type: Option<&str>,
+        audit_as: Interaction,
+    ) -> Result<()> {
+        match self
+            .gate
+            .authorize(who, Ask::new(interaction, resource_type))
+            .await?
+        {
+            Decision::Permit { .. } => Ok(()),
+            Decision::Deny { reasons } => {
+                self.record_refusal(who, audit_as, &reasons).await?;
+                tracing::info!(
+                    request_id = %who.request_id,
+                    reasons = %codes(&reasons),
+                    "refused by the decision point"
+                );
+                Err(Error::Forbidden(reasons))
+            }
+        }
+    }
+
+    /// Asks the decision point about `stored`; if permitted, notes it as disclosed.
+    pub(crate) async fn admit(
+        &self,
+        who: &Requester,
+        stored: &Stored,
+        disclosed: &mut Disclosed,
+    ) -> Result<bool> {
+        let (decision, patients) = self.gate.judge(who, stored).await?;
+        if !decision.is_permit() {
+            tracing::debug!(
+                request_id = %who.request_id,
+                resource_type = %stored.resource_type,
+                reasons = %codes(decision.reasons()),
+                "withheld by the decision point"
+            );
+            return Ok(false);
+        }
+        if decision
+            .obligations()
+            .contains(&Obligation::FlagEmergencyAccess)
+        {
+            disclosed.emergency = true;
+        }
+        disclosed.resources.push((
+            stored.resource_type.clone(),
+            stored.id.clone(),
+            stored.version,
+        ));
+        disclosed.patients.extend(patients);
+        Ok(true)
+    }
+
+    /// Appends the AuditEvent of a read (read, vread, search, history, an operation) and waits
+    /// until it is durable. `query` is the request's query string, if any.
+    pub(crate) async fn record_disclosure(
+        &self,
+        who: &Requester,
+        interaction: Interaction,
+        query: Option<String>,
+        disclosed: Disclosed,
+    ) -> Result<()> {
+        if !audited(who) {
+            return Ok(());
+        }
+        let outcome_desc = disclosed
+            .emergency
+            .then(|| "emergency access (ETREAT) without a treatment relationship".to_string());
+        let facts = self.facts(who, interaction, Outcome::Success, query, outcome_desc);
+        let facts = AuditFacts {
+            patients: disclosed.patients.into_iter().collect(),
+            resources: disclosed.resources,
+            ..facts
+        };
+        self.append(facts).await
+    }
+
+    /// Appends the AuditEvent of a refused request.
+    async fn record_refusal(
+        &self,
+        who: &Requester,
+        interaction: Interaction,
+        reasons: &[Reason],
+    ) -> Result<()> {
+        let desc = format!("refused: {}", codes(reasons));
+        let facts = self.facts(who, interaction, Outcome::MinorFailure, None, Some(desc));
+        self.append(facts).await
+    }
+
+    fn facts(
+        &self,
+        who: &Requester,
+        interaction: Interaction,
+        outcome: Outcome,
+        query: Option<String>,
+        outcome_desc: Option<String>,
+    ) -> AuditFacts {
+        AuditFacts {
+            recorded: now_millis(),
+            interaction,
+            outcome,
+            request_id: who.request_id.clone(),
+            requestor: who.audit_requestor(),
+            client_address: who.client_address.map(|a| a.to_string()),
+            purpose: who.purpose.code().to_string(),
+            server: self.config.base_url.clone(),
+            query,
+            patients: Vec::new(),
+            resources: Vec::new(),
+            outcome_desc,
+        }
+    }
+
+    async fn append(&self, facts: AuditFacts) -> Result<()> {
+        let record = store::NewAuditRecord {
+            recorded: facts.recorded,
+            json: crate::audit::audit_event(&facts).to_string(),
+        };
+        self.store.append_audit(vec![record]).await?;
+        Ok(())
+    }
+
+    /// After a write by a participant's system or person has landed: the participant now has a
+    /// treatment relationship with every patient the written resources are about, and every
+    /// participant a written CareTeam names is on that patient's care team.
+    pub(crate) async fn note_relationships(
+        &self,
+        who: &Requester,
+        learned: Relationships,
+    ) -> std::result::Result<(), store::StoreError> {
+        let now = now_millis();
+        for (org, patients) in &learned.care_teams {
+            self.store
+                .record_treatment_relationships(org, RelationshipBasis::CareTeam, patients, now)
+                .await?;
+        }
+        if let Some(participant) = who.principal.participant() {
+            self.store
+                .record_treatment_relationships(
+                    participant,
+                    RelationshipBasis::SentData,
+                    &learned.patients,
+                    now,
+                )
+                .await?;
+            self.gate.note_related(who, &learned.patients);
+        }
+        Ok(())
+    }
+
+    /// `POST Patient/[id]/$attest-treatment`: the requester's participant attests that it has a
+    /// treatment relationship with the patient. The attestation is recorded (and audited, with the
+    /// requester and purpose) and holds from then on.
+    pub async fn attest_treatment(&self, who: &Requester, patient_id: &str) -> Result<()> {
+        super::support::check_id(patient_id)?;
+        self.authorize(
+            who,
+            AccessInteraction::Read,
+            Some("Patient"),
+            Interaction::Operation,
+        )
+        .await?;
+        let Some(participant) = who.principal.participant() else {
+            let reasons = vec![Reason::UnknownParticipant];
+            self.record_refusal(who, Interaction::Operation, &reasons)
+                .await?;
+            return Err(Error::Forbidden(reasons));
+        };
+        let patient = self.store.read("Patient", patient_id).await?;
+        if patient.is_none_or(|p| p.deleted) {
+            return Err(Error::NotFound);
+        }
+        let patients = vec![patient_id.to_string()];
+        self.store
+            .record_treatment_relationships(
+                participant,
+                RelationshipBasis::Attested,
+                &patients,
+                now_millis(),
+            )
+            .await?;
+        self.gate.note_related(who, &patients);
+        let facts = self.facts(
+            who,
+            Interaction::Operation,
+            Outcome::Success,
+            Some(format!("Patient/{patient_id}/$attest-treatment")),
+            Some("treatment relationship attested".to_string()),
+        );
+        self.append(AuditFacts { patients, ..facts }).await
+    }
+}
+
+/// The treatment relationships a batch of writes establishes, worked out before it is committed
+/// and recorded after.
+#[derive(Debug, Default)]
+pub(crate) struct Relationships {
+    patients: Vec<String>,
+    care_teams: Vec<(String, Vec<String>)>,
+}
+
+impl Relationships {
+    /// What `who` writing `writes` establishes: nothing for the exchange's own tools except what
+    /// CareTeams say.
+    pub(crate) fn of(who: &Requester, writes: &[Write]) -> Relationships {
+        let mut learned = Relationships::default();
+        let mut patients: BTreeSet<String> = BTreeSet::new();
+        for write in writes {
+            let WriteOp::Put {
+                compartments, json, ..
+            } = &write.op
+            else {
+                continue;
+            };
+            if who.principal.participant().is_some() {
+                patients.extend(compartments.iter().cloned());
+            }
+            if write.resource_type == "CareTeam" && !compartments.is_empty() {
+                for org in care_team_organizations(json) {
+                    learned.care_teams.push((org, compartments.clone()));
+                }
+            }
+        }
+        learned.patients = patients.into_iter().collect();
+        learned
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.patients.is_empty() && self.care_teams.is_empty()
+    }
+}
+
+/// The reason codes of a denial, comma-separated, for the log and the audit trail.
+fn codes(reasons: &[Reason]) -> String {
+    reasons
+        .iter()
+        .map(Reason::code)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The Organizations a CareTeam names as its members, the organizations they act for, or its
+/// managing organization (their ids).
+fn care_team_organizations(json: &str) -> Vec<String> {
+    let Ok(team) = serde_json::from_str::<serde_json::Value>(json) else {
+        return Vec::new();
+    };
+    let mut refs: Vec<&serde_json::Value> = Vec::new();
+    if let Some(members) = team["participant"].as_array() {
+        for member in members {
+            refs.push(&member["member"]);
+            refs.push(&member["onBehalfOf"]);
+        }
+    }
+    if let Some(managing) = team["managingOrganization"].as_array() {
+        refs.extend(managing.iter());
+    }
+    let mut orgs: Vec<String> = refs
+        .into_iter()
+        .filter_map(|r| r["reference"].as_str())
+        .filter_map(|r| r.strip_prefix("Organization/"))
+        .filter(|id| !id.is_empty() && !id.contains('/'))
+        .map(str::to_string)
+        .collect();
+    orgs.sort();
+    orgs.dedup();
+    orgs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_care_team_names_its_organizations() {
+        let team = serde_json::json!({
+            "resourceType": "CareTeam",
+            "participant": [
+                { "member": { "reference": "Organization/clinic-1" } },
+                { "member": { "reference": "Practitioner/p" }, "onBehalfOf": { "reference": "Organization/hosp" } },
+            ],
+            "managingOrganization": [{ "reference": "Organization/clinic-1" }],
+        });
+        assert_eq!(
+            care_team_organizations(&team.to_string()),
+            vec!["clinic-1".to_string(), "hosp".to_string()]
+        );
+    }
+}
