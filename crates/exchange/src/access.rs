@@ -413,18 +413,29 @@ impl DecisionPoint {
 
     /// The request-level decision, before anything is read or written.
     pub async fn authorize(&self, who: &Requester, ask: Ask<'_>) -> Result<Decision> {
-        if self.store.is_none() {
-            return Ok(Decision::PERMIT);
-        }
         let writes = matches!(
             ask.interaction,
             Interaction::Create | Interaction::Update | Interaction::Delete
         );
-        if writes && ask.resource_type == Some("AuditEvent") {
-            if matches!(who.principal, Principal::System { .. }) {
-                return Ok(Decision::PERMIT);
-            }
+        let system = matches!(who.principal, Principal::System { .. });
+        if ask.resource_type == Some("AuditEvent") && writes && !system {
             return Ok(Decision::deny(Reason::AuditTrail));
+        }
+        if self.store.is_none() {
+            return Ok(Decision::PERMIT);
+        }
+        if ask.resource_type == Some("AuditEvent") {
+            // The audit trail is read by operators (a patient reads their own accounting of
+            // disclosures through its own operation).
+            return Ok(match &who.principal {
+                Principal::System { .. }
+                | Principal::User {
+                    role: Role::OperatorAdmin,
+                    ..
+                } => Decision::PERMIT,
+                Principal::Anonymous => Decision::deny(Reason::Unauthenticated),
+                _ => Decision::deny(Reason::Role),
+            });
         }
         match &who.principal {
             Principal::System { .. } => Ok(Decision::PERMIT),
