@@ -1,0 +1,133 @@
+//! Batch linkage and deduplication over whole sets, and their accuracy against labelled truth.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Model;
+use crate::standardise::Standardised;
+
+/// A scored candidate pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScoredPair {
+    pub left: u32,
+    pub right: u32,
+    pub probability: f64,
+}
+
+/// Scores every candidate pair and keeps those graded certain or probable.
+pub fn matches(
+    model: &Model,
+    left: &[Standardised],
+    right: &[Standardised],
+    pairs: &[(u32, u32)],
+) -> Vec<ScoredPair> {
+    pairs
+        .iter()
+        .filter_map(|&(i, j)| {
+            let score = model.score(&left[i as usize], &right[j as usize]);
+            score.grade.is_match().then_some(ScoredPair {
+                left: i,
+                right: j,
+                probability: score.probability,
+            })
+        })
+        .collect()
+}
+
+/// For two sets that each hold a person at most once: keeps the best-scored link of each record
+/// (greedily, highest probability first, ties by position), so no record links twice.
+pub fn one_to_one(mut links: Vec<ScoredPair>) -> Vec<ScoredPair> {
+    links.sort_by(|a, b| {
+        b.probability
+            .total_cmp(&a.probability)
+            .then(a.left.cmp(&b.left))
+            .then(a.right.cmp(&b.right))
+    });
+    let mut left_used = HashSet::new();
+    let mut right_used = HashSet::new();
+    links.retain(|l| {
+        if left_used.contains(&l.left) || right_used.contains(&l.right) {
+            return false;
+        }
+        left_used.insert(l.left);
+        right_used.insert(l.right);
+        true
+    });
+    links.sort_by_key(|l| (l.left, l.right));
+    links
+}
+
+/// Precision, recall and F1 of predicted pairs against the true ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Accuracy {
+    pub predicted: u64,
+    pub true_positives: u64,
+    pub true_pairs: u64,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+/// Scores `predicted` pairs against `truth` (both in the same orientation).
+pub fn accuracy(
+    predicted: impl IntoIterator<Item = (u32, u32)>,
+    truth: &HashSet<(u32, u32)>,
+) -> Accuracy {
+    let predicted: HashSet<(u32, u32)> = predicted.into_iter().collect();
+    let tp = predicted.iter().filter(|p| truth.contains(p)).count() as u64;
+    let precision = if predicted.is_empty() {
+        0.0
+    } else {
+        tp as f64 / predicted.len() as f64
+    };
+    let recall = if truth.is_empty() {
+        0.0
+    } else {
+        tp as f64 / truth.len() as f64
+    };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    Accuracy {
+        predicted: predicted.len() as u64,
+        true_positives: tp,
+        true_pairs: truth.len() as u64,
+        precision,
+        recall,
+        f1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_to_one_keeps_the_best_link_of_each_record() {
+        let p = |left, right, probability| ScoredPair {
+            left,
+            right,
+            probability,
+        };
+        let kept = one_to_one(vec![
+            p(0, 0, 0.9),
+            p(0, 1, 0.95),
+            p(1, 1, 0.8),
+            p(2, 2, 0.7),
+        ]);
+        assert_eq!(kept, vec![p(0, 1, 0.95), p(2, 2, 0.7)]);
+    }
+
+    #[test]
+    fn accuracy_counts_true_positives() {
+        let truth: HashSet<(u32, u32)> = [(0, 0), (1, 1)].into_iter().collect();
+        let a = accuracy([(0, 0), (1, 2)], &truth);
+        assert_eq!(
+            (a.true_positives, a.precision, a.recall, a.f1),
+            (1, 0.5, 0.5, 0.5)
+        );
+    }
+}

@@ -1,0 +1,436 @@
+//! Fellegi-Sunter scoring: per-field m and u probabilities for each comparison level, a prior, term-frequency
+//! adjusted name agreement, and two thresholds that turn a match probability into a FHIR match grade.
+//! [`train`] estimates a [`Model`] without labels: u from random pairs, m and the prior by expectation
+//! maximisation over the candidate pairs, started from the pairs a deterministic rule links.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{Field, MISSING};
+use crate::rng::Rng;
+use crate::standardise::Standardised;
+
+/// The FHIR match grade (`http://hl7.org/fhir/StructureDefinition/match-grade`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Grade {
+    /// At or above the auto-link threshold: link without review.
+    Certain,
+    /// At or above the review threshold: a match, to be confirmed by a person before relying on it.
+    Probable,
+    /// Below the review threshold, but the fields agree more than chance would explain (Bayes factor above 1).
+    Possible,
+    /// Everything else.
+    CertainlyNot,
+}
+
+impl Grade {
+    /// The code of the FHIR match-grade extension.
+    pub fn code(self) -> &'static str {
+        match self {
+            Grade::Certain => "certain",
+            Grade::Probable => "probable",
+            Grade::Possible => "possible",
+            Grade::CertainlyNot => "certainly-not",
+        }
+    }
+
+    /// Certain or probable: a link (automatic or after review).
+    pub fn is_match(self) -> bool {
+        matches!(self, Grade::Certain | Grade::Probable)
+    }
+}
+
+/// The m and u probabilities of one field's levels (index 0 = disagree).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldModel {
+    pub field: Field,
+    /// P(level | same person).
+    pub m: Vec<f64>,
+    /// P(level | different people).
+    pub u: Vec<f64>,
+}
+
+impl FieldModel {
+    /// log2(m / u) of a level; a missing value weighs nothing.
+    pub fn weight(&self, level: u8) -> f64 {
+        if level == MISSING {
+            0.0
+        } else {
+            (self.m[level as usize] / self.u[level as usize]).log2()
+        }
+    }
+}
+
+/// How often each name occurs, for term-frequency adjustment: agreeing on a rare name counts more.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TermFrequencies {
+    /// Records counted.
+    pub total: u64,
+    pub given: BTreeMap<String, u32>,
+    pub family: BTreeMap<String, u32>,
+}
+
+impl TermFrequencies {
+    /// Counts the given and family names of `records`.
+    pub fn count<'a>(records: impl IntoIterator<Item = &'a Standardised>) -> Self {
+        let mut tf = TermFrequencies::default();
+        for r in records {
+            tf.add(r);
+        }
+        tf
+    }
+
+    /// Counts one more record.
+    pub fn add(&mut self, r: &Standardised) {
+        self.total += 1;
+        if !r.given.is_empty() {
+            *self.given.entry(r.given.clone()).or_default() += 1;
+        }
+        if !r.family.is_empty() {
+            *self.family.entry(r.family.clone()).or_default() += 1;
+        }
+    }
+
+    /// The share of records with this value, if it was seen.
+    fn share(&self, field: Field, value: &str) -> Option<f64> {
+        let table = match field {
+            Field::Given => &self.given,
+            Field::Family => &self.family,
+            _ => return None,
+        };
+        table
+            .get(value)
+            .map(|&n| f64::from(n) / self.total.max(1) as f64)
+    }
+}
+
+/// The score of one pair.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// log2 of the Bayes factor: the sum of the field weights (without the prior).
+    pub weight: f64,
+    /// The posterior probability that the pair is one person (prior and weight together).
+    pub probability: f64,
+    pub grade: Grade,
+}
+
+/// A trained Fellegi-Sunter model; serialise it with serde (JSON) to keep it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub fields: Vec<FieldModel>,
+    /// The share of candidate pairs that are the same person, as estimated in training.
+    pub prior: f64,
+    /// Probability at or above which a pair is `certain`.
+    pub auto_link: f64,
+    /// Probability at or above which a pair is `probable` (and goes to review unless it is certain).
+    pub review: f64,
+    /// Twins share a family name, a birth date and an address but not a given name: when the birth dates are
+    /// equal, the given names are not variants of one name (level 1 or below, or 2 with different sexes) and
+    /// no identifier agrees within one edit, the grade is at most `possible`.
+    pub twin_guard: bool,
+    pub term_frequencies: TermFrequencies,
+}
+
+/// Settings of [`train`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingConfig {
+    pub fields: Vec<Field>,
+    pub seed: u64,
+    /// Random pairs drawn to estimate u.
+    pub random_pairs: usize,
+    pub max_iterations: usize,
+    pub auto_link: f64,
+    pub review: f64,
+    pub twin_guard: bool,
+    /// Adjust exact agreement on given and family names by how common the name is.
+    pub term_frequency: bool,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            fields: Field::DEFAULT.to_vec(),
+            seed: 0x6e75_746d_6567,
+            random_pairs: 500_000,
+            max_iterations: 100,
+            auto_link: 0.99,
+            review: 0.5,
+            twin_guard: true,
+            term_frequency: true,
+        }
+    }
+}
+
+/// The comparison levels of one pair, one per model field.
+pub fn comparison_vector(fields: &[Field], a: &Standardised, b: &Standardised) -> Vec<u8> {
+    fields.iter().map(|f| f.compare(a, b)).collect()
+}
+
+/// The deterministic rule that seeds training: an identifier agrees exactly, or given name, family name and
+/// birth date all do.
+fn rule_links(fields: &[Field], levels: &[u8]) -> bool {
+    let level = |field: Field| fields.iter().position(|f| *f == field).map(|i| levels[i]);
+    let top = |field: Field| {
+        level(field).is_some_and(|l| l != MISSING && l as usize + 1 == field.levels().len())
+    };
+    top(Field::Identifier) || (top(Field::Given) && top(Field::Family) && top(Field::Birth))
+}
+
+/// Trains a model on candidate `pairs` between `left` and `right` (for deduplication pass the same slice twice).
+/// Deterministic for a given seed and input order.
+pub fn train(
+    left: &[Standardised],
+    right: &[Standardised],
+    pairs: &[(u32, u32)],
+    config: &TrainingConfig,
+) -> Model {
+    let fields = &config.fields;
+    let same_set = std::ptr::eq(left, right);
+
+    // u: level frequencies over random pairs, which are almost all different people.
+    let mut rng = Rng::new(config.seed);
+    let mut u_counts: Vec<Vec<f64>> = fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+    if !(left.is_empty() || right.is_empty() || (same_set && left.len() < 2)) {
+        for _ in 0..config.random_pairs {
+            let i = rng.below(left.len());
+            let mut j = rng.below(right.len());
+            while same_set && j == i {
+                j = rng.below(right.len());
+            }
+            for (k, f) in fields.iter().enumerate() {
+                let level = f.compare(&left[i], &right[j]);
+                if level != MISSING {
+                    u_counts[k][level as usize] += 1.0;
+                }
+            }
+        }
+    }
+    let u: Vec<Vec<f64>> = u_counts.iter().map(|c| smooth(c, 1.0)).collect();
+
+    // The candidate pairs, grouped by comparison vector: EM runs over distinct vectors.
+    let mut patterns: HashMap<Vec<u8>, f64> = HashMap::new();
+    for &(i, j) in pairs {
+        *patterns
+            .entry(comparison_vector(
+                fields,
+                &left[i as usize],
+                &right[j as usize],
+            ))
+            .or_default() += 1.0;
+    }
+    let mut patterns: Vec<(Vec<u8>, f64)> = patterns.into_iter().collect();
+    patterns.sort_by(|a, b| a.0.cmp(&b.0));
+    let total: f64 = patterns.iter().map(|p| p.1).sum();
+
+    // Start from the pairs the deterministic rule links: their share is the prior, their levels the m.
+    let mut rule_counts: Vec<Vec<f64>> =
+        fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+    let mut rule_pairs = 0.0;
+    for (levels, n) in &patterns {
+        if rule_links(fields, levels) {
+            rule_pairs += n;
+            for (k, &l) in levels.iter().enumerate() {
+                if l != MISSING {
+                    rule_counts[k][l as usize] += n;
+                }
+            }
+        }
+    }
+    let mut m: Vec<Vec<f64>> = fields
+        .iter()
+        .zip(&rule_counts)
+        .map(|(f, counts)| {
+            let default = default_m(f.levels().len());
+            let from_rule = smooth(counts, 1.0);
+            default
+                .iter()
+                .zip(&from_rule)
+                .map(|(d, r)| 0.5 * d + 0.5 * r)
+                .collect()
+        })
+        .collect();
+    let mut prior = if total > 0.0 {
+        (rule_pairs / total).clamp(1e-4, 0.5)
+    } else {
+        1e-3
+    };
+
+    for _ in 0..config.max_iterations {
+        let mut m_counts: Vec<Vec<f64>> =
+            fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
+        let mut matched = 0.0;
+        for (levels, n) in &patterns {
+            let (mut pm, mut pu) = (prior, 1.0 - prior);
+            for (k, &l) in levels.iter().enumerate() {
+                if l != MISSING {
+                    pm *= m[k][l as usize];
+                    pu *= u[k][l as usize];
+                }
+            }
+            let g = pm / (pm + pu);
+            matched += g * n;
+            for (k, &l) in levels.iter().enumerate() {
+                if l != MISSING {
+                    m_counts[k][l as usize] += g * n;
+                }
+            }
+        }
+        let new_m: Vec<Vec<f64>> = m_counts
+            .iter()
+            .zip(&m)
+            .map(|(c, old)| {
+                if c.iter().sum::<f64>() > 0.0 {
+                    smooth(c, 1e-3)
+                } else {
+                    old.clone()
+                }
+            })
+            .collect();
+        let new_prior = if total > 0.0 {
+            (matched / total).clamp(1e-6, 1.0 - 1e-6)
+        } else {
+            prior
+        };
+        let change = new_m
+            .iter()
+            .flatten()
+            .zip(m.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold((new_prior - prior).abs(), f64::max);
+        m = new_m;
+        prior = new_prior;
+        if change < 1e-7 {
+            break;
+        }
+    }
+
+    let term_frequencies = if config.term_frequency {
+        if same_set {
+            TermFrequencies::count(left)
+        } else {
+            TermFrequencies::count(left.iter().chain(right))
+        }
+    } else {
+        TermFrequencies::default()
+    };
+    Model {
+        fields: fields
+            .iter()
+            .zip(m)
+            .zip(u)
+            .map(|((&field, m), u)| FieldModel { field, m, u })
+            .collect(),
+        prior,
+        auto_link: config.auto_link,
+        review: config.review,
+        twin_guard: config.twin_guard,
+        term_frequencies,
+    }
+}
+
+/// Normalised counts with `pseudo` added to each level, so that no level has probability zero.
+fn smooth(counts: &[f64], pseudo: f64) -> Vec<f64> {
+    let total: f64 = counts.iter().sum::<f64>() + pseudo * counts.len() as f64;
+    counts.iter().map(|c| (c + pseudo) / total).collect()
+}
+
+/// Before any evidence: most matches agree exactly, the rest spread over the lower levels.
+fn default_m(levels: usize) -> Vec<f64> {
+    let rest = 0.1 / (levels - 1) as f64;
+    (0..levels)
+        .map(|l| if l + 1 == levels { 0.9 } else { rest })
+        .collect()
+}
+
+impl Model {
+    /// The fields this model compares, in order.
+    pub fn field_list(&self) -> Vec<Field> {
+        self.fields.iter().map(|f| f.field).collect()
+    }
+
+    /// Scores one pair.
+    pub fn score(&self, a: &Standardised, b: &Standardised) -> Score {
+        let mut weight = 0.0;
+        let mut birth_exact = false;
+        let mut given = MISSING;
+        let mut sex = MISSING;
+        let mut identifier_close = false;
+        for fm in &self.fields {
+            let level = fm.field.compare(a, b);
+            let top = level != MISSING && level as usize + 1 == fm.m.len();
+            weight += match fm.field {
+                Field::Given | Field::Family if top => self.exact_name_weight(fm, a),
+                _ => fm.weight(level),
+            };
+            match fm.field {
+                Field::Birth => birth_exact = top,
+                Field::Given => given = level,
+                Field::Sex => sex = level,
+                Field::Identifier => {
+                    identifier_close = level != MISSING && level as usize + 2 >= fm.m.len()
+                }
+                _ => {}
+            }
+        }
+        // Twins: the same birth date, given names that are not variants of one name (at best Jaro-Winkler >= 0.80,
+        // or below a nickname or one edit when the sexes differ), and no identifier to say otherwise.
+        let unlike = given != MISSING && (given <= 1 || (given <= 2 && sex == 0));
+        self.grade(
+            weight,
+            self.twin_guard && birth_exact && unlike && !identifier_close,
+        )
+    }
+
+    /// The weight of exact agreement on a name, adjusted by how common the name is: u becomes the share of
+    /// records with that name (never less than one record in the training data).
+    fn exact_name_weight(&self, fm: &FieldModel, a: &Standardised) -> f64 {
+        let top = fm.m.len() - 1;
+        let value = if fm.field == Field::Given {
+            &a.given
+        } else {
+            &a.family
+        };
+        match self.term_frequencies.share(fm.field, value) {
+            Some(share) => {
+                let floor = 1.0 / self.term_frequencies.total.max(1) as f64;
+                (fm.m[top] / share.max(floor)).log2()
+            }
+            None => fm.weight(top as u8),
+        }
+    }
+
+    /// Turns a weight into a probability and grade.
+    pub fn grade(&self, weight: f64, twin: bool) -> Score {
+        let prior_odds = (self.prior / (1.0 - self.prior)).log2();
+        let mut probability = 1.0 / (1.0 + (-(weight + prior_odds)).exp2());
+        if twin {
+            probability = probability.min(self.review * 0.999);
+        }
+        let grade = if probability >= self.auto_link {
+            Grade::Certain
+        } else if probability >= self.review {
+            Grade::Probable
+        } else if weight > 0.0 {
+            Grade::Possible
+        } else {
+            Grade::CertainlyNot
+        };
+        Score {
+            weight,
+            probability,
+            grade,
+        }
+    }
+
+    /// The model as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model always serialises")
+    }
+
+    /// A model from JSON written by [`Model::to_json`].
+    pub fn from_json(json: &str) -> Result<Model, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+}
