@@ -1,5 +1,6 @@
 //! `nutmeg admin`: operator commands that work directly on the database, as `createuser` does for
-//! PostgreSQL, for setting up an exchange by hand or from scripts (participants) and for checking
+//! PostgreSQL, for setting up an exchange by hand or from scripts (participants, SMART Backend
+//! Services clients) and for checking
 //! it (the audit trail's hash chain). Each prints a readable summary, or
 //! with `--json` one JSON document on stdout. A refused request (invalid input, a duplicate, a
 //! move the workflow does not allow, an unknown id) prints its reasons on stderr and exits with 1.
@@ -13,7 +14,7 @@ use exchange::participants::{
 };
 use exchange::repository::Error;
 use serde_json::{json, Value};
-use store::{AuditCheck, AuditFault, AuditHash};
+use store::{AuditCheck, AuditFault, AuditHash, Client, ClientKeys, ClientStatus, NewClient};
 
 use crate::config::Config;
 use crate::serve::open_repository;
@@ -32,6 +33,46 @@ pub enum AdminCommand {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// SMART Backend Services clients: the systems of participants that get access tokens.
+    #[command(subcommand)]
+    Client(ClientCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client of a participant with its public keys and the scopes it may ask for;
+    /// prints the new client id.
+    Add {
+        /// The participant's id (its Organization's id).
+        #[arg(long)]
+        participant: String,
+        /// A file with the client's public JWKS (RS384 or ES384 keys).
+        #[arg(
+            long,
+            required_unless_present = "jwks_url",
+            conflicts_with = "jwks_url"
+        )]
+        jwks: Option<std::path::PathBuf>,
+        /// Where the exchange fetches the client's public JWKS (https; http only on loopback).
+        #[arg(long)]
+        jwks_url: Option<String>,
+        /// The scopes the client may be granted, space-separated (`system/Patient.rs`, v1 or v2).
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the clients, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a client: it gets no more tokens (those already issued expire within 5 minutes).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +214,7 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
     let who = Requester::system("admin");
     let command = match args.command {
         AdminCommand::Participant(command) => command,
+        AdminCommand::Client(command) => return client(&repo, &who, command).await,
         AdminCommand::Audit(AuditCommand::Verify { expect_head, json }) => {
             return verify_audit(repo.store(), expect_head, json).await
         }
@@ -383,4 +425,153 @@ fn fault_record(fault: &AuditFault) -> i64 {
         | AuditFault::Unlinked { seq, .. } => seq,
         AuditFault::Removed { first, .. } => first,
     }
+}
+
+/// `admin client add|list|revoke`.
+async fn client(
+    repo: &exchange::repository::Repository,
+    who: &Requester,
+    command: ClientCommand,
+) -> anyhow::Result<ExitCode> {
+    let store = repo.store();
+    match command {
+        ClientCommand::Add {
+            participant,
+            jwks,
+            jwks_url,
+            scope,
+            json,
+        } => {
+            let mut problems = Vec::new();
+            let keys = match (jwks, jwks_url) {
+                (Some(path), _) => match std::fs::read_to_string(&path) {
+                    Ok(text) => match auth::Jwks::parse(&text) {
+                        Ok(_) => Some(ClientKeys::Jwks(text)),
+                        Err(e) => {
+                            problems.push(format!("{}: {e}", path.display()));
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        problems.push(format!("cannot read {}: {e}", path.display()));
+                        None
+                    }
+                },
+                (None, Some(url)) => match check_jwks_url(&url) {
+                    Ok(()) => Some(ClientKeys::JwksUrl(url)),
+                    Err(e) => {
+                        problems.push(e);
+                        None
+                    }
+                },
+                (None, None) => {
+                    problems.push("give --jwks FILE or --jwks-url URL".to_string());
+                    None
+                }
+            };
+            match auth::ScopeSet::parse(&scope) {
+                Ok(scopes) if scopes.is_empty() => problems.push("--scope names no scope".into()),
+                Ok(_) => {}
+                Err(e) => problems.push(e.to_string()),
+            }
+            match repo.participant(who, &participant).await {
+                Ok(_) => {}
+                Err(e) if e.status() >= 500 => return Err(anyhow::anyhow!("{e}")),
+                Err(_) => problems.push(format!("no participant has the id {participant}")),
+            }
+            let Some(keys) = keys.filter(|_| problems.is_empty()) else {
+                eprintln!("nutmeg: refused:");
+                for problem in problems {
+                    eprintln!("  - {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            };
+            let registered = store
+                .register_client(NewClient {
+                    client_id: new_client_id()?,
+                    participant_id: participant,
+                    keys,
+                    scopes: scope.split_whitespace().collect::<Vec<_>>().join(" "),
+                    created: crate::client::now() as i64,
+                })
+                .await?;
+            if json {
+                println!("{}", client_json(&registered));
+            } else {
+                println!("{}", registered.client_id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::List { json } => {
+            let all = store.clients().await?;
+            if json {
+                println!("{}", Value::Array(all.iter().map(client_json).collect()));
+            } else {
+                for c in &all {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        c.client_id, c.status, c.participant_id, c.scopes
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Revoke { id, json } => {
+            if !store.set_client_status(&id, ClientStatus::Revoked).await? {
+                eprintln!("nutmeg: refused: no client has the id {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let revoked = store.client(&id).await?;
+            match (json, revoked) {
+                (true, Some(c)) => println!("{}", client_json(&c)),
+                _ => println!("{id}\trevoked"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// 144 random bits, base64url: a client id that cannot be guessed and needs no escaping.
+fn new_client_id() -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 18];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness for a client id"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A JWKS URL must be https, or http to a loopback host (for tests and local set-ups).
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    if url.starts_with("https://") {
+        return Ok(());
+    }
+    let host = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split(['/', '?', '#']).next())
+        .map(|authority| authority.rsplit_once(':').map_or(authority, |(h, _)| h));
+    match host {
+        Some("127.0.0.1" | "localhost" | "[::1]") => Ok(()),
+        _ => Err(format!(
+            "--jwks-url must be an https URL (http only to a loopback host): {url}"
+        )),
+    }
+}
+
+fn client_json(c: &Client) -> Value {
+    let mut value = json!({
+        "clientId": c.client_id,
+        "participant": c.participant_id,
+        "scope": c.scopes,
+        "status": c.status.as_str(),
+        "created": c.created,
+    });
+    match &c.keys {
+        ClientKeys::Jwks(text) => {
+            value["jwks"] = serde_json::from_str(text).unwrap_or(Value::String(text.clone()))
+        }
+        ClientKeys::JwksUrl(url) => value["jwksUrl"] = json!(url),
+    }
+    value
 }

@@ -1,6 +1,7 @@
-//! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, `nutmeg admin`, with the
-//! shared settings of [`crate::config`]. Exit codes: 0 success, 1 failure (an import with failed
-//! files, a refused admin command), 2 invalid configuration or usage.
+//! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, `nutmeg admin`, `nutmeg
+//! client`, with the shared settings of [`crate::config`]. Exit codes: 0 success, 1 failure (an
+//! import with failed files, a refused admin command, a refused token request), 2 invalid
+//! configuration or usage.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,8 +32,10 @@ pub enum Command {
     Demo(DemoArgs),
     /// Load FHIR JSON or NDJSON files (optionally .gz) and folders of them into the database.
     Import(ImportArgs),
-    /// Operator commands on the database (participants).
+    /// Operator commands on the database (participants, SMART clients, the audit trail).
     Admin(crate::admin::AdminArgs),
+    /// What a SMART Backend Services client does: make a key pair, get an access token.
+    Client(crate::client::ClientArgs),
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +102,7 @@ async fn run(command: Command, config: Config, metrics: Metrics) -> anyhow::Resu
             .await
             .map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => crate::admin::admin(&config, args).await,
+        Command::Client(args) => crate::client::client(args).await,
         Command::Import(args) => {
             let summary = crate::import::import(&config, &args.paths).await?;
             Ok(if summary.failed == 0 {

@@ -1,10 +1,11 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
-//! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`]) that
-//! [`cli`] dispatches to.
+//! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`], [`admin`],
+//! [`client`]) that [`cli`] dispatches to.
 
 pub mod admin;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod demo;
 pub mod http;

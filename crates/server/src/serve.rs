@@ -4,6 +4,7 @@
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -15,6 +16,7 @@ use exchange::repository::{Repository, RepositoryConfig};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
+use crate::http::smart::Smart;
 use crate::http::{app, AppState};
 use crate::metrics::Metrics;
 use crate::tls::TlsListener;
@@ -85,10 +87,15 @@ pub async fn run(
     metrics: Metrics,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let base_url = config.base_url_for(listener.local_addr()?);
+    let smart = Smart::open(repo.store(), &base_url)
+        .await
+        .context("cannot load the token signing key")?;
     let router = app(AppState {
         repo,
         metrics,
         max_body: config.max_body,
+        smart: Arc::new(smart),
     });
     match &config.tls {
         Some(tls) => {

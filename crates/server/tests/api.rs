@@ -53,10 +53,14 @@ async fn start_with(tweak: impl FnOnce(&mut Config), extra: Router<server::http:
     config.base_url = Some(BASE.into());
     tweak(&mut config);
     let repo = server::serve::open_repository(&config, BASE).await.unwrap();
+    let smart = server::http::smart::Smart::open(repo.store(), BASE)
+        .await
+        .unwrap();
     let state = AppState {
         repo,
         metrics: Metrics::new(),
         max_body: config.max_body,
+        smart: std::sync::Arc::new(smart),
     };
     App {
         router: app_with(state, extra),

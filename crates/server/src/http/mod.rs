@@ -1,4 +1,5 @@
-//! The HTTP adapter: the FHIR REST API under `/fhir`, `/healthz` and `/metrics`, as one axum
+//! The HTTP adapter: the FHIR REST API under `/fhir`, `/healthz`, `/metrics` and SMART Backend
+//! Services (`smart`: `/.well-known/smart-configuration` and the token endpoint), as one axum
 //! [`Router`] built by [`app`]. Every request gets a request id (the client's `x-request-id` if it is
 //! sensible, otherwise a fresh one), is logged by route template (never its query string, which
 //! may hold patient names) and counted in the metrics; every error is an OperationOutcome; a panic
@@ -8,6 +9,7 @@ mod error;
 pub mod negotiate;
 mod panic;
 mod rest;
+pub mod smart;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The largest request body accepted, in bytes.
     pub max_body: usize,
+    /// The token endpoint's key, URL and JWKS cache; checks bearer tokens.
+    pub smart: Arc<smart::Smart>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -53,6 +57,11 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
     extra
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(
+            "/.well-known/smart-configuration",
+            get(smart::configuration),
+        )
+        .route(smart::TOKEN_PATH, post(smart::token))
         .route("/fhir", get(rest::search_system).post(rest::bundle))
         .route("/fhir/", get(rest::search_system).post(rest::bundle))
         .route("/fhir/metadata", get(rest::metadata))
@@ -152,7 +161,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     let mut response = next.run(request).await;
 
     let status = response.status();
-    if status.as_u16() >= 400 && !is_fhir_json(&response) {
+    if status.as_u16() >= 400 && !is_json(&response) {
         let extensions = std::mem::take(response.extensions_mut());
         let code = if status.is_server_error() {
             IssueType::Exception
@@ -183,12 +192,15 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     response
 }
 
-fn is_fhir_json(response: &Response) -> bool {
+/// An OperationOutcome, or the JSON error of the OAuth token endpoint (which must stay OAuth's).
+fn is_json(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/fhir+json"))
+        .is_some_and(|v| {
+            v.starts_with("application/fhir+json") || v.starts_with("application/json")
+        })
 }
 
 /// The client's `x-request-id` when it is a short token, otherwise a fresh UUID.
@@ -215,6 +227,8 @@ pub fn interaction(method: &Method, route: Option<&str>) -> &'static str {
     match (method.as_str(), route) {
         (_, "/healthz") => "health",
         (_, "/metrics") => "metrics",
+        ("GET", "/.well-known/smart-configuration") => "smart-configuration",
+        ("POST", "/auth/token") => "token",
         ("GET", "/fhir/metadata") => "capabilities",
         ("GET", "/fhir" | "/fhir/") | ("POST", "/fhir/_search") => "search-system",
         ("POST", "/fhir" | "/fhir/") => "batch-transaction",
