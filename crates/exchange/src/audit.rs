@@ -93,7 +93,8 @@ impl Outcome {
         }
     }
 
-    fn code(self) -> &'static str {
+    /// AuditEvent.outcome's code.
+    pub fn code(self) -> &'static str {
         match self {
             Outcome::Success => "0",
             Outcome::MinorFailure => "4",
@@ -138,6 +139,84 @@ pub struct AuditFacts {
     /// Why a request was refused (the decision point's reason codes), or what a privacy officer
     /// must review (emergency access): AuditEvent.outcomeDesc. Never patient data.
     pub outcome_desc: Option<String>,
+}
+
+/// The names the exchange indexes audit records by (`store::NewAuditRecord::index`), and the values
+/// each takes.
+pub mod index {
+    /// A patient the request concerned (the Patient's id), one pair per patient.
+    pub const PATIENT: &str = "patient";
+    /// The requesting participant (its Organization's id).
+    pub const PARTICIPANT: &str = "participant";
+    /// The authenticated client or user (a client id, a user name).
+    pub const AGENT: &str = "agent";
+    /// AuditEvent.outcome: `0`, `4` or `8`.
+    pub const OUTCOME: &str = "outcome";
+    /// The interaction (AuditEvent.subtype): `read`, `search`, `create`...
+    pub const SUBTYPE: &str = "subtype";
+    /// The purpose of use (`TREAT`, `ETREAT`...).
+    pub const PURPOSE: &str = "purpose";
+    /// A patient whose data the request disclosed to a participant (see
+    /// [`super::is_disclosure`]): what the patient's accounting of disclosures looks up.
+    pub const DISCLOSURE: &str = "disclosure";
+}
+
+/// The interactions that disclose data: what an accounting of disclosures lists.
+pub const DISCLOSING: &[Interaction] = &[
+    Interaction::Read,
+    Interaction::Vread,
+    Interaction::Search,
+    Interaction::History,
+    Interaction::Operation,
+];
+
+/// Whether the audited request disclosed data to a participant: it succeeded, read (read, vread,
+/// search, history, an operation), acted for a participant, and let at least one resource leave.
+/// Writes, refusals, attestations (which disclose nothing) and the exchange's own tools are not
+/// disclosures.
+pub fn is_disclosure(facts: &AuditFacts) -> bool {
+    facts.outcome == Outcome::Success
+        && DISCLOSING.contains(&facts.interaction)
+        && facts.requestor.participant.is_some()
+        && !facts.resources.is_empty()
+}
+
+/// The `(name, value)` pairs to find this request's record by (see [`index`]).
+pub fn audit_index(facts: &AuditFacts) -> Vec<(String, String)> {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    let disclosure = is_disclosure(facts);
+    for patient in &facts.patients {
+        pairs.push((index::PATIENT, patient.clone()));
+        if disclosure {
+            pairs.push((index::DISCLOSURE, patient.clone()));
+        }
+    }
+    let r = &facts.requestor;
+    if let Some(participant) = &r.participant {
+        let id = participant
+            .strip_prefix("Organization/")
+            .unwrap_or(participant);
+        pairs.push((index::PARTICIPANT, id.to_string()));
+    }
+    if let Some(agent) = &r.id {
+        pairs.push((index::AGENT, agent.clone()));
+    }
+    pairs.push((index::OUTCOME, facts.outcome.code().to_string()));
+    pairs.push((index::SUBTYPE, facts.interaction.code().to_string()));
+    pairs.push((index::PURPOSE, facts.purpose.clone()));
+    pairs
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+/// The audit record of these facts for the store: the AuditEvent and its index.
+pub fn audit_record(facts: &AuditFacts) -> store::NewAuditRecord {
+    store::NewAuditRecord {
+        recorded: facts.recorded,
+        json: audit_event(facts).to_string(),
+        index: audit_index(facts),
+    }
 }
 
 fn coding(system: &str, code: &str, display: &str) -> Value {
@@ -285,6 +364,80 @@ mod tests {
         );
         // The patient is named once, as the patient.
         assert_eq!(entities.len(), 4);
+    }
+
+    fn pairs(facts: &AuditFacts) -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> = audit_index(facts)
+            .into_iter()
+            .map(|(name, value)| {
+                let name = [
+                    index::PATIENT,
+                    index::PARTICIPANT,
+                    index::AGENT,
+                    index::OUTCOME,
+                    index::SUBTYPE,
+                    index::PURPOSE,
+                    index::DISCLOSURE,
+                ]
+                .into_iter()
+                .find(|n| *n == name)
+                .expect("a known name");
+                (name, value)
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn a_disclosure_is_indexed_by_patient_participant_agent_and_codes() {
+        let facts = search_facts();
+        assert_eq!(
+            pairs(&facts),
+            vec![
+                ("agent", "ehr-client-7".to_string()),
+                ("disclosure", "p1".to_string()),
+                ("outcome", "0".to_string()),
+                ("participant", "hartford".to_string()),
+                ("patient", "p1".to_string()),
+                ("purpose", "TREAT".to_string()),
+                ("subtype", "search".to_string()),
+            ]
+        );
+        let record = audit_record(&facts);
+        assert_eq!(record.recorded, facts.recorded);
+        assert_eq!(
+            serde_json::from_str::<Value>(&record.json).unwrap(),
+            audit_event(&facts)
+        );
+    }
+
+    #[test]
+    fn writes_refusals_and_empty_answers_are_not_disclosures() {
+        let not_disclosed = |facts: AuditFacts| {
+            assert!(!is_disclosure(&facts), "{facts:?}");
+            assert!(pairs(&facts).iter().all(|(name, _)| *name != "disclosure"));
+        };
+        not_disclosed(AuditFacts {
+            interaction: Interaction::Create,
+            ..search_facts()
+        });
+        not_disclosed(AuditFacts {
+            outcome: Outcome::MinorFailure,
+            ..search_facts()
+        });
+        not_disclosed(AuditFacts {
+            resources: Vec::new(),
+            ..search_facts()
+        });
+        not_disclosed(AuditFacts {
+            requestor: Requestor {
+                participant: None,
+                id: Some("operator-1".into()),
+                display: None,
+            },
+            ..search_facts()
+        });
     }
 
     #[test]

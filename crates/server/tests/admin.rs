@@ -174,6 +174,7 @@ fn append_audit(dir: &std::path::Path, n: usize) {
             .map(|i| store::NewAuditRecord {
                 recorded: 1_700_000_000_000 + i as i64,
                 json: format!(r#"{{"resourceType":"AuditEvent","id":"a{i}"}}"#),
+                index: Vec::new(),
             })
             .collect();
         store.append_audit(records).await.unwrap();

@@ -59,6 +59,7 @@ async fn main() {
                         .append_audit(vec![NewAuditRecord {
                             recorded: 1_800_000_000_000,
                             json,
+                            index: read_index(c, n),
                         }])
                         .await
                         .expect("append");
@@ -103,6 +104,7 @@ async fn main() {
                                 json: format!(
                                     r#"{{"resourceType":"AuditEvent","action":"C","n":{n}}}"#
                                 ),
+                                index: read_index(c, n),
                             };
                             store
                                 .commit_with_audit(vec![write], vec![record])
@@ -147,4 +149,20 @@ async fn main() {
             .await
             .expect("drop schema");
     }
+}
+
+/// The index pairs the exchange gives a read's record: its patient, participant, client, outcome,
+/// interaction and purpose.
+fn read_index(caller: usize, n: u64) -> Vec<(String, String)> {
+    [
+        ("patient", format!("p{n}")),
+        ("participant", format!("org-{caller}")),
+        ("agent", format!("client-{caller}")),
+        ("outcome", "0".to_string()),
+        ("subtype", "read".to_string()),
+        ("purpose", "TREAT".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), value))
+    .collect()
 }

@@ -19,6 +19,14 @@
 //! that records were not cut off the end, or that someone with write access to the database did not
 //! recompute every hash after the point they changed; for that, keep the head ([`AuditCheck::Intact`])
 //! somewhere else and compare.
+//!
+//! The index: each record may come with `(name, value)` pairs that the exchange derives from its
+//! AuditEvent (the patients it names, the requesting participant, the outcome...), stored in
+//! `audit_index` in the same transaction as the record, so that [`crate::Store::search_audit`]
+//! finds records without reading the log. The hash chain covers the AuditEvent JSON, not the
+//! index: [`verify`] does not check it. The index is derived data, as trustworthy as the database's
+//! triggers (which refuse UPDATE and DELETE on it as on the log); the exchange can rebuild and
+//! compare it from the JSON, which the chain does cover.
 
 use std::future::Future;
 
@@ -78,12 +86,34 @@ impl std::fmt::Debug for AuditHash {
     }
 }
 
-/// A record to append: when it was recorded and the AuditEvent JSON text, stored as given.
+/// A record to append: when it was recorded, the AuditEvent JSON text, stored as given, and what to
+/// find it by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAuditRecord {
     /// Milliseconds since the Unix epoch, UTC, as the caller recorded it (not checked for order).
     pub recorded: i64,
     pub json: String,
+    /// `(name, value)` pairs to search the record by (the store does not interpret them; a pair
+    /// given twice is kept once). Not covered by the hash chain.
+    pub index: Vec<(String, String)>,
+}
+
+/// A search of the audit log by its index, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuditQuery {
+    /// `(name, value)` pairs a record must have been indexed with: every name must match, and
+    /// several values given for one name match any of them. The first name's pairs drive the
+    /// lookup, so put the most selective first (a patient rather than an outcome).
+    pub filters: Vec<(String, String)>,
+    /// Only records with `recorded` at or after this instant (milliseconds since the Unix epoch).
+    pub recorded_from: Option<i64>,
+    /// Only records with `recorded` at or before this instant.
+    pub recorded_to: Option<i64>,
+    /// Only records numbered below this one: the next page of a newest-first walk starts below
+    /// the last record of the page before.
+    pub before_seq: Option<i64>,
+    /// The most records to answer.
+    pub limit: usize,
 }
 
 /// Where an appended record landed in the chain.
@@ -245,6 +275,25 @@ pub(crate) fn head(last: Option<(i64, String)>) -> Result<(i64, AuditHash)> {
     }
 }
 
+/// The index rows of appended records, `(name, value, seq)`, each pair once per record.
+pub(crate) fn index_rows(
+    rows: &[AuditRecord],
+    records: &[NewAuditRecord],
+) -> Vec<(String, String, i64)> {
+    let mut out = Vec::new();
+    for (row, record) in rows.iter().zip(records) {
+        let mut pairs: Vec<&(String, String)> = record.index.iter().collect();
+        pairs.sort();
+        pairs.dedup();
+        out.extend(
+            pairs
+                .into_iter()
+                .map(|(name, value)| (name.clone(), value.clone(), row.seq)),
+        );
+    }
+    out
+}
+
 /// The statement that reads the chain's head under the engine's append lock.
 pub(crate) const HEAD_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
 
@@ -274,29 +323,118 @@ pub(crate) async fn raw_records(
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = e.rows(&sql, &[Val::Int(after), Val::Int(limit)]).await?;
-    rows.into_iter()
-        .map(|row| {
-            let mut row = row.into_iter();
-            let mut next = || row.next().unwrap_or(Val::Null);
-            let seq = next().int()?;
-            let recorded = match next() {
-                Val::Int(i) => Some(i),
-                _ => None,
-            };
-            // Text as stored; anything else (a tampered row on SQLite) shows as changed.
-            let text = |v: Val| match v {
-                Val::Text(s) => s,
-                _ => String::new(),
-            };
-            Ok(RawRecord {
-                seq,
-                recorded,
-                json: text(next()),
-                prev_hash: text(next()),
-                hash: text(next()),
-            })
-        })
-        .collect()
+    rows.into_iter().map(raw_row).collect()
+}
+
+/// A row of `seq, recorded, json, prev_hash, hash`, as stored.
+fn raw_row(row: Vec<Val>) -> Result<RawRecord> {
+    let mut row = row.into_iter();
+    let mut next = || row.next().unwrap_or(Val::Null);
+    let seq = next().int()?;
+    let recorded = match next() {
+        Val::Int(i) => Some(i),
+        _ => None,
+    };
+    // Text as stored; anything else (a tampered row on SQLite) shows as changed.
+    let text = |v: Val| match v {
+        Val::Text(s) => s,
+        _ => String::new(),
+    };
+    Ok(RawRecord {
+        seq,
+        recorded,
+        json: text(next()),
+        prev_hash: text(next()),
+        hash: text(next()),
+    })
+}
+
+/// The records matching `query`, newest first (see [`AuditQuery`]).
+///
+/// With filters, the first name's rows of `audit_index` (primary key name, value, seq) are read
+/// backwards from `before_seq`, so a page costs as many index lookups as it has candidates; every
+/// other name is an index probe per candidate. Without filters the log is read backwards by seq.
+pub(crate) async fn search(e: &mut impl Exec, query: &AuditQuery) -> Result<Vec<RawRecord>> {
+    let d = e.dialect();
+    let mut args: Vec<Val> = Vec::new();
+    let bind = |args: &mut Vec<Val>, v: Val| {
+        args.push(v);
+        d.placeholder(args.len())
+    };
+    // The filters by name, in the order their names first appear.
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (name, value) in &query.filters {
+        match groups.iter_mut().find(|(n, _)| n == name) {
+            Some((_, values)) => {
+                if !values.contains(&value.as_str()) {
+                    values.push(value)
+                }
+            }
+            None => groups.push((name, vec![value])),
+        }
+    }
+    let mut conditions: Vec<String> = Vec::new();
+    let mut from = "audit_log l".to_string();
+    let mut order = "l.seq";
+    let mut rest = groups.as_slice();
+    if let Some(((name, values), others)) = groups.split_first() {
+        rest = others;
+        let n = bind(&mut args, Val::Text(name.to_string()));
+        if let [value] = values.as_slice() {
+            // One value: walk that (name, value)'s rows backwards in key order, and stop at the limit.
+            let v = bind(&mut args, Val::Text(value.to_string()));
+            from = "audit_index d JOIN audit_log l ON l.seq = d.seq".to_string();
+            conditions.push(format!("d.name = {n} AND d.value = {v}"));
+            order = "d.seq";
+        } else {
+            let vs: Vec<String> = values
+                .iter()
+                .map(|v| bind(&mut args, Val::Text(v.to_string())))
+                .collect();
+            conditions.push(format!(
+                "l.seq IN (SELECT seq FROM audit_index WHERE name = {n} AND value IN ({}))",
+                vs.join(", ")
+            ));
+        }
+    }
+    for (name, values) in rest {
+        let n = bind(&mut args, Val::Text(name.to_string()));
+        let vs: Vec<String> = values
+            .iter()
+            .map(|v| bind(&mut args, Val::Text(v.to_string())))
+            .collect();
+        conditions.push(format!(
+            "EXISTS (SELECT 1 FROM audit_index i WHERE i.name = {n} AND i.value IN ({}) AND i.seq = l.seq)",
+            vs.join(", ")
+        ));
+    }
+    if let Some(before) = query.before_seq {
+        let b = bind(&mut args, Val::Int(before));
+        conditions.push(format!("{order} < {b}"));
+    }
+    if let Some(from_ms) = query.recorded_from {
+        let p = bind(&mut args, Val::Int(from_ms));
+        conditions.push(format!("l.recorded >= {p}"));
+    }
+    if let Some(to_ms) = query.recorded_to {
+        let p = bind(&mut args, Val::Int(to_ms));
+        conditions.push(format!("l.recorded <= {p}"));
+    }
+    let limit = bind(
+        &mut args,
+        Val::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)),
+    );
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT l.seq, l.recorded, l.json, l.prev_hash, l.hash FROM {from}{filter} \
+         ORDER BY {order} DESC LIMIT {limit}"
+    );
+    let rows = e.rows(&sql, &args).await?;
+    rows.into_iter().map(raw_row).collect()
 }
 
 /// The record whose hash is `hash`, if any (read only when the chain breaks, so the scan it may
@@ -548,6 +686,7 @@ mod tests {
             .map(|i| NewAuditRecord {
                 recorded: 1_700_000_000_000 + i,
                 json: format!(r#"{{"resourceType":"AuditEvent","id":"a{i}"}}"#),
+                index: Vec::new(),
             })
             .collect();
         extend((0, AuditHash::ZERO), &records)
@@ -848,10 +987,32 @@ mod tests {
             &[NewAuditRecord {
                 recorded: 9,
                 json: "{}".to_string(),
+                index: vec![
+                    ("patient".to_string(), "p1".to_string()),
+                    ("outcome".to_string(), "0".to_string()),
+                    ("patient".to_string(), "p1".to_string()),
+                ],
             }],
         );
         assert_eq!(more[0].seq, 4);
         assert_eq!(more[0].prev_hash, records[2].hash);
+        let given = [NewAuditRecord {
+            recorded: 9,
+            json: "{}".to_string(),
+            index: vec![
+                ("patient".to_string(), "p1".to_string()),
+                ("outcome".to_string(), "0".to_string()),
+                ("patient".to_string(), "p1".to_string()),
+            ],
+        }];
+        assert_eq!(
+            index_rows(&more, &given),
+            vec![
+                ("outcome".to_string(), "0".to_string(), 4),
+                ("patient".to_string(), "p1".to_string(), 4),
+            ],
+            "each pair once"
+        );
         assert_eq!(head(None).expect("empty"), (0, AuditHash::ZERO));
         assert!(head(Some((1, "x".to_string()))).is_err());
     }

@@ -13,9 +13,9 @@ use fhir::search::{
 use serde_json::Value;
 
 use crate::{
-    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditRecord, CompartmentRequest,
-    HistoryRequest, HistoryScope, NewAuditRecord, SearchOptions, SearchPage, Store, StoreError,
-    Stored, Write, WriteOp,
+    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditQuery, AuditRecord,
+    CompartmentRequest, HistoryRequest, HistoryScope, NewAuditRecord, SearchOptions, SearchPage,
+    Store, StoreError, Stored, Write, WriteOp,
 };
 
 /// Calls `$m!(name, name, ...)` with every behaviour of the suite, so that one list serves every engine.
@@ -48,6 +48,7 @@ macro_rules! for_each_conformance_test {
             audit_appends_form_a_chain,
             audit_concurrent_appends_form_one_chain,
             audit_commit_with_writes_is_atomic,
+            audit_search_by_index,
             clients_register_read_list_revoke,
             jti_is_refused_until_it_expires,
             jti_concurrent_callers_get_one_true,
@@ -2526,6 +2527,7 @@ fn audit_event(n: i64) -> NewAuditRecord {
     NewAuditRecord {
         recorded: T0 + n,
         json: format!(r#"{{"resourceType":"AuditEvent","id":"ae{n}","outcome":"0"}}"#),
+        index: Vec::new(),
     }
 }
 
@@ -2565,6 +2567,7 @@ pub async fn audit_appends_form_a_chain(store: &Store) {
     let odd = NewAuditRecord {
         recorded: T0,
         json: "{ \"resourceType\" : \"AuditEvent\",\n  \"z\": 1.50, \"a\": \"Zoë\" }".to_string(),
+        index: Vec::new(),
     };
     let first = store
         .append_audit(vec![odd.clone()])
@@ -2729,6 +2732,222 @@ pub async fn audit_commit_with_writes_is_atomic(store: &Store) {
     assert_eq!(intact(store).await, (4, alone[0].hash));
 }
 
+/// A synthetic AuditEvent `n` indexed by the given pairs.
+fn indexed_event(n: i64, pairs: &[(&str, &str)]) -> NewAuditRecord {
+    NewAuditRecord {
+        index: pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        ..audit_event(n)
+    }
+}
+
+/// The sequence numbers of the records a search answers, in order.
+async fn audit_seqs(store: &Store, query: AuditQuery) -> Vec<i64> {
+    store
+        .search_audit(&query)
+        .await
+        .expect("search audit")
+        .into_iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
+fn audit_query(filters: &[(&str, &str)], limit: usize) -> AuditQuery {
+    AuditQuery {
+        filters: filters
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect(),
+        limit,
+        ..AuditQuery::default()
+    }
+}
+
+/// Records are found by the index pairs they were appended with (by either append path, in the
+/// record's transaction), newest first: every name must match, the values of one name are
+/// alternatives; by time; in pages below a sequence number. A rolled-back commit leaves no index
+/// rows, and the chain verifies as before.
+pub async fn audit_search_by_index(store: &Store) {
+    let read = |n, patient, outcome| {
+        indexed_event(
+            n,
+            &[
+                ("patient", patient),
+                ("outcome", outcome),
+                ("subtype", "read"),
+                ("participant", "org-1"),
+                // Given twice: kept once.
+                ("patient", patient),
+            ],
+        )
+    };
+    // 1..=6 by the group-commit path, 7 with a write.
+    store
+        .append_audit(vec![
+            read(1, "p1", "0"),
+            read(2, "p2", "0"),
+            read(3, "p1", "4"),
+        ])
+        .await
+        .expect("append");
+    store
+        .append_audit(vec![
+            indexed_event(
+                4,
+                &[("patient", "p1"), ("subtype", "search"), ("outcome", "0")],
+            ),
+            read(5, "p1", "0"),
+            audit_event(6),
+        ])
+        .await
+        .expect("append");
+    store
+        .commit_with_audit(
+            vec![put("Patient", "p1", 1, Vec::new())],
+            vec![indexed_event(
+                7,
+                &[("patient", "p1"), ("subtype", "create"), ("outcome", "0")],
+            )],
+        )
+        .await
+        .expect("commit with audit");
+    // A conflicting commit: neither its record nor its index rows are written.
+    store
+        .commit_with_audit(
+            vec![put("Patient", "p1", 1, Vec::new())],
+            vec![indexed_event(8, &[("patient", "p1")])],
+        )
+        .await
+        .expect_err("conflict");
+
+    assert_eq!(
+        audit_seqs(store, audit_query(&[("patient", "p1")], 100)).await,
+        vec![7, 5, 4, 3, 1]
+    );
+    assert_eq!(
+        audit_seqs(
+            store,
+            audit_query(&[("patient", "p1"), ("outcome", "0")], 100)
+        )
+        .await,
+        vec![7, 5, 4, 1],
+        "every name must match"
+    );
+    assert_eq!(
+        audit_seqs(
+            store,
+            audit_query(
+                &[
+                    ("patient", "p1"),
+                    ("subtype", "read"),
+                    ("subtype", "search"),
+                    ("outcome", "0")
+                ],
+                100
+            )
+        )
+        .await,
+        vec![5, 4, 1],
+        "the values of one name are alternatives"
+    );
+    assert_eq!(
+        audit_seqs(
+            store,
+            audit_query(
+                &[("patient", "p2"), ("patient", "p1"), ("subtype", "read")],
+                100
+            )
+        )
+        .await,
+        vec![5, 3, 2, 1],
+        "several values of the first name"
+    );
+    assert!(
+        audit_seqs(store, audit_query(&[("patient", "nobody")], 100))
+            .await
+            .is_empty()
+    );
+    assert!(audit_seqs(
+        store,
+        audit_query(&[("patient", "p1"), ("agent", "x")], 100)
+    )
+    .await
+    .is_empty());
+    // Without filters: the whole log, newest first.
+    assert_eq!(
+        audit_seqs(store, audit_query(&[], 100)).await,
+        vec![7, 6, 5, 4, 3, 2, 1]
+    );
+    // By time (record n was recorded at T0 + n), with and without filters.
+    let between = |filters: &[(&str, &str)], from, to| AuditQuery {
+        recorded_from: from,
+        recorded_to: to,
+        ..audit_query(filters, 100)
+    };
+    assert_eq!(
+        audit_seqs(
+            store,
+            between(&[("patient", "p1")], Some(T0 + 3), Some(T0 + 5))
+        )
+        .await,
+        vec![5, 4, 3]
+    );
+    assert_eq!(
+        audit_seqs(store, between(&[], Some(T0 + 6), None)).await,
+        vec![7, 6]
+    );
+    assert_eq!(
+        audit_seqs(store, between(&[], None, Some(T0 + 1))).await,
+        vec![1]
+    );
+    // Pages of two, each below the last record of the page before.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let page = audit_seqs(
+            store,
+            AuditQuery {
+                before_seq: before,
+                ..audit_query(&[("patient", "p1")], 2)
+            },
+        )
+        .await;
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().copied();
+        pages.push(page);
+    }
+    assert_eq!(pages, vec![vec![7, 5], vec![4, 3], vec![1]]);
+    assert_eq!(
+        audit_seqs(
+            store,
+            AuditQuery {
+                before_seq: Some(4),
+                ..audit_query(&[], 2)
+            }
+        )
+        .await,
+        vec![3, 2]
+    );
+    // The records come back whole.
+    let found = store
+        .search_audit(&audit_query(&[("patient", "p2")], 1))
+        .await
+        .expect("search");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].json, audit_event(2).json);
+    assert_eq!(found[0].recorded, T0 + 2);
+    assert_eq!(
+        Some(&found[0]),
+        all_audit(store).await.get(1),
+        "as audit_records answers it"
+    );
+    assert_eq!(intact(store).await.0, 7);
+}
+
 /// The statements that switch the append-only triggers off, as an attacker with database access would.
 fn disable_triggers(store: &Store) -> &'static str {
     match store.engine() {
@@ -2741,7 +2960,10 @@ fn disable_triggers(store: &Store) -> &'static str {
 /// and the chain still verifies after the attempts.
 pub async fn audit_log_refuses_update_and_delete(store: &Store, sql: &impl RawSql) {
     store
-        .append_audit(vec![audit_event(1), audit_event(2)])
+        .append_audit(vec![
+            indexed_event(1, &[("patient", "p1")]),
+            indexed_event(2, &[("patient", "p2")]),
+        ])
         .await
         .expect("append");
     let mut attempts = vec![
@@ -2749,9 +2971,13 @@ pub async fn audit_log_refuses_update_and_delete(store: &Store, sql: &impl RawSq
         "UPDATE audit_log SET seq = seq + 10",
         "DELETE FROM audit_log WHERE seq = 2",
         "DELETE FROM audit_log",
+        "UPDATE audit_index SET value = 'p3' WHERE seq = 1",
+        "DELETE FROM audit_index WHERE seq = 2",
+        "DELETE FROM audit_index",
     ];
     if store.engine() == "postgres" {
         attempts.push("TRUNCATE audit_log");
+        attempts.push("TRUNCATE audit_index");
     }
     for attempt in attempts {
         let refused = sql.execute(attempt).await.expect_err(attempt);

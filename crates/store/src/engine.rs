@@ -4,8 +4,8 @@
 use fhir::search::Query;
 
 use crate::{
-    Appended, AuditCheck, AuditRecord, Client, ClientStatus, CompartmentRequest, Current,
-    HistoryPage, HistoryRequest, NewAuditRecord, NewClient, RelationshipBasis, Result,
+    Appended, AuditCheck, AuditQuery, AuditRecord, Client, ClientStatus, CompartmentRequest,
+    Current, HistoryPage, HistoryRequest, NewAuditRecord, NewClient, RelationshipBasis, Result,
     SearchOptions, SearchPage, Stored, Write,
 };
 
@@ -164,6 +164,18 @@ impl Store {
             self,
             "audit_records",
             dispatch!(self, e => e.audit_raw(after_seq, limit).await)
+        )?;
+        raw.into_iter().map(|r| r.parsed()).collect()
+    }
+
+    /// The audit records that match `query` by their index pairs and time, newest first (at most
+    /// `query.limit`). Records are returned as stored; [`Store::verify_audit`] checks them (it does
+    /// not check the index, which is derived from the records' JSON by the exchange).
+    pub async fn search_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let raw = timed!(
+            self,
+            "search_audit",
+            dispatch!(self, e => e.audit_search(query).await)
         )?;
         raw.into_iter().map(|r| r.parsed()).collect()
     }

@@ -24,7 +24,9 @@
 //! [`Store::verify_audit`]) is append-only and hash-chained: records of concurrent callers are
 //! grouped into one transaction each (group commit), a write and its audit records commit together,
 //! and verification names the first record that was changed, removed or inserted. No method updates
-//! or deletes a record, and triggers refuse UPDATE and DELETE on both engines.
+//! or deletes a record, and triggers refuse UPDATE and DELETE on both engines. Each record carries
+//! the `(name, value)` pairs the exchange chose to find it by (`audit_index`, written in the
+//! record's transaction); [`Store::search_audit`] answers records by them, newest first.
 //!
 //! SMART Backend Services clients ([`Store::register_client`], [`Store::client`], [`Store::clients`],
 //! [`Store::set_client_status`]), the client assertion ids already used ([`Store::remember_jti`],
@@ -50,7 +52,8 @@ mod sqlite;
 mod types;
 
 pub use audit::{
-    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditRecord, NewAuditRecord,
+    chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditQuery, AuditRecord,
+    NewAuditRecord,
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;

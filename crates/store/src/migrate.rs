@@ -40,6 +40,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "relationships",
         sql: include_str!("../migrations/sqlite/0004_relationships.sql"),
     },
+    Migration {
+        version: 5,
+        name: "audit_index",
+        sql: include_str!("../migrations/sqlite/0005_audit_index.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -63,6 +68,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 4,
         name: "relationships",
         sql: include_str!("../migrations/postgres/0004_relationships.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "audit_index",
+        sql: include_str!("../migrations/postgres/0005_audit_index.sql"),
     },
 ];
 

@@ -34,8 +34,9 @@ use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{Dialect, Exec, Val};
 use crate::relationships::{self, RelationshipBasis};
 use crate::{
-    migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
-    NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
+    migrate, query, Appended, AuditHash, AuditQuery, CompartmentRequest, Current, HistoryPage,
+    HistoryRequest, NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write,
+    WriteOp,
 };
 
 /// Connections in the pool unless the URL says `pool_size=N`.
@@ -325,6 +326,11 @@ impl Postgres {
         audit::raw_records(&mut PgExec { client: &client }, after, limit).await
     }
 
+    pub(crate) async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<RawRecord>> {
+        let client = self.client().await?;
+        audit::search(&mut PgExec { client: &client }, query).await
+    }
+
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
         let client = self.client().await?;
         audit::seq_of_hash(&mut PgExec { client: &client }, &hash).await
@@ -458,6 +464,22 @@ async fn append_audit(
     tx.execute(&insert, &[&seqs, &recorded, &json, &prev, &hash])
         .await
         .map_err(db)?;
+    let index = audit::index_rows(&rows, records);
+    if !index.is_empty() {
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO audit_index (name, value, seq) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+            )
+            .await
+            .map_err(db)?;
+        let names: Vec<&str> = index.iter().map(|(n, _, _)| n.as_str()).collect();
+        let values: Vec<&str> = index.iter().map(|(_, v, _)| v.as_str()).collect();
+        let seqs: Vec<i64> = index.iter().map(|(_, _, s)| *s).collect();
+        tx.execute(&insert, &[&names, &values, &seqs])
+            .await
+            .map_err(db)?;
+    }
     Ok(audit::appended(&rows))
 }
 

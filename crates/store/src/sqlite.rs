@@ -29,8 +29,9 @@ use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::relationships::{self, RelationshipBasis};
 use crate::{
-    migrate, query, Appended, AuditHash, CompartmentRequest, Current, HistoryPage, HistoryRequest,
-    NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write, WriteOp,
+    migrate, query, Appended, AuditHash, AuditQuery, CompartmentRequest, Current, HistoryPage,
+    HistoryRequest, NewAuditRecord, Result, SearchOptions, SearchPage, StoreError, Stored, Write,
+    WriteOp,
 };
 
 /// Reader connections, and reads running at once: one per core (at least two). More readers than
@@ -385,6 +386,12 @@ impl Sqlite {
             .await
     }
 
+    pub(crate) async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<RawRecord>> {
+        let query = query.clone();
+        self.read(move |e| block_ready(audit::search(e, &query)))
+            .await
+    }
+
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
         self.read(move |e| block_ready(audit::seq_of_hash(e, &hash)))
             .await
@@ -620,6 +627,11 @@ fn append_audit(conn: &Connection, records: &[NewAuditRecord]) -> Result<Vec<App
             r.prev_hash.to_hex(),
             r.hash.to_hex()
         ])?;
+    }
+    let mut index =
+        conn.prepare_cached("INSERT INTO audit_index (name, value, seq) VALUES (?1, ?2, ?3)")?;
+    for (name, value, seq) in audit::index_rows(&rows, records) {
+        index.execute(params![name, value, seq])?;
     }
     Ok(audit::appended(&rows))
 }

@@ -178,6 +178,7 @@ async fn two_pools_append_one_chain() {
                 let record = NewAuditRecord {
                     recorded: conformance::T0,
                     json: format!(r#"{{"task":{t},"request":{i}}}"#),
+                    index: vec![("task".to_string(), t.to_string())],
                 };
                 let appended = if i % 3 == 0 {
                     let write = update(&format!("p{t}-{i}"), 1, "Kim");
@@ -348,6 +349,8 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["1".to_string(), "init".to_string()],
             vec!["2".to_string(), "audit".to_string()],
             vec!["3".to_string(), "clients".to_string()],
+            vec!["4".to_string(), "relationships".to_string()],
+            vec!["5".to_string(), "audit_index".to_string()],
         ],
         "applied once"
     );

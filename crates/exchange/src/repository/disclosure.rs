@@ -27,11 +27,6 @@ impl Disclosed {
     }
 }
 
-/// Whether requests of this requester are audited: everyone's but the exchange's own tools'.
-fn audited(who: &Requester) -> bool {
-    !matches!(who.principal, Principal::System { .. })
-}
-
 impl Repository {
     /// The request-level decision. A refusal is recorded in the audit trail and answers 403.
     pub(crate) async fn authorize(
@@ -100,7 +95,9 @@ impl Repository {
         query: Option<String>,
         disclosed: Disclosed,
     ) -> Result<()> {
-        if !audited(who) {
+        // The exchange's own tools are not audited, and neither is open access (`--auth none`,
+        // loopback only, for development and benchmarks), where nobody is identified.
+        if matches!(who.principal, Principal::System { .. }) || !self.gate.is_enforcing() {
             return Ok(());
         }
         let outcome_desc = disclosed
@@ -152,11 +149,9 @@ impl Repository {
     }
 
     async fn append(&self, facts: AuditFacts) -> Result<()> {
-        let record = store::NewAuditRecord {
-            recorded: facts.recorded,
-            json: crate::audit::audit_event(&facts).to_string(),
-        };
-        self.store.append_audit(vec![record]).await?;
+        self.store
+            .append_audit(vec![crate::audit::audit_record(&facts)])
+            .await?;
         Ok(())
     }
 

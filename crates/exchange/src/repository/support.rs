@@ -315,10 +315,7 @@ fn audit_record(
             .collect(),
         outcome_desc: None,
     };
-    store::NewAuditRecord {
-        recorded,
-        json: crate::audit::audit_event(&facts).to_string(),
-    }
+    crate::audit::audit_record(&facts)
 }
 
 #[cfg(test)]
