@@ -3,15 +3,17 @@
 //! [`Smart::verify_bearer`], which checks the access tokens it issued on each FHIR request.
 //!
 //! The token endpoint, in order: the form's parameters; the client named by the assertion's `iss`
-//! (registered and active); its JWKS (registered, or fetched from its `jwks_url` and cached for five
-//! minutes); the assertion (`auth::assertion::verify`: RS384/ES384, `iss` = `sub` = the client id,
-//! `aud` = [`Smart::token_url`], `exp` at most five minutes ahead); its `jti`, which the store
-//! refuses to see twice until it expires, across processes; the client's participant, which must be
-//! live; the requested scopes, each of which must be registered (`auth::grant`); then a signed access
-//! token of five minutes with the client, participant, scopes and purpose of use.
+//! (registered and active); its JWKS (registered, or fetched from its `jwks_url`, cached for five
+//! minutes and fetched again for an unknown `kid` at most every 30 seconds); the assertion
+//! (`auth::assertion::verify`: RS384/ES384, `iss` = `sub` = the client id, `aud` =
+//! [`Smart::token_url`], `exp` at most five minutes ahead); its `jti`, which the store refuses to
+//! see twice until it expires, across processes; the client's participant, which must be live; the
+//! requested scopes, each of which must be registered (`auth::grant`); then a signed access token of
+//! five minutes with the client, participant, scopes and purpose of use.
 //!
-//! Errors are RFC 6749 section 5.2 JSON (`invalid_request`, `invalid_client` (401),
-//! `invalid_grant`, `unauthorized_client`, `invalid_scope`, `unsupported_grant_type`), each with an
+//! Errors are RFC 6749 section 5.2 JSON (`invalid_request`, `invalid_client` (401: unknown or
+//! revoked client, an assertion that does not verify, a reused `jti`), `invalid_grant` (the
+//! participant is not live), `invalid_scope`, `unsupported_grant_type`), each with an
 //! `error_description` for the client's engineer; only a store failure is a 5xx. Neither the
 //! assertion nor the token is ever logged.
 
@@ -37,6 +39,10 @@ use super::{Internal, Shared};
 pub const TOKEN_LIFETIME: u64 = 300;
 /// How long a JWKS fetched from a client's `jwks_url` is used before it is fetched again.
 const JWKS_TTL: Duration = Duration::from_secs(300);
+/// An assertion with a `kid` the cached set lacks fetches the set again (the client may have rotated
+/// its key), but not sooner than this after the last fetch, so that forged assertions cannot make the
+/// exchange hammer a client's JWKS host.
+const JWKS_MIN_REFRESH: Duration = Duration::from_secs(30);
 /// A JWKS fetch gives up after this long, and reads at most this much.
 const JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 const JWKS_MAX_BYTES: u64 = 256 * 1024;
@@ -371,7 +377,7 @@ async fn issue_token(
                 OAuthError::new("invalid_client", format!("the client's JWKS URL: {e}"))
             })?;
             match auth::assertion::verify(assertion, &jwks, &expected) {
-                // A key rotated since the set was cached: fetch it again, once.
+                // A key rotated since the set was cached: fetch it again (at most every 30 s).
                 Err(auth::AssertionError::UnknownKid) if !fresh => {
                     let (jwks, _) = smart.jwks.get(url, true).await.map_err(|e| {
                         OAuthError::new("invalid_client", format!("the client's JWKS URL: {e}"))
@@ -469,13 +475,14 @@ struct JwksCache {
 }
 
 impl JwksCache {
-    /// The set at `url` and whether it was fetched just now; from the cache unless `refresh` or
-    /// older than [`JWKS_TTL`].
+    /// The set at `url` and whether it was fetched just now: from the cache while younger than
+    /// [`JWKS_TTL`], or with `refresh` while younger than [`JWKS_MIN_REFRESH`].
     async fn get(&self, url: &str, refresh: bool) -> Result<(Arc<Jwks>, bool), String> {
-        if !refresh {
+        {
             let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
             if let Some((fetched, jwks)) = entries.get(url) {
-                if fetched.elapsed() < JWKS_TTL {
+                let limit = if refresh { JWKS_MIN_REFRESH } else { JWKS_TTL };
+                if fetched.elapsed() < limit {
                     return Ok((jwks.clone(), false));
                 }
             }
