@@ -1,16 +1,32 @@
 //! Accuracy and speed on the FEBRL sets: FEBRL4 linkage (dataset4a x dataset4b) and FEBRL3 deduplication
-//! (dataset3), read from `../shared/data/febrl`. `cargo run -p mpi --release --example febrl`
+//! (dataset3), read from `../shared/data/febrl`; with `--index N`, also the latency of matching one new record
+//! against an index of N generated identities.
+//!
+//! `cargo run -p mpi --release --example febrl [-- --index 1000000]`
 
 #[path = "../tests/common/febrl.rs"]
 mod febrl;
+
+use std::time::Instant;
+
+use mpi::{Blocking, Generator, GeneratorConfig, Index, Standardised, TrainingConfig};
 
 fn report(name: &str, run: &febrl::Run) {
     let (a, b) = (&run.accuracy, &run.blocking);
     println!(
         "{name}: precision {:.4} recall {:.4} F1 {:.4} | pair completeness {:.4} reduction ratio {:.5} | \
          pairs compared {} of {} | links {} ({} true of {}) | {:.3} s",
-        a.precision, a.recall, a.f1, b.pair_completeness, b.reduction_ratio, b.candidate_pairs, b.all_pairs,
-        a.predicted, a.true_positives, a.true_pairs, run.seconds
+        a.precision,
+        a.recall,
+        a.f1,
+        b.pair_completeness,
+        b.reduction_ratio,
+        b.candidate_pairs,
+        b.all_pairs,
+        a.predicted,
+        a.true_positives,
+        a.true_pairs,
+        run.seconds
     );
     if std::env::var_os("MPI_SHOW_MODEL").is_some() {
         println!("prior {:.6}", run.model.prior);
@@ -22,18 +38,111 @@ fn report(name: &str, run: &febrl::Run) {
     }
 }
 
+/// Trains on a generated deduplication set, fills an index with `n` generated identities, then matches noisy
+/// copies of indexed identities one at a time.
+fn index_latency(n: usize) {
+    let start = Instant::now();
+    let sample = mpi::generate(&GeneratorConfig {
+        seed: 41,
+        identities: 20_000,
+        ..GeneratorConfig::default()
+    });
+    let records: Vec<Standardised> = sample.records.iter().map(mpi::standardise).collect();
+    let pairs = Blocking::default().dedup_pairs(&records);
+    let model = mpi::train(&records, &records, &pairs, &TrainingConfig::default());
+    println!(
+        "model trained on {} generated records in {:.1} s",
+        records.len(),
+        start.elapsed().as_secs_f64()
+    );
+
+    let start = Instant::now();
+    let mut generator = Generator::new(42);
+    let mut index = Index::new(Blocking::default());
+    let mut kept = Vec::new();
+    for k in 0..n {
+        let identity = generator.identity(0.7);
+        index.insert(format!("p{k}"), &identity);
+        if k % (n / 1000).max(1) == 0 {
+            kept.push((k, identity));
+        }
+    }
+    println!(
+        "index of {} identities built in {:.1} s",
+        index.len(),
+        start.elapsed().as_secs_f64()
+    );
+
+    let mut latencies = Vec::new();
+    let (mut first, mut linked, mut wrong, mut candidates) = (0, 0, 0, 0usize);
+    for (k, identity) in &kept {
+        let copy = generator.noisy_copy(identity);
+        let start = Instant::now();
+        let matches = index.match_record(&copy, &model);
+        latencies.push(start.elapsed().as_secs_f64() * 1e3);
+        candidates += index.candidates(&copy).len();
+        if let Some(m) = matches
+            .iter()
+            .find(|m| m.id != format!("p{k}") && m.grade.is_match())
+        {
+            wrong += 1;
+            if std::env::var_os("MPI_SHOW_WRONG").is_some() && wrong <= 8 {
+                let other: usize = m.id[1..].parse().unwrap();
+                let mut g = Generator::new(42);
+                let other = (0..=other).map(|_| g.identity(0.7)).last().unwrap();
+                let (q, o) = (mpi::standardise(&copy), mpi::standardise(&other));
+                let levels = mpi::model::comparison_vector(&model.field_list(), &q, &o);
+                println!(
+                    "{:?} {levels:?}\n  {copy:?}\n  {other:?}",
+                    model.score(&q, &o)
+                );
+            }
+        }
+        if matches.first().is_some_and(|m| m.id == format!("p{k}")) {
+            first += 1;
+            if matches[0].grade.is_match() {
+                linked += 1;
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "match one record against {} identities ({} queries, noisy copies of indexed identities): \
+         p50 {:.2} ms p99 {:.2} ms max {:.2} ms | mean candidates {:.0} | original ranked first {} and linked {} | another identity linked {}",
+        index.len(),
+        latencies.len(),
+        pct(0.5),
+        pct(0.99),
+        latencies[latencies.len() - 1],
+        candidates as f64 / latencies.len() as f64,
+        first,
+        linked,
+        wrong
+    );
+}
+
 fn main() {
-    let (Some(a), Some(b), Some(d3)) = (
+    let args: Vec<String> = std::env::args().collect();
+    let index_size = args
+        .iter()
+        .position(|a| a == "--index")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    match (
         febrl::load("dataset4a.csv"),
         febrl::load("dataset4b.csv"),
         febrl::load("dataset3.csv"),
-    ) else {
-        eprintln!("FEBRL data not found under {}", febrl::dir().display());
-        std::process::exit(1);
-    };
-    report(
-        "FEBRL4 linkage (5,000 x 5,000)",
-        &febrl::run_linkage(&a, &b),
-    );
-    report("FEBRL3 deduplication (5,000)", &febrl::run_dedup(&d3));
+    ) {
+        (Some(a), Some(b), Some(d3)) => {
+            report(
+                "FEBRL4 linkage (5,000 x 5,000)",
+                &febrl::run_linkage(&a, &b),
+            );
+            report("FEBRL3 deduplication (5,000)", &febrl::run_dedup(&d3));
+        }
+        _ => eprintln!("FEBRL data not found under {}", febrl::dir().display()),
+    }
+    if let Some(n) = index_size {
+        index_latency(n);
+    }
 }

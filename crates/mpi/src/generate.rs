@@ -292,7 +292,7 @@ impl Generator {
             "{}.{}{}@example.com",
             r.given_names[0],
             r.family_name,
-            self.rng.below(1000)
+            self.rng.below(100_000)
         )
         .to_lowercase();
         if self.rng.chance(ssn_rate) {
@@ -332,7 +332,7 @@ impl Generator {
             "{}.{}{}@example.com",
             twin.given_names[0],
             twin.family_name,
-            self.rng.below(1000)
+            self.rng.below(100_000)
         )
         .to_lowercase();
         for id in &mut twin.identifiers {

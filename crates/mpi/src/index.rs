@@ -121,18 +121,19 @@ impl Index {
     }
 
     /// Scores `record` against its candidates: every candidate not graded certainly-not, best first
-    /// (ties in insertion order).
+    /// (ties in insertion order). The model's prior is scaled to the size of the index ([`Model::prior_for`]).
     pub fn match_record(&self, record: &Record, model: &Model) -> Vec<Match> {
         self.match_standardised(&standardise(record), model)
     }
 
     /// [`Index::match_record`] for an already standardised record.
     pub fn match_standardised(&self, record: &Standardised, model: &Model) -> Vec<Match> {
+        let prior = model.prior_for(self.len());
         let mut matches: Vec<Match> = self
             .candidate_slots(record)
             .into_iter()
             .filter_map(|s| {
-                let score = model.score(record, &self.records[s as usize]);
+                let score = model.score_with_prior(record, &self.records[s as usize], prior);
                 (score.grade != Grade::CertainlyNot).then(|| Match {
                     id: self.ids[s as usize].clone(),
                     score: score.probability,

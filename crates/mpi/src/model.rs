@@ -120,7 +120,9 @@ pub struct Score {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     pub fields: Vec<FieldModel>,
-    /// The share of candidate pairs that are the same person, as estimated in training.
+    /// The probability that two records drawn at random are the same person: the matches EM expects among
+    /// the candidate pairs over all pairs of the training data. Blocking is not allowed to raise it, so a
+    /// score means the same whichever keys found the pair.
     pub prior: f64,
     /// Probability at or above which a pair is `certain`.
     pub auto_link: f64,
@@ -131,6 +133,9 @@ pub struct Model {
     /// no identifier agrees within one edit, the grade is at most `possible`.
     pub twin_guard: bool,
     pub term_frequencies: TermFrequencies,
+    /// The number of records each record was compared against in training (the right-hand set); the prior
+    /// is for a population of this size (see [`Model::prior_for`]).
+    pub training_records: u64,
 }
 
 /// Settings of [`train`].
@@ -153,7 +158,7 @@ impl Default for TrainingConfig {
         TrainingConfig {
             fields: Field::DEFAULT.to_vec(),
             seed: 0x6e75_746d_6567,
-            random_pairs: 500_000,
+            random_pairs: 200_000,
             max_iterations: 100,
             auto_link: 0.99,
             review: 0.5,
@@ -168,14 +173,20 @@ pub fn comparison_vector(fields: &[Field], a: &Standardised, b: &Standardised) -
     fields.iter().map(|f| f.compare(a, b)).collect()
 }
 
-/// The deterministic rule that seeds training: an identifier agrees exactly, or given name, family name and
-/// birth date all do.
-fn rule_links(fields: &[Field], levels: &[u8]) -> bool {
-    let level = |field: Field| fields.iter().position(|f| *f == field).map(|i| levels[i]);
-    let top = |field: Field| {
-        level(field).is_some_and(|l| l != MISSING && l as usize + 1 == field.levels().len())
-    };
-    top(Field::Identifier) || (top(Field::Given) && top(Field::Family) && top(Field::Birth))
+/// The deterministic rules that seed training: (1) an identifier agrees exactly; (2) given name, family name
+/// and birth date all agree exactly. A field's m is first estimated from the pairs linked by a rule that does
+/// not look at that field, so that no field vouches for itself.
+fn rules_without(fields: &[Field], levels: &[u8], field: Option<Field>) -> bool {
+    let level = |f: Field| fields.iter().position(|x| *x == f).map(|i| levels[i]);
+    let top =
+        |f: Field| level(f).is_some_and(|l| l != MISSING && l as usize + 1 == f.levels().len());
+    let identifier = field != Some(Field::Identifier) && top(Field::Identifier);
+    let names_and_birth = !field
+        .is_some_and(|f| [Field::Given, Field::Family, Field::Birth].contains(&f))
+        && top(Field::Given)
+        && top(Field::Family)
+        && top(Field::Birth);
+    identifier || names_and_birth
 }
 
 /// Trains a model on candidate `pairs` between `left` and `right` (for deduplication pass the same slice twice).
@@ -224,33 +235,43 @@ pub fn train(
     patterns.sort_by(|a, b| a.0.cmp(&b.0));
     let total: f64 = patterns.iter().map(|p| p.1).sum();
 
-    // Start from the pairs the deterministic rule links: their share is the prior, their levels the m.
+    // Start from the pairs the deterministic rules link: each field's levels among the pairs linked by a rule
+    // that ignores it are its first m, and stay in EM as a Dirichlet prior worth as many pairs as the rule linked
+    // (so pairs that agree on names alone cannot talk EM into believing that matches often disagree on the rest).
     let mut rule_counts: Vec<Vec<f64>> =
         fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
     let mut rule_pairs = 0.0;
     for (levels, n) in &patterns {
-        if rule_links(fields, levels) {
+        if rules_without(fields, levels, None) {
             rule_pairs += n;
-            for (k, &l) in levels.iter().enumerate() {
-                if l != MISSING {
-                    rule_counts[k][l as usize] += n;
-                }
+        }
+        for (k, &l) in levels.iter().enumerate() {
+            if l != MISSING && rules_without(fields, levels, Some(fields[k])) {
+                rule_counts[k][l as usize] += n;
             }
         }
     }
-    let mut m: Vec<Vec<f64>> = fields
+    let rule_m: Vec<Vec<f64>> = fields
         .iter()
         .zip(&rule_counts)
         .map(|(f, counts)| {
             let default = default_m(f.levels().len());
-            let from_rule = smooth(counts, 1.0);
+            let seen: f64 = counts.iter().sum();
+            // Few rule pairs say little: lean on the default until there are some hundreds.
+            let w = seen / (seen + 100.0);
+            let from_rule = smooth(counts, 0.5);
             default
                 .iter()
                 .zip(&from_rule)
-                .map(|(d, r)| 0.5 * d + 0.5 * r)
+                .map(|(d, r)| (1.0 - w) * d + w * r)
                 .collect()
         })
         .collect();
+    let strength: Vec<f64> = rule_counts
+        .iter()
+        .map(|c| c.iter().sum::<f64>().max(10.0))
+        .collect();
+    let mut m = rule_m.clone();
     let mut prior = if total > 0.0 {
         (rule_pairs / total).clamp(1e-4, 0.5)
     } else {
@@ -279,13 +300,11 @@ pub fn train(
         }
         let new_m: Vec<Vec<f64>> = m_counts
             .iter()
-            .zip(&m)
-            .map(|(c, old)| {
-                if c.iter().sum::<f64>() > 0.0 {
-                    smooth(c, 1e-3)
-                } else {
-                    old.clone()
-                }
+            .zip(rule_m.iter().zip(&strength))
+            .map(|(c, (prior_m, alpha))| {
+                let with_prior: Vec<f64> =
+                    c.iter().zip(prior_m).map(|(c, p)| c + alpha * p).collect();
+                smooth(&with_prior, 1e-3)
             })
             .collect();
         let new_prior = if total > 0.0 {
@@ -306,6 +325,11 @@ pub fn train(
         }
     }
 
+    let all_pairs = if same_set {
+        left.len() as f64 * (left.len() as f64 - 1.0) / 2.0
+    } else {
+        left.len() as f64 * right.len() as f64
+    };
     let term_frequencies = if config.term_frequency {
         if same_set {
             TermFrequencies::count(left)
@@ -322,11 +346,16 @@ pub fn train(
             .zip(u)
             .map(|((&field, m), u)| FieldModel { field, m, u })
             .collect(),
-        prior,
+        prior: if all_pairs > 0.0 {
+            (prior * total / all_pairs).clamp(1e-12, 0.5)
+        } else {
+            prior
+        },
         auto_link: config.auto_link,
         review: config.review,
         twin_guard: config.twin_guard,
         term_frequencies,
+        training_records: right.len() as u64,
     }
 }
 
@@ -350,8 +379,23 @@ impl Model {
         self.fields.iter().map(|f| f.field).collect()
     }
 
-    /// Scores one pair.
+    /// The prior for matching against `population` records: a person has about as many records in any
+    /// population, so the chance that a given pair is that person's falls as the population grows.
+    pub fn prior_for(&self, population: usize) -> f64 {
+        if population as u64 > self.training_records {
+            self.prior * self.training_records as f64 / population as f64
+        } else {
+            self.prior
+        }
+    }
+
+    /// Scores one pair with the prior of training.
     pub fn score(&self, a: &Standardised, b: &Standardised) -> Score {
+        self.score_with_prior(a, b, self.prior)
+    }
+
+    /// Scores one pair with another prior (see [`Model::prior_for`]).
+    pub fn score_with_prior(&self, a: &Standardised, b: &Standardised, prior: f64) -> Score {
         let mut weight = 0.0;
         let mut birth_exact = false;
         let mut given = MISSING;
@@ -380,6 +424,7 @@ impl Model {
         self.grade(
             weight,
             self.twin_guard && birth_exact && unlike && !identifier_close,
+            prior,
         )
     }
 
@@ -401,9 +446,9 @@ impl Model {
         }
     }
 
-    /// Turns a weight into a probability and grade.
-    pub fn grade(&self, weight: f64, twin: bool) -> Score {
-        let prior_odds = (self.prior / (1.0 - self.prior)).log2();
+    /// Turns a weight and a prior into a probability and grade; `twin` caps the grade at possible.
+    pub fn grade(&self, weight: f64, twin: bool, prior: f64) -> Score {
+        let prior_odds = (prior / (1.0 - prior)).log2();
         let mut probability = 1.0 / (1.0 + (-(weight + prior_odds)).exp2());
         if twin {
             probability = probability.min(self.review * 0.999);
