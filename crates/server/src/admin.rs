@@ -471,7 +471,23 @@ async fn client(
             };
             match auth::ScopeSet::parse(&scope) {
                 Ok(scopes) if scopes.is_empty() => problems.push("--scope names no scope".into()),
-                Ok(_) => {}
+                Ok(scopes) => {
+                    // A backend service acts as itself: no patient or user is in its context.
+                    let other: Vec<&str> = scopes
+                        .iter()
+                        .filter(|s| {
+                            s.resource()
+                                .is_none_or(|r| r.context() != auth::Context::System)
+                        })
+                        .map(|s| s.as_str())
+                        .collect();
+                    if !other.is_empty() {
+                        problems.push(format!(
+                            "a backend services client is registered with system/ scopes only, not {}",
+                            other.join(" ")
+                        ));
+                    }
+                }
                 Err(e) => problems.push(e.to_string()),
             }
             match repo.participant(who, &participant).await {

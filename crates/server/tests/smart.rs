@@ -826,6 +826,20 @@ fn admin_client_checks_what_it_registers_and_lists_and_revokes() {
             &add[..],
             &[
                 &org,
+                "--jwks",
+                &jwks,
+                "--scope",
+                "system/Patient.rs patient/*.rs openid",
+            ],
+        ]
+        .concat(),
+        "system/ scopes only, not patient/*.rs openid",
+    );
+    refused(
+        &[
+            &add[..],
+            &[
+                &org,
                 "--jwks-url",
                 "http://jwks.example/keys",
                 "--scope",
