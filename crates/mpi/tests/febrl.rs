@@ -1,4 +1,6 @@
-//! Accuracy on the FEBRL sets, against floors measured with the `febrl` example (see BENCHMARKS.md).
+//! Accuracy on the FEBRL sets, against floors just below what the `febrl` example measured (FEBRL4 F1 0.9978,
+//! FEBRL3 F1 0.9920; see BENCHMARKS.md). The pipeline is deterministic, so a drop below a floor is a change in
+//! behaviour, not noise.
 //! Skipped, with a message, when `../shared/data/febrl` is absent.
 
 mod common;
@@ -22,7 +24,7 @@ fn febrl4_linkage_f1_stays_above_its_floor() {
         run.blocking.pair_completeness
     );
     assert!(
-        run.accuracy.f1 >= 0.995,
+        run.accuracy.f1 >= 0.9975,
         "F1 {} (precision {}, recall {})",
         run.accuracy.f1,
         run.accuracy.precision,
@@ -47,7 +49,7 @@ fn febrl3_deduplication_f1_stays_above_its_floor() {
         run.blocking.pair_completeness
     );
     assert!(
-        run.accuracy.f1 >= 0.99,
+        run.accuracy.f1 >= 0.9915,
         "F1 {} (precision {}, recall {})",
         run.accuracy.f1,
         run.accuracy.precision,
