@@ -36,6 +36,22 @@ pub enum AdminCommand {
     /// SMART Backend Services clients: the systems of participants that get access tokens.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Print an access token for a client, for operators' scripts: the same checks and the same
+    /// five-minute token as the token endpoint, without a client assertion.
+    Token {
+        /// The client's id.
+        #[arg(long)]
+        client: String,
+        /// The scopes to grant (each must be registered); all the registered ones if not given.
+        #[arg(long)]
+        scope: Option<String>,
+        /// The purpose of use: TREAT (the default), HPAYMT, HOPERAT, PUBHLTH, ETREAT or PATRQT.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Print the whole token response as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -215,6 +231,15 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
     let command = match args.command {
         AdminCommand::Participant(command) => command,
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
+        AdminCommand::Token {
+            client,
+            scope,
+            purpose,
+            json,
+        } => {
+            let base_url = config.base_url_for(config.http);
+            return token(&repo, &who, &base_url, &client, scope, purpose, json).await;
+        }
         AdminCommand::Audit(AuditCommand::Verify { expect_head, json }) => {
             return verify_audit(repo.store(), expect_head, json).await
         }
@@ -545,6 +570,72 @@ async fn client(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `admin token`: a token for an active client of a live participant, with registered scopes.
+async fn token(
+    repo: &exchange::repository::Repository,
+    who: &Requester,
+    base_url: &str,
+    client_id: &str,
+    scope: Option<String>,
+    purpose: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = repo.store();
+    let refuse = |why: String| {
+        eprintln!("nutmeg: refused: {why}");
+        Ok(ExitCode::FAILURE)
+    };
+    let Some(client) = store.client(client_id).await? else {
+        return refuse(format!("no client has the id {client_id}"));
+    };
+    if client.status != ClientStatus::Active {
+        return refuse(format!("client {client_id} is revoked"));
+    }
+    let participant = match repo.participant(who, &client.participant_id).await {
+        Ok(p) => p,
+        Err(e) if e.status() >= 500 => return Err(anyhow::anyhow!("{e}")),
+        Err(_) => return refuse(format!("no participant {}", client.participant_id)),
+    };
+    if participant.status != Status::Live {
+        return refuse(format!(
+            "participant {} is {}; only live participants receive tokens",
+            participant.id, participant.status
+        ));
+    }
+    let purpose = match auth::PurposeOfUse::from_parameter(purpose.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let registered = auth::ScopeSet::parse(&client.scopes)
+        .map_err(|e| anyhow::anyhow!("client {client_id}'s registered scopes: {e}"))?;
+    let granted = match auth::grant(scope.as_deref().unwrap_or(&client.scopes), &registered) {
+        Ok(granted) => granted,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let smart = crate::http::smart::Smart::open(store, base_url).await?;
+    let now = crate::client::now();
+    let (token, encoded) = smart.issue(
+        &client.client_id,
+        &client.participant_id,
+        granted,
+        purpose,
+        now,
+    );
+    tracing::info!(
+        client = %client.client_id,
+        participant = %client.participant_id,
+        purpose = %purpose,
+        token_id = %token.id,
+        "access token issued to an operator"
+    );
+    if json {
+        println!("{}", token.response(&encoded, now));
+    } else {
+        println!("{encoded}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// 144 random bits, base64url: a client id that cannot be guessed and needs no escaping.

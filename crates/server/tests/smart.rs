@@ -315,6 +315,61 @@ fn clients_get_tokens_with_rs384_and_es384_and_the_configuration_says_how() {
         .verify_bearer(&format!("Bearer {hoperat}"), now())
         .unwrap();
     assert_eq!(bearer.purpose, auth::PurposeOfUse::Hoperat);
+
+    // An operator's token: every registered scope unless narrowed, checked the same way.
+    let operator = json_of(&admin(
+        dir,
+        &[
+            "token",
+            "--client",
+            &ec_client,
+            "--purpose",
+            "PUBHLTH",
+            "--json",
+        ],
+    ));
+    assert_eq!(operator["scope"], SCOPES);
+    let bearer = smart
+        .verify_bearer(
+            &format!("Bearer {}", operator["access_token"].as_str().unwrap()),
+            now(),
+        )
+        .unwrap();
+    assert_eq!(
+        (bearer.client_id.as_str(), bearer.purpose),
+        (ec_client.as_str(), auth::PurposeOfUse::Pubhlth)
+    );
+    let narrowed = admin(
+        dir,
+        &[
+            "token",
+            "--client",
+            &ec_client,
+            "--scope",
+            "system/Observation.rs",
+        ],
+    );
+    let narrowed = String::from_utf8(narrowed.stdout).unwrap();
+    let bearer = smart
+        .verify_bearer(&format!("Bearer {}", narrowed.trim()), now())
+        .unwrap();
+    assert_eq!(bearer.scopes.to_string(), "system/Observation.rs");
+    for (args, says) in [
+        (vec!["--client", "nobody"], "no client"),
+        (
+            vec!["--client", &ec_client, "--scope", "system/Encounter.rs"],
+            "not registered",
+        ),
+        (
+            vec!["--client", &ec_client, "--purpose", "SALES"],
+            "purpose_of_use",
+        ),
+    ] {
+        let output = admin(dir, &[&["token"][..], &args].concat());
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
     assert!(smart
         .verify_bearer(&format!("Bearer {hoperat}"), now() + 301)
         .is_err());
