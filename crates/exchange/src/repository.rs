@@ -11,6 +11,7 @@ use store::Store;
 use crate::access::DecisionPoint;
 use fhir::{Issue, IssueType};
 
+mod audit_search;
 mod bundle;
 mod capability;
 mod crud;

@@ -25,6 +25,18 @@ impl Disclosed {
     pub(crate) fn new() -> Self {
         Disclosed::default()
     }
+
+    /// What a request disclosed, known as a whole (the audit trail's own records shown).
+    pub(crate) fn of(
+        resources: Vec<(String, String, i64)>,
+        patients: impl IntoIterator<Item = String>,
+    ) -> Self {
+        Disclosed {
+            resources,
+            patients: patients.into_iter().collect(),
+            emergency: false,
+        }
+    }
 }
 
 impl Repository {
@@ -113,7 +125,7 @@ impl Repository {
     }
 
     /// Appends the AuditEvent of a refused request.
-    async fn record_refusal(
+    pub(crate) async fn record_refusal(
         &self,
         who: &Requester,
         interaction: Interaction,
