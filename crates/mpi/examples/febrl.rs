@@ -28,6 +28,11 @@ fn report(name: &str, run: &febrl::Run) {
         a.true_pairs,
         run.seconds
     );
+    let p = &run.pairwise;
+    println!(
+        "  pairwise, before one-to-one or clustering: precision {:.4} recall {:.4} F1 {:.4}",
+        p.precision, p.recall, p.f1
+    );
     if std::env::var_os("MPI_SHOW_MODEL").is_some() {
         println!("prior {:.6}", run.model.prior);
         for f in &run.model.fields {

@@ -23,7 +23,7 @@ pub enum BlockingKey {
     Email,
     /// The postcode and the birth date.
     PostcodeBirthDate,
-    /// Double Metaphone of the given and of the family name.
+    /// Double Metaphone of the given and of the family name, in either order.
     GivenPhoneticFamilyPhonetic,
     /// The postcode and the first three letters of the family name.
     PostcodeFamilyPrefix,
@@ -114,7 +114,10 @@ impl Blocking {
                 BlockingKey::GivenPhoneticFamilyPhonetic
                     if !r.given_phonetic.is_empty() && !r.family_phonetic.is_empty() =>
                 {
-                    out.push(h().part(&r.given_phonetic).part(&r.family_phonetic).0)
+                    // In either order, so that given and family names swapped still meet.
+                    let (x, y) = (&r.given_phonetic, &r.family_phonetic);
+                    let (first, second) = if x <= y { (x, y) } else { (y, x) };
+                    out.push(h().part(first).part(second).0)
                 }
                 BlockingKey::PostcodeFamilyPrefix
                     if !r.postcode.is_empty() && !r.family.is_empty() =>

@@ -23,7 +23,7 @@ pub use blocking::{pair_quality, Blocking, BlockingKey, PairQuality};
 pub use compare::{Field, MISSING};
 pub use generate::{generate, Generated, Generator, GeneratorConfig};
 pub use index::{Index, Match};
-pub use linkage::{accuracy, matches, one_to_one, Accuracy, ScoredPair};
+pub use linkage::{accuracy, cluster_pairs, clusters, matches, one_to_one, Accuracy, ScoredPair};
 pub use model::{train, FieldModel, Grade, Model, Score, TermFrequencies, TrainingConfig};
 pub use record::{Identifier, Record};
 pub use standardise::{standardise, Standardised};

@@ -58,6 +58,43 @@ pub fn one_to_one(mut links: Vec<ScoredPair>) -> Vec<ScoredPair> {
     links
 }
 
+/// Groups `n` records into identities: the connected components of `links` (a link joins its two records).
+/// Each record gets the smallest index in its component as its identity, so the result depends only on the
+/// links, not on their order.
+pub fn clusters(n: usize, links: &[ScoredPair]) -> Vec<u32> {
+    fn root(parent: &mut [u32], mut x: u32) -> u32 {
+        while parent[x as usize] != x {
+            parent[x as usize] = parent[parent[x as usize] as usize];
+            x = parent[x as usize];
+        }
+        x
+    }
+    let mut parent: Vec<u32> = (0..n as u32).collect();
+    for l in links {
+        let (a, b) = (root(&mut parent, l.left), root(&mut parent, l.right));
+        // The smaller root wins, which keeps every root the smallest index of its component.
+        let (keep, join) = if a < b { (a, b) } else { (b, a) };
+        parent[join as usize] = keep;
+    }
+    (0..n as u32).map(|x| root(&mut parent, x)).collect()
+}
+
+/// Every pair `(i, j)`, `i < j`, of records in the same cluster.
+pub fn cluster_pairs(clusters: &[u32]) -> Vec<(u32, u32)> {
+    let mut members: std::collections::BTreeMap<u32, Vec<u32>> = std::collections::BTreeMap::new();
+    for (i, &c) in clusters.iter().enumerate() {
+        members.entry(c).or_default().push(i as u32);
+    }
+    let mut pairs = Vec::new();
+    for m in members.values() {
+        for (k, &i) in m.iter().enumerate() {
+            pairs.extend(m[k + 1..].iter().map(|&j| (i, j)));
+        }
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
 /// Precision, recall and F1 of predicted pairs against the true ones.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Accuracy {
@@ -119,6 +156,19 @@ mod tests {
             p(2, 2, 0.7),
         ]);
         assert_eq!(kept, vec![p(0, 1, 0.95), p(2, 2, 0.7)]);
+    }
+
+    #[test]
+    fn clusters_are_connected_components_named_by_their_smallest_record() {
+        let p = |left, right| ScoredPair {
+            left,
+            right,
+            probability: 0.9,
+        };
+        let c = clusters(6, &[p(4, 1), p(1, 3), p(5, 2)]);
+        assert_eq!(c, vec![0, 1, 2, 1, 1, 2]);
+        assert_eq!(cluster_pairs(&c), vec![(1, 3), (1, 4), (2, 5), (3, 4)]);
+        assert_eq!(clusters(3, &[p(2, 0)]), clusters(3, &[p(0, 2)]));
     }
 
     #[test]

@@ -108,7 +108,10 @@ pub fn dedup_truth(s: &Set) -> HashSet<(u32, u32)> {
 
 /// What one run measured.
 pub struct Run {
+    /// Of the final answer: one-to-one links (linkage) or the pairs within each cluster (deduplication).
     pub accuracy: Accuracy,
+    /// Of the pairs graded certain or probable, before one-to-one or clustering.
+    pub pairwise: Accuracy,
     pub blocking: PairQuality,
     pub seconds: f64,
     pub model: Model,
@@ -127,13 +130,15 @@ pub fn run_linkage(a: &Set, b: &Set) -> Run {
     let truth = link_truth(a, b);
     Run {
         accuracy: mpi::accuracy(links.iter().map(|l| (l.left, l.right)), &truth),
+        pairwise: mpi::accuracy(links.iter().map(|l| (l.left, l.right)), &truth),
         blocking: mpi::pair_quality(&pairs, &truth, (left.len() * right.len()) as u64),
         seconds,
         model,
     }
 }
 
-/// FEBRL3: finds the duplicate pairs within one set.
+/// FEBRL3: finds the duplicate pairs within one set, then groups records into identities (connected
+/// components of the links) and counts every pair within an identity.
 pub fn run_dedup(s: &Set) -> Run {
     let start = Instant::now();
     let records: Vec<Standardised> = s.records.iter().map(mpi::standardise).collect();
@@ -141,11 +146,13 @@ pub fn run_dedup(s: &Set) -> Run {
     let pairs = blocking.dedup_pairs(&records);
     let model = mpi::train(&records, &records, &pairs, &TrainingConfig::default());
     let links = mpi::matches(&model, &records, &records, &pairs);
+    let clustered = mpi::cluster_pairs(&mpi::clusters(records.len(), &links));
     let seconds = start.elapsed().as_secs_f64();
     let truth = dedup_truth(s);
     let n = records.len() as u64;
     Run {
-        accuracy: mpi::accuracy(links.iter().map(|l| (l.left, l.right)), &truth),
+        accuracy: mpi::accuracy(clustered, &truth),
+        pairwise: mpi::accuracy(links.iter().map(|l| (l.left, l.right)), &truth),
         blocking: mpi::pair_quality(&pairs, &truth, n * (n - 1) / 2),
         seconds,
         model,
