@@ -479,3 +479,140 @@ impl Model {
         serde_json::from_str(json)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use crate::standardise::standardise;
+
+    fn person(given: &str, family: &str, birth: &str) -> Standardised {
+        standardise(&Record {
+            given_names: vec![given.into()],
+            family_name: family.into(),
+            birth_date: birth.into(),
+            ..Record::default()
+        })
+    }
+
+    /// A hand-made model over given name, family name and birth date.
+    fn model(prior: f64) -> Model {
+        let field = |field: Field, m: &[f64], u: &[f64]| FieldModel {
+            field,
+            m: m.to_vec(),
+            u: u.to_vec(),
+        };
+        let mut names = vec![person("ann", "smith", ""); 98];
+        names.push(person("ann", "quaresma", ""));
+        names.push(person("bo", "smith", ""));
+        Model {
+            fields: vec![
+                field(
+                    Field::Given,
+                    &[0.05, 0.02, 0.03, 0.1, 0.8],
+                    &[0.97, 0.01, 0.01, 0.005, 0.005],
+                ),
+                field(
+                    Field::Family,
+                    &[0.05, 0.02, 0.03, 0.1, 0.8],
+                    &[0.97, 0.01, 0.01, 0.005, 0.005],
+                ),
+                field(
+                    Field::Birth,
+                    &[0.02, 0.02, 0.06, 0.9],
+                    &[0.99, 0.005, 0.004, 0.001],
+                ),
+            ],
+            prior,
+            auto_link: 0.99,
+            review: 0.5,
+            twin_guard: true,
+            term_frequencies: TermFrequencies::count(&names),
+            training_records: 100,
+        }
+    }
+
+    #[test]
+    fn a_rare_family_name_counts_more_than_a_common_one() {
+        let m = model(0.01);
+        let common = m.score(&person("jo", "smith", ""), &person("jo", "smith", ""));
+        let rare = m.score(&person("jo", "quaresma", ""), &person("jo", "quaresma", ""));
+        assert!(rare.weight > common.weight + 5.0, "{rare:?} {common:?}");
+        // smith is 99 of 100 records: agreeing on it says almost nothing.
+        let family = &m.fields[1];
+        assert!(
+            (m.exact_name_weight(family, &person("", "smith", "")) - (0.8f64 / 0.99).log2()).abs()
+                < 1e-9
+        );
+    }
+
+    #[test]
+    fn a_missing_value_weighs_nothing() {
+        let m = model(0.01);
+        let without = m.score(
+            &person("jo", "quaresma", ""),
+            &person("jo", "quaresma", "1970-01-01"),
+        );
+        let name_only = m.score(&person("jo", "quaresma", ""), &person("jo", "quaresma", ""));
+        assert_eq!(without.weight, name_only.weight);
+        assert_eq!(m.fields[2].weight(MISSING), 0.0);
+    }
+
+    #[test]
+    fn probabilities_map_to_match_grades() {
+        let m = model(0.5);
+        assert_eq!(m.grade(10.0, false, 0.5).grade, Grade::Certain);
+        assert_eq!(m.grade(2.0, false, 0.5).grade, Grade::Probable);
+        assert_eq!(m.grade(10.0, true, 0.5).grade, Grade::Possible);
+        assert_eq!(m.grade(2.0, false, 0.01).grade, Grade::Possible);
+        assert_eq!(m.grade(-2.0, false, 0.01).grade, Grade::CertainlyNot);
+        assert_eq!(Grade::CertainlyNot.code(), "certainly-not");
+        assert!((m.grade(0.0, false, 0.2).probability - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_prior_falls_with_the_population() {
+        let m = model(0.01);
+        assert_eq!(m.prior_for(50), 0.01);
+        assert!((m.prior_for(1000) - 0.001).abs() < 1e-15);
+    }
+
+    #[test]
+    fn twins_are_at_most_possible() {
+        let m = model(0.5);
+        let twin = m.score(
+            &person("mary", "quaresma", "1990-05-05"),
+            &person("john", "quaresma", "1990-05-05"),
+        );
+        assert_eq!(twin.grade, Grade::Possible);
+        let same = m.score(
+            &person("mary", "quaresma", "1990-05-05"),
+            &person("mary", "quaresma", "1990-05-05"),
+        );
+        assert_eq!(same.grade, Grade::Certain);
+    }
+
+    #[test]
+    fn training_finds_m_above_u_for_agreement() {
+        let set = crate::generate::generate(&crate::generate::GeneratorConfig {
+            identities: 500,
+            ..Default::default()
+        });
+        let records: Vec<Standardised> = set.records.iter().map(standardise).collect();
+        let pairs = crate::blocking::Blocking::default().dedup_pairs(&records);
+        let config = TrainingConfig {
+            random_pairs: 20_000,
+            ..TrainingConfig::default()
+        };
+        let model = train(&records, &records, &pairs, &config);
+        for f in &model.fields {
+            let top = f.m.len() - 1;
+            assert!(f.m[top] > f.u[top] && f.m[0] < f.u[0], "{f:?}");
+            assert!(
+                (f.m.iter().sum::<f64>() - 1.0).abs() < 1e-9
+                    && (f.u.iter().sum::<f64>() - 1.0).abs() < 1e-9
+            );
+        }
+        assert!(model.prior > 0.0 && model.prior < 0.01, "{}", model.prior);
+    }
+}
