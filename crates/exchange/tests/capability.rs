@@ -26,6 +26,33 @@ async fn capability_statement_lists_types_parameters_and_operations() {
         assert!(params.contains(&expected), "{expected} in {params:?}");
     }
     assert_eq!(patient["operation"][0]["name"], "everything");
+    assert_eq!(patient["operation"][1]["name"], "disclosures");
+    let audit = resources
+        .iter()
+        .find(|r| r["type"] == "AuditEvent")
+        .expect("AuditEvent");
+    assert_eq!(
+        audit["interaction"],
+        serde_json::json!([{ "code": "search-type" }])
+    );
+    let audit_params: Vec<&str> = audit["searchParam"]
+        .as_array()
+        .expect("params")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(
+        audit_params,
+        [
+            "patient",
+            "agent",
+            "participant",
+            "subtype",
+            "purpose",
+            "outcome",
+            "date"
+        ]
+    );
     let revinclude: Vec<&str> = patient["searchRevInclude"]
         .as_array()
         .expect("revinclude")

@@ -1,6 +1,7 @@
 //! The CapabilityStatement (`GET /metadata`), generated from what the repository really supports:
 //! every resource type with the interactions implemented, its search parameters from the generated
-//! tables, the `_include`/`_revinclude` values they allow, and the operations.
+//! tables, the `_include`/`_revinclude` values they allow, and the operations (`Patient/$everything`,
+//! `Patient/$disclosures`); the audit trail (AuditEvent) with the search the exchange answers for it.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +54,57 @@ fn search_param_json(p: &definitions::SearchParam) -> Value {
     })
 }
 
+/// What `Patient/[id]/$disclosures` answers (see `Repository::disclosures`).
+const DISCLOSURES_DOC: &str = "GET Patient/[id]/$disclosures?date=&_count=&_page=: the patient's accounting of \
+disclosures, every disclosure of the patient's data to a participant (a successful read, vread, search, history \
+or operation by a participant's system or person), newest first, as a searchset Bundle of compact AuditEvents: \
+recorded (the date), agent.who (the recipient Organization and its name), purposeOfEvent, subtype, and entity \
+(the patient and each resource version disclosed). A patient may ask for their own only; operators for anyone.";
+
+/// The audit trail is searched (by operators), never written through the API, and answers only
+/// the parameters `Repository::search_audit_events` reads.
+fn audit_trail(resource: &mut Value) {
+    let official = |code: &str, kind: &str, doc: &str| {
+        json!({
+            "name": code,
+            "definition": format!("http://hl7.org/fhir/SearchParameter/AuditEvent-{code}"),
+            "type": kind,
+            "documentation": doc,
+        })
+    };
+    let own = |code: &str, kind: &str, doc: &str| json!({ "name": code, "type": kind, "documentation": doc });
+    resource["interaction"] = json!([{ "code": "search-type" }]);
+    resource["documentation"] = json!(
+        "The append-only, hash-chained audit trail: searched by operators, newest first (each parameter \
+         once, comma-separated alternatives; date twice for a range); written only by the exchange."
+    );
+    for key in [
+        "versioning",
+        "readHistory",
+        "updateCreate",
+        "conditionalCreate",
+        "conditionalRead",
+        "conditionalUpdate",
+        "conditionalDelete",
+        "referencePolicy",
+    ] {
+        if let Some(fields) = resource.as_object_mut() {
+            fields.remove(key);
+        }
+    }
+    resource["searchInclude"] = json!([]);
+    resource["searchRevInclude"] = json!([]);
+    resource["searchParam"] = json!([
+        official("patient", "reference", "A patient the request concerned: Patient/[id] or [id]"),
+        official("agent", "token", "The requesting client's or user's id"),
+        own("participant", "reference", "The requesting participant: Organization/[id] or [id]"),
+        official("subtype", "token", "The interaction: read, vread, search, history, operation, create, update, patch, delete, batch, transaction"),
+        own("purpose", "token", "The purpose of use: TREAT, HPAYMT, HOPERAT, PUBHLTH, ETREAT, PATRQT"),
+        official("outcome", "token", "0 (success), 4 (refused or bad request), 8 (server failure)"),
+        official("date", "date", "When the event was recorded (ge, gt, le, lt, eq)"),
+    ]);
+}
+
 fn build(base_url: &str) -> Value {
     let types = definitions::resource_types();
     // Who refers to whom: for `_revinclude` on a type, every reference parameter that may point at it.
@@ -99,10 +151,20 @@ fn build(base_url: &str) -> Value {
                 "searchParam": own.iter().map(search_param_json).collect::<Vec<_>>(),
             });
             if ty == "Patient" {
-                resource["operation"] = json!([{
-                    "name": "everything",
-                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-                }]);
+                resource["operation"] = json!([
+                    {
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                    },
+                    {
+                        "name": "disclosures",
+                        "definition": format!("{base_url}/OperationDefinition/Patient-disclosures"),
+                        "documentation": DISCLOSURES_DOC,
+                    },
+                ]);
+            }
+            if ty == "AuditEvent" {
+                audit_trail(&mut resource);
             }
             resource
         })
@@ -123,10 +185,17 @@ fn build(base_url: &str) -> Value {
             "resource": resources,
             "interaction": SYSTEM_INTERACTIONS.iter().map(|code| json!({ "code": code })).collect::<Vec<_>>(),
             "searchParam": definitions::common_search_params().iter().map(search_param_json).collect::<Vec<_>>(),
-            "operation": [{
-                "name": "everything",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            }],
+            "operation": [
+                {
+                    "name": "everything",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+                },
+                {
+                    "name": "disclosures",
+                    "definition": format!("{base_url}/OperationDefinition/Patient-disclosures"),
+                    "documentation": DISCLOSURES_DOC,
+                },
+            ],
         }],
     })
 }
