@@ -115,6 +115,17 @@ fn ids(bundle: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// The resource is valid R4 by the repository's own validator.
+fn valid(resource: &Value) {
+    let issues = fhir::validate::validate_resource(resource);
+    assert!(
+        issues
+            .iter()
+            .all(|i| i.severity != fhir::outcome::Severity::Error),
+        "{issues:?}"
+    );
+}
+
 /// Every `what` reference of an AuditEvent's entities.
 fn whats(event: &Value) -> Vec<String> {
     event["entity"]
@@ -248,6 +259,7 @@ async fn operators_find_a_patients_events_by_patient_and_date() {
         assert_eq!(bundle["type"], "searchset");
         assert_eq!(ids(&bundle), about_p1, "{query}: newest first");
         for event in resources(&bundle) {
+            valid(&event);
             assert_eq!(event["resourceType"], "AuditEvent");
             assert!(names_patient(&event, &s.p1), "{event}");
             assert!(event["meta"]["lastUpdated"].is_string());
@@ -426,6 +438,7 @@ async fn a_patient_sees_exactly_the_disclosures_of_their_data() {
     let ids = ids(&accounting);
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "{ids:?}");
     for event in &events {
+        valid(event);
         assert!(event["recorded"].as_str().is_some_and(|r| r.len() >= 20));
         assert_eq!(event["outcome"], "0");
         assert!(names_patient(event, &s.p1));

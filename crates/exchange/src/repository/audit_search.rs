@@ -21,7 +21,8 @@ use fhir::search::datetime::{format_instant, parse_range};
 use fhir::IssueType;
 
 /// The parameters of `GET AuditEvent`, besides `date`, `_count` and `_page`, and the index name
-/// each looks up. `participant` (the requesting participant's Organization) is nutmeg's own.
+/// each looks up, the most selective first. `participant` (the requesting participant's
+/// Organization) and `purpose` are nutmeg's own.
 const SEARCH_PARAMS: &[(&str, &str)] = &[
     ("patient", index::PATIENT),
     ("agent", index::AGENT),
@@ -73,10 +74,14 @@ impl Repository {
             }
             page.link_params.push((name.clone(), value.clone()));
         }
-        // The patient drives the lookup when given (the most selective), then the rest as given.
-        page.query
-            .filters
-            .sort_by_key(|(name, _)| name != index::PATIENT);
+        // The most selective name drives the lookup: a patient, else a client or user, else a
+        // participant... (the order of SEARCH_PARAMS).
+        page.query.filters.sort_by_key(|(name, _)| {
+            SEARCH_PARAMS
+                .iter()
+                .position(|(_, key)| key == name)
+                .unwrap_or(usize::MAX)
+        });
         let (records, next) = self.records(&page.query).await?;
 
         let mut disclosed_patients = BTreeSet::new();
