@@ -338,6 +338,34 @@ async fn operators_find_a_patients_events_by_patient_and_date() {
     }
     // The exchange's own tools may search too.
     assert!(audit_search(repo, &who(), "outcome=0").await.is_ok());
+
+    // Each AuditEvent can be read by the id the search answered.
+    let first = audit_search(repo, &operator(), &format!("patient={}&_count=1", s.p1))
+        .await
+        .expect("first");
+    let event = &resources(&first)[0];
+    let id = event["id"].as_str().unwrap();
+    assert_eq!(
+        &repo.read_audit_event(&operator(), id).await.expect("read"),
+        event
+    );
+    for absent in ["0", "999999", "x"] {
+        assert_eq!(
+            repo.read_audit_event(&operator(), absent)
+                .await
+                .expect_err(absent)
+                .status(),
+            404
+        );
+    }
+    let ehr = client(&s.hartford, ALL, PurposeOfUse::Treat);
+    assert_eq!(
+        repo.read_audit_event(&ehr, id)
+            .await
+            .expect_err("client")
+            .status(),
+        403
+    );
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ async fn capability_statement_lists_types_parameters_and_operations() {
         .expect("AuditEvent");
     assert_eq!(
         audit["interaction"],
-        serde_json::json!([{ "code": "search-type" }])
+        serde_json::json!([{ "code": "read" }, { "code": "search-type" }])
     );
     let audit_params: Vec<&str> = audit["searchParam"]
         .as_array()

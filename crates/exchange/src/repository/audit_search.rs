@@ -105,6 +105,38 @@ impl Repository {
         Ok(bundle)
     }
 
+    /// `GET [base]/AuditEvent/[id]`: one stored AuditEvent by its sequence number (the `id` the
+    /// search answers), for operators and the exchange itself; 404 if there is none. Recorded
+    /// like a search.
+    pub async fn read_audit_event(&self, who: &Requester, id: &str) -> Result<Value> {
+        check_id(id)?;
+        self.authorize(who, Access::Read, Some("AuditEvent"), Interaction::Read)
+            .await?;
+        let seq = match id.parse::<i64>() {
+            Ok(seq) if seq > 0 => seq,
+            _ => return Err(Error::NotFound),
+        };
+        let record = self
+            .store
+            .audit_records(seq - 1, 1)
+            .await?
+            .into_iter()
+            .find(|r| r.seq == seq)
+            .ok_or(Error::NotFound)?;
+        let event = stored_event(&record)?;
+        self.record_disclosure(
+            who,
+            Interaction::Read,
+            None,
+            Disclosed::of(
+                vec![("AuditEvent".to_string(), id.to_string(), 1)],
+                patients_of(&event),
+            ),
+        )
+        .await?;
+        Ok(event)
+    }
+
     /// `GET [base]/Patient/[id]/$disclosures?date=&_count=&_page=`: the patient's accounting of
     /// disclosures. Every disclosure of the patient's data to a participant (a successful read,
     /// vread, search, history or operation by a participant's system or person that let at least

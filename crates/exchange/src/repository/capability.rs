@@ -73,7 +73,7 @@ fn audit_trail(resource: &mut Value) {
         })
     };
     let own = |code: &str, kind: &str, doc: &str| json!({ "name": code, "type": kind, "documentation": doc });
-    resource["interaction"] = json!([{ "code": "search-type" }]);
+    resource["interaction"] = json!([{ "code": "read" }, { "code": "search-type" }]);
     resource["documentation"] = json!(
         "The append-only, hash-chained audit trail: searched by operators, newest first (each parameter \
          once, comma-separated alternatives; date twice for a range); written only by the exchange."
