@@ -598,3 +598,20 @@ async fn another_patients_accounting_is_absent_and_others_are_refused() {
         .expect("refusals");
     assert_eq!(resources(&refused).len(), 3);
 }
+
+/// Without access control (an open decision point) the accounting is open like everything else.
+#[tokio::test]
+async fn an_open_decision_point_permits_the_accounting() {
+    let repo = common::repo().await;
+    let pid = create(&repo, &who(), "Patient", patient("Open", "mrn-o")).await;
+    let anonymous = Requester::new("req-anon", Principal::Anonymous, PurposeOfUse::Treat, false);
+    let accounting = repo
+        .disclosures(&anonymous, &pid, &[])
+        .await
+        .expect("accounting");
+    assert!(accounting.get("entry").is_none());
+    assert!(repo
+        .search_audit_events(&anonymous, &params(&format!("patient={pid}")))
+        .await
+        .is_ok());
+}

@@ -158,7 +158,10 @@ impl Repository {
         params: &[(String, String)],
     ) -> Result<Value> {
         check_id(patient_id)?;
+        // An open decision point (tools, tests, a server without access control) permits it as
+        // it permits everything else.
         let refused = match &who.principal {
+            _ if self.gate.permits_everything(who) => None,
             Principal::System { .. }
             | Principal::User {
                 role: Role::OperatorAdmin,
