@@ -7,6 +7,8 @@
 #   scripts/bench.sh search [N]        N resources (default 1000000) from the generator into nutmeg on SQLite,
 #                                      then the six searches at 1 and 32 clients, peak memory and database size
 #                                      (REUSE=1: search the database a previous run loaded)
+#   scripts/bench.sh access [N]        the same searches on N resources loaded by a registered client, with tokens,
+#                                      access checks and the read audit, then without them (REUSE=1 as above)
 #   scripts/bench.sh search-hfs [N]    the same searches against HFS with N resources (default 45000-ish: the
 #                                      generator's first patients), beside nutmeg with the same data
 #
@@ -39,8 +41,8 @@ peak_mb() { # PID: peak resident memory in MB
   awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
 
-start_nutmeg() { # PORT DATABASE-URL LOG
-  "$NUTMEG" serve --http "127.0.0.1:$1" --database "$2" --data-dir "$BENCH_DIR" --log warn > "$3" 2>&1 &
+start_nutmeg() { # PORT DATABASE-URL LOG [AUTH]: AUTH is none (open access: no tokens, no access checks, no read audit) by default
+  "$NUTMEG" serve --http "127.0.0.1:$1" --database "$2" --data-dir "$BENCH_DIR" --log warn --auth "${4:-none}" > "$3" 2>&1 &
   pids+=($!)
   SERVER_PID=$!
   wait_for "http://127.0.0.1:$1/healthz"
@@ -99,6 +101,44 @@ case "${1:-}" in
     "$BENCH" search --base http://127.0.0.1:18083/fhir --clients 1,32 --duration "$DURATION" \
       --values "$BENCH_DIR/search/values.json"
     echo "after searches: peak memory $(peak_mb "$SERVER_PID") MB"
+    stop
+    ;;
+  access)
+    # The searches of `search` on one database, with tokens, access checks and the read audit
+    # (--auth smart), then without them (--auth none). The data is loaded by a registered client of a
+    # live participant, so that its treatment relationships are the ones a sending hospital has.
+    resources="${2:-1000000}"
+    dir="$BENCH_DIR/access"
+    db="sqlite://$dir/nutmeg.db"
+    json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
+    nutmeg_admin() { "$NUTMEG" --data-dir "$dir" --database "$db" --log warn admin "$@"; }
+    if [ -n "${REUSE:-}" ] && [ -f "$dir/nutmeg.db" ] && [ -f "$dir/client-id" ]; then
+      echo "reusing $dir: database $(du -ch "$dir/nutmeg.db"* | tail -1 | cut -f1)"
+    else
+      rm -rf "$dir" && mkdir -p "$dir"
+      org=$(nutmeg_admin participant add --name "Bench General Hospital" --kind hospital --json | json_field id)
+      nutmeg_admin participant set-status "$org" onboarding > /dev/null
+      nutmeg_admin participant set-status "$org" live > /dev/null
+      "$NUTMEG" client keygen --out "$dir/key" > /dev/null
+      nutmeg_admin client add --participant "$org" --jwks "$dir/key/jwks.json" --scope "system/*.cruds" --json \
+        | json_field clientId > "$dir/client-id"
+    fi
+    export NUTMEG_BENCH_TOKEN_COMMAND="$NUTMEG client token --client-id $(cat "$dir/client-id") \
+      --key $dir/key/private-key.pem --token-url http://127.0.0.1:18086/auth/token --scope 'system/*.cruds'"
+    start_nutmeg 18086 "$db" "$dir/nutmeg-smart.log" smart
+    if [ ! -f "$dir/values.json" ]; then
+      /usr/bin/time -f "generator client: %e s, %M KB" \
+        "$BENCH" generate --base http://127.0.0.1:18086/fhir --resources "$resources" --clients "$CLIENTS"
+      sleep "${SETTLE:-15}"
+    fi
+    echo "## with tokens, access checks and the read audit (--auth smart)"
+    "$BENCH" search --base http://127.0.0.1:18086/fhir --clients 1,32 --duration "$DURATION" --values "$dir/values.json"
+    echo "audit records: $(nutmeg_admin audit verify --json)"
+    stop
+    unset NUTMEG_BENCH_TOKEN_COMMAND
+    echo "## without them (--auth none)"
+    start_nutmeg 18087 "$db" "$dir/nutmeg-none.log" none
+    "$BENCH" search --base http://127.0.0.1:18087/fhir --clients 1,32 --duration "$DURATION" --values "$dir/values.json"
     stop
     ;;
   search-hfs)

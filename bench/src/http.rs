@@ -1,9 +1,47 @@
 //! A minimal blocking FHIR client over ureq: one per thread, so that each closed-loop client keeps its
 //! own keep-alive connection. Any status is returned as data; only transport failures are errors.
 
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+
+/// A shell command that prints a bearer token (for example `nutmeg client token ...`); with it,
+/// every request carries `Authorization: Bearer`. Run again when its token is this old (the
+/// exchange's tokens live five minutes).
+pub const TOKEN_COMMAND: &str = "NUTMEG_BENCH_TOKEN_COMMAND";
+const TOKEN_REFRESH: Duration = Duration::from_secs(240);
+
+static TOKEN: OnceLock<Mutex<Option<(String, Instant)>>> = OnceLock::new();
+
+/// The current bearer token, if the environment names a command that makes one.
+fn bearer() -> Result<Option<String>> {
+    let Ok(command) = std::env::var(TOKEN_COMMAND) else {
+        return Ok(None);
+    };
+    let mut current = TOKEN
+        .get_or_init(|| Mutex::new(None))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((token, made)) = current.as_ref() {
+        if made.elapsed() < TOKEN_REFRESH {
+            return Ok(Some(token.clone()));
+        }
+    }
+    let output = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .with_context(|| format!("running {TOKEN_COMMAND}"))?;
+    if !output.status.success() {
+        bail!(
+            "{TOKEN_COMMAND} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let token = String::from_utf8(output.stdout)?.trim().to_string();
+    *current = Some((token.clone(), Instant::now()));
+    Ok(Some(token))
+}
 
 /// Largest response body read (a big `$everything` page or a transaction response).
 const BODY_LIMIT: u64 = 512 * 1024 * 1024;
@@ -66,12 +104,14 @@ impl Client {
         } else {
             format!("{}/{}", self.base, path)
         };
-        let mut response = self
+        let mut request = self
             .agent
             .get(&url)
-            .header("Accept", "application/fhir+json")
-            .call()
-            .with_context(|| format!("GET {url}"))?;
+            .header("Accept", "application/fhir+json");
+        if let Some(token) = bearer()? {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().with_context(|| format!("GET {url}"))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -83,12 +123,16 @@ impl Client {
 
     /// POST a batch or transaction Bundle to the base.
     pub fn post_bundle(&self, body: &[u8]) -> Result<Reply> {
-        let mut response = self
+        let mut request = self
             .agent
             .post(&self.base)
             .header("Content-Type", "application/fhir+json")
             .header("Accept", "application/fhir+json")
-            .header("Prefer", "return=minimal")
+            .header("Prefer", "return=minimal");
+        if let Some(token) = bearer()? {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request
             .send(body)
             .with_context(|| format!("POST {}", self.base))?;
         let status = response.status().as_u16();

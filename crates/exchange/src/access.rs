@@ -398,6 +398,12 @@ impl DecisionPoint {
         }
     }
 
+    /// Whether this decision point applies the exchange's rules (and so needs authenticated
+    /// requesters), rather than permitting everything.
+    pub fn is_enforcing(&self) -> bool {
+        self.store.is_some()
+    }
+
     /// This decision point with `rule` applied after its own rules to every resource.
     pub fn with_rule(mut self, rule: Rule) -> Self {
         self.rule = Some(rule);

@@ -188,6 +188,13 @@ impl LicenceType {
 }
 
 impl Status {
+    /// Whether the participant's systems may get access tokens: while onboarding (the directory and
+    /// onboarding only; the decision point keeps clinical data for live participants) and live; not
+    /// before the application is accepted, and not while suspended.
+    pub fn may_hold_tokens(self) -> bool {
+        matches!(self, Status::Onboarding | Status::Live)
+    }
+
     /// Whether a participant in this status may be moved to `next`: forward through onboarding to
     /// live, suspended from anywhere, and back from suspension to onboarding or live.
     pub fn may_become(self, next: Status) -> bool {

@@ -340,6 +340,10 @@ impl Repository {
     pub fn config(&self) -> &RepositoryConfig {
         &self.config
     }
+
+    pub fn decision_point(&self) -> &DecisionPoint {
+        &self.gate
+    }
 }
 
 #[cfg(test)]

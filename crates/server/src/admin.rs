@@ -598,9 +598,9 @@ async fn token(
         Err(e) if e.status() >= 500 => return Err(anyhow::anyhow!("{e}")),
         Err(_) => return refuse(format!("no participant {}", client.participant_id)),
     };
-    if participant.status != Status::Live {
+    if !participant.status.may_hold_tokens() {
         return refuse(format!(
-            "participant {} is {}; only live participants receive tokens",
+            "participant {} is {}; only onboarding and live participants receive tokens",
             participant.id, participant.status
         ));
     }
@@ -639,7 +639,7 @@ async fn token(
 }
 
 /// 144 random bits, base64url: a client id that cannot be guessed and needs no escaping.
-fn new_client_id() -> anyhow::Result<String> {
+pub(crate) fn new_client_id() -> anyhow::Result<String> {
     use base64::Engine as _;
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 18];

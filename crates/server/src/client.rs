@@ -131,7 +131,7 @@ pub async fn client(args: ClientArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -59,6 +59,11 @@ pub struct Settings {
         default_missing_value = "true"
     )]
     pub allow_plain_http: Option<String>,
+    /// How API requests are authenticated: `smart` (SMART Backend Services bearer tokens, the
+    /// default) or `none` (every request is anonymous and every access is permitted; for local
+    /// development and benchmarks only, refused on a non-loopback address) [default: smart].
+    #[arg(long, env = "NUTMEG_AUTH", global = true, hide_env_values = true)]
+    pub auth: Option<String>,
     /// The largest request body accepted, in bytes (`KiB`/`MiB` suffixes allowed) [default: 16MiB].
     #[arg(long, env = "NUTMEG_MAX_BODY", global = true, hide_env_values = true)]
     pub max_body: Option<String>,
@@ -81,6 +86,17 @@ pub struct Settings {
     pub log_format: Option<String>,
 }
 
+/// How API requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMode {
+    /// Bearer tokens from `/auth/token` (SMART Backend Services), and the exchange's access rules.
+    #[default]
+    Smart,
+    /// Nobody is authenticated and the decision point permits everything (reads are still
+    /// audited, as anonymous). Loopback only.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -101,6 +117,7 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Plain HTTP on a non-loopback address was explicitly allowed.
     pub allow_plain_http: bool,
+    pub auth: AuthMode,
     pub max_body: usize,
     pub default_count: usize,
     pub max_count: usize,
@@ -120,7 +137,8 @@ impl Config {
         }
     }
 
-    /// A configuration for tests: an in-process server over `database`.
+    /// A configuration for tests: an in-process server over `database`, with open access (tests
+    /// of access control run the binary with tokens).
     pub fn for_database(database: impl Into<String>) -> Config {
         Config {
             database: database.into(),
@@ -129,6 +147,7 @@ impl Config {
             base_url: None,
             tls: None,
             allow_plain_http: false,
+            auth: AuthMode::None,
             max_body: DEFAULT_MAX_BODY,
             default_count: DEFAULT_COUNT,
             max_count: DEFAULT_MAX_COUNT,
@@ -163,6 +182,7 @@ const FILE_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "allow_plain_http",
+    "auth",
     "max_body",
     "default_count",
     "max_count",
@@ -193,6 +213,7 @@ impl Settings {
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
             allow_plain_http: self.allow_plain_http.or(lower.allow_plain_http),
+            auth: self.auth.or(lower.auth),
             max_body: self.max_body.or(lower.max_body),
             default_count: self.default_count.or(lower.default_count),
             max_count: self.max_count.or(lower.max_count),
@@ -265,6 +286,22 @@ impl Settings {
                 ));
             }
         }
+        let auth = match self.auth.as_deref() {
+            None | Some("smart") => AuthMode::Smart,
+            Some("none") => AuthMode::None,
+            Some(other) => {
+                problems.push(format!("auth: '{other}' is neither 'smart' nor 'none'"));
+                AuthMode::Smart
+            }
+        };
+        if let Some(addr) = http.filter(|_| auth == AuthMode::None) {
+            if !addr.ip().to_canonical().is_loopback() {
+                problems.push(format!(
+                    "auth: 'none' lets anyone on the network read and write every record; it is \
+                     allowed only on a loopback address, not on {addr}"
+                ));
+            }
+        }
         let base_url = self.base_url.map(|url| {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!(
@@ -332,6 +369,7 @@ impl Settings {
                 base_url,
                 tls,
                 allow_plain_http,
+                auth,
                 max_body,
                 default_count,
                 max_count,
@@ -465,6 +503,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "tls_cert" => &mut settings.tls_cert,
             "tls_key" => &mut settings.tls_key,
             "allow_plain_http" => &mut settings.allow_plain_http,
+            "auth" => &mut settings.auth,
             "max_body" => &mut settings.max_body,
             "default_count" => &mut settings.default_count,
             "max_count" => &mut settings.max_count,
@@ -500,6 +539,34 @@ mod tests {
         };
         let err = settings.load().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn open_access_is_loopback_only() {
+        let load = |http: &str, auth: Option<&str>| {
+            Settings {
+                http: Some(http.into()),
+                auth: auth.map(Into::into),
+                allow_plain_http: Some("true".into()),
+                ..Settings::default()
+            }
+            .load()
+        };
+        assert_eq!(load("127.0.0.1:8080", None).unwrap().auth, AuthMode::Smart);
+        assert_eq!(
+            load("127.0.0.1:8080", Some("none")).unwrap().auth,
+            AuthMode::None
+        );
+        let refused = load("0.0.0.0:8080", Some("none")).unwrap_err();
+        assert!(
+            refused.0[0].contains("only on a loopback address"),
+            "{refused}"
+        );
+        let unknown = load("127.0.0.1:8080", Some("basic")).unwrap_err();
+        assert!(
+            unknown.0[0].contains("neither 'smart' nor 'none'"),
+            "{unknown}"
+        );
     }
 
     #[test]

@@ -1,16 +1,23 @@
 //! `nutmeg demo`: a fresh SQLite database in the data directory, filled through the repository with
 //! the deterministic synthetic data (the provider directory, then one transaction per patient),
 //! then served, with URLs to try that really answer on that data.
+//!
+//! With access control on (the default), the demo registers a live participant, "nutmeg Demo
+//! Hospital", and a SMART Backend Services client of it with a fresh key in the data directory; the
+//! patients are sent by that client (so the hospital has a treatment relationship with each), and
+//! the demo prints the command that gets a token and the requests to try with it.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
-use exchange::access::Requester;
+use exchange::access::{Principal, PurposeOfUse, Requester};
+use exchange::participants::{Kind, NewParticipant, Status};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
 use crate::cli::DemoArgs;
-use crate::config::Config;
+use crate::client::SigningKey;
+use crate::config::{AuthMode, Config};
 use crate::metrics::Metrics;
 use crate::serve::{announce, bind, open_repository, run, shutdown_signal};
 
@@ -39,7 +46,25 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
     let (listener, base_url) = bind(&config).await?;
     let repo = open_repository(&config, &base_url).await?;
     let generator = synth::Generator::new(args.seed);
-    let who = Requester::system("demo");
+    let system = Requester::system("demo");
+    let client = match config.auth {
+        AuthMode::Smart => Some(register_client(&repo, &config, args.force).await?),
+        AuthMode::None => None,
+    };
+    // The patients are sent by the demo hospital's client when there is one.
+    let who = match &client {
+        Some(c) => Requester::new(
+            "demo",
+            Principal::Client {
+                client_id: c.client_id.clone(),
+                participant: c.participant.clone(),
+                scopes: auth::ScopeSet::parse(DEMO_SCOPES)?,
+            },
+            PurposeOfUse::Treat,
+            true,
+        ),
+        None => system.clone(),
+    };
     let progress = ProgressBar::new(args.patients + 1).with_style(
         ProgressStyle::with_template(
             "{spinner} loading [{bar:30}] {pos}/{len} bundles, {msg} ({elapsed})",
@@ -50,7 +75,7 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
     let mut resources = 0usize;
     let directory = generator.directory();
     resources += synth::entry_count(&directory);
-    repo.bundle(&who, directory)
+    repo.bundle(&system, directory)
         .await
         .map_err(|e| anyhow::anyhow!("loading the directory failed: {}", diagnostics(&e)))?;
     progress.inc(1);
@@ -92,12 +117,101 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
         args.patients,
         path.display()
     );
-    println!("Try:");
-    for url in urls(&base_url, sample.as_ref()) {
-        println!("  {url}");
+    match &client {
+        Some(client) => {
+            let token_url = crate::http::smart::token_url_for(&base_url);
+            println!(
+                "Access control is on: {} (participant {}) has client {} with its key in {}.",
+                DEMO_PARTICIPANT,
+                client.participant,
+                client.client_id,
+                client.key.display()
+            );
+            println!("Get a token (it lasts five minutes) and try:");
+            println!(
+                "  TOKEN=$(nutmeg client token --client-id {} --key {} --token-url {token_url} --scope '{DEMO_SCOPES}')",
+                client.client_id,
+                client.key.display()
+            );
+            for url in urls(&base_url, sample.as_ref()) {
+                println!("  curl -H \"Authorization: Bearer $TOKEN\" '{url}'");
+            }
+        }
+        None => {
+            println!("Try:");
+            for url in urls(&base_url, sample.as_ref()) {
+                println!("  {url}");
+            }
+        }
     }
     announce(&base_url);
     run(listener, repo, &config, metrics, shutdown_signal()).await
+}
+
+/// The demo hospital's name and what its client may do.
+const DEMO_PARTICIPANT: &str = "nutmeg Demo Hospital";
+const DEMO_SCOPES: &str = "system/*.cruds";
+
+/// The demo hospital's client: its id, its participant and where its private key is.
+struct DemoClient {
+    client_id: String,
+    participant: String,
+    key: std::path::PathBuf,
+}
+
+/// Registers the demo hospital (live) and a client of it with a fresh P-384 key, written to
+/// `DATA_DIR/demo-client/private-key.pem` (replaced with `--force`).
+async fn register_client(
+    repo: &exchange::repository::Repository,
+    config: &Config,
+    force: bool,
+) -> anyhow::Result<DemoClient> {
+    let who = Requester::system("demo");
+    let hospital = repo
+        .add_participant(
+            &who,
+            &NewParticipant {
+                name: DEMO_PARTICIPANT.to_string(),
+                kind: Kind::Hospital,
+                npi: None,
+                tax_id: None,
+                licence: None,
+                ehr: Some("nutmeg demo".to_string()),
+                practitioner: None,
+            },
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("registering the demo hospital failed: {}", diagnostics(&e))
+        })?;
+    for status in [Status::Onboarding, Status::Live] {
+        repo.set_participant_status(&who, &hospital.id, status)
+            .await
+            .map_err(|e| anyhow::anyhow!("the demo hospital's status: {}", diagnostics(&e)))?;
+    }
+    let (key, pem) = SigningKey::generate_es384()?;
+    let dir = config.data_dir.join("demo-client");
+    let path = dir.join("private-key.pem");
+    if path.exists() && force {
+        std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    crate::client::write_private(&path, &pem)?;
+    let client = repo
+        .store()
+        .register_client(store::NewClient {
+            client_id: crate::admin::new_client_id()?,
+            participant_id: hospital.id.clone(),
+            keys: store::ClientKeys::Jwks(key.jwks().to_string()),
+            scopes: DEMO_SCOPES.to_string(),
+            created: crate::client::now() as i64,
+        })
+        .await?;
+    Ok(DemoClient {
+        client_id: client.client_id,
+        participant: hospital.id,
+        key: path,
+    })
 }
 
 /// What the printed URLs need from the first patient: its id, family name and one observation code.

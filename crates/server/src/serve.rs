@@ -15,7 +15,7 @@ use exchange::access::DecisionPoint;
 use exchange::repository::{Repository, RepositoryConfig};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::Config;
+use crate::config::{AuthMode, Config};
 use crate::http::smart::Smart;
 use crate::http::{app, AppState};
 use crate::metrics::Metrics;
@@ -38,6 +38,10 @@ pub async fn open_repository(config: &Config, base_url: &str) -> anyhow::Result<
         .await
         // The URL may hold a password: name only the engine.
         .with_context(|| format!("cannot open the {} database", scheme(&config.database)))?;
+    let gate = match config.auth {
+        AuthMode::Smart => DecisionPoint::enforcing(store.clone()),
+        AuthMode::None => DecisionPoint::new(),
+    };
     Ok(Repository::new(
         store,
         RepositoryConfig {
@@ -45,7 +49,7 @@ pub async fn open_repository(config: &Config, base_url: &str) -> anyhow::Result<
             default_count: config.default_count,
             max_count: config.max_count,
         },
-        DecisionPoint::new(),
+        gate,
     ))
 }
 

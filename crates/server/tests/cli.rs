@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 
 const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
 
-/// A `nutmeg` command with no configuration leaking in from the environment.
+/// A `nutmeg` command with no configuration leaking in from the environment, with open access
+/// (these tests are about the FHIR API and the commands; crates/server/tests/access.rs tests
+/// access over tokens).
 fn nutmeg() -> Command {
     let mut command = Command::new(NUTMEG);
     for (name, _) in std::env::vars() {
@@ -21,6 +23,7 @@ fn nutmeg() -> Command {
             command.env_remove(name);
         }
     }
+    command.env("NUTMEG_AUTH", "none");
     command
 }
 

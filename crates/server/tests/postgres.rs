@@ -78,6 +78,8 @@ impl Server {
                 "warn",
                 "--database",
                 database,
+                "--auth",
+                "none",
             ])
             .env_remove("NUTMEG_CONFIG")
             .stdout(Stdio::piped())

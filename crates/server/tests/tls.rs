@@ -139,7 +139,15 @@ fn serve_tls(data: &Path, certificate: &Certificate) -> Server {
     let mut command = nutmeg();
     let log = std::fs::File::create(data.join("nutmeg.log")).unwrap();
     command.stderr(log);
-    command.args(["serve", "--http", "127.0.0.1:0", "--log", "info"]);
+    command.args([
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--log",
+        "info",
+        "--auth",
+        "none",
+    ]);
     command.arg("--data-dir").arg(data);
     command.arg("--tls-cert").arg(&certificate.cert);
     command.arg("--tls-key").arg(&certificate.key);

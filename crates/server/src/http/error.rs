@@ -18,6 +18,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub issues: Vec<Issue>,
     internal: Option<String>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: Option<String>,
 }
 
 impl ApiError {
@@ -26,6 +28,15 @@ impl ApiError {
             status,
             issues: vec![Issue::error(code, diagnostics)],
             internal: None,
+            challenge: None,
+        }
+    }
+
+    /// 401: no valid credentials; `challenge` is the `WWW-Authenticate` value.
+    pub fn unauthorized(diagnostics: impl Into<String>, challenge: String) -> Self {
+        ApiError {
+            challenge: Some(challenge),
+            ..ApiError::new(StatusCode::UNAUTHORIZED, IssueType::Login, diagnostics)
         }
     }
 
@@ -46,6 +57,7 @@ impl ApiError {
                 "Internal server error; the request id identifies it in the server's log",
             )],
             internal: Some(cause.into()),
+            challenge: None,
         }
     }
 }
@@ -59,6 +71,7 @@ impl From<repository::Error> for ApiError {
             status,
             issues: error.issues(),
             internal,
+            challenge: None,
         }
     }
 }
@@ -69,6 +82,11 @@ impl IntoResponse for ApiError {
         let mut response = fhir_json(self.status, &body, false);
         if let Some(cause) = self.internal {
             response.extensions_mut().insert(Internal(cause));
+        }
+        if let Some(challenge) = self.challenge.and_then(|c| c.parse().ok()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
         }
         response
     }

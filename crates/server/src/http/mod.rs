@@ -85,7 +85,10 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         )
         .route("/fhir/{type}/{id}/_history", get(rest::history_instance))
         .route("/fhir/{type}/{id}/_history/{version}", get(rest::vread))
-        .route("/fhir/{type}/{id}/$everything", get(rest::everything))
+        .route(
+            "/fhir/{type}/{id}/{operation}",
+            get(rest::instance_operation).post(rest::instance_operation_post),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(panic::catch_panic))
@@ -244,7 +247,7 @@ pub fn interaction(method: &Method, route: Option<&str>) -> &'static str {
         ("DELETE", "/fhir/{type}/{id}") => "delete",
         ("GET", "/fhir/{type}/{id}/_history") => "history-instance",
         ("GET", "/fhir/{type}/{id}/_history/{version}") => "vread",
-        ("GET", "/fhir/{type}/{id}/$everything") => "everything",
+        (_, "/fhir/{type}/{id}/{operation}") => "operation",
         _ => "unknown",
     }
 }

@@ -22,14 +22,15 @@ use super::{RequestId, Shared};
 
 type Answer = Result<Response, ApiError>;
 
-/// Who is asking: built for every request from its request id. Authentication arrives with the
-/// access issue; until then every caller is anonymous and treating.
+/// Who is asking: with an enforcing decision point, the SMART client a valid bearer token names
+/// (401 with a `WWW-Authenticate` challenge when the token is missing, invalid, expired, or its
+/// client was revoked since); with open access (`--auth none`), anonymous.
 pub struct Who(pub Requester);
 
-impl<S: Send + Sync> FromRequestParts<S> for Who {
+impl FromRequestParts<Shared> for Who {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -39,14 +40,58 @@ impl<S: Send + Sync> FromRequestParts<S> for Who {
             .extensions
             .get::<axum::extract::ConnectInfo<crate::serve::Peer>>()
             .map(|info| info.0 .0.ip());
+        if !state.repo.decision_point().is_enforcing() {
+            return Ok(Who(Requester::new(
+                request_id,
+                Principal::Anonymous,
+                PurposeOfUse::Treat,
+                false,
+            )
+            .with_client_address(client_address)));
+        }
+        let authorization = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().unwrap_or("invalid"))
+            .unwrap_or("");
+        let bearer = state
+            .smart
+            .verify_bearer(authorization, unix_now())
+            .map_err(|e| ApiError::unauthorized(e.to_string(), e.www_authenticate()))?;
+        // A token outlives neither its client's revocation nor the client itself.
+        let active = state
+            .repo
+            .store()
+            .client(&bearer.client_id)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the client: {e}")))?
+            .is_some_and(|c| c.status == store::ClientStatus::Active);
+        if !active {
+            let revoked = super::smart::BearerError::InvalidSignature;
+            return Err(ApiError::unauthorized(
+                "the access token's client is no longer registered",
+                revoked.www_authenticate(),
+            ));
+        }
         Ok(Who(Requester::new(
             request_id,
-            Principal::Anonymous,
-            PurposeOfUse::Treat,
-            false,
+            Principal::Client {
+                client_id: bearer.client_id,
+                participant: bearer.participant_id,
+                scopes: bearer.scopes,
+            },
+            bearer.purpose,
+            true,
         )
         .with_client_address(client_address)))
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The query's parameters, without the ones about the response format.
@@ -165,6 +210,14 @@ pub async fn read(
     headers: HeaderMap,
 ) -> Answer {
     let shape = ReadShape::from_params(&params(&uri))?;
+    if ty == "AuditEvent" {
+        let event = state.repo.read_audit_event(&who, &id).await?;
+        return Ok(fhir_json(
+            StatusCode::OK,
+            &shape.apply(event),
+            format.pretty,
+        ));
+    }
     let mut resource = state.repo.read(&who, &ty, &id).await?;
     if not_modified(&headers, resource.version) {
         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -371,6 +424,11 @@ async fn search(
     format: Format,
 ) -> Answer {
     let prefer = Prefer::from_headers(headers)?;
+    if ty == Some("AuditEvent") {
+        // The audit trail is its own store, searched by its own parameters (operators only).
+        let bundle = state.repo.search_audit_events(who, &params).await?;
+        return Ok(fhir_json(StatusCode::OK, &bundle, format.pretty));
+    }
     let bundle = state.repo.search(who, ty, &params, prefer.handling).await?;
     Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
 }
@@ -454,18 +512,63 @@ pub async fn bundle(
 }
 
 /// `GET /fhir/Patient/{id}/$everything`.
-pub async fn everything(
+/// `GET [type]/[id]/$operation`: `Patient/[id]/$everything` and `Patient/[id]/$disclosures` (the
+/// patient's accounting of disclosures).
+pub async fn instance_operation(
     State(state): State<Shared>,
-    Path((ty, id)): Path<(String, String)>,
+    Path((ty, id, operation)): Path<(String, String, String)>,
     format: Format,
     Who(who): Who,
     uri: Uri,
 ) -> Answer {
-    if ty != "Patient" {
-        return Err(ApiError::not_found(
-            "$everything is defined on Patient only",
-        ));
+    match (ty.as_str(), operation.as_str()) {
+        ("Patient", "$everything") => {
+            let bundle = state.repo.everything(&who, &id, &params(&uri)).await?;
+            Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+        }
+        ("Patient", "$disclosures") => {
+            let bundle = state.repo.disclosures(&who, &id, &params(&uri)).await?;
+            Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+        }
+        ("Patient", "$attest-treatment") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            "$attest-treatment is invoked with POST",
+        )),
+        _ => Err(unknown_operation(&ty, &operation)),
     }
-    let bundle = state.repo.everything(&who, &id, &params(&uri)).await?;
-    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+/// `POST Patient/[id]/$attest-treatment`: the requester's participant attests a treatment
+/// relationship with the patient (recorded and audited); answers an OperationOutcome.
+pub async fn instance_operation_post(
+    State(state): State<Shared>,
+    Path((ty, id, operation)): Path<(String, String, String)>,
+    format: Format,
+    Who(who): Who,
+) -> Answer {
+    match (ty.as_str(), operation.as_str()) {
+        ("Patient", "$attest-treatment") => {
+            state.repo.attest_treatment(&who, &id).await?;
+            let outcome = fhir::outcome::operation_outcome(&[fhir::Issue::information(
+                IssueType::Informational,
+                "The treatment relationship is recorded",
+            )]);
+            Ok(fhir_json(StatusCode::OK, &outcome, format.pretty))
+        }
+        ("Patient", "$everything" | "$disclosures") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            format!("{operation} is invoked with GET"),
+        )),
+        _ => Err(unknown_operation(&ty, &operation)),
+    }
+}
+
+fn unknown_operation(ty: &str, operation: &str) -> ApiError {
+    if operation.starts_with('$') {
+        ApiError::not_found(format!("no operation {operation} on {ty}"))
+    } else {
+        ApiError::not_found("Unknown path")
+    }
 }

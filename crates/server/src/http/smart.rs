@@ -29,7 +29,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use exchange::access::Requester;
-use exchange::participants::Status;
 use serde_json::{json, Value};
 use store::{ClientKeys, ClientStatus, Store};
 
@@ -412,11 +411,11 @@ async fn issue_token(
             ))
         }
     };
-    if participant.status != Status::Live {
+    if !participant.status.may_hold_tokens() {
         return Err(OAuthError::new(
             "invalid_grant",
             format!(
-                "the client's participant is {}; only live participants receive tokens",
+                "the client's participant is {}; only onboarding and live participants receive tokens",
                 participant.status
             ),
         ));

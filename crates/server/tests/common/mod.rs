@@ -1,0 +1,139 @@
+//! Shared scaffolding for the tests that run the `nutmeg` binary: a command with no configuration
+//! from the environment, a running server, the admin commands, and an HTTP agent.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
+
+/// A `nutmeg` command with no configuration leaking in from the environment.
+pub fn nutmeg() -> Command {
+    let mut command = Command::new(NUTMEG);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("NUTMEG_") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+/// `nutmeg serve` (or `demo`) on a free loopback port, its log in a file.
+pub struct Server {
+    pub child: Child,
+    /// The FHIR base URL it printed.
+    pub base: String,
+    /// What it printed before it listened.
+    pub lines: Vec<String>,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `nutmeg serve` over the data directory `dir` with `args` added and waits until it
+    /// listens.
+    pub fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut command = nutmeg();
+        command
+            .args(["serve", "--http", "127.0.0.1:0", "--log", "info"])
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args);
+        Server::spawn(command, dir.join("serve.log"))
+    }
+
+    /// Runs `command` (a `serve` or `demo`), its stderr to `log`, until it says where it listens.
+    pub fn spawn(mut command: Command, log: PathBuf) -> Server {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start nutmeg");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                if tx.send(line.unwrap_or_default()).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(base) = line.strip_prefix("nutmeg listening on ") {
+                        return Server {
+                            child,
+                            base: base.trim().to_string(),
+                            lines,
+                            log,
+                        };
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "nutmeg did not start listening: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    /// The server's root (the base URL without `/fhir`).
+    pub fn root(&self) -> String {
+        self.base.trim_end_matches("/fhir").to_string()
+    }
+
+    pub fn token_url(&self) -> String {
+        format!("{}/auth/token", self.root())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `nutmeg --data-dir DIR admin ARGS...`.
+pub fn admin(dir: &Path, args: &[&str]) -> Output {
+    nutmeg()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--log", "warn", "admin"])
+        .args(args)
+        .output()
+        .expect("run nutmeg")
+}
+
+/// The one JSON document a successful command printed.
+pub fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON document on stdout")
+}
+
+/// An HTTP agent that answers every status instead of failing on 4xx and 5xx.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
