@@ -205,6 +205,8 @@ pub enum Reason {
     Role,
     /// The audit trail is written by the exchange only.
     AuditTrail,
+    /// Participant records (Organizations with a participant status) are changed by operators only.
+    ParticipantRecord,
     /// A rule plugged in by a later issue (consent) or a test.
     Rule(String),
 }
@@ -223,6 +225,7 @@ impl Reason {
             Reason::NotOwnRecord => "not-own-record",
             Reason::Role => "role",
             Reason::AuditTrail => "audit-trail-read-only",
+            Reason::ParticipantRecord => "participant-record",
             Reason::Rule(_) => "rule",
         }
     }
@@ -255,6 +258,9 @@ impl Reason {
             Reason::NotOwnRecord => "Patients see only their own record".into(),
             Reason::Role => "The user's role does not include this data".into(),
             Reason::AuditTrail => "The audit trail is written by the exchange only".into(),
+            Reason::ParticipantRecord => {
+                "Participant records are changed by the exchange's operators only".into()
+            }
             Reason::Rule(text) => text.clone(),
         }
     }
@@ -434,12 +440,8 @@ impl DecisionPoint {
             // The audit trail is read by operators (a patient reads their own accounting of
             // disclosures through its own operation).
             return Ok(match &who.principal {
-                Principal::System { .. }
-                | Principal::User {
-                    role: Role::OperatorAdmin,
-                    ..
-                } => Decision::PERMIT,
                 Principal::Anonymous => Decision::deny(Reason::Unauthenticated),
+                _ if self.is_operator(who).await? => Decision::PERMIT,
                 _ => Decision::deny(Reason::Role),
             });
         }
@@ -485,6 +487,24 @@ impl DecisionPoint {
                 Role::Clinician | Role::Staff => self.participant_rules(who, ask).await,
             },
         }
+    }
+
+    /// Whether `who` acts for the exchange's operator: the exchange itself, an operator's portal
+    /// account, or a system of a live exchange-operator participant (an operator token). With open
+    /// access, everyone.
+    pub async fn is_operator(&self, who: &Requester) -> Result<bool> {
+        if self.store.is_none() {
+            return Ok(true);
+        }
+        Ok(match &who.principal {
+            Principal::System { .. } => true,
+            Principal::User { role, .. } => *role == Role::OperatorAdmin,
+            Principal::Client { .. } => matches!(
+                self.participant(who).await?,
+                Some((Status::Live, Some(Kind::ExchangeOperator)))
+            ),
+            Principal::Anonymous => false,
+        })
     }
 
     /// Participant status and purpose of use, for a participant's systems and people.

@@ -498,3 +498,72 @@ async fn every_read_is_recorded_before_it_is_answered() {
         store::AuditCheck::Intact { count, .. } if count == events.len() as u64
     ));
 }
+
+#[tokio::test]
+async fn only_operators_change_participant_records() {
+    let repo = repo_enforcing().await;
+    let onboarding = participant(&repo, "Eager", Kind::Clinic, Status::Onboarding).await;
+    let live = participant(&repo, "Hartford", Kind::Hospital, Status::Live).await;
+    let operator = participant(&repo, "Exchange", Kind::ExchangeOperator, Status::Live).await;
+    let ehr = client(&live, ALL, PurposeOfUse::Treat);
+
+    // A participant's system may not promote a participant (itself or another) to live, rewrite
+    // one, delete one, or make a new one.
+    let mut org = repo
+        .read(&who(), "Organization", &onboarding)
+        .await
+        .expect("org")
+        .resource;
+    for tag in org["meta"]["tag"].as_array_mut().unwrap() {
+        if tag["system"] == exchange::participants::STATUS_SYSTEM {
+            tag["code"] = json!("live");
+        }
+    }
+    for id in [&onboarding, &live] {
+        let mut body = org.clone();
+        body["id"] = json!(id);
+        assert_eq!(
+            forbidden(repo.update(&ehr, "Organization", id, body, None).await)[0].code(),
+            "participant-record"
+        );
+    }
+    assert_eq!(
+        forbidden(repo.delete(&ehr, "Organization", &live).await)[0].code(),
+        "participant-record"
+    );
+    let mut forged = org.clone();
+    forged.as_object_mut().unwrap().remove("id");
+    assert_eq!(
+        forbidden(repo.create(&ehr, "Organization", forged, None).await)[0].code(),
+        "participant-record"
+    );
+    let unchanged = repo
+        .participant(&who(), &onboarding)
+        .await
+        .expect("participant");
+    assert_eq!(unchanged.status, Status::Onboarding);
+
+    // The Organizations an EHR sends with its data are its to send.
+    let plain = json!({ "resourceType": "Organization", "name": "Lab Partner Inc" });
+    assert!(repo.create(&ehr, "Organization", plain, None).await.is_ok());
+
+    // An operator token may, and reads the audit trail.
+    let ops = client(&operator, ALL, PurposeOfUse::Hoperat);
+    let mut body = org.clone();
+    body["id"] = json!(onboarding);
+    repo.update(&ops, "Organization", &onboarding, body, None)
+        .await
+        .expect("the operator changes a participant record");
+    assert_eq!(
+        repo.participant(&who(), &onboarding)
+            .await
+            .expect("participant")
+            .status,
+        Status::Live
+    );
+    assert!(repo.search_audit_events(&ops, &[]).await.is_ok());
+    assert_eq!(
+        forbidden(repo.search_audit_events(&ehr, &[]).await)[0].code(),
+        "role"
+    );
+}

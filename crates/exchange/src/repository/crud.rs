@@ -256,14 +256,14 @@ impl Repository {
                         issues,
                     })
                 }
-                Err(StoreError::Conflict { .. }) if if_match.is_some() => {
+                Err(Error::Store(StoreError::Conflict { .. })) if if_match.is_some() => {
                     let current = self.store.current(&key).await?.into_iter().next().flatten();
                     return Err(Error::PreconditionFailed {
                         current: current.map(|c| c.version).unwrap_or(0),
                     });
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Error::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(Error::Conflict)
@@ -436,7 +436,7 @@ impl Repository {
                     tracing::debug!(request_id = %who.request_id, resource_type, "deleted");
                     return Ok(Some(current.version + 1));
                 }
-                Err(StoreError::Conflict { .. }) if if_match.is_some() => {
+                Err(Error::Store(StoreError::Conflict { .. })) if if_match.is_some() => {
                     let current = self.store.current(&key).await?.into_iter().next().flatten();
                     return Err(Error::PreconditionFailed {
                         current: current
@@ -445,8 +445,8 @@ impl Repository {
                             .unwrap_or(0),
                     });
                 }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(Error::Store(StoreError::Conflict { .. })) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(Error::Conflict)

@@ -66,6 +66,38 @@ impl Repository {
         }
     }
 
+    /// Participant records (Organizations that carry a participant status) are created, changed and
+    /// deleted by operators only: otherwise a participant could promote itself to live or rewrite
+    /// another participant. Other directory resources (the Organizations and Practitioners an EHR
+    /// sends with its data) are not affected. A refusal is audited and answers 403.
+    pub(crate) async fn check_participant_records(
+        &self,
+        who: &Requester,
+        interaction: Interaction,
+        writes: &[Write],
+    ) -> Result<()> {
+        let mut touched = false;
+        for write in writes.iter().filter(|w| w.resource_type == "Organization") {
+            if let WriteOp::Put { json, .. } = &write.op {
+                touched |= is_participant_record(json);
+            }
+            if !touched && write.expect.is_some() {
+                if let Some(current) = self.store.read("Organization", &write.id).await? {
+                    touched |= !current.deleted && is_participant_record(&current.json);
+                }
+            }
+            if touched {
+                break;
+            }
+        }
+        if touched && !self.gate.is_operator(who).await? {
+            let reasons = vec![Reason::ParticipantRecord];
+            self.record_refusal(who, interaction, &reasons).await?;
+            return Err(Error::Forbidden(reasons));
+        }
+        Ok(())
+    }
+
     /// Asks the decision point about `stored`; if permitted, notes it as disclosed.
     pub(crate) async fn admit(
         &self,
@@ -275,6 +307,20 @@ impl Relationships {
     pub(crate) fn is_empty(&self) -> bool {
         self.patients.is_empty() && self.care_teams.is_empty()
     }
+}
+
+/// Whether an Organization's JSON carries a participant status tag.
+fn is_participant_record(json: &str) -> bool {
+    json.contains(crate::participants::STATUS_SYSTEM)
+        && serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|org| {
+                org["meta"]["tag"].as_array().map(|tags| {
+                    tags.iter()
+                        .any(|t| t["system"] == crate::participants::STATUS_SYSTEM)
+                })
+            })
+            .unwrap_or(false)
 }
 
 /// The reason codes of a denial, comma-separated, for the log and the audit trail.

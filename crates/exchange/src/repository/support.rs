@@ -268,7 +268,9 @@ impl Repository {
         who: &Requester,
         interaction: crate::audit::Interaction,
         writes: Vec<Write>,
-    ) -> std::result::Result<(), store::StoreError> {
+    ) -> Result<()> {
+        self.check_participant_records(who, interaction, &writes)
+            .await?;
         let record = audit_record(who, interaction, &self.config.base_url, &writes);
         let learned = super::disclosure::Relationships::of(who, &writes);
         self.store.commit_with_audit(writes, vec![record]).await?;
