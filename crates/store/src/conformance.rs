@@ -53,6 +53,10 @@ macro_rules! for_each_conformance_test {
             jti_is_refused_until_it_expires,
             jti_concurrent_callers_get_one_true,
             token_key_is_made_once,
+            accounts_add_find_list_disable,
+            accounts_failed_attempts_and_locks,
+            accounts_totp_step_is_taken_once,
+            accounts_sessions_live_and_end,
         );
     };
 }
@@ -3366,4 +3370,242 @@ pub async fn clients_shared_between_stores(a: &Store, b: &Store) {
     .await
     .expect("register");
     assert!(b.client("shared").await.expect("read").is_some());
+}
+
+// ---- portal accounts and sessions ------------------------------------------------------------
+
+fn new_user(id: &str, login: &str, role: &str, created: i64) -> crate::NewUser {
+    crate::NewUser {
+        user_id: id.to_string(),
+        login: login.to_string(),
+        display_name: format!("User {id}"),
+        role: role.to_string(),
+        participant_id: (role != "patient" && role != "operator-admin").then(|| "org-1".into()),
+        patient_id: (role == "patient").then(|| "pat-1".into()),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".to_string(),
+        totp_secret: (role == "patient").then(|| "00112233445566778899aabbccddeeff".into()),
+        created,
+    }
+}
+
+/// An account reads back as given and active, by id and by login in any case; a login taken in
+/// another case (or a taken id) is a conflict; the list is oldest first; disabling changes only it.
+pub async fn accounts_add_find_list_disable(store: &Store) {
+    assert_eq!(store.users().await.expect("none"), Vec::new());
+    assert_eq!(store.user_by_login("alice").await.expect("absent"), None);
+    let alice = store
+        .add_user(new_user("u1", "Alice.Smith", "clinician", 100))
+        .await
+        .expect("add");
+    assert_eq!(alice.status, crate::UserStatus::Active);
+    assert_eq!((alice.failed_attempts, alice.locked_until), (0, None));
+    let bob = store
+        .add_user(new_user("u2", "bob", "patient", 50))
+        .await
+        .expect("add");
+    assert_eq!(store.user("u1").await.expect("read"), Some(alice.clone()));
+    assert_eq!(
+        store.user_by_login("ALICE.smith").await.expect("read"),
+        Some(alice.clone()),
+        "a login is found regardless of case"
+    );
+    assert_eq!(bob.patient_id.as_deref(), Some("pat-1"));
+    assert!(bob.totp_secret.is_some());
+    for taken in [
+        new_user("u3", "alice.SMITH", "staff", 200),
+        new_user("u1", "carol", "staff", 200),
+    ] {
+        assert!(
+            matches!(
+                store.add_user(taken.clone()).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{} / {} is taken",
+            taken.user_id,
+            taken.login
+        );
+    }
+    assert_eq!(
+        store.users().await.expect("list"),
+        vec![bob.clone(), alice.clone()]
+    );
+    assert!(store
+        .set_user_status("u1", crate::UserStatus::Disabled)
+        .await
+        .expect("disable"));
+    assert!(!store
+        .set_user_status("nobody", crate::UserStatus::Disabled)
+        .await
+        .expect("unknown"));
+    assert_eq!(
+        store.user("u1").await.expect("read").map(|u| u.status),
+        Some(crate::UserStatus::Disabled)
+    );
+    assert_eq!(store.user("u2").await.expect("read"), Some(bob));
+    assert!(store.set_password_hash("u1", "$new").await.expect("rehash"));
+    assert_eq!(
+        store
+            .user("u1")
+            .await
+            .expect("read")
+            .map(|u| u.password_hash),
+        Some("$new".to_string())
+    );
+}
+
+/// Failed sign-ins are counted one by one, also when many fail at once; a lock is kept until
+/// reset, and a reset forgets both.
+pub async fn accounts_failed_attempts_and_locks(store: &Store) {
+    store
+        .add_user(new_user("u1", "alice", "clinician", 1))
+        .await
+        .expect("add");
+    assert_eq!(store.record_failed_sign_in("u1").await.expect("fail"), 1);
+    assert_eq!(store.record_failed_sign_in("u1").await.expect("fail"), 2);
+    assert_eq!(
+        store.record_failed_sign_in("nobody").await.expect("none"),
+        0
+    );
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.record_failed_sign_in("u1").await
+        }));
+    }
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.expect("task").expect("fail"));
+    }
+    counts.sort_unstable();
+    assert_eq!(
+        counts,
+        (3..=10).collect::<Vec<i64>>(),
+        "each failure counted once"
+    );
+    assert!(store.lock_user_until("u1", 5_000).await.expect("lock"));
+    let locked = store.user("u1").await.expect("read").expect("u1");
+    assert_eq!(
+        (locked.failed_attempts, locked.locked_until),
+        (10, Some(5_000))
+    );
+    assert!(store.reset_failed_sign_ins("u1").await.expect("reset"));
+    let reset = store.user("u1").await.expect("read").expect("u1");
+    assert_eq!((reset.failed_attempts, reset.locked_until), (0, None));
+    assert_eq!(store.record_failed_sign_in("u1").await.expect("fail"), 1);
+}
+
+/// A TOTP step is taken once, and never one at or before the last taken; of many sign-ins with one
+/// code at once, exactly one takes it.
+pub async fn accounts_totp_step_is_taken_once(store: &Store) {
+    store
+        .add_user(new_user("u1", "alice", "patient", 1))
+        .await
+        .expect("add");
+    assert!(store.use_totp_step("u1", 1000).await.expect("first"));
+    assert!(!store.use_totp_step("u1", 1000).await.expect("again"));
+    assert!(!store.use_totp_step("u1", 999).await.expect("earlier"));
+    assert!(store.use_totp_step("u1", 1001).await.expect("later"));
+    assert_eq!(
+        store
+            .user("u1")
+            .await
+            .expect("read")
+            .and_then(|u| u.last_totp_step),
+        Some(1001)
+    );
+    assert!(!store.use_totp_step("nobody", 5).await.expect("unknown"));
+    for round in 0..10_i64 {
+        let step = 2000 + round;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                store.use_totp_step("u1", step).await
+            }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            if task.await.expect("task").expect("use") {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "step {step}: exactly one sign-in takes it");
+    }
+}
+
+/// Sessions read back by their id hash, are touched, end one by one, by account, and by age.
+pub async fn accounts_sessions_live_and_end(store: &Store) {
+    for (id, login) in [("u1", "alice"), ("u2", "bob")] {
+        store
+            .add_user(new_user(id, login, "staff", 1))
+            .await
+            .expect("add");
+    }
+    let session = |hash: &str, user: &str, created: i64| crate::Session {
+        id_hash: hash.to_string(),
+        user_id: user.to_string(),
+        csrf: format!("csrf-{hash}"),
+        created,
+        expires: created + 43_200,
+        last_seen: created,
+    };
+    let first = store
+        .create_session(session("h1", "u1", 10_000))
+        .await
+        .expect("create");
+    assert!(matches!(
+        store.create_session(session("h1", "u2", 10_000)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(
+        store.session("h1").await.expect("read"),
+        Some(first.clone())
+    );
+    assert_eq!(store.session("nope").await.expect("read"), None);
+    assert!(store.touch_session("h1", 10_500).await.expect("touch"));
+    assert!(!store.touch_session("nope", 10_500).await.expect("touch"));
+    assert_eq!(
+        store
+            .session("h1")
+            .await
+            .expect("read")
+            .map(|s| s.last_seen),
+        Some(10_500)
+    );
+    store
+        .create_session(session("h2", "u1", 10_000))
+        .await
+        .expect("create");
+    store
+        .create_session(session("h3", "u2", 10_000))
+        .await
+        .expect("create");
+    store
+        .create_session(session("h4", "u2", 0))
+        .await
+        .expect("create");
+    assert!(store.delete_session("h2").await.expect("delete"));
+    assert!(!store.delete_session("h2").await.expect("again"));
+    assert_eq!(store.session("h2").await.expect("read"), None);
+    // h4 is past its absolute end; h3 idle since 10 000; h1 seen at 10 500.
+    assert_eq!(
+        store
+            .delete_expired_sessions(43_300, 10_100)
+            .await
+            .expect("expire"),
+        2
+    );
+    assert_eq!(
+        store.session("h1").await.expect("read").map(|s| s.user_id),
+        Some("u1".into())
+    );
+    assert_eq!(store.session("h3").await.expect("read"), None);
+    assert_eq!(store.session("h4").await.expect("read"), None);
+    store
+        .create_session(session("h5", "u1", 10_000))
+        .await
+        .expect("create");
+    assert_eq!(store.delete_user_sessions("u1").await.expect("by user"), 2);
+    assert_eq!(store.session("h1").await.expect("read"), None);
 }

@@ -5,8 +5,8 @@ use fhir::search::Query;
 
 use crate::{
     Appended, AuditCheck, AuditQuery, AuditRecord, Client, ClientStatus, CompartmentRequest,
-    Current, HistoryPage, HistoryRequest, NewAuditRecord, NewClient, RelationshipBasis, Result,
-    SearchOptions, SearchPage, Stored, Write,
+    Current, HistoryPage, HistoryRequest, NewAuditRecord, NewClient, NewUser, RelationshipBasis,
+    Result, SearchOptions, SearchPage, Session, Stored, User, UserStatus, Write,
 };
 
 /// The store: one of the engines, chosen by the database URL. Cheap to clone (shares its pools).
@@ -240,6 +240,107 @@ impl Store {
     /// this database and the same ever after, in every process that opens it.
     pub async fn token_key(&self) -> Result<Vec<u8>> {
         dispatch!(self, e => e.token_key().await)
+    }
+
+    /// Adds a portal account, active, without failed attempts; `StoreError::Conflict` if its id or
+    /// its login (in any case) is taken.
+    pub async fn add_user(&self, new: NewUser) -> Result<User> {
+        dispatch!(self, e => e.add_user(new).await)
+    }
+
+    /// The account whose login is `login`, regardless of case, or `None`.
+    pub async fn user_by_login(&self, login: &str) -> Result<Option<User>> {
+        timed!(
+            self,
+            "user_by_login",
+            dispatch!(self, e => e.user_by_login(login).await)
+        )
+    }
+
+    /// The account with this id, or `None`.
+    pub async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        timed!(self, "user", dispatch!(self, e => e.user(user_id).await))
+    }
+
+    /// Every account, oldest first.
+    pub async fn users(&self) -> Result<Vec<User>> {
+        dispatch!(self, e => e.users().await)
+    }
+
+    /// Sets an account's status; `false` if there is no such account.
+    pub async fn set_user_status(&self, user_id: &str, status: UserStatus) -> Result<bool> {
+        dispatch!(self, e => e.set_user_status(user_id, status).await)
+    }
+
+    /// Replaces an account's password hash (a fresh hash after a sign-in with old parameters).
+    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool> {
+        dispatch!(self, e => e.set_password_hash(user_id, hash).await)
+    }
+
+    /// Counts one more failed sign-in and answers the count since the last reset, in one
+    /// statement, so concurrent failures are all counted (0 if there is no such account).
+    pub async fn record_failed_sign_in(&self, user_id: &str) -> Result<i64> {
+        timed!(
+            self,
+            "record_failed_sign_in",
+            dispatch!(self, e => e.record_failed_sign_in(user_id).await)
+        )
+    }
+
+    /// Forgets an account's failed sign-ins and lifts its lock (after a successful sign-in).
+    pub async fn reset_failed_sign_ins(&self, user_id: &str) -> Result<bool> {
+        dispatch!(self, e => e.reset_failed_sign_ins(user_id).await)
+    }
+
+    /// Refuses sign-in to the account until `until` (seconds since the Unix epoch).
+    pub async fn lock_user_until(&self, user_id: &str, until: i64) -> Result<bool> {
+        dispatch!(self, e => e.lock_user_until(user_id, until).await)
+    }
+
+    /// Takes the TOTP step `step` for the account if it is later than the last step taken: `true`
+    /// then, `false` if that step (or a later one) was already used. One statement decides, so of
+    /// concurrent sign-ins with one code (in any number of processes) exactly one gets `true`.
+    pub async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool> {
+        timed!(
+            self,
+            "use_totp_step",
+            dispatch!(self, e => e.use_totp_step(user_id, step).await)
+        )
+    }
+
+    /// Stores a new session; `StoreError::Conflict` if its id hash is taken.
+    pub async fn create_session(&self, session: Session) -> Result<Session> {
+        dispatch!(self, e => e.create_session(session).await)
+    }
+
+    /// The session whose cookie secret hashes to `id_hash`, expired or not, or `None`.
+    pub async fn session(&self, id_hash: &str) -> Result<Option<Session>> {
+        timed!(
+            self,
+            "session",
+            dispatch!(self, e => e.session(id_hash).await)
+        )
+    }
+
+    /// Records a request of the session at `now`; `false` if there is no such session.
+    pub async fn touch_session(&self, id_hash: &str, now: i64) -> Result<bool> {
+        dispatch!(self, e => e.touch_session(id_hash, now).await)
+    }
+
+    /// Ends a session; `false` if there was no such session.
+    pub async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        dispatch!(self, e => e.delete_session(id_hash).await)
+    }
+
+    /// Ends every session of an account (when it is disabled); answers how many there were.
+    pub async fn delete_user_sessions(&self, user_id: &str) -> Result<u64> {
+        dispatch!(self, e => e.delete_user_sessions(user_id).await)
+    }
+
+    /// Deletes the sessions past their absolute end (`expires <= now`) and those last seen before
+    /// `idle_before`; answers how many.
+    pub async fn delete_expired_sessions(&self, now: i64, idle_before: i64) -> Result<u64> {
+        dispatch!(self, e => e.delete_expired_sessions(now, idle_before).await)
     }
 
     /// Records that the participant is related to each of `patients` on `basis` (at `recorded`,

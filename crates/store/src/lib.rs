@@ -33,10 +33,16 @@
 //! atomic across processes) and the access-token signing key ([`Store::token_key`], made once per
 //! database) are in `clients`.
 //!
+//! Portal accounts and their sessions ([`Store::add_user`], [`Store::user_by_login`],
+//! [`Store::record_failed_sign_in`], [`Store::use_totp_step`], [`Store::create_session`] and the
+//! rest) are in `accounts`: a login is unique regardless of case, a session is kept by the SHA-256
+//! of its cookie secret, and failed attempts and TOTP steps are decided by one statement each.
+//!
 //! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
 //! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
 //! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
 
+mod accounts;
 mod audit;
 mod clients;
 pub mod conformance;
@@ -51,6 +57,7 @@ mod relationships;
 mod sqlite;
 mod types;
 
+pub use accounts::{login_key, NewUser, Session, User, UserStatus, USER_ROLES};
 pub use audit::{
     chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditQuery, AuditRecord,
     NewAuditRecord,

@@ -45,6 +45,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "audit_index",
         sql: include_str!("../migrations/sqlite/0005_audit_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "accounts",
+        sql: include_str!("../migrations/sqlite/0006_accounts.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]
@@ -73,6 +78,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 5,
         name: "audit_index",
         sql: include_str!("../migrations/postgres/0005_audit_index.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "accounts",
+        sql: include_str!("../migrations/postgres/0006_accounts.sql"),
     },
 ];
 

@@ -29,6 +29,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
+use crate::accounts::{self, NewUser, Session, User, UserStatus};
 use crate::audit::{self, Appender, RawRecord};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{Dialect, Exec, Val};
@@ -383,6 +384,86 @@ impl Postgres {
     pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
         let client = self.client().await?;
         clients::token_key(&mut PgExec { client: &client }).await
+    }
+
+    pub(crate) async fn add_user(&self, new: NewUser) -> Result<User> {
+        let client = self.client().await?;
+        accounts::add_user(&mut PgExec { client: &client }, new).await
+    }
+
+    pub(crate) async fn user_by_login(&self, login: &str) -> Result<Option<User>> {
+        let client = self.client().await?;
+        accounts::user_by_login(&mut PgExec { client: &client }, login).await
+    }
+
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        let client = self.client().await?;
+        accounts::user(&mut PgExec { client: &client }, user_id).await
+    }
+
+    pub(crate) async fn users(&self) -> Result<Vec<User>> {
+        let client = self.client().await?;
+        accounts::users(&mut PgExec { client: &client }).await
+    }
+
+    pub(crate) async fn set_user_status(&self, user_id: &str, status: UserStatus) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::set_user_status(&mut PgExec { client: &client }, user_id, status).await
+    }
+
+    pub(crate) async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::set_password_hash(&mut PgExec { client: &client }, user_id, hash).await
+    }
+
+    pub(crate) async fn record_failed_sign_in(&self, user_id: &str) -> Result<i64> {
+        let client = self.client().await?;
+        accounts::record_failed_sign_in(&mut PgExec { client: &client }, user_id).await
+    }
+
+    pub(crate) async fn reset_failed_sign_ins(&self, user_id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::reset_failed_sign_ins(&mut PgExec { client: &client }, user_id).await
+    }
+
+    pub(crate) async fn lock_user_until(&self, user_id: &str, until: i64) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::lock_user_until(&mut PgExec { client: &client }, user_id, until).await
+    }
+
+    pub(crate) async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::use_totp_step(&mut PgExec { client: &client }, user_id, step).await
+    }
+
+    pub(crate) async fn create_session(&self, session: Session) -> Result<Session> {
+        let client = self.client().await?;
+        accounts::create_session(&mut PgExec { client: &client }, session).await
+    }
+
+    pub(crate) async fn session(&self, id_hash: &str) -> Result<Option<Session>> {
+        let client = self.client().await?;
+        accounts::session(&mut PgExec { client: &client }, id_hash).await
+    }
+
+    pub(crate) async fn touch_session(&self, id_hash: &str, now: i64) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::touch_session(&mut PgExec { client: &client }, id_hash, now).await
+    }
+
+    pub(crate) async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        let client = self.client().await?;
+        accounts::delete_session(&mut PgExec { client: &client }, id_hash).await
+    }
+
+    pub(crate) async fn delete_user_sessions(&self, user_id: &str) -> Result<u64> {
+        let client = self.client().await?;
+        accounts::delete_user_sessions(&mut PgExec { client: &client }, user_id).await
+    }
+
+    pub(crate) async fn delete_expired_sessions(&self, now: i64, idle_before: i64) -> Result<u64> {
+        let client = self.client().await?;
+        accounts::delete_expired_sessions(&mut PgExec { client: &client }, now, idle_before).await
     }
 
     pub(crate) async fn record_relationships(

@@ -24,6 +24,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use crate::accounts::{self, NewUser, Session, User, UserStatus};
 use crate::audit::{self, Appender, RawRecord};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
@@ -282,6 +283,97 @@ impl Sqlite {
 
     pub(crate) async fn token_key(&self) -> Result<Vec<u8>> {
         self.write(|e| block_ready(clients::token_key(e))).await
+    }
+
+    pub(crate) async fn add_user(&self, new: NewUser) -> Result<User> {
+        self.write(move |e| block_ready(accounts::add_user(e, new)))
+            .await
+    }
+
+    pub(crate) async fn user_by_login(&self, login: &str) -> Result<Option<User>> {
+        let login = login.to_string();
+        self.read(move |e| block_ready(accounts::user_by_login(e, &login)))
+            .await
+    }
+
+    pub(crate) async fn user(&self, user_id: &str) -> Result<Option<User>> {
+        let user_id = user_id.to_string();
+        self.read(move |e| block_ready(accounts::user(e, &user_id)))
+            .await
+    }
+
+    pub(crate) async fn users(&self) -> Result<Vec<User>> {
+        self.read(|e| block_ready(accounts::users(e))).await
+    }
+
+    pub(crate) async fn set_user_status(&self, user_id: &str, status: UserStatus) -> Result<bool> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::set_user_status(e, &user_id, status)))
+            .await
+    }
+
+    pub(crate) async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool> {
+        let (user_id, hash) = (user_id.to_string(), hash.to_string());
+        self.write(move |e| block_ready(accounts::set_password_hash(e, &user_id, &hash)))
+            .await
+    }
+
+    pub(crate) async fn record_failed_sign_in(&self, user_id: &str) -> Result<i64> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::record_failed_sign_in(e, &user_id)))
+            .await
+    }
+
+    pub(crate) async fn reset_failed_sign_ins(&self, user_id: &str) -> Result<bool> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::reset_failed_sign_ins(e, &user_id)))
+            .await
+    }
+
+    pub(crate) async fn lock_user_until(&self, user_id: &str, until: i64) -> Result<bool> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::lock_user_until(e, &user_id, until)))
+            .await
+    }
+
+    pub(crate) async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::use_totp_step(e, &user_id, step)))
+            .await
+    }
+
+    pub(crate) async fn create_session(&self, session: Session) -> Result<Session> {
+        self.write(move |e| block_ready(accounts::create_session(e, session)))
+            .await
+    }
+
+    pub(crate) async fn session(&self, id_hash: &str) -> Result<Option<Session>> {
+        let id_hash = id_hash.to_string();
+        self.read(move |e| block_ready(accounts::session(e, &id_hash)))
+            .await
+    }
+
+    pub(crate) async fn touch_session(&self, id_hash: &str, now: i64) -> Result<bool> {
+        let id_hash = id_hash.to_string();
+        self.write(move |e| block_ready(accounts::touch_session(e, &id_hash, now)))
+            .await
+    }
+
+    pub(crate) async fn delete_session(&self, id_hash: &str) -> Result<bool> {
+        let id_hash = id_hash.to_string();
+        self.write(move |e| block_ready(accounts::delete_session(e, &id_hash)))
+            .await
+    }
+
+    pub(crate) async fn delete_user_sessions(&self, user_id: &str) -> Result<u64> {
+        let user_id = user_id.to_string();
+        self.write(move |e| block_ready(accounts::delete_user_sessions(e, &user_id)))
+            .await
+    }
+
+    pub(crate) async fn delete_expired_sessions(&self, now: i64, idle_before: i64) -> Result<u64> {
+        self.write(move |e| block_ready(accounts::delete_expired_sessions(e, now, idle_before)))
+            .await
     }
 
     pub(crate) async fn record_relationships(
