@@ -1,6 +1,6 @@
 //! `nutmeg admin`: operator commands that work directly on the database, as `createuser` does for
 //! PostgreSQL, for setting up an exchange by hand or from scripts (participants, SMART Backend
-//! Services clients) and for checking
+//! Services clients, portal accounts) and for checking
 //! it (the audit trail's hash chain). Each prints a readable summary, or
 //! with `--json` one JSON document on stdout. A refused request (invalid input, a duplicate, a
 //! move the workflow does not allow, an unknown id) prints its reasons on stderr and exits with 1.
@@ -14,9 +14,13 @@ use exchange::participants::{
 };
 use exchange::repository::Error;
 use serde_json::{json, Value};
-use store::{AuditCheck, AuditFault, AuditHash, Client, ClientKeys, ClientStatus, NewClient};
+use store::{
+    AuditCheck, AuditFault, AuditHash, Client, ClientKeys, ClientStatus, NewClient, NewUser, User,
+    UserStatus,
+};
 
 use crate::config::Config;
+use crate::portal::account::{self, RoleCode};
 use crate::serve::open_repository;
 
 #[derive(Args, Debug)]
@@ -36,6 +40,9 @@ pub enum AdminCommand {
     /// SMART Backend Services clients: the systems of participants that get access tokens.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Portal accounts: operators, participants' people, and patients.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Print an access token for a client, for operators' scripts: the same checks and the same
     /// five-minute token as the token endpoint, without a client assertion.
     Token {
@@ -89,6 +96,70 @@ pub enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a portal account; prints its id (and, with --totp, the otpauth:// URI of its second
+    /// factor, shown this once). The password is read from --password-file or from stdin.
+    Add {
+        /// The login name (unique regardless of case).
+        #[arg(long)]
+        login: String,
+        /// The name the portal shows.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The participant (its Organization's id) of a participant-admin, clinician or staff.
+        #[arg(long)]
+        participant: Option<String>,
+        /// The Patient a patient's account is linked to, after identity proofing.
+        #[arg(long)]
+        patient: Option<String>,
+        /// A file holding the password (one trailing newline is ignored); stdin if not given.
+        #[arg(long)]
+        password_file: Option<std::path::PathBuf>,
+        /// Give the account a TOTP second factor.
+        #[arg(long)]
+        totp: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts, oldest first.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account: it can no longer sign in, and its sessions end now.
+    Disable {
+        /// The login name.
+        login: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The portal roles.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    OperatorAdmin,
+    ParticipantAdmin,
+    Clinician,
+    Staff,
+    Patient,
+}
+
+impl From<RoleArg> for RoleCode {
+    fn from(value: RoleArg) -> RoleCode {
+        match value {
+            RoleArg::OperatorAdmin => RoleCode::OperatorAdmin,
+            RoleArg::ParticipantAdmin => RoleCode::ParticipantAdmin,
+            RoleArg::Clinician => RoleCode::Clinician,
+            RoleArg::Staff => RoleCode::Staff,
+            RoleArg::Patient => RoleCode::Patient,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +302,7 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
     let command = match args.command {
         AdminCommand::Participant(command) => command,
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
+        AdminCommand::User(command) => return user(&repo, &who, command).await,
         AdminCommand::Token {
             client,
             scope,
@@ -681,4 +753,193 @@ fn client_json(c: &Client) -> Value {
         ClientKeys::JwksUrl(url) => value["jwksUrl"] = json!(url),
     }
     value
+}
+
+/// `admin user add|list|disable`.
+async fn user(
+    repo: &exchange::repository::Repository,
+    who: &Requester,
+    command: UserCommand,
+) -> anyhow::Result<ExitCode> {
+    let store = repo.store();
+    match command {
+        UserCommand::Add {
+            login,
+            name,
+            role,
+            participant,
+            patient,
+            password_file,
+            totp,
+            json,
+        } => {
+            let role = RoleCode::from(role);
+            let login = login.trim().to_string();
+            let name = name.trim().to_string();
+            let mut problems = account::login_problems(&login);
+            if name.is_empty() {
+                problems.push("--name is empty".to_string());
+            }
+            problems.extend(account::link_problems(
+                role,
+                participant.as_deref(),
+                patient.as_deref(),
+            ));
+            if let Some(id) = participant.as_deref() {
+                match repo.participant(who, id).await {
+                    Ok(_) => {}
+                    Err(e) if e.status() >= 500 => return Err(anyhow::anyhow!("{e}")),
+                    Err(_) => problems.push(format!("no participant has the id {id}")),
+                }
+            }
+            if let Some(id) = patient.as_deref() {
+                match store.read("Patient", id).await? {
+                    Some(stored) if !stored.deleted => {}
+                    _ => problems.push(format!("no Patient has the id {id}")),
+                }
+            }
+            let password = match read_password(password_file.as_deref()) {
+                Ok(password) => {
+                    problems.extend(account::password_problems(&password, &login));
+                    password
+                }
+                Err(e) => {
+                    problems.push(e);
+                    String::new()
+                }
+            };
+            if !problems.is_empty() {
+                eprintln!("nutmeg: refused:");
+                for problem in problems {
+                    eprintln!("  - {problem}");
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            let hash = tokio::task::spawn_blocking(move || auth::password::hash(&password))
+                .await?
+                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            let secret = if totp {
+                Some(
+                    auth::TotpSecret::generate()
+                        .map_err(|e| anyhow::anyhow!("cannot make a TOTP secret: {e}"))?,
+                )
+            } else {
+                None
+            };
+            let added = store
+                .add_user(NewUser {
+                    user_id: new_client_id()?,
+                    login: login.clone(),
+                    display_name: name,
+                    role: role.code().to_string(),
+                    participant_id: participant,
+                    patient_id: patient,
+                    password_hash: hash,
+                    totp_secret: secret.as_ref().map(|s| account::hex(s.as_bytes())),
+                    created: crate::client::now() as i64,
+                })
+                .await;
+            let added = match added {
+                Ok(user) => user,
+                Err(store::StoreError::Conflict { .. }) => {
+                    eprintln!("nutmeg: refused: the login {login} is taken");
+                    return Ok(ExitCode::FAILURE);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let uri = secret.map(|s| s.otpauth_uri("nutmeg", &added.login));
+            tracing::info!(user_id = %added.user_id, role = %added.role, "portal account added");
+            if json {
+                let mut value = user_json(&added);
+                if let Some(uri) = &uri {
+                    value["totpUri"] = json!(uri);
+                }
+                println!("{value}");
+            } else {
+                println!("{}", added.user_id);
+                if let Some(uri) = &uri {
+                    println!("{uri}");
+                    eprintln!(
+                        "nutmeg: the line above is the account's TOTP secret, shown only now: \
+                         give it to its owner's authenticator app (as a QR code) and nobody else"
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCommand::List { json } => {
+            let all = store.users().await?;
+            if json {
+                println!("{}", Value::Array(all.iter().map(user_json).collect()));
+            } else {
+                for u in &all {
+                    let link = u
+                        .participant_id
+                        .as_deref()
+                        .map(|p| format!("participant {p}"))
+                        .or_else(|| u.patient_id.as_deref().map(|p| format!("Patient/{p}")))
+                        .unwrap_or_else(|| "-".to_string());
+                    println!(
+                        "{}\t{}\t{}\t{}\t{link}\t{}",
+                        u.user_id, u.login, u.status, u.role, u.display_name
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCommand::Disable { login, json } => {
+            let Some(found) = store.user_by_login(&login).await? else {
+                eprintln!("nutmeg: refused: no account has the login {login}");
+                return Ok(ExitCode::FAILURE);
+            };
+            store
+                .set_user_status(&found.user_id, UserStatus::Disabled)
+                .await?;
+            let ended = store.delete_user_sessions(&found.user_id).await?;
+            tracing::info!(user_id = %found.user_id, sessions_ended = ended, "portal account disabled");
+            match (json, store.user(&found.user_id).await?) {
+                (true, Some(u)) => println!("{}", user_json(&u)),
+                _ => println!("{}\tdisabled", found.login),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The password from a file (without one trailing newline) or from stdin (its first line).
+fn read_password(file: Option<&std::path::Path>) -> Result<String, String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            line
+        }
+    };
+    let password = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if password.is_empty() {
+        return Err("no password given (--password-file FILE, or on stdin)".to_string());
+    }
+    Ok(password.to_string())
+}
+
+/// An account as `--json` prints it: never its password hash or TOTP secret.
+fn user_json(u: &User) -> Value {
+    json!({
+        "userId": u.user_id,
+        "login": u.login,
+        "name": u.display_name,
+        "role": u.role,
+        "participant": u.participant_id,
+        "patient": u.patient_id,
+        "totp": u.totp_secret.is_some(),
+        "status": u.status.as_str(),
+        "created": u.created,
+    })
 }

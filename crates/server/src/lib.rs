@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod portal;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

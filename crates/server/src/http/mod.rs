@@ -62,6 +62,13 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
             get(smart::configuration),
         )
         .route(smart::TOKEN_PATH, post(smart::token))
+        .route("/portal", get(crate::portal::home))
+        .route(
+            "/portal/sign-in",
+            get(crate::portal::sign_in_form).post(crate::portal::sign_in),
+        )
+        .route("/portal/sign-out", post(crate::portal::sign_out))
+        .route("/portal/disclosures", get(crate::portal::disclosures))
         .route("/fhir", get(rest::search_system).post(rest::bundle))
         .route("/fhir/", get(rest::search_system).post(rest::bundle))
         .route("/fhir/metadata", get(rest::metadata))

@@ -1,0 +1,881 @@
+//! The portal end to end: the real `nutmeg serve`, accounts added with `nutmeg admin user add`, and
+//! a client that keeps cookies by hand (reads `Set-Cookie`, sends `Cookie`) and never follows
+//! redirects, so every answer is seen as a browser would get it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{admin, json_of, nutmeg, Server};
+use serde_json::{json, Value};
+use server::client::{now, post_form, SigningKey};
+
+const REFUSED: &str = "The login, password or code is not right";
+
+/// One answer: status, the `Set-Cookie` lines, the body.
+struct Answer {
+    status: u16,
+    set_cookies: Vec<String>,
+    location: Option<String>,
+    body: String,
+}
+
+/// A browser of one person: its own cookie jar.
+struct Browser {
+    root: String,
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Browser {
+        Browser {
+            root: server.root(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn answer(
+        &mut self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Answer {
+        let mut response = response.expect("HTTP");
+        let set_cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        for line in &set_cookies {
+            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        Answer {
+            status: response.status().as_u16(),
+            set_cookies,
+            location,
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Answer {
+        let mut request = self.agent.get(format!("{}{path}", self.root));
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", &self.cookie_header());
+        }
+        let response = request.call();
+        self.answer(response)
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form
+            .iter()
+            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.root))
+            .content_type("application/x-www-form-urlencoded");
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", &self.cookie_header());
+        }
+        let response = request.send(body);
+        self.answer(response)
+    }
+
+    /// Opens the sign-in page and sends it filled in; answers the answer to the POST.
+    fn sign_in(&mut self, login: &str, password: &str, code: &str) -> Answer {
+        let form = self.get("/portal/sign-in");
+        assert_eq!(form.status, 200);
+        let csrf = hidden_csrf(&form.body);
+        self.post(
+            "/portal/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("login", login),
+                ("password", password),
+                ("code", code),
+            ],
+        )
+    }
+}
+
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The value of the form's hidden `csrf` field.
+fn hidden_csrf(html: &str) -> String {
+    let start = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        + "name=\"csrf\" value=\"".len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// A participant; answers its id.
+fn participant(dir: &Path, name: &str, statuses: &[&str]) -> String {
+    let added = json_of(&admin(
+        dir,
+        &[
+            "participant",
+            "add",
+            "--name",
+            name,
+            "--kind",
+            "hospital",
+            "--json",
+        ],
+    ));
+    let id = added["id"].as_str().unwrap().to_string();
+    for status in statuses {
+        json_of(&admin(
+            dir,
+            &["participant", "set-status", &id, status, "--json"],
+        ));
+    }
+    id
+}
+
+/// `nutmeg admin user add ARGS --password-file` with `password`.
+fn add_user(dir: &Path, password: &str, args: &[&str]) -> std::process::Output {
+    let file = dir.join("password.txt");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let mut all = vec!["user", "add", "--password-file", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = admin(dir, &all);
+    std::fs::remove_file(&file).unwrap();
+    output
+}
+
+fn refused_with(output: &std::process::Output, reason: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected a refusal: {stderr}");
+    assert!(stderr.contains(reason), "{reason:?} not in {stderr}");
+}
+
+#[test]
+fn admin_user_add_checks_roles_links_and_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let org = participant(data, "Elm Street Clinic", &[]);
+    let good = "correct horse battery staple";
+
+    refused_with(
+        &add_user(
+            data,
+            good,
+            &["--login", "a", "--name", "A", "--role", "clinician"],
+        ),
+        "give --participant ID",
+    );
+    refused_with(
+        &add_user(
+            data,
+            good,
+            &[
+                "--login",
+                "a",
+                "--name",
+                "A",
+                "--role",
+                "clinician",
+                "--participant",
+                "nope",
+            ],
+        ),
+        "no participant has the id nope",
+    );
+    refused_with(
+        &add_user(
+            data,
+            good,
+            &[
+                "--login",
+                "a",
+                "--name",
+                "A",
+                "--role",
+                "operator-admin",
+                "--participant",
+                &org,
+            ],
+        ),
+        "leave out --participant",
+    );
+    refused_with(
+        &add_user(
+            data,
+            good,
+            &[
+                "--login",
+                "a",
+                "--name",
+                "A",
+                "--role",
+                "patient",
+                "--patient",
+                "nobody",
+            ],
+        ),
+        "no Patient has the id nobody",
+    );
+    refused_with(
+        &add_user(
+            data,
+            "short",
+            &["--login", "a", "--name", "A", "--role", "operator-admin"],
+        ),
+        "at least 12 characters",
+    );
+    refused_with(
+        &add_user(
+            data,
+            "my login is Alice.Smith!",
+            &[
+                "--login",
+                "alice.smith",
+                "--name",
+                "A",
+                "--role",
+                "operator-admin",
+            ],
+        ),
+        "must not contain the login name",
+    );
+
+    let added = json_of(&add_user(
+        data,
+        good,
+        &[
+            "--login",
+            "Alice.Smith",
+            "--name",
+            "Alice Smith",
+            "--role",
+            "clinician",
+            "--participant",
+            &org,
+            "--json",
+        ],
+    ));
+    assert_eq!(added["login"], "Alice.Smith");
+    assert_eq!(added["role"], "clinician");
+    assert_eq!(added["participant"], *org);
+    assert_eq!(added["status"], "active");
+    assert!(added.get("totpUri").is_none());
+    refused_with(
+        &add_user(
+            data,
+            good,
+            &[
+                "--login",
+                "alice.SMITH",
+                "--name",
+                "B",
+                "--role",
+                "operator-admin",
+            ],
+        ),
+        "is taken",
+    );
+
+    // The password on stdin; a second factor printed once.
+    let mut child = nutmeg()
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--log", "warn", "admin", "user", "add", "--login", "admin1", "--name", "Op",
+        ])
+        .args(["--role", "operator-admin", "--totp"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"operators keep the keys\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[1].starts_with("otpauth://totp/nutmeg:admin1?secret="),
+        "{stdout}"
+    );
+
+    let listed = json_of(&admin(data, &["user", "list", "--json"]));
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    let totp: Vec<(&str, bool)> = listed
+        .iter()
+        .map(|u| (u["login"].as_str().unwrap(), u["totp"].as_bool().unwrap()))
+        .collect();
+    assert!(totp.contains(&("admin1", true)) && totp.contains(&("Alice.Smith", false)));
+    let text = listed.iter().map(Value::to_string).collect::<String>();
+    assert!(!text.contains("argon2"), "no password hash is printed");
+
+    let disabled = json_of(&admin(data, &["user", "disable", "ADMIN1", "--json"]));
+    assert_eq!(disabled["status"], "disabled");
+    refused_with(&admin(data, &["user", "disable", "nobody"]), "no account");
+}
+
+#[test]
+fn sign_in_shows_who_you_are_and_sign_out_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let org = participant(data, "Elm Street <Clinic>", &[]);
+    let password = "correct horse battery staple";
+    json_of(&add_user(
+        data,
+        password,
+        &[
+            "--login",
+            "dr.oneil",
+            "--name",
+            "<script>alert(1)</script> Dr. O'Neil",
+            "--role",
+            "clinician",
+            "--participant",
+            &org,
+            "--json",
+        ],
+    ));
+    let server = Server::start(data, &[]);
+    let mut browser = Browser::new(&server);
+
+    let home = browser.get("/portal");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("You are not signed in"));
+    assert!(home.body.contains("href=\"/portal/sign-in\""));
+
+    // The sign-in form's token and its cookie.
+    let form = browser.get("/portal/sign-in");
+    assert_eq!(form.status, 200);
+    let signin_cookie = &form.set_cookies[0];
+    assert!(
+        signin_cookie.starts_with("nutmeg_signin="),
+        "{signin_cookie}"
+    );
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/portal"] {
+        assert!(signin_cookie.contains(attribute), "{signin_cookie}");
+    }
+    assert!(
+        !signin_cookie.contains("Secure"),
+        "plain loopback HTTP: {signin_cookie}"
+    );
+
+    // Without the token, or with another, the sign-in form is refused.
+    let refused = browser.post(
+        "/portal/sign-in",
+        &[("login", "dr.oneil"), ("password", password)],
+    );
+    assert_eq!(refused.status, 403);
+    let refused = browser.post(
+        "/portal/sign-in",
+        &[
+            ("csrf", "forged"),
+            ("login", "dr.oneil"),
+            ("password", password),
+        ],
+    );
+    assert_eq!(refused.status, 403);
+    let mut cookieless = Browser::new(&server);
+    let csrf = hidden_csrf(&form.body);
+    let refused = cookieless.post(
+        "/portal/sign-in",
+        &[
+            ("csrf", &csrf),
+            ("login", "dr.oneil"),
+            ("password", password),
+        ],
+    );
+    assert_eq!(refused.status, 403, "the token without its cookie");
+    assert!(cookieless.get("/portal").body.contains("not signed in"));
+
+    // Signing in (the login in another case) sets the session cookie and goes home.
+    let signed = browser.sign_in("Dr.ONeil", password, "");
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(signed.location.as_deref(), Some("/portal"));
+    let session = signed
+        .set_cookies
+        .iter()
+        .find(|c| c.starts_with("nutmeg_session="))
+        .expect("a session cookie");
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/portal",
+        "Max-Age=43200",
+    ] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    let secret = browser.cookies["nutmeg_session"].clone();
+    assert_eq!(secret.len(), 43, "256 random bits");
+
+    let home = browser.get("/portal");
+    assert_eq!(home.status, 200);
+    assert_eq!(home.set_cookies, Vec::<String>::new());
+    assert!(
+        home.body
+            .contains("&lt;script&gt;alert(1)&lt;/script&gt; Dr. O&#39;Neil"),
+        "{}",
+        home.body
+    );
+    assert!(!home.body.contains("<script>"), "{}", home.body);
+    assert!(home.body.contains("Clinician"));
+    assert!(
+        home.body.contains("Elm Street &lt;Clinic&gt;"),
+        "{}",
+        home.body
+    );
+    assert!(
+        !home.body.contains("/portal/disclosures"),
+        "only for patients"
+    );
+
+    // The session's secret is not what the database keeps.
+    let db = rusqlite::Connection::open(data.join("nutmeg.db")).unwrap();
+    let kept: String = db
+        .query_row("SELECT id_hash FROM sessions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept.len(), 64);
+    assert!(!kept.contains(&secret));
+
+    // Signing out needs the session's token.
+    let refused = browser.post("/portal/sign-out", &[]);
+    assert_eq!(refused.status, 403);
+    let refused = browser.post("/portal/sign-out", &[("csrf", "forged")]);
+    assert_eq!(refused.status, 403);
+    assert!(browser.get("/portal").body.contains("Signed in"));
+    let csrf = hidden_csrf(&browser.get("/portal").body);
+    let out = browser.post("/portal/sign-out", &[("csrf", &csrf)]);
+    assert_eq!(out.status, 303);
+    assert!(
+        out.set_cookies[0].starts_with("nutmeg_session=;"),
+        "{:?}",
+        out.set_cookies
+    );
+    assert!(browser.get("/portal").body.contains("not signed in"));
+
+    // The old cookie no longer works.
+    let mut thief = Browser::new(&server);
+    thief.cookies.insert("nutmeg_session".into(), secret);
+    assert!(thief.get("/portal").body.contains("not signed in"));
+
+    // A disabled account is refused like a wrong password, and its sessions end.
+    let signed = browser.sign_in("dr.oneil", password, "");
+    assert_eq!(signed.status, 303);
+    assert!(browser.get("/portal").body.contains("Signed in"));
+    json_of(&admin(data, &["user", "disable", "dr.oneil", "--json"]));
+    assert!(browser.get("/portal").body.contains("not signed in"));
+    let refused = browser.sign_in("dr.oneil", password, "");
+    assert_eq!(refused.status, 200);
+    assert!(refused.body.contains(REFUSED));
+
+    // Nothing secret in the log.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(log.contains("portal sign-in"), "sign-ins are logged");
+    for secret in [password, "dr.oneil", "O'Neil", &csrf] {
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
+
+#[test]
+fn failures_look_alike_and_lock_the_account_with_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let password = "correct horse battery staple";
+    let added = json_of(&add_user(
+        data,
+        password,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Operator",
+            "--role",
+            "operator-admin",
+            "--json",
+        ],
+    ));
+    let user_id = added["userId"].as_str().unwrap().to_string();
+    let server = Server::start(data, &[]);
+    let mut browser = Browser::new(&server);
+
+    // A wrong password and an unknown login: the same page, the same message.
+    let wrong = browser.sign_in("op", "not the password at all", "");
+    let unknown = browser.sign_in("nobody", "not the password at all", "");
+    assert_eq!((wrong.status, unknown.status), (200, 200));
+    assert!(wrong.body.contains(REFUSED));
+    let strip = |body: &str, login: &str| {
+        body.replace(&hidden_csrf(body), "TOKEN")
+            .replace(&format!("value=\"{login}\""), "value=\"LOGIN\"")
+    };
+    assert_eq!(strip(&wrong.body, "op"), strip(&unknown.body, "nobody"));
+    assert!(!browser.cookies.contains_key("nutmeg_session"));
+
+    // Roughly the same time: the unknown login verifies a dummy hash.
+    let time = |browser: &mut Browser, login: &str| {
+        let form = browser.get("/portal/sign-in");
+        let csrf = hidden_csrf(&form.body);
+        let started = std::time::Instant::now();
+        browser.post(
+            "/portal/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("login", login),
+                ("password", "wrong password here"),
+            ],
+        );
+        started.elapsed()
+    };
+    let known = time(&mut browser, "op");
+    let unknown = time(&mut browser, "nobody");
+    let (fast, slow) = if known < unknown {
+        (known, unknown)
+    } else {
+        (unknown, known)
+    };
+    assert!(
+        slow < fast * 4 + Duration::from_millis(50),
+        "known {known:?}, unknown {unknown:?}"
+    );
+
+    // Two failures so far: three more lock the account for a minute, even with the password.
+    browser.sign_in("op", "still not the password", "");
+    browser.sign_in("op", "still not the password", "");
+    browser.sign_in("op", "still not the password", "");
+    let db = rusqlite::Connection::open(data.join("nutmeg.db")).unwrap();
+    let lock = || -> (i64, Option<i64>) {
+        db.query_row(
+            "SELECT failed_attempts, locked_until FROM users WHERE user_id = ?1",
+            [&user_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let (failures, until) = lock();
+    assert_eq!(failures, 5);
+    let left = until.expect("locked") - now() as i64;
+    assert!((55..=60).contains(&left), "locked for {left} s");
+    let locked = browser.sign_in("op", password, "");
+    assert_eq!(locked.status, 200);
+    assert!(
+        locked.body.contains(REFUSED),
+        "locked: refused like a wrong password"
+    );
+    assert_eq!(lock().0, 5, "attempts while locked are not counted");
+
+    // The minute passes (the lock is moved into the past); one more failure locks for two.
+    db.execute(
+        "UPDATE users SET locked_until = ?1 WHERE user_id = ?2",
+        rusqlite::params![now() as i64 - 1, user_id],
+    )
+    .unwrap();
+    browser.sign_in("op", "wrong once more", "");
+    let (failures, until) = lock();
+    assert_eq!(failures, 6);
+    let left = until.expect("locked") - now() as i64;
+    assert!((115..=120).contains(&left), "locked for {left} s");
+
+    // After the lock, the password signs in and forgets the failures.
+    db.execute(
+        "UPDATE users SET locked_until = ?1 WHERE user_id = ?2",
+        rusqlite::params![now() as i64 - 1, user_id],
+    )
+    .unwrap();
+    let signed = browser.sign_in("op", password, "");
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(lock(), (0, None));
+    assert!(browser.get("/portal").body.contains("Exchange operator"));
+}
+
+/// RFC 4648 base32 (no padding), for the secret in an otpauth URI.
+fn base32_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut buffer, mut bits) = (Vec::new(), 0u32, 0);
+    for c in text.chars() {
+        buffer = (buffer << 5) | ALPHABET.find(c).expect("base32") as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buffer >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn totp_is_required_and_a_code_works_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let password = "correct horse battery staple";
+    let added = json_of(&add_user(
+        data,
+        password,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Operator",
+            "--role",
+            "operator-admin",
+            "--totp",
+            "--json",
+        ],
+    ));
+    let uri = added["totpUri"].as_str().unwrap();
+    let secret = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    let secret = auth::TotpSecret::from_bytes(&base32_decode(secret)).unwrap();
+    let server = Server::start(data, &[]);
+    let mut browser = Browser::new(&server);
+
+    for code in ["", "123", "abcdef"] {
+        let refused = browser.sign_in("op", password, code);
+        assert!(refused.body.contains(REFUSED), "code {code:?}");
+    }
+    let wrong = format!(
+        "{:06}",
+        (secret.code_at(now()).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
+    assert!(browser
+        .sign_in("op", password, &wrong)
+        .body
+        .contains(REFUSED));
+
+    let code = secret.code_at(now());
+    let signed = browser.sign_in("op", password, &code);
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    let csrf = hidden_csrf(&browser.get("/portal").body);
+    assert_eq!(
+        browser.post("/portal/sign-out", &[("csrf", &csrf)]).status,
+        303
+    );
+
+    // The same code again, by the same browser or another: refused.
+    let again = browser.sign_in("op", password, &code);
+    assert_eq!(again.status, 200);
+    assert!(again.body.contains(REFUSED));
+    let mut other = Browser::new(&server);
+    assert!(other.sign_in("op", password, &code).body.contains(REFUSED));
+}
+
+/// A client system of a participant that gets tokens the SMART way.
+struct System {
+    id: String,
+    key: SigningKey,
+}
+
+impl System {
+    fn register(dir: &Path, participant: &str) -> System {
+        let (key, _) = SigningKey::generate_es384().expect("key");
+        let file = dir.join(format!("{}.jwks.json", key.kid()));
+        std::fs::write(&file, key.jwks().to_string()).unwrap();
+        let added = json_of(&admin(
+            dir,
+            &[
+                "client",
+                "add",
+                "--participant",
+                participant,
+                "--jwks",
+                file.to_str().unwrap(),
+                "--scope",
+                "system/*.cruds",
+                "--json",
+            ],
+        ));
+        System {
+            id: added["clientId"].as_str().unwrap().to_string(),
+            key,
+        }
+    }
+
+    fn token(&self, server: &Server) -> String {
+        let url = server.token_url();
+        let form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            (
+                "client_assertion",
+                self.key.assertion(&self.id, &url, now()),
+            ),
+            ("scope", "system/*.cruds".into()),
+        ];
+        let (status, text) = post_form(&url, &form).expect("token request");
+        assert_eq!(status, 200, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
+}
+
+fn fhir(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let agent = common::agent();
+    let response = match body {
+        Some(body) => agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/fhir+json")
+            .send(body.to_string()),
+        None => {
+            assert_eq!(method, "GET");
+            agent
+                .get(url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .call()
+        }
+    };
+    let mut response = response.expect("HTTP");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_patient_sees_their_own_accounting_of_disclosures() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let hospital = participant(data, "Hartford General", &["onboarding", "live"]);
+    let system = System::register(data, &hospital);
+    let server = Server::start(data, &[]);
+    let token = system.token(&server);
+    let base = server.base.clone();
+
+    // The hospital sends two patients, then reads the first one back: a disclosure of hers.
+    let mut ids = Vec::new();
+    for family in ["Rivera", "Okafor"] {
+        let (status, created) = fhir(
+            "POST",
+            &format!("{base}/Patient"),
+            &token,
+            Some(json!({ "resourceType": "Patient", "name": [{ "family": family }] })),
+        );
+        assert_eq!(status, 201, "{created}");
+        ids.push(created["id"].as_str().unwrap().to_string());
+    }
+    let (status, _) = fhir("GET", &format!("{base}/Patient/{}", ids[0]), &token, None);
+    assert_eq!(status, 200);
+
+    let password = "a long patient password";
+    for (login, id) in [("rivera", &ids[0]), ("okafor", &ids[1])] {
+        json_of(&add_user(
+            data,
+            password,
+            &[
+                "--login",
+                login,
+                "--name",
+                login,
+                "--role",
+                "patient",
+                "--patient",
+                id,
+                "--json",
+            ],
+        ));
+    }
+
+    let mut rivera = Browser::new(&server);
+    assert_eq!(
+        rivera.get("/portal/disclosures").location.as_deref(),
+        Some("/portal/sign-in"),
+        "signed out: to the sign-in page"
+    );
+    assert_eq!(rivera.sign_in("rivera", password, "").status, 303);
+    let home = rivera.get("/portal");
+    assert!(
+        home.body.contains("href=\"/portal/disclosures\""),
+        "{}",
+        home.body
+    );
+    assert!(home.body.contains(&format!("Patient/{}", ids[0])));
+    let page = rivera.get("/portal/disclosures");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<table>"), "{}", page.body);
+    assert!(page.body.contains("Hartford General"), "{}", page.body);
+    assert!(
+        page.body.contains(&format!("Patient/{}", ids[0])),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&ids[1]), "only her own record");
+
+    let mut okafor = Browser::new(&server);
+    assert_eq!(okafor.sign_in("okafor", password, "").status, 303);
+    let page = okafor.get("/portal/disclosures");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("No participant has received your data"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains(&ids[0]));
+    assert!(!page.body.contains("Hartford General"));
+
+    // Not a patient: no accounting page.
+    json_of(&add_user(
+        data,
+        password,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Op",
+            "--role",
+            "operator-admin",
+            "--json",
+        ],
+    ));
+    let mut operator = Browser::new(&server);
+    assert_eq!(operator.sign_in("op", password, "").status, 303);
+    assert_eq!(
+        operator.get("/portal/disclosures").location.as_deref(),
+        Some("/portal")
+    );
+}
