@@ -351,6 +351,7 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["3".to_string(), "clients".to_string()],
             vec!["4".to_string(), "relationships".to_string()],
             vec!["5".to_string(), "audit_index".to_string()],
+            vec!["6".to_string(), "accounts".to_string()],
         ],
         "applied once"
     );
