@@ -107,7 +107,7 @@ pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
+        .find(|(n, _)| n.trim() == name)
         .map(|(_, v)| v.trim().to_string())
 }
 
