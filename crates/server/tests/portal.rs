@@ -499,6 +499,41 @@ fn sign_in_shows_who_you_are_and_sign_out_ends_the_session() {
     thief.cookies.insert("nutmeg_session".into(), secret);
     assert!(thief.get("/portal").body.contains("not signed in"));
 
+    // A session ends after 30 minutes without a request, and 12 hours after sign-in.
+    let expire = |browser: &mut Browser, sql: &str| {
+        assert_eq!(browser.sign_in("dr.oneil", password, "").status, 303);
+        assert!(browser.get("/portal").body.contains("Signed in"));
+        let hash: String = db
+            .query_row(
+                "SELECT id_hash FROM sessions ORDER BY created DESC, last_seen DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        db.execute(sql, rusqlite::params![now() as i64, hash])
+            .unwrap();
+        assert!(
+            browser.get("/portal").body.contains("not signed in"),
+            "{sql}"
+        );
+        let left: i64 = db
+            .query_row(
+                "SELECT count(*) FROM sessions WHERE id_hash = ?1",
+                [&hash],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(left, 0, "an ended session is deleted");
+    };
+    expire(
+        &mut browser,
+        "UPDATE sessions SET last_seen = ?1 - 1800 WHERE id_hash = ?2",
+    );
+    expire(
+        &mut browser,
+        "UPDATE sessions SET expires = ?1, last_seen = ?1 WHERE id_hash = ?2",
+    );
+
     // A disabled account is refused like a wrong password, and its sessions end.
     let signed = browser.sign_in("dr.oneil", password, "");
     assert_eq!(signed.status, 303);
@@ -625,6 +660,43 @@ fn failures_look_alike_and_lock_the_account_with_back_off() {
     assert_eq!(signed.status, 303, "{}", signed.body);
     assert_eq!(lock(), (0, None));
     assert!(browser.get("/portal").body.contains("Exchange operator"));
+}
+
+#[test]
+fn cookies_are_secure_when_the_exchange_is_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    // Plain HTTP on loopback behind a TLS-terminating proxy whose public URL is https.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = nutmeg();
+    command
+        .args([
+            "serve",
+            "--log",
+            "info",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args([
+            "--base-url",
+            "https://portal.example.org/fhir",
+            "--data-dir",
+        ])
+        .arg(data);
+    let mut server = Server::spawn(command, data.join("serve.log"));
+    server.base = format!("http://127.0.0.1:{port}/fhir");
+    let mut browser = Browser::new(&server);
+    let form = browser.get("/portal/sign-in");
+    assert_eq!(form.status, 200);
+    assert!(
+        form.set_cookies[0].ends_with("; Secure"),
+        "{:?}",
+        form.set_cookies
+    );
 }
 
 /// RFC 4648 base32 (no padding), for the secret in an otpauth URI.
