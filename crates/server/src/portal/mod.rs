@@ -325,7 +325,7 @@ async fn check(
     now: i64,
 ) -> Result<Result<(), Refusal>, Response> {
     let store = state.repo.store();
-    let password_ok = verify_password(password, Some(user.password_hash.clone())).await;
+    let password_ok = verify_password(password.clone(), Some(user.password_hash.clone())).await;
     if user.status != UserStatus::Active {
         return Ok(Err(Refusal::Disabled));
     }
@@ -382,6 +382,17 @@ async fn check(
             .reset_failed_sign_ins(&user.user_id)
             .await
             .map_err(internal)?;
+    }
+    if auth::password::needs_rehash(&user.password_hash) {
+        // A hash made with older parameters is replaced now that the password is at hand.
+        let fresh = tokio::task::spawn_blocking(move || auth::password::hash(&password)).await;
+        if let Ok(Ok(fresh)) = fresh {
+            store
+                .set_password_hash(&user.user_id, &fresh)
+                .await
+                .map_err(internal)?;
+            tracing::info!(user_id = %user.user_id, "portal password hash renewed");
+        }
     }
     Ok(Ok(()))
 }
