@@ -499,6 +499,20 @@ fn sign_in_shows_who_you_are_and_sign_out_ends_the_session() {
     thief.cookies.insert("nutmeg_session".into(), secret);
     assert!(thief.get("/portal").body.contains("not signed in"));
 
+    // Signing in again replaces the browser's session.
+    assert_eq!(browser.sign_in("dr.oneil", password, "").status, 303);
+    let first = browser.cookies["nutmeg_session"].clone();
+    assert_eq!(browser.sign_in("dr.oneil", password, "").status, 303);
+    assert_ne!(browser.cookies["nutmeg_session"], first);
+    let mut old = Browser::new(&server);
+    old.cookies.insert("nutmeg_session".into(), first);
+    assert!(old.get("/portal").body.contains("not signed in"));
+    let csrf = hidden_csrf(&browser.get("/portal").body);
+    assert_eq!(
+        browser.post("/portal/sign-out", &[("csrf", &csrf)]).status,
+        303
+    );
+
     // A session ends after 30 minutes without a request, and 12 hours after sign-in.
     let expire = |browser: &mut Browser, sql: &str| {
         assert_eq!(browser.sign_in("dr.oneil", password, "").status, 303);

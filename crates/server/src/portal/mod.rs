@@ -307,6 +307,12 @@ pub async fn sign_in(State(state): State<Shared>, request: Request) -> Response 
         }
         Err(response) => return response,
     }
+    // A session this browser held before (perhaps another person's) ends with this sign-in.
+    if let Some(previous) = read_cookie(&parts.headers, SESSION_COOKIE) {
+        if let Err(e) = store.delete_session(&session_hash(&previous)).await {
+            return internal(e);
+        }
+    }
     match start_session(&state, &user, now).await {
         Ok(response) => {
             tracing::info!(user_id = %user.user_id, role = %user.role, "portal sign-in");
