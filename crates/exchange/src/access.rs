@@ -9,8 +9,9 @@
 //! 2. **Scopes.** A SMART client may do only what its granted scopes allow, per interaction and
 //!    resource type; a resource of a type outside its scopes is withheld from a result.
 //! 3. **Participant status.** Only a live participant queries or sends clinical data; an applied,
-//!    onboarding or suspended one may only read the provider directory. A status change holds from
-//!    the next request (the status is read per request, not taken from the token).
+//!    onboarding or suspended one may only read the provider directory. A status change holds within
+//!    [`STATUS_TTL`] (one second: the status is read from the store, not taken from the token, and
+//!    a process trusts what it read for that long; a change made through this process at once).
 //! 4. **Purpose and relationship.** Clinical data about a patient is disclosed to a participant for
 //!    treatment (and payment, operations, or a patient's request) only with a treatment
 //!    relationship: it sent data about the patient, is on the patient's care team, or attested one
@@ -27,7 +28,7 @@
 //! The consent issue adds its rules here, through [`DecisionPoint::with_rule`]'s hook and beside
 //! the relationship rule.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -346,7 +347,6 @@ impl<'a> Ask<'a> {
 #[derive(Debug)]
 pub struct Subject<'a> {
     pub stored: &'a Stored,
-    pub resource: Option<&'a Value>,
     pub patients: &'a [String],
 }
 
@@ -377,6 +377,63 @@ pub fn is_directory(resource_type: &str) -> bool {
 pub struct DecisionPoint {
     store: Option<Store>,
     rule: Option<Rule>,
+    cache: Arc<Cache>,
+}
+
+/// How long a participant's status, once read, is trusted by every request of this process. A
+/// suspension made by another process (`nutmeg admin`) holds within this time.
+pub const STATUS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// At most this many (participant, patient) relationships are remembered per process.
+const RELATED_CAPACITY: usize = 200_000;
+
+/// A participant's status and kind as read from the store (`None`: no such participant).
+type Known = Option<(Status, Option<Kind>)>;
+
+/// What the decision point remembers between requests: participants' status for [`STATUS_TTL`],
+/// and treatment relationships found in the store (which are never removed, so a remembered one
+/// never goes stale; ones not found are asked again on every request).
+#[derive(Default)]
+struct Cache {
+    participants: Mutex<HashMap<String, (Known, std::time::Instant)>>,
+    related: Mutex<HashSet<(String, String)>>,
+}
+
+impl Cache {
+    fn status(&self, id: &str) -> Option<Known> {
+        let map = self.participants.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(id)
+            .filter(|(_, at)| at.elapsed() < STATUS_TTL)
+            .map(|(found, _)| *found)
+    }
+
+    fn remember_status(&self, id: &str, found: Known) {
+        let mut map = self.participants.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 10_000 {
+            map.retain(|_, (_, at)| at.elapsed() < STATUS_TTL);
+        }
+        map.insert(id.to_string(), (found, std::time::Instant::now()));
+    }
+
+    fn forget_status(&self, id: &str) {
+        let mut map = self.participants.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(id);
+    }
+
+    fn is_related(&self, participant: &str, patient: &str) -> bool {
+        let set = self.related.lock().unwrap_or_else(|e| e.into_inner());
+        set.contains(&(participant.to_string(), patient.to_string()))
+    }
+
+    fn remember_related<'a>(&self, participant: &str, patients: impl Iterator<Item = &'a String>) {
+        let mut set = self.related.lock().unwrap_or_else(|e| e.into_inner());
+        for patient in patients {
+            if set.len() >= RELATED_CAPACITY {
+                set.clear();
+            }
+            set.insert((participant.to_string(), patient.clone()));
+        }
+    }
 }
 
 impl std::fmt::Debug for DecisionPoint {
@@ -384,7 +441,7 @@ impl std::fmt::Debug for DecisionPoint {
         f.debug_struct("DecisionPoint")
             .field("enforcing", &self.store.is_some())
             .field("rule", &self.rule.as_ref().map(|_| "<rule>"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -401,6 +458,7 @@ impl DecisionPoint {
         DecisionPoint {
             store: Some(store),
             rule: None,
+            cache: Arc::default(),
         }
     }
 
@@ -539,14 +597,21 @@ impl DecisionPoint {
             return Ok(known);
         }
         let found = match (who.principal.participant(), &self.store) {
-            (Some(id), Some(store)) => store
-                .read("Organization", id)
-                .await?
-                .filter(|s| !s.deleted)
-                .and_then(|s| {
-                    let org: Value = serde_json::from_str(&s.json).ok()?;
-                    participant_of(&s.id, s.version, &org).map(|p| (p.status, p.kind))
-                }),
+            (Some(id), Some(store)) => match self.cache.status(id) {
+                Some(found) => found,
+                None => {
+                    let found = store
+                        .read("Organization", id)
+                        .await?
+                        .filter(|s| !s.deleted)
+                        .and_then(|s| {
+                            let org: Value = serde_json::from_str(&s.json).ok()?;
+                            participant_of(&s.id, s.version, &org).map(|p| (p.status, p.kind))
+                        });
+                    self.cache.remember_status(id, found);
+                    found
+                }
+            },
             _ => None,
         };
         who.facts().status = Some(found);
@@ -564,21 +629,26 @@ impl DecisionPoint {
         if matches!(who.principal, Principal::System { .. }) && self.rule.is_none() {
             return Ok((Decision::PERMIT, Vec::new()));
         }
-        let resource: Option<Value> = if stored.deleted {
-            None
+        // Only the elements the Patient compartment looks at are parsed. A stored resource that
+        // cannot be read is withheld rather than taken for directory data.
+        let patients = if stored.deleted {
+            Vec::new()
         } else {
-            serde_json::from_str(&stored.json).ok()
+            match fhir::search::extract::patient_compartments_of_json(&stored.json) {
+                Some(patients) => patients,
+                None => {
+                    return Ok((
+                        Decision::deny(Reason::Rule("the stored resource is unreadable".into())),
+                        Vec::new(),
+                    ))
+                }
+            }
         };
-        let patients = resource
-            .as_ref()
-            .map(fhir::search::extract::patient_compartments)
-            .unwrap_or_default();
         let decision = self
             .decide_about(
                 who,
                 &Subject {
                     stored,
-                    resource: resource.as_ref(),
                     patients: &patients,
                 },
             )
@@ -700,7 +770,7 @@ impl DecisionPoint {
             }
             patients
                 .iter()
-                .filter(|p| !facts.related.contains(*p))
+                .filter(|p| !facts.related.contains(*p) && !self.cache.is_related(participant, p))
                 .cloned()
                 .collect()
         };
@@ -712,6 +782,7 @@ impl DecisionPoint {
             .await?
             .into_iter()
             .collect();
+        self.cache.remember_related(participant, related.iter());
         let mut facts = who.facts();
         let mut all = true;
         for patient in unknown {
@@ -733,6 +804,15 @@ impl DecisionPoint {
             facts.unrelated.remove(patient);
             facts.related.insert(patient.clone());
         }
+        if let Some(participant) = who.principal.participant() {
+            self.cache.remember_related(participant, patients.iter());
+        }
+    }
+
+    /// Forgets what this process remembered about a participant's status (its Organization was
+    /// just written here), so the next request reads it again.
+    pub(crate) fn forget_participant(&self, id: &str) {
+        self.cache.forget_status(id);
     }
 }
 

@@ -273,7 +273,15 @@ impl Repository {
             .await?;
         let record = audit_record(who, interaction, &self.config.base_url, &writes);
         let learned = super::disclosure::Relationships::of(who, &writes);
+        let organizations: Vec<String> = writes
+            .iter()
+            .filter(|w| w.resource_type == "Organization")
+            .map(|w| w.id.clone())
+            .collect();
         self.store.commit_with_audit(writes, vec![record]).await?;
+        for id in &organizations {
+            self.gate.forget_participant(id);
+        }
         if !learned.is_empty() {
             self.note_relationships(who, learned).await?;
         }

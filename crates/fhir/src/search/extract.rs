@@ -99,6 +99,76 @@ pub fn patient_compartments(resource: &Value) -> Vec<String> {
     ids
 }
 
+/// [`patient_compartments`] of a resource given as JSON text, parsing only the elements that the
+/// compartment's parameters look at (`subject`, `performer`...) instead of the whole resource: the
+/// access decision point asks this of every resource it discloses. `None` if the text is not a
+/// resource.
+pub fn patient_compartments_of_json(json: &str) -> Option<Vec<String>> {
+    use serde_json::value::RawValue;
+    let fields: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
+        serde_json::from_str(json).ok()?;
+    let ty_raw = *fields.get("resourceType")?;
+    let ty: String = serde_json::from_str(ty_raw.get()).ok()?;
+    let wanted = compartment_elements(&ty);
+    let mut obj = Map::new();
+    for (key, raw) in &fields {
+        let key: &str = key;
+        let needed = key == "resourceType"
+            || (key == "id" && ty == "Patient")
+            || match wanted {
+                // `name`, or a choice element's `nameType` (valueReference for value[x]).
+                Some(names) => names.iter().any(|n| {
+                    key.strip_prefix(n)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_uppercase))
+                }),
+                None => true,
+            };
+        if needed {
+            obj.insert(key.to_string(), serde_json::from_str(raw.get()).ok()?);
+        }
+    }
+    Some(patient_compartments(&Value::Object(obj)))
+}
+
+/// The top-level elements the Patient compartment's parameters of `ty` read, or `None` when some
+/// expression does not start from one (then the whole resource is parsed).
+fn compartment_elements(ty: &str) -> Option<&'static [&'static str]> {
+    static ELEMENTS: LazyLock<HashMap<&'static str, Option<Vec<&'static str>>>> =
+        LazyLock::new(|| {
+            definitions::resource_types()
+                .iter()
+                .map(|ty| (*ty, elements_of(ty)))
+                .collect()
+        });
+    match ELEMENTS.get(ty) {
+        Some(Some(names)) => Some(names.as_slice()),
+        Some(None) => None,
+        // A type without compartment parameters needs nothing but its type (and a Patient its id).
+        None => Some(&[]),
+    }
+}
+
+fn elements_of(ty: &'static str) -> Option<Vec<&'static str>> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for code in definitions::patient_compartment_params(ty) {
+        let param = definitions::search_params(ty)
+            .iter()
+            .find(|p| p.code == *code)?;
+        for part in param.expression.split('|') {
+            let part = part.trim().trim_start_matches('(').trim();
+            let rest = part.strip_prefix(ty)?.strip_prefix('.')?;
+            let name = rest
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .next()
+                .filter(|n| !n.is_empty())?;
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    Some(names)
+}
+
 /// The compiled search parameters of one resource type.
 struct TypeTable {
     /// Distinct expressions of the type's parameters, parsed.

@@ -171,7 +171,7 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     let mut response = next.run(request).await;
 
     let status = response.status();
-    if status.as_u16() >= 400 && !is_json(&response) {
+    if status.as_u16() >= 400 && !keeps_its_body(&response) {
         let extensions = std::mem::take(response.extensions_mut());
         let code = if status.is_server_error() {
             IssueType::Exception
@@ -202,14 +202,17 @@ async fn observe(State(state): State<Shared>, mut request: Request, next: Next) 
     response
 }
 
-/// An OperationOutcome, or the JSON error of the OAuth token endpoint (which must stay OAuth's).
-fn is_json(response: &Response) -> bool {
+/// An OperationOutcome, the JSON error of the OAuth token endpoint (which must stay OAuth's), or a
+/// portal page (HTML, which a person reads).
+fn keeps_its_body(response: &Response) -> bool {
     response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
-            v.starts_with("application/fhir+json") || v.starts_with("application/json")
+            v.starts_with("application/fhir+json")
+                || v.starts_with("application/json")
+                || v.starts_with("text/html")
         })
 }
 
@@ -239,6 +242,7 @@ pub fn interaction(method: &Method, route: Option<&str>) -> &'static str {
         (_, "/metrics") => "metrics",
         ("GET", "/.well-known/smart-configuration") => "smart-configuration",
         ("POST", "/auth/token") => "token",
+        (_, route) if route.starts_with("/portal") => "portal",
         ("GET", "/fhir/metadata") => "capabilities",
         ("GET", "/fhir" | "/fhir/") | ("POST", "/fhir/_search") => "search-system",
         ("POST", "/fhir" | "/fhir/") => "batch-transaction",

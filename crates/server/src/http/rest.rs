@@ -60,12 +60,10 @@ impl FromRequestParts<Shared> for Who {
             .map_err(|e| ApiError::unauthorized(e.to_string(), e.www_authenticate()))?;
         // A token outlives neither its client's revocation nor the client itself.
         let active = state
-            .repo
-            .store()
-            .client(&bearer.client_id)
+            .smart
+            .client_active(state.repo.store(), &bearer.client_id)
             .await
-            .map_err(|e| ApiError::internal(format!("reading the client: {e}")))?
-            .is_some_and(|c| c.status == store::ClientStatus::Active);
+            .map_err(|e| ApiError::internal(format!("reading the client: {e}")))?;
         if !active {
             let revoked = super::smart::BearerError::InvalidSignature;
             return Err(ApiError::unauthorized(

@@ -58,7 +58,13 @@ pub struct Smart {
     key: TokenKey,
     token_url: String,
     jwks: JwksCache,
+    /// Whether each client was active when last read, and when: trusted for [`CLIENT_TTL`].
+    clients: Mutex<HashMap<String, (bool, Instant)>>,
 }
+
+/// How long a client's status, once read, is trusted: a revocation made by `nutmeg admin` stops the
+/// client's tokens within this time.
+pub const CLIENT_TTL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for Smart {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -124,6 +130,7 @@ impl Smart {
             key: TokenKey::new(key)?,
             token_url: token_url_for(base_url),
             jwks: JwksCache::default(),
+            clients: Mutex::default(),
         })
     }
 
@@ -131,6 +138,28 @@ impl Smart {
     pub async fn open(store: &Store, base_url: &str) -> anyhow::Result<Smart> {
         let key = store.token_key().await?;
         Ok(Smart::new(&key, base_url)?)
+    }
+
+    /// Whether the client is registered and active, as the store said at most [`CLIENT_TTL`] ago.
+    pub async fn client_active(&self, store: &Store, client_id: &str) -> store::Result<bool> {
+        {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((active, at)) = clients.get(client_id) {
+                if at.elapsed() < CLIENT_TTL {
+                    return Ok(*active);
+                }
+            }
+        }
+        let active = store
+            .client(client_id)
+            .await?
+            .is_some_and(|c| c.status == ClientStatus::Active);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if clients.len() >= 10_000 {
+            clients.retain(|_, (_, at)| at.elapsed() < CLIENT_TTL);
+        }
+        clients.insert(client_id.to_string(), (active, Instant::now()));
+        Ok(active)
     }
 
     /// The token endpoint's URL: what a client assertion's `aud` must be.
