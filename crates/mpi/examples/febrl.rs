@@ -1,8 +1,9 @@
 //! Accuracy and speed on the FEBRL sets: FEBRL4 linkage (dataset4a x dataset4b) and FEBRL3 deduplication
 //! (dataset3), read from `../shared/data/febrl`; with `--index N`, also the latency of matching one new record
-//! against an index of N generated identities.
+//! against an index of N generated identities; with `--rebuild N`, the time to deduplicate about N generated
+//! records from scratch.
 //!
-//! `cargo run -p mpi --release --example febrl [-- --index 1000000]`
+//! `cargo run -p mpi --release --example febrl [-- --index 1000000] [--rebuild 1000000]`
 
 #[path = "../tests/common/febrl.rs"]
 mod febrl;
@@ -116,6 +117,69 @@ fn index_latency(n: usize) {
     );
 }
 
+/// A batch rebuild: deduplicates about `n` generated records (identities with noisy duplicates and twins) from
+/// scratch: standardise, block, train, score, group.
+fn rebuild(n: usize) {
+    let set = mpi::generate(&GeneratorConfig {
+        seed: 43,
+        identities: n / 2,
+        ..GeneratorConfig::default()
+    });
+    let start = Instant::now();
+    let records: Vec<Standardised> = set.records.iter().map(mpi::standardise).collect();
+    let standardised = start.elapsed().as_secs_f64();
+    let pairs = Blocking::default().dedup_pairs(&records);
+    let blocked = start.elapsed().as_secs_f64();
+    // Trained on a sample of at most 100,000 records: EM over the candidate pairs of a much larger set of these
+    // generated people drifts towards "shares a family name" (see BENCHMARKS.md).
+    let step = records.len().div_ceil(100_000);
+    let sample: Vec<Standardised> = records.iter().step_by(step).cloned().collect();
+    let sample_pairs = Blocking::default().dedup_pairs(&sample);
+    let model = mpi::train(&sample, &sample, &sample_pairs, &TrainingConfig::default());
+    let trained = start.elapsed().as_secs_f64();
+    if std::env::var_os("MPI_SHOW_MODEL").is_some() {
+        println!("prior {:.3e}", model.prior);
+        for f in &model.fields {
+            let m: Vec<String> = f.m.iter().map(|x| format!("{x:.4}")).collect();
+            let u: Vec<String> = f.u.iter().map(|x| format!("{x:.6}")).collect();
+            println!("  {:?}: m [{}] u [{}]", f.field, m.join(", "), u.join(", "));
+        }
+    }
+    let links = mpi::matches(&model, &records, &records, &pairs);
+    let clusters = mpi::clusters(records.len(), &links);
+    let seconds = start.elapsed().as_secs_f64();
+    let precision = links
+        .iter()
+        .filter(|l| set.person[l.left as usize] == set.person[l.right as usize])
+        .count() as f64
+        / links.len().max(1) as f64;
+    let mut people: Vec<u32> = set.person.clone();
+    people.sort_unstable();
+    people.dedup();
+    let mut sizes = std::collections::HashMap::new();
+    for c in &clusters {
+        *sizes.entry(*c).or_insert(0usize) += 1;
+    }
+    let largest = sizes.values().copied().max().unwrap_or(0);
+    println!(
+        "rebuild of {} generated records ({} people): {:.1} s (standardise {:.1} s, block {:.1} s, train on {} {:.1} s, \
+         score and group {:.1} s) | {} pairs compared | {} links, precision {:.4} | {} identities, the largest of {} records",
+        records.len(),
+        people.len(),
+        seconds,
+        standardised,
+        blocked - standardised,
+        sample.len(),
+        trained - blocked,
+        seconds - trained,
+        pairs.len(),
+        links.len(),
+        precision,
+        sizes.len(),
+        largest
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let index_size = args
@@ -138,5 +202,12 @@ fn main() {
     }
     if let Some(n) = index_size {
         index_latency(n);
+    }
+    let rebuild_size = args
+        .iter()
+        .position(|a| a == "--rebuild")
+        .and_then(|i| args.get(i + 1)?.parse().ok());
+    if let Some(n) = rebuild_size {
+        rebuild(n);
     }
 }

@@ -15,17 +15,19 @@ pub struct ScoredPair {
     pub probability: f64,
 }
 
-/// Scores every candidate pair and keeps those graded certain or probable.
+/// Scores every candidate pair and keeps those graded certain or probable. The prior is scaled to the size of
+/// `right` ([`Model::prior_for`]), so a model trained on a sample can score a whole set.
 pub fn matches(
     model: &Model,
     left: &[Standardised],
     right: &[Standardised],
     pairs: &[(u32, u32)],
 ) -> Vec<ScoredPair> {
+    let prior = model.prior_for(right.len());
     pairs
         .iter()
         .filter_map(|&(i, j)| {
-            let score = model.score(&left[i as usize], &right[j as usize]);
+            let score = model.score_with_prior(&left[i as usize], &right[j as usize], prior);
             score.grade.is_match().then_some(ScoredPair {
                 left: i,
                 right: j,

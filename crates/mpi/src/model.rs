@@ -277,6 +277,15 @@ pub fn train(
     } else {
         1e-3
     };
+    // The share of matches among the candidates stays between what the rules link and twice that: without
+    // the bound, in a large set where most candidates are strangers sharing a common family name, EM can
+    // settle on "shares a family name" as its match class.
+    let share_bounds = if rule_pairs >= 10.0 && total > 0.0 {
+        let share = rule_pairs / total;
+        (share, (2.0 * share).min(1.0 - 1e-6))
+    } else {
+        (1e-6, 1.0 - 1e-6)
+    };
 
     for _ in 0..config.max_iterations {
         let mut m_counts: Vec<Vec<f64>> =
@@ -308,7 +317,7 @@ pub fn train(
             })
             .collect();
         let new_prior = if total > 0.0 {
-            (matched / total).clamp(1e-6, 1.0 - 1e-6)
+            (matched / total).clamp(share_bounds.0, share_bounds.1)
         } else {
             prior
         };
