@@ -1,12 +1,12 @@
 //! The master patient index engine: record linkage of patient records, with no I/O.
 //!
-//! A [`Record`] is [`standardise`]d (ASCII lower case, nicknames, USPS abbreviations, digits-only phones,
+//! A [`Record`] is [`standardise()`]d (ASCII lower case, nicknames, USPS abbreviations, digits-only phones,
 //! dates as `YYYYMMDD`); [`Blocking`] keys joined by OR pick the candidate pairs; each [`Field`] is compared
 //! at graded levels (a missing value is its own level, weighing nothing); a Fellegi-Sunter [`Model`] trained
 //! without labels ([`train`]: u from seeded random pairs, m and the prior by expectation maximisation,
-//! started from deterministic rules) scores a pair as a probability and a FHIR match [`Grade`]; [`matches`],
+//! started from deterministic rules) scores a pair as a probability and a FHIR match [`Grade`]; [`matches()`],
 //! [`one_to_one`] and [`clusters`] turn scored pairs into links and identities in batch. The [`Index`] holds
-//! records in memory and matches one new record against them. [`generate`] makes seeded
+//! records in memory and matches one new record against them. [`generate()`] makes seeded
 //! noisy duplicates and twins for tests and benchmarks. Everything is deterministic for a given seed and
 //! input order.
 
