@@ -220,16 +220,43 @@ pub fn train(
     }
     let u: Vec<Vec<f64>> = u_counts.iter().map(|c| smooth(c, 1.0)).collect();
 
-    // The candidate pairs, grouped by comparison vector: EM runs over distinct vectors.
+    let term_frequencies = if config.term_frequency {
+        if same_set {
+            TermFrequencies::count(left)
+        } else {
+            TermFrequencies::count(left.iter().chain(right))
+        }
+    } else {
+        TermFrequencies::default()
+    };
+
+    // The candidate pairs, grouped by comparison vector: EM runs over distinct vectors. Exact agreement on a
+    // name also carries how common the name is (as -log2 of its share, rounded), so that EM prices agreeing on
+    // "smith" as the scorer does, not as agreeing on an average name.
+    let nf = fields.len();
     let mut patterns: HashMap<Vec<u8>, f64> = HashMap::new();
     for &(i, j) in pairs {
-        *patterns
-            .entry(comparison_vector(
-                fields,
-                &left[i as usize],
-                &right[j as usize],
-            ))
-            .or_default() += 1.0;
+        let (a, b) = (&left[i as usize], &right[j as usize]);
+        let mut key = comparison_vector(fields, a, b);
+        for k in 0..nf {
+            let top = key[k] != MISSING && key[k] as usize + 1 == fields[k].levels().len();
+            let bucket = match fields[k] {
+                Field::Given | Field::Family if top && config.term_frequency => {
+                    let value = if fields[k] == Field::Given {
+                        &a.given
+                    } else {
+                        &a.family
+                    };
+                    term_frequencies.share(fields[k], value).map(|share| {
+                        let floor = 1.0 / term_frequencies.total.max(1) as f64;
+                        (-share.max(floor).log2()).round().clamp(0.0, 60.0) as u8
+                    })
+                }
+                _ => None,
+            };
+            key.push(bucket.unwrap_or(u8::MAX));
+        }
+        *patterns.entry(key).or_default() += 1.0;
     }
     let mut patterns: Vec<(Vec<u8>, f64)> = patterns.into_iter().collect();
     patterns.sort_by(|a, b| a.0.cmp(&b.0));
@@ -241,7 +268,8 @@ pub fn train(
     let mut rule_counts: Vec<Vec<f64>> =
         fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
     let mut rule_pairs = 0.0;
-    for (levels, n) in &patterns {
+    for (key, n) in &patterns {
+        let levels = &key[..nf];
         if rules_without(fields, levels, None) {
             rule_pairs += n;
         }
@@ -277,9 +305,9 @@ pub fn train(
     } else {
         1e-3
     };
-    // The share of matches among the candidates stays between what the rules link and twice that: without
-    // the bound, in a large set where most candidates are strangers sharing a common family name, EM can
-    // settle on "shares a family name" as its match class.
+    // The share of matches among the candidates stays between what the rules link and twice that: a guard
+    // against EM settling on a class of strangers who share a family name, which it did on large generated
+    // sets before exact name agreement carried its term frequency into EM.
     let share_bounds = if rule_pairs >= 10.0 && total > 0.0 {
         let share = rule_pairs / total;
         (share, (2.0 * share).min(1.0 - 1e-6))
@@ -291,12 +319,16 @@ pub fn train(
         let mut m_counts: Vec<Vec<f64>> =
             fields.iter().map(|f| vec![0.0; f.levels().len()]).collect();
         let mut matched = 0.0;
-        for (levels, n) in &patterns {
+        for (key, n) in &patterns {
+            let (levels, buckets) = key.split_at(nf);
             let (mut pm, mut pu) = (prior, 1.0 - prior);
             for (k, &l) in levels.iter().enumerate() {
                 if l != MISSING {
                     pm *= m[k][l as usize];
-                    pu *= u[k][l as usize];
+                    pu *= match buckets[k] {
+                        u8::MAX => u[k][l as usize],
+                        bucket => (-f64::from(bucket)).exp2(),
+                    };
                 }
             }
             let g = pm / (pm + pu);
@@ -338,15 +370,6 @@ pub fn train(
         left.len() as f64 * (left.len() as f64 - 1.0) / 2.0
     } else {
         left.len() as f64 * right.len() as f64
-    };
-    let term_frequencies = if config.term_frequency {
-        if same_set {
-            TermFrequencies::count(left)
-        } else {
-            TermFrequencies::count(left.iter().chain(right))
-        }
-    } else {
-        TermFrequencies::default()
     };
     Model {
         fields: fields
