@@ -11,6 +11,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use fhir::search::datetime::format_instant;
@@ -214,7 +215,7 @@ pub fn audit_index(facts: &AuditFacts) -> Vec<(String, String)> {
 pub fn audit_record(facts: &AuditFacts) -> store::NewAuditRecord {
     store::NewAuditRecord {
         recorded: facts.recorded,
-        json: audit_event(facts).to_string(),
+        json: audit_event_text(facts),
         index: audit_index(facts),
     }
 }
@@ -225,6 +226,15 @@ fn coding(system: &str, code: &str, display: &str) -> Value {
 
 /// The AuditEvent for these facts (without `id` and `meta`: the store assigns its place).
 pub fn audit_event(facts: &AuditFacts) -> Value {
+    serde_json::to_value(event(facts)).unwrap_or(Value::Null)
+}
+
+/// The AuditEvent for these facts as text, as the store keeps it.
+pub fn audit_event_text(facts: &AuditFacts) -> String {
+    serde_json::to_string(&event(facts)).unwrap_or_default()
+}
+
+fn event(facts: &AuditFacts) -> Event<'_> {
     let mut source = json!({
         "type": { "coding": [coding(DICOM, "110153", "Source Role ID")] },
         "requestor": false,
@@ -260,53 +270,129 @@ pub fn audit_event(facts: &AuditFacts) -> Value {
     }
     requestor["who"] = Value::Object(who);
 
-    let mut entities = vec![json!({
-        "type": coding(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id"),
-        "what": { "identifier": { "value": facts.request_id } },
-    })];
+    let mut entity = vec![Entity {
+        ty: Coding::new(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id"),
+        role: None,
+        what: Some(What::Identifier {
+            identifier: IdValue {
+                value: &facts.request_id,
+            },
+        }),
+        query: None,
+    }];
     if let Some(query) = &facts.query {
-        entities.push(json!({
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "24", "Query"),
-            "query": STANDARD.encode(query),
-        }));
+        entity.push(Entity {
+            ty: Coding::new(ENTITY_TYPE, "2", "System Object"),
+            role: Some(Coding::new(OBJECT_ROLE, "24", "Query")),
+            what: None,
+            query: Some(STANDARD.encode(query)),
+        });
     }
     for patient in &facts.patients {
-        entities.push(json!({
-            "type": coding(ENTITY_TYPE, "1", "Person"),
-            "role": coding(OBJECT_ROLE, "1", "Patient"),
-            "what": { "reference": format!("Patient/{patient}") },
-        }));
+        entity.push(Entity {
+            ty: Coding::new(ENTITY_TYPE, "1", "Person"),
+            role: Some(Coding::new(OBJECT_ROLE, "1", "Patient")),
+            what: Some(What::Reference {
+                reference: format!("Patient/{patient}"),
+            }),
+            query: None,
+        });
     }
     for (ty, id, version) in &facts.resources {
         if ty == "Patient" && facts.patients.contains(id) {
             continue;
         }
-        entities.push(json!({
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "4", "Domain Resource"),
-            "what": { "reference": format!("{ty}/{id}/_history/{version}") },
-        }));
+        entity.push(Entity {
+            ty: Coding::new(ENTITY_TYPE, "2", "System Object"),
+            role: Some(Coding::new(OBJECT_ROLE, "4", "Domain Resource")),
+            what: Some(What::Reference {
+                reference: format!("{ty}/{id}/_history/{version}"),
+            }),
+            query: None,
+        });
     }
-    let mut event = json!({
-        "resourceType": "AuditEvent",
-        "type": coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
-        "subtype": [coding(RESTFUL_INTERACTION, facts.interaction.code(), facts.interaction.code())],
-        "action": facts.interaction.action(),
-        "recorded": format_instant(facts.recorded),
-        "outcome": facts.outcome.code(),
-        "purposeOfEvent": [{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }],
-        "agent": [source, destination, requestor],
-        "source": {
+    Event {
+        resource_type: "AuditEvent",
+        ty: coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+        subtype: json!([coding(
+            RESTFUL_INTERACTION,
+            facts.interaction.code(),
+            facts.interaction.code()
+        )]),
+        action: facts.interaction.action(),
+        recorded: format_instant(facts.recorded),
+        outcome: facts.outcome.code(),
+        outcome_desc: facts.outcome_desc.as_deref(),
+        purpose_of_event: json!([{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }]),
+        agent: json!([source, destination, requestor]),
+        source: json!({
             "observer": { "display": "nutmeg", "identifier": { "value": facts.server } },
             "type": [coding(SOURCE_TYPE, "4", "Application Server")],
-        },
-        "entity": entities,
-    });
-    if let Some(desc) = &facts.outcome_desc {
-        event["outcomeDesc"] = json!(desc);
+        }),
+        entity,
     }
-    event
+}
+
+/// An AuditEvent as the exchange writes it. Serialised straight to text (the audit record), the
+/// per-resource entities without building a JSON tree for each.
+#[derive(Serialize)]
+struct Event<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    ty: Value,
+    subtype: Value,
+    action: &'static str,
+    recorded: String,
+    outcome: &'static str,
+    #[serde(rename = "outcomeDesc", skip_serializing_if = "Option::is_none")]
+    outcome_desc: Option<&'a str>,
+    #[serde(rename = "purposeOfEvent")]
+    purpose_of_event: Value,
+    agent: Value,
+    source: Value,
+    entity: Vec<Entity<'a>>,
+}
+
+#[derive(Serialize)]
+struct Entity<'a> {
+    #[serde(rename = "type")]
+    ty: Coding<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<Coding<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what: Option<What<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Coding<'a> {
+    system: &'a str,
+    code: &'a str,
+    display: &'a str,
+}
+
+impl<'a> Coding<'a> {
+    fn new(system: &'a str, code: &'a str, display: &'a str) -> Self {
+        Coding {
+            system,
+            code,
+            display,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum What<'a> {
+    Reference { reference: String },
+    Identifier { identifier: IdValue<'a> },
+}
+
+#[derive(Serialize)]
+struct IdValue<'a> {
+    value: &'a str,
 }
 
 #[cfg(test)]

@@ -101,7 +101,8 @@ impl Repository {
                     permitted.push(stored);
                 }
             }
-            let included = if gated {
+            // (Without includes there is nothing to trace, and the matches need not be parsed.)
+            let included = if gated && !permitted.is_empty() {
                 reachable(&shown, permitted)?
             } else {
                 permitted
