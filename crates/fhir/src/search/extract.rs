@@ -104,50 +104,62 @@ pub fn patient_compartments(resource: &Value) -> Vec<String> {
 /// access decision point asks this of every resource it discloses. `None` if the text is not a
 /// resource.
 pub fn patient_compartments_of_json(json: &str) -> Option<Vec<String>> {
-    use serde_json::value::RawValue;
-    let fields: std::collections::BTreeMap<std::borrow::Cow<'_, str>, &RawValue> =
-        serde_json::from_str(json).ok()?;
-    let ty_raw = *fields.get("resourceType")?;
-    let ty: String = serde_json::from_str(ty_raw.get()).ok()?;
-    let wanted = compartment_elements(&ty);
-    let mut obj = Map::new();
-    for (key, raw) in &fields {
-        let key: &str = key;
-        let needed = key == "resourceType"
-            || (key == "id" && ty == "Patient")
-            || match wanted {
-                // `name`, or a choice element's `nameType` (valueReference for value[x]).
-                Some(names) => names.iter().any(|n| {
-                    key.strip_prefix(n)
-                        .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_uppercase))
-                }),
-                None => true,
-            };
-        if needed {
-            obj.insert(key.to_string(), serde_json::from_str(raw.get()).ok()?);
+    use serde::de::{Deserializer as _, IgnoredAny, MapAccess, Visitor};
+
+    /// Keeps `resourceType`, `id` and the elements some type's compartment reads; skips the rest
+    /// without building anything.
+    struct Wanted;
+    impl<'de> Visitor<'de> for Wanted {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a FHIR resource")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "resourceType" || key == "id" || is_compartment_element(&key) {
+                    let value = map.next_value::<Value>()?;
+                    out.insert(key, value);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(out)
         }
     }
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    let obj = deserializer.deserialize_map(Wanted).ok()?;
+    deserializer.end().ok()?;
+    obj.get("resourceType").and_then(Value::as_str)?;
     Some(patient_compartments(&Value::Object(obj)))
 }
 
-/// The top-level elements the Patient compartment's parameters of `ty` read, or `None` when some
-/// expression does not start from one (then the whole resource is parsed).
-fn compartment_elements(ty: &str) -> Option<&'static [&'static str]> {
-    static ELEMENTS: LazyLock<HashMap<&'static str, Option<Vec<&'static str>>>> =
-        LazyLock::new(|| {
-            definitions::resource_types()
-                .iter()
-                .map(|ty| (*ty, elements_of(ty)))
-                .collect()
-        });
-    match ELEMENTS.get(ty) {
-        Some(Some(names)) => Some(names.as_slice()),
-        Some(None) => None,
-        // A type without compartment parameters needs nothing but its type (and a Patient its id).
-        None => Some(&[]),
+/// Whether `key` is an element some type's Patient compartment parameters read (`subject`,
+/// `performer`...), or a choice of one (`valueReference` for `value[x]`). When some type's
+/// expressions cannot be reduced to top-level elements, every key counts.
+fn is_compartment_element(key: &str) -> bool {
+    static ELEMENTS: LazyLock<Option<Vec<&'static str>>> = LazyLock::new(|| {
+        let mut all: Vec<&'static str> = Vec::new();
+        for ty in definitions::resource_types() {
+            for name in elements_of(ty)? {
+                if !all.contains(&name) {
+                    all.push(name);
+                }
+            }
+        }
+        Some(all)
+    });
+    match ELEMENTS.as_ref() {
+        None => true,
+        Some(names) => names.iter().any(|n| {
+            key.strip_prefix(n)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_uppercase))
+        }),
     }
 }
 
+/// The top-level elements the Patient compartment's parameters of `ty` read, or `None` when some
+/// expression does not start from one.
 fn elements_of(ty: &'static str) -> Option<Vec<&'static str>> {
     let mut names: Vec<&'static str> = Vec::new();
     for code in definitions::patient_compartment_params(ty) {
