@@ -12,7 +12,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use fhir::search::datetime::format_instant;
 
@@ -220,10 +220,6 @@ pub fn audit_record(facts: &AuditFacts) -> store::NewAuditRecord {
     }
 }
 
-fn coding(system: &str, code: &str, display: &str) -> Value {
-    json!({ "system": system, "code": code, "display": display })
-}
-
 /// The AuditEvent for these facts (without `id` and `meta`: the store assigns its place).
 pub fn audit_event(facts: &AuditFacts) -> Value {
     serde_json::to_value(event(facts)).unwrap_or(Value::Null)
@@ -235,40 +231,52 @@ pub fn audit_event_text(facts: &AuditFacts) -> String {
 }
 
 fn event(facts: &AuditFacts) -> Event<'_> {
-    let mut source = json!({
-        "type": { "coding": [coding(DICOM, "110153", "Source Role ID")] },
-        "requestor": false,
-    });
-    if let Some(address) = &facts.client_address {
-        source["who"] = json!({ "identifier": { "value": address } });
-        source["network"] = json!({ "address": address, "type": "2" });
-    }
-    let destination = json!({
-        "type": { "coding": [coding(DICOM, "110152", "Destination Role ID")] },
-        "who": { "display": "nutmeg", "identifier": { "value": facts.server } },
-        "requestor": false,
-        "network": { "address": facts.server, "type": "5" },
-    });
-    let mut requestor = json!({
-        "type": { "coding": [coding(DICOM, "110150", "Application")] },
-        "requestor": true,
-        "purposeOfUse": [{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }],
-    });
+    let source = Agent {
+        ty: Concept::of(Coding::new(DICOM, "110153", "Source Role ID")),
+        who: facts.client_address.as_deref().map(|address| Who {
+            identifier: Some(IdValue { value: address }),
+            ..Who::default()
+        }),
+        requestor: false,
+        purpose_of_use: None,
+        network: facts
+            .client_address
+            .as_deref()
+            .map(|address| Network { address, ty: "2" }),
+    };
+    let destination = Agent {
+        ty: Concept::of(Coding::new(DICOM, "110152", "Destination Role ID")),
+        who: Some(Who {
+            display: Some("nutmeg"),
+            identifier: Some(IdValue {
+                value: &facts.server,
+            }),
+            ..Who::default()
+        }),
+        requestor: false,
+        purpose_of_use: None,
+        network: Some(Network {
+            address: &facts.server,
+            ty: "5",
+        }),
+    };
     let r = &facts.requestor;
-    let mut who = serde_json::Map::new();
-    if let Some(participant) = &r.participant {
-        who.insert("reference".into(), json!(participant));
+    let mut who = Who {
+        reference: r.participant.as_deref(),
+        identifier: r.id.as_deref().map(|value| IdValue { value }),
+        display: r.display.as_deref(),
+    };
+    if who.reference.is_none() && who.identifier.is_none() && who.display.is_none() {
+        who.display = Some("nutmeg (local command)");
     }
-    if let Some(id) = &r.id {
-        who.insert("identifier".into(), json!({ "value": id }));
-    }
-    if let Some(display) = &r.display {
-        who.insert("display".into(), json!(display));
-    }
-    if who.is_empty() {
-        who.insert("display".into(), json!("nutmeg (local command)"));
-    }
-    requestor["who"] = Value::Object(who);
+    let purpose = Concept::of(Coding::code(ACT_REASON, &facts.purpose));
+    let requestor = Agent {
+        ty: Concept::of(Coding::new(DICOM, "110150", "Application")),
+        who: Some(who),
+        requestor: true,
+        purpose_of_use: Some([purpose.clone()]),
+        network: None,
+    };
 
     let mut entity = vec![Entity {
         ty: Coding::new(BALP_ENTITY_TYPE, "XrequestId", "X-Request-Id"),
@@ -313,22 +321,28 @@ fn event(facts: &AuditFacts) -> Event<'_> {
     }
     Event {
         resource_type: "AuditEvent",
-        ty: coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
-        subtype: json!([coding(
+        ty: Coding::new(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+        subtype: [Coding::new(
             RESTFUL_INTERACTION,
             facts.interaction.code(),
-            facts.interaction.code()
-        )]),
+            facts.interaction.code(),
+        )],
         action: facts.interaction.action(),
         recorded: format_instant(facts.recorded),
         outcome: facts.outcome.code(),
         outcome_desc: facts.outcome_desc.as_deref(),
-        purpose_of_event: json!([{ "coding": [{ "system": ACT_REASON, "code": facts.purpose }] }]),
-        agent: json!([source, destination, requestor]),
-        source: json!({
-            "observer": { "display": "nutmeg", "identifier": { "value": facts.server } },
-            "type": [coding(SOURCE_TYPE, "4", "Application Server")],
-        }),
+        purpose_of_event: [purpose],
+        agent: [source, destination, requestor],
+        source: EventSource {
+            observer: Who {
+                display: Some("nutmeg"),
+                identifier: Some(IdValue {
+                    value: &facts.server,
+                }),
+                ..Who::default()
+            },
+            ty: [Coding::new(SOURCE_TYPE, "4", "Application Server")],
+        },
         entity,
     }
 }
@@ -340,18 +354,66 @@ struct Event<'a> {
     #[serde(rename = "resourceType")]
     resource_type: &'static str,
     #[serde(rename = "type")]
-    ty: Value,
-    subtype: Value,
+    ty: Coding<'a>,
+    subtype: [Coding<'a>; 1],
     action: &'static str,
     recorded: String,
     outcome: &'static str,
     #[serde(rename = "outcomeDesc", skip_serializing_if = "Option::is_none")]
     outcome_desc: Option<&'a str>,
     #[serde(rename = "purposeOfEvent")]
-    purpose_of_event: Value,
-    agent: Value,
-    source: Value,
+    purpose_of_event: [Concept<'a>; 1],
+    agent: [Agent<'a>; 3],
+    source: EventSource<'a>,
     entity: Vec<Entity<'a>>,
+}
+
+#[derive(Serialize)]
+struct Agent<'a> {
+    #[serde(rename = "type")]
+    ty: Concept<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    who: Option<Who<'a>>,
+    requestor: bool,
+    #[serde(rename = "purposeOfUse", skip_serializing_if = "Option::is_none")]
+    purpose_of_use: Option<[Concept<'a>; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<Network<'a>>,
+}
+
+#[derive(Serialize, Default)]
+struct Who<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identifier: Option<IdValue<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Network<'a> {
+    address: &'a str,
+    #[serde(rename = "type")]
+    ty: &'static str,
+}
+
+#[derive(Serialize)]
+struct EventSource<'a> {
+    observer: Who<'a>,
+    #[serde(rename = "type")]
+    ty: [Coding<'a>; 1],
+}
+
+#[derive(Serialize, Clone)]
+struct Concept<'a> {
+    coding: [Coding<'a>; 1],
+}
+
+impl<'a> Concept<'a> {
+    fn of(coding: Coding<'a>) -> Self {
+        Concept { coding: [coding] }
+    }
 }
 
 #[derive(Serialize)]
@@ -366,11 +428,12 @@ struct Entity<'a> {
     query: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct Coding<'a> {
     system: &'a str,
     code: &'a str,
-    display: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display: Option<&'a str>,
 }
 
 impl<'a> Coding<'a> {
@@ -378,7 +441,15 @@ impl<'a> Coding<'a> {
         Coding {
             system,
             code,
-            display,
+            display: Some(display),
+        }
+    }
+
+    fn code(system: &'a str, code: &'a str) -> Self {
+        Coding {
+            system,
+            code,
+            display: None,
         }
     }
 }
@@ -390,7 +461,7 @@ enum What<'a> {
     Identifier { identifier: IdValue<'a> },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone)]
 struct IdValue<'a> {
     value: &'a str,
 }
@@ -398,6 +469,7 @@ struct IdValue<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn search_facts() -> AuditFacts {
         AuditFacts {
