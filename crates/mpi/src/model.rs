@@ -149,7 +149,7 @@ pub struct TrainingConfig {
     pub auto_link: f64,
     pub review: f64,
     pub twin_guard: bool,
-    /// Adjust exact agreement on given and family names by how common the name is.
+    /// Adjust exact agreement on given and family names by how common the name is, in EM and in scoring.
     pub term_frequency: bool,
 }
 
