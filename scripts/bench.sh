@@ -14,7 +14,8 @@
 #
 # Environment: BENCH_DIR (default ./bench-out), BENCH_POSTGRES (a server URL whose user may create databases;
 # default postgres://postgres@127.0.0.1:5432), CLIENTS (import clients, default 4), DURATION (per search, default 20s),
-# SETTLE (seconds between a load and its searches, default 15).
+# SETTLE (seconds between a load and its searches, default 15); for `access` also ONLY (queries, e.g. 3) and
+# ACCESS_CLIENTS (concurrencies, default 1,32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-$PWD/bench-out}"
@@ -132,13 +133,15 @@ case "${1:-}" in
       sleep "${SETTLE:-15}"
     fi
     echo "## with tokens, access checks and the read audit (--auth smart)"
-    "$BENCH" search --base http://127.0.0.1:18086/fhir --clients 1,32 --duration "$DURATION" --values "$dir/values.json"
+    "$BENCH" search --base http://127.0.0.1:18086/fhir --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" \
+      --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
     echo "audit records: $(nutmeg_admin audit verify --json)"
     stop
     unset NUTMEG_BENCH_TOKEN_COMMAND
     echo "## without them (--auth none)"
     start_nutmeg 18087 "$db" "$dir/nutmeg-none.log" none
-    "$BENCH" search --base http://127.0.0.1:18087/fhir --clients 1,32 --duration "$DURATION" --values "$dir/values.json"
+    "$BENCH" search --base http://127.0.0.1:18087/fhir --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" \
+      --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
     stop
     ;;
   search-hfs)

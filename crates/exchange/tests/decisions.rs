@@ -493,6 +493,23 @@ async fn every_read_is_recorded_before_it_is_answered() {
         .map(|e| e["subtype"][0]["code"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["history", "operation"]);
+
+    // A conditional create answered with the match it found discloses that match: recorded.
+    let found = repo
+        .create(
+            &ehr,
+            "Patient",
+            patient("Seed", "s-1"),
+            Some("identifier=http://example.org/mrn|s-1"),
+        )
+        .await
+        .expect("conditional create");
+    assert!(!found.created);
+    assert_eq!(found.resource.id, pid);
+    let events = audit_events(&repo).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["subtype"][0]["code"], "search");
+    assert!(last.to_string().contains(&format!("Patient/{pid}")));
     assert!(matches!(
         repo.store().verify_audit().await.expect("verify"),
         store::AuditCheck::Intact { count, .. } if count == events.len() as u64

@@ -104,6 +104,18 @@ impl Repository {
                 .match_condition(who, resource_type, &params, "If-None-Exist")
                 .await?
             {
+                // Answering with the match discloses it: recorded as the search it was.
+                let mut disclosed = Disclosed::new();
+                if !self.admit(who, &existing, &mut disclosed).await? {
+                    return Err(Error::NotFound);
+                }
+                self.record_disclosure(
+                    who,
+                    Interaction::Search,
+                    Some(format!("{resource_type}?{condition}")),
+                    disclosed,
+                )
+                .await?;
                 let resource = versioned(&existing)?;
                 return Ok(WriteOutcome {
                     created: false,
