@@ -124,7 +124,7 @@ case "${1:-}" in
       nutmeg_admin client add --participant "$org" --jwks "$dir/key/jwks.json" --scope "system/*.cruds" --json \
         | json_field clientId > "$dir/client-id"
     fi
-    export NUTMEG_BENCH_TOKEN_COMMAND="$NUTMEG client token --client-id $(cat "$dir/client-id") \
+    export NUTMEG_BENCH_TOKEN_COMMAND="$NUTMEG client token --client-id=$(cat "$dir/client-id") \
       --key $dir/key/private-key.pem --token-url http://127.0.0.1:18086/auth/token --scope 'system/*.cruds'"
     start_nutmeg 18086 "$db" "$dir/nutmeg-smart.log" smart
     if [ ! -f "$dir/values.json" ]; then

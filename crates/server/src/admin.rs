@@ -710,15 +710,23 @@ async fn token(
     Ok(ExitCode::SUCCESS)
 }
 
-/// 144 random bits, base64url: a client id that cannot be guessed and needs no escaping.
+/// 144 random bits, base64url: a client id that cannot be guessed and needs no escaping. It never
+/// starts with `-` or `_`, so that it is never taken for an option when it is pasted after a flag
+/// (`--client-id -7x...`).
 pub(crate) fn new_client_id() -> anyhow::Result<String> {
     use base64::Engine as _;
     use ring::rand::SecureRandom as _;
-    let mut bytes = [0u8; 18];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("no randomness for a client id"))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+    let random = ring::rand::SystemRandom::new();
+    loop {
+        let mut bytes = [0u8; 18];
+        random
+            .fill(&mut bytes)
+            .map_err(|_| anyhow::anyhow!("no randomness for a client id"))?;
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Ok(id);
+        }
+    }
 }
 
 /// A JWKS URL must be https, or http to a loopback host (for tests and local set-ups).
@@ -942,4 +950,21 @@ fn user_json(u: &User) -> Value {
         "status": u.status.as_str(),
         "created": u.created,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client id pasted after `--client-id` must never read as an option, and never repeat.
+    #[test]
+    fn client_ids_never_start_like_an_option() {
+        let ids: std::collections::HashSet<String> =
+            (0..2_000).map(|_| new_client_id().unwrap()).collect();
+        assert_eq!(ids.len(), 2_000);
+        for id in &ids {
+            assert_eq!(id.len(), 24, "{id}");
+            assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
+        }
+    }
 }

@@ -129,7 +129,7 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
             );
             println!("Get a token (it lasts five minutes) and try:");
             println!(
-                "  TOKEN=$(nutmeg client token --client-id {} --key {} --token-url {token_url} --scope '{DEMO_SCOPES}')",
+                "  TOKEN=$(nutmeg client token --client-id={} --key {} --token-url {token_url} --scope '{DEMO_SCOPES}')",
                 client.client_id,
                 client.key.display()
             );
