@@ -4,54 +4,17 @@
 
 mod common;
 
-use auth::scope::ScopeSet;
-use common::{link, link_params, params, patient, repo_enforcing, who, Fixture};
+use common::{client, link, link_params, params, patient, repo_enforcing, who, Fixture};
 use exchange::access::{Principal, PurposeOfUse, Reason, Requester, Role};
-use exchange::participants::{Kind, Licence, NewParticipant, Status};
+use exchange::participants::{Kind, Status};
 use exchange::repository::{Error, Handling};
 use serde_json::{json, Value};
 
 const ALL: &str = "system/*.cruds";
 
-/// Registers a live participant; answers its id.
+/// Registers a live hospital; answers its id.
 async fn participant(repo: &Fixture, name: &str) -> String {
-    let added = repo
-        .add_participant(
-            &who(),
-            &NewParticipant {
-                name: name.to_string(),
-                kind: Kind::Hospital,
-                npi: None,
-                tax_id: None,
-                licence: Some(Licence {
-                    state: "CT".to_string(),
-                    number: format!("L-{name}"),
-                }),
-                ehr: None,
-                practitioner: None,
-            },
-        )
-        .await
-        .expect("registered");
-    for next in [Status::Onboarding, Status::Live] {
-        repo.set_participant_status(&who(), &added.id, next)
-            .await
-            .expect("status");
-    }
-    added.id
-}
-
-fn client(participant: &str, scopes: &str, purpose: PurposeOfUse) -> Requester {
-    Requester::new(
-        "req-client",
-        Principal::Client {
-            client_id: format!("client-of-{participant}"),
-            participant: participant.to_string(),
-            scopes: ScopeSet::parse(scopes).expect("scopes"),
-        },
-        purpose,
-        true,
-    )
+    common::participant(repo, name, Kind::Hospital, Status::Live).await
 }
 
 fn operator() -> Requester {

@@ -4,62 +4,13 @@
 
 mod common;
 
-use auth::scope::ScopeSet;
-use common::{params, patient, repo_enforcing, who, Fixture};
+use common::{client, params, participant, patient, repo_enforcing, who, Fixture};
 use exchange::access::{Principal, PurposeOfUse, Reason, Requester, Role};
-use exchange::participants::{Kind, Licence, NewParticipant, Status};
+use exchange::participants::{Kind, Status};
 use exchange::repository::{Error, Handling, HistoryScope};
 use serde_json::{json, Value};
 
 const ALL: &str = "system/*.cruds";
-
-fn org(name: &str, kind: Kind, licence: &str) -> NewParticipant {
-    NewParticipant {
-        name: name.to_string(),
-        kind,
-        npi: None,
-        tax_id: None,
-        licence: Some(Licence {
-            state: "CT".to_string(),
-            number: licence.to_string(),
-        }),
-        ehr: Some("Epic".to_string()),
-        practitioner: None,
-    }
-}
-
-/// Registers a participant and moves it to `status`; answers its id.
-async fn participant(repo: &Fixture, name: &str, kind: Kind, status: Status) -> String {
-    let added = repo
-        .add_participant(&who(), &org(name, kind, &format!("L-{name}")))
-        .await
-        .expect("registered");
-    let path: &[Status] = match status {
-        Status::Applied => &[],
-        Status::Onboarding => &[Status::Onboarding],
-        Status::Live => &[Status::Onboarding, Status::Live],
-        Status::Suspended => &[Status::Onboarding, Status::Live, Status::Suspended],
-    };
-    for next in path {
-        repo.set_participant_status(&who(), &added.id, *next)
-            .await
-            .expect("status");
-    }
-    added.id
-}
-
-fn client(participant: &str, scopes: &str, purpose: PurposeOfUse) -> Requester {
-    Requester::new(
-        "req-test",
-        Principal::Client {
-            client_id: format!("client-of-{participant}"),
-            participant: participant.to_string(),
-            scopes: ScopeSet::parse(scopes).expect("scopes"),
-        },
-        purpose,
-        true,
-    )
-}
 
 fn observation(patient_id: &str) -> Value {
     json!({

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::{admin, agent, json_of, Server};
+use common::{admin, agent, json_of, participant, set_status, Server};
 use serde_json::{json, Value};
 use server::client::{now, post_form, SigningKey};
 
@@ -66,35 +66,6 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> A
         challenge,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
-}
-
-/// A participant of `kind` moved through `statuses`; answers its id.
-fn participant(dir: &Path, name: &str, kind: &str, statuses: &[&str]) -> String {
-    let added = json_of(&admin(
-        dir,
-        &[
-            "participant",
-            "add",
-            "--name",
-            name,
-            "--kind",
-            kind,
-            "--json",
-        ],
-    ));
-    let id = added["id"].as_str().unwrap().to_string();
-    for status in statuses {
-        set_status(dir, &id, status);
-    }
-    id
-}
-
-fn set_status(dir: &Path, id: &str, status: &str) {
-    let moved = json_of(&admin(
-        dir,
-        &["participant", "set-status", id, status, "--json"],
-    ));
-    assert_eq!(moved["status"], *status);
 }
 
 /// A client system of a participant, with its own key.

@@ -139,28 +139,9 @@ fn hidden_csrf(html: &str) -> String {
     html[start..].split('"').next().unwrap().to_string()
 }
 
-/// A participant; answers its id.
+/// A hospital participant; answers its id.
 fn participant(dir: &Path, name: &str, statuses: &[&str]) -> String {
-    let added = json_of(&admin(
-        dir,
-        &[
-            "participant",
-            "add",
-            "--name",
-            name,
-            "--kind",
-            "hospital",
-            "--json",
-        ],
-    ));
-    let id = added["id"].as_str().unwrap().to_string();
-    for status in statuses {
-        json_of(&admin(
-            dir,
-            &["participant", "set-status", &id, status, "--json"],
-        ));
-    }
-    id
+    common::participant(dir, name, "hospital", statuses)
 }
 
 /// `nutmeg admin user add ARGS --password-file` with `password`.

@@ -3,152 +3,27 @@
 //! would (RS384 and ES384, a registered JWKS and a JWKS URL), and every attack on the token endpoint
 //! refused with the OAuth error it deserves.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use server::client::{assertion_claims, now, post_form, SigningKey};
 
-const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
+mod common;
+
+use common::{admin, agent, json_of, nutmeg, set_status, Server};
+
 const RSA_KEY: &str = include_str!("fixtures/smart-rsa-test-key.pem");
 const SCOPES: &str = "system/Patient.rs system/Observation.rs";
 
-/// A `nutmeg` command with no configuration leaking in from the environment.
-fn nutmeg() -> Command {
-    let mut command = Command::new(NUTMEG);
-    for (name, _) in std::env::vars() {
-        if name.starts_with("NUTMEG_") {
-            command.env_remove(name);
-        }
-    }
-    command
-}
-
-/// `nutmeg serve` on a free port, its log in a file.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let log = dir.join("serve.log");
-        let mut child = nutmeg()
-            .args([
-                "serve",
-                "--http",
-                "127.0.0.1:0",
-                "--log",
-                "info",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start nutmeg");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line.unwrap_or_default()).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(base) = line.strip_prefix("nutmeg listening on ") {
-                        return Server {
-                            child,
-                            base: base.trim().to_string(),
-                            log,
-                        };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("nutmeg did not start listening");
-                }
-            }
-        }
-    }
-
-    fn root(&self) -> String {
-        self.base.trim_end_matches("/fhir").to_string()
-    }
-
-    fn token_url(&self) -> String {
-        format!("{}/auth/token", self.root())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `nutmeg --data-dir DIR admin ARGS...`.
-fn admin(dir: &Path, args: &[&str]) -> Output {
-    nutmeg()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--log", "warn", "admin"])
-        .args(args)
-        .output()
-        .expect("run nutmeg")
-}
-
-fn json_of(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON document on stdout")
-}
-
-/// A participant in the given statuses (in order from applied); answers its id.
+/// A hospital participant in the given statuses (in order from applied); answers its id.
 fn participant(dir: &Path, name: &str, statuses: &[&str]) -> String {
-    let added = json_of(&admin(
-        dir,
-        &[
-            "participant",
-            "add",
-            "--name",
-            name,
-            "--kind",
-            "hospital",
-            "--json",
-        ],
-    ));
-    let id = added["id"].as_str().unwrap().to_string();
-    for status in statuses {
-        set_status(dir, &id, status);
-    }
-    id
-}
-
-fn set_status(dir: &Path, id: &str, status: &str) {
-    let moved = json_of(&admin(
-        dir,
-        &["participant", "set-status", id, status, "--json"],
-    ));
-    assert_eq!(moved["status"], *status);
+    common::participant(dir, name, "hospital", statuses)
 }
 
 /// Registers a client of `participant` with `key`'s public JWKS; answers its id.
@@ -198,14 +73,6 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
 #[test]
 fn clients_get_tokens_with_rs384_and_es384_and_the_configuration_says_how() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +83,7 @@ fn clients_get_tokens_with_rs384_and_es384_and_the_configuration_says_how() {
     assert_eq!((ec.algorithm(), rsa.algorithm()), ("ES384", "RS384"));
     let ec_client = register(dir, &org, &ec);
     let rsa_client = register(dir, &org, &rsa);
-    let server = Server::start(dir);
+    let server = Server::start(dir, &[]);
 
     let mut response = agent()
         .get(format!("{}/.well-known/smart-configuration", server.root()))
@@ -404,7 +271,7 @@ fn every_attack_on_the_token_endpoint_is_refused() {
     let of_suspended = register(dir, &suspended_org, &key);
     let applied_org = participant(dir, "New Lab", &[]);
     let of_applied = register(dir, &applied_org, &key);
-    let server = Server::start(dir);
+    let server = Server::start(dir, &[]);
     let url = server.token_url();
     let log_path = server.log.clone();
 
@@ -769,7 +636,7 @@ fn a_jwks_url_is_fetched_and_cached() {
     ));
     assert_eq!(added["jwksUrl"], jwks_url);
     let client = added["clientId"].as_str().unwrap().to_string();
-    let server = Server::start(dir);
+    let server = Server::start(dir, &[]);
     let url = server.token_url();
     for _ in 0..3 {
         let (status, body) = request(&url, &key.assertion(&client, &url, now()), &[]);

@@ -2,7 +2,9 @@
 
 #![allow(dead_code)]
 
-use exchange::access::{DecisionPoint, Requester};
+use auth::scope::ScopeSet;
+use exchange::access::{DecisionPoint, Principal, PurposeOfUse, Requester};
+use exchange::participants::{Kind, Licence, NewParticipant, Status};
 use exchange::repository::{Repository, RepositoryConfig};
 use serde_json::Value;
 
@@ -185,4 +187,53 @@ pub fn patient(family: &str, identifier: &str) -> Value {
         "gender": "female",
         "birthDate": "1970-01-01",
     })
+}
+
+/// A participant's registration: an organization of `kind` with a Connecticut licence.
+pub fn org(name: &str, kind: Kind, licence: &str) -> NewParticipant {
+    NewParticipant {
+        name: name.to_string(),
+        kind,
+        npi: None,
+        tax_id: None,
+        licence: Some(Licence {
+            state: "CT".to_string(),
+            number: licence.to_string(),
+        }),
+        ehr: Some("Epic".to_string()),
+        practitioner: None,
+    }
+}
+
+/// Registers a participant and moves it to `status`; answers its id.
+pub async fn participant(repo: &Fixture, name: &str, kind: Kind, status: Status) -> String {
+    let added = repo
+        .add_participant(&who(), &org(name, kind, &format!("L-{name}")))
+        .await
+        .expect("registered");
+    let path: &[Status] = match status {
+        Status::Applied => &[],
+        Status::Onboarding => &[Status::Onboarding],
+        Status::Live => &[Status::Onboarding, Status::Live],
+        Status::Suspended => &[Status::Onboarding, Status::Live, Status::Suspended],
+    };
+    for next in path {
+        repo.set_participant_status(&who(), &added.id, *next)
+            .await
+            .expect("status");
+    }
+    added.id
+}
+
+pub fn client(participant: &str, scopes: &str, purpose: PurposeOfUse) -> Requester {
+    Requester::new(
+        "req-test",
+        Principal::Client {
+            client_id: format!("client-of-{participant}"),
+            participant: participant.to_string(),
+            scopes: ScopeSet::parse(scopes).expect("scopes"),
+        },
+        purpose,
+        true,
+    )
 }

@@ -137,3 +137,33 @@ pub fn agent() -> ureq::Agent {
         .build()
         .into()
 }
+
+/// `nutmeg admin participant add` of `kind`, moved through `statuses` (from applied); answers its id.
+pub fn participant(dir: &Path, name: &str, kind: &str, statuses: &[&str]) -> String {
+    let added = json_of(&admin(
+        dir,
+        &[
+            "participant",
+            "add",
+            "--name",
+            name,
+            "--kind",
+            kind,
+            "--json",
+        ],
+    ));
+    let id = added["id"].as_str().unwrap().to_string();
+    for status in statuses {
+        set_status(dir, &id, status);
+    }
+    id
+}
+
+/// `nutmeg admin participant set-status`, checked.
+pub fn set_status(dir: &Path, id: &str, status: &str) {
+    let moved = json_of(&admin(
+        dir,
+        &["participant", "set-status", id, status, "--json"],
+    ));
+    assert_eq!(moved["status"], *status);
+}
