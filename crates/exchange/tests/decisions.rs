@@ -529,6 +529,35 @@ async fn only_operators_change_participant_records() {
             .status,
         Status::Live
     );
+    // Even an operator moves a participant only along the workflow, and a new participant starts
+    // as applied.
+    let mut back = repo
+        .read(&who(), "Organization", &onboarding)
+        .await
+        .expect("org")
+        .resource;
+    for tag in back["meta"]["tag"].as_array_mut().unwrap() {
+        if tag["system"] == exchange::participants::STATUS_SYSTEM {
+            tag["code"] = json!("applied");
+        }
+    }
+    let refused = repo
+        .update(&ops, "Organization", &onboarding, back.clone(), None)
+        .await
+        .expect_err("live -> applied");
+    assert_eq!(refused.status(), 422);
+    assert!(refused.issues()[0]
+        .diagnostics
+        .contains("from live to applied"));
+    let mut born_live = org.clone();
+    born_live.as_object_mut().unwrap().remove("id");
+    assert_eq!(
+        repo.create(&ops, "Organization", born_live, None)
+            .await
+            .expect_err("a new participant that is live already")
+            .status(),
+        422
+    );
     assert!(repo.search_audit_events(&ops, &[]).await.is_ok());
     assert_eq!(
         forbidden(repo.search_audit_events(&ehr, &[]).await)[0].code(),

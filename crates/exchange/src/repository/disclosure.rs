@@ -12,6 +12,7 @@ use super::{Error, Repository, Result};
 use crate::access::{Ask, Decision, Interaction as AccessInteraction, Obligation, Principal};
 use crate::access::{Reason, Requester};
 use crate::audit::{AuditFacts, Interaction, Outcome};
+use crate::participants::{Status, STATUS_SYSTEM};
 
 /// What one read request disclosed: each version, and the patients they are about.
 #[derive(Debug, Default)]
@@ -77,23 +78,47 @@ impl Repository {
         writes: &[Write],
     ) -> Result<()> {
         let mut touched = false;
+        let mut moves: Vec<(Option<Status>, Status)> = Vec::new();
         for write in writes.iter().filter(|w| w.resource_type == "Organization") {
-            if let WriteOp::Put { json, .. } = &write.op {
-                touched |= is_participant_record(json);
-            }
-            if !touched && write.expect.is_some() {
+            let new = match &write.op {
+                WriteOp::Put { json, .. } => record_status(json),
+                WriteOp::Delete => None,
+            };
+            let mut old = None;
+            if write.expect.is_some() {
                 if let Some(current) = self.store.read("Organization", &write.id).await? {
-                    touched |= !current.deleted && is_participant_record(&current.json);
+                    old = (!current.deleted)
+                        .then(|| record_status(&current.json))
+                        .flatten();
                 }
             }
-            if touched {
-                break;
+            touched |= new.is_some() || old.is_some();
+            if let Some(new) = new {
+                moves.push((old, new));
             }
         }
         if touched && !self.gate.is_operator(who).await? {
             let reasons = vec![Reason::ParticipantRecord];
             self.record_refusal(who, interaction, &reasons).await?;
             return Err(Error::Forbidden(reasons));
+        }
+        // A participant's status moves only along the workflow, however it is written (the admin
+        // command and an operator token's FHIR update alike); a new participant starts as applied.
+        for (old, new) in moves {
+            let allowed = match old {
+                Some(old) => old == new || old.may_become(new),
+                None => new == Status::Applied,
+            };
+            if !allowed {
+                let from = old.map_or("no participant".to_string(), |s| s.code().to_string());
+                return Err(Error::Unprocessable(vec![fhir::Issue::error(
+                    fhir::IssueType::BusinessRule,
+                    format!(
+                        "a participant's status cannot move from {from} to {}",
+                        new.code()
+                    ),
+                )]));
+            }
         }
         Ok(())
     }
@@ -309,18 +334,17 @@ impl Relationships {
     }
 }
 
-/// Whether an Organization's JSON carries a participant status tag.
-fn is_participant_record(json: &str) -> bool {
-    json.contains(crate::participants::STATUS_SYSTEM)
-        && serde_json::from_str::<serde_json::Value>(json)
-            .ok()
-            .and_then(|org| {
-                org["meta"]["tag"].as_array().map(|tags| {
-                    tags.iter()
-                        .any(|t| t["system"] == crate::participants::STATUS_SYSTEM)
-                })
-            })
-            .unwrap_or(false)
+/// The participant status an Organization's JSON carries in its tags, if it is a participant record.
+fn record_status(json: &str) -> Option<Status> {
+    if !json.contains(STATUS_SYSTEM) {
+        return None;
+    }
+    let org: serde_json::Value = serde_json::from_str(json).ok()?;
+    org["meta"]["tag"].as_array()?.iter().find_map(|t| {
+        (t["system"] == STATUS_SYSTEM)
+            .then(|| t["code"].as_str().and_then(Status::parse))
+            .flatten()
+    })
 }
 
 /// The reason codes of a denial, comma-separated, for the log and the audit trail.
