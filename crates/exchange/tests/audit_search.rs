@@ -4,11 +4,13 @@
 
 mod common;
 
-use common::{client, link, link_params, params, patient, repo_enforcing, who, Fixture};
+use common::{
+    client, link, link_params, observation, params, patient, repo_enforcing, who, Fixture,
+};
 use exchange::access::{Principal, PurposeOfUse, Reason, Requester, Role};
 use exchange::participants::{Kind, Status};
 use exchange::repository::{Error, Handling};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 const ALL: &str = "system/*.cruds";
 
@@ -43,16 +45,6 @@ fn patient_user(patient_id: &str) -> Requester {
         PurposeOfUse::Treat,
         true,
     )
-}
-
-fn observation(patient_id: &str) -> Value {
-    json!({
-        "resourceType": "Observation",
-        "status": "final",
-        "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
-        "subject": { "reference": format!("Patient/{patient_id}") },
-        "valueQuantity": { "value": 72, "unit": "/min" },
-    })
 }
 
 async fn create(repo: &Fixture, who: &Requester, ty: &str, body: Value) -> String {

@@ -4,23 +4,13 @@
 
 mod common;
 
-use common::{client, params, participant, patient, repo_enforcing, who, Fixture};
+use common::{client, observation, params, participant, patient, repo_enforcing, who, Fixture};
 use exchange::access::{Principal, PurposeOfUse, Reason, Requester, Role};
 use exchange::participants::{Kind, Status};
 use exchange::repository::{Error, Handling, HistoryScope};
 use serde_json::{json, Value};
 
 const ALL: &str = "system/*.cruds";
-
-fn observation(patient_id: &str) -> Value {
-    json!({
-        "resourceType": "Observation",
-        "status": "final",
-        "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
-        "subject": { "reference": format!("Patient/{patient_id}") },
-        "valueQuantity": { "value": 72, "unit": "/min" },
-    })
-}
 
 /// A patient and an observation loaded by the exchange itself (no participant is related).
 async fn seed(repo: &Fixture) -> (String, String) {

@@ -6,11 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use common::{admin, agent, json_of, participant, set_status, Server};
+use common::{admin, agent, json_of, participant, set_status, Client, Server, REGISTERED};
 use serde_json::{json, Value};
-use server::client::{now, post_form, SigningKey};
 
 /// One row of the access matrix: participant, scopes, purpose of use, method, request, the status
 /// expected and, for a search, how many matches.
@@ -23,9 +21,6 @@ type Row<'a> = (
     u16,
     Option<usize>,
 );
-
-/// What every test client is registered for; each token asks for a part of it.
-const REGISTERED: &str = "system/*.cruds";
 
 struct Answer {
     status: u16,
@@ -65,60 +60,6 @@ fn call(method: &str, url: &str, token: Option<&str>, body: Option<&Value>) -> A
         status,
         challenge,
         body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
-}
-
-/// A client system of a participant, with its own key.
-struct Client {
-    id: String,
-    key: SigningKey,
-}
-
-impl Client {
-    fn register(dir: &Path, participant: &str) -> Client {
-        let (key, _) = SigningKey::generate_es384().expect("key");
-        let file = dir.join(format!("{}.jwks.json", key.kid()));
-        std::fs::write(&file, key.jwks().to_string()).unwrap();
-        let added = json_of(&admin(
-            dir,
-            &[
-                "client",
-                "add",
-                "--participant",
-                participant,
-                "--jwks",
-                file.to_str().unwrap(),
-                "--scope",
-                REGISTERED,
-                "--json",
-            ],
-        ));
-        Client {
-            id: added["clientId"].as_str().unwrap().to_string(),
-            key,
-        }
-    }
-
-    /// An access token for `scope` and `purpose`, as a client system gets one.
-    fn token(&self, server: &Server, scope: &str, purpose: &str) -> String {
-        let url = server.token_url();
-        let form: Vec<(&str, String)> = vec![
-            ("grant_type", "client_credentials".into()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-            ),
-            (
-                "client_assertion",
-                self.key.assertion(&self.id, &url, now()),
-            ),
-            ("scope", scope.into()),
-            ("purpose_of_use", purpose.into()),
-        ];
-        let (status, text) = post_form(&url, &form).expect("token request");
-        assert_eq!(status, 200, "{text}");
-        let body: Value = serde_json::from_str(&text).unwrap();
-        body["access_token"].as_str().unwrap().to_string()
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{admin, json_of, nutmeg, Server};
 use serde_json::{json, Value};
-use server::client::{now, post_form, SigningKey};
+use server::client::now;
 
 const REFUSED: &str = "The login, password or code is not right";
 
@@ -770,58 +770,6 @@ fn totp_is_required_and_a_code_works_once() {
     assert!(other.sign_in("op", password, &code).body.contains(REFUSED));
 }
 
-/// A client system of a participant that gets tokens the SMART way.
-struct System {
-    id: String,
-    key: SigningKey,
-}
-
-impl System {
-    fn register(dir: &Path, participant: &str) -> System {
-        let (key, _) = SigningKey::generate_es384().expect("key");
-        let file = dir.join(format!("{}.jwks.json", key.kid()));
-        std::fs::write(&file, key.jwks().to_string()).unwrap();
-        let added = json_of(&admin(
-            dir,
-            &[
-                "client",
-                "add",
-                "--participant",
-                participant,
-                "--jwks",
-                file.to_str().unwrap(),
-                "--scope",
-                "system/*.cruds",
-                "--json",
-            ],
-        ));
-        System {
-            id: added["clientId"].as_str().unwrap().to_string(),
-            key,
-        }
-    }
-
-    fn token(&self, server: &Server) -> String {
-        let url = server.token_url();
-        let form: Vec<(&str, String)> = vec![
-            ("grant_type", "client_credentials".into()),
-            (
-                "client_assertion_type",
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-            ),
-            (
-                "client_assertion",
-                self.key.assertion(&self.id, &url, now()),
-            ),
-            ("scope", "system/*.cruds".into()),
-        ];
-        let (status, text) = post_form(&url, &form).expect("token request");
-        assert_eq!(status, 200, "{text}");
-        let body: Value = serde_json::from_str(&text).unwrap();
-        body["access_token"].as_str().unwrap().to_string()
-    }
-}
-
 fn fhir(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
     let agent = common::agent();
     let response = match body {
@@ -849,9 +797,9 @@ fn a_patient_sees_their_own_accounting_of_disclosures() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path();
     let hospital = participant(data, "Hartford General", &["onboarding", "live"]);
-    let system = System::register(data, &hospital);
+    let system = common::Client::register(data, &hospital);
     let server = Server::start(data, &[]);
-    let token = system.token(&server);
+    let token = system.token(&server, common::REGISTERED, "TREAT");
     let base = server.base.clone();
 
     // The hospital sends two patients, then reads the first one back: a disclosure of hers.

@@ -237,3 +237,14 @@ pub fn client(participant: &str, scopes: &str, purpose: PurposeOfUse) -> Request
         true,
     )
 }
+
+/// A heart-rate Observation about the patient.
+pub fn observation(patient_id: &str) -> Value {
+    serde_json::json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
+        "subject": { "reference": format!("Patient/{patient_id}") },
+        "valueQuantity": { "value": 72, "unit": "/min" },
+    })
+}

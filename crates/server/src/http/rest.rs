@@ -56,7 +56,7 @@ impl FromRequestParts<Shared> for Who {
             .unwrap_or("");
         let bearer = state
             .smart
-            .verify_bearer(authorization, unix_now())
+            .verify_bearer(authorization, crate::client::now())
             .map_err(|e| ApiError::unauthorized(e.to_string(), e.www_authenticate()))?;
         // A token outlives neither its client's revocation nor the client itself.
         let active = state
@@ -83,13 +83,6 @@ impl FromRequestParts<Shared> for Who {
         )
         .with_client_address(client_address)))
     }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The query's parameters, without the ones about the response format.

@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use server::client::{now, post_form, SigningKey};
 
 pub const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
 
@@ -166,4 +167,61 @@ pub fn set_status(dir: &Path, id: &str, status: &str) {
         &["participant", "set-status", id, status, "--json"],
     ));
     assert_eq!(moved["status"], *status);
+}
+
+/// What every test client is registered for; each token asks for a part of it.
+pub const REGISTERED: &str = "system/*.cruds";
+
+/// A client system of a participant, with its own key.
+pub struct Client {
+    pub id: String,
+    pub key: SigningKey,
+}
+
+impl Client {
+    pub fn register(dir: &Path, participant: &str) -> Client {
+        let (key, _) = SigningKey::generate_es384().expect("key");
+        let file = dir.join(format!("{}.jwks.json", key.kid()));
+        std::fs::write(&file, key.jwks().to_string()).unwrap();
+        let added = json_of(&admin(
+            dir,
+            &[
+                "client",
+                "add",
+                "--participant",
+                participant,
+                "--jwks",
+                file.to_str().unwrap(),
+                "--scope",
+                REGISTERED,
+                "--json",
+            ],
+        ));
+        Client {
+            id: added["clientId"].as_str().unwrap().to_string(),
+            key,
+        }
+    }
+
+    /// An access token for `scope` and `purpose`, as a client system gets one.
+    pub fn token(&self, server: &Server, scope: &str, purpose: &str) -> String {
+        let url = server.token_url();
+        let form: Vec<(&str, String)> = vec![
+            ("grant_type", "client_credentials".into()),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+            ),
+            (
+                "client_assertion",
+                self.key.assertion(&self.id, &url, now()),
+            ),
+            ("scope", scope.into()),
+            ("purpose_of_use", purpose.into()),
+        ];
+        let (status, text) = post_form(&url, &form).expect("token request");
+        assert_eq!(status, 200, "{text}");
+        let body: Value = serde_json::from_str(&text).unwrap();
+        body["access_token"].as_str().unwrap().to_string()
+    }
 }
