@@ -15,7 +15,7 @@
 # Environment: BENCH_DIR (default ./bench-out), BENCH_POSTGRES (a server URL whose user may create databases;
 # default postgres://postgres@127.0.0.1:5432), CLIENTS (import clients, default 4), DURATION (per search, default 20s),
 # SETTLE (seconds between a load and its searches, default 15); for `access` also ONLY (queries, e.g. 3) and
-# ACCESS_CLIENTS (concurrencies, default 1,32).
+# ACCESS_CLIENTS (concurrencies, default 1,32); NUTMEG_BIN and BENCH_BIN (both: use these binaries, build nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BENCH_DIR="${BENCH_DIR:-$PWD/bench-out}"
@@ -25,9 +25,12 @@ DURATION="${DURATION:-20s}"
 SYNTHEA="${SYNTHEA:-../shared/data/synthea}"
 mkdir -p "$BENCH_DIR"
 
-cargo build --release --bin nutmeg --bin nutmeg-bench -p server -p bench >&2
-NUTMEG=target/release/nutmeg
-BENCH=target/release/nutmeg-bench
+# NUTMEG_BIN and BENCH_BIN run given binaries instead of building (an A/B of two builds on one database).
+if [ -z "${NUTMEG_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+  cargo build --release --bin nutmeg --bin nutmeg-bench -p server -p bench >&2
+fi
+NUTMEG="${NUTMEG_BIN:-target/release/nutmeg}"
+BENCH="${BENCH_BIN:-target/release/nutmeg-bench}"
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

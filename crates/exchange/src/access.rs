@@ -629,10 +629,13 @@ impl DecisionPoint {
         if matches!(who.principal, Principal::System { .. }) && self.rule.is_none() {
             return Ok((Decision::PERMIT, Vec::new()));
         }
-        // Only the elements the Patient compartment looks at are parsed. A stored resource that
-        // cannot be read is withheld rather than taken for directory data.
+        // The store reads the patients with the version where it can (the compartment rows written
+        // with it); otherwise only the elements the Patient compartment looks at are parsed. A
+        // stored resource that cannot be read is withheld rather than taken for directory data.
         let patients = if stored.deleted {
             Vec::new()
+        } else if let Some(patients) = &stored.patients {
+            patients.clone()
         } else {
             match fhir::search::extract::patient_compartments_of_json(&stored.json) {
                 Some(patients) => patients,

@@ -209,7 +209,7 @@ fn audit_verify_names_the_first_record_that_was_tampered_with() {
     assert_eq!(intact["head"].as_str().unwrap().len(), 64);
 
     // An attacker with the database file drops the trigger and edits record 3.
-    let db = rusqlite::Connection::open(dir.path().join("nutmeg.db")).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("nutmeg-audit.db")).unwrap();
     db.execute_batch(
         "DROP TRIGGER audit_log_no_update; \
          UPDATE audit_log SET json = replace(json, 'a2', 'zz') WHERE seq = 3;",
@@ -247,7 +247,7 @@ fn audit_verify_with_a_head_kept_earlier_sees_records_cut_off_the_end() {
     assert_eq!(still["expectedHeadRecord"], 3);
 
     // Cutting records off the end leaves a chain that verifies on its own...
-    let db = rusqlite::Connection::open(dir.path().join("nutmeg.db")).unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("nutmeg-audit.db")).unwrap();
     db.execute_batch("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq > 3;")
         .unwrap();
     assert_eq!(json(&verify(&[]))["records"], 3);

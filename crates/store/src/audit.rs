@@ -582,17 +582,84 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Appended>>>,
 }
 
-/// The group-commit queue: callers' records go to one writer task, which writes everything queued
+/// The requests one transaction writes: the first and whatever else is queued, up to
+/// [`MAX_BATCH`] records.
+struct Batch {
+    records: Vec<NewAuditRecord>,
+    shares: Vec<(usize, oneshot::Sender<Result<Vec<Appended>>>)>,
+}
+
+impl Batch {
+    fn gather(first: Request, mut more: impl FnMut() -> Option<Request>) -> Batch {
+        let mut requests = vec![first];
+        let mut total = requests[0].records.len();
+        while total < MAX_BATCH {
+            match more() {
+                Some(request) => {
+                    total += request.records.len();
+                    requests.push(request);
+                }
+                None => break,
+            }
+        }
+        let mut records = Vec::with_capacity(total);
+        let mut shares = Vec::with_capacity(requests.len());
+        for request in requests {
+            shares.push((request.records.len(), request.reply));
+            records.extend(request.records);
+        }
+        Batch { records, shares }
+    }
+
+    /// Answers each caller with its records' places, or every caller with the batch's failure.
+    fn settle(self, total: usize, outcome: Result<Vec<Appended>>) {
+        match outcome {
+            Ok(appended) if appended.len() == total => {
+                let mut appended = appended.into_iter();
+                for (n, reply) in self.shares {
+                    // A caller that gave up still has its record written; nothing to tell it.
+                    let _ = reply.send(Ok(appended.by_ref().take(n).collect()));
+                }
+            }
+            outcome => {
+                let message = match outcome {
+                    Err(e) => e.to_string(),
+                    Ok(appended) => format!(
+                        "audit batch of {total} records answered {} positions",
+                        appended.len()
+                    ),
+                };
+                tracing::warn!(records = total, callers = self.shares.len(), error = %message, "audit batch failed");
+                for (_, reply) in self.shares {
+                    let _ = reply.send(Err(StoreError::Database(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// The group-commit queue: callers' records go to one writer, which writes everything queued
 /// since its last transaction as one transaction and answers each caller once that is committed.
 /// Durability costs one commit per batch instead of one per record, and the chain stays linear
-/// because one task writes it (in each process; processes sharing a PostgreSQL database serialise
-/// on a lock).
+/// because one writer writes it (in each process; processes sharing a PostgreSQL database
+/// serialise on a lock).
 ///
-/// The channel is unbounded because every queued request has a caller waiting for its answer:
-/// the queue holds at most one request per waiting caller.
+/// The writer is a tokio task for an engine whose writes are asynchronous (PostgreSQL), or a
+/// thread of its own for one whose writes are blocking calls (SQLite): there a caller's record
+/// reaches the thread that writes it with one wake-up and its answer comes back with another,
+/// where a task would hand each batch to the blocking pool and back.
+///
+/// The queue is unbounded because every queued request has a caller waiting for its answer:
+/// it holds at most one request per waiting caller.
 #[derive(Clone)]
 pub(crate) struct Appender {
-    queue: mpsc::UnboundedSender<Request>,
+    queue: Queue,
+}
+
+#[derive(Clone)]
+enum Queue {
+    Task(mpsc::UnboundedSender<Request>),
+    Thread(std::sync::mpsc::Sender<Request>),
 }
 
 impl std::fmt::Debug for Appender {
@@ -612,68 +679,95 @@ impl Appender {
         let (queue, mut requests) = mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
             while let Some(first) = requests.recv().await {
-                let mut batch = vec![first];
-                let mut total = batch[0].records.len();
-                while total < MAX_BATCH {
-                    match requests.try_recv() {
-                        Ok(request) => {
-                            total += request.records.len();
-                            batch.push(request);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let mut records = Vec::with_capacity(total);
-                let mut shares = Vec::with_capacity(batch.len());
-                for request in batch {
-                    shares.push((request.records.len(), request.reply));
-                    records.extend(request.records);
-                }
+                let mut batch = Batch::gather(first, || requests.try_recv().ok());
+                let records = std::mem::take(&mut batch.records);
+                let total = records.len();
                 // A task of its own, so that a panic while writing fails this batch's callers and
                 // not every later append.
                 let outcome = match tokio::spawn(write(records)).await {
                     Ok(outcome) => outcome,
                     Err(e) => Err(StoreError::Database(format!("audit batch failed: {e}"))),
                 };
-                match outcome {
-                    Ok(appended) if appended.len() == total => {
-                        let mut appended = appended.into_iter();
-                        for (n, reply) in shares {
-                            // A caller that gave up still has its record written; nothing to tell it.
-                            let _ = reply.send(Ok(appended.by_ref().take(n).collect()));
-                        }
-                    }
-                    outcome => {
-                        let message = match outcome {
-                            Err(e) => e.to_string(),
-                            Ok(appended) => format!(
-                                "audit batch of {total} records answered {} positions",
-                                appended.len()
-                            ),
-                        };
-                        tracing::warn!(records = total, callers = shares.len(), error = %message, "audit batch failed");
-                        for (_, reply) in shares {
-                            let _ = reply.send(Err(StoreError::Database(message.clone())));
-                        }
-                    }
-                }
+                batch.settle(total, outcome);
             }
         });
-        Appender { queue }
+        Appender {
+            queue: Queue::Task(queue),
+        }
+    }
+
+    /// Starts the writer on a thread of its own named `name`; `write` appends a batch atomically
+    /// (a blocking call) and returns where each record landed, in order. The thread ends when
+    /// every `Appender` is dropped.
+    pub(crate) fn spawn_thread<W>(name: &str, mut write: W) -> std::io::Result<Appender>
+    where
+        W: FnMut(&[NewAuditRecord]) -> Result<Vec<Appended>> + Send + 'static,
+    {
+        let (queue, requests) = std::sync::mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                while let Ok(first) = requests.recv() {
+                    let batch = Batch::gather(first, || requests.try_recv().ok());
+                    let total = batch.records.len();
+                    // A panic while writing fails this batch's callers, not every later append.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        write(&batch.records)
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Database(
+                            "audit batch failed: the writer panicked".to_string(),
+                        ))
+                    });
+                    batch.settle(total, outcome);
+                }
+            })?;
+        Ok(Appender {
+            queue: Queue::Thread(queue),
+        })
+    }
+
+    /// [`Appender::append`] from a thread that may block (never from a task on the runtime):
+    /// a write's commit, which holds the main database's writer while its records are appended.
+    pub(crate) fn append_blocking(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
+        match self.enqueue(records)? {
+            Some(answer) => answer.blocking_recv().map_err(|_| stopped())?,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Appends `records` (together, in order) with the next group commit.
     pub(crate) async fn append(&self, records: Vec<NewAuditRecord>) -> Result<Vec<Appended>> {
-        if records.is_empty() {
-            return Ok(Vec::new());
+        match self.enqueue(records)? {
+            Some(answer) => answer.await.map_err(|_| stopped())?,
+            None => Ok(Vec::new()),
         }
-        let stopped = || StoreError::Database("the audit writer stopped".to_string());
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Request { records, reply })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
     }
+
+    /// Queues `records` for the writer; where its answer will come (none for no records).
+    fn enqueue(
+        &self,
+        records: Vec<NewAuditRecord>,
+    ) -> Result<Option<oneshot::Receiver<Result<Vec<Appended>>>>> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request { records, reply };
+        let sent = match &self.queue {
+            Queue::Task(queue) => queue.send(request).is_ok(),
+            Queue::Thread(queue) => queue.send(request).is_ok(),
+        };
+        if sent {
+            Ok(Some(answer))
+        } else {
+            Err(stopped())
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Database("the audit writer stopped".to_string())
 }
 
 #[cfg(test)]

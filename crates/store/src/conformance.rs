@@ -40,6 +40,7 @@ macro_rules! for_each_conformance_test {
             paging_is_stable_across_inserts,
             paging_is_stable_across_updates_and_deletes,
             compartment_paging_is_stable,
+            patients_come_with_versions,
             include_revinclude_iterate,
             compartment_lists_live_resources,
             total_counts_all_matches,
@@ -1887,6 +1888,94 @@ pub async fn compartment_paging_is_stable(store: &Store) {
     assert_eq!(now.matches.len(), 3, "a new $everything sees the change");
 }
 
+/// Reads of current versions and search pages carry each version's patients (its compartment rows):
+/// the ones written with that version, also on a later page read at the first page's snapshot; a
+/// tombstone has none; vread and history leave them to the caller.
+pub async fn patients_come_with_versions(store: &Store) {
+    let obs = |id: &str, version: i64, patients: Vec<&str>| {
+        put_at(
+            "Observation",
+            id,
+            version,
+            T0 + version,
+            vec![token("code", Some("http://loinc.org"), "8867-4")],
+            patients,
+        )
+    };
+    commit(
+        store,
+        vec![
+            obs("o1", 1, vec!["a"]),
+            obs("o2", 1, vec!["a", "b"]),
+            put("Practitioner", "x", 1, vec![]),
+        ],
+    )
+    .await;
+    let patients = |stored: &Stored| {
+        stored.patients.clone().map(|mut p| {
+            p.sort();
+            p
+        })
+    };
+    let ids = |ids: &[&str]| Some(ids.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let read = |ty: &'static str, id: &'static str| async move {
+        store
+            .read(ty, id)
+            .await
+            .ok()
+            .flatten()
+            .expect("it is there")
+    };
+    assert_eq!(patients(&read("Observation", "o1").await), ids(&["a"]));
+    assert_eq!(patients(&read("Observation", "o2").await), ids(&["a", "b"]));
+    assert_eq!(patients(&read("Practitioner", "x").await), Some(Vec::new()));
+
+    let q = query("Observation", vec![vec![index("code", code("8867-4"))]]);
+    let first = search(store, &q, &options(1)).await;
+    assert_eq!(first.matches.len(), 1);
+    let on_first = first.matches[0].id.clone();
+    // Both move to other patients after the first page; the second page shows the other one as it
+    // was, with the patients it had then. Two versions of o3 land in one commit.
+    commit(
+        store,
+        vec![
+            obs("o1", 2, vec!["c"]),
+            obs("o2", 2, vec!["c"]),
+            obs("o3", 1, vec!["a"]),
+            obs("o3", 2, vec!["d"]),
+        ],
+    )
+    .await;
+    let mut next = q.clone();
+    next.page = first.next.clone();
+    let second = search(store, &next, &options(1)).await;
+    assert_eq!(second.matches.len(), 1);
+    let then = &second.matches[0];
+    assert_ne!(then.id, on_first);
+    assert_eq!(then.version, 1);
+    let expected: &[&str] = if then.id == "o1" { &["a"] } else { &["a", "b"] };
+    assert_eq!(patients(then), ids(expected));
+
+    let now = search(store, &q, &options(10)).await;
+    for stored in &now.matches {
+        let expected = if stored.id == "o3" { "d" } else { "c" };
+        assert_eq!(patients(stored), ids(&[expected]), "{}", stored.id);
+    }
+    assert_eq!(now.matches.len(), 3);
+
+    let old = store
+        .vread("Observation", "o2", 1)
+        .await
+        .ok()
+        .flatten()
+        .expect("version 1");
+    assert_eq!(old.patients, None, "vread leaves them to the caller");
+    commit(store, vec![delete("Observation", "o1", 3, T0 + 20)]).await;
+    let gone = read("Observation", "o1").await;
+    assert!(gone.deleted);
+    assert_eq!(gone.patients, Some(Vec::new()));
+}
+
 /// `_include`, `_revinclude` and `:iterate`: included resources are distinct, never also matches,
 /// and bounded by `max_includes`.
 pub async fn include_revinclude_iterate(store: &Store) {
@@ -3024,6 +3113,23 @@ pub async fn audit_failed_batch_fails_every_caller(store: &Store, sql: &impl Raw
             "{outcome:?}"
         );
     }
+    // Writes whose record cannot be appended do not land either.
+    let err = store
+        .commit_with_audit(
+            vec![put("Patient", "unrecorded", 1, Vec::new())],
+            vec![audit_event(200)],
+        )
+        .await
+        .expect_err("no record, no write");
+    assert!(matches!(err, StoreError::Database(_)), "{err}");
+    assert!(
+        store
+            .read("Patient", "unrecorded")
+            .await
+            .expect("read")
+            .is_none(),
+        "a write without its audit record"
+    );
     sql.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
         .await
         .expect("rename back");

@@ -65,4 +65,6 @@ pub use audit::{
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;
 pub use relationships::RelationshipBasis;
+#[cfg(feature = "sqlite")]
+pub use sqlite::audit_file_of;
 pub use types::*;

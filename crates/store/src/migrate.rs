@@ -52,6 +52,14 @@ pub(crate) const SQLITE: &[Migration] = &[
     },
 ];
 
+/// The SQLite audit database's own migrations (the audit log is a file of its own there).
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_AUDIT: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit",
+    sql: include_str!("../migrations/sqlite-audit/0001_audit.sql"),
+}];
+
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] = &[
     Migration {

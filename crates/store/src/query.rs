@@ -784,29 +784,64 @@ fn hash_of(text: &str) -> u64 {
     fnv1a(text.as_bytes())
 }
 
-/// The columns that make a [`Stored`], selected from `resources r` and `versions v`.
-fn stored_columns(dialect: Dialect) -> String {
-    format!(
-        "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, {}",
-        dialect.json_column("v")
-    )
+/// Which compartment rows give a fetched version's patients ([`Stored::patients`]).
+#[derive(Clone, Copy)]
+enum Patients<'a> {
+    /// Not read (the caller finds them in the JSON).
+    Unread,
+    /// The current version's: its rows are the ones still open.
+    Current,
+    /// The version current at a snapshot (the SQL text of its sequence number): the rows valid
+    /// then. Each commit's rows start at its sequence number (SQLite: the version's own; PostgreSQL:
+    /// the batch's, below its versions') and end at the next commit that replaced the resource.
+    At(&'a str),
 }
 
-fn stored_from_row(row: Vec<Val>) -> Result<(i64, Stored)> {
+/// The columns that make a [`Stored`], selected from `resources r` and `versions v`; with the
+/// patients, one more: their ids joined by the unit separator (no FHIR id holds it), or NULL.
+fn stored_columns(dialect: Dialect, patients: Patients<'_>) -> String {
+    let columns = format!(
+        "r.rid, r.type, r.id, v.version, v.last_updated, v.deleted, {}",
+        dialect.json_column("v")
+    );
+    let valid = match patients {
+        Patients::Unread => return columns,
+        Patients::Current => "c.to_seq IS NULL".to_string(),
+        Patients::At(seq) => {
+            format!("c.from_seq <= {seq} AND (c.to_seq IS NULL OR c.to_seq > {seq})")
+        }
+    };
+    let joined = match dialect {
+        Dialect::Sqlite => "group_concat(c.patient_id, char(31))",
+        Dialect::Postgres => "string_agg(c.patient_id, chr(31))",
+    };
+    format!("{columns}, (SELECT {joined} FROM compartment c WHERE c.rid = r.rid AND {valid})")
+}
+
+fn stored_from_row(row: Vec<Val>, patients: Patients<'_>) -> Result<(i64, Stored)> {
     let mut it = row.into_iter();
     let mut next = || {
         it.next()
             .ok_or_else(|| StoreError::Database("short row".to_string()))
     };
     let rid = next()?.int()?;
-    let stored = Stored {
+    let mut stored = Stored {
         resource_type: next()?.text()?,
         id: next()?.text()?,
         version: next()?.int()?,
         last_updated: next()?.int()?,
         deleted: next()?.int()? != 0,
         json: next()?.text()?,
+        patients: None,
     };
+    if !matches!(patients, Patients::Unread) {
+        let joined = next()?.text()?;
+        stored.patients = Some(if stored.deleted || joined.is_empty() {
+            Vec::new()
+        } else {
+            joined.split('\u{1f}').map(str::to_string).collect()
+        });
+    }
     Ok((rid, stored))
 }
 
@@ -855,7 +890,7 @@ pub(crate) async fn read<E: Exec>(
     let sql = format!(
         "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = r.version \
          WHERE r.type = {} AND r.id = {}",
-        stored_columns(d),
+        stored_columns(d, Patients::Current),
         d.placeholder(1),
         d.placeholder(2)
     );
@@ -864,7 +899,7 @@ pub(crate) async fn read<E: Exec>(
         Val::Text(id.to_string()),
     ];
     match e.rows(&sql, &args).await?.into_iter().next() {
-        Some(row) => Ok(Some(stored_from_row(row)?.1)),
+        Some(row) => Ok(Some(stored_from_row(row, Patients::Current)?.1)),
         None => Ok(None),
     }
 }
@@ -880,7 +915,7 @@ pub(crate) async fn vread<E: Exec>(
     let sql = format!(
         "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid \
          WHERE r.type = {} AND r.id = {} AND v.version = {}",
-        stored_columns(d),
+        stored_columns(d, Patients::Unread),
         d.placeholder(1),
         d.placeholder(2),
         d.placeholder(3)
@@ -891,7 +926,7 @@ pub(crate) async fn vread<E: Exec>(
         Val::Int(version),
     ];
     match e.rows(&sql, &args).await?.into_iter().next() {
-        Some(row) => Ok(Some(stored_from_row(row)?.1)),
+        Some(row) => Ok(Some(stored_from_row(row, Patients::Unread)?.1)),
         None => Ok(None),
     }
 }
@@ -904,20 +939,24 @@ async fn fetch<E: Exec>(e: &mut E, rids: &[i64], at: Option<i64>) -> Result<Vec<
     for chunk in rids.chunks(CHUNK) {
         let mut b = Sql::new(e.dialect(), &tables);
         let list = b.ints(chunk);
-        let version = match at {
-            None => "r.version".to_string(),
-            Some(seq) => format!(
-                "(SELECT MAX(w.version) FROM versions w WHERE w.rid = r.rid AND w.seq <= {})",
-                b.int(seq)
-            ),
+        let (version, patients) = match at {
+            None => ("r.version".to_string(), None),
+            Some(seq) => {
+                let seq = b.int(seq);
+                (
+                    format!("(SELECT MAX(w.version) FROM versions w WHERE w.rid = r.rid AND w.seq <= {seq})"),
+                    Some(seq),
+                )
+            }
         };
+        let patients = patients.as_deref().map_or(Patients::Current, Patients::At);
         let sql = format!(
             "SELECT {} FROM resources r JOIN versions v ON v.rid = r.rid AND v.version = {version} \
              WHERE r.rid IN ({list})",
-            stored_columns(e.dialect())
+            stored_columns(e.dialect(), patients)
         );
         for row in e.rows(&sql, &b.args).await? {
-            let (rid, stored) = stored_from_row(row)?;
+            let (rid, stored) = stored_from_row(row, patients)?;
             by_rid.insert(rid, stored);
         }
     }
@@ -1545,7 +1584,7 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
     let limit = request.count + 1;
     let sql = format!(
         "SELECT {}, v.seq FROM versions v JOIN resources r ON r.rid = v.rid WHERE {} ORDER BY v.seq DESC LIMIT {limit}",
-        stored_columns(d),
+        stored_columns(d, Patients::Unread),
         balanced(&conds, "AND")
     );
     let rows = e.rows(&sql, &b.args).await?;
@@ -1557,7 +1596,7 @@ pub(crate) async fn history<E: Exec>(e: &mut E, request: &HistoryRequest) -> Res
             .pop()
             .ok_or_else(|| StoreError::Database("short row".to_string()))?
             .int()?;
-        entries.push(stored_from_row(row)?.1);
+        entries.push(stored_from_row(row, Patients::Unread)?.1);
         last_seq = Some(seq);
     }
     let next = match (more, last_seq) {

@@ -5,15 +5,22 @@
 //! order instead of sharing the cores.
 //!
 //! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
-//! last committed state without waiting for the writer. Audit records are appended under the same
-//! mutex (by the group-commit task, or with a commit's writes), so the chain is linear. A
-//! transaction of audit records alone (a read's, which must be durable before its response goes
-//! out) is synced to disk before it returns (`synchronous=FULL` for that commit); records committed
-//! with writes are exactly as durable as those writes (NORMAL: they survive a crash of the process,
-//! and a crash of the machine loses them together with the writes they record, never one without
-//! the other). In WAL mode a synced commit syncs every commit before it, so what survives a crash of
-//! the machine is always a prefix of the chain. An in-memory database (`sqlite::memory:`) is private
-//! to its connection, so there every call uses the writer connection.
+//! last committed state without waiting for the writer.
+//!
+//! The audit log is a second database file beside the first ([`audit_file_of`]: `nutmeg.db` ->
+//! `nutmeg-audit.db`; an in-memory store has a second in-memory database). Every audited read
+//! appends a record, and a commit to a file makes each of its reader connections drop its page
+//! cache and memory map at its next transaction; with the log in the resources' file, searches
+//! under an audited load spent a third of their time reading pages back in. Records are appended by
+//! one group-commit thread, so the chain is linear. A transaction of records is synced to disk
+//! before it returns (`synchronous=FULL` for that commit; in WAL mode it syncs every commit before
+//! it, so what survives a crash of the machine is always a prefix of the chain). A read's record
+//! is durable before its response goes out. A write's records are appended (durably) inside the
+//! write's transaction, after its expectations held and before it commits: a crash or a failed
+//! commit in between leaves a record of writes that did not land, never writes without their
+//! record. Databases from before the split keep their records in the main file; they move to the
+//! audit file, once, when it is created. An in-memory database (`sqlite::memory:`) is private to
+//! its connection, so there every call uses the writer connection.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -86,7 +93,32 @@ struct Inner {
     path: Option<PathBuf>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// The audit log's database ([`audit_file_of`] the main file, or a second in-memory one).
+    audit: Db,
+    /// Reads running at once, in either database.
     permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// The audit database's connections: its writer (the group-commit thread's, and a write commit's)
+/// and pooled readers.
+struct Db {
+    path: Option<PathBuf>,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The audit database beside a main database file: `nutmeg.db` -> `nutmeg-audit.db` (a file without
+/// an extension gets `-audit` appended). Back up both.
+pub fn audit_file_of(path: &std::path::Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-audit.{}", ext.to_string_lossy()),
+        None => format!("{stem}-audit"),
+    };
+    path.with_file_name(name)
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -173,34 +205,68 @@ impl Sqlite {
                 (Some(path), conn)
             };
             writer.set_prepared_statement_cache_capacity(128);
-            migrate(&mut writer).map_err(|e| match e {
+            let opening = |e: StoreError| match e {
                 StoreError::Open(m) => StoreError::Open(m),
                 other => StoreError::Open(other.to_string()),
-            })?;
+            };
+            migrate(&mut writer, migrate::SQLITE).map_err(opening)?;
+            let audit_path = path.as_deref().map(audit_file_of);
+            let mut audit_writer = match &audit_path {
+                None => {
+                    Connection::open_in_memory().map_err(|e| StoreError::Open(e.to_string()))?
+                }
+                Some(file) => connect(file, WRITER_CACHE_KIB)
+                    .map_err(|e| StoreError::Open(format!("{}: {e}", file.display())))?,
+            };
+            migrate(&mut audit_writer, migrate::SQLITE_AUDIT).map_err(opening)?;
+            if let Some(main) = &path {
+                adopt_earlier_records(&mut audit_writer, main).map_err(opening)?;
+            }
             let inner = Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
+                audit: Db {
+                    path: audit_path,
+                    writer: Mutex::new(audit_writer),
+                    readers: Mutex::new(Vec::new()),
+                },
                 permits: Arc::new(tokio::sync::Semaphore::new(readers())),
             });
-            if let Some(path) = &inner.path {
-                spawn_checkpointer(path.clone(), Arc::downgrade(&inner));
+            for file in [&inner.path, &inner.audit.path].into_iter().flatten() {
+                spawn_checkpointer(file.clone(), Arc::downgrade(&inner));
             }
             Ok(inner)
         })
         .await?;
-        // The group-commit task holds the connections until the last clone of this store is gone.
+        // The group-commit thread holds the connections until the last clone of this store is gone.
         let writer = inner.clone();
-        let audit = Appender::spawn(move |records| {
-            let inner = writer.clone();
-            blocking(move || commit(&mut lock(&inner.writer), &[], &records))
-        });
+        let audit = Appender::spawn_thread("sqlite-audit", move |records| {
+            append_durably(&mut lock(&writer.audit.writer), records)
+        })
+        .map_err(|e| StoreError::Open(format!("no audit writer thread: {e}")))?;
         Ok(Sqlite { inner, audit })
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one consistent snapshot).
     async fn read<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read_in(false, f).await
+    }
+
+    /// [`Sqlite::read`] in the audit database.
+    async fn read_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read_in(true, f).await
+    }
+
+    async fn read_in<T: Send + 'static>(
+        &self,
+        audit: bool,
         f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
@@ -212,17 +278,22 @@ impl Sqlite {
             .map_err(|_| StoreError::Database("sqlite reader pool closed".to_string()))?;
         blocking(move || {
             let _permit = permit;
-            let Some(path) = &inner.path else {
-                let conn = lock(&inner.writer);
+            let (path, writer, readers) = if audit {
+                (&inner.audit.path, &inner.audit.writer, &inner.audit.readers)
+            } else {
+                (&inner.path, &inner.writer, &inner.readers)
+            };
+            let Some(path) = path else {
+                let conn = lock(writer);
                 return in_read_tx(&conn, f);
             };
-            let pooled = lock(&inner.readers).pop();
+            let pooled = lock(readers).pop();
             let conn = match pooled {
                 Some(conn) => conn,
                 None => connect(path, READER_CACHE_KIB)?,
             };
             let out = in_read_tx(&conn, f);
-            lock(&inner.readers).push(conn);
+            lock(readers).push(conn);
             out
         })
         .await
@@ -461,10 +532,14 @@ impl Sqlite {
         writes: Vec<Write>,
         audit: Vec<NewAuditRecord>,
     ) -> Result<Vec<Appended>> {
+        if writes.is_empty() {
+            return self.audit.append(audit).await;
+        }
         let inner = self.inner.clone();
+        let appender = self.audit.clone();
         blocking(move || {
             let mut conn = lock(&inner.writer);
-            commit(&mut conn, &writes, &audit)
+            commit(&mut conn, &writes, audit, &appender)
         })
         .await
     }
@@ -474,18 +549,18 @@ impl Sqlite {
     }
 
     pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
-        self.read(move |e| block_ready(audit::raw_records(e, after, limit)))
+        self.read_audit(move |e| block_ready(audit::raw_records(e, after, limit)))
             .await
     }
 
     pub(crate) async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<RawRecord>> {
         let query = query.clone();
-        self.read(move |e| block_ready(audit::search(e, &query)))
+        self.read_audit(move |e| block_ready(audit::search(e, &query)))
             .await
     }
 
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
-        self.read(move |e| block_ready(audit::seq_of_hash(e, &hash)))
+        self.read_audit(move |e| block_ready(audit::seq_of_hash(e, &hash)))
             .await
     }
 
@@ -565,7 +640,7 @@ impl Exec for SqliteExec<'_> {
     }
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
+fn migrate(conn: &mut Connection, migrations: &[migrate::Migration]) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations \
@@ -575,7 +650,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for migration in migrate::pending(migrate::SQLITE, &applied)? {
+    for migration in migrate::pending(migrations, &applied)? {
         tx.execute_batch(migration.sql)?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, checksum) VALUES (?1, ?2, ?3)",
@@ -598,21 +673,35 @@ fn conflict(write: &Write) -> StoreError {
     }
 }
 
-/// Applies a batch and appends its audit records in one immediate transaction; any failed
-/// expectation rolls all of it back. Audit records alone are synced to disk (see the module
-/// documentation).
+/// Applies a batch of writes in one immediate transaction and, before it commits, appends their
+/// audit records to the audit database (through the group commit, so durably); any failed
+/// expectation rolls the writes back and appends nothing. A record is thus committed before the
+/// writes it records: a crash, or a failure of the main file's commit, between the two leaves a
+/// record of writes that did not land, never writes without their record.
 fn commit(
     conn: &mut Connection,
     writes: &[Write],
-    audit: &[NewAuditRecord],
+    records: Vec<NewAuditRecord>,
+    audit: &Appender,
 ) -> Result<Vec<Appended>> {
-    if audit.is_empty() || !writes.is_empty() {
-        return apply(conn, writes, audit);
-    }
-    // In WAL mode NORMAL syncs only at checkpoints: a commit survives a crash of the process but
-    // not of the machine. FULL syncs the WAL at this commit (and with it every commit before).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    apply(&tx, writes)?;
+    let appended = audit.append_blocking(records)?;
+    tx.commit()?;
+    Ok(appended)
+}
+
+/// Appends audit records in one transaction synced to disk before it returns (`synchronous=FULL`
+/// for that commit: in WAL mode it syncs every commit before it too, so what survives a crash of
+/// the machine is always a prefix of the chain).
+fn append_durably(conn: &mut Connection, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
     conn.pragma_update(None, "synchronous", "FULL")?;
-    let out = apply(conn, writes, audit);
+    let out = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let appended = append_audit(&tx, records)?;
+        tx.commit()?;
+        Ok(appended)
+    })();
     if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
         // The batch's outcome stands either way; later commits are merely synced more often.
         tracing::warn!(error = %e, "could not reset sqlite synchronous mode");
@@ -620,12 +709,59 @@ fn commit(
     out
 }
 
-fn apply(
-    conn: &mut Connection,
-    writes: &[Write],
-    audit: &[NewAuditRecord],
-) -> Result<Vec<Appended>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// Copies the audit records (and their index rows) a database written before the audit log had a
+/// file of its own keeps in its main file, once, into a new audit database. The main file's copy
+/// stays (its triggers refuse deletion) and is no longer read.
+fn adopt_earlier_records(audit: &mut Connection, main: &std::path::Path) -> Result<()> {
+    let empty: bool = audit.query_row("SELECT NOT EXISTS (SELECT 1 FROM audit_log)", [], |r| {
+        r.get(0)
+    })?;
+    if !empty {
+        return Ok(());
+    }
+    audit.execute("ATTACH DATABASE ?1 AS earlier", [main.to_string_lossy()])?;
+    let copied = (|| {
+        let has_log: bool = audit.query_row(
+            "SELECT EXISTS (SELECT 1 FROM earlier.sqlite_master WHERE type = 'table' AND name = 'audit_log')",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_log {
+            return Ok(0);
+        }
+        let tx = audit.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) \
+             SELECT seq, recorded, json, prev_hash, hash FROM earlier.audit_log ORDER BY seq",
+            [],
+        )?;
+        let has_index: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM earlier.sqlite_master WHERE type = 'table' AND name = 'audit_index')",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_index {
+            tx.execute(
+                "INSERT INTO audit_index (name, value, seq) SELECT name, value, seq FROM earlier.audit_index",
+                [],
+            )?;
+        }
+        tx.commit()?;
+        Ok::<usize, StoreError>(n)
+    })();
+    audit.execute("DETACH DATABASE earlier", [])?;
+    let copied = copied?;
+    if copied > 0 {
+        tracing::info!(
+            records = copied,
+            "audit records moved to the audit database"
+        );
+    }
+    Ok(())
+}
+
+/// Applies `writes` inside the open transaction `tx`.
+fn apply(tx: &rusqlite::Transaction<'_>, writes: &[Write]) -> Result<()> {
     for write in writes {
         let current = tx
             .prepare_cached(
@@ -673,7 +809,7 @@ fn apply(
         // are serialised, so it grows in commit order.
         let seq = tx.last_insert_rowid();
         if matches!(current, Some((_, _, false))) {
-            close_index(&tx, rid, seq)?;
+            close_index(tx, rid, seq)?;
         }
         if let WriteOp::Put {
             index,
@@ -681,7 +817,7 @@ fn apply(
             ..
         } = &write.op
         {
-            insert_index(&tx, rid, seq, index)?;
+            insert_index(tx, rid, seq, index)?;
             let mut stmt = tx.prepare_cached(
                 "INSERT OR IGNORE INTO compartment (rid, patient_id, from_seq) VALUES (?1, ?2, ?3)",
             )?;
@@ -690,9 +826,7 @@ fn apply(
             }
         }
     }
-    let appended = append_audit(&tx, audit)?;
-    tx.commit()?;
-    Ok(appended)
+    Ok(())
 }
 
 /// Appends audit records after the chain's head, inside the writer's open transaction (the writer

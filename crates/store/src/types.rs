@@ -13,6 +13,11 @@ pub struct Stored {
     pub last_updated: i64,
     pub deleted: bool,
     pub json: String,
+    /// The ids of the Patients whose compartment this version is in, from the compartment rows
+    /// written with it, where the store read them with the version (reads of the current version
+    /// and search pages); `None` where it did not (history, vread), and the caller finds them in
+    /// `json`. Empty for a tombstone.
+    pub patients: Option<Vec<String>>,
 }
 
 /// The current state of a logical resource: the latest version number and whether it is a deletion.

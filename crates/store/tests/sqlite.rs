@@ -36,8 +36,11 @@ store::for_each_conformance_test!(sqlite_tests);
 struct Raw(std::sync::Mutex<rusqlite::Connection>);
 
 impl Raw {
+    /// A connection to the audit database (the tests that use `Raw` tamper with the audit log).
     fn open(db: &TestDb) -> Raw {
-        let conn = rusqlite::Connection::open(db._dir.path().join("test.db")).expect("open file");
+        let file = store::audit_file_of(&db._dir.path().join("test.db"));
+        assert!(file.ends_with("test-audit.db"), "{}", file.display());
+        let conn = rusqlite::Connection::open(file).expect("open file");
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .expect("busy timeout");
         Raw(std::sync::Mutex::new(conn))
@@ -212,4 +215,77 @@ async fn two_stores_share_clients_jti_and_token_key() {
     let url = format!("sqlite://{}", db._dir.path().join("test.db").display());
     let other = Store::open(&url).await.expect("second store");
     conformance::clients_shared_between_stores(&db.store, &other).await;
+}
+
+/// A database written before the audit log had a file of its own keeps its records in the main
+/// file; opened now, they move to the audit file once, the chain intact, and new records follow them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earlier_audit_records_move_to_the_audit_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let main = dir.path().join("nutmeg.db");
+    let url = format!("sqlite://{}", main.display());
+    let record = |n: i64| store::NewAuditRecord {
+        recorded: conformance::T0 + n,
+        json: format!(r#"{{"resourceType":"AuditEvent","id":"a{n}"}}"#),
+        index: vec![("patient".to_string(), format!("p{n}"))],
+    };
+    // Three records as this version writes them, then laid out as the earlier version kept them:
+    // in the main file's audit tables (migrations 2 and 5), with no audit file.
+    let store = Store::open(&url).await.expect("open");
+    store
+        .append_audit((1..=3).map(record).collect())
+        .await
+        .expect("append");
+    drop(store);
+    let audit = store::audit_file_of(&main);
+    let conn = rusqlite::Connection::open(&main).expect("open main file");
+    conn.execute("ATTACH DATABASE ?1 AS a", [audit.to_string_lossy()])
+        .expect("attach");
+    conn.execute_batch(
+        "INSERT INTO audit_log SELECT seq, recorded, json, prev_hash, hash FROM a.audit_log; \
+         INSERT INTO audit_index SELECT name, value, seq FROM a.audit_index; DETACH DATABASE a;",
+    )
+    .expect("copy into the main file");
+    drop(conn);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", audit.display()));
+    }
+
+    let store = Store::open(&url).await.expect("reopen");
+    let next = store
+        .append_audit(vec![record(4)])
+        .await
+        .expect("append after");
+    assert_eq!(
+        next[0].seq, 4,
+        "the chain continues after the moved records"
+    );
+    match store.verify_audit().await.expect("verify") {
+        store::AuditCheck::Intact { count, head } => {
+            assert_eq!((count, head), (4, next[0].hash));
+        }
+        broken => panic!("{broken:?}"),
+    }
+    let found = store
+        .search_audit(&store::AuditQuery {
+            filters: vec![("patient".to_string(), "p2".to_string())],
+            recorded_from: None,
+            recorded_to: None,
+            before_seq: None,
+            limit: 10,
+        })
+        .await
+        .expect("search");
+    assert_eq!(
+        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        vec![2],
+        "their index rows moved too"
+    );
+    drop(store);
+    // Opening again copies nothing twice.
+    let store = Store::open(&url).await.expect("reopen again");
+    assert!(matches!(
+        store.verify_audit().await.expect("verify"),
+        store::AuditCheck::Intact { count: 4, .. }
+    ));
 }
