@@ -5,8 +5,9 @@
 #   scripts/mpi-peers.sh [RUNS]    each tool runs RUNS times (default 2) and the table keeps its best time
 #
 # Makes a virtual environment under target/peers/mpi-venv (MPI_PEERS_VENV to move it; PYTHON picks the
-# interpreter, 3.11 or newer), runs `cargo run -p mpi --release --example febrl -- --json` RUNS times, then
-# scripts/mpi_peers.py for the peers, which prints the table. Reads ../shared/data/febrl (benchmark-time only).
+# interpreter, 3.11 or newer), builds nutmeg's `febrl` example (`cargo build -p mpi --release --example febrl`)
+# and runs scripts/mpi_peers.py, which in each round runs that example (`febrl --json`) and then each peer, and
+# prints the table. Reads ../shared/data/febrl (benchmark-time only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${1:-2}"
@@ -53,8 +54,6 @@ fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$OUT/requirements.txt"
 
 cargo build --quiet -p mpi --release --example febrl
-: > "$OUT/nutmeg.jsonl"
-for _ in $(seq "$RUNS"); do
-  cargo run --quiet -p mpi --release --example febrl -- --json >> "$OUT/nutmeg.jsonl"
-done
-"$VENV/bin/python" scripts/mpi_peers.py --runs "$RUNS" --nutmeg "$OUT/nutmeg.jsonl" --json "$OUT/results.jsonl"
+FEBRL="${CARGO_TARGET_DIR:-$PWD/target}/release/examples/febrl"
+# Each round runs nutmeg's example, then each peer; the per-run lines go to stderr, the table to stdout.
+"$VENV/bin/python" scripts/mpi_peers.py --runs "$RUNS" --nutmeg "$FEBRL" --json "$OUT/results.jsonl"

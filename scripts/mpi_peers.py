@@ -3,19 +3,21 @@
 Splink 4 (DuckDB), each configured after its own documentation's FEBRL examples, on FEBRL4 (linkage,
 dataset4a x dataset4b) and FEBRL3 (deduplication, dataset3) from ../shared/data/febrl.
 
-Run by scripts/mpi-peers.sh, which makes the virtual environment with pinned versions and passes nutmeg's
-results (`cargo run -p mpi --release --example febrl -- --json`, one JSON line per set and run) with --nutmeg.
+Run by scripts/mpi-peers.sh, which makes the virtual environment with pinned versions, builds nutmeg's
+`febrl` example (`cargo build -p mpi --release --example febrl`) and passes it with --nutmeg: each round runs
+it (`febrl --json`, one JSON line per set) and then each peer, so that all meet about the same load.
 
 What is timed, for every tool: from the records in memory to the final answer (blocking, comparing, training,
 classifying, and the one-to-one step or clustering). Python imports and reading the CSV files are not timed
-(reading is reported apart); nor is scoring against the truth. Each tool runs --runs times in this process
-and the table keeps its best time; the accuracy of every run is printed and must not change between runs.
+(reading is reported apart); nor is scoring against the truth. Each tool runs --runs times (rounds) and the
+table keeps its best time; the accuracy of every run is printed and must not change between runs.
 """
 
 import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -360,7 +362,7 @@ def table(results):
             if r is None:
                 continue
             pw = r["pairwise"]
-            ratio = f"{r['seconds'] / ours['seconds']:.0f}x" if ours and tool != "nutmeg" else ""
+            ratio = f"{r['seconds'] / ours['seconds']:.1f}x" if ours and tool != "nutmeg" else ""
             lines.append(
                 f"| {label} | {tool}{' (VARIED)' if r.get('varied') else ''} | {r['precision']:.4f} | "
                 f"{r['recall']:.4f} | **{r['f1']:.4f}** | "
@@ -374,10 +376,21 @@ def table(results):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=2, help="runs of each peer in this process (best time kept)")
-    parser.add_argument("--nutmeg", type=Path, help="nutmeg's `febrl --json` output, one JSON line per set and run")
+    parser.add_argument(
+        "--nutmeg",
+        help="the built febrl example (run with --json at the start of every round, so that each round's "
+        "tools meet the same load on a shared machine)",
+    )
     parser.add_argument("--only", choices=["recordlinkage", "splink", RL_GUIDE], help="run one peer only")
     parser.add_argument("--json", type=Path, help="also write every run's results here")
+    parser.add_argument(
+        "--table", type=Path, nargs="+", help="only print the table of results saved before with --json (several files: best of all)"
+    )
     args = parser.parse_args()
+    if args.table:
+        saved = [json.loads(line) for f in args.table for line in f.read_text().splitlines() if line]
+        print(table(saved))
+        return
     # Splink logs each training step at INFO; keep the output to the table.
     logging.getLogger("splink").setLevel(logging.WARNING)
 
@@ -392,16 +405,26 @@ def main():
     )
 
     results = []
-    if args.nutmeg:
-        for line in args.nutmeg.read_text().splitlines():
-            if line.startswith("{"):
-                results.append(json.loads(line))
     peers = {
         "recordlinkage": run_recordlinkage,
         "splink": run_splink,
         RL_GUIDE: lambda dfs: run_recordlinkage(dfs, rl_compare_guide),
     }
     for run in range(args.runs):
+        if args.nutmeg:
+            out = subprocess.run([args.nutmeg, "--json"], check=True, capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    r = json.loads(line)
+                    results.append(r)
+                    print(
+                        f"run {run + 1} nutmeg {r['set']}: P {r['precision']:.4f} R {r['recall']:.4f} "
+                        f"F1 {r['f1']:.4f} | PC {r['pair_completeness']:.4f} | {r['pairs_compared']} pairs "
+                        f"| {r['seconds']:.3f} s (CSV read apart: {r['load_seconds']:.3f} s; a second pass: "
+                        + ", ".join(f"{k} {v:.3f}" for k, v in r.get("stages", {}).items())
+                        + ")",
+                        file=sys.stderr,
+                    )
         for tool, fn in peers.items():
             if args.only and tool != args.only:
                 continue
