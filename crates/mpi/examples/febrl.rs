@@ -1,9 +1,10 @@
 //! Accuracy and speed on the FEBRL sets: FEBRL4 linkage (dataset4a x dataset4b) and FEBRL3 deduplication
 //! (dataset3), read from `../shared/data/febrl`; with `--index N`, also the latency of matching one new record
 //! against an index of N generated identities; with `--rebuild N`, the time to deduplicate about N generated
-//! records from scratch.
+//! records from scratch. With `--json`, the FEBRL results are printed as one JSON object per set instead (read
+//! by `scripts/mpi_peers.py`, which sets them beside the Python peers).
 //!
-//! `cargo run -p mpi --release --example febrl [-- --index 1000000] [--rebuild 1000000]`
+//! `cargo run -p mpi --release --example febrl [-- --index 1000000] [--rebuild 1000000] [--json]`
 
 #[path = "../tests/common/febrl.rs"]
 mod febrl;
@@ -11,6 +12,64 @@ mod febrl;
 use std::time::Instant;
 
 use mpi::{Blocking, Generator, GeneratorConfig, Index, Standardised, TrainingConfig};
+
+/// Where the time of one pipeline goes, from a second pass over the same records (the same steps as
+/// `febrl::run_linkage` and `febrl::run_dedup`, each timed alone): standardise, block, train, score (and the
+/// one-to-one step or grouping).
+fn stages(left: &febrl::Set, right: Option<&febrl::Set>) -> serde_json::Value {
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let seconds = clock.elapsed().as_secs_f64();
+        clock = Instant::now();
+        seconds
+    };
+    let l: Vec<Standardised> = left.records.iter().map(mpi::standardise).collect();
+    let r: Vec<Standardised> = right
+        .map(|s| s.records.iter().map(mpi::standardise).collect())
+        .unwrap_or_default();
+    let standardise = lap();
+    let (r, pairs) = match right {
+        Some(_) => {
+            let pairs = Blocking::default().link_pairs(&l, &r);
+            (r, pairs)
+        }
+        None => (Vec::new(), Blocking::default().dedup_pairs(&l)),
+    };
+    let other = if right.is_some() { &r } else { &l };
+    let block = lap();
+    let model = mpi::train(&l, other, &pairs, &TrainingConfig::default());
+    let train = lap();
+    let links = mpi::matches(&model, &l, other, &pairs);
+    let answer = if right.is_some() {
+        mpi::one_to_one(links).len()
+    } else {
+        mpi::cluster_pairs(&mpi::clusters(l.len(), &links)).len()
+    };
+    let score = lap();
+    std::hint::black_box(answer);
+    serde_json::json!({ "standardise": standardise, "block": block, "train": train, "score": score })
+}
+
+/// One set's results as a JSON line: the final answer, the links as scored, blocking, the time and, from a
+/// second pass, where it goes.
+fn report_json(set: &str, run: &febrl::Run, load_seconds: f64, stages: serde_json::Value) {
+    let (a, p, b) = (&run.accuracy, &run.pairwise, &run.blocking);
+    let value = serde_json::json!({
+        "tool": "nutmeg",
+        "set": set,
+        "precision": a.precision,
+        "recall": a.recall,
+        "f1": a.f1,
+        "links": a.predicted,
+        "pairwise": { "precision": p.precision, "recall": p.recall, "f1": p.f1, "links": p.predicted },
+        "pair_completeness": b.pair_completeness,
+        "pairs_compared": b.candidate_pairs,
+        "seconds": run.seconds,
+        "load_seconds": load_seconds,
+        "stages": stages,
+    });
+    println!("{value}");
+}
 
 fn report(name: &str, run: &febrl::Run) {
     let (a, b) = (&run.accuracy, &run.blocking);
@@ -190,11 +249,22 @@ fn main() {
         .iter()
         .position(|a| a == "--index")
         .and_then(|i| args.get(i + 1)?.parse().ok());
-    match (
+    let json = args.iter().any(|a| a == "--json");
+    let start = Instant::now();
+    let sets = (
         febrl::load("dataset4a.csv"),
         febrl::load("dataset4b.csv"),
         febrl::load("dataset3.csv"),
-    ) {
+    );
+    // Reading and parsing the three CSV files, kept out of each set's time.
+    let load_seconds = start.elapsed().as_secs_f64();
+    match sets {
+        (Some(a), Some(b), Some(d3)) if json => {
+            let run = febrl::run_linkage(&a, &b);
+            report_json("febrl4", &run, load_seconds, stages(&a, Some(&b)));
+            let run = febrl::run_dedup(&d3);
+            report_json("febrl3", &run, load_seconds, stages(&d3, None));
+        }
         (Some(a), Some(b), Some(d3)) => {
             report(
                 "FEBRL4 linkage (5,000 x 5,000)",
