@@ -7,13 +7,17 @@
 //!
 //! | `policyRule` | kind | meaning |
 //! |---|---|---|
-//! | `OPTOUT` | [`Kind::OptOut`] | the exchange-wide choice: the patient is out (root `provision.type` `deny`, or none) |
-//! | `OPTIN` | [`Kind::OptIn`] | the exchange-wide choice: the patient is in (root `provision.type` `permit`, or none) |
+//! | `OPTOUT` | [`Kind::OptOut`] | the exchange-wide choice: the patient is out (root provision without conditions, `type` `deny` or none, or no provision) |
+//! | `OPTIN` | [`Kind::OptIn`] | the exchange-wide choice: the patient is in (root provision without conditions, `type` `permit` or none, or no provision) |
 //! | `42CFRPart2` (or `policy.uri` [`PART2_POLICY_URI`]) | [`Kind::Part2`] | a 42 CFR Part 2 consent: its permit provisions name the recipients and purposes (one consent may cover treatment, payment and operations, as the 2024 rule allows) |
 //! | anything else, or none | [`Kind::Grant`] | a patient-specific consent: grants (permit) and restrictions (deny) for sensitive categories |
 //!
-//! An `OPTOUT` with a permit root provision, or an `OPTIN` with a deny one, contradicts itself and
-//! is refused. The latest exchange-wide choice in force (by `dateTime`) is the patient's choice.
+//! An unconditional `OPTOUT` root provision of type permit, or `OPTIN` of type deny, contradicts
+//! itself and is refused. An `OPTIN` or `OPTOUT` consent whose root provision has conditions
+//! (actors, purposes, labels, classes, data, actions) is not the exchange-wide choice but a
+//! patient-specific grant or restriction, its `type` required (FHIR's consent-example-notOrg:
+//! `OPTIN`, deny to Organization/f001). The latest exchange-wide choice in force (by `dateTime`)
+//! is the patient's choice; nested provisions of a choice act as grants and restrictions.
 //!
 //! The psychiatric "informed" flag travels with any of them as the extension [`INFORMED_EXTENSION`]
 //! (`valueBoolean`): the patient was told that their psychiatric records are shared between their
@@ -27,7 +31,14 @@
 //! (when it has either); one of its `data` references is the resource. A condition not given holds
 //! for everything.
 //!
-//! Actors are `Organization/[id]`, `Practitioner/[id]`, `Patient/[id]` (the patient as recipient:
+//! `provision.type` is required except on the root of an unconditional choice: R4 makes it
+//! optional, and guessing would make some of FHIR's own examples (consent-example-notThem) grant
+//! what they mean to withhold. `action`, when given, must include `access`, `use` or `disclose`
+//! for the provision to apply to a disclosure. Provisions nest at most [`MAX_PROVISION_DEPTH`] deep.
+//!
+//! Actors are recipients: `actor.role`, when given, is v3-ParticipationType `PRCP` or `IRCP`
+//! (a custodian or author role names where data comes from, which this model does not evaluate, and
+//! is refused). They are `Organization/[id]`, `Practitioner/[id]`, `Patient/[id]` (the patient as recipient:
 //! a family member's consent that lets the patient see a family-therapy record), or **any treating
 //! provider**: a reference by identifier, system [`ACTOR_SYSTEM`], value [`ANY_TREATING_PROVIDER`],
 //! which is every recipient with a treatment relationship with the patient. Anything else is refused
@@ -147,6 +158,9 @@ impl Period {
 pub struct Provision {
     pub effect: Effect,
     pub period: Option<Period>,
+    /// consentaction codes; a provision with actions applies to disclosures only when one of them
+    /// is `access`, `use` or `disclose` (not `collect` or `correct`).
+    pub actions: Vec<String>,
     pub actors: Vec<Actor>,
     /// ActReason codes.
     pub purposes: Vec<String>,
@@ -195,10 +209,27 @@ impl Actor {
 }
 
 impl Provision {
+    /// Whether the provision names anything to narrow what it covers (actors, purposes, labels,
+    /// classes, data, actions); a period alone does not.
+    pub fn is_conditional(&self) -> bool {
+        !(self.actors.is_empty()
+            && self.purposes.is_empty()
+            && self.security_labels.is_empty()
+            && self.classes.is_empty()
+            && self.data.is_empty()
+            && self.actions.is_empty())
+    }
+
     /// Whether this provision's own conditions hold for the access.
     fn applies(&self, access: &Access<'_>) -> bool {
         let resource_type = access.reference.and_then(|r| r.split('/').next());
+        let disclosing = ["access", "use", "disclose"];
         self.period.is_none_or(|p| p.holds(access.now))
+            && (self.actions.is_empty()
+                || self
+                    .actions
+                    .iter()
+                    .any(|a| disclosing.contains(&a.as_str())))
             && (self.actors.is_empty() || self.actors.iter().any(|a| a.is(access)))
             && (self.purposes.is_empty()
                 || self.purposes.iter().any(|p| p == access.purpose.code()))
@@ -336,10 +367,27 @@ impl Consent {
                 t
             }
         };
-        let kind = kind_of(object);
+        let mut kind = kind_of(object);
         let informed = informed_of(object, &mut errors);
+        let choice_effect = match kind {
+            Kind::OptIn => Some(Effect::Permit),
+            Kind::OptOut => Some(Effect::Deny),
+            Kind::Part2 | Kind::Grant => None,
+        };
         let provision = match object.get("provision") {
-            Some(p) => parse_provision(p, "Consent.provision", &mut errors),
+            Some(p) => {
+                let provision =
+                    parse_provision(p, "Consent.provision", 0, choice_effect, &mut errors);
+                // The root of an OPTIN or OPTOUT consent with conditions is not the exchange-wide
+                // choice but a patient-specific grant or restriction (FHIR's
+                // consent-example-notOrg: OPTIN, deny Organization/f001).
+                if choice_effect.is_some()
+                    && provision.as_ref().is_some_and(Provision::is_conditional)
+                {
+                    kind = Kind::Grant;
+                }
+                provision
+            }
             None => match kind {
                 Kind::OptIn => Some(unconditional(Effect::Permit)),
                 Kind::OptOut => Some(unconditional(Effect::Deny)),
@@ -363,18 +411,6 @@ impl Consent {
                     "an OPTIN consent's root provision is permit",
                 ),
                 _ => {}
-            }
-            if matches!(kind, Kind::OptIn | Kind::OptOut)
-                && (!p.actors.is_empty()
-                    || !p.purposes.is_empty()
-                    || !p.security_labels.is_empty()
-                    || !p.classes.is_empty()
-                    || !p.data.is_empty())
-            {
-                errors.add(
-                    "Consent.provision",
-                    "the exchange-wide choice is all or nothing: its root provision names no actor, purpose, label, class or data (restrictions go in nested provisions or a separate consent)",
-                );
             }
         }
         match (status, patient, date_time, provision) {
@@ -439,6 +475,7 @@ fn unconditional(effect: Effect) -> Provision {
     Provision {
         effect,
         period: None,
+        actions: Vec::new(),
         actors: Vec::new(),
         purposes: Vec::new(),
         security_labels: Vec::new(),
@@ -537,23 +574,51 @@ fn relative_reference(reference: &str) -> Option<String> {
     (type_ok && reference_id(reference, kind).is_some()).then(|| format!("{kind}/{id}"))
 }
 
-fn parse_provision(value: &Value, path: &str, errors: &mut Errors) -> Option<Provision> {
+/// How deep provisions may nest.
+pub const MAX_PROVISION_DEPTH: usize = 8;
+
+/// The recipient roles of `actor.role` (HL7 v3 ParticipationType): primary and other information
+/// recipients. Other roles (custodian, author...) name where data comes from, which this model
+/// does not evaluate, so they are refused rather than misread as recipients.
+const RECIPIENT_ROLES: &[&str] = &["PRCP", "IRCP"];
+const PARTICIPATION_TYPE_SYSTEM: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ParticipationType";
+const ACTION_SYSTEM: &str = "http://terminology.hl7.org/CodeSystem/consentaction";
+
+/// Parses a provision. Its `type` may be missing only on the root of an exchange-wide choice
+/// without conditions (`choice`, the choice's effect, is then its type); elsewhere it is required:
+/// R4 makes it optional, and guessing would turn some of FHIR's own examples
+/// (consent-example-notThem) from restrictions into grants.
+fn parse_provision(
+    value: &Value,
+    path: &str,
+    depth: usize,
+    choice: Option<Effect>,
+    errors: &mut Errors,
+) -> Option<Provision> {
     let Some(object) = value.as_object() else {
         errors.add(path, "a provision is a JSON object");
         return None;
     };
+    if depth >= MAX_PROVISION_DEPTH {
+        errors.add(path, "provisions nest at most 8 deep");
+        return None;
+    }
     let mut ok = true;
     let mut fail = |errors: &mut Errors, at: String, message: &str| {
         ok = false;
         errors.add(at, message);
     };
-    let effect = match object.get("type").and_then(Value::as_str) {
-        Some("permit") => Some(Effect::Permit),
-        Some("deny") => Some(Effect::Deny),
-        _ => {
-            fail(errors, format!("{path}.type"), "must be permit or deny");
-            None
-        }
+    let given = match object.get("type") {
+        None => None,
+        Some(t) => match t.as_str() {
+            Some("permit") => Some(Effect::Permit),
+            Some("deny") => Some(Effect::Deny),
+            _ => {
+                fail(errors, format!("{path}.type"), "must be permit or deny");
+                None
+            }
+        },
     };
     for unsupported in ["code", "dataPeriod"] {
         if object.contains_key(unsupported) {
@@ -587,8 +652,36 @@ fn parse_provision(value: &Value, path: &str, errors: &mut Errors) -> Option<Pro
             Some(period)
         }
     };
+    let mut actions = Vec::new();
+    for (i, action) in array(object, "action").iter().enumerate() {
+        let codes: Vec<Coding> = codings_of(action)
+            .into_iter()
+            .filter(|c| c.system == ACTION_SYSTEM)
+            .collect();
+        if codes.is_empty() {
+            fail(
+                errors,
+                format!("{path}.action[{i}]"),
+                "must have a coding from http://terminology.hl7.org/CodeSystem/consentaction",
+            );
+        }
+        actions.extend(codes.into_iter().map(|c| c.code));
+    }
     let mut actors = Vec::new();
     for (i, actor) in array(object, "actor").iter().enumerate() {
+        if let Some(role) = actor.get("role") {
+            let recipient = codings_of(role).iter().any(|c| {
+                c.system == PARTICIPATION_TYPE_SYSTEM && RECIPIENT_ROLES.contains(&c.code.as_str())
+            });
+            if !recipient {
+                fail(
+                    errors,
+                    format!("{path}.actor[{i}].role"),
+                    "must be a recipient (v3-ParticipationType PRCP or IRCP): actors are who receives the data",
+                );
+                continue;
+            }
+        }
         let at = format!("{path}.actor[{i}].reference");
         match parse_actor(actor.get("reference")) {
             Some(a) => actors.push(a),
@@ -656,9 +749,36 @@ fn parse_provision(value: &Value, path: &str, errors: &mut Errors) -> Option<Pro
             ),
         }
     }
+    let conditional = !(actions.is_empty()
+        && actors.is_empty()
+        && purposes.is_empty()
+        && security_labels.is_empty()
+        && classes.is_empty()
+        && data.is_empty());
+    let effect = match (given, object.contains_key("type")) {
+        (Some(effect), _) => Some(effect),
+        (None, true) => None,
+        (None, false) => match choice {
+            Some(effect) if depth == 0 && !conditional => Some(effect),
+            _ => {
+                fail(
+                    errors,
+                    format!("{path}.type"),
+                    "is required (permit or deny) except on an exchange-wide choice without conditions",
+                );
+                None
+            }
+        },
+    };
     let mut provisions = Vec::new();
     for (i, nested) in array(object, "provision").iter().enumerate() {
-        match parse_provision(nested, &format!("{path}.provision[{i}]"), errors) {
+        match parse_provision(
+            nested,
+            &format!("{path}.provision[{i}]"),
+            depth + 1,
+            None,
+            errors,
+        ) {
             Some(p) => provisions.push(p),
             None => ok = false,
         }
@@ -667,6 +787,7 @@ fn parse_provision(value: &Value, path: &str, errors: &mut Errors) -> Option<Pro
         Some(effect) if ok => Some(Provision {
             effect,
             period,
+            actions,
             actors,
             purposes,
             security_labels,
@@ -709,7 +830,14 @@ fn parse_actor(reference: Option<&Value>) -> Option<Actor> {
 pub fn instant(text: &str, end: bool) -> Option<OffsetDateTime> {
     if text.contains('T') {
         let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-        return Some(if end { t + Duration::nanoseconds(1) } else { t });
+        return if end {
+            t.checked_add(Duration::nanoseconds(1))
+        } else {
+            Some(t)
+        };
+    }
+    if !text.chars().all(|c| c.is_ascii_digit() || c == '-') {
+        return None;
     }
     let mut parts = text.split('-');
     let year: i32 = parts.next().filter(|y| y.len() == 4)?.parse().ok()?;
@@ -789,12 +917,33 @@ mod tests {
             paths(&base(Some("OPTOUT"), json!({"type": "permit"}))),
             ["Consent.provision.type"]
         );
+        // With conditions, OPTIN/OPTOUT is a patient-specific restriction, and its type is required.
+        let restriction = base(
+            Some("OPTIN"),
+            json!({"type": "deny", "actor": [{"reference": {"reference": "Organization/o1"}}]}),
+        );
+        let restriction = Consent::parse(&restriction).expect("parses");
+        assert_eq!(
+            (restriction.kind, restriction.choice()),
+            (Kind::Grant, None)
+        );
         assert_eq!(
             paths(&base(
                 Some("OPTOUT"),
-                json!({"type": "deny", "actor": [{"reference": {"reference": "Organization/o1"}}]})
+                json!({"actor": [{"reference": {"reference": "Organization/o1"}}]})
             )),
-            ["Consent.provision"]
+            ["Consent.provision.type"]
+        );
+        // A choice for a period only is still the choice.
+        let period = base(Some("OPTIN"), json!({"period": {"start": "2026-01-01"}}));
+        assert_eq!(Consent::parse(&period).map(|c| c.kind), Ok(Kind::OptIn));
+        // Nested provisions need their type.
+        assert_eq!(
+            paths(&base(
+                None,
+                json!({"type": "permit", "provision": [{"purpose": []}]})
+            )),
+            ["Consent.provision.provision[0].type"]
         );
     }
 
@@ -1038,5 +1187,52 @@ mod tests {
             let c = Consent::parse(&c).expect("parses");
             assert_eq!(c.in_force(now), counts, "{status}");
         }
+    }
+
+    #[test]
+    fn actor_roles_and_actions() {
+        let custodian = base(
+            None,
+            json!({"type": "deny", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "CST"}]},
+            "reference": {"reference": "Organization/f001"}}]}),
+        );
+        assert_eq!(paths(&custodian), ["Consent.provision.actor[0].role"]);
+        let correct_only = Consent::parse(&base(None, json!({"type": "deny",
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "correct"}]}]})))
+            .expect("parses");
+        let access_too = Consent::parse(&base(None, json!({"type": "deny",
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "correct"}]},
+                       {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}]})))
+            .expect("parses");
+        let labels = Labels::default();
+        let nobody = Recipient::default();
+        let now = datetime!(2026-02-01 00:00 UTC);
+        assert_eq!(
+            correct_only.evaluate(&access(&nobody, &labels, Purpose::Treat, now)),
+            None
+        );
+        assert_eq!(
+            access_too.evaluate(&access(&nobody, &labels, Purpose::Treat, now)),
+            Some(Effect::Deny)
+        );
+        assert_eq!(
+            paths(&base(
+                None,
+                json!({"type": "deny", "action": [{"text": "look"}]})
+            )),
+            ["Consent.provision.action[0]"]
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let mut provision = json!({"type": "permit"});
+        for _ in 0..MAX_PROVISION_DEPTH {
+            provision = json!({"type": "deny", "provision": [provision]});
+        }
+        let errors = paths(&base(None, provision));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].ends_with(".provision[0]"), "{errors:?}");
     }
 }
