@@ -283,6 +283,30 @@ fn codings_at(resource: &Value, element: &str) -> Vec<Coding> {
         .unwrap_or_default()
 }
 
+/// The resources inside a resource (contained resources, Bundle entries, Parameters parts, at any
+/// depth), not the resource itself: their own `meta.security` counts as labels their source sent.
+fn nested_resources(resource: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(&Value, bool)> = vec![(resource, true)];
+    while let Some((value, root)) = stack.pop() {
+        match value {
+            Value::Object(object) => {
+                if !root && object.get("resourceType").is_some_and(Value::is_string) {
+                    out.push(value);
+                }
+                for (key, child) in object {
+                    if key != "meta" && key != "text" {
+                        stack.push((child, false));
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, false))),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every Coding (an object with a string `system` and `code`) in a resource, outside any `meta`.
 pub fn codings(resource: &Value) -> Vec<Coding> {
     let mut out = Vec::new();
@@ -486,7 +510,10 @@ impl RuleTable {
 
     /// The labels of a resource that arrives from `source` (see the module documentation).
     pub fn label(&self, resource: &Value, source: &SourceFacts) -> Labels {
-        let sent = Labels::from_security(resource);
+        let mut sent = Labels::from_security(resource);
+        for inner in nested_resources(resource) {
+            sent.add(&Labels::from_security(inner));
+        }
         let mut labels = Labels {
             confidentiality: Confidentiality::N,
             sensitivity: sent.sensitivity.clone(),
@@ -720,6 +747,31 @@ mod tests {
         assert_eq!(labels.kept.len(), 2);
         let security: Vec<String> = labels.security().iter().map(|c| c.code.clone()).collect();
         assert_eq!(security, ["V", "SUD", "HIV", "42CFRPart2", "VIP"]);
+    }
+
+    #[test]
+    fn labels_of_nested_resources_count() {
+        let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Observation", "meta": {"security": [
+                {"system": ACT_CODE_SYSTEM, "code": "HIV"}]}}},
+            {"resource": {"resourceType": "Condition", "contained": [
+                {"resourceType": "Basic", "meta": {"security": [
+                    {"system": CONFIDENTIALITY_SYSTEM, "code": "V"},
+                    {"system": "http://example.org/l", "code": "X"}]}}]}}]});
+        let labels = label(&bundle, &SourceFacts::default());
+        assert_eq!(labels.confidentiality, Confidentiality::V);
+        assert_eq!(
+            labels
+                .sensitivity
+                .iter()
+                .map(|s| s.code())
+                .collect::<Vec<_>>(),
+            ["HIV"]
+        );
+        assert_eq!(
+            labels.kept,
+            [Coding::new("http://example.org/l", "X", None)]
+        );
     }
 
     #[test]
