@@ -19,7 +19,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::codes::{Coding, Licence, Purpose, Sensitivity, ACT_CODE_SYSTEM, NORDSCLCD};
+use crate::codes::{
+    Coding, Confidentiality, Licence, Purpose, Sensitivity, ACT_CODE_SYSTEM, NORDSCLCD,
+};
 use crate::consent::{Access, Consent, Effect, Kind, Recipient};
 use crate::labels::{Labels, ResourceLabels, SourceFacts};
 
@@ -92,6 +94,8 @@ pub struct Rule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct When {
     pub labels: Vec<Sensitivity>,
+    /// Confidentiality codes (a source's V on data this crate finds no sensitivity in).
+    pub confidentiality: Vec<Confidentiality>,
     pub licences: Vec<Licence>,
     pub psychiatric_facility: bool,
 }
@@ -112,6 +116,7 @@ impl Category {
             None => true,
             Some(w) => {
                 labels.has_any(&w.labels)
+                    || w.confidentiality.contains(&labels.confidentiality)
                     || source.licence.is_some_and(|l| w.licences.contains(&l))
                     || (w.psychiatric_facility && source.psychiatric_facility)
             }
@@ -159,6 +164,8 @@ struct RawCategory {
 struct RawWhen {
     #[serde(default)]
     labels: Vec<String>,
+    #[serde(default)]
+    confidentiality: Vec<String>,
     #[serde(default)]
     licences: Vec<String>,
     #[serde(default)]
@@ -246,10 +253,23 @@ impl Policy {
                         ),
                     }
                 }
-                if w.labels.is_empty() && w.licences.is_empty() && !w.psychiatric_facility {
+                for (i, c) in w.confidentiality.iter().enumerate() {
+                    match Confidentiality::parse(c) {
+                        Some(c) => when.confidentiality.push(c),
+                        None => fail(
+                            format!("{at}.when.confidentiality[{i}]"),
+                            format!("unknown confidentiality code {c:?}"),
+                        ),
+                    }
+                }
+                if w.labels.is_empty()
+                    && w.confidentiality.is_empty()
+                    && w.licences.is_empty()
+                    && !w.psychiatric_facility
+                {
                     fail(
                         format!("{at}.when"),
-                        "selects nothing: give labels, licences or psychiatric_facility".into(),
+                        "selects nothing: give labels, confidentiality, licences or psychiatric_facility".into(),
                     );
                 }
                 when
@@ -453,10 +473,11 @@ impl Policy {
                     (true, id) => category_used.extend(id),
                     (false, id) => {
                         used_denying.extend(id);
-                        denied.push(match self.model {
-                            _ if choice.is_some() => Reason::OptedOut,
-                            Model::OptIn => Reason::NotOptedIn,
-                            Model::OptOut => Reason::OptedOut,
+                        // Out by a recorded choice, or by the opt-in model's default.
+                        denied.push(if choice.is_some() {
+                            Reason::OptedOut
+                        } else {
+                            Reason::NotOptedIn
                         });
                     }
                 }
@@ -846,7 +867,8 @@ mod tests {
                 "psychiatric",
                 "marriage-and-family-therapy",
                 "part2",
-                "psychotherapy-notes"
+                "psychotherapy-notes",
+                "very-restricted"
             ]
         );
         assert_eq!(Policy::connecticut(), policy);

@@ -3,7 +3,7 @@
 //! built as FHIR Consent resources and parsed, and the decision is compared with the expected
 //! outcome, reason codes, obligations and consents used. Every failing row is reported at once.
 
-use privacy::codes::{Licence, Purpose, ACT_CODE_SYSTEM, PURPOSE_SYSTEM};
+use privacy::codes::{Licence, Purpose, ACT_CODE_SYSTEM, CONFIDENTIALITY_SYSTEM, PURPOSE_SYSTEM};
 use privacy::consent::{
     Consent, Recipient, ACTOR_SYSTEM, ANY_TREATING_PROVIDER, INFORMED_EXTENSION, SCOPE_SYSTEM,
 };
@@ -87,7 +87,12 @@ fn data(column: &str) -> Data {
         } else if let Some(members) = token.strip_prefix("family=") {
             family = members.split('+').collect();
         } else {
-            security.push(json!({"system": ACT_CODE_SYSTEM, "code": token}));
+            let system = if token.len() == 1 {
+                CONFIDENTIALITY_SYSTEM
+            } else {
+                ACT_CODE_SYSTEM
+            };
+            security.push(json!({"system": system, "code": token}));
         }
     }
     let mut resource = if family.is_empty() {
