@@ -36,7 +36,8 @@
 //!
 //! [[category]]
 //! name = "part2"
-//! [category.when]                   # any one of: labels, licences, psychiatric_facility = true
+//! [category.when]                   # any one of: labels, confidentiality, licences,
+//!                                   # psychiatric_facility = true
 //! labels = ["SUD", "ETH"]
 //! [[category.rule]]
 //! purposes = ["TREAT", "HPAYMT", "HOPERAT"]

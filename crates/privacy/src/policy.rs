@@ -573,7 +573,14 @@ impl Policy {
             }
             out
         };
-        if denied.is_empty() {
+        // The same reason (an opt-out, a restriction) can come from several categories.
+        let mut reasons: Vec<Reason> = Vec::new();
+        for reason in denied {
+            if !reasons.contains(&reason) {
+                reasons.push(reason);
+            }
+        }
+        if reasons.is_empty() {
             Decision {
                 permit: true,
                 obligations,
@@ -585,7 +592,7 @@ impl Policy {
                 permit: false,
                 obligations: vec![Obligation::Redact],
                 consents_used: dedup(used_denying),
-                reasons: denied,
+                reasons,
             }
         }
     }

@@ -286,6 +286,13 @@ fn check(row: &Row<'_>) -> Option<String> {
         OffsetDateTime::parse(now_text, &Rfc3339).unwrap_or_else(|e| panic!("now {now_text}: {e}"));
     let decision = policy.decide(&request(row), &data(row.data), &consents(row.consents), now);
     let reason_codes: Vec<&str> = decision.reasons.iter().map(|r| r.code()).collect();
+    for (i, reason) in decision.reasons.iter().enumerate() {
+        assert!(
+            !decision.reasons[..i].contains(reason),
+            "{}: {reason:?} repeated",
+            row.name
+        );
+    }
     let mut problems = Vec::new();
     match row.expect.split_once(':') {
         None if row.expect == "permit" => {
