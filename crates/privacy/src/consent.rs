@@ -28,7 +28,8 @@
 //! A provision applies to an access when every condition it has holds: its `period` holds `now`; one
 //! of its `actor`s is the recipient; one of its `purpose`s is the purpose of use; one of its
 //! `securityLabel`s is on the data or one of its `class`es (resource types) is the data's type
-//! (when it has either); one of its `data` references is the resource. A condition not given holds
+//! (when it has either); one of its `data` references is the resource (the meanings `instance`,
+//! `related` and `dependents` are all read as that instance; `authoredby` is refused). A condition not given holds
 //! for everything.
 //!
 //! `provision.type` is required except on the root of an unconditional choice: R4 makes it
@@ -60,7 +61,7 @@
 use time::format_description::well_known::Rfc3339;
 use time::{Date, Duration, Month, OffsetDateTime, Time};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::codes::{Coding, Purpose, ACT_CODE_SYSTEM, PURPOSE_SYSTEM};
 use crate::labels::Labels;
@@ -472,17 +473,189 @@ impl Consent {
 }
 
 fn unconditional(effect: Effect) -> Provision {
-    Provision {
-        effect,
-        period: None,
-        actions: Vec::new(),
-        actors: Vec::new(),
-        purposes: Vec::new(),
-        security_labels: Vec::new(),
-        classes: Vec::new(),
-        data: Vec::new(),
-        provisions: Vec::new(),
+    Provision::everything(effect)
+}
+
+impl Provision {
+    /// A provision about everything: the root of an exchange-wide choice.
+    pub fn everything(effect: Effect) -> Provision {
+        Provision {
+            effect,
+            period: None,
+            actions: Vec::new(),
+            actors: Vec::new(),
+            purposes: Vec::new(),
+            security_labels: Vec::new(),
+            classes: Vec::new(),
+            data: Vec::new(),
+            provisions: Vec::new(),
+        }
     }
+
+    fn to_fhir(&self) -> Result<Value, ConsentError> {
+        let mut out = serde_json::Map::new();
+        let effect = match self.effect {
+            Effect::Permit => "permit",
+            Effect::Deny => "deny",
+        };
+        out.insert("type".into(), json!(effect));
+        if let Some(period) = &self.period {
+            let mut p = serde_json::Map::new();
+            if let Some(start) = period.start {
+                p.insert("start".into(), json!(format_instant(start)?));
+            }
+            if let Some(end) = period.end {
+                // Stored exclusive; written as the last instant it holds.
+                let last = end
+                    .checked_sub(Duration::nanoseconds(1))
+                    .ok_or_else(out_of_range)?;
+                p.insert("end".into(), json!(format_instant(last)?));
+            }
+            out.insert("period".into(), Value::Object(p));
+        }
+        if !self.actors.is_empty() {
+            let actors: Vec<Value> = self
+                .actors
+                .iter()
+                .map(|a| {
+                    let reference = match a {
+                        Actor::Organization(id) => json!({"reference": format!("Organization/{id}")}),
+                        Actor::Practitioner(id) => json!({"reference": format!("Practitioner/{id}")}),
+                        Actor::Patient(id) => json!({"reference": format!("Patient/{id}")}),
+                        Actor::AnyTreatingProvider => json!({"identifier": {
+                            "system": ACTOR_SYSTEM, "value": ANY_TREATING_PROVIDER}}),
+                    };
+                    json!({"role": {"coding": [{"system": PARTICIPATION_TYPE_SYSTEM, "code": "IRCP"}]},
+                           "reference": reference})
+                })
+                .collect();
+            out.insert("actor".into(), Value::Array(actors));
+        }
+        if !self.actions.is_empty() {
+            let actions: Vec<Value> = self
+                .actions
+                .iter()
+                .map(|a| json!({"coding": [{"system": ACTION_SYSTEM, "code": a}]}))
+                .collect();
+            out.insert("action".into(), Value::Array(actions));
+        }
+        if !self.security_labels.is_empty() {
+            out.insert(
+                "securityLabel".into(),
+                Value::Array(self.security_labels.iter().map(Coding::to_json).collect()),
+            );
+        }
+        if !self.purposes.is_empty() {
+            let purposes: Vec<Value> = self
+                .purposes
+                .iter()
+                .map(|p| json!({"system": PURPOSE_SYSTEM, "code": p}))
+                .collect();
+            out.insert("purpose".into(), Value::Array(purposes));
+        }
+        if !self.classes.is_empty() {
+            let classes: Vec<Value> = self
+                .classes
+                .iter()
+                .map(|c| json!({"system": RESOURCE_TYPES_SYSTEM, "code": c}))
+                .collect();
+            out.insert("class".into(), Value::Array(classes));
+        }
+        if !self.data.is_empty() {
+            let data: Vec<Value> = self
+                .data
+                .iter()
+                .map(|d| json!({"meaning": "instance", "reference": {"reference": d}}))
+                .collect();
+            out.insert("data".into(), Value::Array(data));
+        }
+        if !self.provisions.is_empty() {
+            let nested = self
+                .provisions
+                .iter()
+                .map(Provision::to_fhir)
+                .collect::<Result<Vec<_>, _>>()?;
+            out.insert("provision".into(), Value::Array(nested));
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+impl Consent {
+    /// The FHIR Consent that [`Consent::parse`] reads back as this one: what the portal and the
+    /// API write when a patient, an operator or a participant records a choice, a grant or a
+    /// restriction. Without an `id` when the consent has none (the repository assigns it).
+    /// Fails only for instants outside the years 0000-9999 (naming the element).
+    pub fn to_fhir(&self) -> Result<Value, ConsentError> {
+        let mut out = serde_json::Map::new();
+        out.insert("resourceType".into(), json!("Consent"));
+        if let Some(id) = &self.id {
+            out.insert("id".into(), json!(id));
+        }
+        if let Some(informed) = self.informed {
+            out.insert(
+                "extension".into(),
+                json!([{"url": INFORMED_EXTENSION, "valueBoolean": informed}]),
+            );
+        }
+        let status = match self.status {
+            Status::Draft => "draft",
+            Status::Proposed => "proposed",
+            Status::Active => "active",
+            Status::Rejected => "rejected",
+            Status::Inactive => "inactive",
+            Status::EnteredInError => "entered-in-error",
+        };
+        out.insert("status".into(), json!(status));
+        out.insert(
+            "scope".into(),
+            json!({"coding": [{"system": SCOPE_SYSTEM, "code": "patient-privacy"}]}),
+        );
+        out.insert(
+            "category".into(),
+            json!([{"coding": [{"system": "http://loinc.org", "code": "59284-0", "display": "Patient Consent"}]}]),
+        );
+        out.insert(
+            "patient".into(),
+            json!({"reference": format!("Patient/{}", self.patient)}),
+        );
+        out.insert(
+            "dateTime".into(),
+            json!(format_instant(self.date_time).map_err(|e| ConsentError {
+                path: "Consent.dateTime".into(),
+                message: e.message,
+            })?),
+        );
+        let rule = match self.kind {
+            Kind::OptIn => Some("OPTIN"),
+            Kind::OptOut => Some("OPTOUT"),
+            Kind::Part2 => Some("42CFRPart2"),
+            Kind::Grant => None,
+        };
+        if let Some(rule) = rule {
+            out.insert(
+                "policyRule".into(),
+                json!({"coding": [{"system": ACT_CODE_SYSTEM, "code": rule}]}),
+            );
+        }
+        let provision = self.provision.to_fhir().map_err(|e| ConsentError {
+            path: "Consent.provision".into(),
+            message: e.message,
+        })?;
+        out.insert("provision".into(), provision);
+        Ok(Value::Object(out))
+    }
+}
+
+fn out_of_range() -> ConsentError {
+    ConsentError {
+        path: "Consent".into(),
+        message: "an instant is outside the years 0000-9999".into(),
+    }
+}
+
+fn format_instant(t: OffsetDateTime) -> Result<String, ConsentError> {
+    t.format(&Rfc3339).map_err(|_| out_of_range())
 }
 
 #[derive(Default)]
@@ -1234,5 +1407,57 @@ mod tests {
         let errors = paths(&base(None, provision));
         assert_eq!(errors.len(), 1);
         assert!(errors[0].ends_with(".provision[0]"), "{errors:?}");
+    }
+
+    #[test]
+    fn to_fhir_reads_back_the_same() {
+        let nested = json!({
+            "type": "deny",
+            "period": {"start": "2026-01-01", "end": "2026-12-31"},
+            "actor": [{"reference": {"reference": "Organization/a"}},
+                      {"reference": {"identifier": {"system": ACTOR_SYSTEM, "value": ANY_TREATING_PROVIDER}}}],
+            "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction", "code": "access"}]}],
+            "purpose": [{"system": PURPOSE_SYSTEM, "code": "HPAYMT"}],
+            "securityLabel": [{"system": ACT_CODE_SYSTEM, "code": "PSY", "display": "psych"}],
+            "class": [{"system": RESOURCE_TYPES_SYSTEM, "code": "Observation"}],
+            "data": [{"meaning": "related", "reference": {"reference": "Observation/o1"}}],
+            "provision": [{"type": "permit", "actor": [{"reference": {"reference": "Patient/p2"}},
+                {"reference": {"reference": "Practitioner/pr"}}],
+                "period": {"end": "2026-06-01T10:00:00.5+02:00"}}]
+        });
+        for (rule, provision) in [
+            (
+                Some("OPTOUT"),
+                json!({"type": "deny", "provision": [nested.clone()]}),
+            ),
+            (Some("OPTIN"), json!({"period": {"start": "2026-02-01"}})),
+            (Some("42CFRPart2"), nested.clone()),
+            (None, nested.clone()),
+        ] {
+            let mut json = base(rule, provision);
+            json["extension"] = json!([{"url": INFORMED_EXTENSION, "valueBoolean": false}]);
+            let consent = Consent::parse(&json).expect("parses");
+            let written = consent.to_fhir().expect("writes");
+            assert_eq!(Consent::parse(&written), Ok(consent.clone()), "{written}");
+            let mut without_id = consent.clone();
+            without_id.id = None;
+            let written = without_id.to_fhir().expect("writes");
+            assert!(written.get("id").is_none());
+            assert_eq!(Consent::parse(&written), Ok(without_id));
+        }
+        // A consent the portal makes: the patient opts out now.
+        let opt_out = Consent {
+            id: None,
+            status: Status::Active,
+            patient: "p1".into(),
+            date_time: datetime!(2026-03-01 10:00 UTC),
+            kind: Kind::OptOut,
+            informed: None,
+            provision: Provision::everything(Effect::Deny),
+        };
+        let json = opt_out.to_fhir().expect("writes");
+        assert_eq!(json["policyRule"]["coding"][0]["code"], "OPTOUT");
+        assert_eq!(json["dateTime"], "2026-03-01T10:00:00Z");
+        assert_eq!(Consent::parse(&json), Ok(opt_out));
     }
 }

@@ -222,7 +222,11 @@ fn consents(column: &str) -> Vec<Consent> {
         .enumerate()
         .map(|(i, item)| {
             let json = consent_json(item, &format!("c{}", i + 1));
-            Consent::parse(&json).unwrap_or_else(|e| panic!("{item}: {e:?}"))
+            let consent = Consent::parse(&json).unwrap_or_else(|e| panic!("{item}: {e:?}"));
+            // What the portal would write for it reads back the same.
+            let written = consent.to_fhir().unwrap_or_else(|e| panic!("{item}: {e}"));
+            assert_eq!(Consent::parse(&written).as_ref(), Ok(&consent), "{item}");
+            consent
         })
         .collect()
 }

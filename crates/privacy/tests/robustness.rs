@@ -1,5 +1,6 @@
 //! No input makes the crate panic: every element of a rich Consent and of a labelled resource is
-//! replaced in turn by values of every JSON kind, and the mutants are parsed, labelled and decided.
+//! replaced in turn by values of every JSON kind, and the mutants are parsed, labelled and decided;
+//! every Consent that parses is written back (`Consent::to_fhir`) and reads back the same.
 //! (A deterministic stand-in for a fuzz target until the fuzz workspace has one.)
 
 use privacy::codes::Purpose;
@@ -156,6 +157,9 @@ fn mutated_consents_never_panic() {
         match Consent::parse(&mutant) {
             Ok(consent) => {
                 parsed += 1;
+                if let Ok(written) = consent.to_fhir() {
+                    assert_eq!(Consent::parse(&written).as_ref(), Ok(&consent), "{written}");
+                }
                 let _ = policy.decide(&request, &data, &[consent], datetime!(2026-06-01 12:00 UTC));
             }
             Err(errors) => {
