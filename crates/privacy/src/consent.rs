@@ -737,7 +737,7 @@ fn reference_id(reference: &str, resource_type: &str) -> Option<String> {
 }
 
 /// `Type/id` of a relative or absolute reference to any type.
-fn relative_reference(reference: &str) -> Option<String> {
+pub(crate) fn relative_reference(reference: &str) -> Option<String> {
     let reference = reference.split("/_history/").next().unwrap_or(reference);
     let mut parts = reference.rsplit('/');
     let id = parts.next()?;

@@ -15,6 +15,11 @@
 //! data and psychotherapy notes, R for any other sensitivity, N otherwise; never lower than what
 //! the source sent.
 //!
+//! Derived resources (a Provenance, a DocumentReference, a Composition, a List, a
+//! DiagnosticReport) also take the labels of what they point at: [`derived_from`] names those
+//! resources, and [`derived`] adds their labels. Resources inside a resource (contained, Bundle
+//! entries) count by themselves.
+//!
 //! The source is recorded too, as `meta.tag` codings ([`SourceFacts::tags`]), so that the decision
 //! can later be made from the stored resource alone ([`ResourceLabels::from_resource`]).
 
@@ -214,6 +219,72 @@ pub fn derived(own: &Labels, parts: &[Labels]) -> Labels {
     out.confidentiality = out
         .confidentiality
         .max(confidentiality_for(&out.sensitivity));
+    out
+}
+
+/// The resources a derived resource takes its labels from, as relative references (`Type/id`),
+/// in order, without repeats: what a Provenance is about (`target`, `entity.what`), what a
+/// DocumentReference relates to (`context.related`, `relatesTo.target`), what a Composition's
+/// sections hold (`section.entry`, nested sections too), a List's items and a DiagnosticReport's
+/// results. The caller looks up their labels and calls [`derived`]. (A Bundle's entries and
+/// contained resources are inside the resource, and [`label`] already counts them; a document in
+/// an attachment is the caller's to label, by section.)
+pub fn derived_from(resource: &Value) -> Vec<String> {
+    let paths: &[&[&str]] = match resource.get("resourceType").and_then(Value::as_str) {
+        Some("Provenance") => &[&["target"], &["entity", "what"]],
+        Some("DocumentReference") => &[&["context", "related"], &["relatesTo", "target"]],
+        Some("List") => &[&["entry", "item"]],
+        Some("DiagnosticReport") => &[&["result"]],
+        Some("Composition") => &[&["section"]],
+        _ => &[],
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |reference: &Value| {
+        let found = reference
+            .get("reference")
+            .and_then(Value::as_str)
+            .and_then(crate::consent::relative_reference);
+        if let Some(found) = found {
+            if !out.contains(&found) {
+                out.push(found);
+            }
+        }
+    };
+    for path in paths {
+        let mut level: Vec<&Value> = vec![resource];
+        for key in *path {
+            level = level
+                .into_iter()
+                .filter_map(|v| v.get(*key))
+                .flat_map(|v| match v {
+                    Value::Array(items) => items.iter().collect::<Vec<_>>(),
+                    other => vec![other],
+                })
+                .collect();
+        }
+        if *path == ["section"] {
+            // Composition sections nest; every section's entries count.
+            let mut sections = level;
+            sections.reverse();
+            while let Some(section) = sections.pop() {
+                for entry in section
+                    .get("entry")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    push(entry);
+                }
+                if let Some(nested) = section.get("section").and_then(Value::as_array) {
+                    sections.extend(nested.iter().rev());
+                }
+            }
+        } else {
+            for reference in level {
+                push(reference);
+            }
+        }
+    }
     out
 }
 
@@ -793,6 +864,39 @@ mod tests {
         let mut not_object = json!([1]);
         apply(&mut not_object, &labels, &source);
         assert_eq!(not_object, json!([1]));
+    }
+
+    #[test]
+    fn what_derived_resources_point_at() {
+        let provenance = json!({"resourceType": "Provenance",
+            "target": [{"reference": "Condition/c1"}, {"reference": "https://x.example/fhir/Observation/o1/_history/3"}],
+            "entity": [{"role": "source", "what": {"reference": "DocumentReference/d1"}},
+                       {"role": "source", "what": {"identifier": {"value": "x"}}}]});
+        assert_eq!(
+            derived_from(&provenance),
+            ["Condition/c1", "Observation/o1", "DocumentReference/d1"]
+        );
+        let document = json!({"resourceType": "DocumentReference",
+            "relatesTo": [{"code": "transforms", "target": {"reference": "DocumentReference/d0"}}],
+            "context": {"related": [{"reference": "Encounter/e1"}, {"reference": "#contained"}]}});
+        assert_eq!(
+            derived_from(&document),
+            ["Encounter/e1", "DocumentReference/d0"]
+        );
+        let composition = json!({"resourceType": "Composition", "section": [
+            {"entry": [{"reference": "Condition/c1"}]},
+            {"section": [{"entry": [{"reference": "MedicationStatement/m1"}, {"reference": "Condition/c1"}]}]}]});
+        assert_eq!(
+            derived_from(&composition),
+            ["Condition/c1", "MedicationStatement/m1"]
+        );
+        let list =
+            json!({"resourceType": "List", "entry": [{"item": {"reference": "Condition/c2"}}]});
+        assert_eq!(derived_from(&list), ["Condition/c2"]);
+        let report = json!({"resourceType": "DiagnosticReport", "result": [{"reference": "Observation/o9"}]});
+        assert_eq!(derived_from(&report), ["Observation/o9"]);
+        assert!(derived_from(&json!({"resourceType": "Observation"})).is_empty());
+        assert!(derived_from(&json!({"resourceType": "Provenance", "target": "oops"})).is_empty());
     }
 
     #[test]
