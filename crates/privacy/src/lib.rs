@@ -12,6 +12,8 @@
 //!   42 CFR Part 2 consents. Every problem is reported with the element it is in
 //!   ([`consent::ConsentError::path`]), ready for an OperationOutcome (422).
 //! - [`policy`]: the policy as data (TOML) and [`policy::Policy::decide`].
+//! - [`redact`]: what a withheld resource leaves behind: references to it removed from what is
+//!   disclosed.
 //!
 //! # The policy file
 //!
@@ -102,3 +104,4 @@ pub mod codes;
 pub mod consent;
 pub mod labels;
 pub mod policy;
+pub mod redact;

@@ -194,6 +194,9 @@ fn mutated_resources_never_panic() {
         let mut stored = mutant.clone();
         labels::apply(&mut stored, &labels, &source);
         let data = Data::from_resource(&stored, "p1");
+        privacy::redact::redact_references(&mut stored, &|r| {
+            r == "Patient/p2" || r == "Patient/p3"
+        });
         let _ = policy.decide(
             &request,
             &data,
