@@ -11,7 +11,8 @@
 //!
 //! [`Policy::decide`] is pure: the caller gives the request's facts, the resource's labels and
 //! source, the consents of the patient (and of the family members a family-therapy record names),
-//! and the time.
+//! and the time. The participant that sent the data gets it back under the base category alone
+//! (it holds it already; the opt-out still binds).
 
 use std::collections::BTreeMap;
 
@@ -435,10 +436,13 @@ impl Policy {
         let mut used: Vec<String> = Vec::new();
         let mut used_denying: Vec<String> = Vec::new();
         let mut any = false;
+        let own = request.recipient.organization.is_some()
+            && request.recipient.organization == data.source_participant;
         for category in self
             .categories
             .iter()
             .filter(|c| c.holds(&data.labels, &data.source))
+            .filter(|c| !own || c.when.is_none())
         {
             any = true;
             let name = &category.name;
@@ -680,6 +684,10 @@ pub struct Data {
     pub source: SourceFacts,
     /// Other patients the record names as participants (family or couple therapy).
     pub family: Vec<String>,
+    /// The participant (Organization id) that sent the data, when the caller knows it (from the
+    /// write's Provenance). It gets its own data back under the base category's rules only: the
+    /// consent categories govern disclosure to others.
+    pub source_participant: Option<String>,
 }
 
 impl Data {
@@ -700,6 +708,7 @@ impl Data {
             labels,
             source,
             family: family_members(resource, patient),
+            source_participant: None,
         }
     }
 }

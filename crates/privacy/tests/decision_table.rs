@@ -79,11 +79,14 @@ fn data(column: &str) -> Data {
     let mut source = SourceFacts::default();
     let mut security = Vec::new();
     let mut family = Vec::new();
+    let mut sent_by = None;
     for token in tokens(column) {
         if let Some(l) = token.strip_prefix("lic=") {
             source.licence = Some(Licence::parse_loose(l).unwrap_or_else(|| panic!("licence {l}")));
         } else if token == "psych-fac" {
             source.psychiatric_facility = true;
+        } else if let Some(participant) = token.strip_prefix("from=") {
+            sent_by = Some(participant.to_owned());
         } else if let Some(members) = token.strip_prefix("family=") {
             family = members.split('+').collect();
         } else {
@@ -118,7 +121,8 @@ fn data(column: &str) -> Data {
     }
     let labels = labels::label(&resource, &source);
     labels::apply(&mut resource, &labels, &source);
-    let data = Data::from_resource(&resource, "p1");
+    let mut data = Data::from_resource(&resource, "p1");
+    data.source_participant = sent_by;
     assert_eq!(data.labels, labels);
     assert_eq!(data.source, source);
     data
