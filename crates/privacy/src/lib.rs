@@ -51,7 +51,7 @@
 //! ```
 //!
 //! A resource is in the base category and in every category whose `when` matches it; for each, the
-//! first rule naming the request's purpose applies; the resource is disclosed only when every one
+//! rule naming the request's purpose applies (one per purpose; none is a denial); the resource is disclosed only when every one
 //! permits, with all their obligations. Deny overrides: a patient's restriction that covers the
 //! access denies it wherever the rule honours `all`, whatever grant also covers it. The shipped
 //! Connecticut policy, `policy/connecticut.toml`, documents every key and is the default

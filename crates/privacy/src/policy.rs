@@ -381,6 +381,14 @@ impl Policy {
                         "a deny rule has no requirements or obligations".into(),
                     );
                 }
+                for (i, purpose) in purposes.iter().enumerate() {
+                    if rules.iter().any(|r: &Rule| r.purposes.contains(purpose)) {
+                        fail(
+                            format!("{at}.purposes[{i}]"),
+                            format!("{purpose} already has a rule in this category (the first one applies)"),
+                        );
+                    }
+                }
                 rules.push(Rule {
                     purposes,
                     permit,
@@ -915,6 +923,8 @@ mod tests {
             purposes = []
             effect = "deny"
             requires = ["grant"]
+            [[category.rule]]
+            purposes = ["TREAT"]
             [[category]]
             name = "x"
             [category.when]
@@ -935,6 +945,7 @@ mod tests {
                 "category[0].rule[0].obligations[1]",
                 "category[0].rule[1].purposes",
                 "category[0].rule[1]",
+                "category[0].rule[2].purposes[0]",
                 "category[1].name",
                 "category[1].when",
                 "category",
