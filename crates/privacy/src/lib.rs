@@ -14,6 +14,8 @@
 //! - [`policy`]: the policy as data (TOML) and [`policy::Policy::decide`].
 //! - [`redact`]: what a withheld resource leaves behind: references to it removed from what is
 //!   disclosed.
+//! - [`scenarios`]: the decision table (`tests/decision_table.txt`) as data, for the tests here and
+//!   for end-to-end tests that run the same scenarios through the server.
 //!
 //! # The policy file
 //!
@@ -105,3 +107,4 @@ pub mod consent;
 pub mod labels;
 pub mod policy;
 pub mod redact;
+pub mod scenarios;
