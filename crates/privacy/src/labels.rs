@@ -432,6 +432,8 @@ struct RawRule {
     ranges: Vec<String>,
     #[serde(default)]
     display: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
     labels: Vec<String>,
     source: String,
 }
@@ -447,6 +449,8 @@ pub struct Rule {
     pub ranges: Vec<(String, String)>,
     /// Words looked for in the display, lower case.
     pub display: Vec<String>,
+    /// Codes and prefix ranges the row does not cover, normalised.
+    pub except: Vec<(String, String)>,
     pub labels: Vec<Sensitivity>,
     pub source: String,
 }
@@ -457,14 +461,14 @@ impl Rule {
             return false;
         }
         let code = normalise(&coding.code);
-        if self.codes.contains(&code) {
-            return true;
-        }
         let in_range = |(low, high): &(String, String)| {
             code.get(..low.len()).is_some_and(|p| p >= low.as_str())
                 && code.get(..high.len()).is_some_and(|p| p <= high.as_str())
         };
-        if self.ranges.iter().any(in_range) {
+        if self.except.iter().any(in_range) {
+            return false;
+        }
+        if self.codes.contains(&code) || self.ranges.iter().any(in_range) {
             return true;
         }
         match &coding.display {
@@ -546,6 +550,13 @@ impl RuleTable {
                     Err(message) => fail("ranges", message),
                 }
             }
+            let mut except = Vec::new();
+            for range in &row.except {
+                match parse_range(range) {
+                    Ok(r) => except.push(r),
+                    Err(message) => fail("except", message),
+                }
+            }
             let codes: Vec<String> = row.codes.iter().map(|c| normalise(c)).collect();
             if codes.iter().any(String::is_empty) {
                 fail("codes", "empty code".into());
@@ -559,6 +570,7 @@ impl RuleTable {
                 codes,
                 ranges,
                 display,
+                except,
                 labels,
                 source: row.source,
             });
@@ -707,6 +719,19 @@ mod tests {
             sens(&condition(ICD, "F19"), none),
             ["MH", "BH", "ETH", "SUD"]
         );
+        // Nicotine dependence is not a Part 2 substance use disorder.
+        assert_eq!(sens(&condition(ICD, "F17.210"), none), ["MH", "BH"]);
+        assert_eq!(
+            sens(&condition(ICD, "F16.20"), none),
+            ["MH", "BH", "ETH", "SUD"]
+        );
+        assert_eq!(
+            sens(&condition(ICD, "F18.10"), none),
+            ["MH", "BH", "ETH", "SUD"]
+        );
+        assert_eq!(sens(&condition(ICD, "O99.320"), none), ["ETH", "SUD"]);
+        assert!(sens(&condition(ICD, "O99.330"), none).is_empty());
+        assert_eq!(sens(&condition(ICD, "R45.851"), none), ["MH", "BH"]);
         assert_eq!(sens(&condition(ICD, "F20.0"), none), ["PSY", "MH", "BH"]);
         assert_eq!(sens(&condition(ICD, "F31.81"), none), ["PSY", "MH", "BH"]);
         assert_eq!(sens(&condition(ICD, "F32.0"), none), ["MH", "BH"]);
