@@ -609,6 +609,16 @@ impl Policy {
         }
     }
 
+    /// Whether a decision about data with these labels from this source could ask about family
+    /// members (a category holding it has a rule that requires `family`).
+    pub fn needs_family(&self, labels: &Labels, source: &SourceFacts) -> bool {
+        self.categories
+            .iter()
+            .filter(|c| c.holds(labels, source))
+            .flat_map(|c| &c.rules)
+            .any(|r| r.requires.contains(&Requirement::Family))
+    }
+
     /// The patient's exchange-wide choice at `now`: whether they are in, and the consent that
     /// says so (none: the model's default). The latest choice in force wins; at the same instant
     /// an opt-out wins.
@@ -718,6 +728,46 @@ impl Data {
             family: family_members(resource, patient),
             source_participant: None,
         }
+    }
+
+    /// The same facts from a stored resource's JSON text, cheaply: only `resourceType`, `id` and
+    /// `meta` are built (the rest is scanned, not kept), and the whole resource is parsed for its
+    /// family members only when `policy` could ask about them ([`Policy::needs_family`]).
+    pub fn from_json_text(
+        text: &str,
+        patient: &str,
+        policy: &Policy,
+    ) -> Result<Data, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "resourceType")]
+            resource_type: Option<String>,
+            id: Option<String>,
+            meta: Option<Value>,
+        }
+        let head: Head = serde_json::from_str(text)?;
+        let mut wrapper = serde_json::Map::new();
+        if let Some(meta) = head.meta {
+            wrapper.insert("meta".into(), meta);
+        }
+        let ResourceLabels { labels, source } =
+            ResourceLabels::from_resource(&Value::Object(wrapper));
+        let family = if policy.needs_family(&labels, &source) {
+            family_members(&serde_json::from_str::<Value>(text)?, patient)
+        } else {
+            Vec::new()
+        };
+        Ok(Data {
+            patient: patient.to_owned(),
+            reference: head
+                .resource_type
+                .zip(head.id)
+                .map(|(t, id)| format!("{t}/{id}")),
+            labels,
+            source,
+            family,
+            source_participant: None,
+        })
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use privacy::consent::{Consent, Kind};
 use privacy::labels::{self, Labels, SourceFacts};
+use privacy::policy::{Data, Policy};
 use serde_json::Value;
 
 fn shared(folder: &str) -> Option<PathBuf> {
@@ -47,6 +48,7 @@ fn resources(folder: &Path) -> Vec<(String, Value)> {
 
 #[test]
 fn every_example_is_labelled_and_labelling_is_stable() {
+    let policy = Policy::connecticut();
     let mut total = 0;
     let mut sensitive = Vec::new();
     for folder in ["fhir-r4/examples", "us-core"] {
@@ -63,6 +65,9 @@ fn every_example_is_labelled_and_labelling_is_stable() {
                 "{name}: labelling its own output changes nothing"
             );
             assert_eq!(Labels::from_security(&stored), first, "{name}: read back");
+            let from_text = Data::from_json_text(&stored.to_string(), "example", &policy)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(from_text.labels, first, "{name}: read from text");
             if !first.sensitivity.is_empty() {
                 let codes: Vec<&str> = first.sensitivity.iter().map(|s| s.code()).collect();
                 sensitive.push(format!("{name}: {}", codes.join(" ")));

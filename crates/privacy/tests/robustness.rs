@@ -194,6 +194,7 @@ fn mutated_resources_never_panic() {
         let mut stored = mutant.clone();
         labels::apply(&mut stored, &labels, &source);
         let data = Data::from_resource(&stored, "p1");
+        let _ = Data::from_json_text(&stored.to_string(), "p1", &policy);
         privacy::redact::redact_references(&mut stored, &|r| {
             r == "Patient/p2" || r == "Patient/p3"
         });
