@@ -29,8 +29,8 @@
 //! of its `actor`s is the recipient; one of its `purpose`s is the purpose of use; one of its
 //! `securityLabel`s is on the data or one of its `class`es (resource types) is the data's type
 //! (when it has either); one of its `data` references is the resource (the meanings `instance`,
-//! `related` and `dependents` are all read as that instance; `authoredby` is refused). A condition not given holds
-//! for everything.
+//! `related` and `dependents` are all read as that instance; `authoredby` is refused). A condition
+//! not given holds for everything.
 //!
 //! `provision.type` is required except on the root of an unconditional choice: R4 makes it
 //! optional, and guessing would make some of FHIR's own examples (consent-example-notThem) grant
@@ -39,9 +39,9 @@
 //!
 //! Actors are recipients: `actor.role`, when given, is v3-ParticipationType `PRCP` or `IRCP`
 //! (a custodian or author role names where data comes from, which this model does not evaluate, and
-//! is refused). They are `Organization/[id]`, `Practitioner/[id]`, `Patient/[id]` (the patient as recipient:
-//! a family member's consent that lets the patient see a family-therapy record), or **any treating
-//! provider**: a reference by identifier, system [`ACTOR_SYSTEM`], value [`ANY_TREATING_PROVIDER`],
+//! is refused). They are `Organization/[id]`, `Practitioner/[id]`, `Patient/[id]` (the patient as
+//! recipient: a family member's consent that lets the patient see a family-therapy record), or
+//! **any treating provider**: a reference by identifier, system [`ACTOR_SYSTEM`], value [`ANY_TREATING_PROVIDER`],
 //! which is every recipient with a treatment relationship with the patient. Anything else is refused
 //! rather than silently never matched (a restriction that cannot be evaluated must not be ignored).
 //!

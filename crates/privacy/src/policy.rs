@@ -3,8 +3,8 @@
 //!
 //! A policy is data ([`Policy::from_toml`]; the format is documented in the crate overview and in
 //! the shipped `policy/connecticut.toml`, [`Policy::connecticut`]). It sorts data into categories
-//! (a base category that holds everything, and categories selected by sensitivity label, source
-//! licence type or psychiatric facility), and for each category and purpose of use says whether a
+//! (a base category that holds everything, and categories selected by sensitivity label,
+//! confidentiality, source licence type or psychiatric facility), and for each category and purpose of use says whether a
 //! treatment relationship is needed, which of the patient's choices bind (the exchange-wide
 //! opt-out/opt-in, restrictions), what consent or fact is required, and what obligations a
 //! disclosure carries. A resource is disclosed only when every category it is in permits it.
@@ -65,8 +65,8 @@ pub enum Requirement {
 /// What a decision obliges the caller to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Obligation {
-    /// (A denial.) Withhold the resource and every reference that would reveal it; count totals
-    /// after withholding.
+    /// (A denial.) Withhold the resource, and every reference that would reveal it from what is
+    /// disclosed ([`crate::redact::redact_references`]); count totals after withholding.
     Redact,
     /// Add this security label to the disclosed resource (NORDSCLCD for Part 2 data).
     AddLabel(Coding),
