@@ -33,9 +33,6 @@ pub enum MimeError {
     /// A multipart entity whose body has no delimiter line.
     #[error("multipart body has no parts")]
     NoParts,
-    /// A multipart entity without its closing delimiter.
-    #[error("multipart body is not closed")]
-    Unterminated,
     /// More parts than the limit.
     #[error("more than {MAX_PARTS} parts")]
     TooManyParts,
@@ -177,7 +174,15 @@ impl<'a> Entity<'a> {
                 break after;
             }
             let text = String::from_utf8_lossy(line);
-            if line[0] == b' ' || line[0] == b'\t' {
+            // Whitespace before the first field is a stray indent (saved fixtures have it), not
+            // a continuation of nothing; JavaMail reads such messages too.
+            let text = if headers.is_empty() {
+                std::borrow::Cow::Owned(text.trim_start().to_owned())
+            } else {
+                text
+            };
+            let folded = !headers.is_empty() && (line[0] == b' ' || line[0] == b'\t');
+            if folded {
                 match headers.last_mut() {
                     Some(h) => {
                         h.value.push_str(&text);
@@ -252,7 +257,7 @@ impl<'a> Entity<'a> {
     }
 
     /// The parts of a multipart entity, each over its exact bytes (without the line break that
-    /// belongs to the next delimiter).
+    /// belongs to the next delimiter). A body without its closing delimiter ends its last part.
     pub fn parts(&self) -> Result<Vec<Entity<'a>>, MimeError> {
         let ct = self.content_type();
         let boundary = ct.param("boundary").ok_or(MimeError::NoBoundary)?;
@@ -301,10 +306,17 @@ impl<'a> Entity<'a> {
             }
             pos = line_end + 1;
         }
-        if start.is_none() {
-            Err(MimeError::NoParts)
-        } else {
-            Err(MimeError::Unterminated)
+        // No closing delimiter: many real messages (the reference implementation's MDNs and
+        // DSNs among them) end that way, so the last part runs to the end of the body.
+        match start {
+            None => Err(MimeError::NoParts),
+            Some(s) => {
+                if parts.len() >= MAX_PARTS {
+                    return Err(MimeError::TooManyParts);
+                }
+                parts.push(Entity::parse(&body[s..])?);
+                Ok(parts)
+            }
         }
     }
 }
