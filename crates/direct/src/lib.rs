@@ -4,7 +4,8 @@
 //!   domain-bound certificates, CRLs); [`keys`]: private keys sealed under a key-encryption key;
 //! - [`trust`]: trust anchors and bundles, path validation with Direct's policy, address binding;
 //! - [`mime`]: the small MIME parser and builder S/MIME needs;
-//! - [`smime`]: sign then encrypt outbound messages, decrypt and verify inbound ones.
+//! - [`smime`]: sign then encrypt outbound messages, decrypt and verify inbound ones;
+//! - [`xdm`]: IHE XDM packages (the zips documents travel in) unpacked and packed.
 //!
 //! Cryptography is OpenSSL's, through the `openssl` crate; the few CMS calls it lacks are in one
 //! FFI module (`ffi`), the only place `unsafe` is allowed. Nothing here does network, file or
@@ -16,3 +17,4 @@ pub mod keys;
 pub mod mime;
 pub mod smime;
 pub mod trust;
+pub mod xdm;
