@@ -12,7 +12,7 @@
 //! - end entity: `basicConstraints` critical `CA:FALSE`; `keyUsage` critical
 //!   `digitalSignature, keyEncipherment` for RSA (one certificate both signs and receives
 //!   RSA key transport) or `digitalSignature, keyAgreement` for ECDSA P-256 (ECDH for CMS
-//!   key agreement); the Direct address in `subjectAltName` as an `rfc822Name` (address-bound) or
+//!   key agreement), or only the signing or only the encryption half ([`KeyUse`]); the Direct address in `subjectAltName` as an `rfc822Name` (address-bound) or
 //!   the Direct domain as a `dNSName` (domain-bound); subject and authority key identifiers; the
 //!   CRL distribution point and the AIA `caIssuers` URL from the configuration; optional
 //!   certificate policy OIDs;
@@ -157,6 +157,19 @@ impl Digest {
     }
 }
 
+/// What an end-entity key is for. Direct allows one certificate for both or one for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyUse {
+    /// Signing and encryption: `digitalSignature` with `keyEncipherment` (RSA) or
+    /// `keyAgreement` (EC).
+    #[default]
+    Dual,
+    /// Signing only: `digitalSignature`.
+    Signing,
+    /// Encryption only: `keyEncipherment` (RSA) or `keyAgreement` (EC).
+    Encryption,
+}
+
 /// What [`build_certificate`] makes: the profile with every choice open.
 #[derive(Debug, Clone)]
 pub struct CertSpec {
@@ -168,6 +181,8 @@ pub struct CertSpec {
     pub bindings: Vec<Binding>,
     /// A CA certificate (root or intermediate) rather than an end entity.
     pub is_ca: bool,
+    /// For an end entity, what its key is for.
+    pub key_use: KeyUse,
     /// Validity period.
     pub validity: Validity,
     /// The signature digest (SHA-256 in production; SHA-1 only to test its refusal).
@@ -292,10 +307,17 @@ pub fn build_certificate<T: HasPublic>(
     ku.critical();
     if spec.is_ca {
         ku.key_cert_sign().crl_sign();
-    } else if subject_key.id() == Id::EC {
-        ku.digital_signature().key_agreement();
     } else {
-        ku.digital_signature().key_encipherment();
+        if spec.key_use != KeyUse::Encryption {
+            ku.digital_signature();
+        }
+        if spec.key_use != KeyUse::Signing {
+            if subject_key.id() == Id::EC {
+                ku.key_agreement();
+            } else {
+                ku.key_encipherment();
+            }
+        }
     }
     b.append_extension(ku.build()?)?;
 
@@ -440,6 +462,7 @@ impl Authority {
             organization: Some(config.organization.clone()),
             bindings: Vec::new(),
             is_ca: true,
+            key_use: KeyUse::Dual,
             validity,
             digest: Digest::Sha256,
             crl_url: None,
@@ -488,6 +511,17 @@ impl Authority {
         key: &PKeyRef<T>,
         validity: Validity,
     ) -> Result<X509, CaError> {
+        self.issue_for(binding, key, validity, KeyUse::Dual)
+    }
+
+    /// [`Authority::issue`] for a signing-only or encryption-only certificate.
+    pub fn issue_for<T: HasPublic>(
+        &self,
+        binding: &Binding,
+        key: &PKeyRef<T>,
+        validity: Validity,
+        key_use: KeyUse,
+    ) -> Result<X509, CaError> {
         let (cn, domain) = match binding {
             Binding::Address(address) => {
                 let (_, domain) =
@@ -513,6 +547,7 @@ impl Authority {
             organization: Some(self.config.organization.clone()),
             bindings: vec![binding.clone()],
             is_ca: false,
+            key_use,
             validity,
             digest: Digest::Sha256,
             crl_url: self.config.crl_url.clone(),

@@ -21,7 +21,7 @@ use openssl::x509::X509;
 
 use crate::ffi;
 use crate::mime::{self, Entity, MimeError};
-use crate::trust::{self, TrustError, Validator};
+use crate::trust::{self, TrustError, Usage, Validator};
 
 /// Why a message could not be sealed or opened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -285,7 +285,9 @@ pub fn encrypt(
     Ok(out)
 }
 
-/// Signs, encrypts and frames `msg` as a complete RFC 5322 message for `recipients`.
+/// Signs, encrypts and frames `msg` as a complete RFC 5322 message for `recipients`. The
+/// recipients' certificates are the caller's to validate first (with
+/// [`Validator::validate_for`] and [`Usage::Encryption`] for each address).
 pub fn seal(
     msg: &Outgoing<'_>,
     signer: &Signer<'_>,
@@ -412,7 +414,7 @@ pub fn open(
     let mut first_error = None;
     let mut trusted = None;
     for signer in signers {
-        match validator.validate(&signer, &carried, Some(&from)) {
+        match validator.validate_for(&signer, &carried, Some(&from), Usage::Signing) {
             Ok(_) => {
                 trusted = Some(signer);
                 break;

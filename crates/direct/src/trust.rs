@@ -4,7 +4,8 @@
 //! an address, and says why not with a [`TrustError`]:
 //!
 //! 1. policy on the certificate itself: no wildcard names, an RSA key of at least 2048 bits (EC:
-//!    P-256 or larger), a signature with SHA-256 or stronger (SHA-1 and MD5 refused);
+//!    P-256 or larger), a signature with SHA-256 or stronger (SHA-1 and MD5 refused), a key usage
+//!    that allows the use asked for ([`Usage`]);
 //! 2. the address binding: address-bound to exactly that address (`rfc822Name`), or domain-bound
 //!    to its domain (`dNSName`); compared without regard to ASCII case;
 //! 3. a path to one of the anchors (OpenSSL builds and checks it at the caller's `now`:
@@ -109,6 +110,14 @@ pub enum TrustError {
         subject: String,
         /// The address asked for.
         address: String,
+    },
+    /// The certificate's key usage or extended key usage does not allow the use asked for.
+    #[error("certificate {subject:?} may not be used for {usage}")]
+    WrongUsage {
+        /// The subject's common name.
+        subject: String,
+        /// The use asked for.
+        usage: Usage,
     },
     /// OpenSSL found another problem with the path.
     #[error("certificate {subject:?} is invalid: {reason}")]
@@ -266,6 +275,29 @@ pub fn is_bound_to(cert: &X509Ref, address: &str) -> bool {
             .any(|d| !d.contains('*') && d.eq_ignore_ascii_case(domain))
 }
 
+/// What a certificate is to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Signing messages: `keyUsage` (when present) must allow `digitalSignature` or
+    /// `nonRepudiation`.
+    Signing,
+    /// Encrypting to it: `keyUsage` (when present) must allow `keyEncipherment` for an RSA key
+    /// (key transport) or `keyAgreement` for an EC key (ECDH).
+    Encryption,
+    /// No particular use (path and policy only).
+    Any,
+}
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Usage::Signing => "signing",
+            Usage::Encryption => "encryption",
+            Usage::Any => "any use",
+        })
+    }
+}
+
 /// How revocation is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Revocation {
@@ -340,8 +372,22 @@ impl<'a> Validator<'a> {
         intermediates: &[X509],
         address: Option<&str>,
     ) -> Result<Vec<X509>, TrustError> {
+        self.validate_for(cert, intermediates, address, Usage::Any)
+    }
+
+    /// [`Validator::validate`] for a use: a signer's certificate with [`Usage::Signing`], a
+    /// recipient's before encrypting to it with [`Usage::Encryption`]. An extended key usage,
+    /// when present, must include `emailProtection` (or `anyExtendedKeyUsage`).
+    pub fn validate_for(
+        &self,
+        cert: &X509Ref,
+        intermediates: &[X509],
+        address: Option<&str>,
+        usage: Usage,
+    ) -> Result<Vec<X509>, TrustError> {
         let subject = subject_cn(cert);
         check_wildcards(cert, &subject)?;
+        check_usage(cert, &subject, usage)?;
         check_key(cert, &subject, self.policy.min_rsa_bits)?;
         check_signature_algorithm(cert, &subject)?;
         if let Some(address) = address {
@@ -484,6 +530,36 @@ fn check_wildcards(cert: &X509Ref, subject: &str) -> Result<(), TrustError> {
                 subject: subject.to_owned(),
                 name: name.clone(),
             });
+        }
+    }
+    Ok(())
+}
+
+fn check_usage(cert: &X509Ref, subject: &str, usage: Usage) -> Result<(), TrustError> {
+    use openssl::x509::{X509ExtendedKeyUsage as Xku, X509KeyUsage as Ku};
+    if usage == Usage::Any {
+        return Ok(());
+    }
+    let wrong = || TrustError::WrongUsage {
+        subject: subject.to_owned(),
+        usage,
+    };
+    if let Some(ku) = cert.key_usage() {
+        let allowed = match usage {
+            Usage::Signing => ku.intersects(Ku::DIGITAL_SIGNATURE | Ku::NON_REPUDIATION),
+            Usage::Encryption => match cert.public_key()?.id() {
+                Id::EC => ku.contains(Ku::KEY_AGREEMENT),
+                _ => ku.contains(Ku::KEY_ENCIPHERMENT),
+            },
+            Usage::Any => true,
+        };
+        if !allowed {
+            return Err(wrong());
+        }
+    }
+    if let Some(eku) = cert.extended_key_usage() {
+        if !eku.intersects(Xku::SMIME | Xku::ANYEKU) {
+            return Err(wrong());
         }
     }
     Ok(())

@@ -461,6 +461,27 @@ fn the_edge_testing_tool_certificate_cases_are_refused() {
             party(&s.authority, "john@direct.example.org", KeySpec::Rsa(2048)),
             "NotBound",
         ),
+        (
+            "encryption-only certificate",
+            {
+                let key = ca::generate_key(KeySpec::Rsa(2048)).expect("key");
+                let cert = s
+                    .authority
+                    .issue_for(
+                        &Binding::Address(JANE.into()),
+                        &key,
+                        valid,
+                        direct::ca::KeyUse::Encryption,
+                    )
+                    .expect("issue");
+                Party {
+                    address: JANE.into(),
+                    cert,
+                    key,
+                }
+            },
+            "WrongUsage",
+        ),
     ];
     let mut s = s;
     let revoked_cert = cases[5].1.cert.clone();

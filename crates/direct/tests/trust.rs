@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use direct::ca::{self, Authority, Binding, CertSpec, Digest, KeySpec, Validity};
-use direct::trust::{self, Anchors, Policy, Revocation, TrustError, Validator};
+use direct::ca::{self, Authority, Binding, CertSpec, Digest, KeySpec, KeyUse, Validity};
+use direct::trust::{self, Anchors, Policy, Revocation, TrustError, Usage, Validator};
 use openssl::x509::{X509Crl, X509};
 
 const JANE: &str = "jane@direct.example.org";
@@ -136,6 +136,7 @@ fn a_certificate_from_another_trust_anchor_is_refused() {
         organization: None,
         bindings: vec![Binding::Address(JANE.into())],
         is_ca: false,
+        key_use: KeyUse::Dual,
         validity: Validity::days_from(now() - DAY, 30),
         digest: Digest::Sha256,
         crl_url: None,
@@ -262,6 +263,7 @@ fn certificates_without_a_distribution_point_need_a_crl_only_when_required() {
         organization: None,
         bindings: vec![Binding::Address(JANE.into())],
         is_ca: false,
+        key_use: KeyUse::Dual,
         validity: Validity::days_from(now() - DAY, 30),
         digest: Digest::Sha256,
         crl_url: None,
@@ -297,6 +299,7 @@ fn paths_through_an_intermediate_and_intermediate_anchors() {
         organization: Some("Nutmeg Test HISP".into()),
         bindings: Vec::new(),
         is_ca: true,
+        key_use: KeyUse::Dual,
         validity: Validity::days_from(now() - DAY, 365),
         digest: Digest::Sha256,
         crl_url: Some(CRL_URL.into()),
@@ -316,6 +319,7 @@ fn paths_through_an_intermediate_and_intermediate_anchors() {
         organization: None,
         bindings: vec![Binding::Address(JANE.into())],
         is_ca: false,
+        key_use: KeyUse::Dual,
         validity: Validity::days_from(now() - DAY, 30),
         digest: Digest::Sha256,
         crl_url: None,
@@ -423,4 +427,85 @@ fn the_ett_and_reference_implementation_certificates_read() {
         }
     }
     assert!(read >= 40, "only {read} RI certificates read");
+}
+
+#[test]
+fn key_usage_decides_what_a_certificate_is_good_for() {
+    let w = world();
+    let v = Validator::new(&w.anchors, &w.crls, now());
+    let valid = Validity::days_from(now() - DAY, 30);
+    let issue = |spec: KeySpec, key_use: KeyUse| {
+        let key = ca::generate_key(spec).expect("key");
+        w.authority
+            .issue_for(&Binding::Address(JANE.into()), &key, valid, key_use)
+            .expect("issue")
+    };
+    let usage = |cert: &X509, usage: Usage| outcome(v.validate_for(cert, &[], Some(JANE), usage));
+    for spec in [KeySpec::Rsa(2048), KeySpec::EcP256] {
+        let dual = issue(spec, KeyUse::Dual);
+        let signing = issue(spec, KeyUse::Signing);
+        let encryption = issue(spec, KeyUse::Encryption);
+        assert_eq!(usage(&dual, Usage::Signing), "ok", "{spec:?}");
+        assert_eq!(usage(&dual, Usage::Encryption), "ok", "{spec:?}");
+        assert_eq!(usage(&signing, Usage::Signing), "ok", "{spec:?}");
+        assert_eq!(usage(&signing, Usage::Encryption), "WrongUsage", "{spec:?}");
+        assert_eq!(usage(&encryption, Usage::Encryption), "ok", "{spec:?}");
+        assert_eq!(usage(&encryption, Usage::Signing), "WrongUsage", "{spec:?}");
+        assert_eq!(usage(&encryption, Usage::Any), "ok", "{spec:?}");
+    }
+    // An extended key usage without emailProtection (a TLS server certificate) signs no mail.
+    let dir = Dir::new();
+    let root = dir.cert("root.pem", w.authority.certificate());
+    let root_key = dir.key("root.key", &ca_key(&w.authority));
+    let key = dir.key(
+        "tls.key",
+        &ca::generate_key(KeySpec::Rsa(2048)).expect("key"),
+    );
+    let ext = dir.write(
+        "ext.cnf",
+        b"subjectAltName=email:jane@direct.example.org\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    );
+    let csr = cli(
+        &[
+            "req",
+            "-new",
+            "-subj",
+            "/CN=jane@direct.example.org",
+            "-key",
+        ],
+        &[key],
+        b"",
+    );
+    assert!(csr.ok, "{}", csr.stderr);
+    let csr_path = dir.write("tls.csr", &csr.stdout);
+    let cert = cli(
+        &["x509", "-req", "-days", "30", "-sha256", "-CA"],
+        &[
+            root,
+            "-CAkey".into(),
+            root_key,
+            "-extfile".into(),
+            ext,
+            "-in".into(),
+            csr_path,
+        ],
+        b"",
+    );
+    assert!(cert.ok, "{}", cert.stderr);
+    let tls = X509::from_pem(&cert.stdout).expect("pem");
+    let none: Vec<X509Crl> = Vec::new();
+    let v = Validator::new(&w.anchors, &none, now());
+    assert_eq!(
+        outcome(v.validate_for(&tls, &[], Some(JANE), Usage::Signing)),
+        "WrongUsage"
+    );
+    assert_eq!(
+        outcome(v.validate_for(&tls, &[], Some(JANE), Usage::Any)),
+        "ok"
+    );
+}
+
+fn ca_key(authority: &Authority) -> openssl::pkey::PKey<openssl::pkey::Private> {
+    openssl::pkey::PKey::private_key_from_der(&authority.key().private_key_to_der().expect("der"))
+        .expect("key")
 }

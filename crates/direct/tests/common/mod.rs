@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use direct::ca::{self, Authority, Binding, CaConfig, CertSpec, Digest, KeySpec, Validity};
+use direct::ca::{self, Authority, Binding, CaConfig, CertSpec, Digest, KeySpec, KeyUse, Validity};
 use openssl::pkey::{PKey, Private};
 use openssl::x509::{X509Crl, X509};
 
@@ -82,6 +82,7 @@ pub fn odd_party(
         organization: Some("Nutmeg Test HISP".to_owned()),
         bindings,
         is_ca: false,
+        key_use: KeyUse::Dual,
         validity,
         digest,
         crl_url: Some(CRL_URL.to_owned()),
