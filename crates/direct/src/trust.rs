@@ -475,7 +475,9 @@ impl<'a> Validator<'a> {
         let subject = subject_cn(cert);
         let issuer_key = issuer.public_key()?;
         let mut named = false;
-        let mut crl = None;
+        // Of the issuer's CRLs (the caller may hold an old one beside the current one), the
+        // most recently issued that the issuer signed.
+        let mut crl: Option<&X509Crl> = None;
         for candidate in self.crls {
             let same = candidate
                 .issuer_name()
@@ -486,9 +488,12 @@ impl<'a> Validator<'a> {
                 continue;
             }
             named = true;
-            if candidate.verify(&issuer_key).unwrap_or(false) {
+            if !candidate.verify(&issuer_key).unwrap_or(false) {
+                continue;
+            }
+            let newer = crl.is_none_or(|best| candidate.last_update() > best.last_update());
+            if newer {
                 crl = Some(candidate);
-                break;
             }
         }
         let Some(crl) = crl else {

@@ -697,3 +697,35 @@ fn header_injection_is_refused() {
     .expect_err("refused");
     assert_eq!(err, SmimeError::BadHeader("Subject".into()));
 }
+
+#[test]
+fn opaque_signed_messages_from_the_command_line_are_accepted() {
+    let s = scene();
+    let dir = Dir::new();
+    let content = dir.write("content.txt", CONTENT);
+    let jane_cert = dir.cert("jane.pem", &s.jane.cert);
+    let jane_key = dir.key("jane.key", &s.jane.key);
+    let bob_cert = dir.cert("bob.pem", &s.bob.cert);
+    let signed = cli(
+        &["cms", "-sign", "-nodetach", "-md", "sha256", "-signer"],
+        &[jane_cert, "-inkey".into(), jane_key, "-in".into(), content],
+        b"",
+    );
+    assert!(signed.ok, "{}", signed.stderr);
+    assert!(contains(&signed.stdout, b"smime-type=signed-data"));
+    let signed_path = dir.write("signed.eml", &signed.stdout);
+    let encrypted = cli(
+        &[
+            "cms", "-encrypt", "-aes128", "-from", JANE, "-to", BOB, "-subject", "Referral", "-in",
+        ],
+        &[signed_path, "-recip".into(), bob_cert],
+        b"",
+    );
+    assert!(encrypted.ok, "{}", encrypted.stderr);
+    let opened = open(&s, &encrypted.stdout).expect("opaque signed");
+    assert!(contains(
+        &opened.message,
+        b"the referral for a synthetic patient"
+    ));
+    assert!(!opened.wrapped);
+}

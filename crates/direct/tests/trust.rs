@@ -243,6 +243,18 @@ fn revocation_is_checked_against_the_crls_given() {
         "CrlOutOfDate",
     );
 
+    // An old CRL beside the current one: the newest decides, whichever order they come in.
+    let old = w
+        .authority
+        .crl(&[], now() - 10 * DAY, now() - DAY, 2)
+        .expect("crl");
+    let current = crl(&w.authority, &[&john.cert]).to_der().expect("der");
+    let parse = |der: &[u8]| X509Crl::from_der(der).expect("crl");
+    for (first, second) in [(&old, &current), (&current, &old)] {
+        w.crls = vec![parse(first), parse(second)];
+        check(&w, &john.cert, Some("john@direct.example.org"), "Revoked");
+    }
+
     // A CRL with the issuer's name but another key (an impostor CA of the same name).
     let impostor = authority(DOMAIN);
     w.crls = vec![crl(&impostor, &[])];
