@@ -329,11 +329,17 @@ pub fn decode_base64(encoded: &[u8]) -> Result<Vec<u8>, MimeError> {
             .with_decode_padding_mode(DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true),
     );
-    let compact: Vec<u8> = encoded
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
+    // Line by line: mail's base64 comes in lines of 76, so whole lines are copied at once and
+    // only a line with whitespace inside is filtered byte by byte.
+    let mut compact = Vec::with_capacity(encoded.len());
+    for line in encoded.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.iter().any(|b| b.is_ascii_whitespace()) {
+            compact.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
+        } else {
+            compact.extend_from_slice(line);
+        }
+    }
     LENIENT.decode(compact).map_err(|_| MimeError::BadBase64)
 }
 
@@ -382,22 +388,41 @@ pub fn decode_quoted_printable(encoded: &[u8]) -> Vec<u8> {
 /// The bytes with every line ended by CR LF (bare LF and bare CR become CR LF), as S/MIME
 /// signs them (RFC 5751 §3.1.1).
 pub fn canonicalize(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 40);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' => {
-                out.extend_from_slice(b"\r\n");
-                if bytes.get(i + 1) == Some(&b'\n') {
-                    i += 1;
-                }
+    canonical(bytes).into_owned()
+}
+
+/// [`canonicalize`] without a copy when the bytes are canonical already.
+pub(crate) fn canonical(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let is_canonical = {
+        let mut ok = true;
+        let mut i = 0;
+        while let Some(at) = bytes[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+            let at = i + at;
+            if bytes[at] == b'\n' || bytes.get(at + 1) != Some(&b'\n') {
+                ok = false;
+                break;
             }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
+            i = at + 2;
         }
-        i += 1;
+        ok
+    };
+    if is_canonical {
+        return std::borrow::Cow::Borrowed(bytes);
     }
-    out
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+        let at = i + at;
+        out.extend_from_slice(&bytes[i..at]);
+        out.extend_from_slice(b"\r\n");
+        i = if bytes[at] == b'\r' && bytes.get(at + 1) == Some(&b'\n') {
+            at + 2
+        } else {
+            at + 1
+        };
+    }
+    out.extend_from_slice(&bytes[i..]);
+    std::borrow::Cow::Owned(out)
 }
 
 /// The address in a From or To value: `Name <local@domain>` or a bare `local@domain`;

@@ -13,6 +13,8 @@
 //! From address, and return the inner message: the wrapped message itself, or the outer
 //! headers with the signed entity.
 
+use std::borrow::Cow;
+
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::{PKey, PKeyRef, Private};
 use openssl::stack::Stack;
@@ -192,7 +194,7 @@ fn message_headers(out: &mut Vec<u8>, msg: &Outgoing<'_>) -> Result<(), SmimeErr
 
 /// Signs `entity` (canonicalized to CR LF first) and returns the `multipart/signed` entity.
 pub fn sign(entity: &[u8], signer: &Signer<'_>) -> Result<Vec<u8>, SmimeError> {
-    let content = mime::canonicalize(entity);
+    let content = mime::canonical(entity);
     let mut chain = Stack::new()?;
     for c in signer.chain {
         chain.push(c.clone())?;
@@ -201,7 +203,7 @@ pub fn sign(entity: &[u8], signer: &Signer<'_>) -> Result<Vec<u8>, SmimeError> {
         Some(signer.cert),
         Some(signer.key),
         Some(&chain),
-        Some(&content),
+        Some(content.as_ref()),
         CMSOptions::DETACHED | CMSOptions::BINARY,
     )?;
     let signature = cms.to_der()?;
@@ -251,7 +253,7 @@ pub fn encrypt(
     if recipients.is_empty() {
         return Err(SmimeError::NoRecipients);
     }
-    let content = mime::canonicalize(entity);
+    let content = mime::canonical(entity);
     let cms = match key_transport {
         KeyTransport::RsaOaep => ffi::encrypt_oaep(recipients, &content, cipher.cipher())?,
         KeyTransport::RsaPkcs1 => {
@@ -368,13 +370,13 @@ pub fn open(
         let [content, sig] = parts.as_slice() else {
             return Err(SmimeError::NotSigned(sct.mime_type));
         };
-        (mime::canonicalize(content.raw()), Some(sig.decoded_body()?))
+        (mime::canonical(content.raw()), Some(sig.decoded_body()?))
     } else if is_pkcs7_mime(&sct)
         && sct
             .param("smime-type")
             .is_some_and(|t| t.eq_ignore_ascii_case("signed-data"))
     {
-        (signed.decoded_body()?, None)
+        (Cow::Owned(signed.decoded_body()?), None)
     } else {
         return Err(SmimeError::NotSigned(sct.mime_type));
     };
@@ -430,7 +432,7 @@ pub fn open(
         (None, None) => return Err(SmimeError::NoSigner),
     };
 
-    let content = detached.unwrap_or(verified_content);
+    let content = detached.unwrap_or(Cow::Owned(verified_content));
     let entity = Entity::parse(&content)?;
     if entity.content_type().is("message/rfc822") {
         let inner = entity.body();
