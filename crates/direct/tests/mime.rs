@@ -134,7 +134,10 @@ fn canonical_line_ends() {
     assert_eq!(mime::canonicalize(b"\r\r\n\n"), b"\r\n\r\n\r\n");
     assert_eq!(mime::canonicalize(b"a\r\nb\r\n"), b"a\r\nb\r\n");
     assert_eq!(mime::canonicalize(b"a\r"), b"a\r\n");
-    assert_eq!(mime::decode_base64(b" aGVs\r\nbG 8=\r\n\r\n").expect("spaces"), b"hello");
+    assert_eq!(
+        mime::decode_base64(b" aGVs\r\nbG 8=\r\n\r\n").expect("spaces"),
+        b"hello"
+    );
     let long = vec![b'x'; 200];
     let encoded = mime::encode_base64_lines(&long);
     assert!(encoded.split(|&b| b == b'\n').all(|l| l.len() <= 77));
