@@ -5,6 +5,7 @@
 //! - [`trust`]: trust anchors and bundles, path validation with Direct's policy, address binding;
 //! - [`mime`]: the small MIME parser and builder S/MIME needs;
 //! - [`smime`]: sign then encrypt outbound messages, decrypt and verify inbound ones;
+//! - [`mdn`]: the delivery notifications Direct sends and reads (processed, dispatched, failed);
 //! - [`xdm`]: IHE XDM packages (the zips documents travel in) unpacked and packed.
 //!
 //! Cryptography is OpenSSL's, through the `openssl` crate; the few CMS calls it lacks are in one
@@ -14,6 +15,7 @@
 pub mod ca;
 mod ffi;
 pub mod keys;
+pub mod mdn;
 pub mod mime;
 pub mod smime;
 pub mod trust;
