@@ -31,8 +31,8 @@ pub enum SmimeError {
     /// The message's MIME structure is broken.
     #[error("MIME: {0}")]
     Mime(#[from] MimeError),
-    /// No single plain address in From.
-    #[error("no usable From address")]
+    /// Not exactly one From field with one plain address.
+    #[error("no single usable From address")]
     NoFrom,
     /// A header value to write contains a line break or control character.
     #[error("header {0} has a control character")]
@@ -335,6 +335,19 @@ fn is_pkcs7_mime(ct: &mime::ContentType) -> bool {
     ct.is("application/pkcs7-mime") || ct.is("application/x-pkcs7-mime")
 }
 
+/// The one address of the one From field: a message with two From fields, or a From with two
+/// addresses, could show a reader another sender than the one the signature is bound to.
+fn single_from(entity: &Entity<'_>) -> Result<String, SmimeError> {
+    let mut froms = entity
+        .headers()
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("From"));
+    match (froms.next(), froms.next()) {
+        (Some(from), None) => mime::address_of(&from.value).ok_or(SmimeError::NoFrom),
+        _ => Err(SmimeError::NoFrom),
+    }
+}
+
 /// Decrypts and verifies an inbound message with `keys` (the local recipients' certificates and
 /// keys) and `validator` (the trust anchors and CRLs for inbound mail).
 pub fn open(
@@ -343,10 +356,7 @@ pub fn open(
     validator: &Validator<'_>,
 ) -> Result<Opened, SmimeError> {
     let outer = Entity::parse(raw)?;
-    let from = outer
-        .header("From")
-        .and_then(mime::address_of)
-        .ok_or(SmimeError::NoFrom)?;
+    let from = single_from(&outer)?;
     let ct = outer.content_type();
     let smime_type = ct.param("smime-type").map(str::to_ascii_lowercase);
     let enveloped = matches!(
@@ -436,10 +446,7 @@ pub fn open(
     let entity = Entity::parse(&content)?;
     if entity.content_type().is("message/rfc822") {
         let inner = entity.body();
-        let inner_from = Entity::parse(inner)?
-            .header("From")
-            .and_then(mime::address_of)
-            .ok_or(SmimeError::NoFrom)?;
+        let inner_from = single_from(&Entity::parse(inner)?)?;
         if !inner_from.eq_ignore_ascii_case(&from) {
             return Err(SmimeError::FromMismatch);
         }

@@ -246,6 +246,14 @@ fn the_openssl_command_line_decrypts_and_verifies_what_we_send() {
             KeyTransport::RsaOaep => "rsaesOaep",
         };
         assert!(printed.contains(want_key), "{options:?}: {printed}");
+        if options.key_transport == KeyTransport::RsaOaep {
+            // OAEP with SHA-256 as the hash and in MGF1, not the SHA-1 defaults; the outer
+            // structure names no other digest.
+            assert!(
+                printed.matches("sha256").count() >= 2 && !printed.contains("sha1"),
+                "{printed}"
+            );
+        }
         let want_cipher = match options.cipher {
             ContentCipher::Aes128Cbc => "aes-128-cbc",
             ContentCipher::Aes256Cbc => "aes-256-cbc",
@@ -519,6 +527,15 @@ fn from_must_match_the_signer() {
     assert_eq!(
         open(&s, &sealed).expect("display name, other case").from,
         "JANE@direct.example.org"
+    );
+
+    // Two From fields: which one a reader sees is anyone's guess, so neither is trusted.
+    let sealed = seal_as(&s, &s.jane, JANE, SealOptions::default());
+    let mut doubled = b"From: mallory@direct.example.org\r\n".to_vec();
+    doubled.extend_from_slice(&sealed);
+    assert_eq!(
+        open(&s, &doubled).expect_err("two From"),
+        SmimeError::NoFrom
     );
 
     // Wrapped: the inner From must be the outer From.
