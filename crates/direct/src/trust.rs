@@ -4,7 +4,8 @@
 //! an address, and says why not with a [`TrustError`]:
 //!
 //! 1. policy on the certificate itself: no wildcard names, an RSA key of at least 2048 bits (EC:
-//!    P-256 or larger), a signature with SHA-256 or stronger (SHA-1 and MD5 refused), a key usage
+//!    P-256 or larger), a signature with SHA-256 or stronger (SHA-1 and MD5 refused; RSASSA-PSS,
+//!    whose digest is in its parameters, is not read yet and so refused too), a key usage
 //!    that allows the use asked for ([`Usage`]);
 //! 2. the address binding: address-bound to exactly that address (`rfc822Name`), or domain-bound
 //!    to its domain (`dNSName`); compared without regard to ASCII case;
