@@ -41,6 +41,20 @@ wait_for() { # URL
   echo "no answer from $1" >&2; return 1
 }
 
+cpu_ticks() { # PID: user + system CPU time so far, in clock ticks
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+searched_with_cpu() { # PID COMMAND...: runs a search command, then prints the server's CPU time per request
+  # (CPU time counts only what the server ran, so it is steadier than throughput on a shared machine)
+  local pid=$1 before out; shift
+  before=$(cpu_ticks "$pid")
+  out=$("$@")
+  echo "$out"
+  echo "$out" | awk -v ticks="$(( $(cpu_ticks "$pid") - before ))" -v hz="$(getconf CLK_TCK)" -F'|' \
+    '/^\| [A-Z]/ { n += $4 } END { if (n > 0) printf "server CPU: %.3f ms per request (%d requests)\n", ticks * 1000 / hz / n, n }'
+}
+
 peak_mb() { # PID: peak resident memory in MB
   awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status"
 }
@@ -136,15 +150,15 @@ case "${1:-}" in
       sleep "${SETTLE:-15}"
     fi
     echo "## with tokens, access checks and the read audit (--auth smart)"
-    "$BENCH" search --base http://127.0.0.1:18086/fhir --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" \
-      --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
+    searched_with_cpu "$SERVER_PID" "$BENCH" search --base http://127.0.0.1:18086/fhir \
+      --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
     echo "audit records: $(nutmeg_admin audit verify --json)"
     stop
     unset NUTMEG_BENCH_TOKEN_COMMAND
     echo "## without them (--auth none)"
     start_nutmeg 18087 "$db" "$dir/nutmeg-none.log" none
-    "$BENCH" search --base http://127.0.0.1:18087/fhir --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" \
-      --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
+    searched_with_cpu "$SERVER_PID" "$BENCH" search --base http://127.0.0.1:18087/fhir \
+      --clients "${ACCESS_CLIENTS:-1,32}" --duration "$DURATION" --values "$dir/values.json" ${ONLY:+--only "$ONLY"}
     stop
     ;;
   search-hfs)
