@@ -408,3 +408,128 @@ async fn bad_input_is_a_4xx_with_every_problem() {
         assert!(!outcome["issue"].as_array().expect("issues").is_empty());
     }
 }
+
+/// A FHIR Patient from a generated record (every empty value left out).
+fn patient_of(r: &mpi::Record) -> Value {
+    let s = mpi::standardise(r);
+    let mut p = json!({ "resourceType": "Patient" });
+    let given: Vec<&String> = r.given_names.iter().filter(|g| !g.is_empty()).collect();
+    let mut name = json!({});
+    if !r.family_name.is_empty() {
+        name["family"] = json!(r.family_name);
+    }
+    if !given.is_empty() {
+        name["given"] = json!(given);
+    }
+    if name.as_object().is_some_and(|n| !n.is_empty()) {
+        p["name"] = json!([name]);
+    }
+    if s.birth.len() == 8 {
+        p["birthDate"] = json!(format!(
+            "{}-{}-{}",
+            &s.birth[..4],
+            &s.birth[4..6],
+            &s.birth[6..]
+        ));
+    }
+    match s.sex.as_str() {
+        "m" => p["gender"] = json!("male"),
+        "f" => p["gender"] = json!("female"),
+        _ => {}
+    }
+    let lines: Vec<&String> = r.address_lines.iter().filter(|l| !l.is_empty()).collect();
+    let mut address = json!({});
+    for (key, value) in [
+        ("city", &r.city),
+        ("state", &r.state),
+        ("postalCode", &r.postcode),
+    ] {
+        if !value.is_empty() {
+            address[key] = json!(value);
+        }
+    }
+    if !lines.is_empty() {
+        address["line"] = json!(lines);
+    }
+    if address.as_object().is_some_and(|a| !a.is_empty()) {
+        p["address"] = json!([address]);
+    }
+    let mut telecom = Vec::new();
+    if !r.phone.is_empty() {
+        telecom.push(json!({ "system": "phone", "value": r.phone }));
+    }
+    if !r.email.is_empty() {
+        telecom.push(json!({ "system": "email", "value": r.email }));
+    }
+    if !telecom.is_empty() {
+        p["telecom"] = json!(telecom);
+    }
+    let identifiers: Vec<Value> = r
+        .identifiers
+        .iter()
+        .filter(|i| !i.system.is_empty() && !i.value.is_empty())
+        .map(|i| json!({ "system": i.system, "value": i.value }))
+        .collect();
+    if !identifiers.is_empty() {
+        p["identifier"] = json!(identifiers);
+    }
+    p
+}
+
+/// With more than `MIN_TRAINING` Patients the model is trained on the store's own (read in pages),
+/// and noisy copies of stored people still find them first.
+#[tokio::test]
+async fn trained_on_the_store_noisy_copies_find_their_person() {
+    let repo = repo_enforcing().await;
+    let mut generator = mpi::Generator::new(7);
+    let people: Vec<mpi::Record> = (0..exchange::repository::MIN_TRAINING + 50)
+        .map(|_| generator.identity(0.5))
+        .collect();
+    let entries: Vec<Value> = people
+        .iter()
+        .map(|r| json!({ "resource": patient_of(r), "request": { "method": "POST", "url": "Patient" } }))
+        .collect();
+    let response = repo
+        .bundle(
+            &who(),
+            json!({ "resourceType": "Bundle", "type": "transaction", "entry": entries }),
+        )
+        .await
+        .expect("loaded");
+    let ids: Vec<String> = response["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            let location = e["response"]["location"].as_str().expect("location");
+            location.split('/').nth(1).expect("id").to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), people.len());
+
+    // Found first, and graded a match (certain or probable) unless the copy lost too much.
+    let (mut first, mut graded, tried) = (0, 0, 20);
+    for k in 0..tried {
+        let i = k * 50;
+        let copy = generator.noisy_copy(&people[i]);
+        let sent = patient_of(&copy);
+        let Ok(bundle) = repo
+            .match_patients(&who(), ask(sent, None, Some(3)), &[])
+            .await
+        else {
+            continue; // a copy left with nothing to match on
+        };
+        let found = matches(&bundle);
+        if let Some(top) = found.first().filter(|f| f.0 == ids[i]) {
+            first += 1;
+            if top.1 == "certain" || top.1 == "probable" {
+                graded += 1;
+            }
+        }
+    }
+    assert!(first >= 19, "{first} of {tried} noisy copies found first");
+    assert!(
+        graded >= 15,
+        "{graded} of {tried} noisy copies graded a match"
+    );
+}
