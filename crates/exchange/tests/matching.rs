@@ -84,7 +84,7 @@ fn matches(bundle: &Value) -> Vec<(String, String, f64)> {
         .unwrap_or_default()
 }
 
-async fn create(repo: &Fixture, by: &Requester, patient: Value) -> String {
+async fn create(repo: &exchange::repository::Repository, by: &Requester, patient: Value) -> String {
     repo.create(by, "Patient", patient, None)
         .await
         .expect("created")
@@ -532,4 +532,48 @@ async fn trained_on_the_store_noisy_copies_find_their_person() {
         graded >= 15,
         "{graded} of {tried} noisy copies graded a match"
     );
+}
+
+/// Another process on the same database (another repository over the same store): its Patient
+/// writes are in the index within a second.
+#[tokio::test]
+async fn another_process_writes_are_caught_up() {
+    let repo = repo_enforcing().await;
+    let (ehr, _, _) = seed(&repo).await;
+    let other = exchange::repository::Repository::new(
+        repo.store().clone(),
+        repo.config().clone(),
+        exchange::access::DecisionPoint::enforcing(repo.store().clone()),
+    );
+    // Built here first.
+    repo.match_patients(&ehr, ask(peggy(), None, None), &[])
+        .await
+        .expect("matched");
+    let newcomer = person(
+        "Ignatius",
+        "Wojciechowski",
+        "male",
+        "2001-12-24",
+        "7 Birch Road",
+        "860-555-0177",
+    );
+    let id = create(&other, &ehr, newcomer.clone()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let found = matches(
+        &repo
+            .match_patients(&ehr, ask(newcomer.clone(), None, None), &[])
+            .await
+            .expect("matched"),
+    );
+    assert_eq!(found.first().map(|f| f.0.as_str()), Some(id.as_str()));
+
+    other.delete(&ehr, "Patient", &id).await.expect("deleted");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let found = matches(
+        &repo
+            .match_patients(&ehr, ask(newcomer, None, None), &[])
+            .await
+            .expect("matched"),
+    );
+    assert!(found.iter().all(|f| f.0 != id), "{found:?}");
 }

@@ -17,15 +17,18 @@
 //! synthetic population from [`mpi::generate`]. The index is rebuilt and retrained from the store
 //! when it has grown past [`MIN_TRAINING`] and to twice the records it was last trained on.
 //!
-//! Limits: the index lives in one process. Writes committed by another process on the same
-//! database are seen when this process next rebuilds (growth, restart); enterprise identities are
-//! not persisted yet.
+//! Other processes on the same database: a match more than [`CATCH_UP`] (a second) after the
+//! last one first reads the store's Patient history since the last catch-up, less [`SLACK_MS`]
+//! (a write is stamped before it commits), and applies it; so another process's writes are seen
+//! within a second, unless one took longer than the slack between its stamp and its commit (then
+//! at the next rebuild). Enterprise identities are not persisted yet: the index is rebuilt in
+//! each process.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use serde_json::{json, Value};
-use store::{SearchOptions, Stored, Write, WriteOp};
+use store::{HistoryRequest, HistoryScope, SearchOptions, Stored, Write, WriteOp};
 
 use super::disclosure::Disclosed;
 use super::support::{now_millis, parse_stored, validate};
@@ -45,6 +48,15 @@ const SEED: u64 = 0x6e75_746d_6567;
 
 /// Patients read from the store per page while building.
 const LOAD_PAGE: usize = 1000;
+
+/// How long the index trusts that it has every Patient write: after this, a match first reads the
+/// store's Patient history for the writes of other processes (as the decision point trusts a
+/// participant's status for a second).
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How far back each catch-up reads again: a write is stamped before it commits, so one stamped
+/// a little before the last catch-up may have committed after it.
+const SLACK_MS: i64 = 10_000;
 
 /// Identities in the synthetic training population (with their noisy duplicates and twins).
 const SYNTHETIC_IDENTITIES: usize = 2000;
@@ -92,6 +104,10 @@ struct Built {
     versions: HashMap<String, i64>,
     /// Records the model was trained on (0: the synthetic population).
     trained_on: usize,
+    /// Patient versions last updated from this instant on (ms) are read again at the next catch-up.
+    caught_up: i64,
+    /// When the store's Patient history was last read.
+    checked: std::time::Instant,
 }
 
 impl Built {
@@ -283,13 +299,16 @@ impl Repository {
                 .read()
                 .await
                 .as_ref()
-                .is_some_and(|b| !b.needs_retraining());
+                .is_some_and(|b| !b.needs_retraining() && b.checked.elapsed() < CATCH_UP);
         if !current {
             let mut built = matcher.built.write().await;
             // From here on, changes are kept for this build to apply.
             let changes = matcher.take_pending();
             if let Some(b) = built.as_mut() {
                 changes.into_iter().for_each(|c| b.apply(c));
+                if b.checked.elapsed() >= CATCH_UP {
+                    self.catch_up(b).await?;
+                }
             }
             if built.as_ref().is_none_or(Built::needs_retraining) {
                 // A failed build leaves the index as it was (or unbuilt), for the next match to retry.
@@ -308,9 +327,47 @@ impl Repository {
             .unwrap_or_default())
     }
 
+    /// Applies the Patient versions the store's history holds since the last catch-up (less the
+    /// slack): the writes of other processes on the same database.
+    async fn catch_up(&self, built: &mut Built) -> Result<()> {
+        let mark = now_millis() - SLACK_MS;
+        let mut request = HistoryRequest {
+            scope: HistoryScope::Type("Patient".to_string()),
+            since: Some(built.caught_up),
+            at: None,
+            count: LOAD_PAGE,
+            cursor: None,
+        };
+        loop {
+            let page = self.store.history(&request).await?;
+            for stored in page.entries {
+                built.apply(if stored.deleted {
+                    PatientChange::Delete {
+                        id: stored.id,
+                        version: stored.version,
+                    }
+                } else {
+                    PatientChange::Put {
+                        id: stored.id,
+                        version: stored.version,
+                        json: stored.json,
+                    }
+                });
+            }
+            match page.next {
+                Some(next) => request.cursor = Some(next),
+                None => break,
+            }
+        }
+        built.caught_up = built.caught_up.max(mark);
+        built.checked = std::time::Instant::now();
+        Ok(())
+    }
+
     /// Reads every current Patient from the store and builds the index and its model.
     async fn build_index(&self) -> Result<Built> {
         let started = std::time::Instant::now();
+        let mark = now_millis() - SLACK_MS;
         let mut query = fhir::search::parse::parse(Some("Patient"), &[], false)
             .map_err(Error::Invalid)?
             .query;
@@ -333,13 +390,14 @@ impl Repository {
                 None => break,
             }
         }
-        let built = tokio::task::spawn_blocking(move || build(loaded))
+        let mut built = tokio::task::spawn_blocking(move || build(loaded))
             .await
             .map_err(|e| {
                 Error::Store(store::StoreError::Database(format!(
                     "building the patient index failed: {e}"
                 )))
             })?;
+        built.caught_up = mark;
         tracing::info!(
             records = built.index.len(),
             trained_on = built.trained_on,
@@ -370,6 +428,8 @@ fn build(loaded: Vec<(String, i64, mpi::Record)>) -> Built {
         model,
         versions,
         trained_on,
+        caught_up: i64::MAX,
+        checked: std::time::Instant::now(),
     }
 }
 
