@@ -18,11 +18,13 @@ mod crud;
 mod disclosure;
 mod elements;
 mod history;
+mod matching;
 mod search;
 mod support;
 mod verify;
 
 pub use elements::ReadShape;
+pub use matching::{MATCH_GRADE, MIN_TRAINING};
 pub use search::Searchset;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
@@ -321,6 +323,8 @@ pub struct Repository {
     pub(crate) gate: DecisionPoint,
     /// The CapabilityStatement, built on first use: it depends only on the tables and the config.
     pub(crate) capability: Arc<OnceLock<Value>>,
+    /// The master patient index of `Patient/$match`, built on first use.
+    pub(crate) matcher: Arc<matching::Matcher>,
 }
 
 impl Repository {
@@ -330,6 +334,7 @@ impl Repository {
             config,
             gate,
             capability: Arc::new(OnceLock::new()),
+            matcher: Arc::default(),
         }
     }
 

@@ -27,6 +27,11 @@ async fn capability_statement_lists_types_parameters_and_operations() {
     }
     assert_eq!(patient["operation"][0]["name"], "everything");
     assert_eq!(patient["operation"][1]["name"], "disclosures");
+    assert_eq!(patient["operation"][2]["name"], "match");
+    assert_eq!(
+        patient["operation"][2]["definition"],
+        "http://hl7.org/fhir/OperationDefinition/Patient-match"
+    );
     let audit = resources
         .iter()
         .find(|r| r["type"] == "AuditEvent")

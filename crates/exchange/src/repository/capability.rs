@@ -1,7 +1,7 @@
 //! The CapabilityStatement (`GET /metadata`), generated from what the repository really supports:
 //! every resource type with the interactions implemented, its search parameters from the generated
 //! tables, the `_include`/`_revinclude` values they allow, and the operations (`Patient/$everything`,
-//! `Patient/$disclosures`); the audit trail (AuditEvent) with the search the exchange answers for it.
+//! `Patient/$disclosures`, `Patient/$match`); the audit trail (AuditEvent) with the search the exchange answers for it.
 
 use std::collections::BTreeMap;
 
@@ -53,6 +53,12 @@ fn search_param_json(p: &definitions::SearchParam) -> Value {
         "type": param_type(p.kind),
     })
 }
+
+/// What `Patient/$match` answers (see `Repository::match_patients`).
+const MATCH_DOC: &str = "POST Patient/$match with a Parameters body (resource: a Patient; onlyCertainMatches; \
+count): the Patients of the master patient index that may be the same person, scored by a Fellegi-Sunter model, \
+best first, as a searchset Bundle with search.score and the match-grade extension (certain, probable, possible); \
+only the Patients the caller may see, and the read is audited.";
 
 /// What `Patient/[id]/$disclosures` answers (see `Repository::disclosures`).
 const DISCLOSURES_DOC: &str = "GET Patient/[id]/$disclosures?date=&_count=&_page=: the patient's accounting of \
@@ -161,6 +167,11 @@ fn build(base_url: &str) -> Value {
                         "definition": format!("{base_url}/OperationDefinition/Patient-disclosures"),
                         "documentation": DISCLOSURES_DOC,
                     },
+                    {
+                        "name": "match",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
+                        "documentation": MATCH_DOC,
+                    },
                 ]);
             }
             if ty == "AuditEvent" {
@@ -194,6 +205,11 @@ fn build(base_url: &str) -> Value {
                     "name": "disclosures",
                     "definition": format!("{base_url}/OperationDefinition/Patient-disclosures"),
                     "documentation": DISCLOSURES_DOC,
+                },
+                {
+                    "name": "match",
+                    "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match",
+                    "documentation": MATCH_DOC,
                 },
             ],
         }],

@@ -226,12 +226,15 @@ impl Repository {
 
     /// After a write by a participant's system or person has landed: the participant now has a
     /// treatment relationship with every patient the written resources are about, and every
-    /// participant a written CareTeam names is on that patient's care team.
+    /// participant a written CareTeam names is on that patient's care team. The patient index
+    /// (`Patient/$match`) takes the Patients written.
     pub(crate) async fn note_relationships(
         &self,
         who: &Requester,
-        learned: Relationships,
+        mut learned: Relationships,
     ) -> std::result::Result<(), store::StoreError> {
+        self.matcher
+            .note(std::mem::take(&mut learned.patient_changes));
         let now = now_millis();
         for (org, patients) in &learned.care_teams {
             self.store
@@ -296,11 +299,12 @@ impl Repository {
 }
 
 /// The treatment relationships a batch of writes establishes, worked out before it is committed
-/// and recorded after.
+/// and recorded after; and the Patients it writes, for the patient index.
 #[derive(Debug, Default)]
 pub(crate) struct Relationships {
     patients: Vec<String>,
     care_teams: Vec<(String, Vec<String>)>,
+    patient_changes: Vec<super::matching::PatientChange>,
 }
 
 impl Relationships {
@@ -326,11 +330,12 @@ impl Relationships {
             }
         }
         learned.patients = patients.into_iter().collect();
+        learned.patient_changes = super::matching::PatientChange::of(writes);
         learned
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.patients.is_empty() && self.care_teams.is_empty()
+        self.patients.is_empty() && self.care_teams.is_empty() && self.patient_changes.is_empty()
     }
 }
 

@@ -86,6 +86,7 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         .route(
             "/fhir/{type}/{id}",
             get(rest::read)
+                .post(rest::type_operation_post)
                 .put(rest::update)
                 .patch(rest::patch)
                 .delete(rest::delete),

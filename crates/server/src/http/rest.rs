@@ -556,6 +556,32 @@ pub async fn instance_operation_post(
     }
 }
 
+/// `POST [type]/$operation` (the route of `[type]/[id]`, whose `id` is then the operation):
+/// `Patient/$match`, with a Parameters body (or a bare Patient).
+pub async fn type_operation_post(
+    State(state): State<Shared>,
+    Path((ty, operation)): Path<(String, String)>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    match (ty.as_str(), operation.as_str()) {
+        ("Patient", "$match") => {
+            let body: Value = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+            let bundle = state.repo.match_patients(&who, body, &params(&uri)).await?;
+            Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+        }
+        _ if operation.starts_with('$') => Err(unknown_operation(&ty, &operation)),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            "this method is not allowed on this endpoint",
+        )),
+    }
+}
+
 fn unknown_operation(ty: &str, operation: &str) -> ApiError {
     if operation.starts_with('$') {
         ApiError::not_found(format!("no operation {operation} on {ty}"))
