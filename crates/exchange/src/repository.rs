@@ -18,11 +18,13 @@ mod crud;
 mod disclosure;
 mod elements;
 mod history;
+mod labelling;
 mod search;
 mod support;
 mod verify;
 
 pub use elements::ReadShape;
+pub use labelling::SOURCE_TTL;
 pub use search::Searchset;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
@@ -321,6 +323,8 @@ pub struct Repository {
     pub(crate) gate: DecisionPoint,
     /// The CapabilityStatement, built on first use: it depends only on the tables and the config.
     pub(crate) capability: Arc<OnceLock<Value>>,
+    /// Participants' source facts for labelling, remembered for [`SOURCE_TTL`].
+    pub(crate) sources: Arc<labelling::SourceCache>,
 }
 
 impl Repository {
@@ -330,6 +334,7 @@ impl Repository {
             config,
             gate,
             capability: Arc::new(OnceLock::new()),
+            sources: Arc::default(),
         }
     }
 
