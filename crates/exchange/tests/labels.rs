@@ -145,6 +145,58 @@ async fn what_the_source_labelled_very_restricted_stays_so() {
         .await
         .expect("patch");
     check(&patched.resource.resource, &["conf|V"]);
+
+    // Lowering them takes a delete: a resource created again starts from what is sent.
+    repo.delete(&who(), "Observation", &id)
+        .await
+        .expect("delete");
+    let mut again = common::observation(&p);
+    again["id"] = json!(id);
+    let recreated = repo
+        .update(&who(), "Observation", &id, again, None)
+        .await
+        .expect("update as create");
+    assert!(recreated.created);
+    check(&recreated.resource.resource, &["conf|N"]);
+}
+
+#[tokio::test]
+async fn batch_entries_are_labelled_each_on_its_own() {
+    let repo = repo_enforcing().await;
+    let p = new_patient(&repo).await;
+    let response = repo
+        .bundle(
+            &who(),
+            json!({
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [
+                    {
+                        "resource": condition(&p, "F32.9"),
+                        "request": { "method": "POST", "url": "Condition" },
+                    },
+                    {
+                        "resource": condition(&p, "F11.20"),
+                        "request": { "method": "POST", "url": "Condition" },
+                    },
+                ],
+            }),
+        )
+        .await
+        .expect("batch");
+    let mut found = Vec::new();
+    for entry in response["entry"].as_array().expect("entries") {
+        let location = entry["response"]["location"].as_str().expect("location");
+        let id = location.split('/').rev().nth(2).expect("id");
+        found.push(labels(&stored(&repo, "Condition", id).await));
+    }
+    assert_eq!(
+        found,
+        [
+            vec!["conf|R", "act|MH", "act|BH"],
+            vec!["conf|V", "act|MH", "act|BH", "act|ETH", "act|SUD"],
+        ]
+    );
 }
 
 #[tokio::test]
