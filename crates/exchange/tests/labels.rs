@@ -294,6 +294,85 @@ async fn what_a_marriage_and_family_therapist_sends_is_behavioral_health() {
     check(&o, &["conf|N"]);
 }
 
+/// A live solo practice whose practitioner holds `licence_type`; answers its client.
+async fn solo_practice(
+    repo: &Fixture,
+    licence_type: LicenceType,
+    number: &str,
+) -> (String, Requester) {
+    let mut practice = solo_lmft();
+    if let Some(p) = practice.practitioner.as_mut() {
+        p.npi = None;
+        p.licence_type = licence_type;
+        p.licence.number = number.to_string();
+    }
+    let id = repo
+        .add_participant(&who(), &practice)
+        .await
+        .expect("registered")
+        .id;
+    for next in [Status::Onboarding, Status::Live] {
+        repo.set_participant_status(&who(), &id, next)
+            .await
+            .expect("status");
+    }
+    let client = client(&id, "system/*.cruds", PurposeOfUse::Treat);
+    (id, client)
+}
+
+#[tokio::test]
+async fn each_licence_type_labels_what_its_practice_sends() {
+    let repo = repo_enforcing().await;
+    let p = new_patient(&repo).await;
+    let cases: &[(LicenceType, &[&str])] = &[
+        (LicenceType::Lcsw, &["conf|R", "act|BH"]),
+        (LicenceType::Lpc, &["conf|R", "act|BH"]),
+        (LicenceType::Psychologist, &["conf|R", "act|BH"]),
+        (LicenceType::Psychiatrist, &["conf|R", "act|PSY", "act|BH"]),
+        (LicenceType::Physician, &["conf|N"]),
+        (LicenceType::NursePractitioner, &["conf|N"]),
+    ];
+    for (n, (licence_type, expected)) in cases.iter().enumerate() {
+        let (_, sender) = solo_practice(&repo, *licence_type, &format!("SOLO-{n}")).await;
+        let (_, o) = create(&repo, &sender, common::observation(&p)).await;
+        assert_eq!(labels(&o), *expected, "{licence_type:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_licence_changed_in_the_registry_holds_at_once() {
+    let repo = repo_enforcing().await;
+    let p = new_patient(&repo).await;
+    let (practice, sender) = solo_practice(&repo, LicenceType::Physician, "SOLO-1").await;
+    let (_, o) = create(&repo, &sender, common::observation(&p)).await;
+    check(&o, &["conf|N"]);
+
+    // The operator corrects the practitioner's licence type: a psychiatrist.
+    let roles = repo
+        .search(
+            &who(),
+            Some("PractitionerRole"),
+            &params(&format!("organization=Organization/{practice}")),
+            Handling::Strict,
+        )
+        .await
+        .expect("search")
+        .to_value();
+    let practitioner = roles["entry"][0]["resource"]["practitioner"]["reference"]
+        .as_str()
+        .expect("a practitioner")
+        .trim_start_matches("Practitioner/")
+        .to_string();
+    let mut record = stored(&repo, "Practitioner", &practitioner).await;
+    record["qualification"][0]["code"]["coding"][0]["code"] = json!("psychiatrist");
+    repo.update(&who(), "Practitioner", &practitioner, record, None)
+        .await
+        .expect("update");
+
+    let (_, o) = create(&repo, &sender, common::observation(&p)).await;
+    check(&o, &["conf|R", "act|PSY", "act|BH"]);
+}
+
 #[tokio::test]
 async fn a_transaction_labels_its_entries_and_what_derives_from_them() {
     let repo = repo_enforcing().await;
