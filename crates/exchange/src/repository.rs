@@ -19,12 +19,14 @@ mod disclosure;
 mod elements;
 mod history;
 mod matching;
+mod labelling;
 mod search;
 mod support;
 mod verify;
 
 pub use elements::ReadShape;
 pub use matching::{MATCH_GRADE, MIN_TRAINING};
+pub use labelling::SOURCE_TTL;
 pub use search::Searchset;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
@@ -325,6 +327,8 @@ pub struct Repository {
     pub(crate) capability: Arc<OnceLock<Value>>,
     /// The master patient index of `Patient/$match`, built on first use.
     pub(crate) matcher: Arc<matching::Matcher>,
+    /// Participants' source facts for labelling, remembered for [`SOURCE_TTL`].
+    pub(crate) sources: Arc<labelling::SourceCache>,
 }
 
 impl Repository {
@@ -335,6 +339,7 @@ impl Repository {
             gate,
             capability: Arc::new(OnceLock::new()),
             matcher: Arc::default(),
+            sources: Arc::default(),
         }
     }
 

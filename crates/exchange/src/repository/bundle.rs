@@ -16,9 +16,10 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use store::{HistoryScope, StoreError, Write};
 
+use super::labelling::Staged;
 use super::support::{
     check_body_type, check_id, check_type, delete_write, etag, is_valid_id, new_id, now_millis,
-    parse_query_string, put_write, stamp, validate, versioned,
+    parse_query_string, stamp, validate, versioned,
 };
 use super::{Error, Handling, Repository, Result};
 use crate::access::Requester;
@@ -600,7 +601,10 @@ impl Repository {
         let planned: &[Planned] = planned;
 
         let now = now_millis();
-        let mut writes: Vec<Write> = Vec::with_capacity(planned.len());
+        // Deletes as they come (`Some`), and a `None` where the next staged resource goes, so that
+        // the writes keep the processing order once the staged ones are labelled.
+        let mut writes: Vec<Option<Write>> = Vec::with_capacity(planned.len());
+        let mut staged: Vec<Staged> = Vec::new();
         let mut done: Vec<Option<Done>> = vec![None; planned.len()];
         for &i in &order {
             let p = &planned[i];
@@ -665,7 +669,7 @@ impl Repository {
                         }
                     }
                     if let Some(c) = cur.filter(|c| !c.deleted && visible) {
-                        writes.push(delete_write(ty, id, c.version, now));
+                        writes.push(Some(delete_write(ty, id, c.version, now)));
                         done[i] = Some(Done {
                             status: "204 No Content",
                             ty: ty.clone(),
@@ -713,7 +717,16 @@ impl Repository {
                     self.resolve_references(who, &mut resource, &mut ids, p.index)
                         .await?;
                     stamp(&mut resource, id, version, now);
-                    writes.push(put_write(ty, id, version, expect, now, &resource)?);
+                    writes.push(None);
+                    staged.push(Staged {
+                        resource_type: ty.clone(),
+                        id: id.clone(),
+                        version,
+                        expect,
+                        last_updated: now,
+                        replaces_live: !created,
+                        resource,
+                    });
                     let status = if created { "201 Created" } else { "200 OK" };
                     done[i] = Some(Done {
                         status,
@@ -768,14 +781,16 @@ impl Repository {
                     self.resolve_references(who, &mut resource, &mut ids, p.index)
                         .await?;
                     stamp(&mut resource, id, c.version + 1, now);
-                    writes.push(put_write(
-                        ty,
-                        id,
-                        c.version + 1,
-                        Some(c.version),
-                        now,
-                        &resource,
-                    )?);
+                    writes.push(None);
+                    staged.push(Staged {
+                        resource_type: ty.clone(),
+                        id: id.clone(),
+                        version: c.version + 1,
+                        expect: Some(c.version),
+                        last_updated: now,
+                        replaces_live: true,
+                        resource,
+                    });
                     done[i] = Some(Done {
                         status: "200 OK",
                         ty: ty.clone(),
@@ -787,6 +802,11 @@ impl Repository {
                 _ => {}
             }
         }
+        let mut sealed = self.seal(who, &mut staged).await?.into_iter();
+        let writes: Vec<Write> = writes
+            .into_iter()
+            .filter_map(|w| w.or_else(|| sealed.next()))
+            .collect();
         let written = writes.len();
         if !writes.is_empty() {
             self.commit_audited(who, crate::audit::Interaction::Transaction, writes)

@@ -5,9 +5,10 @@ use serde_json::Value;
 use store::{SearchOptions, StoreError, Stored};
 
 use super::disclosure::Disclosed;
+use super::labelling::Staged;
 use super::support::{
     check_body_type, check_id, check_type, delete_write, invalid, new_id, now_millis,
-    parse_query_string, put_write, stamp, validate, versioned,
+    parse_query_string, stamp, validate, versioned,
 };
 use super::{Error, Repository, Result, Versioned, WriteOutcome};
 use crate::access::{Interaction as Access, Requester};
@@ -128,7 +129,20 @@ impl Repository {
         let id = new_id();
         let now = now_millis();
         stamp(&mut body, &id, 1, now);
-        let write = put_write(resource_type, &id, 1, None, now, &body)?;
+        let (write, body) = self
+            .seal_one(
+                who,
+                Staged {
+                    resource_type: resource_type.to_string(),
+                    id: id.clone(),
+                    version: 1,
+                    expect: None,
+                    last_updated: now,
+                    replaces_live: false,
+                    resource: body,
+                },
+            )
+            .await?;
         self.commit_audited(who, crate::audit::Interaction::Create, vec![write])
             .await?;
         tracing::debug!(request_id = %who.request_id, resource_type, "created");
@@ -248,7 +262,22 @@ impl Repository {
             let created = current.is_none_or(|c| c.deleted);
             let now = now_millis();
             stamp(&mut body, id, version, now);
-            let write = put_write(resource_type, id, version, expect, now, &body)?;
+            let (write, labelled) = self
+                .seal_one(
+                    who,
+                    Staged {
+                        resource_type: resource_type.to_string(),
+                        id: id.to_string(),
+                        version,
+                        expect,
+                        last_updated: now,
+                        replaces_live: !created,
+                        resource: body,
+                    },
+                )
+                .await?;
+            // A retry after a lost race starts from this: labels only grow.
+            body = labelled;
             let interaction = if created {
                 crate::audit::Interaction::Create
             } else {

@@ -101,33 +101,6 @@ pub(crate) fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: 
     }
 }
 
-/// The store write for a new version of a stamped resource: its JSON, index rows and compartments.
-pub(crate) fn put_write(
-    resource_type: &str,
-    id: &str,
-    version: i64,
-    expect: Option<i64>,
-    last_updated: i64,
-    resource: &Value,
-) -> Result<Write> {
-    let json = serde_json::to_string(resource)
-        .map_err(|e| Error::Store(store::StoreError::Database(e.to_string())))?;
-    let index = fhir::search::extract::index_entries(resource);
-    let compartments = fhir::search::extract::patient_compartments(resource);
-    Ok(Write {
-        resource_type: resource_type.to_string(),
-        id: id.to_string(),
-        version,
-        expect,
-        last_updated,
-        op: WriteOp::Put {
-            json,
-            index,
-            compartments,
-        },
-    })
-}
-
 pub(crate) fn delete_write(
     resource_type: &str,
     id: &str,
@@ -278,9 +251,18 @@ impl Repository {
             .filter(|w| w.resource_type == "Organization")
             .map(|w| w.id.clone())
             .collect();
+        let writes_registry = writes.iter().any(|w| {
+            matches!(
+                w.resource_type.as_str(),
+                "Organization" | "Practitioner" | "PractitionerRole"
+            )
+        });
         self.store.commit_with_audit(writes, vec![record]).await?;
         for id in &organizations {
             self.gate.forget_participant(id);
+        }
+        if writes_registry {
+            self.sources.clear();
         }
         if !learned.is_empty() {
             self.note_relationships(who, learned).await?;
