@@ -18,15 +18,15 @@ mod crud;
 mod disclosure;
 mod elements;
 mod history;
-mod matching;
 mod labelling;
+mod matching;
 mod search;
 mod support;
 mod verify;
 
 pub use elements::ReadShape;
-pub use matching::{MATCH_GRADE, MIN_TRAINING};
 pub use labelling::SOURCE_TTL;
+pub use matching::{MATCH_GRADE, MIN_TRAINING};
 pub use search::Searchset;
 pub use store::HistoryScope;
 pub use support::parse_query_string;
