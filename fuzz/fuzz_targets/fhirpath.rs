@@ -29,9 +29,7 @@ static PATIENT: LazyLock<Value> = LazyLock::new(|| {
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(expression) = fhirpath::parse(text) {
         let _ = expression.evaluate(&PATIENT, &fhir::model::MODEL);
     }

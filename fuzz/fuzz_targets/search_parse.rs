@@ -4,9 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     // The first line picks the resource type; the rest is `name=value` pairs separated by '&'.
     let (ty, query) = text.split_once('\n').unwrap_or(("Patient", text));
     let params: Vec<(String, String)> = query
