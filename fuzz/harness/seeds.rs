@@ -27,10 +27,41 @@ pub fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-/// Runs every seed and regression through `body`, each within two seconds.
+/// The public samples beside the project (`../shared/data`, when it is there) that suit a target:
+/// read at test time, never copied into the repository.
+pub fn public_samples(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+    let (dir, suffix) = match target {
+        "direct_mime" | "direct_mdn" => ("direct/ri-agent/org/nhindirect/stagent", ".txt"),
+        "direct_xdm" => ("direct/ett", ".zip"),
+        "direct_trust" => ("direct/ri-agent/certs", ".der"),
+        "privacy_consent" => ("fhir-r4/examples", ".json"),
+        _ => return Vec::new(),
+    };
+    let Ok(entries) = std::fs::read_dir(shared.join(dir)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(PathBuf, Vec<u8>)> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.ends_with(suffix) && (target != "privacy_consent" || name.starts_with("Consent-"))
+        })
+        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Runs every seed and regression, and the public samples that suit the target, through `body`,
+/// each within two seconds.
 pub fn run_seeds(target: &str, body: fn(&[u8])) {
     let inputs = inputs(target);
     assert!(!inputs.is_empty(), "no seeds for {target}");
+    let inputs: Vec<_> = inputs.into_iter().chain(public_samples(target)).collect();
     for (path, bytes) in &inputs {
         let start = Instant::now();
         body(bytes);
@@ -46,7 +77,11 @@ pub fn run_seeds(target: &str, body: fn(&[u8])) {
 /// Runs `iterations` mutants of the seeds through `body` (deterministic for a given `seed`). A mutant
 /// that panics is written to the temporary directory, named in the failure, for `fuzz/regressions/`.
 pub fn smoke(target: &str, body: fn(&[u8]), seed: u64, iterations: usize, tokens: &[&[u8]]) {
-    let inputs: Vec<Vec<u8>> = inputs(target).into_iter().map(|(_, b)| b).collect();
+    let inputs: Vec<Vec<u8>> = inputs(target)
+        .into_iter()
+        .chain(public_samples(target))
+        .map(|(_, b)| b)
+        .collect();
     assert!(!inputs.is_empty(), "no seeds for {target}");
     let mut rng = fastrand::Rng::with_seed(seed);
     for i in 0..iterations {
