@@ -10,8 +10,8 @@ use openssl::cms::CmsContentInfo;
 use openssl::pkey::PKey;
 use openssl::x509::{X509Crl, X509};
 
-fn samples() -> Vec<(String, Vec<u8>)> {
-    let dir = shared_direct().join("ri-agent/org/nhindirect/stagent");
+fn samples() -> Option<Vec<(String, Vec<u8>)>> {
+    let dir = shared_direct()?.join("ri-agent/org/nhindirect/stagent");
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").path())
@@ -26,7 +26,7 @@ fn samples() -> Vec<(String, Vec<u8>)> {
         })
         .collect();
     out.sort();
-    out
+    Some(out)
 }
 
 /// Walks an entity: multiparts into their parts, message/rfc822 into the message, every leaf
@@ -64,7 +64,9 @@ fn walk(entity: &Entity<'_>, depth: usize) -> Result<usize, String> {
 
 #[test]
 fn every_reference_sample_message_parses() {
-    let samples = samples();
+    let Some(samples) = samples() else {
+        return;
+    };
     assert!(samples.len() >= 19, "only {} samples", samples.len());
     for (name, bytes) in &samples {
         if name == "msgSig.txt" {
@@ -96,7 +98,10 @@ fn encrypted_samples_for_others_are_refused_as_not_ours() {
     let crls: Vec<X509Crl> = Vec::new();
     let v = Validator::new(&anchors, &crls, now());
     let mut encrypted = 0;
-    for (name, bytes) in samples() {
+    let Some(samples) = samples() else {
+        return;
+    };
+    for (name, bytes) in samples {
         let Ok(entity) = Entity::parse(&bytes) else {
             continue;
         };
@@ -123,7 +128,10 @@ fn encrypted_samples_for_others_are_refused_as_not_ours() {
 /// and its signature verifies, and then Direct's policy refuses the SHA-1 certificate.
 #[test]
 fn a_reference_implementation_message_decrypts_verifies_and_meets_the_sha1_rule() {
-    let certs = shared_direct().join("ri-agent/certs");
+    let Some(shared) = shared_direct() else {
+        return;
+    };
+    let certs = shared.join("ri-agent/certs");
     let read = |name: &str| std::fs::read(certs.join(name)).expect(name);
     let ryan = X509::from_der(&read("ryan.der")).expect("cert");
     let key = PKey::private_key_from_der(&read("ryanKey.der")).expect("key");
@@ -134,12 +142,8 @@ fn a_reference_implementation_message_decrypts_verifies_and_meets_the_sha1_rule(
     let crls: Vec<X509Crl> = Vec::new();
     let v = Validator::new(&anchors, &crls, now());
     for sample in ["EncryptedMessage2.txt", "EncAttachment.txt"] {
-        let raw = std::fs::read(
-            shared_direct()
-                .join("ri-agent/org/nhindirect/stagent")
-                .join(sample),
-        )
-        .expect("sample");
+        let raw = std::fs::read(shared.join("ri-agent/org/nhindirect/stagent").join(sample))
+            .expect("sample");
         let got = smime::open(&raw, &[(ryan.clone(), key.clone())], &v);
         match got {
             Err(SmimeError::Untrusted(TrustError::WeakSignature { subject, algorithm })) => {

@@ -415,7 +415,9 @@ fn bundles_are_read_from_pem_and_pkcs7() {
 
 #[test]
 fn the_ett_and_reference_implementation_certificates_read() {
-    let shared = shared_direct();
+    let Some(shared) = shared_direct() else {
+        return;
+    };
     let ett = std::fs::read(shared.join("ett/certs/testCert.pem")).expect("ett cert");
     assert_eq!(trust::read_bundle(&ett).expect("pem").len(), 1);
     let ett_der = std::fs::read(shared.join("ett/certs/testCert.der")).expect("ett der");

@@ -10,8 +10,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn read(rel: &str) -> Vec<u8> {
-    std::fs::read(shared_direct().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+/// A file of `../shared/data/direct`, or `None` (the test skips) where that is not there.
+fn read(rel: &str) -> Option<Vec<u8>> {
+    let dir = shared_direct()?;
+    Some(std::fs::read(dir.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}")))
 }
 
 #[test]
@@ -33,7 +35,9 @@ fn every_shared_package_unpacks() {
         ("ett/XDM_LIM.ZIP", "CCDAAMB.XML"),
     ];
     for (file, document) in cases {
-        let bytes = read(file);
+        let Some(bytes) = read(file) else {
+            return;
+        };
         assert!(xdm::is_xdm(&bytes), "{file}");
         let package =
             xdm::unpack(&bytes, Limits::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
@@ -60,7 +64,10 @@ fn every_shared_package_unpacks() {
         );
     }
     // The reference implementation's: under a top folder, lower-case names, a stylesheet beside.
-    let package = xdm::unpack(&read("ri-xd/samplexdm.zip"), Limits::default()).expect("samplexdm");
+    let Some(sample) = read("ri-xd/samplexdm.zip") else {
+        return;
+    };
+    let package = xdm::unpack(&sample, Limits::default()).expect("samplexdm");
     let set = &package.submission_sets[0];
     let mut names: Vec<(&str, &str)> = set
         .documents
@@ -102,7 +109,9 @@ fn what_is_not_an_xdm_package_is_refused() {
         xdm::unpack(&no_metadata, Limits::default()),
         Err(XdmError::NotXdm)
     );
-    let bytes = read("ett/XDM_FULL.ZIP");
+    let Some(bytes) = read("ett/XDM_FULL.ZIP") else {
+        return;
+    };
     for end in [0, 10, bytes.len() / 2, bytes.len() - 1] {
         assert!(xdm::unpack(&bytes[..end], Limits::default()).is_err());
     }
@@ -110,7 +119,9 @@ fn what_is_not_an_xdm_package_is_refused() {
 
 #[test]
 fn limits_hold_against_what_the_zip_claims() {
-    let bytes = read("ett/XDM_FULL.ZIP");
+    let Some(bytes) = read("ett/XDM_FULL.ZIP") else {
+        return;
+    };
     let tight = Limits {
         max_entries: 1_000,
         max_total_bytes: 10_000,
@@ -142,7 +153,9 @@ fn limits_hold_against_what_the_zip_claims() {
 #[test]
 fn packages_we_make_unpack_here_and_in_python() {
     let metadata = b"<?xml version=\"1.0\"?><SubmitObjectsRequest/>";
-    let ccd = read("ri-xd/sampleccd.xml");
+    let Some(ccd) = read("ri-xd/sampleccd.xml") else {
+        return;
+    };
     let pdf = b"%PDF-1.4 synthetic".to_vec();
     let bytes = xdm::pack(
         metadata,
