@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use crate::access::Requester;
 use crate::repository::{Error, Handling, Repository};
 use fhir::{Issue, IssueType};
+/// A practitioner's licence type: the privacy rules' own (`is_behavioral_health` says whether what
+/// such a practitioner sends is behavioral-health information).
+pub use privacy::codes::Licence as LicenceType;
 
 /// The base of the definitions nutmeg itself makes (code systems, extensions, identifier systems).
 /// A reserved `.example` name, so that it can never mean anyone else's definitions.
@@ -90,23 +93,6 @@ codes! {
 }
 
 codes! {
-    /// A practitioner's licence type.
-    LicenceType {
-        Lmft = "LMFT", "Licensed Marriage and Family Therapist";
-        Lcsw = "LCSW", "Licensed Clinical Social Worker";
-        Lpc = "LPC", "Licensed Professional Counselor";
-        Psychologist = "psychologist", "Psychologist";
-        Psychiatrist = "psychiatrist", "Psychiatrist";
-        Physician = "physician", "Physician";
-        NursePractitioner = "NP", "Nurse Practitioner";
-        RegisteredNurse = "RN", "Registered Nurse";
-        PhysicianAssistant = "PA", "Physician Assistant";
-        Pharmacist = "pharmacist", "Pharmacist";
-        Other = "other", "Other licensed professional";
-    }
-}
-
-codes! {
     /// How a participant's system is reached: its FHIR server, its Direct address, its HL7 v2 feed.
     EndpointKind {
         Fhir = "hl7-fhir-rest", "HL7 FHIR";
@@ -169,21 +155,6 @@ impl EndpointKind {
                 }
             }
         }
-    }
-}
-
-impl LicenceType {
-    /// Whether the licence is a behavioral-health one: what such a practitioner sends is
-    /// behavioral-health information (the consent rules label it so).
-    pub fn is_behavioral_health(self) -> bool {
-        matches!(
-            self,
-            LicenceType::Lmft
-                | LicenceType::Lcsw
-                | LicenceType::Lpc
-                | LicenceType::Psychologist
-                | LicenceType::Psychiatrist
-        )
     }
 }
 

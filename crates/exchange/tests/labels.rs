@@ -6,7 +6,7 @@ mod common;
 
 use common::{client, entries, params, participant, patient, repo_enforcing, who, Fixture};
 use exchange::access::{PurposeOfUse, Requester};
-use exchange::participants::{Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Status};
+use exchange::participants::{Kind, LicenceType, Status};
 use exchange::repository::Handling;
 use serde_json::{json, Value};
 
@@ -221,32 +221,11 @@ async fn labels_from_codes_survive_an_update_that_does_not_send_them() {
     );
 }
 
-fn solo_lmft() -> NewParticipant {
-    NewParticipant {
-        name: "Riverside Family Therapy".to_string(),
-        kind: Kind::SoloPractice,
-        npi: None,
-        tax_id: None,
-        licence: None,
-        ehr: None,
-        practitioner: Some(NewPractitioner {
-            given: "Jane".to_string(),
-            family: "Doe".to_string(),
-            npi: Some("1245319599".to_string()),
-            licence_type: LicenceType::Lmft,
-            licence: Licence {
-                state: "CT".to_string(),
-                number: "LMFT-0042".to_string(),
-            },
-        }),
-    }
-}
-
 #[tokio::test]
 async fn what_a_marriage_and_family_therapist_sends_is_behavioral_health() {
     let repo = repo_enforcing().await;
     let practice = repo
-        .add_participant(&who(), &solo_lmft())
+        .add_participant(&who(), &common::solo_therapist("LMFT-0042"))
         .await
         .expect("registered")
         .id;
@@ -300,7 +279,7 @@ async fn solo_practice(
     licence_type: LicenceType,
     number: &str,
 ) -> (String, Requester) {
-    let mut practice = solo_lmft();
+    let mut practice = common::solo_therapist("LMFT-0042");
     if let Some(p) = practice.practitioner.as_mut() {
         p.npi = None;
         p.licence_type = licence_type;

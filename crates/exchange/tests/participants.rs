@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{entries, params, repo, who};
+use common::{entries, params, repo, solo_therapist, who};
 use exchange::participants::{
-    EndpointKind, Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Status,
-    STATUS_SYSTEM,
+    EndpointKind, Kind, Licence, LicenceType, NewParticipant, Status, STATUS_SYSTEM,
 };
 use exchange::repository::{Error, Handling, HistoryScope};
 
@@ -22,27 +21,6 @@ fn hospital(name: &str, npi: Option<&str>) -> NewParticipant {
         }),
         ehr: Some("Epic".to_string()),
         practitioner: None,
-    }
-}
-
-fn solo_therapist(licence: &str) -> NewParticipant {
-    NewParticipant {
-        name: "Riverside Family Therapy".to_string(),
-        kind: Kind::SoloPractice,
-        npi: None,
-        tax_id: None,
-        licence: None,
-        ehr: None,
-        practitioner: Some(NewPractitioner {
-            given: "Jane".to_string(),
-            family: "Doe".to_string(),
-            npi: Some("1245319599".to_string()),
-            licence_type: LicenceType::Lmft,
-            licence: Licence {
-                state: "CT".to_string(),
-                number: licence.to_string(),
-            },
-        }),
     }
 }
 

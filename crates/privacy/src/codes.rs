@@ -1,9 +1,9 @@
 //! The vocabularies privacy speaks: confidentiality and sensitivity codes (HL7 v3), purposes of use,
 //! practitioners' licence types, and the plain `Coding` that security labels travel in.
 //!
-//! The codes are the exchange's own strings for the same things (`auth::PurposeOfUse::code`,
-//! `exchange::participants::LicenceType::code`), so the exchange converts by code and this crate
-//! depends on none of ours.
+//! The purposes are the exchange's own strings (`auth::PurposeOfUse::code`), so the exchange
+//! converts by code and this crate depends on none of ours; the licence types are the exchange's
+//! (`exchange::participants::LicenceType` is [`Licence`]).
 
 use serde_json::{json, Map, Value};
 
@@ -105,7 +105,7 @@ codes! {
 }
 
 codes! {
-    /// A practitioner's licence type, with the exchange's codes (`exchange::participants::LicenceType`).
+    /// A practitioner's licence type (the exchange's `participants::LicenceType`).
     Licence {
         Lmft = "LMFT", "Licensed Marriage and Family Therapist";
         Lcsw = "LCSW", "Licensed Clinical Social Worker";

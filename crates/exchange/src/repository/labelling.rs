@@ -339,8 +339,7 @@ fn licence_of(practitioner: &Value) -> Option<Licence> {
         .iter()
         .flat_map(|q| q["code"]["coding"].as_array().into_iter().flatten())
         .filter(|c| c["system"] == LICENCE_TYPE_SYSTEM)
-        .find_map(|c| c["code"].as_str().and_then(LicenceType::parse))
-        .and_then(|l| Licence::parse(l.code()))
+        .find_map(|c| c["code"].as_str().and_then(LicenceType::parse_loose))
 }
 
 #[cfg(test)]

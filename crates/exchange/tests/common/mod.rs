@@ -4,7 +4,7 @@
 
 use auth::scope::ScopeSet;
 use exchange::access::{DecisionPoint, Principal, PurposeOfUse, Requester};
-use exchange::participants::{Kind, Licence, NewParticipant, Status};
+use exchange::participants::{Kind, Licence, LicenceType, NewParticipant, NewPractitioner, Status};
 use exchange::repository::{Repository, RepositoryConfig};
 use serde_json::Value;
 
@@ -202,6 +202,28 @@ pub fn org(name: &str, kind: Kind, licence: &str) -> NewParticipant {
         }),
         ehr: Some("Epic".to_string()),
         practitioner: None,
+    }
+}
+
+/// A solo practice's registration: Jane Doe, LMFT, Connecticut licence `licence`.
+pub fn solo_therapist(licence: &str) -> NewParticipant {
+    NewParticipant {
+        name: "Riverside Family Therapy".to_string(),
+        kind: Kind::SoloPractice,
+        npi: None,
+        tax_id: None,
+        licence: None,
+        ehr: None,
+        practitioner: Some(NewPractitioner {
+            given: "Jane".to_string(),
+            family: "Doe".to_string(),
+            npi: Some("1245319599".to_string()),
+            licence_type: LicenceType::Lmft,
+            licence: Licence {
+                state: "CT".to_string(),
+                number: licence.to_string(),
+            },
+        }),
     }
 }
 
