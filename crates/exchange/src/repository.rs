@@ -21,6 +21,7 @@ mod history;
 mod identities;
 mod labelling;
 mod matching;
+mod pix;
 mod search;
 mod support;
 mod verify;

@@ -399,3 +399,68 @@ async fn a_probable_match_waits_in_the_review_queue() {
         assert!(!queue.to_string().contains(&peggy), "{queue}");
     }
 }
+
+#[tokio::test]
+async fn pix_cross_references_the_identifiers_of_one_person_and_hides_what_the_caller_may_not_see()
+{
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, at_b, martha, _) = seed(&repo).await;
+    let pix = |who: Requester, query: &'static str| {
+        let repo = &repo;
+        async move {
+            let params: Vec<(String, String)> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            repo.pix_query(&who, &params).await
+        }
+    };
+    // The exchange (or an operator) asks for Margaret's MRN at A: her MRN at B and both Patients.
+    let answer = pix(who(), "sourceIdentifier=urn:test:mrn:A|A-1042")
+        .await
+        .expect("answered");
+    let text = answer.to_string();
+    assert!(text.contains("B-77"), "{answer}");
+    assert!(text.contains(&format!("Patient/{margaret}")), "{answer}");
+    assert!(text.contains(&format!("Patient/{at_b}")), "{answer}");
+    assert!(
+        !text.contains("A-1042\""),
+        "the source identifier is not answered: {answer}"
+    );
+    assert!(
+        !text.contains(&martha),
+        "the twin is another person: {answer}"
+    );
+    // Only the target system named.
+    let answer = pix(
+        who(),
+        "sourceIdentifier=urn:test:mrn:A|A-1042&targetSystem=urn:test:mrn:B",
+    )
+    .await
+    .expect("answered");
+    let parameters = answer["parameter"].as_array().expect("parameters");
+    assert_eq!(parameters.len(), 2, "{answer}");
+    assert_eq!(parameters[0]["valueIdentifier"]["value"], "B-77");
+    assert_eq!(
+        parameters[1]["valueReference"]["reference"],
+        format!("Patient/{at_b}")
+    );
+
+    // Hospital A has a relationship with its own Margaret, not with clinic B's record: it gets
+    // its own Patient and nothing of B's (not even that it exists).
+    let answer = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|A-1042")
+        .await
+        .expect("answered");
+    let text = answer.to_string();
+    assert!(!text.contains("B-77") && !text.contains(&at_b), "{answer}");
+    assert!(text.contains(&format!("Patient/{margaret}")), "{answer}");
+    // Asked by B's identifier, A learns exactly what an identifier nobody holds tells: 404.
+    let hidden = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:B|B-77").await;
+    assert!(matches!(hidden, Err(Error::NotFound)), "{hidden:?}");
+    let unknown = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|nope").await;
+    assert!(matches!(unknown, Err(Error::NotFound)), "{unknown:?}");
+    // Bad input is a 400.
+    let bad = pix(ehr_a, "sourceIdentifier=A-1042").await;
+    assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");
+}

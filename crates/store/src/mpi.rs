@@ -814,7 +814,8 @@ fn not_linked(id: &str) -> StoreError {
 }
 
 /// An operator's link: `a` and `b` are one person. `b`'s identity joins `a`'s (every member);
-/// refused (`Conflict`) if an operator said before that a member of one is not a member of the other.
+/// refused (`Conflict`) if an operator said before that a member of one is not a member of the
+/// other (a decision about `a` and `b` themselves is replaced by this one).
 async fn merge(
     e: &mut impl Exec,
     a: &str,
@@ -830,7 +831,9 @@ async fn merge(
         let right: BTreeSet<String> = members(e, &ib).await?.into_iter().collect();
         for m in &left {
             for (other, same) in decisions_of(e, m).await? {
-                if !same && right.contains(&other) {
+                // This decision replaces an earlier one about the same pair.
+                let this_pair = ordered(m, &other) == ordered(a, b);
+                if !same && !this_pair && right.contains(&other) {
                     return Err(not_linked(&other));
                 }
             }
