@@ -37,6 +37,9 @@ use crate::access::{Interaction as Access, Principal, Reason, Requester};
 use crate::audit::Interaction;
 use fhir::{Issue, IssueType};
 
+/// A batch rebuild trains on at most this many records (every k-th).
+const TRAIN_SAMPLE: usize = 100_000;
+
 /// Who did it, for the link history.
 pub(crate) fn actor_of(who: &Requester) -> String {
     match &who.principal {
@@ -89,7 +92,16 @@ impl Repository {
                     "the stored patient index model does not parse: {e}"
                 )))
             })?),
-            None => Arc::new(synthetic_model().clone()),
+            // Off the async workers: the first call may wait for its training.
+            None => Arc::new(
+                tokio::task::spawn_blocking(|| synthetic_model().clone())
+                    .await
+                    .map_err(|e| {
+                        Error::Store(store::StoreError::Database(format!(
+                            "the built-in patient index model failed: {e}"
+                        )))
+                    })?,
+            ),
         };
         *cache.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, model.clone()));
         Ok(model)
@@ -349,7 +361,8 @@ impl Repository {
         Ok(json!({ "resourceType": "Parameters", "parameter": parts }))
     }
 
-    /// Relinks every current Patient in batch: retrains the model on them (with fewer than
+    /// Relinks every current Patient in batch: retrains the model on them (on a sample of at most
+    /// 100,000; with fewer than
     /// [`MIN_TRAINING`] the built-in model), scores the blocked pairs, groups them keeping every
     /// operator decision, keeps each identity's id where most of its members were, and stores it
     /// all in one transaction. `progress` hears of each stage.
@@ -729,10 +742,15 @@ fn plan_rebuild(
     progress("standardising", n as u64, n as u64);
     let blocking = mpi::Blocking::default();
     let (model, trained_on) = if n >= MIN_TRAINING {
+        // On a sample of at most TRAIN_SAMPLE records: as accurate as all of them on the engine's
+        // measurements, far faster, and EM over all the pairs of a large set drifts
+        // (BENCHMARKS.md, the master patient index's batch rebuild).
         progress("training", 0, 1);
-        let trained = super::matching::train(&standardised);
+        let step = n.div_ceil(TRAIN_SAMPLE);
+        let sample: Vec<mpi::Standardised> = standardised.iter().step_by(step).cloned().collect();
+        let trained = super::matching::train(&sample);
         progress("training", 1, 1);
-        (Some(trained), n)
+        (Some(trained), sample.len())
     } else {
         (None, 0)
     };
@@ -858,6 +876,132 @@ fn plan_rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Measurement, not a check (ignored; BENCHMARKS.md): `MPI_BENCH_RECORDS` (default 1,000,000)
+    /// generated identities stored as linked Patients (on SQLite in a temporary directory, or on
+    /// `MPI_BENCH_DATABASE`), then 1,000 noisy copies linked one by one through the store (the
+    /// candidates read from the keys table, scored, the link written, under the lock), and the
+    /// batch rebuild of the whole set planned (standardise, block, train on a sample, score,
+    /// group) and stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore]
+    async fn linking_against_a_million_identities() {
+        let n: usize = std::env::var("MPI_BENCH_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = std::env::var("MPI_BENCH_DATABASE")
+            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+        let store = store::Store::open(&url).await.expect("open");
+        let mut generator = mpi::Generator::new(42);
+        let started = std::time::Instant::now();
+        let records: Vec<mpi::Record> = (0..n).map(|_| generator.identity(0.7)).collect();
+        let blocking = mpi::Blocking::default();
+        let links: Vec<MpiRebuilt> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut keys = Vec::new();
+                blocking.record_keys(&mpi::standardise(r), &mut keys);
+                MpiRebuilt {
+                    patient_id: format!("p{i}"),
+                    identity_id: format!("I{i}"),
+                    method: "new".into(),
+                    score: None,
+                    record: serde_json::to_string(r).unwrap_or_default(),
+                    keys: keys.into_iter().map(|k| k as i64).collect(),
+                }
+            })
+            .collect();
+        let generated = started.elapsed();
+        let started = std::time::Instant::now();
+        store
+            .mpi_apply_rebuild(
+                MpiRebuild {
+                    model: None,
+                    links,
+                    reviews: Vec::new(),
+                    actor: "bench".into(),
+                    reason: "load".into(),
+                },
+                1,
+            )
+            .await
+            .expect("load");
+        eprintln!(
+            "{n} identities generated in {:.1} s, stored in {:.1} s ({})",
+            generated.as_secs_f64(),
+            started.elapsed().as_secs_f64(),
+            store.engine()
+        );
+        let model = std::sync::Arc::new(synthetic_model().clone());
+        let mut times = Vec::new();
+        let (mut linked, mut right) = (0, 0);
+        for q in 0..1000 {
+            let k = (q * 7919) % n;
+            let copy = generator.noisy_copy(&records[k]);
+            let standardised = mpi::standardise(&copy);
+            let mut keys = Vec::new();
+            blocking.record_keys(&standardised, &mut keys);
+            let subject = MpiSubject {
+                patient_id: format!("q{q}"),
+                record: serde_json::to_string(&copy).unwrap_or_default(),
+                keys: keys.into_iter().map(|k| k as i64).collect(),
+                actor: "bench".into(),
+            };
+            let m = model.clone();
+            let decide: store::Decide =
+                Box::new(move |ctx| Ok(decide(&m, &standardised, ctx, format!("N{q}"))));
+            let t = std::time::Instant::now();
+            let out = store
+                .mpi_link(subject, blocking.max_bucket, 2, decide)
+                .await
+                .expect("link");
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if out.method == "auto" {
+                linked += 1;
+                right += usize::from(out.identity_id == format!("I{k}"));
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        eprintln!(
+            "linking one record against {n}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; {linked} of 1000 auto-linked, {right} to the right identity",
+            times[500],
+            times[989],
+            times[999]
+        );
+
+        // The batch rebuild of the same set (reading the Patients from the store aside).
+        let started = std::time::Instant::now();
+        let ids: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+        let snapshot = store.mpi_snapshot().await.expect("snapshot");
+        let read = started.elapsed();
+        let fallback = synthetic_model().clone();
+        let planned = tokio::task::block_in_place(|| {
+            plan_rebuild(
+                &ids,
+                &records,
+                &snapshot,
+                &fallback,
+                &|_: &str, _: u64, _: u64| {},
+            )
+        })
+        .expect("planned");
+        let planning = started.elapsed() - read;
+        let (identities, pairs, moved) = (planned.identities, planned.pairs, planned.moved);
+        let t = std::time::Instant::now();
+        store
+            .mpi_apply_rebuild(planned.rebuild, 3)
+            .await
+            .expect("stored");
+        eprintln!(
+            "rebuild of {n}: snapshot {:.1} s, plan {:.1} s ({pairs} pairs, {identities} identities, {moved} moved), store {:.1} s",
+            read.as_secs_f64(),
+            planning.as_secs_f64(),
+            t.elapsed().as_secs_f64()
+        );
+    }
 
     #[test]
     fn grouping_keeps_the_operators_decisions() {

@@ -164,6 +164,17 @@ pub(crate) struct Matcher {
 
 impl Default for Matcher {
     fn default() -> Self {
+        // The built-in model takes seconds to train (more in a debug build on a busy machine):
+        // start now, on a thread of its own, so the first Patient write (which links with it
+        // until a rebuild stores a model) or match does not wait for all of it.
+        static WARMING: std::sync::Once = std::sync::Once::new();
+        WARMING.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("mpi-model".into())
+                .spawn(|| {
+                    synthetic_model();
+                });
+        });
         Matcher {
             built: tokio::sync::RwLock::new(None),
             pending: Mutex::new(Pending {
