@@ -370,6 +370,7 @@ async fn members(e: &mut impl Exec, identity_id: &str) -> Result<Vec<String>> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)] // one history row's columns
 async fn history_row(
     e: &mut impl Exec,
     at: i64,
@@ -445,6 +446,7 @@ async fn bump_population(e: &mut impl Exec, by: i64) -> Result<()> {
 }
 
 /// Replaces a Patient's record and keys (inserting its link row if `identity` is new to it).
+#[allow(clippy::too_many_arguments)] // one link row's columns
 async fn put_link(
     e: &mut impl Exec,
     patient_id: &str,
