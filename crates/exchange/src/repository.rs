@@ -18,13 +18,16 @@ mod crud;
 mod disclosure;
 mod elements;
 mod history;
+mod identities;
 mod labelling;
 mod matching;
+mod pix;
 mod search;
 mod support;
 mod verify;
 
 pub use elements::ReadShape;
+pub use identities::{Progress, RebuildReport};
 pub use labelling::SOURCE_TTL;
 pub use matching::{MATCH_GRADE, MIN_TRAINING};
 pub use search::Searchset;

@@ -43,6 +43,9 @@ pub enum AdminCommand {
     /// Portal accounts: operators, participants' people, and patients.
     #[command(subcommand)]
     User(UserCommand),
+    /// The master patient index (the same commands as `nutmeg mpi`).
+    #[command(subcommand)]
+    Mpi(crate::mpi::MpiCommand),
     /// Print an access token for a client, for operators' scripts: the same checks and the same
     /// five-minute token as the token endpoint, without a client assertion.
     Token {
@@ -303,6 +306,7 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         AdminCommand::Participant(command) => command,
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
         AdminCommand::User(command) => return user(&repo, &who, command).await,
+        AdminCommand::Mpi(command) => return crate::mpi::run(&repo, command).await,
         AdminCommand::Token {
             client,
             scope,

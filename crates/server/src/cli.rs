@@ -1,5 +1,5 @@
 //! The command line: `nutmeg serve`, `nutmeg demo`, `nutmeg import`, `nutmeg admin`, `nutmeg
-//! client`, with the shared settings of [`crate::config`]. Exit codes: 0 success, 1 failure (an
+//! client`, `nutmeg mpi`, with the shared settings of [`crate::config`]. Exit codes: 0 success, 1 failure (an
 //! import with failed files, a refused admin command, a refused token request), 2 invalid
 //! configuration or usage.
 
@@ -36,6 +36,8 @@ pub enum Command {
     Admin(crate::admin::AdminArgs),
     /// What a SMART Backend Services client does: make a key pair, get an access token.
     Client(crate::client::ClientArgs),
+    /// The master patient index's enterprise identities: rebuild, review queue, link, unlink, history.
+    Mpi(crate::mpi::MpiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +105,7 @@ async fn run(command: Command, config: Config, metrics: Metrics) -> anyhow::Resu
             .map(|()| ExitCode::SUCCESS),
         Command::Admin(args) => crate::admin::admin(&config, args).await,
         Command::Client(args) => crate::client::client(args).await,
+        Command::Mpi(args) => crate::mpi::mpi(&config, args).await,
         Command::Import(args) => {
             let summary = crate::import::import(&config, &args.paths).await?;
             Ok(if summary.failed == 0 {

@@ -1,7 +1,7 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
 //! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`], [`admin`],
-//! [`client`]) that [`cli`] dispatches to.
+//! [`client`], [`mpi`]) that [`cli`] dispatches to.
 
 pub mod admin;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod import;
 pub mod metrics;
+pub mod mpi;
 pub mod portal;
 pub mod serve;
 pub mod telemetry;

@@ -436,3 +436,182 @@ impl crate::audit::ChainSource for Store {
         dispatch!(self, e => e.audit_seq_of_hash(hash).await)
     }
 }
+
+/// The master patient index's enterprise identities (see `mpi.rs`): every write runs in one
+/// transaction under the index's lock (shared by every process on a PostgreSQL database).
+impl Store {
+    async fn mpi(&self, op: crate::mpi::Op) -> Result<crate::mpi::Out> {
+        dispatch!(self, e => e.mpi(op).await)
+    }
+
+    /// Links one Patient: reads its current link, its candidates (linked Patients sharing one of
+    /// `subject.keys`, from buckets of at most `max_bucket`) and the operators' decisions about
+    /// it, asks `decide`, and stores the link, the Patient's record and keys, its review items (those
+    /// it had are replaced) and, if its identity changed, a history entry. `Conflict` if `decide`
+    /// chose an identity an operator's decision forbids.
+    pub async fn mpi_link(
+        &self,
+        subject: crate::MpiSubject,
+        max_bucket: usize,
+        now: i64,
+        decide: crate::Decide,
+    ) -> Result<crate::LinkOutcome> {
+        let op = crate::mpi::Op::Link {
+            subject,
+            max_bucket,
+            now,
+            decide,
+        };
+        match timed!(self, "mpi_link", self.mpi(op).await)? {
+            crate::mpi::Out::Linked(out) => Ok(out),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Takes a deleted Patient out of the index (its link, keys and review items; the operators'
+    /// decisions about it stay). `false` if it was not linked.
+    pub async fn mpi_remove(&self, patient_id: &str, actor: &str, now: i64) -> Result<bool> {
+        let op = crate::mpi::Op::Remove {
+            patient_id: patient_id.to_string(),
+            actor: actor.to_string(),
+            now,
+        };
+        match self.mpi(op).await? {
+            crate::mpi::Out::Done(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An operator's decision that `a` and `b` are one person: kept as a hard constraint, and
+    /// `b`'s identity (all of it) joins `a`'s. `true` if identities were merged; `Conflict` if
+    /// either is not linked or an earlier decision says a member of one is not one of the other.
+    pub async fn mpi_merge(
+        &self,
+        a: &str,
+        b: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let op = crate::mpi::Op::Merge {
+            a: a.to_string(),
+            b: b.to_string(),
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            now,
+        };
+        match self.mpi(op).await? {
+            crate::mpi::Out::Done(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An operator's decision that `a` and `b` are not one person: kept as a hard constraint; if
+    /// they share an identity, `split` regroups its members (checked against every decision among
+    /// them) and each that moves is recorded. `true` if the identity was split; `Conflict` if
+    /// either is not linked or the decisions cannot all hold.
+    pub async fn mpi_unlink(
+        &self,
+        a: &str,
+        b: &str,
+        actor: &str,
+        reason: &str,
+        now: i64,
+        split: crate::Split,
+    ) -> Result<bool> {
+        let op = crate::mpi::Op::Unlink {
+            a: a.to_string(),
+            b: b.to_string(),
+            actor: actor.to_string(),
+            reason: reason.to_string(),
+            now,
+            split,
+        };
+        match self.mpi(op).await? {
+            crate::mpi::Out::Done(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The ids of every Patient linked to the same enterprise identity as `patient_id`, itself
+    /// included, sorted; just `[patient_id]` if it is not linked.
+    pub async fn mpi_same_person(&self, patient_id: &str) -> Result<Vec<String>> {
+        match timed!(
+            self,
+            "mpi_same_person",
+            self.mpi(crate::mpi::Op::SamePerson(patient_id.to_string()))
+                .await
+        )? {
+            crate::mpi::Out::Ids(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The enterprise identity `patient_id` is linked to, if any.
+    pub async fn mpi_identity(&self, patient_id: &str) -> Result<Option<String>> {
+        match self
+            .mpi(crate::mpi::Op::IdentityOf(patient_id.to_string()))
+            .await?
+        {
+            crate::mpi::Out::Identity(i) => Ok(i),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The review queue, best score first (at most `limit`).
+    pub async fn mpi_reviews(&self, limit: usize) -> Result<Vec<crate::MpiReview>> {
+        match self.mpi(crate::mpi::Op::Reviews { limit }).await? {
+            crate::mpi::Out::Reviews(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The link history, newest first (at most `limit`), of one Patient and/or one identity (into
+    /// or out of it), or all of it.
+    pub async fn mpi_history(
+        &self,
+        patient_id: Option<&str>,
+        identity_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::MpiHistoryEntry>> {
+        let op = crate::mpi::Op::History {
+            patient_id: patient_id.map(str::to_string),
+            identity_id: identity_id.map(str::to_string),
+            limit,
+        };
+        match self.mpi(op).await? {
+            crate::mpi::Out::History(h) => Ok(h),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The model the linking scores with (JSON; `None`: the exchange's built-in one) and its version.
+    pub async fn mpi_model(&self) -> Result<(Option<String>, i64)> {
+        match self.mpi(crate::mpi::Op::Model).await? {
+            crate::mpi::Out::Model(m, v) => Ok((m, v)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every link and every operator decision, for a batch rebuild.
+    pub async fn mpi_snapshot(&self) -> Result<crate::MpiSnapshot> {
+        match self.mpi(crate::mpi::Op::Snapshot).await? {
+            crate::mpi::Out::Snapshot(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces every link, key and review item with a batch rebuild's in one transaction (the
+    /// operators' decisions stay), records each Patient whose identity changed, and stores the
+    /// rebuild's model if it has one.
+    pub async fn mpi_apply_rebuild(&self, rebuild: crate::MpiRebuild, now: i64) -> Result<()> {
+        match self.mpi(crate::mpi::Op::Rebuild { rebuild, now }).await? {
+            crate::mpi::Out::Done(_) => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(out: crate::mpi::Out) -> crate::StoreError {
+    crate::StoreError::Database(format!("unexpected patient index answer {out:?}"))
+}

@@ -49,6 +49,7 @@ pub mod conformance;
 mod engine;
 mod exec;
 mod migrate;
+mod mpi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod query;
@@ -64,6 +65,11 @@ pub use audit::{
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;
+pub use mpi::{
+    Decide, LinkContext, LinkDecision, LinkOutcome, MpiCandidate, MpiConstraint, MpiCurrent,
+    MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
+    Split, SplitContext,
+};
 pub use relationships::RelationshipBasis;
 #[cfg(feature = "sqlite")]
 pub use sqlite::audit_file_of;

@@ -484,6 +484,28 @@ impl Postgres {
         .await
     }
 
+    /// Runs a patient index operation: a write in a transaction of its own (which takes the
+    /// index's advisory lock first), a read on a plain connection.
+    pub(crate) async fn mpi(&self, op: crate::mpi::Op) -> Result<crate::mpi::Out> {
+        let mut client = self.client().await?;
+        if op.writes() {
+            let tx = client.transaction().await.map_err(db)?;
+            let out = crate::mpi::run(&mut PgExec { client: &tx }, op).await;
+            match out {
+                Ok(out) => {
+                    tx.commit().await.map_err(db)?;
+                    Ok(out)
+                }
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        } else {
+            crate::mpi::run(&mut PgExec { client: &client }, op).await
+        }
+    }
+
     pub(crate) async fn relationships(
         &self,
         participant_id: &str,

@@ -467,6 +467,25 @@ impl Sqlite {
         .await
     }
 
+    /// Runs a patient index operation: a write in one transaction on the writer (SQLite's single
+    /// writer is the index's lock), a read in a read transaction.
+    pub(crate) async fn mpi(&self, op: crate::mpi::Op) -> Result<crate::mpi::Out> {
+        if op.writes() {
+            let inner = self.inner.clone();
+            blocking(move || {
+                let mut conn = lock(&inner.writer);
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = block_ready(crate::mpi::run(&mut SqliteExec { conn: &tx }, op))?;
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+        } else {
+            self.read(move |e| block_ready(crate::mpi::run(e, op)))
+                .await
+        }
+    }
+
     pub(crate) async fn relationships(
         &self,
         participant_id: &str,

@@ -227,14 +227,14 @@ impl Repository {
     /// After a write by a participant's system or person has landed: the participant now has a
     /// treatment relationship with every patient the written resources are about, and every
     /// participant a written CareTeam names is on that patient's care team. The patient index
-    /// (`Patient/$match`) takes the Patients written.
+    /// (`Patient/$match`) takes the Patients written, and each is linked to its enterprise identity.
     pub(crate) async fn note_relationships(
         &self,
         who: &Requester,
         mut learned: Relationships,
     ) -> std::result::Result<(), store::StoreError> {
-        self.matcher
-            .note(std::mem::take(&mut learned.patient_changes));
+        self.note_patients(who, std::mem::take(&mut learned.patient_changes))
+            .await;
         let now = now_millis();
         for (org, patients) in &learned.care_teams {
             self.store

@@ -21,8 +21,8 @@
 //! last one first reads the store's Patient history since the last catch-up, less [`SLACK_MS`]
 //! (a write is stamped before it commits), and applies it; so another process's writes are seen
 //! within a second, unless one took longer than the slack between its stamp and its commit (then
-//! at the next rebuild). Enterprise identities are not persisted yet: the index is rebuilt in
-//! each process.
+//! at the next rebuild). This index answers `$match` only; the enterprise identities, persisted
+//! and shared by every process, are `identities`.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -158,16 +158,30 @@ struct Pending {
 pub(crate) struct Matcher {
     built: tokio::sync::RwLock<Option<Built>>,
     pending: Mutex<Pending>,
+    /// The model the enterprise identities are linked with (`identities`).
+    pub(crate) link_model: super::identities::LinkModel,
 }
 
 impl Default for Matcher {
     fn default() -> Self {
+        // The built-in model takes seconds to train (more in a debug build on a busy machine):
+        // start now, on a thread of its own, so the first Patient write (which links with it
+        // until a rebuild stores a model) or match does not wait for all of it.
+        static WARMING: std::sync::Once = std::sync::Once::new();
+        WARMING.call_once(|| {
+            let _ = std::thread::Builder::new()
+                .name("mpi-model".into())
+                .spawn(|| {
+                    synthetic_model();
+                });
+        });
         Matcher {
             built: tokio::sync::RwLock::new(None),
             pending: Mutex::new(Pending {
                 phase: Phase::Unbuilt,
                 changes: Vec::new(),
             }),
+            link_model: Default::default(),
         }
     }
 }
@@ -434,7 +448,7 @@ fn build(loaded: Vec<(String, i64, mpi::Record)>) -> Built {
 }
 
 /// A model trained without labels on `records` (deduplication: the records against themselves).
-fn train(records: &[mpi::Standardised]) -> mpi::Model {
+pub(crate) fn train(records: &[mpi::Standardised]) -> mpi::Model {
     let pairs = mpi::Blocking::default().dedup_pairs(records);
     let config = mpi::TrainingConfig {
         seed: SEED,
@@ -445,7 +459,7 @@ fn train(records: &[mpi::Standardised]) -> mpi::Model {
 
 /// The model for a store with too few Patients to learn from: trained once per process on a
 /// seeded synthetic population with noisy duplicates and twins.
-fn synthetic_model() -> &'static mpi::Model {
+pub(crate) fn synthetic_model() -> &'static mpi::Model {
     static MODEL: OnceLock<mpi::Model> = OnceLock::new();
     MODEL.get_or_init(|| {
         let population = mpi::generate(&mpi::GeneratorConfig {

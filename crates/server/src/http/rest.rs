@@ -200,6 +200,9 @@ pub async fn read(
     uri: Uri,
     headers: HeaderMap,
 ) -> Answer {
+    if ty == "Patient" && id.starts_with('$') {
+        return patient_type_operation_get(&state, &id, format, &who, &uri).await;
+    }
     let shape = ReadShape::from_params(&params(&uri))?;
     if ty == "AuditEvent" {
         let event = state.repo.read_audit_event(&who, &id).await?;
@@ -557,7 +560,8 @@ pub async fn instance_operation_post(
 }
 
 /// `POST [type]/$operation` (the route of `[type]/[id]`, whose `id` is then the operation):
-/// `Patient/$match`, with a Parameters body (or a bare Patient).
+/// `Patient/$match`, with a Parameters body (or a bare Patient), and operators' `Patient/$mpi-link`
+/// and `Patient/$mpi-unlink` (Parameters with `patient-a`, `patient-b` and `reason`).
 pub async fn type_operation_post(
     State(state): State<Shared>,
     Path((ty, operation)): Path<(String, String)>,
@@ -573,6 +577,17 @@ pub async fn type_operation_post(
             let bundle = state.repo.match_patients(&who, body, &params(&uri)).await?;
             Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
         }
+        ("Patient", "$mpi-link" | "$mpi-unlink") => {
+            let body: Value = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+            let link = operation == "$mpi-link";
+            let answer = state.repo.mpi_decide(&who, link, &body).await?;
+            Ok(fhir_json(StatusCode::OK, &answer, format.pretty))
+        }
+        ("Patient", "$mpi-review" | "$mpi-history" | "$ihe-pix") => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            IssueType::NotSupported,
+            format!("{operation} is invoked with GET"),
+        )),
         _ if operation.starts_with('$') => Err(unknown_operation(&ty, &operation)),
         _ => Err(ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -580,6 +595,33 @@ pub async fn type_operation_post(
             "this method is not allowed on this endpoint",
         )),
     }
+}
+
+/// `GET Patient/$operation` (the route of `[type]/[id]`): the master patient index's operations,
+/// for operators `$mpi-review` (the review queue) and `$mpi-history` (the link history), and IHE
+/// PIXm's `$ihe-pix` (identifier cross-referencing across the enterprise identity).
+async fn patient_type_operation_get(
+    state: &Shared,
+    operation: &str,
+    format: Format,
+    who: &Requester,
+    uri: &Uri,
+) -> Answer {
+    let params = params(uri);
+    let answer = match operation {
+        "$mpi-review" => state.repo.mpi_reviews(who, &params).await?,
+        "$mpi-history" => state.repo.mpi_history(who, &params).await?,
+        "$ihe-pix" => state.repo.pix_query(who, &params).await?,
+        "$match" | "$mpi-link" | "$mpi-unlink" => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                IssueType::NotSupported,
+                format!("{operation} is invoked with POST"),
+            ))
+        }
+        _ => return Err(unknown_operation("Patient", operation)),
+    };
+    Ok(fhir_json(StatusCode::OK, &answer, format.pretty))
 }
 
 fn unknown_operation(ty: &str, operation: &str) -> ApiError {

@@ -1,0 +1,466 @@
+//! Enterprise identities end to end through the repository: every Patient written is linked to an
+//! identity (a duplicate from another source to the same one, a twin to her own), the decision
+//! point's `same_person`, operators' review queue, link and unlink (hard constraints that later
+//! writes and a batch rebuild keep, each in the link history with who and why), operators only,
+//! and a deleted Patient leaving. Synthetic people only. Runs on SQLite, or on PostgreSQL with
+//! `NUTMEG_TEST_EXCHANGE_ENGINE=postgres`.
+
+mod common;
+
+use common::{client, participant, repo_enforcing, who, Fixture};
+use exchange::access::{Principal, PurposeOfUse, Requester, Role};
+use exchange::participants::{Kind, Status};
+use exchange::repository::Error;
+use serde_json::{json, Value};
+
+const ALL: &str = "system/*.cruds";
+
+fn person(given: &str, family: &str, birth: &str, line: &str, phone: &str, mrn: &str) -> Value {
+    json!({
+        "resourceType": "Patient",
+        // Each source's medical record numbers: the system is the source's.
+        "identifier": [{ "system": format!("urn:test:mrn:{}", &mrn[..1]), "value": mrn }],
+        "name": [{ "use": "official", "family": family, "given": [given] }],
+        "gender": "female",
+        "birthDate": birth,
+        "address": [{ "use": "home", "line": [line], "city": "Hartford", "state": "CT", "postalCode": "06105" }],
+        "telecom": [{ "system": "phone", "value": phone }],
+    })
+}
+
+fn operator() -> Requester {
+    Requester::new(
+        "req-op",
+        Principal::User {
+            user_id: "op-1".into(),
+            participant: None,
+            role: Role::OperatorAdmin,
+        },
+        PurposeOfUse::Hoperat,
+        true,
+    )
+}
+
+async fn create(repo: &Fixture, by: &Requester, patient: Value) -> String {
+    repo.create(by, "Patient", patient, None)
+        .await
+        .expect("created")
+        .resource
+        .id
+}
+
+fn decision(a: &str, b: &str, reason: &str) -> Value {
+    json!({
+        "resourceType": "Parameters",
+        "parameter": [
+            { "name": "patient-a", "valueReference": { "reference": format!("Patient/{a}") } },
+            { "name": "patient-b", "valueString": b },
+            { "name": "reason", "valueString": reason },
+        ],
+    })
+}
+
+/// The parameter values of one part of a Parameters resource, by name.
+fn part<'a>(parts: &'a Value, name: &str) -> Option<&'a Value> {
+    parts["part"].as_array()?.iter().find(|p| p["name"] == name)
+}
+
+/// Margaret at hospital A, the same Margaret at clinic B (another MRN), her twin Louise, and
+/// someone else; answers (A's client, margaret, margaret at B, martha, other).
+async fn seed(repo: &Fixture) -> (Requester, String, String, String, String) {
+    let a = participant(repo, "Hartford", Kind::Hospital, Status::Live).await;
+    let b = participant(repo, "ElmClinic", Kind::Hospital, Status::Live).await;
+    let ehr_a = client(&a, ALL, PurposeOfUse::Treat);
+    let ehr_b = client(&b, ALL, PurposeOfUse::Treat);
+    let margaret = create(
+        repo,
+        &ehr_a,
+        person(
+            "Margaret",
+            "Quarrington",
+            "1962-04-17",
+            "12 Elm Street",
+            "860-555-0142",
+            "A-1042",
+        ),
+    )
+    .await;
+    let at_b = create(
+        repo,
+        &ehr_b,
+        person(
+            "Margaret",
+            "Quarrington",
+            "1962-04-17",
+            "12 Elm St",
+            "860-555-0142",
+            "B-77",
+        ),
+    )
+    .await;
+    let martha = create(
+        repo,
+        &ehr_a,
+        person(
+            "Louise",
+            "Quarrington",
+            "1962-04-17",
+            "12 Elm Street",
+            "860-555-0143",
+            "A-5190",
+        ),
+    )
+    .await;
+    let other = create(
+        repo,
+        &who(),
+        person(
+            "Tomas",
+            "Okafor",
+            "1975-11-30",
+            "40 Oak Avenue",
+            "860-555-0199",
+            "A-3377",
+        ),
+    )
+    .await;
+    (ehr_a, margaret, at_b, martha, other)
+}
+
+#[tokio::test]
+async fn every_patient_is_linked_and_a_duplicate_from_another_source_shares_the_identity() {
+    let repo = repo_enforcing().await;
+    let (_, margaret, at_b, martha, other) = seed(&repo).await;
+    let mut same = vec![margaret.clone(), at_b.clone()];
+    same.sort();
+    assert_eq!(repo.same_person(&margaret).await.expect("same"), same);
+    assert_eq!(repo.same_person(&at_b).await.expect("same"), same);
+    // The twin and the stranger are people of their own.
+    assert_eq!(
+        repo.same_person(&martha).await.expect("same"),
+        vec![martha.clone()]
+    );
+    assert_eq!(
+        repo.same_person(&other).await.expect("same"),
+        vec![other.clone()]
+    );
+    // An id nobody linked is just itself.
+    assert_eq!(
+        repo.same_person("nobody").await.expect("same"),
+        vec!["nobody"]
+    );
+    let identity = repo
+        .identity_of(&margaret)
+        .await
+        .expect("identity")
+        .expect("linked");
+    assert_eq!(
+        repo.identity_of(&at_b).await.expect("identity"),
+        Some(identity.clone())
+    );
+
+    // The history says who linked each and why.
+    let history = repo
+        .mpi_history(&operator(), &[("patient".into(), at_b.clone())])
+        .await
+        .expect("history");
+    let entry = &history["parameter"][0];
+    assert_eq!(part(entry, "action").expect("action")["valueCode"], "link");
+    assert!(part(entry, "actor").expect("actor")["valueString"]
+        .as_str()
+        .is_some_and(|a| a.starts_with("client:")));
+    assert!(part(entry, "reason").expect("reason")["valueString"]
+        .as_str()
+        .is_some_and(|r| r.contains("certain match")));
+
+    // An update that keeps the identity changes nothing; a deleted Patient leaves it.
+    repo.update(
+        &who(),
+        "Patient",
+        &at_b,
+        {
+            let mut p = person(
+                "Margaret",
+                "Quarrington",
+                "1962-04-17",
+                "12 Elm St",
+                "860-555-0142",
+                "B-77",
+            );
+            p["id"] = json!(at_b);
+            p
+        },
+        None,
+    )
+    .await
+    .expect("updated");
+    assert_eq!(
+        repo.identity_of(&at_b).await.expect("identity"),
+        Some(identity)
+    );
+    repo.delete(&who(), "Patient", &at_b)
+        .await
+        .expect("deleted");
+    assert_eq!(
+        repo.same_person(&margaret).await.expect("same"),
+        vec![margaret.clone()]
+    );
+    assert_eq!(repo.identity_of(&at_b).await.expect("identity"), None);
+}
+
+#[tokio::test]
+async fn operators_link_and_unlink_and_their_decisions_hold() {
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, at_b, martha, other) = seed(&repo).await;
+
+    // Only operators: a participant's client is refused (and the refusal audited).
+    let before = repo
+        .store()
+        .audit_records(0, 10_000)
+        .await
+        .expect("audit")
+        .len();
+    for refused in [
+        repo.mpi_reviews(&ehr_a, &[]).await.err(),
+        repo.mpi_decide(&ehr_a, true, &decision(&margaret, &other, "x"))
+            .await
+            .err(),
+        repo.mpi_history(&ehr_a, &[]).await.err(),
+    ] {
+        assert!(matches!(refused, Some(Error::Forbidden(_))), "{refused:?}");
+    }
+    let after = repo
+        .store()
+        .audit_records(0, 10_000)
+        .await
+        .expect("audit")
+        .len();
+    assert_eq!(after, before + 3);
+
+    // A reason is required.
+    let no_reason = repo
+        .mpi_decide(&operator(), true, &decision(&margaret, &other, ""))
+        .await;
+    assert!(matches!(no_reason, Err(Error::Invalid(_))), "{no_reason:?}");
+
+    // Unlink Margaret at B from Margaret at A: their identity splits, and the operator's decision
+    // is in both histories.
+    let answer = repo
+        .mpi_decide(
+            &operator(),
+            false,
+            &decision(&margaret, &at_b, "different mothers' maiden names"),
+        )
+        .await
+        .expect("unlinked");
+    assert_eq!(answer["parameter"][2]["valueBoolean"], true, "{answer}");
+    assert_eq!(
+        repo.same_person(&margaret).await.expect("same"),
+        vec![margaret.clone()]
+    );
+    assert_eq!(
+        repo.same_person(&at_b).await.expect("same"),
+        vec![at_b.clone()]
+    );
+    // One side keeps the identity's id, the other moves to a new one.
+    let history = repo.mpi_history(&operator(), &[]).await.expect("history");
+    let split = history["parameter"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| part(e, "action").is_some_and(|a| a["valueCode"] == "split"))
+        .expect("a split entry")
+        .clone();
+    assert_eq!(
+        part(&split, "actor").expect("actor")["valueString"],
+        "user:op-1"
+    );
+    assert_eq!(
+        part(&split, "reason").expect("reason")["valueString"],
+        "different mothers' maiden names"
+    );
+
+    // A later write of the same record does not join them again.
+    let mut again = person(
+        "Margaret",
+        "Quarrington",
+        "1962-04-17",
+        "12 Elm St",
+        "860-555-0142",
+        "B-77",
+    );
+    again["id"] = json!(at_b);
+    repo.update(&who(), "Patient", &at_b, again, None)
+        .await
+        .expect("updated");
+    assert_eq!(
+        repo.same_person(&at_b).await.expect("same"),
+        vec![at_b.clone()]
+    );
+
+    // Link Martha to Margaret (an operator knows better than the twin guard), then the batch
+    // rebuild: both decisions hold.
+    repo.mpi_decide(
+        &operator(),
+        true,
+        &decision(&margaret, &martha, "same person, records merged on paper"),
+    )
+    .await
+    .expect("linked");
+    let mut both = vec![margaret.clone(), martha.clone()];
+    both.sort();
+    assert_eq!(repo.same_person(&margaret).await.expect("same"), both);
+    // Linking what an operator told apart is refused.
+    let refused = repo
+        .mpi_decide(&operator(), true, &decision(&martha, &at_b, "?"))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Unprocessable(_))),
+        "{refused:?}"
+    );
+
+    let stages = std::sync::Mutex::new(Vec::new());
+    let report = repo
+        .rebuild_identities("system:test", &|stage: &str, _: u64, _: u64| {
+            stages.lock().expect("lock").push(stage.to_string())
+        })
+        .await
+        .expect("rebuilt");
+    assert_eq!(report.patients, 4);
+    assert!(stages.lock().expect("lock").iter().any(|s| s == "scoring"));
+    assert_eq!(repo.same_person(&margaret).await.expect("same"), both);
+    assert_eq!(
+        repo.same_person(&at_b).await.expect("same"),
+        vec![at_b.clone()]
+    );
+    assert_eq!(
+        repo.same_person(&other).await.expect("same"),
+        vec![other.clone()]
+    );
+    // Identities keep their ids through a rebuild.
+    let identity = repo.identity_of(&martha).await.expect("identity");
+    repo.rebuild_identities("system:test", &|_: &str, _: u64, _: u64| {})
+        .await
+        .expect("rebuilt");
+    assert_eq!(repo.identity_of(&martha).await.expect("identity"), identity);
+}
+
+#[tokio::test]
+async fn a_probable_match_waits_in_the_review_queue() {
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, ..) = seed(&repo).await;
+    // Peggy: a nickname, a typo in the family name, no phone, no identifier in common: sent to
+    // review or linked, never a new person without a trace.
+    let peggy = create(
+        &repo,
+        &ehr_a,
+        json!({
+            "resourceType": "Patient",
+            "name": [{ "family": "Quarington", "given": ["Peggy"] }],
+            "gender": "female",
+            "birthDate": "1962-04-17",
+            "address": [{ "line": ["12 Elm St"], "city": "Hartford", "postalCode": "06105" }],
+        }),
+    )
+    .await;
+    let linked = repo
+        .same_person(&peggy)
+        .await
+        .expect("same")
+        .contains(&margaret);
+    let queue = repo.mpi_reviews(&operator(), &[]).await.expect("reviews");
+    let queued = queue["parameter"]
+        .as_array()
+        .expect("reviews")
+        .iter()
+        .any(|r| {
+            let refs: Vec<&str> = ["patient-a", "patient-b"]
+                .iter()
+                .filter_map(|n| part(r, n)?["valueReference"]["reference"].as_str())
+                .collect();
+            refs.contains(&format!("Patient/{peggy}").as_str())
+        });
+    assert!(linked || queued, "{queue}");
+    if queued {
+        // The operator links them: the queue forgets the pair.
+        repo.mpi_decide(
+            &operator(),
+            true,
+            &decision(&peggy, &margaret, "confirmed by phone"),
+        )
+        .await
+        .expect("linked");
+        assert!(repo
+            .same_person(&peggy)
+            .await
+            .expect("same")
+            .contains(&margaret));
+        let queue = repo.mpi_reviews(&operator(), &[]).await.expect("reviews");
+        assert!(!queue.to_string().contains(&peggy), "{queue}");
+    }
+}
+
+#[tokio::test]
+async fn pix_cross_references_the_identifiers_of_one_person_and_hides_what_the_caller_may_not_see()
+{
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, at_b, martha, _) = seed(&repo).await;
+    let pix = |who: Requester, query: &'static str| {
+        let repo = &repo;
+        async move {
+            let params: Vec<(String, String)> = query
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            repo.pix_query(&who, &params).await
+        }
+    };
+    // The exchange (or an operator) asks for Margaret's MRN at A: her MRN at B and both Patients.
+    let answer = pix(who(), "sourceIdentifier=urn:test:mrn:A|A-1042")
+        .await
+        .expect("answered");
+    let text = answer.to_string();
+    assert!(text.contains("B-77"), "{answer}");
+    assert!(text.contains(&format!("Patient/{margaret}")), "{answer}");
+    assert!(text.contains(&format!("Patient/{at_b}")), "{answer}");
+    assert!(
+        !text.contains("A-1042\""),
+        "the source identifier is not answered: {answer}"
+    );
+    assert!(
+        !text.contains(&martha),
+        "the twin is another person: {answer}"
+    );
+    // Only the target system named.
+    let answer = pix(
+        who(),
+        "sourceIdentifier=urn:test:mrn:A|A-1042&targetSystem=urn:test:mrn:B",
+    )
+    .await
+    .expect("answered");
+    let parameters = answer["parameter"].as_array().expect("parameters");
+    assert_eq!(parameters.len(), 2, "{answer}");
+    assert_eq!(parameters[0]["valueIdentifier"]["value"], "B-77");
+    assert_eq!(
+        parameters[1]["valueReference"]["reference"],
+        format!("Patient/{at_b}")
+    );
+
+    // Hospital A has a relationship with its own Margaret, not with clinic B's record: it gets
+    // its own Patient and nothing of B's (not even that it exists).
+    let answer = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|A-1042")
+        .await
+        .expect("answered");
+    let text = answer.to_string();
+    assert!(!text.contains("B-77") && !text.contains(&at_b), "{answer}");
+    assert!(text.contains(&format!("Patient/{margaret}")), "{answer}");
+    // Asked by B's identifier, A learns exactly what an identifier nobody holds tells: 404.
+    let hidden = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:B|B-77").await;
+    assert!(matches!(hidden, Err(Error::NotFound)), "{hidden:?}");
+    let unknown = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|nope").await;
+    assert!(matches!(unknown, Err(Error::NotFound)), "{unknown:?}");
+    // Bad input is a 400.
+    let bad = pix(ehr_a, "sourceIdentifier=A-1042").await;
+    assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");
+}
