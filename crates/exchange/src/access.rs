@@ -991,6 +991,73 @@ impl DecisionPoint {
         Ok(Decision::Permit { obligations })
     }
 
+    /// The policy's decision about sending or querying `resource` (as it would be labelled on
+    /// intake; a plain resource when the caller names none) about `patient`, for the requester:
+    /// the CDS Hooks consult. Purpose, recipient and relationship are the requester's own; the
+    /// exchange's own tools and operators ask as a recipient with no participant (no
+    /// relationship). `None` when this decision point enforces no policy.
+    pub async fn consult(
+        &self,
+        who: &Requester,
+        patient: &str,
+        resource: &Value,
+    ) -> Result<Option<privacy::policy::Decision>> {
+        let (Some(privacy), Some(store)) = (&self.privacy, &self.store) else {
+            return Ok(None);
+        };
+        let (purpose, recipient) = match &who.principal {
+            Principal::User {
+                role: Role::Patient { patient_id },
+                ..
+            } => (
+                privacy::codes::Purpose::Patrqt,
+                privacy::consent::Recipient {
+                    patient: Some(patient_id.clone()),
+                    ..Default::default()
+                },
+            ),
+            principal => (
+                privacy::codes::Purpose::parse(who.purpose.code())
+                    .unwrap_or(privacy::codes::Purpose::Treat),
+                privacy::consent::Recipient {
+                    organization: principal.participant().map(str::to_string),
+                    ..Default::default()
+                },
+            ),
+        };
+        let mut resource = resource.clone();
+        let source = privacy::labels::ResourceLabels::from_resource(&resource).source;
+        let labels = privacy::labels::label(&resource, &source);
+        privacy::labels::apply(&mut resource, &labels, &source);
+        let data = privacy::policy::Data::from_resource(&resource, patient);
+        let relationship = recipient.organization.is_some()
+            && self
+                .related_to_all(who, std::slice::from_ref(&patient.to_string()))
+                .await?;
+        privacy.consents.refresh(store).await?;
+        let mut consents: Vec<privacy::consent::Consent> = privacy
+            .consents
+            .of(patient)
+            .iter()
+            .map(|c| (**c).clone())
+            .collect();
+        for member in &data.family {
+            consents.extend(privacy.consents.of(member).iter().map(|c| (**c).clone()));
+        }
+        let request = privacy::policy::Request {
+            purpose,
+            recipient,
+            relationship,
+            emergency_declared: who.emergency_declared,
+        };
+        Ok(Some(privacy.policy.decide(
+            &request,
+            &data,
+            &consents,
+            (privacy.clock)(),
+        )))
+    }
+
     /// Whether the requester's participant has a treatment relationship with every one of
     /// `patients`, asking the store only about patients not yet seen in this request.
     async fn related_to_all(&self, who: &Requester, patients: &[String]) -> Result<bool> {

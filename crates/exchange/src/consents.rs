@@ -333,78 +333,19 @@ mod tests {
     }
 }
 
-impl crate::repository::Repository {
-    /// Before a batch of writes commits: every patient-privacy Consent in it must parse (a 422
-    /// naming each bad element otherwise: a restriction the policy cannot read must not be
-    /// stored), and a patient (portal) writes only Consents about themselves.
-    pub(crate) async fn check_consent_writes(
-        &self,
-        who: &crate::access::Requester,
-        interaction: crate::audit::Interaction,
-        writes: &[store::Write],
-    ) -> crate::repository::Result<()> {
-        use crate::access::{Principal, Reason, Role};
-        use crate::repository::Error;
-        // The exchange's own tools (an import of another system's data) and open access are not
-        // held to this: what they store that does not parse counts as an opt-out when read.
-        if !self.gate.is_enforcing() || matches!(who.principal, Principal::System { .. }) {
-            return Ok(());
-        }
-        for write in writes {
-            let patient_id = match &who.principal {
-                Principal::User {
-                    role: Role::Patient { patient_id },
-                    ..
-                } => Some(patient_id),
-                _ => None,
-            };
-            if write.resource_type != "Consent" {
-                if patient_id.is_some() {
-                    let reasons = vec![Reason::Role];
-                    self.record_refusal(who, interaction, &reasons).await?;
-                    return Err(Error::Forbidden(reasons));
-                }
-                continue;
-            }
-            let store::WriteOp::Put { json, .. } = &write.op else {
-                if patient_id.is_some() {
-                    let reasons = vec![Reason::Role];
-                    self.record_refusal(who, interaction, &reasons).await?;
-                    return Err(Error::Forbidden(reasons));
-                }
-                continue;
-            };
-            let Ok(value) = serde_json::from_str::<Value>(json) else {
-                continue;
-            };
-            if !is_privacy_consent(&value) {
-                if patient_id.is_some() {
-                    return Err(Error::Unprocessable(vec![fhir::Issue::error(
-                        fhir::IssueType::BusinessRule,
-                        "a patient records patient-privacy consents only",
-                    )
-                    .at("Consent.scope")]));
-                }
-                continue;
-            }
-            if let Err(errors) = Consent::parse(&value) {
-                return Err(Error::Unprocessable(
-                    errors
-                        .into_iter()
-                        .map(|e| {
-                            fhir::Issue::error(fhir::IssueType::Invalid, e.message).at(e.path)
-                        })
-                        .collect(),
-                ));
-            }
-            if let Some(own) = patient_id {
-                if consent_patient(&value).as_deref() != Some(own.as_str()) {
-                    let reasons = vec![Reason::NotOwnRecord];
-                    self.record_refusal(who, interaction, &reasons).await?;
-                    return Err(Error::Forbidden(reasons));
-                }
-            }
-        }
-        Ok(())
+
+/// The answer of a consent consult (`POST /cds-services/patient-consent-consult`): the policy's
+/// decision about each resource asked about (or about a plain resource, when none was given).
+#[derive(Debug, Clone)]
+pub struct ConsultAnswer {
+    /// `Type/id` of each resource asked about (none for the plain resource), with its decision.
+    pub decisions: Vec<(Option<String>, privacy::policy::Decision)>,
+}
+
+impl ConsultAnswer {
+    /// Permit only when every decision permits.
+    pub fn permit(&self) -> bool {
+        self.decisions.iter().all(|(_, d)| d.permit)
     }
 }
+

@@ -1,0 +1,139 @@
+//! The repository's side of consents: the checks a Consent write passes before it commits, and
+//! the consent consult of the CDS Hooks service.
+
+use privacy::consent::Consent;
+use serde_json::Value;
+
+use super::disclosure::Disclosed;
+use crate::consents::{consent_patient, is_privacy_consent};
+
+impl crate::repository::Repository {
+    /// Before a batch of writes commits: every patient-privacy Consent in it must parse (a 422
+    /// naming each bad element otherwise: a restriction the policy cannot read must not be
+    /// stored), and a patient (portal) writes only Consents about themselves.
+    pub(crate) async fn check_consent_writes(
+        &self,
+        who: &crate::access::Requester,
+        interaction: crate::audit::Interaction,
+        writes: &[store::Write],
+    ) -> crate::repository::Result<()> {
+        use crate::access::{Principal, Reason, Role};
+        use crate::repository::Error;
+        // The exchange's own tools (an import of another system's data) and open access are not
+        // held to this: what they store that does not parse counts as an opt-out when read.
+        if !self.gate.is_enforcing() || matches!(who.principal, Principal::System { .. }) {
+            return Ok(());
+        }
+        for write in writes {
+            let patient_id = match &who.principal {
+                Principal::User {
+                    role: Role::Patient { patient_id },
+                    ..
+                } => Some(patient_id),
+                _ => None,
+            };
+            if write.resource_type != "Consent" {
+                if patient_id.is_some() {
+                    let reasons = vec![Reason::Role];
+                    self.record_refusal(who, interaction, &reasons).await?;
+                    return Err(Error::Forbidden(reasons));
+                }
+                continue;
+            }
+            let store::WriteOp::Put { json, .. } = &write.op else {
+                if patient_id.is_some() {
+                    let reasons = vec![Reason::Role];
+                    self.record_refusal(who, interaction, &reasons).await?;
+                    return Err(Error::Forbidden(reasons));
+                }
+                continue;
+            };
+            let Ok(value) = serde_json::from_str::<Value>(json) else {
+                continue;
+            };
+            if !is_privacy_consent(&value) {
+                if patient_id.is_some() {
+                    return Err(Error::Unprocessable(vec![fhir::Issue::error(
+                        fhir::IssueType::BusinessRule,
+                        "a patient records patient-privacy consents only",
+                    )
+                    .at("Consent.scope")]));
+                }
+                continue;
+            }
+            if let Err(errors) = Consent::parse(&value) {
+                return Err(Error::Unprocessable(
+                    errors
+                        .into_iter()
+                        .map(|e| {
+                            fhir::Issue::error(fhir::IssueType::Invalid, e.message).at(e.path)
+                        })
+                        .collect(),
+                ));
+            }
+            if let Some(own) = patient_id {
+                if consent_patient(&value).as_deref() != Some(own.as_str()) {
+                    let reasons = vec![Reason::NotOwnRecord];
+                    self.record_refusal(who, interaction, &reasons).await?;
+                    return Err(Error::Forbidden(reasons));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::repository::Repository {
+    /// The consent consult: may the requester send or query `content` (resources; none for plain
+    /// data) about `patient`, for its purpose of use? The request passes the decision point like a
+    /// read of the Patient (403 naming the rule otherwise), and is audited as an operation about
+    /// the patient.
+    pub async fn consent_consult(
+        &self,
+        who: &crate::access::Requester,
+        patient: &str,
+        content: &[Value],
+    ) -> crate::repository::Result<crate::consents::ConsultAnswer> {
+        super::support::check_id(patient)?;
+        self.authorize(
+            who,
+            crate::access::Interaction::Read,
+            Some("Patient"),
+            crate::audit::Interaction::Operation,
+        )
+        .await?;
+        let plain = serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"text": "any"}, "subject": {"reference": format!("Patient/{patient}")}});
+        let asked: Vec<&Value> = if content.is_empty() {
+            vec![&plain]
+        } else {
+            content.iter().collect()
+        };
+        let mut decisions = Vec::new();
+        for resource in asked {
+            let reference = match (resource["resourceType"].as_str(), resource["id"].as_str()) {
+                (Some(t), Some(id)) if !content.is_empty() => Some(format!("{t}/{id}")),
+                _ => None,
+            };
+            let decision = match self.gate.consult(who, patient, resource).await? {
+                Some(d) => d,
+                None => privacy::policy::Decision {
+                    permit: true,
+                    obligations: Vec::new(),
+                    consents_used: Vec::new(),
+                    reasons: Vec::new(),
+                },
+            };
+            decisions.push((reference, decision));
+        }
+        let disclosed = Disclosed::of(Vec::new(), [patient.to_string()]);
+        self.record_disclosure(
+            who,
+            crate::audit::Interaction::Operation,
+            Some(format!("Patient/{patient}/$consent-consult")),
+            disclosed,
+        )
+        .await?;
+        Ok(crate::consents::ConsultAnswer { decisions })
+    }
+}
