@@ -550,6 +550,13 @@ impl DecisionPoint {
         self
     }
 
+    /// This decision point without the privacy policy: the access issue's rules alone (to measure
+    /// what the policy costs; never for serving).
+    pub fn without_privacy(mut self) -> Self {
+        self.privacy = None;
+        self
+    }
+
     /// This decision point deciding at the times `clock` answers (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         if let Some(p) = self.privacy.take() {

@@ -276,3 +276,36 @@ async fn part_2_data_goes_out_with_its_label_and_notice_on_every_path() {
     let stored = repo.read(&who(), "Condition", "sud").await.expect("stored");
     assert!(!carries(&stored.resource));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
+    let repo = repo_enforcing().await;
+    let w = world(&repo).await;
+    let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
+    repo.create(&operator(), "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
+        .await
+        .expect("opt-out");
+    let sent = repo
+        .create(&org_a, "Observation", observation("p1"), None)
+        .await
+        .expect("acknowledged");
+    assert_eq!(sent.status(), 201);
+    // Not kept: not even an operator finds it.
+    assert!(!sees(&repo, &operator(), "Observation", &sent.resource.id).await);
+    // Public-health reporting is kept (the policy routes it on).
+    let dph = client(&w.public_health, "system/*.*", PurposeOfUse::Pubhlth);
+    let reported = repo
+        .create(&dph, "Observation", observation("p1"), None)
+        .await
+        .expect("reported");
+    assert!(sees(&repo, &operator(), "Observation", &reported.resource.id).await);
+    // Back in: data is kept again.
+    repo.create(&operator(), "Consent", choice("p1", "OPTIN", "2026-02-10T09:00:00Z"), None)
+        .await
+        .expect("opt-in");
+    let sent = repo
+        .create(&org_a, "Observation", observation("p1"), None)
+        .await
+        .expect("kept");
+    assert!(sees(&repo, &org_a, "Observation", &sent.resource.id).await);
+}

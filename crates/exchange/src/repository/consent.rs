@@ -137,3 +137,69 @@ impl crate::repository::Repository {
         Ok(crate::consents::ConsultAnswer { decisions })
     }
 }
+
+impl crate::repository::Repository {
+    /// Data that arrives for an opted-out patient is acknowledged and not kept: of a batch of
+    /// writes by a participant (its systems and people), the new versions of clinical resources in
+    /// the compartment of a patient who has opted out (a recorded choice in force now; under the
+    /// opt-in model, not having opted in yet does not drop data) are dropped before the commit; the sender's answer is the same
+    /// as if they had been kept. Kept: deletions, Patients (so that later data finds its patient)
+    /// and Consents (the patient may opt back in), what the exchange's own tools and operators
+    /// write, and what is sent for public health (purpose `PUBHLTH`), which the policy routes on.
+    pub(crate) async fn not_kept_for_opted_out(
+        &self,
+        who: &crate::access::Requester,
+        writes: Vec<store::Write>,
+    ) -> crate::repository::Result<Vec<store::Write>> {
+        use crate::access::{Principal, PurposeOfUse, Role};
+        let bound = match &who.principal {
+            Principal::Client { .. } => true,
+            Principal::User { role, .. } => matches!(role, Role::Clinician | Role::Staff),
+            Principal::System { .. } | Principal::Anonymous => false,
+        };
+        let Some(privacy) = self.gate.privacy() else {
+            return Ok(writes);
+        };
+        if !bound || who.purpose == PurposeOfUse::Pubhlth || self.gate.is_operator(who).await? {
+            return Ok(writes);
+        }
+        let about = |w: &store::Write| match &w.op {
+            store::WriteOp::Put { compartments, .. }
+                if w.resource_type != "Patient" && w.resource_type != "Consent" =>
+            {
+                Some(compartments.clone())
+            }
+            _ => None,
+        };
+        if !writes.iter().any(|w| about(w).is_some_and(|c| !c.is_empty())) {
+            return Ok(writes);
+        }
+        privacy.consents.refresh(&self.store).await?;
+        let now = (privacy.clock)();
+        let mut out = Vec::with_capacity(writes.len());
+        let mut dropped = 0usize;
+        for write in writes {
+            let out_of_exchange = about(&write).is_some_and(|patients| {
+                patients.iter().any(|p| {
+                    let consents = privacy.consents.of(p);
+                    let refs: Vec<&Consent> = consents.iter().map(|c| &**c).collect();
+                    // A recorded opt-out (not the opt-in model's default).
+                    matches!(privacy.policy.choice(&refs, now), (false, Some(_)))
+                })
+            });
+            if out_of_exchange {
+                dropped += 1;
+            } else {
+                out.push(write);
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(
+                request_id = %who.request_id,
+                dropped,
+                "data for opted-out patients acknowledged and not kept"
+            );
+        }
+        Ok(out)
+    }
+}

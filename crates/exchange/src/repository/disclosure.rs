@@ -252,7 +252,14 @@ impl Repository {
         }
         let outcome_desc = disclosed
             .emergency
-            .then(|| "emergency access (ETREAT) without a treatment relationship".to_string());
+            .then(|| {
+                let mut desc =
+                    "emergency access (ETREAT) without a treatment relationship".to_string();
+                if who.emergency_declared {
+                    desc.push_str("; medical emergency declared (42 CFR 2.51)");
+                }
+                desc
+            });
         let facts = self.facts(who, interaction, Outcome::Success, query, outcome_desc);
         let facts = AuditFacts {
             patients: disclosed.patients.into_iter().collect(),

@@ -245,6 +245,7 @@ impl Repository {
         self.check_participant_records(who, interaction, &writes)
             .await?;
         self.check_consent_writes(who, interaction, &writes).await?;
+        let writes = self.not_kept_for_opted_out(who, writes).await?;
         let consents = writes.iter().any(|w| w.resource_type == "Consent");
         let record = audit_record(who, interaction, &self.config.base_url, &writes);
         let learned = super::disclosure::Relationships::of(who, &writes);
