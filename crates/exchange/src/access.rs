@@ -288,7 +288,9 @@ impl Reason {
             Reason::ParticipantRecord => {
                 "Participant records are changed by the exchange's operators only".into()
             }
-            Reason::Privacy(codes) => format!("Withheld by the privacy policy: {}", codes.join(", ")),
+            Reason::Privacy(codes) => {
+                format!("Withheld by the privacy policy: {}", codes.join(", "))
+            }
             Reason::Rule(text) => text.clone(),
         }
     }
@@ -532,7 +534,9 @@ impl DecisionPoint {
             store: Some(store),
             rule: None,
             cache: Arc::default(),
-            privacy: Some(Arc::new(Privacy::new(privacy::policy::Policy::connecticut()))),
+            privacy: Some(Arc::new(Privacy::new(
+                privacy::policy::Policy::connecticut(),
+            ))),
         }
     }
 
@@ -986,10 +990,18 @@ impl DecisionPoint {
             let decided = privacy.policy.decide(&request, &data, &consents, now);
             if !decided.permit {
                 return Ok(Decision::deny(Reason::Privacy(
-                    decided.reasons.iter().map(|r| r.code().to_string()).collect(),
+                    decided
+                        .reasons
+                        .iter()
+                        .map(|r| r.code().to_string())
+                        .collect(),
                 )));
             }
-            for o in decided.obligations.iter().filter_map(Obligation::from_policy) {
+            for o in decided
+                .obligations
+                .iter()
+                .filter_map(Obligation::from_policy)
+            {
                 if !obligations.contains(&o) {
                     obligations.push(o);
                 }

@@ -226,11 +226,13 @@ fn now_millis() -> i64 {
 
 /// Whether a Consent is a patient-privacy one (its scope says so).
 pub fn is_privacy_consent(consent: &Value) -> bool {
-    consent["scope"]["coding"].as_array().is_some_and(|codings| {
-        codings
-            .iter()
-            .any(|c| c["system"] == SCOPE_SYSTEM && c["code"] == "patient-privacy")
-    })
+    consent["scope"]["coding"]
+        .as_array()
+        .is_some_and(|codings| {
+            codings
+                .iter()
+                .any(|c| c["system"] == SCOPE_SYSTEM && c["code"] == "patient-privacy")
+        })
 }
 
 /// The patient a Consent names (`Consent.patient`, `Patient/[id]`).
@@ -333,7 +335,6 @@ mod tests {
     }
 }
 
-
 /// The answer of a consent consult (`POST /cds-services/patient-consent-consult`): the policy's
 /// decision about each resource asked about (or about a plain resource, when none was given).
 #[derive(Debug, Clone)]
@@ -348,4 +349,3 @@ impl ConsultAnswer {
         self.decisions.iter().all(|(_, d)| d.permit)
     }
 }
-

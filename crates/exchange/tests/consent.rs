@@ -123,7 +123,12 @@ async fn the_patient_opts_out_in_the_portal_keeps_their_record_and_opts_back_in(
     assert!(sees(&repo, &me, "Observation", "o1").await);
 
     let out = repo
-        .create(&me, "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
+        .create(
+            &me,
+            "Consent",
+            choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+            None,
+        )
         .await
         .expect("the patient records their opt-out");
     // Effective for the very next request.
@@ -139,14 +144,24 @@ async fn the_patient_opts_out_in_the_portal_keeps_their_record_and_opts_back_in(
     assert!(sees(&repo, &operator(), "Observation", "o1").await);
 
     // Back in, later.
-    repo.create(&me, "Consent", choice("p1", "OPTIN", "2026-02-10T09:00:00Z"), None)
-        .await
-        .expect("opt back in");
+    repo.create(
+        &me,
+        "Consent",
+        choice("p1", "OPTIN", "2026-02-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt back in");
     assert!(sees(&repo, &org_a, "Observation", "o1").await);
     assert!(sees(&repo, &me, "Observation", "o1").await);
     // The history of choices is kept.
     let history = repo
-        .search(&me, Some("Consent"), &params("patient=p1"), Handling::Strict)
+        .search(
+            &me,
+            Some("Consent"),
+            &params("patient=p1"),
+            Handling::Strict,
+        )
         .await
         .expect("own consents")
         .to_value();
@@ -165,7 +180,12 @@ async fn who_may_record_a_consent() {
     let me = patient_user("p1");
     // Not for someone else, and nothing but consents.
     let refused = repo
-        .create(&me, "Consent", choice("p2", "OPTOUT", "2026-01-10T09:00:00Z"), None)
+        .create(
+            &me,
+            "Consent",
+            choice("p2", "OPTOUT", "2026-01-10T09:00:00Z"),
+            None,
+        )
         .await
         .expect_err("another patient's consent");
     assert_eq!(refused.status(), 403);
@@ -187,14 +207,24 @@ async fn who_may_record_a_consent() {
         .expect_err("unreadable");
     assert_eq!(refused.status(), 422);
     assert!(refused.outcome().to_string().contains("Consent.provision"));
-    repo.create(&org_a, "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
-        .await
-        .expect("recorded on the patient's behalf");
+    repo.create(
+        &org_a,
+        "Consent",
+        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("recorded on the patient's behalf");
     assert!(!sees(&repo, &org_a, "Observation", "o1").await);
     // An operator records a paper form.
-    repo.create(&operator(), "Consent", choice("p2", "OPTOUT", "2026-01-10T09:00:00Z"), None)
-        .await
-        .expect("paper form");
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p2", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("paper form");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,9 +239,14 @@ async fn another_process_sees_an_opt_out_within_a_second() {
     );
     let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
     assert!(sees(&other, &org_a, "Observation", "o1").await);
-    repo.create(&operator(), "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
-        .await
-        .expect("opt-out");
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt-out");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(!sees(&other, &org_a, "Observation", "o1").await);
 }
@@ -220,9 +255,14 @@ async fn another_process_sees_an_opt_out_within_a_second() {
 async fn public_health_reporting_continues_through_an_opt_out_but_not_to_part_2_data() {
     let repo = repo_enforcing().await;
     let w = world(&repo).await;
-    repo.create(&operator(), "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
-        .await
-        .expect("opt-out");
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt-out");
     let dph = client(&w.public_health, "system/*.rs", PurposeOfUse::Pubhlth);
     assert!(sees(&repo, &dph, "Observation", "o1").await);
     assert!(!sees(&repo, &dph, "Condition", "sud").await);
@@ -252,12 +292,21 @@ async fn part_2_data_goes_out_with_its_label_and_notice_on_every_path() {
     let read = repo.read(&org_a, "Condition", "sud").await.expect("read");
     assert!(carries(&read.resource));
     let found = repo
-        .search(&org_a, Some("Condition"), &params("patient=p1"), Handling::Strict)
+        .search(
+            &org_a,
+            Some("Condition"),
+            &params("patient=p1"),
+            Handling::Strict,
+        )
         .await
         .expect("search")
         .to_value();
     assert!(carries(&found["entry"][0]["resource"]));
-    let everything = repo.everything(&org_a, "p1", &[]).await.expect("everything").to_value();
+    let everything = repo
+        .everything(&org_a, "p1", &[])
+        .await
+        .expect("everything")
+        .to_value();
     let sud = everything["entry"]
         .as_array()
         .and_then(|e| e.iter().find(|e| e["resource"]["id"] == "sud"))
@@ -282,9 +331,14 @@ async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
     let repo = repo_enforcing().await;
     let w = world(&repo).await;
     let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
-    repo.create(&operator(), "Consent", choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"), None)
-        .await
-        .expect("opt-out");
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt-out");
     let sent = repo
         .create(&org_a, "Observation", observation("p1"), None)
         .await
@@ -300,9 +354,14 @@ async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
         .expect("reported");
     assert!(sees(&repo, &operator(), "Observation", &reported.resource.id).await);
     // Back in: data is kept again.
-    repo.create(&operator(), "Consent", choice("p1", "OPTIN", "2026-02-10T09:00:00Z"), None)
-        .await
-        .expect("opt-in");
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p1", "OPTIN", "2026-02-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt-in");
     let sent = repo
         .create(&org_a, "Observation", observation("p1"), None)
         .await

@@ -22,7 +22,12 @@ async fn what_the_policy_costs_a_search() {
     let mut patients = Vec::new();
     for i in 0..200 {
         let p = repo
-            .create(&system, "Patient", patient(&format!("Family{i}"), &format!("MRN-{i}")), None)
+            .create(
+                &system,
+                "Patient",
+                patient(&format!("Family{i}"), &format!("MRN-{i}")),
+                None,
+            )
             .await
             .expect("patient");
         patients.push(p.resource.id.clone());

@@ -99,7 +99,10 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
             .await
             .map_err(|e| format!("Consent/{id}: {:?}", e.issues()))?;
     }
-    let recipient = match (&s.request.recipient.organization, &s.request.recipient.patient) {
+    let recipient = match (
+        &s.request.recipient.organization,
+        &s.request.recipient.patient,
+    ) {
         (Some(org), _) => {
             let id = if org == "org-a" { &org_a } else { &org_b };
             let mut c = client(id, "system/*.rs", purpose_of(s.request.purpose.code()));
@@ -148,11 +151,16 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
         Vec::new()
     };
     if listed != expect_listed {
-        return Err(format!("read and search disagree: search listed {listed:?}"));
+        return Err(format!(
+            "read and search disagree: search listed {listed:?}"
+        ));
     }
     let total = found["total"].as_u64();
     if total != Some(listed.len() as u64) {
-        return Err(format!("search total {total:?} for {} listed", listed.len()));
+        return Err(format!(
+            "search total {total:?} for {} listed",
+            listed.len()
+        ));
     }
     if let Some(resource) = &read {
         let searched = &found["entry"][0]["resource"];
@@ -184,7 +192,11 @@ async fn the_decision_table_end_to_end() {
                         s.line,
                         s.name,
                         if s.expect.permit { "permit" } else { "deny" },
-                        if got.is_some() { "the resource" } else { "a 404" }
+                        if got.is_some() {
+                            "the resource"
+                        } else {
+                            "a 404"
+                        }
                     ));
                     continue;
                 }
@@ -206,10 +218,7 @@ async fn the_decision_table_end_to_end() {
                     if want_notice != noticed {
                         failures.push(format!(
                             "line {} {}: notice {} where {} expected",
-                            s.line,
-                            s.name,
-                            noticed,
-                            want_notice
+                            s.line, s.name, noticed, want_notice
                         ));
                     }
                 }

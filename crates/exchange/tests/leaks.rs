@@ -94,17 +94,29 @@ async fn plant() -> World {
     let org_a = participant(&repo, "org-a", Kind::Clinic, Status::Live).await;
     let org_b = participant(&repo, "org-b", Kind::Clinic, Status::Live).await;
     let system = who();
-    repo.update(&system, "Patient", GHOST.patient, ghost_patient(&GHOST), None)
-        .await
-        .expect("ghost");
+    repo.update(
+        &system,
+        "Patient",
+        GHOST.patient,
+        ghost_patient(&GHOST),
+        None,
+    )
+    .await
+    .expect("ghost");
     let mut visible = patient("Visible", "MRN-V");
     visible["id"] = json!("visible-z");
     repo.update(&system, "Patient", "visible-z", visible, None)
         .await
         .expect("visible");
-    repo.update(&system, "Observation", "visible-obs", obs("visible-obs", "visible-z", "OBS-V"), None)
-        .await
-        .expect("visible obs");
+    repo.update(
+        &system,
+        "Observation",
+        "visible-obs",
+        obs("visible-obs", "visible-z", "OBS-V"),
+        None,
+    )
+    .await
+    .expect("visible obs");
     let mut normal = obs(GHOST.obs, GHOST.patient, "OBS-GX");
     normal["identifier"] = json!([
         {"system": "http://example.org/obs", "value": "OBS-GX"},
@@ -173,14 +185,35 @@ fn credentials(w: &World) -> Vec<(&'static str, Requester)> {
     let mut emergency = client(&w.org_a, "system/*.rs", PurposeOfUse::Etreat);
     emergency.emergency_declared = true;
     vec![
-        ("org-a TREAT", client(&w.org_a, "system/*.*", PurposeOfUse::Treat)),
-        ("org-a HPAYMT", client(&w.org_a, "system/*.rs", PurposeOfUse::Hpaymt)),
-        ("org-a ETREAT", client(&w.org_a, "system/*.rs", PurposeOfUse::Etreat)),
+        (
+            "org-a TREAT",
+            client(&w.org_a, "system/*.*", PurposeOfUse::Treat),
+        ),
+        (
+            "org-a HPAYMT",
+            client(&w.org_a, "system/*.rs", PurposeOfUse::Hpaymt),
+        ),
+        (
+            "org-a ETREAT",
+            client(&w.org_a, "system/*.rs", PurposeOfUse::Etreat),
+        ),
         ("org-a ETREAT emergency", emergency),
-        ("org-b TREAT", client(&w.org_b, "system/*.*", PurposeOfUse::Treat)),
-        ("org-a clinician", user(Role::Clinician, Some(&w.org_a), PurposeOfUse::Treat)),
-        ("org-a staff", user(Role::Staff, Some(&w.org_a), PurposeOfUse::Treat)),
-        ("org-a admin", user(Role::ParticipantAdmin, Some(&w.org_a), PurposeOfUse::Treat)),
+        (
+            "org-b TREAT",
+            client(&w.org_b, "system/*.*", PurposeOfUse::Treat),
+        ),
+        (
+            "org-a clinician",
+            user(Role::Clinician, Some(&w.org_a), PurposeOfUse::Treat),
+        ),
+        (
+            "org-a staff",
+            user(Role::Staff, Some(&w.org_a), PurposeOfUse::Treat),
+        ),
+        (
+            "org-a admin",
+            user(Role::ParticipantAdmin, Some(&w.org_a), PurposeOfUse::Treat),
+        ),
         (
             "another patient",
             user(
@@ -191,7 +224,10 @@ fn credentials(w: &World) -> Vec<(&'static str, Requester)> {
                 PurposeOfUse::Patrqt,
             ),
         ),
-        ("anonymous", Requester::new("req-anon", Principal::Anonymous, PurposeOfUse::Treat, false)),
+        (
+            "anonymous",
+            Requester::new("req-anon", Principal::Anonymous, PurposeOfUse::Treat, false),
+        ),
     ]
 }
 
@@ -277,7 +313,10 @@ async fn all_pages(
     let mut pages = Vec::new();
     let mut params = params(query);
     loop {
-        let page = repo.search(who, ty, &params, Handling::Strict).await?.to_value();
+        let page = repo
+            .search(who, ty, &params, Handling::Strict)
+            .await?
+            .to_value();
         let next = link(&page, "next");
         pages.push(page);
         match next {
@@ -298,11 +337,20 @@ async fn reads(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, Str
             out.push(($name.to_string(), normalise(v, answer)));
         }};
     }
-    let ok = |r: exchange::repository::Result<exchange::repository::Versioned>| r.map(|v| v.resource);
-    probe!("read Patient", async { ok(repo.read(who, "Patient", p).await) });
-    probe!("vread Patient", async { ok(repo.vread(who, "Patient", p, 1).await) });
-    probe!("read Observation", async { ok(repo.read(who, "Observation", v.obs).await) });
-    probe!("vread Observation", async { ok(repo.vread(who, "Observation", v.obs, 1).await) });
+    let ok =
+        |r: exchange::repository::Result<exchange::repository::Versioned>| r.map(|v| v.resource);
+    probe!("read Patient", async {
+        ok(repo.read(who, "Patient", p).await)
+    });
+    probe!("vread Patient", async {
+        ok(repo.vread(who, "Patient", p, 1).await)
+    });
+    probe!("read Observation", async {
+        ok(repo.read(who, "Observation", v.obs).await)
+    });
+    probe!("vread Observation", async {
+        ok(repo.vread(who, "Observation", v.obs, 1).await)
+    });
     let searches: Vec<(Option<&str>, String)> = vec![
         (Some("Patient"), format!("_id={p}")),
         (Some("Patient"), "family=Ghostly".into()),
@@ -318,16 +366,46 @@ async fn reads(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, Str
         (Some("Observation"), "code=8867-4&_total=accurate".into()),
         (Some("Observation"), "code=8867-4&_summary=count".into()),
         (Some("Observation"), "subject:Patient.family=Ghostly".into()),
-        (Some("Observation"), format!("subject:Patient.identifier={}", v.mrn)),
-        (Some("Observation"), "_include=Observation:subject&_total=accurate".into()),
-        (Some("Observation"), format!("identifier={}", v.mrn.replace("MRN-", "OBS-"))),
+        (
+            Some("Observation"),
+            format!("subject:Patient.identifier={}", v.mrn),
+        ),
+        (
+            Some("Observation"),
+            "_include=Observation:subject&_total=accurate".into(),
+        ),
+        (
+            Some("Observation"),
+            format!("identifier={}", v.mrn.replace("MRN-", "OBS-")),
+        ),
         (Some("Condition"), "code=F11.20".into()),
-        (Some("Condition"), format!("subject=Patient/{p}&_summary=count")),
-        (Some("Patient"), format!("_id={p}&_revinclude=Observation:subject")),
-        (Some("Patient"), "_revinclude=Observation:subject&_revinclude=Consent:patient".into()),
-        (Some("Patient"), "_has:Observation:subject:code=8867-4".into()),
-        (Some("Patient"), "_has:Observation:subject:code=8867-4&_summary=count".into()),
-        (Some("Patient"), format!("_has:Observation:subject:identifier={}", v.mrn.replace("MRN-", "OBS-"))),
+        (
+            Some("Condition"),
+            format!("subject=Patient/{p}&_summary=count"),
+        ),
+        (
+            Some("Patient"),
+            format!("_id={p}&_revinclude=Observation:subject"),
+        ),
+        (
+            Some("Patient"),
+            "_revinclude=Observation:subject&_revinclude=Consent:patient".into(),
+        ),
+        (
+            Some("Patient"),
+            "_has:Observation:subject:code=8867-4".into(),
+        ),
+        (
+            Some("Patient"),
+            "_has:Observation:subject:code=8867-4&_summary=count".into(),
+        ),
+        (
+            Some("Patient"),
+            format!(
+                "_has:Observation:subject:identifier={}",
+                v.mrn.replace("MRN-", "OBS-")
+            ),
+        ),
         (Some("Consent"), format!("patient={p}")),
         (Some("Consent"), "_total=accurate".into()),
         (None, "_count=2&_total=accurate".into()),
@@ -338,12 +416,37 @@ async fn reads(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, Str
         let name = format!("search {}?{query}", ty.unwrap_or(""));
         probe!(name, all_pages(repo, who, ty, &query));
     }
-    probe!("history Patient instance", repo.history(who, HistoryScope::Instance("Patient".into(), p.into()), &[]));
-    probe!("history Observation instance", repo.history(who, HistoryScope::Instance("Observation".into(), v.obs.into()), &[]));
-    probe!("history Observation type", repo.history(who, HistoryScope::Type("Observation".into()), &params("_count=2")));
-    probe!("history Consent type", repo.history(who, HistoryScope::Type("Consent".into()), &[]));
-    probe!("history system", repo.history(who, HistoryScope::System, &params("_count=50")));
-    probe!("$everything", async { repo.everything(who, p, &[]).await.map(|s| s.to_value()) });
+    probe!(
+        "history Patient instance",
+        repo.history(who, HistoryScope::Instance("Patient".into(), p.into()), &[])
+    );
+    probe!(
+        "history Observation instance",
+        repo.history(
+            who,
+            HistoryScope::Instance("Observation".into(), v.obs.into()),
+            &[]
+        )
+    );
+    probe!(
+        "history Observation type",
+        repo.history(
+            who,
+            HistoryScope::Type("Observation".into()),
+            &params("_count=2")
+        )
+    );
+    probe!(
+        "history Consent type",
+        repo.history(who, HistoryScope::Type("Consent".into()), &[])
+    );
+    probe!(
+        "history system",
+        repo.history(who, HistoryScope::System, &params("_count=50"))
+    );
+    probe!("$everything", async {
+        repo.everything(who, p, &[]).await.map(|s| s.to_value())
+    });
     let mut body = ghost_patient(v);
     body.as_object_mut().map(|o| o.remove("id"));
     probe!(
@@ -352,11 +455,14 @@ async fn reads(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, Str
     );
     probe!(
         "batch of reads",
-        repo.bundle(who, json!({"resourceType": "Bundle", "type": "batch", "entry": [
-            {"request": {"method": "GET", "url": format!("Patient/{p}")}},
-            {"request": {"method": "GET", "url": format!("Observation?subject=Patient/{p}")}},
-            {"request": {"method": "GET", "url": format!("Observation/{}", v.obs)}},
-        ]}))
+        repo.bundle(
+            who,
+            json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                {"request": {"method": "GET", "url": format!("Patient/{p}")}},
+                {"request": {"method": "GET", "url": format!("Observation?subject=Patient/{p}")}},
+                {"request": {"method": "GET", "url": format!("Observation/{}", v.obs)}},
+            ]})
+        )
     );
     out
 }
@@ -378,12 +484,22 @@ async fn writes(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, St
     let mut body = body;
     body.as_object_mut().map(|o| o.remove("id"));
     let answer = repo
-        .create(who, "Observation", body.clone(), Some(&format!("identifier={id}-C")))
+        .create(
+            who,
+            "Observation",
+            body.clone(),
+            Some(&format!("identifier={id}-C")),
+        )
         .await
         .map(|o| json!({"status": o.status(), "resource": fresh(o.resource.resource)}));
     out.push(("conditional create".to_string(), normalise(v, answer)));
     let answer = repo
-        .conditional_update(who, "Observation", &params(&format!("identifier={id}-U")), body.clone())
+        .conditional_update(
+            who,
+            "Observation",
+            &params(&format!("identifier={id}-U")),
+            body.clone(),
+        )
         .await
         .map(|o| json!({"status": o.status(), "resource": fresh(o.resource.resource)}));
     out.push(("conditional update".to_string(), normalise(v, answer)));
@@ -408,7 +524,10 @@ async fn writes(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, St
         .await
         .map(|n| json!(n));
     out.push(("delete If-Match".to_string(), normalise(v, answer)));
-    let answer = repo.delete(who, "Observation", v.obs).await.map(|n| json!(n));
+    let answer = repo
+        .delete(who, "Observation", v.obs)
+        .await
+        .map(|n| json!(n));
     out.push(("delete".to_string(), normalise(v, answer)));
     out
 }
@@ -428,7 +547,13 @@ async fn an_update_by_id_does_not_reveal_an_opted_out_patient() {
         let who = &who;
         async move {
             let answer = repo
-                .update(who, "Observation", v.obs, obs(v.obs, v.patient, "OBS-PUT"), None)
+                .update(
+                    who,
+                    "Observation",
+                    v.obs,
+                    obs(v.obs, v.patient, "OBS-PUT"),
+                    None,
+                )
                 .await
                 .map(|o| json!({"status": o.status(), "resource": fresh(o.resource.resource)}));
             normalise(v, answer)
@@ -437,7 +562,12 @@ async fn an_update_by_id_does_not_reveal_an_opted_out_patient() {
     assert_eq!(answer(&GHOST).await, answer(&NEVER).await);
 }
 
-fn compare(credential: &str, x: &[(String, String)], y: &[(String, String)], leaks: &mut Vec<String>) {
+fn compare(
+    credential: &str,
+    x: &[(String, String)],
+    y: &[(String, String)],
+    leaks: &mut Vec<String>,
+) {
     for ((what, a), (_, b)) in x.iter().zip(y) {
         if a != b {
             leaks.push(format!(
@@ -462,11 +592,21 @@ async fn an_opted_out_patient_is_indistinguishable_from_one_never_heard_of() {
     // Not vacuous: org-a sees the visible patient and its data on the same paths.
     let org_a = client(&world.org_a, "system/*.rs", PurposeOfUse::Treat);
     let seen = reads(&world.repo, &org_a, &GHOST).await;
-    let shown = |what: &str| seen.iter().find(|(w, _)| w == what).map(|(_, a)| a.clone()).unwrap_or_default();
+    let shown = |what: &str| {
+        seen.iter()
+            .find(|(w, _)| w == what)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_default()
+    };
     assert!(shown("search Observation?code=8867-4&_total=accurate").contains("visible-obs"));
     assert!(shown("search Patient?_summary=count").contains("\"total\":1"));
     assert!(shown("history system").contains("visible-z"));
-    assert!(leaks.is_empty(), "{} leaks:\n{}", leaks.len(), leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,5 +629,10 @@ async fn writes_do_not_reveal_an_opted_out_patient() {
         let y = writes(&world.repo, &who, &NEVER).await;
         compare(name, &x, &y, &mut leaks);
     }
-    assert!(leaks.is_empty(), "{} leaks:\n{}", leaks.len(), leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
 }

@@ -228,8 +228,9 @@ fn resource(column: &str) -> Result<(Value, SourceFacts, Option<String>), String
     if !family.is_empty() {
         // A family therapy session: the record names its participants (valid FHIR: nested
         // extensions of the session-participants extension).
-        let mut participants =
-            vec![json!({"url": "participant", "valueReference": {"reference": format!("Patient/{PATIENT}")}})];
+        let mut participants = vec![
+            json!({"url": "participant", "valueReference": {"reference": format!("Patient/{PATIENT}")}}),
+        ];
         participants.extend(family.iter().map(
             |m| json!({"url": "participant", "valueReference": {"reference": format!("Patient/{m}")}}),
         ));

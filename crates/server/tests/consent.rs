@@ -41,7 +41,9 @@ fn consult(server: &Server, token: &str, patient: &str, content: Option<Value>) 
         "POST",
         &format!("{}/cds-services/patient-consent-consult", server.root()),
         token,
-        Some(&json!({"hook": "patient-consent-consult", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "context": context})),
+        Some(
+            &json!({"hook": "patient-consent-consult", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea", "context": context}),
+        ),
     )
 }
 
@@ -55,12 +57,22 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
     let client = Client::register(data, &clinic);
     let token = client.token(&server, "system/*.cruds", "TREAT");
 
-    let (status, services) = call("GET", &format!("{}/cds-services", server.root()), &token, None);
+    let (status, services) = call(
+        "GET",
+        &format!("{}/cds-services", server.root()),
+        &token,
+        None,
+    );
     assert_eq!(status, 200);
     assert_eq!(services["services"][0]["id"], "patient-consent-consult");
 
     let patient = json!({"resourceType": "Patient", "id": "pc1", "name": [{"family": "Quill"}], "birthDate": "1975-05-05"});
-    let (status, _) = call("PUT", &format!("{base}/Patient/pc1"), &token, Some(&patient));
+    let (status, _) = call(
+        "PUT",
+        &format!("{base}/Patient/pc1"),
+        &token,
+        Some(&patient),
+    );
     assert_eq!(status, 201);
     let sud = json!({"resourceType": "Condition", "id": "sud1",
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F11.20"}]},
@@ -83,20 +95,36 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
         "patient": {"reference": "Patient/pc1"}, "dateTime": "2026-01-10T09:00:00Z",
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]}});
-    let (status, body) = call("PUT", &format!("{base}/Consent/optout-pc1"), &token, Some(&opt_out));
+    let (status, body) = call(
+        "PUT",
+        &format!("{base}/Consent/optout-pc1"),
+        &token,
+        Some(&opt_out),
+    );
     assert_eq!(status, 201, "{body}");
 
     let (status, answer) = consult(&server, &token, "pc1", None);
     assert_eq!(status, 200);
     assert_eq!(answer["cards"][0]["summary"], "CONSENT_DENY");
-    assert_eq!(answer["cards"][0]["extension"]["consentsUsed"], json!(["Consent/optout-pc1"]));
-    assert_eq!(answer["cards"][0]["extension"]["obligations"][0]["code"], "redact");
+    assert_eq!(
+        answer["cards"][0]["extension"]["consentsUsed"],
+        json!(["Consent/optout-pc1"])
+    );
+    assert_eq!(
+        answer["cards"][0]["extension"]["obligations"][0]["code"],
+        "redact"
+    );
 
     // Withheld like a patient never heard of.
     let (known, known_body) = call("GET", &format!("{base}/Patient/pc1"), &token, None);
     let (never, never_body) = call("GET", &format!("{base}/Patient/never-was"), &token, None);
     assert_eq!((known, &known_body), (never, &never_body));
-    let (_, found) = call("GET", &format!("{base}/Patient?family=Quill&_summary=count"), &token, None);
+    let (_, found) = call(
+        "GET",
+        &format!("{base}/Patient?family=Quill&_summary=count"),
+        &token,
+        None,
+    );
     assert_eq!(found["total"], 0);
 
     // A consult that claims another purpose than the token's is refused.
@@ -104,7 +132,9 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
         "POST",
         &format!("{}/cds-services/patient-consent-consult", server.root()),
         &token,
-        Some(&json!({"hook": "patient-consent-consult", "context": {"patientId": "pc1", "purposeOfUse": ["PUBHLTH"]}})),
+        Some(
+            &json!({"hook": "patient-consent-consult", "context": {"patientId": "pc1", "purposeOfUse": ["PUBHLTH"]}}),
+        ),
     );
     assert_eq!(status, 400);
 }

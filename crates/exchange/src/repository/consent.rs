@@ -65,9 +65,7 @@ impl crate::repository::Repository {
                 return Err(Error::Unprocessable(
                     errors
                         .into_iter()
-                        .map(|e| {
-                            fhir::Issue::error(fhir::IssueType::Invalid, e.message).at(e.path)
-                        })
+                        .map(|e| fhir::Issue::error(fhir::IssueType::Invalid, e.message).at(e.path))
                         .collect(),
                 ));
             }
@@ -171,7 +169,10 @@ impl crate::repository::Repository {
             }
             _ => None,
         };
-        if !writes.iter().any(|w| about(w).is_some_and(|c| !c.is_empty())) {
+        if !writes
+            .iter()
+            .any(|w| about(w).is_some_and(|c| !c.is_empty()))
+        {
             return Ok(writes);
         }
         privacy.consents.refresh(&self.store).await?;

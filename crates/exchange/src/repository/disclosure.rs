@@ -65,7 +65,8 @@ impl Disclosed {
 
 /// The `meta.extension` that carries a notice the policy attaches to disclosed data
 /// (`valueString`; the notice's name in a nested `name` extension).
-pub const DISCLOSURE_NOTICE: &str = "https://nutmeg.example/fhir/StructureDefinition/disclosure-notice";
+pub const DISCLOSURE_NOTICE: &str =
+    "https://nutmeg.example/fhir/StructureDefinition/disclosure-notice";
 
 /// Adds the labels and notices of `obligations` to a disclosed resource.
 pub(crate) fn apply_obligations(resource: &mut serde_json::Value, obligations: &[Obligation]) {
@@ -93,9 +94,10 @@ pub(crate) fn apply_obligations(resource: &mut serde_json::Value, obligations: &
             Obligation::AttachNotice { name, text } => {
                 let extensions = meta.entry("extension").or_insert_with(|| json!([]));
                 if let Value::Array(extensions) = extensions {
-                    if !extensions.iter().any(|e| {
-                        e["url"] == DISCLOSURE_NOTICE && e["valueString"] == text.as_str()
-                    }) {
+                    if !extensions
+                        .iter()
+                        .any(|e| e["url"] == DISCLOSURE_NOTICE && e["valueString"] == text.as_str())
+                    {
                         extensions.push(json!({
                             "url": DISCLOSURE_NOTICE,
                             "valueString": text,
@@ -223,7 +225,11 @@ impl Repository {
             .collect();
         if !carried.is_empty() && !stored.deleted {
             disclosed.obliged.push((
-                (stored.resource_type.clone(), stored.id.clone(), stored.version),
+                (
+                    stored.resource_type.clone(),
+                    stored.id.clone(),
+                    stored.version,
+                ),
                 carried,
             ));
         }
@@ -250,16 +256,13 @@ impl Repository {
         if matches!(who.principal, Principal::System { .. }) || !self.gate.is_enforcing() {
             return Ok(());
         }
-        let outcome_desc = disclosed
-            .emergency
-            .then(|| {
-                let mut desc =
-                    "emergency access (ETREAT) without a treatment relationship".to_string();
-                if who.emergency_declared {
-                    desc.push_str("; medical emergency declared (42 CFR 2.51)");
-                }
-                desc
-            });
+        let outcome_desc = disclosed.emergency.then(|| {
+            let mut desc = "emergency access (ETREAT) without a treatment relationship".to_string();
+            if who.emergency_declared {
+                desc.push_str("; medical emergency declared (42 CFR 2.51)");
+            }
+            desc
+        });
         let facts = self.facts(who, interaction, Outcome::Success, query, outcome_desc);
         let facts = AuditFacts {
             patients: disclosed.patients.into_iter().collect(),

@@ -101,7 +101,11 @@ fn obligation(o: &privacy::policy::Obligation) -> Value {
 }
 
 /// `POST /cds-services/patient-consent-consult`.
-pub async fn consult(State(state): State<Shared>, Who(who): Who, body: axum::body::Bytes) -> Response {
+pub async fn consult(
+    State(state): State<Shared>,
+    Who(who): Who,
+    body: axum::body::Bytes,
+) -> Response {
     match answer(&state, who, &body).await {
         Ok(value) => (StatusCode::OK, Json(value)).into_response(),
         Err(e) => e.into_response(),
@@ -150,10 +154,7 @@ async fn answer(
                 ..
             }
     );
-    let answer = state
-        .repo
-        .consent_consult(&who, &patient, &content)
-        .await?;
+    let answer = state.repo.consent_consult(&who, &patient, &content).await?;
     let permit = answer.permit();
     let mut obligations: Vec<Value> = Vec::new();
     let mut used: Vec<String> = Vec::new();

@@ -57,10 +57,7 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
     let state = Arc::new(state);
     extra
         .route("/cds-services", get(cds::discovery))
-        .route(
-            "/cds-services/patient-consent-consult",
-            post(cds::consult),
-        )
+        .route("/cds-services/patient-consent-consult", post(cds::consult))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(
