@@ -216,6 +216,26 @@ async fn who_may_record_a_consent() {
     .await
     .expect("recorded on the patient's behalf");
     assert!(!sees(&repo, &org_a, "Observation", "o1").await);
+    // ... but nothing that opens access: a participant cannot grant itself the patient's records.
+    let mut part2 = choice("p2", "42CFRPart2", "2026-01-10T09:00:00Z");
+    part2["provision"] = json!({"type": "permit", "actor": [{
+        "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+        "reference": {"reference": format!("Organization/{}", w.org_a)}}]});
+    let refused = repo
+        .create(&org_a, "Consent", part2, None)
+        .await
+        .expect_err("a participant's grant to itself");
+    assert_eq!(refused.status(), 403);
+    let refused = repo
+        .create(
+            &org_a,
+            "Consent",
+            choice("p1", "OPTIN", "2026-03-10T09:00:00Z"),
+            None,
+        )
+        .await
+        .expect_err("a participant's opt-in over the patient's opt-out");
+    assert_eq!(refused.status(), 403);
     // An operator records a paper form.
     repo.create(
         &operator(),

@@ -61,7 +61,22 @@ impl crate::repository::Repository {
                 }
                 continue;
             }
-            if let Err(errors) = Consent::parse(&value) {
+            let parsed = Consent::parse(&value);
+            if let Ok(consent) = &parsed {
+                // A participant records, on the patient's behalf, only what restricts: an opt-out
+                // or a restriction. What opens access (an opt-in, a grant, a Part 2 consent, the
+                // psychiatric informed flag) is the patient's own act or an operator's (a signed
+                // paper form): otherwise a participant could grant itself a patient's records.
+                let participant = patient_id.is_none() && !self.gate.is_operator(who).await?;
+                if participant && !only_restricts(consent) {
+                    let reasons = vec![Reason::Rule(
+                        "A participant records only opt-outs and restrictions; opt-ins, grants and Part 2 consents are recorded by the patient or an operator".into(),
+                    )];
+                    self.record_refusal(who, interaction, &reasons).await?;
+                    return Err(Error::Forbidden(reasons));
+                }
+            }
+            if let Err(errors) = parsed {
                 return Err(Error::Unprocessable(
                     errors
                         .into_iter()
@@ -203,4 +218,16 @@ impl crate::repository::Repository {
         }
         Ok(out)
     }
+}
+
+/// Whether a consent only takes access away: an opt-out or a patient-specific consent whose every
+/// provision denies, without the psychiatric informed flag.
+fn only_restricts(consent: &Consent) -> bool {
+    use privacy::consent::{Effect, Kind, Provision};
+    fn all_deny(p: &Provision) -> bool {
+        p.effect == Effect::Deny && p.provisions.iter().all(all_deny)
+    }
+    consent.informed.is_none()
+        && matches!(consent.kind, Kind::OptOut | Kind::Grant)
+        && all_deny(&consent.provision)
 }
