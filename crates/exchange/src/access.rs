@@ -25,8 +25,25 @@
 //!
 //! Denials carry reasons for the audit trail. A request-level denial answers 403 naming the rule;
 //! a withheld resource is never mentioned to the caller (it looks like one that does not exist).
-//! The consent issue adds its rules here, through [`DecisionPoint::with_rule`]'s hook and beside
-//! the relationship rule.
+//!
+//! 6. **Privacy.** After those rules permit, clinical data (a resource in some Patient's
+//!    compartment, the Patient itself included) goes through the privacy policy
+//!    ([`privacy::policy::Policy::decide`], Connecticut's by default, [`DecisionPoint::with_policy`]
+//!    for another) with the patients' current consents ([`crate::consents::ConsentRegistry`]): the
+//!    requester's purpose, its participant as recipient, whether it has a treatment relationship
+//!    with the patient, the resource's labels and source (its `meta.security` and `meta.tag`), the
+//!    family members it names and their consents, and whether a medical emergency was declared.
+//!    A resource about several patients is disclosed only when the policy permits it for each. A
+//!    denial withholds the resource like one that does not exist; a permit's obligations (the
+//!    NORDSCLCD label and the Part 2 notice, break-the-glass flagged in the audit trail, the
+//!    patient and the source told) come back with the decision. Who the policy binds:
+//!    participants' systems and people, with their purpose of use; a patient, for their record
+//!    (as `PATRQT`), except their own Patient and their own Consents, which they always see (they
+//!    must be able to opt back in); operators are not bound (they record paper forms, answer the
+//!    patient and run the purge; every read of theirs is audited); the exchange's own tools are
+//!    not bound.
+//!
+//! A rule plugged in through [`DecisionPoint::with_rule`] (tests) applies after all of these.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +55,7 @@ pub use auth::purpose::PurposeOfUse;
 pub use auth::scope::Interaction;
 use auth::scope::{Context, ScopeSet};
 
+use crate::consents::ConsentRegistry;
 use crate::participants::{participant_of, Kind, Status};
 
 /// A portal user's role. A patient's account is linked to one Patient by the operator after
@@ -97,6 +115,9 @@ pub struct Requester {
     pub purpose_stated: bool,
     /// The client's network address, when the request came over the network.
     pub client_address: Option<std::net::IpAddr>,
+    /// Whether the requester declared a medical emergency (42 CFR 2.51) with a break-the-glass
+    /// (`ETREAT`) request: only then does the policy open substance-use (Part 2) records.
+    pub emergency_declared: bool,
     pub(crate) facts: Arc<Mutex<Facts>>,
 }
 
@@ -122,6 +143,7 @@ impl Requester {
             purpose,
             purpose_stated,
             client_address: None,
+            emergency_declared: false,
             facts: Arc::default(),
         }
     }
@@ -208,7 +230,10 @@ pub enum Reason {
     AuditTrail,
     /// Participant records (Organizations with a participant status) are changed by operators only.
     ParticipantRecord,
-    /// A rule plugged in by a later issue (consent) or a test.
+    /// The privacy policy withholds the resource (its reason codes, for the audit trail and the
+    /// log; never shown to the requester of a withheld resource).
+    Privacy(Vec<String>),
+    /// A rule plugged in by a test.
     Rule(String),
 }
 
@@ -227,6 +252,7 @@ impl Reason {
             Reason::Role => "role",
             Reason::AuditTrail => "audit-trail-read-only",
             Reason::ParticipantRecord => "participant-record",
+            Reason::Privacy(_) => "privacy-policy",
             Reason::Rule(_) => "rule",
         }
     }
@@ -262,6 +288,9 @@ impl Reason {
             Reason::ParticipantRecord => {
                 "Participant records are changed by the exchange's operators only".into()
             }
+            Reason::Privacy(codes) => {
+                format!("Withheld by the privacy policy: {}", codes.join(", "))
+            }
             Reason::Rule(text) => text.clone(),
         }
     }
@@ -280,11 +309,36 @@ fn interaction_name(interaction: Interaction) -> &'static str {
 }
 
 /// What a permit obliges the repository to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Obligation {
     /// Emergency access without a treatment relationship: the disclosure is flagged in the audit
     /// trail so that the privacy officer reviews it.
     FlagEmergencyAccess,
+    /// The disclosed resource carries this security label (NORDSCLCD on Part 2 data).
+    AddLabel(privacy::codes::Coding),
+    /// The disclosure carries this notice (the 42 CFR 2.32 notice on Part 2 data).
+    AttachNotice { name: String, text: String },
+    /// The patient is told of the disclosure (break-the-glass).
+    NotifyPatient,
+    /// The participant that sent the data is told of the disclosure (break-the-glass).
+    NotifySource,
+}
+
+impl Obligation {
+    fn from_policy(o: &privacy::policy::Obligation) -> Option<Obligation> {
+        use privacy::policy::Obligation as P;
+        Some(match o {
+            P::Redact => return None,
+            P::AddLabel(coding) => Obligation::AddLabel(coding.clone()),
+            P::AttachNotice { name, text } => Obligation::AttachNotice {
+                name: name.clone(),
+                text: text.clone(),
+            },
+            P::NotifyPatient => Obligation::NotifyPatient,
+            P::NotifySource => Obligation::NotifySource,
+            P::FlagBreakGlass => Obligation::FlagEmergencyAccess,
+        })
+    }
 }
 
 /// The outcome of a decision.
@@ -378,6 +432,27 @@ pub struct DecisionPoint {
     store: Option<Store>,
     rule: Option<Rule>,
     cache: Arc<Cache>,
+    privacy: Option<Arc<Privacy>>,
+}
+
+/// The time the policy decides at: the wall clock, or a test's.
+pub type Clock = Arc<dyn Fn() -> time::OffsetDateTime + Send + Sync>;
+
+/// The privacy policy and the consent state it reads.
+pub struct Privacy {
+    pub policy: privacy::policy::Policy,
+    pub consents: ConsentRegistry,
+    pub clock: Clock,
+}
+
+impl Privacy {
+    fn new(policy: privacy::policy::Policy) -> Self {
+        Privacy {
+            policy,
+            consents: ConsentRegistry::default(),
+            clock: Arc::new(time::OffsetDateTime::now_utc),
+        }
+    }
 }
 
 /// How long a participant's status, once read, is trusted by every request of this process. A
@@ -459,6 +534,53 @@ impl DecisionPoint {
             store: Some(store),
             rule: None,
             cache: Arc::default(),
+            privacy: Some(Arc::new(Privacy::new(
+                privacy::policy::Policy::connecticut(),
+            ))),
+        }
+    }
+
+    /// This decision point with `policy` instead of the shipped Connecticut one (an enforcing
+    /// decision point only: open access has no policy).
+    pub fn with_policy(mut self, policy: privacy::policy::Policy) -> Self {
+        if self.store.is_some() {
+            let clock = self.privacy.as_ref().map(|p| p.clock.clone());
+            let mut privacy = Privacy::new(policy);
+            if let Some(clock) = clock {
+                privacy.clock = clock;
+            }
+            self.privacy = Some(Arc::new(privacy));
+        }
+        self
+    }
+
+    /// This decision point without the privacy policy: the access issue's rules alone (to measure
+    /// what the policy costs; never for serving).
+    pub fn without_privacy(mut self) -> Self {
+        self.privacy = None;
+        self
+    }
+
+    /// This decision point deciding at the times `clock` answers (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        if let Some(p) = self.privacy.take() {
+            let policy = p.policy.clone();
+            let mut privacy = Privacy::new(policy);
+            privacy.clock = clock;
+            self.privacy = Some(Arc::new(privacy));
+        }
+        self
+    }
+
+    /// The privacy policy and consent state, when this decision point enforces one.
+    pub fn privacy(&self) -> Option<&Privacy> {
+        self.privacy.as_deref()
+    }
+
+    /// A Consent write of this process landed: the next decision reads the consent state again.
+    pub fn consents_changed(&self) {
+        if let Some(p) = &self.privacy {
+            p.consents.changed();
         }
     }
 
@@ -529,7 +651,11 @@ impl DecisionPoint {
                     }
                 }
                 Role::Patient { .. } => {
-                    if writes {
+                    // A patient records their own privacy choices (checked against the body
+                    // before the write commits), and writes nothing else.
+                    let consent = ask.resource_type == Some("Consent")
+                        && ask.interaction != Interaction::Delete;
+                    if writes && !consent {
                         Ok(Decision::deny(Reason::Role))
                     } else {
                         Ok(Decision::PERMIT)
@@ -661,11 +787,23 @@ impl DecisionPoint {
 
     /// [`DecisionPoint::decide`] for a resource whose patients are already known.
     pub async fn decide_about(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
-        let decision = if self.store.is_some() {
+        let mut decision = if self.store.is_some() {
             self.own_rules(who, subject).await?
         } else {
             Decision::PERMIT
         };
+        if let Decision::Permit { obligations } = &mut decision {
+            match self.privacy_rules(who, subject).await? {
+                Decision::Permit { obligations: more } => {
+                    for o in more {
+                        if !obligations.contains(&o) {
+                            obligations.push(o);
+                        }
+                    }
+                }
+                deny => decision = deny,
+            }
+        }
         match (&self.rule, decision) {
             (Some(rule), Decision::Permit { mut obligations }) => match rule(who, subject) {
                 Decision::Permit { obligations: more } => {
@@ -758,6 +896,185 @@ impl DecisionPoint {
         } else {
             Ok(Decision::deny(Reason::NoRelationship))
         }
+    }
+
+    /// The privacy policy's decision about a resource the exchange's other rules permit (see the
+    /// module documentation for whom it binds).
+    async fn privacy_rules(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
+        let (Some(privacy), Some(store)) = (&self.privacy, &self.store) else {
+            return Ok(Decision::PERMIT);
+        };
+        if subject.patients.is_empty() || subject.stored.deleted {
+            return Ok(Decision::PERMIT);
+        }
+        let ty = subject.stored.resource_type.as_str();
+        let (purpose, recipient) = match &who.principal {
+            Principal::System { .. } | Principal::Anonymous => return Ok(Decision::PERMIT),
+            Principal::User {
+                role: Role::OperatorAdmin,
+                ..
+            } => return Ok(Decision::PERMIT),
+            Principal::User {
+                role: Role::Patient { patient_id },
+                ..
+            } => {
+                // Who they are and what they chose: always theirs to see.
+                if (ty == "Patient" && subject.stored.id == *patient_id)
+                    || (ty == "Consent" && subject.patients.iter().all(|p| p == patient_id))
+                {
+                    return Ok(Decision::PERMIT);
+                }
+                (
+                    privacy::codes::Purpose::Patrqt,
+                    privacy::consent::Recipient {
+                        patient: Some(patient_id.clone()),
+                        ..Default::default()
+                    },
+                )
+            }
+            Principal::Client { participant, .. }
+            | Principal::User {
+                participant: Some(participant),
+                ..
+            } => {
+                if self.is_operator(who).await? {
+                    return Ok(Decision::PERMIT);
+                }
+                let purpose = privacy::codes::Purpose::parse(who.purpose.code())
+                    .unwrap_or(privacy::codes::Purpose::Treat);
+                (
+                    purpose,
+                    privacy::consent::Recipient {
+                        organization: Some(participant.clone()),
+                        ..Default::default()
+                    },
+                )
+            }
+            Principal::User { .. } => return Ok(Decision::deny(Reason::Role)),
+        };
+        privacy.consents.refresh(store).await?;
+        let now = (privacy.clock)();
+        let mut obligations: Vec<Obligation> = Vec::new();
+        for patient in subject.patients {
+            let Ok(data) = privacy::policy::Data::from_json_text(
+                &subject.stored.json,
+                patient,
+                &privacy.policy,
+            ) else {
+                return Ok(Decision::deny(Reason::Privacy(vec!["unreadable".into()])));
+            };
+            let relationship = match &who.principal {
+                Principal::Client { .. } | Principal::User { .. }
+                    if recipient.organization.is_some() =>
+                {
+                    self.related_to_all(who, std::slice::from_ref(patient))
+                        .await?
+                }
+                _ => false,
+            };
+            let mut consents: Vec<privacy::consent::Consent> = privacy
+                .consents
+                .of(patient)
+                .iter()
+                .map(|c| (**c).clone())
+                .collect();
+            for member in &data.family {
+                consents.extend(privacy.consents.of(member).iter().map(|c| (**c).clone()));
+            }
+            let request = privacy::policy::Request {
+                purpose,
+                recipient: recipient.clone(),
+                relationship,
+                emergency_declared: who.emergency_declared,
+            };
+            let decided = privacy.policy.decide(&request, &data, &consents, now);
+            if !decided.permit {
+                return Ok(Decision::deny(Reason::Privacy(
+                    decided
+                        .reasons
+                        .iter()
+                        .map(|r| r.code().to_string())
+                        .collect(),
+                )));
+            }
+            for o in decided
+                .obligations
+                .iter()
+                .filter_map(Obligation::from_policy)
+            {
+                if !obligations.contains(&o) {
+                    obligations.push(o);
+                }
+            }
+        }
+        Ok(Decision::Permit { obligations })
+    }
+
+    /// The policy's decision about sending or querying `resource` (as it would be labelled on
+    /// intake; a plain resource when the caller names none) about `patient`, for the requester:
+    /// the CDS Hooks consult. Purpose, recipient and relationship are the requester's own; the
+    /// exchange's own tools and operators ask as a recipient with no participant (no
+    /// relationship). `None` when this decision point enforces no policy.
+    pub async fn consult(
+        &self,
+        who: &Requester,
+        patient: &str,
+        resource: &Value,
+    ) -> Result<Option<privacy::policy::Decision>> {
+        let (Some(privacy), Some(store)) = (&self.privacy, &self.store) else {
+            return Ok(None);
+        };
+        let (purpose, recipient) = match &who.principal {
+            Principal::User {
+                role: Role::Patient { patient_id },
+                ..
+            } => (
+                privacy::codes::Purpose::Patrqt,
+                privacy::consent::Recipient {
+                    patient: Some(patient_id.clone()),
+                    ..Default::default()
+                },
+            ),
+            principal => (
+                privacy::codes::Purpose::parse(who.purpose.code())
+                    .unwrap_or(privacy::codes::Purpose::Treat),
+                privacy::consent::Recipient {
+                    organization: principal.participant().map(str::to_string),
+                    ..Default::default()
+                },
+            ),
+        };
+        let mut resource = resource.clone();
+        let source = privacy::labels::ResourceLabels::from_resource(&resource).source;
+        let labels = privacy::labels::label(&resource, &source);
+        privacy::labels::apply(&mut resource, &labels, &source);
+        let data = privacy::policy::Data::from_resource(&resource, patient);
+        let relationship = recipient.organization.is_some()
+            && self
+                .related_to_all(who, std::slice::from_ref(&patient.to_string()))
+                .await?;
+        privacy.consents.refresh(store).await?;
+        let mut consents: Vec<privacy::consent::Consent> = privacy
+            .consents
+            .of(patient)
+            .iter()
+            .map(|c| (**c).clone())
+            .collect();
+        for member in &data.family {
+            consents.extend(privacy.consents.of(member).iter().map(|c| (**c).clone()));
+        }
+        let request = privacy::policy::Request {
+            purpose,
+            recipient,
+            relationship,
+            emergency_declared: who.emergency_declared,
+        };
+        Ok(Some(privacy.policy.decide(
+            &request,
+            &data,
+            &consents,
+            (privacy.clock)(),
+        )))
     }
 
     /// Whether the requester's participant has a treatment relationship with every one of

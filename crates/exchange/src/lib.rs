@@ -12,5 +12,6 @@
 
 pub mod access;
 pub mod audit;
+pub mod consents;
 pub mod participants;
 pub mod repository;

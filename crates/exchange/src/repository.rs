@@ -14,6 +14,7 @@ use fhir::{Issue, IssueType};
 mod audit_search;
 mod bundle;
 mod capability;
+mod consent;
 mod crud;
 mod disclosure;
 mod elements;

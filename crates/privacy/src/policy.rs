@@ -771,15 +771,24 @@ impl Data {
     }
 }
 
+/// The extension that names a therapy session's participants on any resource, as nested
+/// extensions `participant` with a `valueReference` (valid FHIR on a resource that has no
+/// participant element of its own, an Observation of a family session).
+pub const SESSION_PARTICIPANTS: &str =
+    "https://nutmeg.example/fhir/StructureDefinition/session-participants";
+
 /// The patients other than `patient` that a resource names as participants: every `Patient/[id]`
 /// reference inside any `participant` element (Appointment.participant.actor, an Encounter or
-/// CarePlan participant extension, ...), in order, without repeats.
+/// CarePlan participant extension, ...) or inside a [`SESSION_PARTICIPANTS`] extension, in order,
+/// without repeats.
 pub fn family_members(resource: &Value, patient: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut stack = vec![(resource, false)];
     while let Some((value, inside)) = stack.pop() {
         match value {
             Value::Object(object) => {
+                let inside = inside
+                    || object.get("url").and_then(Value::as_str) == Some(SESSION_PARTICIPANTS);
                 if inside {
                     if let Some(reference) = object.get("reference").and_then(Value::as_str) {
                         let reference = reference.split("/_history/").next().unwrap_or(reference);

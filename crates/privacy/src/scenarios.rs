@@ -226,16 +226,17 @@ fn resource(column: &str) -> Result<(Value, SourceFacts, Option<String>), String
         "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}
     });
     if !family.is_empty() {
-        // A family therapy session: the record names its participants.
-        let mut participants = vec![json!({"actor": {"reference": format!("Patient/{PATIENT}")}})];
-        participants.extend(
-            family
-                .iter()
-                .map(|m| json!({"actor": {"reference": format!("Patient/{m}")}})),
-        );
+        // A family therapy session: the record names its participants (valid FHIR: nested
+        // extensions of the session-participants extension).
+        let mut participants = vec![
+            json!({"url": "participant", "valueReference": {"reference": format!("Patient/{PATIENT}")}}),
+        ];
+        participants.extend(family.iter().map(
+            |m| json!({"url": "participant", "valueReference": {"reference": format!("Patient/{m}")}}),
+        ));
         resource["extension"] = json!([{
-            "url": "https://nutmeg.example/fhir/StructureDefinition/session-participants",
-            "extension": [], "participant": participants}]);
+            "url": crate::policy::SESSION_PARTICIPANTS,
+            "extension": participants}]);
     }
     if !security.is_empty() {
         resource["meta"] = json!({"security": security});

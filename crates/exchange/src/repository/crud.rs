@@ -73,11 +73,13 @@ impl Repository {
                 last_updated: stored.last_updated,
             });
         }
+        let mut answer = versioned(stored)?;
+        disclosed.oblige(stored, &mut answer.resource);
         if let Some(interaction) = audit_as {
             self.record_disclosure(who, interaction, None, disclosed)
                 .await?;
         }
-        versioned(stored)
+        Ok(answer)
     }
 
     /// `POST [type]`, with `If-None-Exist` for a conditional create: no match creates, one match
@@ -110,6 +112,8 @@ impl Repository {
                 if !self.admit(who, &existing, &mut disclosed).await? {
                     return Err(Error::NotFound);
                 }
+                let mut resource = versioned(&existing)?;
+                disclosed.oblige(&existing, &mut resource.resource);
                 self.record_disclosure(
                     who,
                     Interaction::Search,
@@ -117,7 +121,6 @@ impl Repository {
                     disclosed,
                 )
                 .await?;
-                let resource = versioned(&existing)?;
                 return Ok(WriteOutcome {
                     created: false,
                     resource,

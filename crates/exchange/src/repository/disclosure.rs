@@ -20,6 +20,8 @@ pub(crate) struct Disclosed {
     resources: Vec<(String, String, i64)>,
     patients: BTreeSet<String>,
     emergency: bool,
+    /// What the policy obliges each disclosed version to carry (labels, notices), when anything.
+    obliged: Vec<((String, String, i64), Vec<Obligation>)>,
 }
 
 impl Disclosed {
@@ -36,6 +38,75 @@ impl Disclosed {
             resources,
             patients: patients.into_iter().collect(),
             emergency: false,
+            obliged: Vec::new(),
+        }
+    }
+
+    /// Applies what the policy obliged `stored` to carry to its disclosed JSON: security labels
+    /// (NORDSCLCD on Part 2 data) in `meta.security`, notices (the 42 CFR 2.32 text) as a
+    /// `meta.extension` [`DISCLOSURE_NOTICE`]. Whether anything was changed.
+    pub(crate) fn oblige(&self, stored: &Stored, resource: &mut serde_json::Value) -> bool {
+        let Some((_, obligations)) = self.obliged.iter().find(|((t, i, v), _)| {
+            *t == stored.resource_type && *i == stored.id && *v == stored.version
+        }) else {
+            return false;
+        };
+        apply_obligations(resource, obligations);
+        true
+    }
+
+    /// Whether `stored` must carry anything added when disclosed.
+    pub(crate) fn is_obliged(&self, stored: &Stored) -> bool {
+        self.obliged.iter().any(|((t, i, v), _)| {
+            *t == stored.resource_type && *i == stored.id && *v == stored.version
+        })
+    }
+}
+
+/// The `meta.extension` that carries a notice the policy attaches to disclosed data
+/// (`valueString`; the notice's name in a nested `name` extension).
+pub const DISCLOSURE_NOTICE: &str =
+    "https://nutmeg.example/fhir/StructureDefinition/disclosure-notice";
+
+/// Adds the labels and notices of `obligations` to a disclosed resource.
+pub(crate) fn apply_obligations(resource: &mut serde_json::Value, obligations: &[Obligation]) {
+    use serde_json::{json, Value};
+    let Some(object) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = object.entry("meta").or_insert_with(|| json!({}));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    for obligation in obligations {
+        match obligation {
+            Obligation::AddLabel(coding) => {
+                let security = meta.entry("security").or_insert_with(|| json!([]));
+                if let Value::Array(labels) = security {
+                    let present = labels.iter().any(|l| {
+                        l["system"] == coding.system.as_str() && l["code"] == coding.code.as_str()
+                    });
+                    if !present {
+                        labels.push(coding.to_json());
+                    }
+                }
+            }
+            Obligation::AttachNotice { name, text } => {
+                let extensions = meta.entry("extension").or_insert_with(|| json!([]));
+                if let Value::Array(extensions) = extensions {
+                    if !extensions
+                        .iter()
+                        .any(|e| e["url"] == DISCLOSURE_NOTICE && e["valueString"] == text.as_str())
+                    {
+                        extensions.push(json!({
+                            "url": DISCLOSURE_NOTICE,
+                            "valueString": text,
+                            "extension": [{"url": "name", "valueCode": name}],
+                        }));
+                    }
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -146,6 +217,22 @@ impl Repository {
         {
             disclosed.emergency = true;
         }
+        let carried: Vec<Obligation> = decision
+            .obligations()
+            .iter()
+            .filter(|o| matches!(o, Obligation::AddLabel(_) | Obligation::AttachNotice { .. }))
+            .cloned()
+            .collect();
+        if !carried.is_empty() && !stored.deleted {
+            disclosed.obliged.push((
+                (
+                    stored.resource_type.clone(),
+                    stored.id.clone(),
+                    stored.version,
+                ),
+                carried,
+            ));
+        }
         disclosed.resources.push((
             stored.resource_type.clone(),
             stored.id.clone(),
@@ -169,9 +256,13 @@ impl Repository {
         if matches!(who.principal, Principal::System { .. }) || !self.gate.is_enforcing() {
             return Ok(());
         }
-        let outcome_desc = disclosed
-            .emergency
-            .then(|| "emergency access (ETREAT) without a treatment relationship".to_string());
+        let outcome_desc = disclosed.emergency.then(|| {
+            let mut desc = "emergency access (ETREAT) without a treatment relationship".to_string();
+            if who.emergency_declared {
+                desc.push_str("; medical emergency declared (42 CFR 2.51)");
+            }
+            desc
+        });
         let facts = self.facts(who, interaction, Outcome::Success, query, outcome_desc);
         let facts = AuditFacts {
             patients: disclosed.patients.into_iter().collect(),

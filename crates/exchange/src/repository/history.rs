@@ -107,7 +107,9 @@ impl Repository {
                 ("PUT", url, "200 OK")
             };
             if !stored.deleted {
-                entry["resource"] = parse_stored(stored)?;
+                let mut resource = parse_stored(stored)?;
+                disclosed.oblige(stored, &mut resource);
+                entry["resource"] = resource;
             }
             entry["request"] = json!({ "method": method, "url": request_url });
             entry["response"] = json!({

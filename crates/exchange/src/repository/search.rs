@@ -358,7 +358,15 @@ impl Repository {
             return Ok(None);
         }
         let whole = matches!(summary, None | Some(Summary::False)) && elements.is_empty();
-        let resource = if whole {
+        let resource = if disclosed.is_obliged(stored) {
+            let mut resource = parse_stored(stored)?;
+            disclosed.oblige(stored, &mut resource);
+            if whole {
+                Shown::Shaped(resource)
+            } else {
+                Shown::Shaped(shape(resource, summary, elements))
+            }
+        } else if whole {
             Shown::Stored(
                 RawValue::from_string(stored.json.clone()).map_err(|e| unreadable(stored, e))?,
             )

@@ -244,6 +244,9 @@ impl Repository {
     ) -> Result<()> {
         self.check_participant_records(who, interaction, &writes)
             .await?;
+        self.check_consent_writes(who, interaction, &writes).await?;
+        let writes = self.not_kept_for_opted_out(who, writes).await?;
+        let consents = writes.iter().any(|w| w.resource_type == "Consent");
         let record = audit_record(who, interaction, &self.config.base_url, &writes);
         let learned = super::disclosure::Relationships::of(who, &writes);
         let organizations: Vec<String> = writes
@@ -258,6 +261,9 @@ impl Repository {
             )
         });
         self.store.commit_with_audit(writes, vec![record]).await?;
+        if consents {
+            self.gate.consents_changed();
+        }
         for id in &organizations {
             self.gate.forget_participant(id);
         }

@@ -5,6 +5,7 @@
 //! may hold patient names) and counted in the metrics; every error is an OperationOutcome; a panic
 //! in a handler becomes a 500 that shows nothing of its cause.
 
+mod cds;
 mod error;
 pub mod negotiate;
 mod panic;
@@ -55,6 +56,8 @@ pub fn app(state: AppState) -> Router {
 pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
     let state = Arc::new(state);
     extra
+        .route("/cds-services", get(cds::discovery))
+        .route("/cds-services/patient-consent-consult", post(cds::consult))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route(

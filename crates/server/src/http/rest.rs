@@ -22,6 +22,10 @@ use super::{RequestId, Shared};
 
 type Answer = Result<Response, ApiError>;
 
+/// The header (value `declared`) with which a break-the-glass (`ETREAT`) request declares a
+/// medical emergency.
+pub const EMERGENCY_HEADER: &str = "x-medical-emergency";
+
 /// Who is asking: with an enforcing decision point, the SMART client a valid bearer token names
 /// (401 with a `WWW-Authenticate` challenge when the token is missing, invalid, expired, or its
 /// client was revoked since); with open access (`--auth none`), anonymous.
@@ -71,7 +75,15 @@ impl FromRequestParts<Shared> for Who {
                 revoked.www_authenticate(),
             ));
         }
-        Ok(Who(Requester::new(
+        // A break-the-glass request may declare a medical emergency (42 CFR 2.51): only then does
+        // the privacy policy open substance-use records; the declaration is in the audit trail.
+        let emergency_declared = bearer.purpose == PurposeOfUse::Etreat
+            && parts
+                .headers
+                .get(EMERGENCY_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("declared"));
+        let mut who = Requester::new(
             request_id,
             Principal::Client {
                 client_id: bearer.client_id,
@@ -81,7 +93,9 @@ impl FromRequestParts<Shared> for Who {
             bearer.purpose,
             true,
         )
-        .with_client_address(client_address)))
+        .with_client_address(client_address);
+        who.emergency_declared = emergency_declared;
+        Ok(Who(who))
     }
 }
 
