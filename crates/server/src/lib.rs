@@ -1,6 +1,6 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
-//! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`], [`admin`],
+//! ([`telemetry`]), HTTPS ([`tls`]), Direct secure messaging over SMTP ([`smtp`]) and the commands ([`serve`], [`demo`], [`import`], [`admin`],
 //! [`client`]) that [`cli`] dispatches to.
 
 pub mod admin;
@@ -13,5 +13,6 @@ pub mod import;
 pub mod metrics;
 pub mod portal;
 pub mod serve;
+pub mod smtp;
 pub mod telemetry;
 pub mod tls;

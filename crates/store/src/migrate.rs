@@ -50,6 +50,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "accounts",
         sql: include_str!("../migrations/sqlite/0006_accounts.sql"),
     },
+    Migration {
+        version: 9,
+        name: "direct",
+        sql: include_str!("../migrations/sqlite/0009_direct.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -91,6 +96,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 6,
         name: "accounts",
         sql: include_str!("../migrations/postgres/0006_accounts.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "direct",
+        sql: include_str!("../migrations/postgres/0009_direct.sql"),
     },
 ];
 
