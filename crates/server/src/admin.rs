@@ -43,6 +43,10 @@ pub enum AdminCommand {
     /// Portal accounts: operators, participants' people, and patients.
     #[command(subcommand)]
     User(UserCommand),
+    /// Direct secure messaging: the domains' CAs, addresses, trust anchors, CRLs (needs
+    /// --direct-config).
+    #[command(subcommand)]
+    Direct(crate::smtp::admin::DirectCommand),
     /// Print an access token for a client, for operators' scripts: the same checks and the same
     /// five-minute token as the token endpoint, without a client assertion.
     Token {
@@ -303,6 +307,9 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         AdminCommand::Participant(command) => command,
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
         AdminCommand::User(command) => return user(&repo, &who, command).await,
+        AdminCommand::Direct(command) => {
+            return crate::smtp::admin::run(config, repo.store(), command).await
+        }
         AdminCommand::Token {
             client,
             scope,

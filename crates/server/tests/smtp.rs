@@ -416,12 +416,12 @@ fn wrapped(from: &str, to: &str, message_id: &str) -> Vec<u8> {
     c
 }
 
-/// A plain SMTP client over a TCP stream.
-struct Client {
-    conn: BufReader<TcpStream>,
+/// A plain SMTP client over a TCP stream (or, after STARTTLS, TLS over it).
+struct Client<S = TcpStream> {
+    conn: BufReader<S>,
 }
 
-impl Client {
+impl Client<TcpStream> {
     async fn connect(address: SocketAddr) -> (Client, String) {
         let tcp = TcpStream::connect(address).await.unwrap();
         let mut c = Client {
@@ -430,7 +430,9 @@ impl Client {
         let greeting = c.reply().await;
         (c, greeting)
     }
+}
 
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Client<S> {
     async fn reply(&mut self) -> String {
         let mut all = String::new();
         loop {
@@ -940,4 +942,77 @@ async fn the_queue_survives_a_restart_and_mail_between_local_addresses_stays_loc
     assert_eq!(inbox[0].sender, JANE);
     // Jane's processed notification comes back locally too.
     f.status(&id, DeliveryStatus::Processed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starttls_upgrades_the_session_and_refuses_commands_pipelined_behind_it() {
+    let f = fixture(|_| {}).await;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert = f.write("tls.pem", certified.cert.pem().as_bytes());
+    let key = f.write("tls.key", certified.key_pair.serialize_pem().as_bytes());
+    let tls = server::tls::load(&cert, &key).expect("tls");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let _running = server::smtp::spawn(
+        listener,
+        f.hisp.clone(),
+        Some(server::smtp::server::starttls_config(&tls.server)),
+    )
+    .unwrap();
+
+    // Commands sent in the clear behind STARTTLS end the connection.
+    let (mut c, _) = Client::connect(address).await;
+    assert!(c
+        .cmd("EHLO client.other.test")
+        .await
+        .contains("250 STARTTLS"));
+    c.send(b"STARTTLS\r\nRCPT TO:<jane@direct.nutmeg.test>\r\n")
+        .await;
+    assert!(c.reply().await.starts_with("220"));
+    assert_eq!(c.reply().await, "", "closed");
+
+    // A proper upgrade: the session starts over, encrypted.
+    let (mut c, _) = Client::connect(address).await;
+    c.cmd("EHLO client.other.test").await;
+    assert!(c.cmd("STARTTLS").await.starts_with("220 2.0.0"));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = c.conn.into_inner();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake");
+    let mut c = Client {
+        conn: BufReader::new(stream),
+    };
+    assert_eq!(
+        code(&c.cmd("MAIL FROM:<bob@other.test>").await),
+        "503",
+        "EHLO again first"
+    );
+    let ehlo = c.cmd("EHLO client.other.test").await;
+    assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
+    assert_eq!(code(&c.cmd("STARTTLS").await), "502");
+    let id = "<tls@other.test>";
+    let m = f.cli_message(
+        &f.bob,
+        &f.jane.cert,
+        JANE,
+        &wrapped(BOB, JANE, id),
+        "-aes128",
+        id,
+    );
+    let r = c.mail(BOB, JANE, &m).await;
+    assert!(r.starts_with("250"), "{r}");
+    assert_eq!(f.mailbox(JANE, 1).await[0].message_id, id);
 }

@@ -5,8 +5,10 @@
 //! - [`server`]: the inbound ESMTP listener (`nutmeg serve --smtp`), wire only;
 //! - [`client`]: outbound SMTP to the next HISP;
 //! - [`worker`]: the delivery loop over the store's outbound queue;
-//! - [`config`]: the `[direct]` configuration file.
+//! - [`config`]: the Direct configuration file (`--direct-config`);
+//! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL).
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod hisp;
