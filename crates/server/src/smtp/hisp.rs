@@ -447,13 +447,13 @@ impl Hisp {
         let Some(original) = report.original_message_id.as_deref() else {
             return Ok(());
         };
-        // The notification is from the recipient (its signer is bound to From); Final-Recipient
-        // should name the same address.
-        let recipient = if report.final_recipient.is_empty() {
-            from.to_string()
-        } else {
-            report.final_recipient.clone()
-        };
+        // Only the recipient may report on its message: the signer is bound to From, so From
+        // (not the Final-Recipient field, which the sender writes) names whose status changes.
+        if !report.final_recipient.is_empty() && !report.final_recipient.eq_ignore_ascii_case(from)
+        {
+            tracing::info!(from, final_recipient = %report.final_recipient, "direct: notification names another recipient than its signer");
+        }
+        let recipient = from.to_string();
         let changed = self
             .store
             .outbound_disposition(
