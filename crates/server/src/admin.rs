@@ -46,6 +46,10 @@ pub enum AdminCommand {
     /// The master patient index (the same commands as `nutmeg mpi`).
     #[command(subcommand)]
     Mpi(crate::mpi::MpiCommand),
+    /// Direct secure messaging: the domains' CAs, addresses, trust anchors, CRLs (needs
+    /// --direct-config).
+    #[command(subcommand)]
+    Direct(crate::smtp::admin::DirectCommand),
     /// Print an access token for a client, for operators' scripts: the same checks and the same
     /// five-minute token as the token endpoint, without a client assertion.
     Token {
@@ -307,6 +311,9 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
         AdminCommand::User(command) => return user(&repo, &who, command).await,
         AdminCommand::Mpi(command) => return crate::mpi::run(&repo, command).await,
+        AdminCommand::Direct(command) => {
+            return crate::smtp::admin::run(config, repo.store(), command).await
+        }
         AdminCommand::Token {
             client,
             scope,

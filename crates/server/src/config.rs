@@ -17,6 +17,8 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATA_DIR: &str = "./nutmeg-data";
 pub const DEFAULT_COUNT: usize = 20;
 pub const DEFAULT_MAX_COUNT: usize = 1000;
+/// The default `--smtp` address (used when a Direct configuration is given).
+pub const DEFAULT_SMTP: &str = "127.0.0.1:2525";
 
 /// The settings every command shares, as given on the command line or in the environment. All are
 /// text here so that a bad value is one more problem in the report instead of an early exit.
@@ -84,6 +86,19 @@ pub struct Settings {
     /// `text` or `json` [default: text].
     #[arg(long, env = "NUTMEG_LOG_FORMAT", global = true, hide_env_values = true)]
     pub log_format: Option<String>,
+    /// The address the Direct SMTP listener binds when --direct-config is given (STARTTLS with
+    /// --tls-cert/--tls-key) [default: 127.0.0.1:2525].
+    #[arg(long, env = "NUTMEG_SMTP", global = true, hide_env_values = true)]
+    pub smtp: Option<String>,
+    /// A TOML file configuring Direct secure messaging (domains, key-encryption key, routes);
+    /// with it, `serve` also runs the SMTP listener and the delivery worker.
+    #[arg(
+        long,
+        env = "NUTMEG_DIRECT_CONFIG",
+        global = true,
+        hide_env_values = true
+    )]
+    pub direct_config: Option<String>,
 }
 
 /// How API requests are authenticated.
@@ -123,6 +138,10 @@ pub struct Config {
     pub max_count: usize,
     pub log: String,
     pub log_format: LogFormat,
+    /// Where the Direct SMTP listener binds (with `direct_config`).
+    pub smtp: SocketAddr,
+    /// The Direct configuration file; `None`: no SMTP listener.
+    pub direct_config: Option<PathBuf>,
 }
 
 impl Config {
@@ -153,6 +172,8 @@ impl Config {
             max_count: DEFAULT_MAX_COUNT,
             log: "info".into(),
             log_format: LogFormat::Text,
+            smtp: DEFAULT_SMTP.parse().expect("the default address parses"),
+            direct_config: None,
         }
     }
 }
@@ -188,6 +209,8 @@ const FILE_KEYS: &[&str] = &[
     "max_count",
     "log",
     "log_format",
+    "smtp",
+    "direct_config",
 ];
 
 impl Settings {
@@ -219,6 +242,8 @@ impl Settings {
             max_count: self.max_count.or(lower.max_count),
             log: self.log.or(lower.log),
             log_format: self.log_format.or(lower.log_format),
+            smtp: self.smtp.or(lower.smtp),
+            direct_config: self.direct_config.or(lower.direct_config),
         }
     }
 
@@ -355,6 +380,14 @@ impl Settings {
                 None
             }
         };
+        let smtp_text = self.smtp.as_deref().unwrap_or(DEFAULT_SMTP);
+        let smtp = parse_address(smtp_text).unwrap_or_else(|| {
+            problems.push(format!(
+                "smtp: '{smtp_text}' is not a socket address like 127.0.0.1:2525"
+            ));
+            DEFAULT_SMTP.parse().expect("the default address parses")
+        });
+        let direct_config = self.direct_config.map(PathBuf::from);
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -375,6 +408,8 @@ impl Settings {
                 max_count,
                 log,
                 log_format,
+                smtp,
+                direct_config,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -508,6 +543,8 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "default_count" => &mut settings.default_count,
             "max_count" => &mut settings.max_count,
             "log" => &mut settings.log,
+            "smtp" => &mut settings.smtp,
+            "direct_config" => &mut settings.direct_config,
             _ => &mut settings.log_format,
         };
         *slot = Some(text);

@@ -1,7 +1,7 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
-//! ([`telemetry`]), HTTPS ([`tls`]) and the commands ([`serve`], [`demo`], [`import`], [`admin`],
-//! [`client`], [`mpi`]) that [`cli`] dispatches to.
+//! ([`telemetry`]), HTTPS ([`tls`]), Direct secure messaging over SMTP ([`smtp`]) and the commands
+//! ([`serve`], [`demo`], [`import`], [`admin`], [`client`], [`mpi`]) that [`cli`] dispatches to.
 
 pub mod admin;
 pub mod cli;
@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod mpi;
 pub mod portal;
 pub mod serve;
+pub mod smtp;
 pub mod telemetry;
 pub mod tls;

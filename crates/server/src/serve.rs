@@ -71,6 +71,7 @@ pub async fn serve(config: Config, metrics: Metrics) -> anyhow::Result<()> {
     let (listener, base_url) = bind(&config).await?;
     let repo = open_repository(&config, &base_url).await?;
     tracing::info!(engine = repo.store().engine(), "store open");
+    let _direct = crate::smtp::start(&config, repo.store()).await?;
     announce(&base_url);
     run(listener, repo, &config, metrics, shutdown_signal()).await
 }

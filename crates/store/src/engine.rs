@@ -615,3 +615,264 @@ impl Store {
 fn unexpected(out: crate::mpi::Out) -> crate::StoreError {
     crate::StoreError::Database(format!("unexpected patient index answer {out:?}"))
 }
+
+/// Runs a `crate::mail` function on the engine: on SQLite on the writer connection (`write`) or a
+/// reader, on PostgreSQL on a pooled connection (each statement commits alone).
+macro_rules! mail {
+    ($self:ident, $write:literal, |$e:ident| $body:expr) => {
+        match *$self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(ref s) => {
+                if $write {
+                    s.write(move |$e| crate::exec::block_ready($body)).await
+                } else {
+                    s.read(move |$e| crate::exec::block_ready($body)).await
+                }
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(ref p) => {
+                let client = p.client().await?;
+                let $e = &mut crate::postgres::PgExec { client: &client };
+                $body.await
+            }
+        }
+    };
+}
+
+/// Direct secure messaging (`crate::mail`): addresses, certificates, trust anchors, mailboxes and
+/// the outbound queue. Times are milliseconds since the Unix epoch.
+impl Store {
+    /// Issues a Direct address (kept lower case) to a practitioner or organization;
+    /// `StoreError::Conflict` if it was ever issued, revoked ones included.
+    pub async fn add_direct_address(
+        &self,
+        address: &str,
+        owner_kind: &str,
+        owner_id: &str,
+        display_name: &str,
+        created: i64,
+    ) -> Result<crate::DirectAddress> {
+        let (a, k, o, n) = (
+            address.to_string(),
+            owner_kind.to_string(),
+            owner_id.to_string(),
+            display_name.to_string(),
+        );
+        mail!(self, true, |e| crate::mail::add_address(
+            e, &a, &k, &o, &n, created
+        ))
+    }
+
+    /// The address (active or revoked), or `None`.
+    pub async fn direct_address(&self, address: &str) -> Result<Option<crate::DirectAddress>> {
+        let a = address.to_string();
+        timed!(
+            self,
+            "direct_address",
+            mail!(self, false, |e| crate::mail::address(e, &a))
+        )
+    }
+
+    /// Every address ever issued, oldest first.
+    pub async fn direct_addresses(&self) -> Result<Vec<crate::DirectAddress>> {
+        mail!(self, false, |e| crate::mail::addresses(e))
+    }
+
+    /// Revokes an active address and every certificate bound to it; `false` if there was none.
+    pub async fn revoke_direct_address(&self, address: &str, at: i64) -> Result<bool> {
+        let a = address.to_string();
+        mail!(self, true, |e| crate::mail::revoke_address(e, &a, at))
+    }
+
+    /// Stores a certificate (ours with its sealed key, or an outside party's).
+    pub async fn add_direct_certificate(&self, cert: crate::DirectCertificate) -> Result<()> {
+        mail!(self, true, |e| crate::mail::add_certificate(e, &cert))
+    }
+
+    /// The unrevoked certificates for an address or a domain, newest first.
+    pub async fn direct_certificates(
+        &self,
+        subject: &str,
+    ) -> Result<Vec<crate::DirectCertificate>> {
+        let s = subject.to_string();
+        timed!(
+            self,
+            "direct_certificates",
+            mail!(self, false, |e| crate::mail::certificates(e, &s))
+        )
+    }
+
+    /// The revoked certificates of an issuer, for its CRL.
+    pub async fn revoked_direct_certificates(
+        &self,
+        issuer: &str,
+    ) -> Result<Vec<crate::DirectCertificate>> {
+        let i = issuer.to_string();
+        mail!(self, false, |e| crate::mail::revoked_certificates(e, &i))
+    }
+
+    /// Adds a trust anchor to a local domain; `false` if it was there already.
+    pub async fn add_trust_anchor(&self, anchor: crate::TrustAnchor) -> Result<bool> {
+        mail!(self, true, |e| crate::mail::add_anchor(e, &anchor))
+    }
+
+    /// Removes a trust anchor; `false` if there was no such anchor.
+    pub async fn remove_trust_anchor(
+        &self,
+        domain: &str,
+        direction: crate::AnchorDirection,
+        fingerprint: &str,
+    ) -> Result<bool> {
+        let (d, f) = (domain.to_string(), fingerprint.to_string());
+        mail!(self, true, |e| crate::mail::remove_anchor(
+            e, &d, direction, &f
+        ))
+    }
+
+    /// A local domain's trust anchors for one direction, oldest first.
+    pub async fn trust_anchors(
+        &self,
+        domain: &str,
+        direction: crate::AnchorDirection,
+    ) -> Result<Vec<crate::TrustAnchor>> {
+        let d = domain.to_string();
+        timed!(
+            self,
+            "trust_anchors",
+            mail!(self, false, |e| crate::mail::anchors(e, &d, direction))
+        )
+    }
+
+    /// Puts a message in a mailbox.
+    pub async fn deliver_mail(&self, message: crate::MailMessage) -> Result<()> {
+        timed!(
+            self,
+            "deliver_mail",
+            mail!(self, true, |e| crate::mail::deliver(e, &message))
+        )
+    }
+
+    /// The newest `limit` entries of a mailbox, newest first.
+    pub async fn mailbox(&self, mailbox: &str, limit: usize) -> Result<Vec<crate::MailMessage>> {
+        let m = mailbox.to_string();
+        mail!(self, false, |e| crate::mail::mailbox(e, &m, limit))
+    }
+
+    /// One mailbox entry by id, or `None`.
+    pub async fn mail_message(&self, id: &str) -> Result<Option<crate::MailMessage>> {
+        let i = id.to_string();
+        mail!(self, false, |e| crate::mail::message(e, &i))
+    }
+
+    /// Marks a mailbox entry read (the first time only); `true` if this call marked it.
+    pub async fn mark_mail_read(&self, id: &str, at: i64) -> Result<bool> {
+        let i = id.to_string();
+        mail!(self, true, |e| crate::mail::mark_read(e, &i, at))
+    }
+
+    /// Queues outbound rows (status `queued`, due at their `next_attempt`).
+    pub async fn enqueue_outbound(&self, items: Vec<crate::Outbound>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        timed!(
+            self,
+            "enqueue_outbound",
+            mail!(self, true, |e| crate::mail::enqueue(e, &items))
+        )
+    }
+
+    /// Claims up to `limit` due rows for `owner` until `lease_until` (one more attempt each).
+    /// Concurrent claims, in any number of processes, take disjoint rows.
+    pub async fn claim_outbound(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::Outbound>> {
+        let o = owner.to_string();
+        timed!(
+            self,
+            "claim_outbound",
+            mail!(self, true, |e| crate::mail::claim(
+                e,
+                &o,
+                now,
+                lease_until,
+                limit
+            ))
+        )
+    }
+
+    /// Records what became of a claimed row; `false` if `owner` no longer held it.
+    pub async fn settle_outbound(
+        &self,
+        id: &str,
+        owner: &str,
+        now: i64,
+        outcome: crate::Settle,
+    ) -> Result<bool> {
+        let (i, o) = (id.to_string(), owner.to_string());
+        timed!(
+            self,
+            "settle_outbound",
+            mail!(self, true, |e| crate::mail::settle(
+                e, &i, &o, now, &outcome
+            ))
+        )
+    }
+
+    /// Records a disposition for the message `message_id` to `recipient` (never moving its status
+    /// back); answers the row if it changed.
+    pub async fn outbound_disposition(
+        &self,
+        message_id: &str,
+        recipient: &str,
+        status: crate::DeliveryStatus,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<Option<crate::Outbound>> {
+        let (m, r, er) = (
+            message_id.to_string(),
+            recipient.to_string(),
+            error.map(str::to_string),
+        );
+        mail!(self, true, |e| crate::mail::disposition(
+            e,
+            &m,
+            &r,
+            status,
+            er.as_deref(),
+            now
+        ))
+    }
+
+    /// Marks `failed` (and answers) up to `limit` messages sent at or before `sent_before` whose
+    /// processed notification never came; each is answered to exactly one caller.
+    pub async fn expire_unconfirmed_outbound(
+        &self,
+        sent_before: i64,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::Outbound>> {
+        mail!(self, true, |e| crate::mail::expire_unconfirmed(
+            e,
+            sent_before,
+            now,
+            limit
+        ))
+    }
+
+    /// One outbound row, or `None`.
+    pub async fn outbound(&self, id: &str) -> Result<Option<crate::Outbound>> {
+        let i = id.to_string();
+        mail!(self, false, |e| crate::mail::outbound(e, &i))
+    }
+
+    /// The outbound rows (one per recipient) of the message with this Message-ID.
+    pub async fn outbound_by_message(&self, message_id: &str) -> Result<Vec<crate::Outbound>> {
+        let m = message_id.to_string();
+        mail!(self, false, |e| crate::mail::outbound_by_message(e, &m))
+    }
+}

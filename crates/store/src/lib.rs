@@ -38,6 +38,10 @@
 //! rest) are in `accounts`: a login is unique regardless of case, a session is kept by the SHA-256
 //! of its cookie secret, and failed attempts and TOTP steps are decided by one statement each.
 //!
+//! Direct secure messaging (`mail`): the Direct addresses issued, certificates with sealed keys,
+//! trust anchors per domain, mailboxes, and the outbound queue, which processes sharing the
+//! database claim rows of under a lease ([`Store::claim_outbound`]).
+//!
 //! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
 //! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
 //! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
@@ -48,6 +52,7 @@ mod clients;
 pub mod conformance;
 mod engine;
 mod exec;
+mod mail;
 mod migrate;
 mod mpi;
 #[cfg(feature = "postgres")]
@@ -69,6 +74,10 @@ pub use mpi::{
     Decide, LinkContext, LinkDecision, LinkOutcome, MpiCandidate, MpiConstraint, MpiCurrent,
     MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
     Split, SplitContext,
+};
+pub use mail::{
+    domain_of, AddressStatus, AnchorDirection, DeliveryStatus, DirectAddress, DirectCertificate,
+    MailKind, MailMessage, Outbound, OutboundKind, Settle, TrustAnchor,
 };
 pub use relationships::RelationshipBasis;
 #[cfg(feature = "sqlite")]

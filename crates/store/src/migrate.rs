@@ -55,6 +55,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "mpi",
         sql: include_str!("../migrations/sqlite/0008_mpi.sql"),
     },
+    Migration {
+        version: 9,
+        name: "direct",
+        sql: include_str!("../migrations/sqlite/0009_direct.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -101,6 +106,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "mpi",
         sql: include_str!("../migrations/postgres/0008_mpi.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "direct",
+        sql: include_str!("../migrations/postgres/0009_direct.sql"),
     },
 ];
 

@@ -151,7 +151,7 @@ impl Postgres {
         Ok(store)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Client> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Client> {
         let client = self.pool.get().await.map_err(pool_error)?;
         if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
             client.statement_cache.clear();
@@ -601,8 +601,8 @@ async fn read_tx(
 }
 
 /// Runs shared queries on one connection or transaction.
-struct PgExec<'c, C: GenericClient> {
-    client: &'c C,
+pub(crate) struct PgExec<'c, C: GenericClient> {
+    pub(crate) client: &'c C,
 }
 
 impl<C: GenericClient> Exec for PgExec<'_, C> {

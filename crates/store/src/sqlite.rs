@@ -249,7 +249,7 @@ impl Sqlite {
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one consistent snapshot).
-    async fn read<T: Send + 'static>(
+    pub(crate) async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -300,7 +300,7 @@ impl Sqlite {
     }
 
     /// Runs `f` on the writer connection, outside any transaction (each statement commits alone).
-    async fn write<T: Send + 'static>(
+    pub(crate) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {

@@ -1,0 +1,112 @@
+//! The Direct configuration file (`--direct-config FILE`, TOML):
+//!
+//! ```toml
+//! domains = ["direct.example.org"]       # the local Direct domains (required)
+//! hostname = "hisp.example.org"          # the SMTP greeting's name [default: the first domain]
+//! kek_file = "/etc/nutmeg/direct.kek"    # the key-encryption key, 32 bytes in base64 (required)
+//! max_message_size = "10MiB"
+//! command_timeout_secs = 300
+//! data_timeout_secs = 600
+//! retry_base_secs = 60
+//! retry_max_secs = 3600
+//! max_attempts = 10
+//! processed_timeout_secs = 3600
+//! crls = ["/etc/nutmeg/partner.crl"]     # CRLs (DER or PEM) of issuers trusted for Direct
+//!
+//! [[routes]]                             # static routes (no MX lookup yet)
+//! domain = "other.example"
+//! address = "mx.other.example:25"
+//! ```
+//!
+//! Trust anchors, certificates and keys are in the database (`nutmeg admin direct ...`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use direct::keys::Kek;
+use openssl::x509::X509Crl;
+use serde::Deserialize;
+
+use super::hisp::{HispConfig, Route};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    domains: Vec<String>,
+    hostname: Option<String>,
+    kek_file: String,
+    max_message_size: Option<String>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+    retry_base_secs: Option<u64>,
+    retry_max_secs: Option<u64>,
+    max_attempts: Option<u32>,
+    processed_timeout_secs: Option<u64>,
+    #[serde(default)]
+    crls: Vec<String>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    domain: String,
+    address: String,
+}
+
+/// Reads the Direct configuration: the HISP's settings, its key-encryption key and CRLs.
+pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the Direct configuration {}", path.display()))?;
+    let file: File = toml::from_str(&text)
+        .with_context(|| format!("invalid Direct configuration {}", path.display()))?;
+    anyhow::ensure!(!file.domains.is_empty(), "direct: no domains");
+    for d in &file.domains {
+        anyhow::ensure!(
+            direct::ca::is_dns_name(d),
+            "direct: '{d}' is not a domain name"
+        );
+    }
+    let base = path.parent().unwrap_or(Path::new("."));
+    let kek_path = base.join(&file.kek_file);
+    let kek_text = std::fs::read_to_string(&kek_path)
+        .with_context(|| format!("cannot read the key-encryption key {}", kek_path.display()))?;
+    let kek = Kek::from_base64(kek_text.trim())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", kek_path.display()))?;
+    let hostname = file.hostname.unwrap_or_else(|| file.domains[0].clone());
+    let mut config = HispConfig::new(file.domains, &hostname);
+    if let Some(size) = file.max_message_size {
+        config.max_message_bytes = crate::config::parse_size(&size)
+            .filter(|n| *n > 0)
+            .ok_or_else(|| anyhow::anyhow!("direct: max_message_size '{size}' is not a size"))?;
+    }
+    let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+    config.command_timeout = secs(file.command_timeout_secs, config.command_timeout);
+    config.data_timeout = secs(file.data_timeout_secs, config.data_timeout);
+    config.retry_base = secs(file.retry_base_secs, config.retry_base);
+    config.retry_max = secs(file.retry_max_secs, config.retry_max);
+    config.processed_timeout = secs(file.processed_timeout_secs, config.processed_timeout);
+    if let Some(n) = file.max_attempts {
+        config.max_attempts = n.max(1);
+    }
+    config.routes = file
+        .routes
+        .into_iter()
+        .map(|r| Route {
+            domain: r.domain.to_ascii_lowercase(),
+            address: r.address,
+        })
+        .collect();
+    let mut crls = Vec::new();
+    for c in &file.crls {
+        let p = base.join(c);
+        let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let crl = X509Crl::from_der(&bytes)
+            .or_else(|_| X509Crl::from_pem(&bytes))
+            .with_context(|| format!("{} is not a CRL", p.display()))?;
+        crls.push(crl);
+    }
+    Ok((config, kek, crls))
+}

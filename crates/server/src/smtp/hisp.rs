@@ -1,0 +1,827 @@
+//! The HISP's use cases, without the wire: which recipients are ours, what happens to a message
+//! that arrived (decrypt, verify, validate the signer, deliver to mailboxes, queue the processed
+//! notification, or record a notification about something we sent), and what happens to what
+//! goes out (queue it; at sending time sign for the sender and encrypt for the recipient's trusted
+//! certificate, hand it over by SMTP to the recipient's route, retry with back-off, and tell the
+//! sender when it finally fails). The SMTP listener ([`super::server`]) and the delivery worker
+//! ([`super::worker`]) only call these.
+//!
+//! Certificate discovery for outside recipients is by what the store holds (certificates from the
+//! configuration or the operator); DNS CERT and LDAP discovery are not done yet, nor MX lookup:
+//! outside domains need a static route.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use direct::keys::{self, Kek};
+use direct::mdn::{self, Disposition, Notification};
+use direct::mime::{self, Entity};
+use direct::smime::{self, Outgoing, RecipientKey, SealOptions, Signer, SmimeError};
+use direct::trust::{Anchors, TrustError, Usage, Validator};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::{X509Crl, X509};
+use store::{
+    AddressStatus, AnchorDirection, DeliveryStatus, DirectCertificate, MailKind, MailMessage,
+    Outbound, OutboundKind, Settle, Store,
+};
+
+use super::client::{self, Delivery};
+
+/// A static route: mail for `domain` goes to the SMTP server at `address` (`host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub domain: String,
+    pub address: String,
+}
+
+/// What the HISP needs to know.
+#[derive(Debug, Clone)]
+pub struct HispConfig {
+    /// The local Direct domains (lower case): mail is accepted for these only.
+    pub domains: Vec<String>,
+    /// This server's name in SMTP greetings and EHLO.
+    pub hostname: String,
+    /// The largest message accepted (the SMTP SIZE), in bytes.
+    pub max_message_bytes: usize,
+    /// Recipients per message.
+    pub max_recipients: usize,
+    /// How long the listener waits for a command, and for each line of a message's data.
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    /// Outbound routes by recipient domain.
+    pub routes: Vec<Route>,
+    /// The first retry's delay; each next one doubles, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Attempts before a message fails for good.
+    pub max_attempts: u32,
+    /// How long a sent message may wait for its processed notification before its sender is told
+    /// that delivery failed.
+    pub processed_timeout: Duration,
+    /// How the worker seals what it sends.
+    pub seal: SealOptions,
+    /// How long a worker holds a claimed row before another may take it.
+    pub lease: Duration,
+    /// Connect and reply timeout of outbound SMTP.
+    pub client_timeout: Duration,
+}
+
+impl HispConfig {
+    /// Defaults for `domains`: 10 MiB messages, 5-minute command and 10-minute data timeouts,
+    /// retries from a minute doubling to an hour over 10 attempts, one hour for the processed
+    /// notification, AES-128-CBC with the message wrapped.
+    pub fn new(domains: Vec<String>, hostname: &str) -> HispConfig {
+        HispConfig {
+            domains: domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+            hostname: hostname.to_string(),
+            max_message_bytes: 10 * 1024 * 1024,
+            max_recipients: 100,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            routes: Vec::new(),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_attempts: 10,
+            processed_timeout: Duration::from_secs(3600),
+            seal: SealOptions {
+                wrap: true,
+                ..SealOptions::default()
+            },
+            lease: Duration::from_secs(120),
+            client_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why an inbound message is refused: the SMTP reply says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// `554` for a permanent refusal, `451` for a local problem worth retrying.
+    pub code: u16,
+    /// The enhanced status code, e.g. `5.7.1`.
+    pub status: &'static str,
+    pub text: String,
+}
+
+/// What became of an accepted inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The mailbox entries made, one per recipient.
+    pub ids: Vec<String>,
+    /// Whether it was a notification about something we sent (no notification answers it).
+    pub notification: bool,
+}
+
+/// Whether an address may receive mail here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientCheck {
+    /// An active address of a local domain.
+    Local,
+    /// A local domain, but no such active address.
+    Unknown,
+    /// Not a local domain: relaying is refused.
+    Relay,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The label a private key is sealed under: its certificate's issuer and serial.
+pub fn key_label(issuer: &str, serial: &str) -> String {
+    format!("direct-key/{issuer}/{serial}")
+}
+
+/// How the store names a certificate's issuer: the OpenSSL hash of its issuer name, hex.
+pub fn issuer_id(cert: &X509) -> String {
+    format!("{:08x}", cert.issuer_name_hash())
+}
+
+fn serial_hex(cert: &X509) -> anyhow::Result<String> {
+    Ok(cert
+        .serial_number()
+        .to_bn()?
+        .to_hex_str()?
+        .to_ascii_lowercase())
+}
+
+fn unix_of(time: &openssl::asn1::Asn1TimeRef) -> anyhow::Result<i64> {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0)?;
+    let diff = epoch.diff(time)?;
+    Ok(i64::from(diff.days) * 86_400 + i64::from(diff.secs))
+}
+
+/// The store's record of a certificate for `subject` (an address or domain), with its private key
+/// sealed under `kek` when it is ours.
+pub fn certificate_record(
+    cert: &X509,
+    subject: &str,
+    key: Option<(&Kek, &PKey<Private>)>,
+    now: i64,
+) -> anyhow::Result<DirectCertificate> {
+    let issuer = issuer_id(cert);
+    let serial = serial_hex(cert)?;
+    let sealed_key = match key {
+        Some((kek, key)) => Some(keys::seal(kek, &key_label(&issuer, &serial), key)?),
+        None => None,
+    };
+    Ok(DirectCertificate {
+        not_after: unix_of(cert.not_after())? * 1000,
+        cert_pem: String::from_utf8(cert.to_pem()?)?,
+        issuer,
+        serial,
+        subject: subject.to_ascii_lowercase(),
+        sealed_key,
+        created: now,
+        revoked: None,
+    })
+}
+
+/// The SHA-256 fingerprint of a certificate, hex (how anchors are named).
+pub fn fingerprint(cert: &X509) -> anyhow::Result<String> {
+    let digest = cert.digest(openssl::hash::MessageDigest::sha256())?;
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The HISP: the store, the configuration and the key-encryption key. Cheap to clone.
+#[derive(Clone)]
+pub struct Hisp {
+    store: Store,
+    config: Arc<HispConfig>,
+    kek: Arc<Kek>,
+    /// CRLs of the issuers this side trusts (from the configuration).
+    crls: Arc<Vec<X509Crl>>,
+    /// Woken when something is queued.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Hisp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hisp")
+            .field("domains", &self.config.domains)
+            .finish()
+    }
+}
+
+fn refusal(code: u16, status: &'static str, text: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        status,
+        text: text.into(),
+    }
+}
+
+fn local_problem(e: impl std::fmt::Display) -> Refusal {
+    tracing::error!(error = %e, "direct: local failure while receiving");
+    refusal(451, "4.3.0", "local error, try again later")
+}
+
+/// The SMTP reply for a message that does not open. Says what failed, never what it held.
+fn refusal_for(e: &SmimeError) -> Refusal {
+    match e {
+        SmimeError::Mime(_) | SmimeError::NoFrom | SmimeError::BadHeader(_) => {
+            refusal(554, "5.6.0", format!("message not acceptable: {e}"))
+        }
+        SmimeError::NotEncrypted(_) | SmimeError::BadCms | SmimeError::NotForUs => {
+            refusal(554, "5.7.5", format!("cryptographic failure: {e}"))
+        }
+        SmimeError::Untrusted(TrustError::Revoked { .. }) => {
+            refusal(554, "5.7.1", format!("signer revoked: {e}"))
+        }
+        _ => refusal(554, "5.7.1", format!("security failure: {e}")),
+    }
+}
+
+fn header_of(entity: &Entity<'_>, name: &str) -> String {
+    entity
+        .header(name)
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// An RFC 5322 date for now.
+fn rfc5322_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_else(|_| "Thu, 01 Jan 1970 00:00:00 +0000".to_string())
+}
+
+impl Hisp {
+    pub fn new(store: Store, config: HispConfig, kek: Kek, crls: Vec<X509Crl>) -> Hisp {
+        Hisp {
+            store,
+            config: Arc::new(config),
+            kek: Arc::new(kek),
+            crls: Arc::new(crls),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    pub fn config(&self) -> &HispConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn wake(&self) -> &tokio::sync::Notify {
+        &self.wake
+    }
+
+    /// Whether `domain` is one of ours.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.config
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
+    /// Whether `address` may receive mail here.
+    pub async fn check_recipient(&self, address: &str) -> Result<RecipientCheck, Refusal> {
+        let Some(domain) = store::domain_of(address) else {
+            return Ok(RecipientCheck::Unknown);
+        };
+        if !self.is_local_domain(&domain) {
+            return Ok(RecipientCheck::Relay);
+        }
+        match self
+            .store
+            .direct_address(address)
+            .await
+            .map_err(local_problem)?
+        {
+            Some(a) if a.status == AddressStatus::Active => Ok(RecipientCheck::Local),
+            _ => Ok(RecipientCheck::Unknown),
+        }
+    }
+
+    /// Our certificates and keys for `subject` (an address or a domain).
+    async fn our_keys(&self, subject: &str) -> anyhow::Result<Vec<RecipientKey>> {
+        let mut out = Vec::new();
+        for c in self.store.direct_certificates(subject).await? {
+            let Some(sealed) = &c.sealed_key else {
+                continue;
+            };
+            let cert = X509::from_pem(c.cert_pem.as_bytes())?;
+            let key = keys::open(&self.kek, &key_label(&c.issuer, &c.serial), sealed)?;
+            out.push((cert, key));
+        }
+        Ok(out)
+    }
+
+    async fn anchors(&self, domain: &str, direction: AnchorDirection) -> anyhow::Result<Anchors> {
+        let mut anchors = Anchors::new();
+        for a in self.store.trust_anchors(domain, direction).await? {
+            anchors.add(X509::from_pem(a.cert_pem.as_bytes())?);
+        }
+        Ok(anchors)
+    }
+
+    /// Receives a message the SMTP listener accepted for `recipients` (all local and active):
+    /// decrypts it with their keys (address-bound, then their domains'), verifies it and validates
+    /// its signer against the inbound anchors of the recipients' domain for its From address,
+    /// then delivers it to each recipient's mailbox and queues a signed and encrypted processed
+    /// notification from each to the sender. A notification (MDN or DSN) about something we sent
+    /// updates that message's status and is delivered, never answered.
+    pub async fn receive(&self, recipients: &[String], raw: Vec<u8>) -> Result<Received, Refusal> {
+        let recipients: Vec<String> = recipients.iter().map(|r| r.to_ascii_lowercase()).collect();
+        let Some(first) = recipients.first() else {
+            return Err(refusal(554, "5.5.1", "no valid recipients"));
+        };
+        let domain = store::domain_of(first).unwrap_or_default();
+        let mut keys = Vec::new();
+        for r in &recipients {
+            keys.extend(self.our_keys(r).await.map_err(local_problem)?);
+        }
+        let mut domains: Vec<String> = recipients
+            .iter()
+            .filter_map(|r| store::domain_of(r))
+            .collect();
+        domains.dedup();
+        for d in &domains {
+            keys.extend(self.our_keys(d).await.map_err(local_problem)?);
+        }
+        let anchors = self
+            .anchors(&domain, AnchorDirection::Inbound)
+            .await
+            .map_err(local_problem)?;
+        let crls = self.crls.clone();
+        let now = now_ms() / 1000;
+        let opened = tokio::task::spawn_blocking(move || {
+            let validator = Validator::new(&anchors, &crls, now);
+            smime::open(&raw, &keys, &validator)
+        })
+        .await
+        .map_err(local_problem)?
+        .map_err(|e| {
+            tracing::info!(error = %e, "direct: inbound message refused");
+            refusal_for(&e)
+        })?;
+
+        let entity = Entity::parse(&opened.message)
+            .map_err(|e| refusal(554, "5.6.0", format!("message not acceptable: {e}")))?;
+        let message_id = header_of(&entity, "Message-ID");
+        let subject = header_of(&entity, "Subject");
+        let now = now_ms();
+        let notification = mdn::is_notification(&entity);
+        if notification {
+            self.record_notification(&opened.message, &opened.from, now)
+                .await
+                .map_err(local_problem)?;
+        }
+        let final_delivery = mdn::wants_final_delivery(&entity);
+        let mut ids = Vec::new();
+        let mut mdns = Vec::new();
+        for r in &recipients {
+            let id = uuid::Uuid::new_v4().to_string();
+            self.store
+                .deliver_mail(MailMessage {
+                    id: id.clone(),
+                    mailbox: r.clone(),
+                    kind: if notification {
+                        MailKind::Notification
+                    } else {
+                        MailKind::Message
+                    },
+                    sender: opened.from.clone(),
+                    recipients: recipients.clone(),
+                    subject: subject.clone(),
+                    message_id: message_id.clone(),
+                    raw: opened.message.clone(),
+                    received: now,
+                    read: None,
+                })
+                .await
+                .map_err(local_problem)?;
+            ids.push(id);
+            if !notification && !message_id.is_empty() {
+                let content = mdn::build(&Notification {
+                    disposition: Disposition::Processed,
+                    original_message_id: &message_id,
+                    final_recipient: r,
+                    reporting_domain: &domain,
+                    final_destination_delivery: final_delivery,
+                    failure: None,
+                })
+                .map_err(|e| refusal(554, "5.6.0", format!("message not acceptable: {e}")))?;
+                mdns.push(self.outbound_row(
+                    OutboundKind::Mdn,
+                    r,
+                    &opened.from,
+                    &mdn::subject(&Disposition::Processed, &subject),
+                    content,
+                    now,
+                ));
+            }
+        }
+        self.store
+            .enqueue_outbound(mdns)
+            .await
+            .map_err(local_problem)?;
+        self.wake.notify_one();
+        Ok(Received { ids, notification })
+    }
+
+    /// Updates the status of what we sent from a disposition notification that arrived.
+    async fn record_notification(
+        &self,
+        message: &[u8],
+        from: &str,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let Ok(report) = mdn::parse(message) else {
+            // A DSN (delivery-status) or an unreadable report: delivered, not interpreted.
+            return Ok(());
+        };
+        let status = match report.disposition {
+            Disposition::Processed => DeliveryStatus::Processed,
+            Disposition::Dispatched => DeliveryStatus::Dispatched,
+            Disposition::Failed => DeliveryStatus::Failed,
+            Disposition::Other(_) => return Ok(()),
+        };
+        let Some(original) = report.original_message_id.as_deref() else {
+            return Ok(());
+        };
+        // Only the recipient may report on its message: the signer is bound to From, so From
+        // (not the Final-Recipient field, which the sender writes) names whose status changes.
+        if !report.final_recipient.is_empty() && !report.final_recipient.eq_ignore_ascii_case(from)
+        {
+            tracing::info!(from, final_recipient = %report.final_recipient, "direct: notification names another recipient than its signer");
+        }
+        let recipient = from.to_string();
+        let changed = self
+            .store
+            .outbound_disposition(
+                original.trim(),
+                &recipient,
+                status,
+                report.failure.as_deref(),
+                now,
+            )
+            .await?;
+        if let Some(row) = changed.filter(|r| r.status == DeliveryStatus::Failed) {
+            self.report_failure(&row, report.failure.as_deref().unwrap_or("delivery failed"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn outbound_row(
+        &self,
+        kind: OutboundKind,
+        from: &str,
+        to: &str,
+        subject: &str,
+        content: Vec<u8>,
+        now: i64,
+    ) -> Outbound {
+        let domain = store::domain_of(from).unwrap_or_else(|| self.config.hostname.clone());
+        Outbound {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            sender: from.to_string(),
+            recipient: to.to_ascii_lowercase(),
+            message_id: format!("<{}@{domain}>", uuid::Uuid::new_v4()),
+            subject: subject.to_string(),
+            content,
+            status: DeliveryStatus::Queued,
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+            created: now,
+            updated: now,
+        }
+    }
+
+    /// Queues a message from the local address `from` to each of `to`; `content` is its MIME
+    /// entity (Content-Type, blank line, body). Answers the Message-ID it will go out with.
+    pub async fn send(
+        &self,
+        from: &str,
+        to: &[String],
+        subject: &str,
+        content: &[u8],
+    ) -> anyhow::Result<String> {
+        anyhow::ensure!(!to.is_empty(), "no recipients");
+        anyhow::ensure!(
+            mime::is_safe_header_value(subject),
+            "the subject has a control character"
+        );
+        let now = now_ms();
+        let mut rows: Vec<Outbound> = to
+            .iter()
+            .map(|r| {
+                self.outbound_row(
+                    OutboundKind::Message,
+                    from,
+                    r,
+                    subject,
+                    content.to_vec(),
+                    now,
+                )
+            })
+            .collect();
+        let message_id = rows[0].message_id.clone();
+        for row in &mut rows {
+            row.message_id = message_id.clone();
+        }
+        self.store.enqueue_outbound(rows).await?;
+        self.wake.notify_one();
+        Ok(message_id)
+    }
+
+    /// Marks a mailbox entry read; if its sender asked for final-destination delivery, queues the
+    /// dispatched notification (once).
+    pub async fn open_message(&self, id: &str) -> anyhow::Result<Option<MailMessage>> {
+        let Some(message) = self.store.mail_message(id).await? else {
+            return Ok(None);
+        };
+        if self.store.mark_mail_read(id, now_ms()).await? && message.kind == MailKind::Message {
+            let entity = Entity::parse(&message.raw)?;
+            if mdn::wants_final_delivery(&entity) && !message.message_id.is_empty() {
+                let domain = store::domain_of(&message.mailbox).unwrap_or_default();
+                let content = mdn::build(&Notification {
+                    disposition: Disposition::Dispatched,
+                    original_message_id: &message.message_id,
+                    final_recipient: &message.mailbox,
+                    reporting_domain: &domain,
+                    final_destination_delivery: true,
+                    failure: None,
+                })?;
+                let row = self.outbound_row(
+                    OutboundKind::Mdn,
+                    &message.mailbox,
+                    &message.sender,
+                    &mdn::subject(&Disposition::Dispatched, &message.subject),
+                    content,
+                    now_ms(),
+                );
+                self.store.enqueue_outbound(vec![row]).await?;
+                self.wake.notify_one();
+            }
+        }
+        Ok(Some(message))
+    }
+
+    /// Tells a local sender, in their mailbox, that a message could not be delivered (the
+    /// delivery status notification for mail this HISP sends). Notifications are never reported.
+    async fn report_failure(&self, row: &Outbound, why: &str) -> anyhow::Result<()> {
+        if row.kind != OutboundKind::Message {
+            tracing::warn!(recipient = %row.recipient, error = why, "direct: a notification could not be delivered");
+            return Ok(());
+        }
+        let domain = store::domain_of(&row.sender).unwrap_or_default();
+        let boundary = mime::new_boundary();
+        let why: String = why.chars().filter(|c| !c.is_control()).collect();
+        let raw = format!(
+            "From: MAILER-DAEMON@{domain}\r\nTo: {sender}\r\nSubject: Delivery failed: {subject}\r\n\
+             Date: {date}\r\nMessage-ID: <{id}@{domain}>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=delivery-status; boundary=\"{boundary}\"\r\n\r\n\
+             --{boundary}\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
+             Your message {mid} to {rcpt} could not be delivered: {why}\r\n\
+             --{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n\
+             Reporting-MTA: dns;{host}\r\n\r\nFinal-Recipient: rfc822;{rcpt}\r\nAction: failed\r\n\
+             Status: 5.0.0\r\nDiagnostic-Code: smtp;{why}\r\n\r\n--{boundary}--\r\n",
+            sender = row.sender,
+            subject = row.subject,
+            date = rfc5322_now(),
+            id = uuid::Uuid::new_v4(),
+            mid = row.message_id,
+            rcpt = row.recipient,
+            host = self.config.hostname,
+        );
+        self.store
+            .deliver_mail(MailMessage {
+                id: uuid::Uuid::new_v4().to_string(),
+                mailbox: row.sender.clone(),
+                kind: MailKind::Dsn,
+                sender: format!("MAILER-DAEMON@{domain}"),
+                recipients: vec![row.sender.clone()],
+                subject: format!("Delivery failed: {}", row.subject),
+                message_id: String::new(),
+                raw: raw.into_bytes(),
+                received: now_ms(),
+                read: None,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The recipient's certificates that validate for encryption against the sender's domain's
+    /// outbound anchors.
+    async fn recipient_certificates(
+        &self,
+        sender: &str,
+        recipient: &str,
+    ) -> anyhow::Result<Vec<X509>> {
+        let sender_domain = store::domain_of(sender).unwrap_or_default();
+        let anchors = self
+            .anchors(&sender_domain, AnchorDirection::Outbound)
+            .await?;
+        let mut candidates = self.store.direct_certificates(recipient).await?;
+        if candidates.is_empty() {
+            if let Some(d) = store::domain_of(recipient) {
+                candidates = self.store.direct_certificates(&d).await?;
+            }
+        }
+        let validator = Validator::new(&anchors, &self.crls, now_ms() / 1000);
+        let mut out = Vec::new();
+        for c in candidates {
+            let cert = X509::from_pem(c.cert_pem.as_bytes())?;
+            match validator.validate_for(&cert, &[], Some(recipient), Usage::Encryption) {
+                Ok(_) => out.push(cert),
+                Err(e) => {
+                    tracing::info!(recipient, error = %e, "direct: recipient certificate not trusted")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Signs and encrypts one queued row for its recipient. `Err` with a reason when it can never
+    /// be sent (no key to sign with, no trusted certificate for the recipient).
+    pub async fn seal(&self, row: &Outbound) -> Result<Vec<u8>, String> {
+        let mut signers = self
+            .our_keys(&row.sender)
+            .await
+            .map_err(|e| e.to_string())?;
+        if signers.is_empty() {
+            if let Some(d) = store::domain_of(&row.sender) {
+                signers = self.our_keys(&d).await.map_err(|e| e.to_string())?;
+            }
+        }
+        let Some((cert, key)) = signers.into_iter().next() else {
+            return Err(format!("no certificate and key to sign for {}", row.sender));
+        };
+        let recipients = self
+            .recipient_certificates(&row.sender, &row.recipient)
+            .await
+            .map_err(|e| e.to_string())?;
+        if recipients.is_empty() {
+            return Err(format!(
+                "no trusted certificate for {} (DNS and LDAP discovery are not done)",
+                row.recipient
+            ));
+        }
+        let row = row.clone();
+        let options = self.config.seal;
+        tokio::task::spawn_blocking(move || {
+            let to = [row.recipient.clone()];
+            let extra: Vec<(String, String)> = if row.kind == OutboundKind::Message {
+                vec![(
+                    "Disposition-Notification-Options".to_string(),
+                    "X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true".to_string(),
+                )]
+            } else {
+                Vec::new()
+            };
+            let outgoing = Outgoing {
+                from: &row.sender,
+                to: &to,
+                subject: &row.subject,
+                message_id: &row.message_id,
+                date: &rfc5322_now(),
+                extra_headers: &extra,
+                content: &row.content,
+            };
+            let signer = Signer {
+                cert: &cert,
+                key: &key,
+                chain: &[],
+            };
+            smime::seal(&outgoing, &signer, &recipients, options).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The delay before attempt `attempts + 1`.
+    fn backoff(&self, attempts: i64) -> Duration {
+        let factor = 1u32 << attempts.clamp(0, 20) as u32;
+        self.config
+            .retry_base
+            .saturating_mul(factor)
+            .min(self.config.retry_max)
+    }
+
+    /// Delivers one claimed row: seal, hand over (to a local mailbox if the recipient is ours, or
+    /// by SMTP to its route), and settle it.
+    async fn deliver(&self, owner: &str, row: Outbound) -> anyhow::Result<()> {
+        let outcome = match self.seal(&row).await {
+            Err(why) => Settle::Failed { error: why },
+            Ok(sealed) => match self.hand_over(&row, sealed).await {
+                Delivery::Accepted => Settle::Sent,
+                Delivery::Permanent(why) => Settle::Failed { error: why },
+                Delivery::Transient(why) if row.attempts >= i64::from(self.config.max_attempts) => {
+                    Settle::Failed {
+                        error: format!("gave up after {} attempts: {why}", row.attempts),
+                    }
+                }
+                Delivery::Transient(why) => Settle::Retry {
+                    at: now_ms() + self.backoff(row.attempts - 1).as_millis() as i64,
+                    error: why,
+                },
+            },
+        };
+        tracing::debug!(id = %row.id, ?outcome, "direct: outbound settled");
+        let failed = match &outcome {
+            Settle::Failed { error } => Some(error.clone()),
+            _ => None,
+        };
+        if self
+            .store
+            .settle_outbound(&row.id, owner, now_ms(), outcome)
+            .await?
+        {
+            if let Some(why) = failed {
+                self.report_failure(&row, &why).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, row: &Outbound, sealed: Vec<u8>) -> Delivery {
+        let domain = store::domain_of(&row.recipient).unwrap_or_default();
+        if let Some(route) = self
+            .config
+            .routes
+            .iter()
+            .find(|r| r.domain.eq_ignore_ascii_case(&domain))
+        {
+            return client::send(
+                &route.address,
+                &self.config.hostname,
+                &row.sender,
+                &row.recipient,
+                &sealed,
+                self.config.client_timeout,
+            )
+            .await;
+        }
+        if self.is_local_domain(&domain) {
+            // Between two addresses of ours: the same path as mail from outside.
+            return match self.check_recipient(&row.recipient).await {
+                Ok(RecipientCheck::Local) => {
+                    match Box::pin(self.receive(std::slice::from_ref(&row.recipient), sealed)).await
+                    {
+                        Ok(_) => Delivery::Accepted,
+                        Err(r) if r.code >= 500 => Delivery::Permanent(r.text),
+                        Err(r) => Delivery::Transient(r.text),
+                    }
+                }
+                Ok(_) => Delivery::Permanent(format!("no such address: {}", row.recipient)),
+                Err(r) => Delivery::Transient(r.text),
+            };
+        }
+        Delivery::Permanent(format!(
+            "no route to {domain} (only static routes; MX lookup is not done)"
+        ))
+    }
+
+    /// One pass of the delivery worker: claims due rows as `owner`, delivers them, and expires
+    /// sent messages whose processed notification is overdue. Answers how many rows it handled.
+    pub async fn run_once(&self, owner: &str, batch: usize) -> anyhow::Result<usize> {
+        let now = now_ms();
+        let rows = self
+            .store
+            .claim_outbound(
+                owner,
+                now,
+                now + self.config.lease.as_millis() as i64,
+                batch,
+            )
+            .await?;
+        let count = rows.len();
+        let mut tasks = tokio::task::JoinSet::new();
+        for row in rows {
+            let hisp = self.clone();
+            let owner = owner.to_string();
+            tasks.spawn(async move { hisp.deliver(&owner, row).await });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "direct: delivery failed"),
+                Err(e) => tracing::warn!(error = %e, "direct: delivery task failed"),
+            }
+        }
+        let overdue = self
+            .store
+            .expire_unconfirmed_outbound(
+                now - self.config.processed_timeout.as_millis() as i64,
+                now,
+                batch,
+            )
+            .await?;
+        for row in &overdue {
+            self.report_failure(row, "no processed notification arrived in time")
+                .await?;
+        }
+        Ok(count)
+    }
+}

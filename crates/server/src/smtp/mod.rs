@@ -1,0 +1,94 @@
+//! Direct secure messaging over SMTP: nutmeg as a HISP.
+//!
+//! - [`hisp`]: the use cases (who may receive, what an inbound message becomes, sealing and
+//!   delivering what goes out, notifications and their effect on delivery status);
+//! - [`server`]: the inbound ESMTP listener (`nutmeg serve --smtp`), wire only;
+//! - [`client`]: outbound SMTP to the next HISP;
+//! - [`worker`]: the delivery loop over the store's outbound queue;
+//! - [`config`]: the Direct configuration file (`--direct-config`);
+//! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL).
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod hisp;
+pub mod server;
+pub mod worker;
+
+pub use hisp::{Hisp, HispConfig, Route};
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// The running SMTP listener and delivery worker; both stop when this is dropped.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the listener is bound.
+    pub address: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Starts Direct messaging if the configuration has a Direct configuration file: binds the SMTP
+/// listener (STARTTLS with the HTTPS certificate, if any) and starts the delivery worker.
+pub async fn start(
+    config: &crate::config::Config,
+    store: &store::Store,
+) -> anyhow::Result<Option<Running>> {
+    let Some(path) = &config.direct_config else {
+        return Ok(None);
+    };
+    let (hisp_config, kek, crls) = self::config::load(path)?;
+    let listener = tokio::net::TcpListener::bind(config.smtp)
+        .await
+        .with_context(|| format!("cannot listen for SMTP on {}", config.smtp))?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| server::starttls_config(&t.server));
+    let hisp = Hisp::new(store.clone(), hisp_config, kek, crls);
+    Ok(Some(spawn(listener, hisp, tls)?))
+}
+
+/// Serves SMTP on `listener` and runs the delivery worker (polling every second) until the
+/// answer is dropped.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    hisp: Hisp,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<Running> {
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut server_stop = tx.subscribe();
+    let mut worker_stop = tx.subscribe();
+    tokio::spawn(async move {
+        let _ = stopped.await;
+        let _ = tx.send(());
+    });
+    let server_hisp = hisp.clone();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = server_stop.recv().await;
+        };
+        if let Err(e) = server::serve(listener, server_hisp, tls, stop).await {
+            tracing::error!(error = %e, "smtp: the listener failed");
+        }
+    });
+    tokio::spawn(worker::run(hisp, Duration::from_secs(1), async move {
+        let _ = worker_stop.recv().await;
+    }));
+    tracing::info!(%address, "smtp: listening for Direct mail");
+    Ok(Running {
+        address,
+        stop: Some(stop),
+    })
+}

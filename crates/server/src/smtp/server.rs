@@ -1,0 +1,493 @@
+//! The inbound SMTP listener (RFC 5321 ESMTP): EHLO/HELO, MAIL (with SIZE and BODY), RCPT, DATA,
+//! RSET, NOOP, VRFY, QUIT and STARTTLS (RFC 3207, with the HTTPS certificate through rustls);
+//! PIPELINING (replies are written when the client's pipelined commands are all read), SIZE,
+//! 8BITMIME and ENHANCEDSTATUSCODES. It only speaks the wire: which recipients exist and what an
+//! accepted message becomes is [`Hisp`]'s.
+//!
+//! Mail is accepted only for active addresses of the local Direct domains: a recipient elsewhere
+//! is refused at RCPT (550 5.7.1, never relayed), an unknown local one too (550 5.1.1). Commands
+//! wait at most the command timeout, each line of data the data timeout (then 421 and the
+//! connection closes); a message over the size limit is read to its end and refused (552); a
+//! client with too many bad commands is disconnected (421). After STARTTLS whatever the client
+//! pipelined behind it is refused (the connection closes), and the session starts over.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use super::hisp::{Hisp, RecipientCheck};
+
+/// Connections served at once; more are told to come back later.
+const MAX_CONNECTIONS: usize = 256;
+/// Longest command line accepted (RFC 5321 asks for 512 at least).
+const MAX_COMMAND: usize = 2048;
+/// Longest line of message data (RFC 5321's limit is 1000 with CR LF; be lenient).
+const MAX_DATA_LINE: usize = 64 * 1024;
+/// Bad commands before the connection is closed.
+const MAX_ERRORS: u32 = 10;
+/// How long the TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Anything a session can run over: TCP, or TLS over TCP.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// The TLS configuration for STARTTLS: the HTTPS server's certificate and key, without ALPN.
+pub fn starttls_config(https: &ServerConfig) -> Arc<ServerConfig> {
+    let mut config = https.clone();
+    config.alpn_protocols.clear();
+    Arc::new(config)
+}
+
+/// Serves SMTP on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    hisp: Hisp,
+    tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "smtp: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (hisp, tls) = (hisp.clone(), tls.clone());
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let mut session = Session::new(hisp, tls, Box::new(tcp));
+                    if let Err(e) = session.run().await {
+                        tracing::debug!(%peer, error = %e, "smtp: session ended");
+                    }
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let mut tcp = tcp;
+                    let _ = tcp
+                        .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+/// A line as read: complete, too long (read to its end and dropped), or the end of input.
+enum Line {
+    Ok,
+    TooLong,
+    Eof,
+}
+
+async fn read_line(
+    conn: &mut BufReader<Box<dyn Io>>,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let mut too_long = false;
+    loop {
+        let available = conn.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() && !too_long {
+                Line::Eof
+            } else if too_long {
+                Line::TooLong
+            } else {
+                Line::Ok
+            });
+        }
+        let (take, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        if !too_long && buf.len() + take <= max {
+            buf.extend_from_slice(&available[..take]);
+        } else {
+            too_long = true;
+            buf.clear();
+        }
+        conn.consume(take);
+        if done {
+            return Ok(if too_long { Line::TooLong } else { Line::Ok });
+        }
+    }
+}
+
+/// `<address>` after `FROM:` / `TO:` and the parameters after it. `None` for bad syntax.
+fn parse_path<'a>(rest: &'a str, prefix: &str) -> Option<(&'a str, Vec<&'a str>)> {
+    let head = rest.get(..prefix.len())?;
+    if !head.eq_ignore_ascii_case(prefix) {
+        return None;
+    }
+    let rest = rest[prefix.len()..].trim_start();
+    let rest = rest.strip_prefix('<')?;
+    let end = rest.find('>')?;
+    let path = &rest[..end];
+    // A source route (`@a,@b:user@c`) is allowed by RFC 5321 and ignored.
+    let path = path.rsplit_once(':').map_or(path, |(_, p)| p);
+    let params = rest[end + 1..].split_whitespace().collect();
+    Some((path, params))
+}
+
+fn is_address(a: &str) -> bool {
+    store::domain_of(a).is_some()
+        && a.len() <= 254
+        && a.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+}
+
+struct Session {
+    hisp: Hisp,
+    tls: Option<Arc<ServerConfig>>,
+    conn: BufReader<Box<dyn Io>>,
+    out: Vec<u8>,
+    secure: bool,
+    greeted: bool,
+    mail_from: Option<String>,
+    recipients: Vec<String>,
+    errors: u32,
+}
+
+/// What to do after a command.
+enum Next {
+    Continue,
+    Close,
+}
+
+impl Session {
+    fn new(hisp: Hisp, tls: Option<Arc<ServerConfig>>, io: Box<dyn Io>) -> Session {
+        Session {
+            hisp,
+            tls,
+            conn: BufReader::new(io),
+            out: Vec::new(),
+            secure: false,
+            greeted: false,
+            mail_from: None,
+            recipients: Vec::new(),
+            errors: 0,
+        }
+    }
+
+    /// Queues a reply; writes what is queued unless more pipelined commands are already waiting
+    /// (or `force`).
+    async fn reply(&mut self, text: &str, force: bool) -> std::io::Result<()> {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        if force || self.conn.buffer().is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let io = self.conn.get_mut();
+            io.write_all(&out).await?;
+            io.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.mail_from = None;
+        self.recipients.clear();
+    }
+
+    async fn run(&mut self) -> anyhow::Result<()> {
+        let hostname = self.hisp.config().hostname.clone();
+        self.reply(&format!("220 {hostname} ESMTP nutmeg"), true)
+            .await?;
+        let mut line = Vec::new();
+        loop {
+            let timeout = self.hisp.config().command_timeout;
+            let read =
+                tokio::time::timeout(timeout, read_line(&mut self.conn, &mut line, MAX_COMMAND))
+                    .await;
+            let next = match read {
+                Err(_) => {
+                    self.reply("421 4.4.2 Timeout, closing connection", true)
+                        .await?;
+                    Next::Close
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(Line::Eof)) => Next::Close,
+                Ok(Ok(Line::TooLong)) => self.error("500 5.5.6 Line too long").await?,
+                Ok(Ok(Line::Ok)) => {
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\r', '\n']).to_string();
+                    self.command(&text).await?
+                }
+            };
+            if let Next::Close = next {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Replies with an error and counts it; closes after too many.
+    async fn error(&mut self, text: &str) -> std::io::Result<Next> {
+        self.errors += 1;
+        if self.errors > MAX_ERRORS {
+            self.reply("421 4.7.0 Too many errors, closing connection", true)
+                .await?;
+            return Ok(Next::Close);
+        }
+        self.reply(text, false).await?;
+        Ok(Next::Continue)
+    }
+
+    async fn command(&mut self, text: &str) -> anyhow::Result<Next> {
+        let (verb, rest) = match text.split_once(' ') {
+            Some((v, r)) => (v.to_ascii_uppercase(), r.trim()),
+            None => (text.to_ascii_uppercase(), ""),
+        };
+        let config = self.hisp.config().clone();
+        match verb.as_str() {
+            "EHLO" | "HELO" => {
+                if rest.is_empty() || rest.contains(char::is_whitespace) {
+                    return Ok(self.error("501 5.5.4 Syntax: EHLO hostname").await?);
+                }
+                self.reset();
+                self.greeted = true;
+                if verb == "HELO" {
+                    self.reply(&format!("250 {} Hello {rest}", config.hostname), false)
+                        .await?;
+                } else {
+                    let mut lines = vec![
+                        format!("{} Hello {rest}", config.hostname),
+                        "PIPELINING".to_string(),
+                        format!("SIZE {}", config.max_message_bytes),
+                        "8BITMIME".to_string(),
+                        "ENHANCEDSTATUSCODES".to_string(),
+                    ];
+                    if self.tls.is_some() && !self.secure {
+                        lines.push("STARTTLS".to_string());
+                    }
+                    let last = lines.len() - 1;
+                    let reply: Vec<String> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, l)| format!("250{}{l}", if i == last { ' ' } else { '-' }))
+                        .collect();
+                    self.reply(&reply.join("\r\n"), false).await?;
+                }
+            }
+            "MAIL" => {
+                if !self.greeted {
+                    return Ok(self.error("503 5.5.1 Send EHLO first").await?);
+                }
+                if self.mail_from.is_some() {
+                    return Ok(self.error("503 5.5.1 Nested MAIL command").await?);
+                }
+                let Some((path, params)) = parse_path(rest, "FROM:") else {
+                    return Ok(self.error("501 5.5.4 Syntax: MAIL FROM:<address>").await?);
+                };
+                if !path.is_empty() && !is_address(path) {
+                    return Ok(self.error("553 5.1.7 Bad sender address syntax").await?);
+                }
+                for p in params {
+                    let (name, value) = p.split_once('=').unwrap_or((p, ""));
+                    match name.to_ascii_uppercase().as_str() {
+                        "SIZE" => match value.parse::<u64>() {
+                            Ok(n) if n > config.max_message_bytes as u64 => {
+                                self.reply(
+                                    "552 5.3.4 Message size exceeds fixed maximum message size",
+                                    false,
+                                )
+                                .await?;
+                                return Ok(Next::Continue);
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                return Ok(self.error("501 5.5.4 Bad SIZE parameter").await?)
+                            }
+                        },
+                        "BODY"
+                            if value.eq_ignore_ascii_case("7BIT")
+                                || value.eq_ignore_ascii_case("8BITMIME") => {}
+                        _ => {
+                            return Ok(self
+                                .error("555 5.5.4 MAIL parameter not recognized")
+                                .await?)
+                        }
+                    }
+                }
+                self.mail_from = Some(path.to_string());
+                self.reply("250 2.1.0 Sender OK", false).await?;
+            }
+            "RCPT" => {
+                if self.mail_from.is_none() {
+                    return Ok(self.error("503 5.5.1 Need MAIL before RCPT").await?);
+                }
+                let Some((path, params)) = parse_path(rest, "TO:") else {
+                    return Ok(self.error("501 5.5.4 Syntax: RCPT TO:<address>").await?);
+                };
+                if !params.is_empty() {
+                    return Ok(self
+                        .error("555 5.5.4 RCPT parameters not recognized")
+                        .await?);
+                }
+                if !is_address(path) {
+                    return Ok(self.error("501 5.1.3 Bad recipient address syntax").await?);
+                }
+                if self.recipients.len() >= config.max_recipients {
+                    self.reply("452 4.5.3 Too many recipients", false).await?;
+                    return Ok(Next::Continue);
+                }
+                match self.hisp.check_recipient(path).await {
+                    Ok(RecipientCheck::Local) => {
+                        self.recipients.push(path.to_ascii_lowercase());
+                        self.reply("250 2.1.5 Recipient OK", false).await?;
+                    }
+                    Ok(RecipientCheck::Unknown) => {
+                        self.reply("550 5.1.1 No such recipient here", false)
+                            .await?;
+                    }
+                    Ok(RecipientCheck::Relay) => {
+                        self.reply("550 5.7.1 Relaying denied", false).await?;
+                    }
+                    Err(r) => {
+                        self.reply(&format!("{} {} {}", r.code, r.status, r.text), false)
+                            .await?;
+                    }
+                }
+            }
+            "DATA" => {
+                if !rest.is_empty() {
+                    return Ok(self.error("501 5.5.4 DATA takes no arguments").await?);
+                }
+                if self.mail_from.is_none() {
+                    return Ok(self.error("503 5.5.1 Need MAIL command").await?);
+                }
+                if self.recipients.is_empty() {
+                    return Ok(self.error("554 5.5.1 No valid recipients").await?);
+                }
+                self.reply("354 End data with <CR><LF>.<CR><LF>", true)
+                    .await?;
+                let Some(message) = self.read_data(&config).await? else {
+                    return Ok(Next::Close);
+                };
+                let recipients = std::mem::take(&mut self.recipients);
+                self.reset();
+                match message {
+                    None => {
+                        self.reply(
+                            "552 5.3.4 Message size exceeds fixed maximum message size",
+                            false,
+                        )
+                        .await?;
+                    }
+                    Some(raw) => match self.hisp.receive(&recipients, raw).await {
+                        Ok(_) => self.reply("250 2.0.0 Message accepted", false).await?,
+                        Err(r) => {
+                            self.reply(&format!("{} {} {}", r.code, r.status, r.text), false)
+                                .await?
+                        }
+                    },
+                }
+            }
+            "RSET" => {
+                self.reset();
+                self.reply("250 2.0.0 OK", false).await?;
+            }
+            "NOOP" => self.reply("250 2.0.0 OK", false).await?,
+            "VRFY" => {
+                self.reply("252 2.5.0 Cannot VRFY user, but will accept message", false)
+                    .await?
+            }
+            "QUIT" => {
+                self.reply("221 2.0.0 Bye", true).await?;
+                return Ok(Next::Close);
+            }
+            "STARTTLS" => {
+                let Some(tls) = self.tls.clone().filter(|_| !self.secure) else {
+                    return Ok(self.error("502 5.5.1 STARTTLS not available").await?);
+                };
+                if !rest.is_empty() {
+                    return Ok(self.error("501 5.5.4 STARTTLS takes no arguments").await?);
+                }
+                self.reply("220 2.0.0 Ready to start TLS", true).await?;
+                if !self.conn.buffer().is_empty() {
+                    // Commands pipelined behind STARTTLS were sent in the clear: refuse them.
+                    return Ok(Next::Close);
+                }
+                let io = std::mem::replace(
+                    &mut self.conn,
+                    BufReader::new(Box::new(tokio::io::empty()) as Box<dyn Io>),
+                )
+                .into_inner();
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("TLS handshake timed out"))??;
+                self.conn = BufReader::new(Box::new(stream));
+                self.secure = true;
+                self.greeted = false;
+                self.reset();
+            }
+            "" => {
+                return Ok(self
+                    .error("500 5.5.2 Syntax error, command unrecognized")
+                    .await?)
+            }
+            _ => return Ok(self.error("502 5.5.2 Command not recognized").await?),
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Reads the message after 354: `Some(Some(bytes))`, `Some(None)` when it was over the size
+    /// limit (read to its end and dropped), `None` when the connection ended or timed out.
+    async fn read_data(
+        &mut self,
+        config: &super::hisp::HispConfig,
+    ) -> anyhow::Result<Option<Option<Vec<u8>>>> {
+        let mut message = Vec::new();
+        let mut too_big = false;
+        let mut line = Vec::new();
+        loop {
+            let read = tokio::time::timeout(
+                config.data_timeout,
+                read_line(&mut self.conn, &mut line, MAX_DATA_LINE),
+            )
+            .await;
+            match read {
+                Err(_) => {
+                    self.reply(
+                        "421 4.4.2 Timeout waiting for data, closing connection",
+                        true,
+                    )
+                    .await?;
+                    return Ok(None);
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(Line::Eof)) => return Ok(None),
+                Ok(Ok(Line::TooLong)) => too_big = true,
+                Ok(Ok(Line::Ok)) => {
+                    if line == b".\r\n" || line == b".\n" {
+                        return Ok(Some(if too_big { None } else { Some(message) }));
+                    }
+                    let body = line.strip_prefix(b".").unwrap_or(&line);
+                    if message.len() + body.len() > config.max_message_bytes {
+                        too_big = true;
+                        message = Vec::new();
+                    }
+                    if !too_big {
+                        message.extend_from_slice(body);
+                    }
+                }
+            }
+        }
+    }
+}
