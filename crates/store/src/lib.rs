@@ -70,14 +70,14 @@ pub use audit::{
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
 pub use engine::Store;
+pub use mail::{
+    domain_of, AddressStatus, AnchorDirection, DeliveryStatus, DirectAddress, DirectCertificate,
+    MailKind, MailMessage, Outbound, OutboundKind, Settle, TrustAnchor,
+};
 pub use mpi::{
     Decide, LinkContext, LinkDecision, LinkOutcome, MpiCandidate, MpiConstraint, MpiCurrent,
     MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
     Split, SplitContext,
-};
-pub use mail::{
-    domain_of, AddressStatus, AnchorDirection, DeliveryStatus, DirectAddress, DirectCertificate,
-    MailKind, MailMessage, Outbound, OutboundKind, Settle, TrustAnchor,
 };
 pub use relationships::RelationshipBasis;
 #[cfg(feature = "sqlite")]
