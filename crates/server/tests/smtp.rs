@@ -909,8 +909,15 @@ async fn the_queue_survives_a_restart_and_mail_between_local_addresses_stays_loc
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("n.db").display());
     // Queued while no worker runs (as if the process stopped before sending).
+    // A short lease: if the stopping worker claimed the row before it saw the stop (it is told
+    // through a task, and a wake-up for the new row can win the race), the row is free again
+    // soon, as a crashed process's rows are.
     let store = Store::open(&url).await.unwrap();
-    let mut f = fixture_on(store, dir, |c| c.routes.clear()).await;
+    let mut f = fixture_on(store, dir, |c| {
+        c.routes.clear();
+        c.lease = Duration::from_secs(2);
+    })
+    .await;
     drop(f.running.take());
     let id = f
         .hisp
