@@ -51,14 +51,14 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0006_accounts.sql"),
     },
     Migration {
-        version: 8,
+        version: 7,
         name: "mpi",
-        sql: include_str!("../migrations/sqlite/0008_mpi.sql"),
+        sql: include_str!("../migrations/sqlite/0007_mpi.sql"),
     },
     Migration {
-        version: 9,
+        version: 8,
         name: "direct",
-        sql: include_str!("../migrations/sqlite/0009_direct.sql"),
+        sql: include_str!("../migrations/sqlite/0008_direct.sql"),
     },
 ];
 
@@ -103,14 +103,14 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0006_accounts.sql"),
     },
     Migration {
-        version: 8,
+        version: 7,
         name: "mpi",
-        sql: include_str!("../migrations/postgres/0008_mpi.sql"),
+        sql: include_str!("../migrations/postgres/0007_mpi.sql"),
     },
     Migration {
-        version: 9,
+        version: 8,
         name: "direct",
-        sql: include_str!("../migrations/postgres/0009_direct.sql"),
+        sql: include_str!("../migrations/postgres/0008_direct.sql"),
     },
 ];
 

@@ -352,6 +352,8 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["4".to_string(), "relationships".to_string()],
             vec!["5".to_string(), "audit_index".to_string()],
             vec!["6".to_string(), "accounts".to_string()],
+            vec!["7".to_string(), "mpi".to_string()],
+            vec!["8".to_string(), "direct".to_string()],
         ],
         "applied once"
     );

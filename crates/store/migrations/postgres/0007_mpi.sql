@@ -1,4 +1,4 @@
--- nutmeg store schema, version 8 (sqlite): the master patient index's enterprise identities. Released
+-- nutmeg store schema, version 7 (postgres): the master patient index's enterprise identities. Released
 -- migrations are never edited; add a new file instead. The exchange decides (it scores records and
 -- chooses identities); the store keeps what it decided, under one lock so that processes sharing a
 -- database link one record at a time.
@@ -11,7 +11,7 @@ CREATE TABLE mpi_links (
     patient_id TEXT PRIMARY KEY,
     identity_id TEXT NOT NULL,
     method TEXT NOT NULL CHECK (method IN ('auto', 'new', 'manual')),
-    score REAL,
+    score DOUBLE PRECISION,
     record TEXT NOT NULL,
     updated BIGINT NOT NULL
 );
@@ -22,7 +22,7 @@ CREATE TABLE mpi_keys (
     key BIGINT NOT NULL,
     patient_id TEXT NOT NULL,
     PRIMARY KEY (key, patient_id)
-) WITHOUT ROWID;
+);
 CREATE INDEX mpi_keys_patient ON mpi_keys (patient_id);
 
 -- Operators' decisions about a pair of Patients (patient_a < patient_b): the same person or not.
@@ -35,7 +35,7 @@ CREATE TABLE mpi_decisions (
     reason TEXT NOT NULL,
     decided BIGINT NOT NULL,
     PRIMARY KEY (patient_a, patient_b)
-) WITHOUT ROWID;
+);
 CREATE INDEX mpi_decisions_b ON mpi_decisions (patient_b);
 
 -- Possible matches waiting for an operator (patient_a < patient_b): pairs scored above the review
@@ -43,16 +43,16 @@ CREATE INDEX mpi_decisions_b ON mpi_decisions (patient_b);
 CREATE TABLE mpi_reviews (
     patient_a TEXT NOT NULL,
     patient_b TEXT NOT NULL,
-    score REAL NOT NULL,
+    score DOUBLE PRECISION NOT NULL,
     grade TEXT NOT NULL,
     created BIGINT NOT NULL,
     PRIMARY KEY (patient_a, patient_b)
-) WITHOUT ROWID;
+);
 CREATE INDEX mpi_reviews_b ON mpi_reviews (patient_b);
 
 -- Every change of a Patient's identity: who (an operator's id, or 'system'), when, why.
 CREATE TABLE mpi_history (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq BIGSERIAL PRIMARY KEY,
     at BIGINT NOT NULL,
     actor TEXT NOT NULL,
     action TEXT NOT NULL,

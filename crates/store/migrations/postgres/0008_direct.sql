@@ -1,4 +1,4 @@
--- nutmeg store schema, version 9 (PostgreSQL): Direct secure messaging (the exchange as a HISP).
+-- nutmeg store schema, version 8 (PostgreSQL): Direct secure messaging (the exchange as a HISP).
 -- Released migrations are never edited; add a new file instead. Times are milliseconds since the
 -- Unix epoch. Binary values (messages, sealed keys) are base64 text.
 
