@@ -972,15 +972,7 @@ impl DecisionPoint {
                 }
                 _ => false,
             };
-            let mut consents: Vec<privacy::consent::Consent> = privacy
-                .consents
-                .of(patient)
-                .iter()
-                .map(|c| (**c).clone())
-                .collect();
-            for member in &data.family {
-                consents.extend(privacy.consents.of(member).iter().map(|c| (**c).clone()));
-            }
+            let consents = privacy.consents.for_decision(patient, &data.family);
             let request = privacy::policy::Request {
                 purpose,
                 recipient: recipient.clone(),
@@ -1054,15 +1046,7 @@ impl DecisionPoint {
                 .related_to_all(who, std::slice::from_ref(&patient.to_string()))
                 .await?;
         privacy.consents.refresh(store).await?;
-        let mut consents: Vec<privacy::consent::Consent> = privacy
-            .consents
-            .of(patient)
-            .iter()
-            .map(|c| (**c).clone())
-            .collect();
-        for member in &data.family {
-            consents.extend(privacy.consents.of(member).iter().map(|c| (**c).clone()));
-        }
+        let consents = privacy.consents.for_decision(patient, &data.family);
         let request = privacy::policy::Request {
             purpose,
             recipient,

@@ -96,6 +96,16 @@ impl ConsentRegistry {
             .unwrap_or_default()
     }
 
+    /// The consents a decision about `patient`'s data rests on: the patient's own and those of
+    /// each family member a family-therapy record names.
+    pub fn for_decision(&self, patient: &str, family: &[String]) -> Vec<Consent> {
+        std::iter::once(patient)
+            .chain(family.iter().map(String::as_str))
+            .flat_map(|p| self.of(p))
+            .map(|c| (*c).clone())
+            .collect()
+    }
+
     /// Whether any patient has a consent recorded at all (nothing to look up otherwise).
     pub fn is_empty(&self) -> bool {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());

@@ -317,6 +317,13 @@ fn ph(e: &impl Exec, n: usize) -> String {
     e.dialect().placeholder(n)
 }
 
+/// `(?, ?, ...)`: the placeholders of one row of a multi-row INSERT, `n` values after the first
+/// `base` arguments.
+fn row_of(e: &impl Exec, base: usize, n: usize) -> String {
+    let placeholders: Vec<String> = (1..=n).map(|i| ph(e, base + i)).collect();
+    format!("({})", placeholders.join(", "))
+}
+
 fn opt_text(v: Val) -> Option<String> {
     match v {
         Val::Text(s) => Some(s),
@@ -1107,13 +1114,7 @@ async fn apply_rebuild(e: &mut impl Exec, rebuild: MpiRebuild, now: i64) -> Resu
             args.push(l.score.map_or(Val::Null, Val::Real));
             args.push(Val::Text(l.record.clone()));
             args.push(Val::Int(now));
-            values.push(format!(
-                "({})",
-                (1..=6)
-                    .map(|i| ph(e, base + i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            values.push(row_of(e, base, 6));
         }
         if values.is_empty() {
             continue;
@@ -1158,13 +1159,7 @@ async fn apply_rebuild(e: &mut impl Exec, rebuild: MpiRebuild, now: i64) -> Resu
             args.push(Val::Real(*score));
             args.push(Val::Text(grade.clone()));
             args.push(Val::Int(now));
-            values.push(format!(
-                "({})",
-                (1..=5)
-                    .map(|i| ph(e, base + i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            values.push(row_of(e, base, 5));
         }
         if values.is_empty() {
             continue;
@@ -1207,13 +1202,7 @@ async fn apply_rebuild(e: &mut impl Exec, rebuild: MpiRebuild, now: i64) -> Resu
             args.push(text(*identity));
             args.push(text(*previous));
             args.push(Val::Text(rebuild.reason.clone()));
-            values.push(format!(
-                "({})",
-                (1..=7)
-                    .map(|i| ph(e, base + i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            values.push(row_of(e, base, 7));
         }
         let sql = format!(
             "INSERT INTO mpi_history (at, actor, action, patient_id, identity_id, previous_identity, reason) \
