@@ -18,65 +18,77 @@ pub struct Unclosed {
 }
 
 /// Every record of `text` (a byte-order mark and blank lines are skipped; `\r\n` and `\n` both end
-/// a record).
+/// a record). Unquoted cells are sliced from the text, not built a character at a time: a roster
+/// has hundreds of thousands of them.
 pub fn read(text: &str) -> Result<Vec<Record>, Unclosed> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let b = text.as_bytes();
+    // Delimiters are ASCII, so slicing at them never splits a UTF-8 character.
+    let ends_cell =
+        |i: usize| b[i] == b',' || b[i] == b'\n' || (b[i] == b'\r' && b.get(i + 1) == Some(&b'\n'));
     let mut records = Vec::new();
-    let mut cells = Vec::new();
-    let mut cell = String::new();
+    let mut i = 0;
     let mut line = 1;
-    let mut start = 1;
-    let mut quoted = false;
-    let mut was_quoted = false;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if quoted {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    cell.push('"');
+    while i < b.len() {
+        let start = line;
+        let mut cells = Vec::new();
+        loop {
+            if i < b.len() && b[i] == b'"' {
+                i += 1;
+                let mut cell = String::new();
+                let mut from = i;
+                loop {
+                    if i >= b.len() {
+                        return Err(Unclosed { line: start });
+                    }
+                    match b[i] {
+                        b'"' if b.get(i + 1) == Some(&b'"') => {
+                            cell.push_str(&text[from..=i]);
+                            i += 2;
+                            from = i;
+                        }
+                        b'"' => {
+                            cell.push_str(&text[from..i]);
+                            i += 1;
+                            break;
+                        }
+                        b'\n' => {
+                            line += 1;
+                            i += 1;
+                        }
+                        _ => i += 1,
+                    }
                 }
-                '"' => quoted = false,
-                '\n' => {
-                    line += 1;
-                    cell.push(c);
+                // Anything between the closing quote and the delimiter is kept, as spreadsheets do.
+                let from = i;
+                while i < b.len() && !ends_cell(i) {
+                    i += 1;
                 }
-                _ => cell.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if cell.is_empty() && !was_quoted => {
-                quoted = true;
-                was_quoted = true;
-            }
-            ',' => {
-                cells.push(std::mem::take(&mut cell));
-                was_quoted = false;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                cells.push(std::mem::take(&mut cell));
-                if !(cells.len() == 1 && cells[0].is_empty() && !was_quoted) {
-                    records.push(Record {
-                        line: start,
-                        cells: std::mem::take(&mut cells),
-                    });
+                cell.push_str(&text[from..i]);
+                cells.push(cell);
+            } else {
+                let from = i;
+                while i < b.len() && !ends_cell(i) {
+                    i += 1;
                 }
-                cells.clear();
-                was_quoted = false;
+                cells.push(text[from..i].to_string());
+            }
+            if i < b.len() && b[i] == b',' {
+                i += 1;
+                continue;
+            }
+            if i < b.len() && b[i] == b'\r' {
+                i += 1;
+            }
+            if i < b.len() && b[i] == b'\n' {
+                i += 1;
                 line += 1;
-                start = line;
             }
-            _ => cell.push(c),
+            break;
         }
-    }
-    if quoted {
-        return Err(Unclosed { line: start });
-    }
-    if !cell.is_empty() || !cells.is_empty() || was_quoted {
-        cells.push(cell);
-        records.push(Record { line: start, cells });
+        if !(cells.len() == 1 && cells[0].is_empty()) {
+            records.push(Record { line: start, cells });
+        }
     }
     Ok(records)
 }
