@@ -270,7 +270,9 @@ async fn intake_records_the_sending_participant_and_keeps_the_first() {
     let hospital = client(&w.hospital, ALL, PurposeOfUse::Treat);
     let mut changed = stored.resource.clone();
     changed["valueQuantity"]["value"] = json!(80);
-    changed["meta"] = json!({});
+    if let Some(body) = changed.as_object_mut() {
+        body.remove("meta");
+    }
     let updated = repo
         .update(&hospital, "Observation", &sent.resource.id, changed, None)
         .await
