@@ -162,7 +162,8 @@ fn as_participant(bundle: &mut serde_json::Value) {
             continue;
         }
         let identifier = &entry["resource"]["identifier"][0];
-        let (Some(system), Some(value)) = (identifier["system"].as_str(), identifier["value"].as_str())
+        let (Some(system), Some(value)) =
+            (identifier["system"].as_str(), identifier["value"].as_str())
         else {
             continue;
         };

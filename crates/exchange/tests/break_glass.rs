@@ -149,12 +149,20 @@ async fn an_emergency_access_tells_the_patient_and_each_source_once() {
     assert_eq!(told.len(), 1, "{told:?}");
     let notice = &told[0];
     assert_eq!(notice["subject"]["reference"], format!("Patient/{}", w.p1));
-    assert_eq!(notice["about"][0]["reference"], format!("Organization/{}", w.er));
+    assert_eq!(
+        notice["about"][0]["reference"],
+        format!("Organization/{}", w.er)
+    );
     assert_eq!(notice["reasonCode"][0]["coding"][0]["code"], "ETREAT");
-    let text = notice["payload"][0]["contentString"].as_str().expect("text");
+    let text = notice["payload"][0]["contentString"]
+        .as_str()
+        .expect("text");
     assert!(text.contains("1 Condition, 3 Observation"), "{text}");
     assert!(text.contains("client-of-"), "{text}");
-    assert!(!text.contains("38341003") && !text.contains("8867-4"), "{text}");
+    assert!(
+        !text.contains("38341003") && !text.contains("8867-4"),
+        "{text}"
+    );
 
     // Nobody else sees it: not the requester, not another treating clinic, not the patient.
     assert!(notices(repo, &er, &w.hospital).await.is_empty());
@@ -277,7 +285,10 @@ async fn intake_records_the_sending_participant_and_keeps_the_first() {
         .update(&hospital, "Observation", &sent.resource.id, changed, None)
         .await
         .expect("updated");
-    assert_eq!(sender_of(&updated.resource.resource), Some(w.clinic.clone()));
+    assert_eq!(
+        sender_of(&updated.resource.resource),
+        Some(w.clinic.clone())
+    );
 
     // The exchange's own import keeps the sender the data arrived with; a Patient is not tagged.
     let mut imported = observation(&w.p1);
@@ -353,7 +364,10 @@ async fn privacy_denials_are_audited_with_their_reasons_for_operators_only() {
             .map(|e| {
                 (
                     e["what"]["reference"].as_str().unwrap_or("").to_string(),
-                    e["detail"][0]["valueString"].as_str().unwrap_or("").to_string(),
+                    e["detail"][0]["valueString"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                 )
             })
             .collect()
@@ -381,7 +395,9 @@ async fn privacy_denials_are_audited_with_their_reasons_for_operators_only() {
     sizes.sort();
     assert_eq!(sizes, vec![1, 3], "{denials:?}");
     let single = denials.iter().find(|d| d.len() == 1).expect("the read");
-    assert!(single[0].0.starts_with(&format!("Observation/{one}/_history/")));
+    assert!(single[0]
+        .0
+        .starts_with(&format!("Observation/{one}/_history/")));
     for (_, reasons) in denials.iter().flatten() {
         assert_eq!(reasons, "opted-out");
     }

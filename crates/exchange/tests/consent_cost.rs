@@ -12,7 +12,6 @@ use exchange::access::{DecisionPoint, PurposeOfUse};
 use exchange::participants::{Kind, Status};
 use exchange::repository::{Handling, Repository};
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement"]
 async fn what_the_policy_costs_a_search() {
@@ -75,7 +74,10 @@ async fn what_the_policy_costs_a_search() {
 /// exchange, and a participant that attested a relationship with every one. With `private`, a
 /// fifth of the patients opted out and a fifth of the Observations carry a sensitivity label the
 /// source sent (PSY, SUD or V in turn), with no consent that opens them.
-async fn world(patients: usize, private: bool) -> (Fixture, exchange::access::Requester, Vec<String>) {
+async fn world(
+    patients: usize,
+    private: bool,
+) -> (Fixture, exchange::access::Requester, Vec<String>) {
     let repo = repo_enforcing().await;
     let org = participant(&repo, "org-a", Kind::Clinic, Status::Live).await;
     let who_ = client(&org, "system/*.*", PurposeOfUse::Treat);
@@ -129,7 +131,11 @@ async fn world(patients: usize, private: bool) -> (Fixture, exchange::access::Re
             .map(|l| l.split('/').take(2).collect::<Vec<_>>().join("/"))
             .collect();
         let patient_id = locations[0].trim_start_matches("Patient/").to_string();
-        observations.extend(locations[1..].iter().map(|l| l.trim_start_matches("Observation/").to_string()));
+        observations.extend(
+            locations[1..]
+                .iter()
+                .map(|l| l.trim_start_matches("Observation/").to_string()),
+        );
         repo.attest_treatment(&who_, &patient_id)
             .await
             .expect("attest");
@@ -181,7 +187,10 @@ async fn what_enforcement_costs_with_opt_outs_and_labels() {
             );
         }
         let gates = [
-            ("with the policy", DecisionPoint::enforcing(repo.store().clone())),
+            (
+                "with the policy",
+                DecisionPoint::enforcing(repo.store().clone()),
+            ),
             (
                 "access rules only",
                 DecisionPoint::enforcing(repo.store().clone()).without_privacy(),
@@ -213,6 +222,7 @@ async fn what_enforcement_costs_with_opt_outs_and_labels() {
             let repo2 = Repository::new(repo.store().clone(), repo.config().clone(), gate.clone());
             let query = params("code=8867-4&_count=50");
             let mut times = Vec::new();
+            let mut shown = 0;
             for _ in 0..30 {
                 let started = Instant::now();
                 let found = repo2
@@ -220,11 +230,13 @@ async fn what_enforcement_costs_with_opt_outs_and_labels() {
                     .await
                     .expect("search");
                 times.push(started.elapsed().as_secs_f64() * 1000.0);
-                assert_eq!(entries(&found.to_value()).len(), 50);
+                // A page of 50 matches, less what the policy withheld from it.
+                shown = entries(&found.to_value()).len();
+                assert!(shown > 0 && shown <= 50, "{shown}");
             }
             eprintln!(
                 "  {name}: decide {:.2} us per resource ({permitted} of {} permitted); \
-                 search of 50 Observations: median {:.2} ms",
+                 search (_count=50, {shown} shown): median {:.2} ms",
                 median(per),
                 stored.len(),
                 median(times)

@@ -29,7 +29,10 @@ fn skipped(s: &Scenario) -> Option<&'static str> {
     if s.request.recipient.practitioner.is_some() {
         return Some("the recipient is a named practitioner");
     }
-    if s.source_participant.as_deref().is_some_and(|p| p != "org-a") {
+    if s.source_participant
+        .as_deref()
+        .is_some_and(|p| p != "org-a")
+    {
         return Some("a sender other than org-a");
     }
     None

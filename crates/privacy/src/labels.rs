@@ -358,7 +358,9 @@ pub fn set_source_participant(resource: &mut Value, participant: &str) {
         .and_then(Value::as_array)
         .map(|tags| {
             tags.iter()
-                .filter(|t| t.get("system").and_then(Value::as_str) != Some(SOURCE_PARTICIPANT_SYSTEM))
+                .filter(|t| {
+                    t.get("system").and_then(Value::as_str) != Some(SOURCE_PARTICIPANT_SYSTEM)
+                })
                 .cloned()
                 .collect()
         })
@@ -998,6 +1000,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(data.source_participant.as_deref(), Some("org-a"));
-        assert_eq!(source_participant(&json!({"resourceType": "Observation"})), None);
+        assert_eq!(
+            source_participant(&json!({"resourceType": "Observation"})),
+            None
+        );
     }
 }

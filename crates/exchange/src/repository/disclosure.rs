@@ -251,7 +251,8 @@ impl Repository {
                     .ok()
                     .and_then(|r| privacy::labels::source_participant(&r));
                 // The requester's own data raises no notice.
-                if let Some(source) = source.filter(|s| Some(s.as_str()) != who.principal.participant())
+                if let Some(source) =
+                    source.filter(|s| Some(s.as_str()) != who.principal.participant())
                 {
                     for patient in &patients {
                         *disclosed

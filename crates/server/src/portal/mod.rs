@@ -598,7 +598,11 @@ fn row(event: &Value) -> String {
             "<strong>Emergency access (break-the-glass)</strong>: {purpose}. {}. \
              The exchange's privacy officer reviews every emergency access, and the \
              providers who sent the data were told.",
-            escape(event["outcomeDesc"].as_str().unwrap_or("without a treatment relationship"))
+            escape(
+                event["outcomeDesc"]
+                    .as_str()
+                    .unwrap_or("without a treatment relationship")
+            )
         );
     }
     format!(
@@ -649,7 +653,10 @@ mod tests {
         });
         let row = super::row(&event);
         assert!(row.contains("class=\"emergency\""), "{row}");
-        assert!(row.contains("<strong>Emergency access (break-the-glass)</strong>"), "{row}");
+        assert!(
+            row.contains("<strong>Emergency access (break-the-glass)</strong>"),
+            "{row}"
+        );
         assert!(row.contains("without a treatment relationship"), "{row}");
         let plain = super::row(&json!({ "purposeOfEvent": [{ "coding": [{ "code": "TREAT" }] }] }));
         assert!(!plain.contains("Emergency"), "{plain}");
