@@ -43,6 +43,11 @@
 //!    patient and run the purge; every read of theirs is audited); the exchange's own tools are
 //!    not bound.
 //!
+//! 7. **Notices.** A break-the-glass notice the exchange wrote to a participant
+//!    ([`crate::notices`]) is shown to that participant (under the rules above), its operators
+//!    and tools, and withheld from everyone else, the patient included (who sees the emergency
+//!    access in their accounting of disclosures).
+//!
 //! A rule plugged in through [`DecisionPoint::with_rule`] (tests) applies after all of these.
 
 use std::collections::{HashMap, HashSet};
@@ -788,6 +793,9 @@ impl DecisionPoint {
     /// [`DecisionPoint::decide`] for a resource whose patients are already known.
     pub async fn decide_about(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
         let mut decision = if self.store.is_some() {
+            if !self.may_see_notice(who, subject.stored).await? {
+                return Ok(Decision::deny(Reason::Role));
+            }
             self.own_rules(who, subject).await?
         } else {
             Decision::PERMIT
@@ -814,6 +822,19 @@ impl DecisionPoint {
             },
             (_, decision) => Ok(decision),
         }
+    }
+
+    /// A notice the exchange wrote to a participant (a break-the-glass notice,
+    /// [`crate::notices`]) is shown to its addressee (under the rules for any other data about the
+    /// patient), the exchange's operators and its tools; to nobody else.
+    async fn may_see_notice(&self, who: &Requester, stored: &Stored) -> Result<bool> {
+        let Some(addressee) = crate::notices::addressee(&stored.resource_type, &stored.json) else {
+            return Ok(true);
+        };
+        if addressee.is_some() && who.principal.participant() == addressee.as_deref() {
+            return Ok(true);
+        }
+        self.is_operator(who).await
     }
 
     async fn own_rules(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
@@ -1040,7 +1061,9 @@ impl DecisionPoint {
         let source = privacy::labels::ResourceLabels::from_resource(&resource).source;
         let labels = privacy::labels::label(&resource, &source);
         privacy::labels::apply(&mut resource, &labels, &source);
-        let data = privacy::policy::Data::from_resource(&resource, patient);
+        let mut data = privacy::policy::Data::from_resource(&resource, patient);
+        // Who sent stored data is what intake recorded, never what a caller claims.
+        data.source_participant = None;
         let relationship = recipient.organization.is_some()
             && self
                 .related_to_all(who, std::slice::from_ref(&patient.to_string()))

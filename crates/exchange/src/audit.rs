@@ -140,7 +140,31 @@ pub struct AuditFacts {
     /// Why a request was refused (the decision point's reason codes), or what a privacy officer
     /// must review (emergency access): AuditEvent.outcomeDesc. Never patient data.
     pub outcome_desc: Option<String>,
+    /// What the privacy policy withheld from the answer, and why: for the operators' view of the
+    /// trail only (the patient's accounting and the requester never see it).
+    pub withheld: Vec<Withheld>,
 }
+
+/// A resource version the privacy policy withheld from a request, with the policy's reason codes
+/// (`opted-out`, `no-consent`, ...) and the patients it is about. Recorded as an entity whose role
+/// is [`WITHHELD_ROLE`] with a `detail` [`WITHHELD_DETAIL`] holding the codes, comma-separated;
+/// its patients are index pairs (`patient`), never disclosures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Withheld {
+    pub resource: (String, String, i64),
+    pub patients: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+/// The code system of the role of an audit entity the exchange records that BALP has no code for.
+pub const ENTITY_ROLE_SYSTEM: &str = "https://nutmeg.example/fhir/CodeSystem/audit-entity-role";
+/// The role (in [`ENTITY_ROLE_SYSTEM`]) of a resource the privacy policy withheld.
+pub const WITHHELD_ROLE: &str = "withheld";
+/// The `entity.detail.type` that carries the privacy policy's reason codes.
+pub const WITHHELD_DETAIL: &str = "privacy-policy-reasons";
+/// How many withheld resources one record names (a search that withholds more names the first
+/// ones and counts the rest in a last entity's detail).
+pub const WITHHELD_NAMED: usize = 100;
 
 /// The names the exchange indexes audit records by (`store::NewAuditRecord::index`), and the values
 /// each takes.
@@ -190,6 +214,17 @@ pub fn audit_index(facts: &AuditFacts) -> Vec<(String, String)> {
         pairs.push((index::PATIENT, patient.clone()));
         if disclosure {
             pairs.push((index::DISCLOSURE, patient.clone()));
+        }
+    }
+    for withheld in &facts.withheld {
+        for patient in &withheld.patients {
+            if !facts.patients.contains(patient)
+                && !pairs
+                    .iter()
+                    .any(|(n, v)| *n == index::PATIENT && v == patient)
+            {
+                pairs.push((index::PATIENT, patient.clone()));
+            }
         }
     }
     let r = &facts.requestor;
@@ -287,6 +322,7 @@ fn event(facts: &AuditFacts) -> Event<'_> {
             },
         }),
         query: None,
+        detail: None,
     }];
     if let Some(query) = &facts.query {
         entity.push(Entity {
@@ -294,6 +330,7 @@ fn event(facts: &AuditFacts) -> Event<'_> {
             role: Some(Coding::new(OBJECT_ROLE, "24", "Query")),
             what: None,
             query: Some(STANDARD.encode(query)),
+            detail: None,
         });
     }
     for patient in &facts.patients {
@@ -306,6 +343,7 @@ fn event(facts: &AuditFacts) -> Event<'_> {
                 reference: format!("Patient/{patient}"),
             }),
             query: None,
+            detail: None,
         });
     }
     for (ty, id, version) in &facts.resources {
@@ -319,6 +357,42 @@ fn event(facts: &AuditFacts) -> Event<'_> {
                 reference: format!("{ty}/{id}/_history/{version}"),
             }),
             query: None,
+            detail: None,
+        });
+    }
+    for withheld in facts.withheld.iter().take(WITHHELD_NAMED) {
+        let (ty, id, version) = &withheld.resource;
+        entity.push(Entity {
+            ty: Coding::code(ENTITY_TYPE, "2"),
+            role: Some(Coding::new(
+                ENTITY_ROLE_SYSTEM,
+                WITHHELD_ROLE,
+                "Withheld by the privacy policy",
+            )),
+            what: Some(What::Reference {
+                reference: format!("{ty}/{id}/_history/{version}"),
+            }),
+            query: None,
+            detail: Some(vec![Detail {
+                ty: WITHHELD_DETAIL,
+                value_string: withheld.reasons.join(","),
+            }]),
+        });
+    }
+    if facts.withheld.len() > WITHHELD_NAMED {
+        entity.push(Entity {
+            ty: Coding::code(ENTITY_TYPE, "2"),
+            role: Some(Coding::new(
+                ENTITY_ROLE_SYSTEM,
+                WITHHELD_ROLE,
+                "Withheld by the privacy policy",
+            )),
+            what: None,
+            query: None,
+            detail: Some(vec![Detail {
+                ty: "more-withheld",
+                value_string: (facts.withheld.len() - WITHHELD_NAMED).to_string(),
+            }]),
         });
     }
     Event {
@@ -428,6 +502,16 @@ struct Entity<'a> {
     what: Option<What<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<Vec<Detail>>,
+}
+
+#[derive(Serialize)]
+struct Detail {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    #[serde(rename = "valueString")]
+    value_string: String,
 }
 
 #[derive(Serialize, Clone)]
@@ -494,6 +578,7 @@ mod tests {
                 ("Patient".into(), "p1".into(), 1),
             ],
             outcome_desc: None,
+            withheld: Vec::new(),
         }
     }
 

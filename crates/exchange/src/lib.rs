@@ -7,11 +7,14 @@
 //!   leaves the repository (read, vread, search matches and includes, history, `$everything`, paging)
 //!   passes [`access::DecisionPoint::decide`]; later issues plug consent and access rules in there.
 //! - [`audit`]: the AuditEvent (IHE BALP style) recorded for each request that touches patient data.
+//! - [`notices`]: the break-the-glass notices the exchange writes to the sources of data disclosed
+//!   in an emergency (FHIR Communications addressed to them).
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
 pub mod access;
 pub mod audit;
 pub mod consents;
+pub mod notices;
 pub mod participants;
 pub mod repository;

@@ -216,6 +216,11 @@ pub enum Error {
     /// Something this server does not support (400 or 501 as the adapter decides; never 5xx for input).
     #[error("not supported: {0}")]
     NotSupported(String),
+    /// A participant's `PUT [type]/[id]` of data about patients named an id that is not a resource
+    /// it may change (405): participants do not create by update, so that an id in use by a
+    /// resource withheld from them answers exactly as an unused one.
+    #[error("update as create is not allowed")]
+    UpdateCreate { resource_type: String },
     /// The store failed (500). The message is for the log only.
     #[error("storage failure: {0}")]
     Store(#[from] store::StoreError),
@@ -236,6 +241,7 @@ impl Error {
             Error::MultipleMatches | Error::PreconditionFailed { .. } => 412,
             Error::Conflict => 409,
             Error::NotSupported(_) => 400,
+            Error::UpdateCreate { .. } => 405,
             Error::Store(store::StoreError::Conflict { .. }) => 409,
             Error::Store(store::StoreError::BadCursor) => 400,
             Error::Store(store::StoreError::Unsupported(_)) => 400,
@@ -277,6 +283,14 @@ impl Error {
                 )]
             }
             Error::NotSupported(what) => vec![Issue::error(IssueType::NotSupported, what.clone())],
+            Error::UpdateCreate { resource_type: ty } => vec![Issue::error(
+                IssueType::NotSupported,
+                format!(
+                    "PUT {ty}/[id] updates a {ty} that exists and that you may see; it does not \
+                     create one. Create with POST {ty} (the exchange assigns the id), or with a \
+                     conditional update PUT {ty}?identifier=[system]|[value] and no id in the body"
+                ),
+            )],
             Error::Store(store::StoreError::Conflict { .. }) => {
                 vec![Issue::error(
                     IssueType::Conflict,

@@ -69,3 +69,178 @@ async fn what_the_policy_costs_a_search() {
         times[1][times[1].len() / 2]
     );
 }
+
+/// One exchange of `patients` patients with five heart-rate Observations each, loaded by the
+/// exchange, and a participant that attested a relationship with every one. With `private`, a
+/// fifth of the patients opted out and a fifth of the Observations carry a sensitivity label the
+/// source sent (PSY, SUD or V in turn), with no consent that opens them.
+async fn world(
+    patients: usize,
+    private: bool,
+) -> (Fixture, exchange::access::Requester, Vec<String>) {
+    let repo = repo_enforcing().await;
+    let org = participant(&repo, "org-a", Kind::Clinic, Status::Live).await;
+    let who_ = client(&org, "system/*.*", PurposeOfUse::Treat);
+    let operator = exchange::access::Requester::new(
+        "req-operator",
+        exchange::access::Principal::User {
+            user_id: "op-1".into(),
+            participant: None,
+            role: exchange::access::Role::OperatorAdmin,
+        },
+        PurposeOfUse::Hoperat,
+        true,
+    );
+    let labels = ["PSY", "SUD", "V"];
+    let mut observations = Vec::new();
+    for i in 0..patients {
+        let mut entries = vec![serde_json::json!({
+            "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
+            "resource": patient(&format!("Family{i}"), &format!("MRN-{i}")),
+            "request": {"method": "POST", "url": "Patient"},
+        })];
+        for k in 0..5 {
+            let mut obs = observation("x");
+            obs["subject"]["reference"] = "urn:uuid:00000000-0000-4000-8000-000000000001".into();
+            let n = i * 5 + k;
+            if private && n % 5 == 2 {
+                let code = labels[(n / 5) % 3];
+                let system = if code == "V" {
+                    "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+                } else {
+                    "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+                };
+                obs["meta"] = serde_json::json!({"security": [{"system": system, "code": code}]});
+            }
+            entries.push(serde_json::json!({
+                "resource": obs, "request": {"method": "POST", "url": "Observation"},
+            }));
+        }
+        let response = repo
+            .bundle(
+                &who(),
+                serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries}),
+            )
+            .await
+            .expect("a patient's bundle");
+        let locations: Vec<String> = response["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .filter_map(|e| e["response"]["location"].as_str())
+            .map(|l| l.split('/').take(2).collect::<Vec<_>>().join("/"))
+            .collect();
+        let patient_id = locations[0].trim_start_matches("Patient/").to_string();
+        observations.extend(
+            locations[1..]
+                .iter()
+                .map(|l| l.trim_start_matches("Observation/").to_string()),
+        );
+        repo.attest_treatment(&who_, &patient_id)
+            .await
+            .expect("attest");
+        if private && i % 5 == 1 {
+            let consent = serde_json::json!({
+                "resourceType": "Consent", "status": "active",
+                "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+                "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                "patient": {"reference": format!("Patient/{patient_id}")},
+                "dateTime": "2026-01-10T09:00:00Z",
+                "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]},
+            });
+            repo.create(&operator, "Consent", consent, None)
+                .await
+                .expect("opt-out");
+        }
+    }
+    (repo, who_, observations)
+}
+
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// `decide` over every Observation and a search page, in an exchange where a fifth of the
+/// patients opted out and a fifth of the resources are labelled sensitive, beside one with
+/// neither; each with the policy and without it (the access rules alone). Release build:
+/// `NUTMEG_COST_PATIENTS=2000 cargo test --release -p exchange --test consent_cost -- --ignored --nocapture what_enforcement_costs_with_opt_outs_and_labels`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn what_enforcement_costs_with_opt_outs_and_labels() {
+    let patients: usize = std::env::var("NUTMEG_COST_PATIENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    for private in [false, true] {
+        let started = Instant::now();
+        let (repo, who_, observations) = world(patients, private).await;
+        let loaded = started.elapsed().as_secs_f64();
+        let mut stored = Vec::with_capacity(observations.len());
+        for id in &observations {
+            stored.push(
+                repo.store()
+                    .read("Observation", id)
+                    .await
+                    .expect("read")
+                    .expect("stored"),
+            );
+        }
+        let gates = [
+            (
+                "with the policy",
+                DecisionPoint::enforcing(repo.store().clone()),
+            ),
+            (
+                "access rules only",
+                DecisionPoint::enforcing(repo.store().clone()).without_privacy(),
+            ),
+        ];
+        let world_name = if private {
+            "20% opted out, 20% labelled"
+        } else {
+            "no consents, no labels"
+        };
+        eprintln!(
+            "{world_name}: {patients} patients, {} Observations (loaded in {loaded:.0} s)",
+            stored.len()
+        );
+        for (name, gate) in &gates {
+            // Warm: the consent state loaded, relationships remembered.
+            let mut permitted = 0;
+            for s in &stored {
+                permitted += usize::from(gate.decide(&who_, s).await.expect("decide").is_permit());
+            }
+            let mut per = Vec::new();
+            for _ in 0..5 {
+                let started = Instant::now();
+                for s in &stored {
+                    gate.decide(&who_, s).await.expect("decide");
+                }
+                per.push(started.elapsed().as_secs_f64() * 1e6 / stored.len() as f64);
+            }
+            let repo2 = Repository::new(repo.store().clone(), repo.config().clone(), gate.clone());
+            let query = params("code=8867-4&_count=50");
+            let mut times = Vec::new();
+            let mut shown = 0;
+            for _ in 0..30 {
+                let started = Instant::now();
+                let found = repo2
+                    .search(&who_, Some("Observation"), &query, Handling::Strict)
+                    .await
+                    .expect("search");
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                // A page of 50 matches, less what the policy withheld from it.
+                shown = entries(&found.to_value()).len();
+                assert!(shown > 0 && shown <= 50, "{shown}");
+            }
+            eprintln!(
+                "  {name}: decide {:.2} us per resource ({permitted} of {} permitted); \
+                 search (_count=50, {shown} shown): median {:.2} ms",
+                median(per),
+                stored.len(),
+                median(times)
+            );
+        }
+    }
+}

@@ -6,10 +6,12 @@
 //! when the row says so; then the recipient reads `Observation/o1` and searches for it, and gets
 //! it (permit, carrying the obligations' label and notice) or a 404 and an empty search (deny).
 //!
+//! Data whose sending participant matters (`from=org-a`) is sent by org-a's own client (a POST:
+//! participants do not create by PUT), org-a registered as a solo practice of the row's licence
+//! type when it names one, so that intake records the licence and the sender from the registry.
+//!
 //! Scenarios the exchange cannot express yet are listed, with why, and skipped: a recipient who is
-//! a named practitioner (the exchange knows the requester's participant, not their Practitioner),
-//! and data whose sending participant matters (`from=`: intake does not record the sending
-//! participant with the resource yet).
+//! a named practitioner (the exchange knows the requester's participant, not their Practitioner).
 
 mod common;
 
@@ -27,8 +29,11 @@ fn skipped(s: &Scenario) -> Option<&'static str> {
     if s.request.recipient.practitioner.is_some() {
         return Some("the recipient is a named practitioner");
     }
-    if s.source_participant.is_some() {
-        return Some("the sending participant is not recorded at intake");
+    if s.source_participant
+        .as_deref()
+        .is_some_and(|p| p != "org-a")
+    {
+        return Some("a sender other than org-a");
     }
     None
 }
@@ -71,7 +76,26 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
     } else {
         Kind::Clinic
     };
-    let org_a = participant(&repo, "org-a", kind_a, Status::Live).await;
+    let sent_by_a = s.source_participant.is_some();
+    let org_a = match s.source.licence {
+        Some(licence) if sent_by_a => {
+            let mut practice = solo_therapist("L-org-a");
+            if let Some(p) = practice.practitioner.as_mut() {
+                p.licence_type = licence;
+            }
+            let added = repo
+                .add_participant(&who(), &practice)
+                .await
+                .map_err(|e| format!("org-a: {e:?}"))?;
+            for next in [Status::Onboarding, Status::Live] {
+                repo.set_participant_status(&who(), &added.id, next)
+                    .await
+                    .map_err(|e| format!("org-a status: {e:?}"))?;
+            }
+            added.id
+        }
+        _ => participant(&repo, "org-a", kind_a, Status::Live).await,
+    };
     let org_b = participant(&repo, "org-b", Kind::Clinic, Status::Live).await;
     let system = who();
     let mut p1 = patient("Scenario", "MRN-1");
@@ -79,15 +103,34 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
     repo.update(&system, "Patient", "p1", p1, None)
         .await
         .map_err(|e| format!("Patient/p1: {e:?}"))?;
-    // The resource as its source sent it, with the source recorded as intake records it.
+    // The resource as its source sent it: org-a's own client when the row names the sender (intake
+    // records it, and the licence from the registry); otherwise an import with the source recorded
+    // as intake records it.
     let mut resource = s.resource.clone();
-    let tags: Vec<Value> = s.source.tags().iter().map(|c| c.to_json()).collect();
-    if !tags.is_empty() {
-        resource["meta"]["tag"] = Value::Array(tags);
-    }
-    repo.update(&system, "Observation", "o1", resource, None)
-        .await
-        .map_err(|e| format!("Observation/o1: {e:?}"))?;
+    let id = if sent_by_a {
+        if let Some(body) = resource.as_object_mut() {
+            body.remove("id");
+        }
+        let sender = client(&org_a, "system/*.cruds", PurposeOfUse::Treat);
+        let created = repo
+            .create(&sender, "Observation", resource, None)
+            .await
+            .map_err(|e| format!("Observation from org-a: {e:?}"))?;
+        let recorded = privacy::labels::source_participant(&created.resource.resource);
+        if recorded.as_deref() != Some(org_a.as_str()) {
+            return Err(format!("intake recorded the sender {recorded:?}"));
+        }
+        created.resource.id
+    } else {
+        let tags: Vec<Value> = s.source.tags().iter().map(|c| c.to_json()).collect();
+        if !tags.is_empty() {
+            resource["meta"]["tag"] = Value::Array(tags);
+        }
+        repo.update(&system, "Observation", "o1", resource, None)
+            .await
+            .map_err(|e| format!("Observation/o1: {e:?}"))?;
+        "o1".to_string()
+    };
     for consent in &s.consents {
         let text = consent
             .to_string()
@@ -129,7 +172,7 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
         ),
         (None, None) => return Err("no recipient".into()),
     };
-    let read = match repo.read(&recipient, "Observation", "o1").await {
+    let read = match repo.read(&recipient, "Observation", &id).await {
         Ok(v) => Some(v.resource),
         Err(e) if e.status() == 404 => None,
         Err(e) => return Err(format!("read answered {}: {:?}", e.status(), e.issues())),
@@ -146,7 +189,7 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
         .to_value();
     let listed = entries(&found);
     let expect_listed = if read.is_some() {
-        vec![("Observation/o1".to_string(), "match".to_string())]
+        vec![(format!("Observation/{id}"), "match".to_string())]
     } else {
         Vec::new()
     };

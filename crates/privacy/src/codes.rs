@@ -22,6 +22,10 @@ pub const LICENCE_TYPE_SYSTEM: &str = "https://nutmeg.example/fhir/CodeSystem/li
 pub const SOURCE_FACILITY_SYSTEM: &str = "https://nutmeg.example/fhir/CodeSystem/source-facility";
 /// The code of [`SOURCE_FACILITY_SYSTEM`] for a psychiatric facility.
 pub const PSYCHIATRIC_FACILITY: &str = "psychiatric";
+/// The `meta.tag` that records which participant sent a resource: its code is the participant's
+/// Organization id (written on intake by the exchange, never taken from a participant).
+pub const SOURCE_PARTICIPANT_SYSTEM: &str =
+    "https://nutmeg.example/fhir/CodeSystem/source-participant";
 /// The ActCode obligation "no redisclosure without consent directive", carried by disclosed
 /// 42 CFR Part 2 data.
 pub const NORDSCLCD: &str = "NORDSCLCD";

@@ -31,7 +31,7 @@ use serde_json::{Map, Value};
 
 use crate::codes::{
     Coding, Confidentiality, Licence, Sensitivity, ACT_CODE_SYSTEM, CONFIDENTIALITY_SYSTEM,
-    LICENCE_TYPE_SYSTEM, PSYCHIATRIC_FACILITY, SOURCE_FACILITY_SYSTEM,
+    LICENCE_TYPE_SYSTEM, PSYCHIATRIC_FACILITY, SOURCE_FACILITY_SYSTEM, SOURCE_PARTICIPANT_SYSTEM,
 };
 
 /// The shipped rule table.
@@ -326,6 +326,47 @@ pub fn apply(resource: &mut Value, labels: &Labels, source: &SourceFacts) {
     } else {
         meta.insert("tag".into(), Value::Array(tags));
     }
+}
+
+/// The participant that sent a resource, as intake recorded it: the code of its
+/// [`SOURCE_PARTICIPANT_SYSTEM`] `meta.tag` (an Organization id).
+pub fn source_participant(resource: &Value) -> Option<String> {
+    codings_at(resource, "tag")
+        .into_iter()
+        .find(|c| c.system == SOURCE_PARTICIPANT_SYSTEM && !c.code.is_empty())
+        .map(|c| c.code)
+}
+
+/// Records `participant` (an Organization id) as the sender of `resource` in its `meta.tag`,
+/// replacing any other source-participant tag and keeping every other tag. Does nothing to a
+/// non-object.
+pub fn set_source_participant(resource: &mut Value, participant: &str) {
+    let Some(object) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = object
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let mut tags: Vec<Value> = meta
+        .get("tag")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter(|t| {
+                    t.get("system").and_then(Value::as_str) != Some(SOURCE_PARTICIPANT_SYSTEM)
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    tags.push(Coding::new(SOURCE_PARTICIPANT_SYSTEM, participant, None).to_json());
+    meta.insert("tag".into(), Value::Array(tags));
 }
 
 /// A stored resource's labels and source: what the decision needs to know about the data.
@@ -936,5 +977,32 @@ mod tests {
         assert_eq!(labels.confidentiality, Confidentiality::V);
         assert!(labels.has_any(&[Sensitivity::Hiv]) && labels.has_any(&[Sensitivity::Sud]));
         assert_eq!(derived(&own, &[]).confidentiality, Confidentiality::N);
+    }
+
+    #[test]
+    fn the_source_participant_is_one_tag_beside_the_others() {
+        let mut resource = json!({"resourceType": "Observation", "meta": {"tag": [
+            {"system": SOURCE_PARTICIPANT_SYSTEM, "code": "forged"},
+            {"system": "http://example.org/other", "code": "kept"},
+        ]}});
+        set_source_participant(&mut resource, "org-a");
+        assert_eq!(source_participant(&resource).as_deref(), Some("org-a"));
+        let tags = resource["meta"]["tag"].as_array().unwrap();
+        assert_eq!(tags.len(), 2, "{tags:?}");
+        assert!(tags.iter().any(|t| t["code"] == "kept"));
+        // Labelling leaves it alone.
+        apply(&mut resource, &Labels::default(), &SourceFacts::default());
+        assert_eq!(source_participant(&resource).as_deref(), Some("org-a"));
+        let data = crate::policy::Data::from_json_text(
+            &resource.to_string(),
+            "p1",
+            &crate::policy::Policy::connecticut(),
+        )
+        .unwrap();
+        assert_eq!(data.source_participant.as_deref(), Some("org-a"));
+        assert_eq!(
+            source_participant(&json!({"resourceType": "Observation"})),
+            None
+        );
     }
 }

@@ -702,9 +702,9 @@ pub struct Data {
     pub source: SourceFacts,
     /// Other patients the record names as participants (family or couple therapy).
     pub family: Vec<String>,
-    /// The participant (Organization id) that sent the data, when the caller knows it (from the
-    /// write's Provenance). It gets its own data back under the base category's rules only: the
-    /// consent categories govern disclosure to others.
+    /// The participant (Organization id) that sent the data, as intake recorded it in `meta.tag`
+    /// ([`crate::labels::source_participant`]). It gets its own data back under the base
+    /// category's rules only: the consent categories govern disclosure to others.
     pub source_participant: Option<String>,
 }
 
@@ -726,7 +726,7 @@ impl Data {
             labels,
             source,
             family: family_members(resource, patient),
-            source_participant: None,
+            source_participant: crate::labels::source_participant(resource),
         }
     }
 
@@ -750,8 +750,9 @@ impl Data {
         if let Some(meta) = head.meta {
             wrapper.insert("meta".into(), meta);
         }
-        let ResourceLabels { labels, source } =
-            ResourceLabels::from_resource(&Value::Object(wrapper));
+        let wrapper = Value::Object(wrapper);
+        let ResourceLabels { labels, source } = ResourceLabels::from_resource(&wrapper);
+        let source_participant = crate::labels::source_participant(&wrapper);
         let family = if policy.needs_family(&labels, &source) {
             family_members(&serde_json::from_str::<Value>(text)?, patient)
         } else {
@@ -766,7 +767,7 @@ impl Data {
             labels,
             source,
             family,
-            source_participant: None,
+            source_participant,
         })
     }
 }

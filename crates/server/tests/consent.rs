@@ -66,49 +66,52 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
     assert_eq!(status, 200);
     assert_eq!(services["services"][0]["id"], "patient-consent-consult");
 
+    // A participant creates with POST (update-as-create is the exchange's tools' only).
     let patient = json!({"resourceType": "Patient", "id": "pc1", "name": [{"family": "Quill"}], "birthDate": "1975-05-05"});
-    let (status, _) = call(
+    let (status, refused) = call(
         "PUT",
         &format!("{base}/Patient/pc1"),
         &token,
         Some(&patient),
     );
-    assert_eq!(status, 201);
-    let sud = json!({"resourceType": "Condition", "id": "sud1",
+    assert_eq!(status, 405, "{refused}");
+    assert!(refused["issue"][0]["diagnostics"]
+        .as_str()
+        .is_some_and(|d| d.contains("POST Patient")));
+    let (status, created) = call("POST", &format!("{base}/Patient"), &token, Some(&patient));
+    assert_eq!(status, 201, "{created}");
+    let pid = created["id"].as_str().expect("id").to_string();
+    let sud = json!({"resourceType": "Condition",
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F11.20"}]},
-        "subject": {"reference": "Patient/pc1"}});
-    let (status, _) = call("PUT", &format!("{base}/Condition/sud1"), &token, Some(&sud));
+        "subject": {"reference": format!("Patient/{pid}")}});
+    let (status, _) = call("POST", &format!("{base}/Condition"), &token, Some(&sud));
     assert_eq!(status, 201);
 
     // Normal data: permitted (the clinic sent data about the patient: a treatment relationship).
-    let (status, answer) = consult(&server, &token, "Patient/pc1", None);
+    let (status, answer) = consult(&server, &token, &format!("Patient/{pid}"), None);
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["cards"][0]["summary"], "CONSENT_PERMIT");
     // Part 2 data: no Part 2 consent, denied; reasons are for operators only.
-    let (_, answer) = consult(&server, &token, "pc1", Some(sud.clone()));
+    let (_, answer) = consult(&server, &token, &pid, Some(sud.clone()));
     assert_eq!(answer["cards"][0]["extension"]["decision"], "deny");
     assert!(answer["cards"][0]["extension"]["decisions"][0]["reasons"].is_null());
 
     // The patient opts out; the clinic records it on their behalf.
-    let opt_out = json!({"resourceType": "Consent", "id": "optout-pc1", "status": "active",
+    let opt_out = json!({"resourceType": "Consent", "status": "active",
         "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
         "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": "Patient/pc1"}, "dateTime": "2026-01-10T09:00:00Z",
+        "patient": {"reference": format!("Patient/{pid}")}, "dateTime": "2026-01-10T09:00:00Z",
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]}});
-    let (status, body) = call(
-        "PUT",
-        &format!("{base}/Consent/optout-pc1"),
-        &token,
-        Some(&opt_out),
-    );
+    let (status, body) = call("POST", &format!("{base}/Consent"), &token, Some(&opt_out));
     assert_eq!(status, 201, "{body}");
+    let consent_id = body["id"].as_str().expect("id").to_string();
 
-    let (status, answer) = consult(&server, &token, "pc1", None);
+    let (status, answer) = consult(&server, &token, &pid, None);
     assert_eq!(status, 200);
     assert_eq!(answer["cards"][0]["summary"], "CONSENT_DENY");
     assert_eq!(
         answer["cards"][0]["extension"]["consentsUsed"],
-        json!(["Consent/optout-pc1"])
+        json!([format!("Consent/{consent_id}")])
     );
     assert_eq!(
         answer["cards"][0]["extension"]["obligations"][0]["code"],
@@ -116,7 +119,7 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
     );
 
     // Withheld like a patient never heard of.
-    let (known, known_body) = call("GET", &format!("{base}/Patient/pc1"), &token, None);
+    let (known, known_body) = call("GET", &format!("{base}/Patient/{pid}"), &token, None);
     let (never, never_body) = call("GET", &format!("{base}/Patient/never-was"), &token, None);
     assert_eq!((known, &known_body), (never, &never_body));
     let (_, found) = call(
@@ -133,7 +136,7 @@ fn an_opt_out_recorded_over_http_holds_and_the_consult_answers_it() {
         &format!("{}/cds-services/patient-consent-consult", server.root()),
         &token,
         Some(
-            &json!({"hook": "patient-consent-consult", "context": {"patientId": "pc1", "purposeOfUse": ["PUBHLTH"]}}),
+            &json!({"hook": "patient-consent-consult", "context": {"patientId": pid, "purposeOfUse": ["PUBHLTH"]}}),
         ),
     );
     assert_eq!(status, 400);

@@ -143,8 +143,10 @@ impl Repository {
     /// one resource about the patient leave; see [`crate::audit::is_disclosure`]), newest first, as
     /// a `searchset` Bundle of compact AuditEvents: `recorded` (the date), the requestor agent
     /// (`who.reference` the participant's Organization and `who.display` its name: the
-    /// recipient), `purposeOfEvent`, `subtype` (the interaction), `outcomeDesc` when it was
-    /// emergency access, and `entity` (the patient, and each resource version disclosed that is
+    /// recipient), `purposeOfEvent`, `subtype` (the interaction), for emergency access
+    /// (break-the-glass, purpose `ETREAT`) a `meta.tag` `break-the-glass` in
+    /// [`crate::notices::NOTICE_SYSTEM`] and the `outcomeDesc` saying so, and `entity` (the
+    /// patient, and each resource version disclosed that is
     /// about the patient or no patient). The request id, network addresses and query are left
     /// out. Writes, refusals and the exchange's own tools' reads are not listed.
     ///
@@ -365,6 +367,25 @@ impl Repository {
             }
         }
         out.insert("entity".into(), Value::Array(kept));
+        // Emergency access is marked as such: a tag a program can look for, and the reason in
+        // words (the patient is told of every break-the-glass disclosure this way).
+        let emergency = event["purposeOfEvent"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["coding"].as_array().into_iter().flatten())
+            .any(|c| c["code"] == "ETREAT");
+        if emergency {
+            let meta = out.entry("meta").or_insert_with(|| json!({}));
+            meta["tag"] = json!([{
+                "system": crate::notices::NOTICE_SYSTEM,
+                "code": crate::notices::BREAK_THE_GLASS,
+                "display": "Emergency access (break-the-glass)",
+            }]);
+            out.entry("outcomeDesc").or_insert_with(|| {
+                json!("emergency access (ETREAT) without a treatment relationship")
+            });
+        }
         Ok(Value::Object(out))
     }
 

@@ -688,9 +688,9 @@ impl Repository {
                     let (ty, id) = match target {
                         Target::New { ty, id } => (ty, id),
                         Target::Existing { ty, id } => {
-                            if !self.visible(who, ty, id).await? {
-                                return Err(entry_err(Error::NotFound));
-                            }
+                            // As `PUT [type]/[id]` answers: a withheld resource is not changed,
+                            // and participants do not create data about patients by update.
+                            self.check_writable(who, ty, id).await.map_err(entry_err)?;
                             (ty, id)
                         }
                         _ => continue,

@@ -24,10 +24,11 @@ const TYPE_INTERACTIONS: &[&str] = &[
 const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "search-system", "history-system"];
 
 impl Repository {
-    /// The server's CapabilityStatement (built once; it depends on the tables and the base URL only).
+    /// The server's CapabilityStatement (built once; it depends on the tables, the base URL and
+    /// whether access is enforced).
     pub fn capability_statement(&self) -> Value {
         self.capability
-            .get_or_init(|| build(&self.config.base_url))
+            .get_or_init(|| build(&self.config.base_url, self.gate.is_enforcing()))
             .clone()
     }
 }
@@ -65,7 +66,9 @@ const DISCLOSURES_DOC: &str = "GET Patient/[id]/$disclosures?date=&_count=&_page
 disclosures, every disclosure of the patient's data to a participant (a successful read, vread, search, history \
 or operation by a participant's system or person), newest first, as a searchset Bundle of compact AuditEvents: \
 recorded (the date), agent.who (the recipient Organization and its name), purposeOfEvent, subtype, and entity \
-(the patient and each resource version disclosed). A patient may ask for their own only; operators for anyone.";
+(the patient and each resource version disclosed); an emergency access (break-the-glass, purpose ETREAT) carries \
+meta.tag https://nutmeg.example/fhir/CodeSystem/notice|break-the-glass and an outcomeDesc saying so. A patient \
+may ask for their own only; operators for anyone.";
 
 /// The audit trail is searched (by operators), never written through the API, and answers only
 /// the parameters `Repository::search_audit_events` reads.
@@ -111,7 +114,15 @@ fn audit_trail(resource: &mut Value) {
     ]);
 }
 
-fn build(base_url: &str) -> Value {
+/// Why participants do not create data about patients by `PUT [type]/[id]`
+/// (`Repository::refuses_update_create`).
+const NO_UPDATE_CREATE_DOC: &str = "updateCreate is false: a participant's PUT [type]/[id] updates an \
+existing resource it may see and never creates one (405 otherwise, the same answer whether the id is unused \
+or names a resource withheld from it). Create with POST [type], or with a conditional update \
+PUT [type]?identifier=[system]|[value] without an id in the body.";
+
+/// `enforcing`: access is enforced, so participants do not create data about patients by update.
+fn build(base_url: &str, enforcing: bool) -> Value {
     let types = definitions::resource_types();
     // Who refers to whom: for `_revinclude` on a type, every reference parameter that may point at it.
     let mut revinclude: BTreeMap<&str, Vec<String>> = BTreeMap::new();
@@ -156,6 +167,10 @@ fn build(base_url: &str) -> Value {
                 "searchRevInclude": rev,
                 "searchParam": own.iter().map(search_param_json).collect::<Vec<_>>(),
             });
+            if enforcing && super::crud::is_patient_data_type(ty) {
+                resource["updateCreate"] = json!(false);
+                resource["documentation"] = json!(NO_UPDATE_CREATE_DOC);
+            }
             if ty == "Patient" {
                 resource["operation"] = json!([
                     {

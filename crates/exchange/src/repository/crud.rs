@@ -65,6 +65,9 @@ impl Repository {
     ) -> Result<Versioned> {
         let mut disclosed = Disclosed::new();
         if !self.admit(who, stored, &mut disclosed).await? {
+            if let Some(interaction) = audit_as.filter(|_| disclosed.withheld_any()) {
+                self.record_withheld(who, interaction, disclosed);
+            }
             return Err(Error::NotFound);
         }
         if stored.deleted {
@@ -209,14 +212,54 @@ impl Repository {
             .await
     }
 
-    /// A resource the decision point withholds from `who` cannot be changed by `who` either: 404,
-    /// as a read would answer. Absent and deleted resources are writable (update-as-create).
-    async fn check_writable(&self, who: &Requester, resource_type: &str, id: &str) -> Result<()> {
-        if self.visible(who, resource_type, id).await? {
+    /// A resource the decision point withholds from `who` cannot be changed by `who` either. For
+    /// data about patients (a Patient, or a type of the Patient compartment) a participant's
+    /// system or person may not create by update either ([`Repository::refuses_update_create`]):
+    /// an absent, deleted or withheld id all answer 405 alike, so that a PUT cannot tell whether
+    /// a withheld resource exists. Otherwise a withheld resource answers 404, as a read would, and
+    /// absent and deleted ones are writable (update-as-create).
+    pub(crate) async fn check_writable(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<()> {
+        if self.gate.permits_everything(who) {
+            return Ok(());
+        }
+        let visible_live = match self.store.read(resource_type, id).await? {
+            Some(stored) if !stored.deleted => {
+                if self.gate.decide(who, &stored).await?.is_permit() {
+                    return Ok(());
+                }
+                false
+            }
+            _ => true,
+        };
+        if self.refuses_update_create(who, resource_type).await? {
+            Err(Error::UpdateCreate {
+                resource_type: resource_type.to_string(),
+            })
+        } else if visible_live {
             Ok(())
         } else {
             Err(Error::NotFound)
         }
+    }
+
+    /// Whether `who` may not create a `resource_type` by update (`PUT [type]/[id]` of an id not
+    /// in use): participants' systems and people (SMART clients, portal users) writing data about
+    /// patients. The exchange's own tools (import, the demo) and its operators may; so may
+    /// everyone with open access (`--auth none`), and for the directory and other types that
+    /// hold no patient's data, where nothing is withheld by the privacy policy.
+    pub(crate) async fn refuses_update_create(
+        &self,
+        who: &Requester,
+        resource_type: &str,
+    ) -> Result<bool> {
+        Ok(self.gate.is_enforcing()
+            && is_patient_data_type(resource_type)
+            && !self.gate.is_operator(who).await?)
     }
 
     /// Whether `who` may see the current version of `resource_type/id` (absent and deleted ones
@@ -588,4 +631,11 @@ fn is_result_param(name: &str) -> bool {
             | "_page"
     ) || name.starts_with("_include:")
         || name.starts_with("_revinclude:")
+}
+
+/// Whether resources of this type hold data about patients: a Patient, or a type of the Patient
+/// compartment (what the privacy policy may withhold).
+pub(crate) fn is_patient_data_type(resource_type: &str) -> bool {
+    resource_type == "Patient"
+        || !fhir::definitions::patient_compartment_params(resource_type).is_empty()
 }

@@ -3,15 +3,16 @@
 //! appended (durably) before the answer is returned, so no disclosure goes unrecorded. Refusals are
 //! recorded too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use store::{RelationshipBasis, Stored, Write, WriteOp};
 
+use super::labelling::Staged;
 use super::support::now_millis;
 use super::{Error, Repository, Result};
 use crate::access::{Ask, Decision, Interaction as AccessInteraction, Obligation, Principal};
 use crate::access::{Reason, Requester};
-use crate::audit::{AuditFacts, Interaction, Outcome};
+use crate::audit::{AuditFacts, Interaction, Outcome, Withheld};
 use crate::participants::{Status, STATUS_SYSTEM};
 
 /// What one read request disclosed: each version, and the patients they are about.
@@ -22,6 +23,11 @@ pub(crate) struct Disclosed {
     emergency: bool,
     /// What the policy obliges each disclosed version to carry (labels, notices), when anything.
     obliged: Vec<((String, String, i64), Vec<Obligation>)>,
+    /// What the privacy policy withheld, with its reasons (for the operators' audit trail).
+    withheld: Vec<Withheld>,
+    /// Emergency access: (source participant, patient) -> resource type -> how many, for the
+    /// notices to the sources.
+    break_glass: BTreeMap<(String, String), BTreeMap<String, usize>>,
 }
 
 impl Disclosed {
@@ -37,9 +43,13 @@ impl Disclosed {
         Disclosed {
             resources,
             patients: patients.into_iter().collect(),
-            emergency: false,
-            obliged: Vec::new(),
+            ..Disclosed::default()
         }
+    }
+
+    /// Whether the privacy policy withheld anything from the request.
+    pub(crate) fn withheld_any(&self) -> bool {
+        !self.withheld.is_empty()
     }
 
     /// Applies what the policy obliged `stored` to carry to its disclosed JSON: security labels
@@ -209,13 +219,51 @@ impl Repository {
                 reasons = %codes(decision.reasons()),
                 "withheld by the decision point"
             );
+            let policy: Vec<String> = decision
+                .reasons()
+                .iter()
+                .filter_map(|r| match r {
+                    Reason::Privacy(codes) => Some(codes.iter().cloned()),
+                    _ => None,
+                })
+                .flatten()
+                .collect();
+            if !policy.is_empty() {
+                disclosed.withheld.push(Withheld {
+                    resource: (
+                        stored.resource_type.clone(),
+                        stored.id.clone(),
+                        stored.version,
+                    ),
+                    patients,
+                    reasons: policy,
+                });
+            }
             return Ok(false);
         }
-        if decision
-            .obligations()
-            .contains(&Obligation::FlagEmergencyAccess)
+        let obligations = decision.obligations();
+        if obligations.contains(&Obligation::FlagEmergencyAccess)
+            || obligations.contains(&Obligation::NotifySource)
         {
             disclosed.emergency = true;
+            if !stored.deleted && !patients.is_empty() {
+                let source = serde_json::from_str::<serde_json::Value>(&stored.json)
+                    .ok()
+                    .and_then(|r| privacy::labels::source_participant(&r));
+                // The requester's own data raises no notice.
+                if let Some(source) =
+                    source.filter(|s| Some(s.as_str()) != who.principal.participant())
+                {
+                    for patient in &patients {
+                        *disclosed
+                            .break_glass
+                            .entry((source.clone(), patient.clone()))
+                            .or_default()
+                            .entry(stored.resource_type.clone())
+                            .or_default() += 1;
+                    }
+                }
+            }
         }
         let carried: Vec<Obligation> = decision
             .obligations()
@@ -263,13 +311,115 @@ impl Repository {
             }
             desc
         });
+        // The sources are told before the data leaves (a notice that cannot be written fails the
+        // request: nothing is disclosed untold).
+        if !disclosed.break_glass.is_empty() {
+            self.notify_sources(who, &disclosed.break_glass).await?;
+        }
         let facts = self.facts(who, interaction, Outcome::Success, query, outcome_desc);
         let facts = AuditFacts {
             patients: disclosed.patients.into_iter().collect(),
             resources: disclosed.resources,
+            withheld: disclosed.withheld,
             ..facts
         };
         self.append(facts).await
+    }
+
+    /// Appends the AuditEvent of a read of one resource that the privacy policy withheld (answered
+    /// 404, as an absent one): outcome 4, and the policy's reasons in the withheld entity, for
+    /// operators. It is not waited for (nothing was disclosed), so that the 404 comes as fast as
+    /// the one of an id never used, which writes no record; a failure is logged.
+    pub(crate) fn record_withheld(
+        &self,
+        who: &Requester,
+        interaction: Interaction,
+        disclosed: Disclosed,
+    ) {
+        if matches!(who.principal, Principal::System { .. })
+            || !self.gate.is_enforcing()
+            || disclosed.withheld.is_empty()
+        {
+            return;
+        }
+        let facts = self.facts(
+            who,
+            interaction,
+            Outcome::MinorFailure,
+            None,
+            Some("withheld by the privacy policy".to_string()),
+        );
+        let record = crate::audit::audit_record(&AuditFacts {
+            withheld: disclosed.withheld,
+            ..facts
+        });
+        let store = self.store.clone();
+        let request_id = who.request_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.append_audit(vec![record]).await {
+                tracing::error!(%request_id, error = %e, "the audit record of a withheld read failed");
+            }
+        });
+    }
+
+    /// Writes one break-the-glass notice per source participant and patient of an emergency
+    /// request ([`crate::notices`]), as the exchange, in one commit.
+    async fn notify_sources(
+        &self,
+        who: &Requester,
+        break_glass: &BTreeMap<(String, String), BTreeMap<String, usize>>,
+    ) -> Result<()> {
+        let exchange = Requester::new(
+            who.request_id.clone(),
+            Principal::System {
+                name: "break-the-glass notice".into(),
+            },
+            crate::access::PurposeOfUse::Hoperat,
+            true,
+        );
+        let agent = who.audit_requestor().id;
+        let at = now_millis();
+        let mut writes = Vec::with_capacity(break_glass.len());
+        for ((source, patient), counts) in break_glass {
+            let notice = crate::notices::BreakGlass {
+                source: source.clone(),
+                patient: patient.clone(),
+                requester: who.principal.participant().map(str::to_string),
+                agent: agent.clone(),
+                at,
+                request_id: who.request_id.clone(),
+                emergency_declared: who.emergency_declared,
+                counts: counts.clone(),
+            };
+            let mut body = crate::notices::break_glass_communication(&notice);
+            super::support::validate(&body)?;
+            let id = super::support::new_id();
+            super::support::stamp(&mut body, &id, 1, at);
+            let (write, _) = self
+                .seal_one(
+                    &exchange,
+                    Staged {
+                        resource_type: "Communication".to_string(),
+                        id,
+                        version: 1,
+                        expect: None,
+                        last_updated: at,
+                        replaces_live: false,
+                        resource: body,
+                    },
+                )
+                .await?;
+            writes.push(write);
+        }
+        let notices = writes.len();
+        self.commit_audited(&exchange, Interaction::Create, writes)
+            .await?;
+        tracing::info!(
+            request_id = %who.request_id,
+            notices,
+            "break-the-glass notices written to the sources"
+        );
+        Ok(())
     }
 
     /// Appends the AuditEvent of a refused request.
@@ -305,6 +455,7 @@ impl Repository {
             patients: Vec::new(),
             resources: Vec::new(),
             outcome_desc,
+            withheld: Vec::new(),
         }
     }
 

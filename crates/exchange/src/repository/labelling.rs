@@ -17,6 +17,14 @@
 //!   the exchange's own tools and anonymous development writes have no registry entry, so the
 //!   source tags they send (`meta.tag`, as an import of labelled data carries them) are kept,
 //!   while a participant's are replaced by what the registry says.
+//! - **Who sent it.** The participant whose system or person writes a labelled resource is
+//!   recorded as its sender, a `meta.tag` in `privacy::codes::SOURCE_PARTICIPANT_SYSTEM` whose
+//!   code is the participant's Organization id (what the policy's own-data rule and the
+//!   break-the-glass notice to the source read). A participant's own claim there is replaced; the
+//!   exchange's own tools keep the tag they send (an import of data labelled elsewhere). The first
+//!   sender stays through later versions, whoever writes them. A Patient and the directory are not
+//!   tagged: who sent a Patient would tell every reader which (perhaps behavioral-health)
+//!   participant treats the person.
 //! - **Across versions.** A new version's labels are computed from its content and what the
 //!   source sent with it, together with the labels (and source) of the version it replaces: labels
 //!   never go down, so an update or patch that does not send them back keeps them. Lowering them
@@ -163,9 +171,11 @@ impl Repository {
         labelled: &[usize],
     ) -> Result<()> {
         let registry = self.source_facts(who).await?;
+        let sender = who.principal.participant();
         // Each labelled resource's own labels and source: content, what the source sent, and what
-        // the version it replaces carried.
+        // the version it replaces carried; and the participant recorded as its sender.
         let mut own: Vec<(Labels, SourceFacts)> = Vec::with_capacity(labelled.len());
+        let mut senders: Vec<Option<String>> = Vec::with_capacity(labelled.len());
         for &i in labelled {
             let s = &staged[i];
             let mut source = match registry {
@@ -173,6 +183,7 @@ impl Repository {
                 None => SourceFacts::from_resource(&s.resource),
             };
             let mut previous = Labels::default();
+            let mut first_sender = None;
             if s.replaces_live {
                 if let Some(meta) = self.stored_meta(&s.resource_type, &s.id).await? {
                     previous = Labels::from_security(&meta);
@@ -180,10 +191,14 @@ impl Repository {
                     let before = SourceFacts::from_resource(&meta);
                     source.licence = source.licence.or(before.licence);
                     source.psychiatric_facility |= before.psychiatric_facility;
+                    first_sender = labels::source_participant(&meta);
                 }
             }
             let labels = labels::derived(&labels::label(&s.resource, &source), &[previous]);
             own.push((labels, source));
+            // The participant that first sent the resource stays its sender (an update by another
+            // does not make the data theirs); a participant's claim in `meta.tag` is never taken.
+            senders.push(first_sender.or_else(|| sender.map(str::to_string)));
         }
 
         // Derived resources take the labels of what they point at: entries of this write first,
@@ -236,6 +251,9 @@ impl Repository {
             let k = key(&staged[i]);
             let labels = current.get(&k).unwrap_or(&own[n].0);
             labels::apply(&mut staged[i].resource, labels, &own[n].1);
+            if let Some(sender) = &senders[n] {
+                labels::set_source_participant(&mut staged[i].resource, sender);
+            }
         }
         Ok(())
     }

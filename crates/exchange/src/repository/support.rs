@@ -312,6 +312,7 @@ fn audit_record(
             .map(|w| (w.resource_type.clone(), w.id.clone(), w.version))
             .collect(),
         outcome_desc: None,
+        withheld: Vec::new(),
     };
     crate::audit::audit_record(&facts)
 }

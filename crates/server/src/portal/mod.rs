@@ -586,12 +586,35 @@ fn row(event: &Value) -> String {
         .filter_map(|e| e["what"]["reference"].as_str())
         .map(escape)
         .collect();
+    // Emergency access (break-the-glass) is said in words, not left to a purpose code.
+    let emergency = event["meta"]["tag"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["code"] == "break-the-glass");
+    let mut purpose = escape(&codings(&event["purposeOfEvent"]).join(", "));
+    if emergency {
+        purpose = format!(
+            "<strong>Emergency access (break-the-glass)</strong>: {purpose}. {}. \
+             The exchange's privacy officer reviews every emergency access, and the \
+             providers who sent the data were told.",
+            escape(
+                event["outcomeDesc"]
+                    .as_str()
+                    .unwrap_or("without a treatment relationship")
+            )
+        );
+    }
     format!(
-        "<tr><td>{date}</td><td>{recipient}</td><td>{purpose}</td><td>{action}</td>\
+        "<tr{class}><td>{date}</td><td>{recipient}</td><td>{purpose}</td><td>{action}</td>\
          <td>{what}</td></tr>\n",
+        class = if emergency {
+            " class=\"emergency\""
+        } else {
+            ""
+        },
         date = escape(&text(&event["recorded"])),
         recipient = escape(recipient),
-        purpose = escape(&codings(&event["purposeOfEvent"]).join(", ")),
         action = escape(&codings(&event["subtype"]).join(", ")),
         what = what.join("<br>"),
     )
@@ -615,6 +638,28 @@ mod tests {
         assert!(row.contains("<td>treatment</td><td>read</td>"), "{row}");
         assert!(row.contains("Patient/p1&quot;&gt;&lt;script&gt;"), "{row}");
         assert!(!row.contains("<script>"));
+    }
+
+    #[test]
+    fn emergency_access_is_said_in_words() {
+        let event = json!({
+            "meta": { "tag": [{ "system": "https://nutmeg.example/fhir/CodeSystem/notice", "code": "break-the-glass" }] },
+            "recorded": "2026-01-02T03:04:05Z",
+            "outcomeDesc": "emergency access (ETREAT) without a treatment relationship",
+            "agent": [{ "who": { "reference": "Organization/o1", "display": "ER Hospital" } }],
+            "purposeOfEvent": [{ "coding": [{ "code": "ETREAT" }] }],
+            "subtype": [{ "code": "operation" }],
+            "entity": [],
+        });
+        let row = super::row(&event);
+        assert!(row.contains("class=\"emergency\""), "{row}");
+        assert!(
+            row.contains("<strong>Emergency access (break-the-glass)</strong>"),
+            "{row}"
+        );
+        assert!(row.contains("without a treatment relationship"), "{row}");
+        let plain = super::row(&json!({ "purposeOfEvent": [{ "coding": [{ "code": "TREAT" }] }] }));
+        assert!(!plain.contains("Emergency"), "{plain}");
     }
 
     #[test]
