@@ -70,8 +70,7 @@ async fn issue(store: &Store, ca: &Authority, kek: &Kek, address: &str, ours: bo
     let cert = ca
         .issue(&Binding::Address(address.to_string()), &key, validity)
         .unwrap();
-    let record =
-        certificate_record(&cert, address, ours.then_some((kek, &key)), now_ms()).unwrap();
+    let record = certificate_record(&cert, address, ours.then_some((kek, &key)), now_ms()).unwrap();
     store.add_direct_certificate(record).await.unwrap();
     String::from_utf8(cert.to_pem().unwrap()).unwrap()
 }
@@ -106,9 +105,23 @@ struct Pair {
     _running: Vec<server::smtp::Running>,
     _dirs: Vec<tempfile::TempDir>,
     tls: TlsPair,
+    /// The fingerprint of the other side's CA, our outbound anchor.
+    their_anchor: String,
 }
 
+/// How long our HISP keeps keys, anchors and validated certificates in these tests.
+const CACHE_TTL: Duration = Duration::from_millis(500);
+
 async fn pair(route_tls: TlsPolicy, starttls: bool, trust_theirs: bool) -> Pair {
+    pair_with(route_tls, starttls, trust_theirs, CACHE_TTL).await
+}
+
+async fn pair_with(
+    route_tls: TlsPolicy,
+    starttls: bool,
+    trust_theirs: bool,
+    cache_ttl: Duration,
+) -> Pair {
     let (our_dir, their_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let open = |d: &tempfile::TempDir| format!("sqlite://{}", d.path().join("n.db").display());
     let ours = Store::open(&open(&our_dir)).await.unwrap();
@@ -204,6 +217,7 @@ async fn pair(route_tls: TlsPolicy, starttls: bool, trust_theirs: bool) -> Pair 
     config.retry_max = Duration::from_millis(200);
     config.max_attempts = 100;
     config.client_timeout = Duration::from_secs(5);
+    config.cache_ttl = cache_ttl;
     let ours_hisp = Hisp::new(ours, config, our_kek, Vec::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut running =
@@ -223,6 +237,7 @@ async fn pair(route_tls: TlsPolicy, starttls: bool, trust_theirs: bool) -> Pair 
         _running: vec![running, their_running],
         _dirs: vec![our_dir, their_dir],
         tls,
+        their_anchor: fingerprint(remote_ca.certificate()).unwrap(),
     }
 }
 
@@ -309,7 +324,10 @@ impl Client {
             conn: BufReader::new(Box::new(stream)),
         };
         let ehlo = c.cmd("EHLO mua.example").await;
-        assert!(ehlo.contains("250-AUTH PLAIN") || ehlo.contains("250 AUTH PLAIN"), "{ehlo}");
+        assert!(
+            ehlo.contains("250-AUTH PLAIN") || ehlo.contains("250 AUTH PLAIN"),
+            "{ehlo}"
+        );
         c
     }
 }
@@ -337,9 +355,14 @@ async fn submission_refuses_auth_in_the_clear_wrong_passwords_and_other_senders(
     assert!(greeting.starts_with("220"), "{greeting}");
     let ehlo = c.cmd("EHLO mua.example").await;
     assert!(ehlo.contains("STARTTLS"), "{ehlo}");
-    assert!(!ehlo.contains("AUTH"), "no AUTH offered in the clear: {ehlo}");
+    assert!(
+        !ehlo.contains("AUTH"),
+        "no AUTH offered in the clear: {ehlo}"
+    );
     // AUTH before STARTTLS: refused, and the password is not looked at.
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain(LOGIN, PASSWORD))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain(LOGIN, PASSWORD)))
+        .await;
     assert_eq!(code(&r), "538", "{r}");
     let r = c.cmd(&format!("MAIL FROM:<{CLINIC}>")).await;
     assert_eq!(code(&r), "530", "{r}");
@@ -347,11 +370,15 @@ async fn submission_refuses_auth_in_the_clear_wrong_passwords_and_other_senders(
     let mut c = c.starttls(&p.tls.trusting).await;
     let r = c.cmd(&format!("MAIL FROM:<{CLINIC}>")).await;
     assert_eq!(code(&r), "530", "MAIL before AUTH: {r}");
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain(LOGIN, "wrong"))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain(LOGIN, "wrong")))
+        .await;
     assert_eq!(code(&r), "535", "{r}");
     let user = p.ours.store().user_by_login(LOGIN).await.unwrap().unwrap();
     assert_eq!(user.failed_attempts, 1, "counted as the portal counts");
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain("nobody", PASSWORD))).await;
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain("nobody", PASSWORD)))
+        .await;
     assert_eq!(code(&r), "535", "{r}");
     let r = c.cmd("AUTH PLAIN not-base64!").await;
     assert_eq!(code(&r), "501", "{r}");
@@ -395,7 +422,9 @@ async fn submission_failures_lock_the_portal_account() {
     c.cmd("EHLO mua.example").await;
     let mut c = c.starttls(&p.tls.trusting).await;
     for _ in 0..server::portal::account::LOCK_AFTER {
-        let r = c.cmd(&format!("AUTH PLAIN {}", plain(LOGIN, "guess"))).await;
+        let r = c
+            .cmd(&format!("AUTH PLAIN {}", plain(LOGIN, "guess")))
+            .await;
         assert_eq!(code(&r), "535", "{r}");
     }
     let user = p.ours.store().user_by_login(LOGIN).await.unwrap().unwrap();
@@ -403,8 +432,14 @@ async fn submission_failures_lock_the_portal_account() {
     let (mut c, _) = Client::connect(p.submission).await;
     c.cmd("EHLO mua.example").await;
     let mut c = c.starttls(&p.tls.trusting).await;
-    let r = c.cmd(&format!("AUTH PLAIN {}", plain(LOGIN, PASSWORD))).await;
-    assert_eq!(code(&r), "535", "the right password is refused while locked: {r}");
+    let r = c
+        .cmd(&format!("AUTH PLAIN {}", plain(LOGIN, PASSWORD)))
+        .await;
+    assert_eq!(
+        code(&r),
+        "535",
+        "the right password is refused while locked: {r}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -418,9 +453,25 @@ async fn swaks_submits_with_starttls_and_auth_plain() {
     let swaks = |password: &str, from: &str| {
         Command::new("swaks")
             .args([
-                "--server", &server, "--tls", "--auth", "PLAIN", "--auth-user", LOGIN,
-                "--auth-password", password, "--from", from, "--to", BOB, "--h-Subject",
-                "Referral by swaks", "--body", "Bob, see the attached plan.", "--timeout", "20",
+                "--server",
+                &server,
+                "--tls",
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                LOGIN,
+                "--auth-password",
+                password,
+                "--from",
+                from,
+                "--to",
+                BOB,
+                "--h-Subject",
+                "Referral by swaks",
+                "--body",
+                "Bob, see the attached plan.",
+                "--timeout",
+                "20",
             ])
             .output()
             .unwrap()
@@ -468,7 +519,10 @@ async fn outbound_starttls_verifies_the_next_hop_and_reuses_the_connection() {
     }
     assert_eq!(p.theirs.store().mailbox(BOB, 10).await.unwrap().len(), 2);
     let rows = p.ours.store().outbound_by_message(&id).await.unwrap();
-    assert!(rows.iter().all(|r| r.status != DeliveryStatus::Queued), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.status != DeliveryStatus::Queued),
+        "{rows:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -477,7 +531,11 @@ async fn outbound_starttls_refuses_an_untrusted_certificate() {
     let p = pair(TlsPolicy::Opportunistic, true, false).await;
     let id = send(&p).await;
     let row = p.tried(&id).await;
-    assert_eq!(row.status, DeliveryStatus::Queued, "retried, not sent in the clear");
+    assert_eq!(
+        row.status,
+        DeliveryStatus::Queued,
+        "retried, not sent in the clear"
+    );
     let error = row.last_error.unwrap_or_default();
     assert!(error.contains("TLS"), "{error}");
     assert!(p.theirs.store().mailbox(BOB, 10).await.unwrap().is_empty());
@@ -499,4 +557,72 @@ async fn outbound_opportunistic_sends_in_the_clear_to_a_peer_without_starttls() 
     let p = pair(TlsPolicy::Opportunistic, false, true).await;
     send(&p).await;
     p.bob_gets().await;
+}
+
+/// Waits until Bob's mailbox at the other HISP holds `n` messages.
+async fn bob_holds(p: &Pair, n: usize) {
+    for _ in 0..400 {
+        if p.theirs.store().mailbox(BOB, 10).await.unwrap().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("Bob's mailbox never held {n} messages");
+}
+
+/// Waits until the message `id` failed for good and answers why.
+async fn failed(p: &Pair, id: &str) -> String {
+    for _ in 0..400 {
+        let rows = p.ours.store().outbound_by_message(id).await.unwrap();
+        if let Some(r) = rows
+            .into_iter()
+            .find(|r| r.status == DeliveryStatus::Failed)
+        {
+            return r.last_error.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} never failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_anchor_stops_outbound_mail_once_the_cache_expires() {
+    let p = pair(TlsPolicy::Opportunistic, true, true).await;
+    send(&p).await;
+    bob_holds(&p, 1).await;
+    // The operator stops trusting the other side: Bob's certificate no longer validates.
+    assert!(p
+        .ours
+        .store()
+        .remove_trust_anchor(LOCAL, AnchorDirection::Outbound, &p.their_anchor)
+        .await
+        .unwrap());
+    tokio::time::sleep(CACHE_TTL + Duration::from_millis(200)).await;
+    let id = send(&p).await;
+    let why = failed(&p, &id).await;
+    assert!(why.contains("no trusted certificate"), "{why}");
+    assert_eq!(p.theirs.store().mailbox(BOB, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forget_makes_a_removed_anchor_take_effect_at_once() {
+    // Kept for an hour: only `forget` can make the change count within this test.
+    let p = pair_with(
+        TlsPolicy::Opportunistic,
+        true,
+        true,
+        Duration::from_secs(3600),
+    )
+    .await;
+    send(&p).await;
+    bob_holds(&p, 1).await;
+    p.ours
+        .store()
+        .remove_trust_anchor(LOCAL, AnchorDirection::Outbound, &p.their_anchor)
+        .await
+        .unwrap();
+    p.ours.forget();
+    let id = send(&p).await;
+    let why = failed(&p, &id).await;
+    assert!(why.contains("no trusted certificate"), "{why}");
 }

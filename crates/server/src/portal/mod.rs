@@ -368,10 +368,7 @@ pub async fn check_credentials(
             .ok()
             .and_then(|step| i64::try_from(step).ok());
         let taken = match step {
-            Some(step) => store
-                .use_totp_step(&user.user_id, step)
-                .await
-                ?,
+            Some(step) => store.use_totp_step(&user.user_id, step).await?,
             None => false,
         };
         (!taken).then_some(Refusal::Code)
@@ -379,15 +376,11 @@ pub async fn check_credentials(
         None
     };
     if let Some(refusal) = refusal {
-        let failures = store
-            .record_failed_sign_in(&user.user_id)
-            .await
-            ?;
+        let failures = store.record_failed_sign_in(&user.user_id).await?;
         if let Some(seconds) = account::lockout_seconds(failures) {
             store
                 .lock_user_until(&user.user_id, now.saturating_add(seconds))
-                .await
-                ?;
+                .await?;
             tracing::warn!(
                 user_id = %user.user_id,
                 failures,
@@ -398,19 +391,13 @@ pub async fn check_credentials(
         return Ok(Err(refusal));
     }
     if user.failed_attempts > 0 || user.locked_until.is_some() {
-        store
-            .reset_failed_sign_ins(&user.user_id)
-            .await
-            ?;
+        store.reset_failed_sign_ins(&user.user_id).await?;
     }
     if auth::password::needs_rehash(&user.password_hash) {
         // A hash made with older parameters is replaced now that the password is at hand.
         let fresh = tokio::task::spawn_blocking(move || auth::password::hash(&password)).await;
         if let Ok(Ok(fresh)) = fresh {
-            store
-                .set_password_hash(&user.user_id, &fresh)
-                .await
-                ?;
+            store.set_password_hash(&user.user_id, &fresh).await?;
             tracing::info!(user_id = %user.user_id, "portal password hash renewed");
         }
     }

@@ -222,7 +222,11 @@ pub async fn send(
 
 /// Connects, reads the greeting, says EHLO (HELO for an old server), and upgrades with STARTTLS
 /// as the hop's policy asks. `Ok(Err(_))` for a refusal in a reply.
-async fn open(hop: &Hop<'_>, hostname: &str, timeout: Duration) -> Result<Result<Conn, Delivery>, String> {
+async fn open(
+    hop: &Hop<'_>,
+    hostname: &str,
+    timeout: Duration,
+) -> Result<Result<Conn, Delivery>, String> {
     let address = hop.address;
     let tcp = tokio::time::timeout(timeout, TcpStream::connect(address))
         .await
@@ -237,7 +241,9 @@ async fn open(hop: &Hop<'_>, hostname: &str, timeout: Duration) -> Result<Result
     let ehlo = command(&mut conn, &format!("EHLO {hostname}\r\n"), timeout).await?;
     if ehlo.0 != 250 {
         if hop.tls == TlsPolicy::Required {
-            return Err(format!("{address} does not speak ESMTP, and TLS is required"));
+            return Err(format!(
+                "{address} does not speak ESMTP, and TLS is required"
+            ));
         }
         let helo = command(&mut conn, &format!("HELO {hostname}\r\n"), timeout).await?;
         if helo.0 != 250 {
@@ -247,7 +253,9 @@ async fn open(hop: &Hop<'_>, hostname: &str, timeout: Duration) -> Result<Result
     }
     if !offers(&ehlo.1, "STARTTLS") {
         if hop.tls == TlsPolicy::Required {
-            return Err(format!("{address} does not offer STARTTLS, and TLS is required"));
+            return Err(format!(
+                "{address} does not offer STARTTLS, and TLS is required"
+            ));
         }
         return Ok(Ok(conn));
     }
@@ -332,7 +340,11 @@ pub fn client_config(roots: &std::path::Path) -> anyhow::Result<Arc<rustls::Clie
             .add(cert)
             .with_context(|| format!("an unusable root certificate in {}", roots.display()))?;
     }
-    anyhow::ensure!(!store.is_empty(), "{} holds no certificates", roots.display());
+    anyhow::ensure!(
+        !store.is_empty(),
+        "{} holds no certificates",
+        roots.display()
+    );
     Ok(Arc::new(client_config_with(store)))
 }
 

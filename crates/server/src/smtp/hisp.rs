@@ -347,7 +347,12 @@ impl Hisp {
         for clear in [
             &|c: &Caches| c.keys.lock().unwrap_or_else(|p| p.into_inner()).clear(),
             &|c: &Caches| c.anchors.lock().unwrap_or_else(|p| p.into_inner()).clear(),
-            &|c: &Caches| c.recipients.lock().unwrap_or_else(|p| p.into_inner()).clear(),
+            &|c: &Caches| {
+                c.recipients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear()
+            },
         ] as [&dyn Fn(&Caches); 3]
         {
             clear(&self.caches);
@@ -452,7 +457,13 @@ impl Hisp {
         let domain = store::domain_of(first).unwrap_or_default();
         let mut keys = Vec::new();
         for r in &recipients {
-            keys.extend(self.our_keys(r).await.map_err(local_problem)?.iter().cloned());
+            keys.extend(
+                self.our_keys(r)
+                    .await
+                    .map_err(local_problem)?
+                    .iter()
+                    .cloned(),
+            );
         }
         let mut domains: Vec<String> = recipients
             .iter()
@@ -460,7 +471,13 @@ impl Hisp {
             .collect();
         domains.dedup();
         for d in &domains {
-            keys.extend(self.our_keys(d).await.map_err(local_problem)?.iter().cloned());
+            keys.extend(
+                self.our_keys(d)
+                    .await
+                    .map_err(local_problem)?
+                    .iter()
+                    .cloned(),
+            );
         }
         let anchors = self
             .anchors(&domain, AnchorDirection::Inbound)

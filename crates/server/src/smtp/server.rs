@@ -339,9 +339,7 @@ impl Session {
                         Ok(true) => {}
                         Ok(false) => {
                             tracing::info!(user_id = %user.user_id, "smtp submission: sender refused: not the user's address");
-                            return Ok(self
-                                .error("553 5.7.1 Sender address is not yours")
-                                .await?);
+                            return Ok(self.error("553 5.7.1 Sender address is not yours").await?);
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "smtp submission: local failure");
@@ -552,12 +550,17 @@ impl Session {
                 self.reply("334 ", true).await?;
                 let mut line = Vec::new();
                 let timeout = self.hisp.config().command_timeout;
-                match tokio::time::timeout(timeout, read_line(&mut self.conn, &mut line, MAX_COMMAND))
-                    .await
+                match tokio::time::timeout(
+                    timeout,
+                    read_line(&mut self.conn, &mut line, MAX_COMMAND),
+                )
+                .await
                 {
                     Ok(Ok(Line::Ok)) => {}
                     Ok(Ok(Line::TooLong)) => {
-                        return Ok(self.error("500 5.5.6 Authentication exchange line is too long").await?)
+                        return Ok(self
+                            .error("500 5.5.6 Authentication exchange line is too long")
+                            .await?)
                     }
                     Ok(Ok(Line::Eof)) => return Ok(Next::Close),
                     Ok(Err(e)) => return Err(e.into()),
