@@ -233,24 +233,21 @@ const CACHE_ENTRIES: usize = 10_000;
 /// kept, so a certificate or anchor just added is used at once.
 #[derive(Default)]
 struct Caches {
-    keys: Mutex<HashMap<String, Cached<Vec<RecipientKey>>>>,
-    anchors: Mutex<HashMap<(String, &'static str), Cached<Anchors>>>,
-    recipients: Mutex<HashMap<(String, String), Cached<Vec<X509>>>>,
+    keys: CacheMap<String, Vec<RecipientKey>>,
+    anchors: CacheMap<(String, &'static str), Anchors>,
+    recipients: CacheMap<(String, String), Vec<X509>>,
 }
 
-fn cache_get<K: Eq + Hash, T>(map: &Mutex<HashMap<K, Cached<T>>>, key: &K) -> Option<Arc<T>> {
+type CacheMap<K, T> = Mutex<HashMap<K, Cached<T>>>;
+
+fn cache_get<K: Eq + Hash, T>(map: &CacheMap<K, T>, key: &K) -> Option<Arc<T>> {
     let map = map.lock().unwrap_or_else(|p| p.into_inner());
     map.get(key)
         .filter(|c| c.until > Instant::now())
         .map(|c| c.value.clone())
 }
 
-fn cache_put<K: Eq + Hash, T>(
-    map: &Mutex<HashMap<K, Cached<T>>>,
-    key: K,
-    value: Arc<T>,
-    until: Instant,
-) {
+fn cache_put<K: Eq + Hash, T>(map: &CacheMap<K, T>, key: K, value: Arc<T>, until: Instant) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if map.len() >= CACHE_ENTRIES {
         let now = Instant::now();
