@@ -90,6 +90,11 @@ pub struct Settings {
     /// --tls-cert/--tls-key) [default: 127.0.0.1:2525].
     #[arg(long, env = "NUTMEG_SMTP", global = true, hide_env_values = true)]
     pub smtp: Option<String>,
+    /// With --direct-config, also listen for SMTP submission (port 587 style) here: portal users
+    /// who own a Direct address send with a mail client, AUTH PLAIN after STARTTLS (which needs
+    /// --tls-cert/--tls-key) [default: none].
+    #[arg(long, env = "NUTMEG_SUBMISSION", global = true, hide_env_values = true)]
+    pub submission: Option<String>,
     /// A TOML file configuring Direct secure messaging (domains, key-encryption key, routes);
     /// with it, `serve` also runs the SMTP listener and the delivery worker.
     #[arg(
@@ -140,6 +145,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the Direct SMTP listener binds (with `direct_config`).
     pub smtp: SocketAddr,
+    /// Where the SMTP submission listener binds, if anywhere (with `direct_config` and TLS).
+    pub submission: Option<SocketAddr>,
     /// The Direct configuration file; `None`: no SMTP listener.
     pub direct_config: Option<PathBuf>,
 }
@@ -173,6 +180,7 @@ impl Config {
             log: "info".into(),
             log_format: LogFormat::Text,
             smtp: DEFAULT_SMTP.parse().expect("the default address parses"),
+            submission: None,
             direct_config: None,
         }
     }
@@ -210,6 +218,7 @@ const FILE_KEYS: &[&str] = &[
     "log",
     "log_format",
     "smtp",
+    "submission",
     "direct_config",
 ];
 
@@ -243,6 +252,7 @@ impl Settings {
             log: self.log.or(lower.log),
             log_format: self.log_format.or(lower.log_format),
             smtp: self.smtp.or(lower.smtp),
+            submission: self.submission.or(lower.submission),
             direct_config: self.direct_config.or(lower.direct_config),
         }
     }
@@ -387,7 +397,22 @@ impl Settings {
             ));
             DEFAULT_SMTP.parse().expect("the default address parses")
         });
+        let submission = self.submission.as_deref().and_then(|text| {
+            let parsed = parse_address(text);
+            if parsed.is_none() {
+                problems.push(format!(
+                    "submission: '{text}' is not a socket address like 127.0.0.1:5870"
+                ));
+            }
+            parsed
+        });
         let direct_config = self.direct_config.map(PathBuf::from);
+        if submission.is_some() && (direct_config.is_none() || tls.is_none()) {
+            problems.push(
+                "submission: needs --direct-config and --tls-cert/--tls-key (AUTH only after STARTTLS)"
+                    .to_string(),
+            );
+        }
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -409,6 +434,7 @@ impl Settings {
                 log,
                 log_format,
                 smtp,
+                submission,
                 direct_config,
             }),
             _ => Err(ConfigError(problems)),
@@ -544,6 +570,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "max_count" => &mut settings.max_count,
             "log" => &mut settings.log,
             "smtp" => &mut settings.smtp,
+            "submission" => &mut settings.submission,
             "direct_config" => &mut settings.direct_config,
             _ => &mut settings.log_format,
         };

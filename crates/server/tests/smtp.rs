@@ -243,10 +243,7 @@ async fn fixture_on(
     }
     let sink = sink().await;
     let mut config = HispConfig::new(vec![LOCAL.to_string()], "hisp.nutmeg.test");
-    config.routes = vec![Route {
-        domain: REMOTE.to_string(),
-        address: sink.address.to_string(),
-    }];
+    config.routes = vec![Route::new(REMOTE, &sink.address.to_string())];
     config.max_message_bytes = 2 * 1024 * 1024;
     config.retry_base = Duration::from_millis(100);
     config.retry_max = Duration::from_millis(400);

@@ -103,6 +103,17 @@ fn rsa2048_sign_per_second() -> Option<f64> {
     fields.get(fields.len().checked_sub(2)?)?.parse().ok()
 }
 
+/// CPU time this process has used (user and system, all threads), from `/proc/self/stat`
+/// (clock ticks of 10 ms); `None` where there is no `/proc`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name (in parentheses, which may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let (user, system): (u64, u64) = (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+    Some(Duration::from_millis((user + system) * 10))
+}
+
 async fn wait_for(count: &AtomicUsize, n: usize) {
     while count.load(Ordering::SeqCst) < n {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -163,10 +174,7 @@ async fn direct_throughput() {
     let delivered = Arc::new(AtomicUsize::new(0));
     let sink_address = sink(delivered.clone()).await;
     let mut config = HispConfig::new(vec![local.to_string()], "hisp.bench.test");
-    config.routes = vec![Route {
-        domain: remote.into(),
-        address: sink_address.to_string(),
-    }];
+    config.routes = vec![Route::new(remote, &sink_address.to_string())];
     let hisp = Hisp::new(store.clone(), config, kek, Vec::new());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let smtp = listener.local_addr().unwrap();
@@ -181,6 +189,7 @@ async fn direct_throughput() {
     }
 
     // Outbound.
+    let cpu_started = cpu_time();
     let started = Instant::now();
     for i in 0..n {
         hisp.send(
@@ -195,6 +204,7 @@ async fn direct_throughput() {
     let queued = started.elapsed();
     wait_for(&delivered, n).await;
     let outbound = started.elapsed();
+    let outbound_cpu = cpu_time().zip(cpu_started).map(|(b, a)| b - a);
 
     // Inbound: sealed beforehand (Bob's side, not measured).
     let messages: Vec<Vec<u8>> = (0..n)
@@ -229,6 +239,7 @@ async fn direct_throughput() {
     let connections = 8;
     let messages = Arc::new(messages);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_started = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
@@ -270,6 +281,12 @@ async fn direct_throughput() {
     let inbound = started.elapsed();
     wait_for(&delivered, before_mdns + n).await;
     let inbound_with_mdns = started.elapsed();
+    let inbound_cpu = cpu_time().zip(cpu_started).map(|(b, a)| b - a);
+    let per = |cpu: Option<Duration>| {
+        cpu.map_or("unknown".to_string(), |c| {
+            format!("{:.2} ms", c.as_secs_f64() * 1000.0 / n as f64)
+        })
+    };
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let ceiling = rsa2048_sign_per_second();
@@ -282,6 +299,11 @@ async fn direct_throughput() {
     println!(
         "inbound with the processed MDNs signed, encrypted and handed over: {:.0} messages/s",
         rate(inbound_with_mdns)
+    );
+    println!(
+        "CPU time per message (this process, all threads; the sink and the inbound client included): outbound {}, inbound with its MDN {}",
+        per(outbound_cpu),
+        per(inbound_cpu)
     );
     if let Some(per_core) = ceiling {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -248,7 +248,9 @@ fn dummy_hash() -> Option<&'static str> {
 }
 
 /// Verifies a password on the blocking pool (argon2id takes tens of milliseconds of CPU).
-async fn verify_password(password: String, stored: Option<String>) -> bool {
+/// Whether `password` matches `stored` (argon2id, off the async threads); with `None`, the same
+/// work against a dummy hash, so that an unknown login takes as long as a known one.
+pub async fn verify_password(password: String, stored: Option<String>) -> bool {
     let verified = tokio::task::spawn_blocking(move || {
         let stored: &str = match &stored {
             Some(stored) => stored,
@@ -261,8 +263,8 @@ async fn verify_password(password: String, stored: Option<String>) -> bool {
 }
 
 /// Why a sign-in was refused, for the log only.
-#[derive(Debug, Clone, Copy)]
-enum Refusal {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
     Password,
     Code,
     Locked,
@@ -330,7 +332,22 @@ async fn check(
     code: &str,
     now: i64,
 ) -> Result<Result<(), Refusal>, Response> {
-    let store = state.repo.store();
+    check_credentials(state.repo.store(), user, password, code, now)
+        .await
+        .map_err(internal)
+}
+
+/// Checks the password (and the TOTP code, when the account has a secret) of a known account at
+/// `now` (seconds), counting a failure and locking the account after too many
+/// ([`account::lockout_seconds`]): the one rule the portal's sign-in and SMTP submission
+/// (`smtp::submission`) share. `Err` for a local failure (the store).
+pub async fn check_credentials(
+    store: &store::Store,
+    user: &User,
+    password: String,
+    code: &str,
+    now: i64,
+) -> anyhow::Result<Result<(), Refusal>> {
     let password_ok = verify_password(password.clone(), Some(user.password_hash.clone())).await;
     if user.status != UserStatus::Active {
         return Ok(Err(Refusal::Disabled));
@@ -343,10 +360,7 @@ async fn check(
     } else if let Some(secret) = &user.totp_secret {
         let secret = account::unhex(secret).and_then(|b| auth::TotpSecret::from_bytes(&b).ok());
         let Some(secret) = secret else {
-            return Err(internal(format!(
-                "user {}'s TOTP secret cannot be read",
-                user.user_id
-            )));
+            anyhow::bail!("user {}'s TOTP secret cannot be read", user.user_id);
         };
         let last = user.last_totp_step.and_then(|s| u64::try_from(s).ok());
         let step = secret
@@ -354,10 +368,7 @@ async fn check(
             .ok()
             .and_then(|step| i64::try_from(step).ok());
         let taken = match step {
-            Some(step) => store
-                .use_totp_step(&user.user_id, step)
-                .await
-                .map_err(internal)?,
+            Some(step) => store.use_totp_step(&user.user_id, step).await?,
             None => false,
         };
         (!taken).then_some(Refusal::Code)
@@ -365,15 +376,11 @@ async fn check(
         None
     };
     if let Some(refusal) = refusal {
-        let failures = store
-            .record_failed_sign_in(&user.user_id)
-            .await
-            .map_err(internal)?;
+        let failures = store.record_failed_sign_in(&user.user_id).await?;
         if let Some(seconds) = account::lockout_seconds(failures) {
             store
                 .lock_user_until(&user.user_id, now.saturating_add(seconds))
-                .await
-                .map_err(internal)?;
+                .await?;
             tracing::warn!(
                 user_id = %user.user_id,
                 failures,
@@ -384,19 +391,13 @@ async fn check(
         return Ok(Err(refusal));
     }
     if user.failed_attempts > 0 || user.locked_until.is_some() {
-        store
-            .reset_failed_sign_ins(&user.user_id)
-            .await
-            .map_err(internal)?;
+        store.reset_failed_sign_ins(&user.user_id).await?;
     }
     if auth::password::needs_rehash(&user.password_hash) {
         // A hash made with older parameters is replaced now that the password is at hand.
         let fresh = tokio::task::spawn_blocking(move || auth::password::hash(&password)).await;
         if let Ok(Ok(fresh)) = fresh {
-            store
-                .set_password_hash(&user.user_id, &fresh)
-                .await
-                .map_err(internal)?;
+            store.set_password_hash(&user.user_id, &fresh).await?;
             tracing::info!(user_id = %user.user_id, "portal password hash renewed");
         }
     }

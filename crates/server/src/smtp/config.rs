@@ -12,10 +12,15 @@
 //! max_attempts = 10
 //! processed_timeout_secs = 3600
 //! crls = ["/etc/nutmeg/partner.crl"]     # CRLs (DER or PEM) of issuers trusted for Direct
+//! workers = 4                           # delivery workers per process
+//! cache_ttl_secs = 30                    # keys, anchors, validated certificates kept in memory
+//! tls_roots = "/etc/ssl/certs/ca-certificates.crt"  # PEM roots for outbound STARTTLS
+//!                                        # [default: that file, when it exists]
 //!
 //! [[routes]]                             # static routes (no MX lookup yet)
 //! domain = "other.example"
 //! address = "mx.other.example:25"
+//! tls = "opportunistic"                  # or "required" [default: opportunistic]
 //! ```
 //!
 //! Trust anchors, certificates and keys are in the database (`nutmeg admin direct ...`).
@@ -42,6 +47,9 @@ struct File {
     retry_max_secs: Option<u64>,
     max_attempts: Option<u32>,
     processed_timeout_secs: Option<u64>,
+    cache_ttl_secs: Option<u64>,
+    workers: Option<usize>,
+    tls_roots: Option<String>,
     #[serde(default)]
     crls: Vec<String>,
     #[serde(default)]
@@ -53,7 +61,12 @@ struct File {
 struct RouteFile {
     domain: String,
     address: String,
+    #[serde(default)]
+    tls: super::client::TlsPolicy,
 }
+
+/// The system's CA bundle, used for outbound STARTTLS when `tls_roots` is not set.
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Reads the Direct configuration: the HISP's settings, its key-encryption key and CRLs.
 pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
@@ -88,6 +101,17 @@ pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
     config.retry_base = secs(file.retry_base_secs, config.retry_base);
     config.retry_max = secs(file.retry_max_secs, config.retry_max);
     config.processed_timeout = secs(file.processed_timeout_secs, config.processed_timeout);
+    config.cache_ttl = secs(file.cache_ttl_secs, config.cache_ttl);
+    if let Some(n) = file.workers {
+        config.workers = n.clamp(1, 64);
+    }
+    config.tls_roots = match &file.tls_roots {
+        Some(p) => Some(super::client::client_config(&base.join(p))?),
+        None if Path::new(SYSTEM_ROOTS).exists() => {
+            super::client::client_config(Path::new(SYSTEM_ROOTS)).ok()
+        }
+        None => None,
+    };
     if let Some(n) = file.max_attempts {
         config.max_attempts = n.max(1);
     }
@@ -97,6 +121,7 @@ pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
         .map(|r| Route {
             domain: r.domain.to_ascii_lowercase(),
             address: r.address,
+            tls: r.tls,
         })
         .collect();
     let mut crls = Vec::new();

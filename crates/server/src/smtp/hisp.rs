@@ -10,8 +10,10 @@
 //! configuration or the operator); DNS CERT and LDAP discovery are not done yet, nor MX lookup:
 //! outside domains need a static route.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use direct::keys::{self, Kek};
 use direct::mdn::{self, Disposition, Notification};
@@ -25,13 +27,26 @@ use store::{
     Outbound, OutboundKind, Settle, Store,
 };
 
-use super::client::{self, Delivery};
+use super::client::{self, Delivery, Hop, TlsPolicy};
 
-/// A static route: mail for `domain` goes to the SMTP server at `address` (`host:port`).
+/// A static route: mail for `domain` goes to the SMTP server at `address` (`host:port`), over
+/// STARTTLS as `tls` asks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub domain: String,
     pub address: String,
+    pub tls: TlsPolicy,
+}
+
+impl Route {
+    /// A route with opportunistic TLS.
+    pub fn new(domain: &str, address: &str) -> Route {
+        Route {
+            domain: domain.to_ascii_lowercase(),
+            address: address.to_string(),
+            tls: TlsPolicy::Opportunistic,
+        }
+    }
 }
 
 /// What the HISP needs to know.
@@ -62,8 +77,18 @@ pub struct HispConfig {
     pub seal: SealOptions,
     /// How long a worker holds a claimed row before another may take it.
     pub lease: Duration,
+    /// Delivery workers per process (each claims its own batches, so one slow hand-over does
+    /// not hold up the rest).
+    pub workers: usize,
     /// Connect and reply timeout of outbound SMTP.
     pub client_timeout: Duration,
+    /// The roots outbound STARTTLS verifies next hops against (`None`: none configured, so a
+    /// next hop that offers STARTTLS cannot be verified and is not sent to).
+    pub tls_roots: Option<Arc<rustls::ClientConfig>>,
+    /// How long unsealed keys, trust anchors and validated recipient certificates are kept in
+    /// memory between messages: a revoked certificate, a removed anchor or a new key takes effect
+    /// within this time (`Hisp::forget` at once).
+    pub cache_ttl: Duration,
 }
 
 impl HispConfig {
@@ -88,7 +113,10 @@ impl HispConfig {
                 ..SealOptions::default()
             },
             lease: Duration::from_secs(120),
+            workers: 4,
             client_timeout: Duration::from_secs(60),
+            tls_roots: None,
+            cache_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -187,6 +215,50 @@ pub fn fingerprint(cert: &X509) -> anyhow::Result<String> {
     Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// An entry of a [`Caches`] map, good until `until`.
+struct Cached<T> {
+    until: Instant,
+    value: Arc<T>,
+}
+
+/// Entries a cache holds at most; past it, expired entries are dropped, then all.
+const CACHE_ENTRIES: usize = 10_000;
+
+/// What the HISP keeps between messages so that per-message work is only the message's: our
+/// unsealed, parsed keys by subject; trust anchors by (domain, direction); the recipient
+/// certificates that validated for encryption by (sender's domain, recipient), never past the
+/// earliest notAfter among them. Every entry lives at most `cache_ttl`: a certificate revoked or
+/// an anchor removed in the store (by this process or another) stops being used within that
+/// time. The CRLs are the configuration's, fixed for the process's life. Empty answers are not
+/// kept, so a certificate or anchor just added is used at once.
+#[derive(Default)]
+struct Caches {
+    keys: CacheMap<String, Vec<RecipientKey>>,
+    anchors: CacheMap<(String, &'static str), Anchors>,
+    recipients: CacheMap<(String, String), Vec<X509>>,
+}
+
+type CacheMap<K, T> = Mutex<HashMap<K, Cached<T>>>;
+
+fn cache_get<K: Eq + Hash, T>(map: &CacheMap<K, T>, key: &K) -> Option<Arc<T>> {
+    let map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.get(key)
+        .filter(|c| c.until > Instant::now())
+        .map(|c| c.value.clone())
+}
+
+fn cache_put<K: Eq + Hash, T>(map: &CacheMap<K, T>, key: K, value: Arc<T>, until: Instant) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= CACHE_ENTRIES {
+        let now = Instant::now();
+        map.retain(|_, c| c.until > now);
+        if map.len() >= CACHE_ENTRIES {
+            map.clear();
+        }
+    }
+    map.insert(key, Cached { until, value });
+}
+
 /// The HISP: the store, the configuration and the key-encryption key. Cheap to clone.
 #[derive(Clone)]
 pub struct Hisp {
@@ -197,6 +269,9 @@ pub struct Hisp {
     crls: Arc<Vec<X509Crl>>,
     /// Woken when something is queued.
     wake: Arc<tokio::sync::Notify>,
+    caches: Arc<Caches>,
+    /// Open SMTP connections to next hops, idle between messages.
+    pool: Arc<client::Pool>,
 }
 
 impl std::fmt::Debug for Hisp {
@@ -258,6 +333,26 @@ impl Hisp {
             kek: Arc::new(kek),
             crls: Arc::new(crls),
             wake: Arc::new(tokio::sync::Notify::new()),
+            caches: Arc::default(),
+            pool: Arc::default(),
+        }
+    }
+
+    /// Drops what is cached between messages (keys, anchors, validated certificates), so that a
+    /// change in the store takes effect at once in this process.
+    pub fn forget(&self) {
+        for clear in [
+            &|c: &Caches| c.keys.lock().unwrap_or_else(|p| p.into_inner()).clear(),
+            &|c: &Caches| c.anchors.lock().unwrap_or_else(|p| p.into_inner()).clear(),
+            &|c: &Caches| {
+                c.recipients
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear()
+            },
+        ] as [&dyn Fn(&Caches); 3]
+        {
+            clear(&self.caches);
         }
     }
 
@@ -300,8 +395,12 @@ impl Hisp {
         }
     }
 
-    /// Our certificates and keys for `subject` (an address or a domain).
-    async fn our_keys(&self, subject: &str) -> anyhow::Result<Vec<RecipientKey>> {
+    /// Our certificates and keys for `subject` (an address or a domain), unsealed once per
+    /// `cache_ttl`.
+    async fn our_keys(&self, subject: &str) -> anyhow::Result<Arc<Vec<RecipientKey>>> {
+        if let Some(keys) = cache_get(&self.caches.keys, &subject.to_string()) {
+            return Ok(keys);
+        }
         let mut out = Vec::new();
         for c in self.store.direct_certificates(subject).await? {
             let Some(sealed) = &c.sealed_key else {
@@ -311,13 +410,32 @@ impl Hisp {
             let key = keys::open(&self.kek, &key_label(&c.issuer, &c.serial), sealed)?;
             out.push((cert, key));
         }
+        let out = Arc::new(out);
+        if !out.is_empty() {
+            let until = Instant::now() + self.config.cache_ttl;
+            cache_put(&self.caches.keys, subject.to_string(), out.clone(), until);
+        }
         Ok(out)
     }
 
-    async fn anchors(&self, domain: &str, direction: AnchorDirection) -> anyhow::Result<Anchors> {
+    async fn anchors(
+        &self,
+        domain: &str,
+        direction: AnchorDirection,
+    ) -> anyhow::Result<Arc<Anchors>> {
+        let key = (domain.to_string(), direction.as_str());
+        if let Some(anchors) = cache_get(&self.caches.anchors, &key) {
+            return Ok(anchors);
+        }
         let mut anchors = Anchors::new();
-        for a in self.store.trust_anchors(domain, direction).await? {
+        let stored = self.store.trust_anchors(domain, direction).await?;
+        for a in &stored {
             anchors.add(X509::from_pem(a.cert_pem.as_bytes())?);
+        }
+        let anchors = Arc::new(anchors);
+        if !stored.is_empty() {
+            let until = Instant::now() + self.config.cache_ttl;
+            cache_put(&self.caches.anchors, key, anchors.clone(), until);
         }
         Ok(anchors)
     }
@@ -336,7 +454,13 @@ impl Hisp {
         let domain = store::domain_of(first).unwrap_or_default();
         let mut keys = Vec::new();
         for r in &recipients {
-            keys.extend(self.our_keys(r).await.map_err(local_problem)?);
+            keys.extend(
+                self.our_keys(r)
+                    .await
+                    .map_err(local_problem)?
+                    .iter()
+                    .cloned(),
+            );
         }
         let mut domains: Vec<String> = recipients
             .iter()
@@ -344,7 +468,13 @@ impl Hisp {
             .collect();
         domains.dedup();
         for d in &domains {
-            keys.extend(self.our_keys(d).await.map_err(local_problem)?);
+            keys.extend(
+                self.our_keys(d)
+                    .await
+                    .map_err(local_problem)?
+                    .iter()
+                    .cloned(),
+            );
         }
         let anchors = self
             .anchors(&domain, AnchorDirection::Inbound)
@@ -613,13 +743,17 @@ impl Hisp {
     }
 
     /// The recipient's certificates that validate for encryption against the sender's domain's
-    /// outbound anchors.
+    /// outbound anchors, validated once per `cache_ttl` (and never used past their notAfter).
     async fn recipient_certificates(
         &self,
         sender: &str,
         recipient: &str,
-    ) -> anyhow::Result<Vec<X509>> {
+    ) -> anyhow::Result<Arc<Vec<X509>>> {
         let sender_domain = store::domain_of(sender).unwrap_or_default();
+        let key = (sender_domain.clone(), recipient.to_ascii_lowercase());
+        if let Some(certs) = cache_get(&self.caches.recipients, &key) {
+            return Ok(certs);
+        }
         let anchors = self
             .anchors(&sender_domain, AnchorDirection::Outbound)
             .await?;
@@ -629,16 +763,26 @@ impl Hisp {
                 candidates = self.store.direct_certificates(&d).await?;
             }
         }
-        let validator = Validator::new(&anchors, &self.crls, now_ms() / 1000);
+        let now = now_ms();
+        let validator = Validator::new(&anchors, &self.crls, now / 1000);
         let mut out = Vec::new();
+        let mut until = Instant::now() + self.config.cache_ttl;
         for c in candidates {
             let cert = X509::from_pem(c.cert_pem.as_bytes())?;
             match validator.validate_for(&cert, &[], Some(recipient), Usage::Encryption) {
-                Ok(_) => out.push(cert),
+                Ok(_) => {
+                    let left = Duration::from_millis(c.not_after.saturating_sub(now).max(0) as u64);
+                    until = until.min(Instant::now() + left);
+                    out.push(cert);
+                }
                 Err(e) => {
                     tracing::info!(recipient, error = %e, "direct: recipient certificate not trusted")
                 }
             }
+        }
+        let out = Arc::new(out);
+        if !out.is_empty() {
+            cache_put(&self.caches.recipients, key, out.clone(), until);
         }
         Ok(out)
     }
@@ -655,7 +799,7 @@ impl Hisp {
                 signers = self.our_keys(&d).await.map_err(|e| e.to_string())?;
             }
         }
-        let Some((cert, key)) = signers.into_iter().next() else {
+        let Some((cert, key)) = signers.first().cloned() else {
             return Err(format!("no certificate and key to sign for {}", row.sender));
         };
         let recipients = self
@@ -753,8 +897,14 @@ impl Hisp {
             .iter()
             .find(|r| r.domain.eq_ignore_ascii_case(&domain))
         {
+            let hop = Hop {
+                address: &route.address,
+                tls: route.tls,
+                roots: self.config.tls_roots.as_ref(),
+            };
             return client::send(
-                &route.address,
+                &self.pool,
+                &hop,
                 &self.config.hostname,
                 &row.sender,
                 &row.recipient,

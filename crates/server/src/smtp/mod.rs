@@ -3,7 +3,8 @@
 //! - [`hisp`]: the use cases (who may receive, what an inbound message becomes, sealing and
 //!   delivering what goes out, notifications and their effect on delivery status);
 //! - [`server`]: the inbound ESMTP listener (`nutmeg serve --smtp`), wire only;
-//! - [`client`]: outbound SMTP to the next HISP;
+//! - [`submission`]: SMTP submission for signed-in portal users (`nutmeg serve --submission`);
+//! - [`client`]: outbound SMTP to the next HISP (pooled connections, STARTTLS);
 //! - [`worker`]: the delivery loop over the store's outbound queue;
 //! - [`config`]: the Direct configuration file (`--direct-config`);
 //! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL).
@@ -13,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod hisp;
 pub mod server;
+pub mod submission;
 pub mod worker;
 
 pub use hisp::{Hisp, HispConfig, Route};
@@ -26,7 +28,11 @@ use anyhow::Context as _;
 pub struct Running {
     /// Where the listener is bound.
     pub address: std::net::SocketAddr,
+    /// Where the submission listener is bound, if there is one.
+    pub submission: Option<std::net::SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Tells every listener and the worker to stop.
+    stopped: tokio::sync::broadcast::Sender<()>,
 }
 
 impl Drop for Running {
@@ -54,8 +60,44 @@ pub async fn start(
         .tls
         .as_ref()
         .map(|t| server::starttls_config(&t.server));
+    let submission = match config.submission {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen for SMTP submission on {address}"))?,
+        ),
+        None => None,
+    };
     let hisp = Hisp::new(store.clone(), hisp_config, kek, crls);
-    Ok(Some(spawn(listener, hisp, tls)?))
+    let mut running = spawn(listener, hisp.clone(), tls.clone())?;
+    if let Some(listener) = submission {
+        running.submission = Some(spawn_submission(&running, listener, hisp, tls)?);
+    }
+    Ok(Some(running))
+}
+
+/// Serves SMTP submission on `listener` (STARTTLS with `tls`, then AUTH PLAIN) until `running`
+/// is dropped. Answers where it is bound.
+pub fn spawn_submission(
+    running: &Running,
+    listener: tokio::net::TcpListener,
+    hisp: Hisp,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let address = listener.local_addr()?;
+    let mut stop = running.stopped.subscribe();
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = stop.recv().await;
+        };
+        if let Err(e) =
+            server::serve_mode(listener, hisp, tls, server::Mode::Submission, stop).await
+        {
+            tracing::error!(error = %e, "smtp: the submission listener failed");
+        }
+    });
+    tracing::info!(%address, "smtp: listening for submission");
+    Ok(address)
 }
 
 /// Serves SMTP on `listener` and runs the delivery worker (polling every second) until the
@@ -69,7 +111,8 @@ pub fn spawn(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut server_stop = tx.subscribe();
-    let mut worker_stop = tx.subscribe();
+    let tx_workers = tx.clone();
+    let stopping = tx.clone();
     tokio::spawn(async move {
         let _ = stopped.await;
         let _ = tx.send(());
@@ -83,12 +126,21 @@ pub fn spawn(
             tracing::error!(error = %e, "smtp: the listener failed");
         }
     });
-    tokio::spawn(worker::run(hisp, Duration::from_secs(1), async move {
-        let _ = worker_stop.recv().await;
-    }));
+    for _ in 0..hisp.config().workers.max(1) {
+        let mut worker_stop = tx_workers.subscribe();
+        tokio::spawn(worker::run(
+            hisp.clone(),
+            Duration::from_secs(1),
+            async move {
+                let _ = worker_stop.recv().await;
+            },
+        ));
+    }
     tracing::info!(%address, "smtp: listening for Direct mail");
     Ok(Running {
         address,
+        submission: None,
         stop: Some(stop),
+        stopped: stopping,
     })
 }

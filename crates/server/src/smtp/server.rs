@@ -10,6 +10,11 @@
 //! connection closes); a message over the size limit is read to its end and refused (552); a
 //! client with too many bad commands is disconnected (421). After STARTTLS whatever the client
 //! pipelined behind it is refused (the connection closes), and the session starts over.
+//!
+//! The same listener serves submission ([`Mode::Submission`], `--submission`): AUTH PLAIN is
+//! offered and accepted only after STARTTLS (538 before), MAIL needs a signed-in user (530) and an
+//! address they own (553), recipients may be anywhere, and an accepted message is queued for
+//! sealing and delivery ([`super::submission`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 use tokio::net::TcpListener;
 
 use super::hisp::{Hisp, RecipientCheck};
+use super::submission::{self, Auth};
 
 /// Connections served at once; more are told to come back later.
 const MAX_CONNECTIONS: usize = 256;
@@ -31,6 +37,15 @@ const MAX_DATA_LINE: usize = 64 * 1024;
 const MAX_ERRORS: u32 = 10;
 /// How long the TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mail from other HISPs for local addresses (port 25 style).
+    Relay,
+    /// Mail from signed-in local users to anywhere (port 587 style).
+    Submission,
+}
 
 /// Anything a session can run over: TCP, or TLS over TCP.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -48,6 +63,17 @@ pub async fn serve(
     listener: TcpListener,
     hisp: Hisp,
     tls: Option<Arc<ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    serve_mode(listener, hisp, tls, Mode::Relay, shutdown).await
+}
+
+/// Serves SMTP in `mode` on `listener` until `shutdown` completes.
+pub async fn serve_mode(
+    listener: TcpListener,
+    hisp: Hisp,
+    tls: Option<Arc<ServerConfig>>,
+    mode: Mode,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
@@ -70,7 +96,7 @@ pub async fn serve(
             Ok(permit) => {
                 tokio::spawn(async move {
                     let _permit = permit;
-                    let mut session = Session::new(hisp, tls, Box::new(tcp));
+                    let mut session = Session::new(hisp, tls, mode, Box::new(tcp));
                     if let Err(e) = session.run().await {
                         tracing::debug!(%peer, error = %e, "smtp: session ended");
                     }
@@ -156,6 +182,9 @@ fn is_address(a: &str) -> bool {
 struct Session {
     hisp: Hisp,
     tls: Option<Arc<ServerConfig>>,
+    mode: Mode,
+    /// The signed-in user (submission).
+    user: Option<Box<store::User>>,
     conn: BufReader<Box<dyn Io>>,
     out: Vec<u8>,
     secure: bool,
@@ -172,10 +201,12 @@ enum Next {
 }
 
 impl Session {
-    fn new(hisp: Hisp, tls: Option<Arc<ServerConfig>>, io: Box<dyn Io>) -> Session {
+    fn new(hisp: Hisp, tls: Option<Arc<ServerConfig>>, mode: Mode, io: Box<dyn Io>) -> Session {
         Session {
             hisp,
             tls,
+            mode,
+            user: None,
             conn: BufReader::new(io),
             out: Vec::new(),
             secure: false,
@@ -275,6 +306,9 @@ impl Session {
                     if self.tls.is_some() && !self.secure {
                         lines.push("STARTTLS".to_string());
                     }
+                    if self.mode == Mode::Submission && self.secure {
+                        lines.push("AUTH PLAIN".to_string());
+                    }
                     let last = lines.len() - 1;
                     let reply: Vec<String> = lines
                         .iter()
@@ -296,6 +330,24 @@ impl Session {
                 };
                 if !path.is_empty() && !is_address(path) {
                     return Ok(self.error("553 5.1.7 Bad sender address syntax").await?);
+                }
+                if self.mode == Mode::Submission {
+                    let Some(user) = &self.user else {
+                        return Ok(self.error("530 5.7.0 Authentication required").await?);
+                    };
+                    match submission::may_send_as(self.hisp.store(), user, path).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::info!(user_id = %user.user_id, "smtp submission: sender refused: not the user's address");
+                            return Ok(self.error("553 5.7.1 Sender address is not yours").await?);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "smtp submission: local failure");
+                            self.reply("451 4.3.0 Local error, try again later", false)
+                                .await?;
+                            return Ok(Next::Continue);
+                        }
+                    }
                 }
                 for p in params {
                     let (name, value) = p.split_once('=').unwrap_or((p, ""));
@@ -347,6 +399,11 @@ impl Session {
                     return Ok(Next::Continue);
                 }
                 match self.hisp.check_recipient(path).await {
+                    Ok(RecipientCheck::Relay) if self.mode == Mode::Submission => {
+                        // A signed-in user's mail goes anywhere: it is sealed and routed.
+                        self.recipients.push(path.to_ascii_lowercase());
+                        self.reply("250 2.1.5 Recipient OK", false).await?;
+                    }
                     Ok(RecipientCheck::Local) => {
                         self.recipients.push(path.to_ascii_lowercase());
                         self.reply("250 2.1.5 Recipient OK", false).await?;
@@ -380,6 +437,7 @@ impl Session {
                     return Ok(Next::Close);
                 };
                 let recipients = std::mem::take(&mut self.recipients);
+                let from = self.mail_from.take().unwrap_or_default();
                 self.reset();
                 match message {
                     None => {
@@ -388,6 +446,18 @@ impl Session {
                             false,
                         )
                         .await?;
+                    }
+                    Some(raw) if self.mode == Mode::Submission => {
+                        match submission::submit(&self.hisp, &from, &recipients, &raw).await {
+                            Ok(id) => {
+                                self.reply(&format!("250 2.0.0 Queued as {id}"), false)
+                                    .await?
+                            }
+                            Err(r) => {
+                                self.reply(&format!("{} {} {}", r.code, r.status, r.text), false)
+                                    .await?
+                            }
+                        }
                     }
                     Some(raw) => match self.hisp.receive(&recipients, raw).await {
                         Ok(_) => self.reply("250 2.0.0 Message accepted", false).await?,
@@ -398,6 +468,7 @@ impl Session {
                     },
                 }
             }
+            "AUTH" => return self.auth(rest).await,
             "RSET" => {
                 self.reset();
                 self.reply("250 2.0.0 OK", false).await?;
@@ -445,6 +516,91 @@ impl Session {
             _ => return Ok(self.error("502 5.5.2 Command not recognized").await?),
         }
         Ok(Next::Continue)
+    }
+
+    /// `AUTH PLAIN [initial-response]` (RFC 4954), on a submission listener after STARTTLS.
+    async fn auth(&mut self, rest: &str) -> anyhow::Result<Next> {
+        if self.mode != Mode::Submission {
+            return Ok(self.error("502 5.5.2 Command not recognized").await?);
+        }
+        if !self.secure {
+            return Ok(self
+                .error("538 5.7.11 Encryption required for requested authentication mechanism")
+                .await?);
+        }
+        if !self.greeted {
+            return Ok(self.error("503 5.5.1 Send EHLO first").await?);
+        }
+        if self.user.is_some() || self.mail_from.is_some() {
+            return Ok(self.error("503 5.5.1 Already authenticated").await?);
+        }
+        let (mechanism, initial) = match rest.split_once(' ') {
+            Some((m, i)) => (m, Some(i.trim().to_string())),
+            None => (rest, None),
+        };
+        if !mechanism.eq_ignore_ascii_case("PLAIN") {
+            return Ok(self
+                .error("504 5.5.4 Unrecognized authentication type")
+                .await?);
+        }
+        let response = match initial {
+            Some(i) if i != "=" => i,
+            Some(_) => String::new(),
+            None => {
+                self.reply("334 ", true).await?;
+                let mut line = Vec::new();
+                let timeout = self.hisp.config().command_timeout;
+                match tokio::time::timeout(
+                    timeout,
+                    read_line(&mut self.conn, &mut line, MAX_COMMAND),
+                )
+                .await
+                {
+                    Ok(Ok(Line::Ok)) => {}
+                    Ok(Ok(Line::TooLong)) => {
+                        return Ok(self
+                            .error("500 5.5.6 Authentication exchange line is too long")
+                            .await?)
+                    }
+                    Ok(Ok(Line::Eof)) => return Ok(Next::Close),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => {
+                        self.reply("421 4.4.2 Timeout, closing connection", true)
+                            .await?;
+                        return Ok(Next::Close);
+                    }
+                }
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\r', '\n']);
+                if text == "*" {
+                    return Ok(self.error("501 5.7.0 Authentication cancelled").await?);
+                }
+                text.to_string()
+            }
+        };
+        match submission::authenticate(self.hisp.store(), &response).await {
+            Ok(Auth::Accepted(user)) => {
+                self.user = Some(user);
+                self.reply("235 2.7.0 Authentication successful", false)
+                    .await?;
+                Ok(Next::Continue)
+            }
+            Ok(Auth::Refused) => Ok(self
+                .error("535 5.7.8 Authentication credentials invalid")
+                .await?),
+            Ok(Auth::NeedsCode) => Ok(self
+                .error("535 5.7.8 This account signs in with a one-time code; use the web inbox")
+                .await?),
+            Ok(Auth::Malformed) => Ok(self
+                .error("501 5.5.2 Cannot decode the AUTH PLAIN response")
+                .await?),
+            Err(e) => {
+                tracing::error!(error = %e, "smtp submission: local failure during AUTH");
+                self.reply("454 4.7.0 Temporary authentication failure", false)
+                    .await?;
+                Ok(Next::Continue)
+            }
+        }
     }
 
     /// Reads the message after 354: `Some(Some(bytes))`, `Some(None)` when it was over the size
