@@ -26,6 +26,8 @@ use anyhow::Context as _;
 pub struct Running {
     /// Where the listener is bound.
     pub address: std::net::SocketAddr,
+    /// The HISP both serve (the web inbox sends and opens messages through it).
+    pub hisp: Hisp,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -83,12 +85,13 @@ pub fn spawn(
             tracing::error!(error = %e, "smtp: the listener failed");
         }
     });
-    tokio::spawn(worker::run(hisp, Duration::from_secs(1), async move {
+    tokio::spawn(worker::run(hisp.clone(), Duration::from_secs(1), async move {
         let _ = worker_stop.recv().await;
     }));
     tracing::info!(%address, "smtp: listening for Direct mail");
     Ok(Running {
         address,
+        hisp,
         stop: Some(stop),
     })
 }
