@@ -33,7 +33,7 @@ use base64::Engine as _;
 use direct::mime::{self, ContentType, Entity};
 use direct::xdm;
 use exchange::access::Requester;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 use store::{DeliveryStatus, DirectAddress, MailKind, MailMessage, Outbound, OutboundKind, Session, User};
 
@@ -76,8 +76,15 @@ impl Inbox {
     }
 }
 
+/// What a query value or path segment keeps unencoded (RFC 3986's unreserved characters).
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn enc(text: &str) -> String {
-    utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(text, COMPONENT).to_string()
 }
 
 fn not_found() -> Response {
@@ -1579,7 +1586,7 @@ fn text_part(text: &str) -> String {
     let normal = text.replace("\r\n", "\n").replace('\r', "\n");
     let crlf = normal.replace('\n', "\r\n");
     if crlf.is_ascii() && crlf.lines().all(|l| l.len() <= 900) {
-        format!("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{crlf}\r\n")
+        format!("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{crlf}")
     } else {
         format!(
             "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
