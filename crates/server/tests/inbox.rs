@@ -835,7 +835,10 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     assert!(!book.contains("Bob Builder"), "{book}");
     let book = jane.get("/portal/inbox/directory?city=new+haven").text();
     assert!(book.contains("Bob Builder") && book.contains("Other Hospital"), "{book}");
-    let write = link(&book, "/portal/inbox/compose?");
+    // The row's "Write to" link (not the navigation's "Write a message").
+    let at = book.find("&amp;to=").expect("a Write to link");
+    let start = book[..at].rfind("href=\"").unwrap() + "href=\"".len();
+    let write = book[start..].split('"').next().unwrap().replace("&amp;", "&");
     let form = jane.get(&write).text();
     assert!(form.contains(&format!("name=\"to\" value=\"{BOB}\"")), "{form}");
     assert!(jane.get("/portal/inbox/directory?name=zzzz").text().contains("No provider matches"));
