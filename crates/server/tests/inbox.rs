@@ -97,7 +97,10 @@ impl Browser {
             .join("; ")
     }
 
-    fn answer(&mut self, response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Answer {
+    fn answer(
+        &mut self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Answer {
         let mut response = response.expect("HTTP");
         for line in response.headers().get_all("set-cookie") {
             let line = line.to_str().unwrap();
@@ -112,7 +115,12 @@ impl Browser {
         let headers = response
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_string(), v.to_str().unwrap_or_default().to_string()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect();
         let status = response.status().as_u16();
         let body = response
@@ -237,14 +245,25 @@ fn link(html: &str, prefix: &str) -> String {
         .find(&marker)
         .unwrap_or_else(|| panic!("no link {prefix} in {html}"))
         + "href=\"".len();
-    html[start..].split('"').next().unwrap().replace("&amp;", "&")
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
 }
 
 // --- Bob's side: openssl and an SMTP sink ----------------------------------------------------
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).output().expect("openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -298,7 +317,9 @@ fn sink() -> (u16, mpsc::Receiver<Vec<u8>>) {
 /// Sends `message` to nutmeg's SMTP port as Bob's HISP would; answers the last reply.
 fn smtp_send(port: u16, from: &str, to: &str, message: &[u8]) -> String {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut reply = || loop {
@@ -317,7 +338,10 @@ fn smtp_send(port: u16, from: &str, to: &str, message: &[u8]) -> String {
     ] {
         writer.write_all(command.as_bytes()).unwrap();
         let answer = reply();
-        assert!(answer.starts_with('2') || answer.starts_with('3'), "{command}: {answer}");
+        assert!(
+            answer.starts_with('2') || answer.starts_with('3'),
+            "{command}: {answer}"
+        );
     }
     for line in message.split_inclusive(|&b| b == b'\n') {
         if line.starts_with(b".") {
@@ -340,12 +364,23 @@ fn open_at_bob(dir: &Path, sealed: &[u8]) -> Vec<u8> {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
     std::fs::write(dir.join("sealed.eml"), sealed).unwrap();
     let signed = openssl(&[
-        "cms", "-decrypt", "-recip", &p("bob.pem"), "-inkey", &p("bob.key"), "-in",
+        "cms",
+        "-decrypt",
+        "-recip",
+        &p("bob.pem"),
+        "-inkey",
+        &p("bob.key"),
+        "-in",
         &p("sealed.eml"),
     ]);
     std::fs::write(dir.join("signed.eml"), &signed).unwrap();
     openssl(&[
-        "cms", "-verify", "-CAfile", &p("localca.pem"), "-in", &p("signed.eml"),
+        "cms",
+        "-verify",
+        "-CAfile",
+        &p("localca.pem"),
+        "-in",
+        &p("signed.eml"),
     ])
 }
 
@@ -393,8 +428,18 @@ fn add_user(dir: &Path, login: &str, name: &str, participant: &str) {
     ok(&admin(
         dir,
         &[
-            "user", "add", "--password-file", file.to_str().unwrap(), "--login", login, "--name",
-            name, "--role", "clinician", "--participant", participant,
+            "user",
+            "add",
+            "--password-file",
+            file.to_str().unwrap(),
+            "--login",
+            login,
+            "--name",
+            name,
+            "--role",
+            "clinician",
+            "--participant",
+            participant,
         ],
     ));
 }
@@ -425,8 +470,14 @@ fn sample_cda() -> (Vec<u8>, &'static str) {
     match std::fs::read(&path) {
         Ok(bytes) => (bytes, "ALLERGIES, ADVERSE REACTIONS, ALERTS"),
         Err(_) => {
-            eprintln!("SKIPPED: {} is absent; a synthetic C-CDA stands in", path.display());
-            (SYNTHETIC_CDA.as_bytes().to_vec(), "ALLERGIES, ADVERSE REACTIONS, ALERTS")
+            eprintln!(
+                "SKIPPED: {} is absent; a synthetic C-CDA stands in",
+                path.display()
+            );
+            (
+                SYNTHETIC_CDA.as_bytes().to_vec(),
+                "ALLERGIES, ADVERSE REACTIONS, ALERTS",
+            )
         }
     }
 }
@@ -444,7 +495,11 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
     let dir = tmp.path();
     let (sink_port, at_bob) = sink();
     std::fs::write(dir.join("kek"), Kek::generate_base64().unwrap()).unwrap();
-    let smtp_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let smtp_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.join("direct.toml");
     std::fs::write(
         &config,
@@ -458,7 +513,12 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
 
     // The registry: Jane's solo practice (live), her Practitioner and role, Mallory, Bob's hospital
     // with his Direct endpoint.
-    let practice = common::participant(dir, "Hope Family Therapy", "clinic", &["onboarding", "live"]);
+    let practice = common::participant(
+        dir,
+        "Hope Family Therapy",
+        "clinic",
+        &["onboarding", "live"],
+    );
     import(
         dir,
         "directory.json",
@@ -495,22 +555,59 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
         dir,
         &config,
         &[
-            "address", "add", "--address", JANE, "--practitioner", "prac-jane", "--name", "Jane Doe",
-            "--user", "jane", "--json",
+            "address",
+            "add",
+            "--address",
+            JANE,
+            "--practitioner",
+            "prac-jane",
+            "--name",
+            "Jane Doe",
+            "--user",
+            "jane",
+            "--json",
         ],
     ));
     assert!(issued.contains("Practitioner/prac-jane"), "{issued}");
     ok(&direct(
         dir,
         &config,
-        &["address", "add", "--address", MALLORY, "--practitioner", "prac-mallory", "--name", "Mallory"],
+        &[
+            "address",
+            "add",
+            "--address",
+            MALLORY,
+            "--practitioner",
+            "prac-mallory",
+            "--name",
+            "Mallory",
+        ],
     ));
-    let refused = direct(dir, &config, &["address", "bind", MALLORY, "--user", "nobody"]);
+    let refused = direct(
+        dir,
+        &config,
+        &["address", "bind", MALLORY, "--user", "nobody"],
+    );
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no portal account"));
-    let refused = direct(dir, &config, &["address", "bind", "x@direct.nutmeg.test", "--user", "mallory"]);
+    let refused = direct(
+        dir,
+        &config,
+        &[
+            "address",
+            "bind",
+            "x@direct.nutmeg.test",
+            "--user",
+            "mallory",
+        ],
+    );
     assert_eq!(refused.status.code(), Some(1));
-    assert!(ok(&direct(dir, &config, &["address", "bind", MALLORY, "--user", "mallory"])).contains("bound"));
+    assert!(ok(&direct(
+        dir,
+        &config,
+        &["address", "bind", MALLORY, "--user", "mallory"]
+    ))
+    .contains("bound"));
 
     // Bob's HISP: its CA trusted both ways; Bob's certificate known to the exchange.
     let bob_ca = Authority::create_root(
@@ -527,15 +624,35 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
     .unwrap();
     let bob_key = ca::generate_key(KeySpec::Rsa(2048)).unwrap();
     let bob = bob_ca
-        .issue(&Binding::Address(BOB.into()), &bob_key, Validity::days_from(now() - 86_400, 365))
+        .issue(
+            &Binding::Address(BOB.into()),
+            &bob_key,
+            Validity::days_from(now() - 86_400, 365),
+        )
         .unwrap();
-    std::fs::write(dir.join("bobca.pem"), bob_ca.certificate().to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.join("bobca.pem"),
+        bob_ca.certificate().to_pem().unwrap(),
+    )
+    .unwrap();
     std::fs::write(dir.join("bob.pem"), bob.to_pem().unwrap()).unwrap();
-    std::fs::write(dir.join("bob.key"), bob_key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    std::fs::write(
+        dir.join("bob.key"),
+        bob_key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
     ok(&direct(
         dir,
         &config,
-        &["anchor", "add", "--domain", DOMAIN, "--direction", "both", dir.join("bobca.pem").to_str().unwrap()],
+        &[
+            "anchor",
+            "add",
+            "--domain",
+            DOMAIN,
+            "--direction",
+            "both",
+            dir.join("bobca.pem").to_str().unwrap(),
+        ],
     ));
     let db = format!("sqlite://{}", dir.join("nutmeg.db").display());
     let rt = runtime();
@@ -543,12 +660,22 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
         let store = store::Store::open(&db).await.unwrap();
         store
             .add_direct_certificate(
-                server::smtp::hisp::certificate_record(&bob, BOB, None, server::smtp::hisp::now_ms())
-                    .unwrap(),
+                server::smtp::hisp::certificate_record(
+                    &bob,
+                    BOB,
+                    None,
+                    server::smtp::hisp::now_ms(),
+                )
+                .unwrap(),
             )
             .await
             .unwrap();
-        let jane = store.direct_certificates(JANE).await.unwrap().remove(0).cert_pem;
+        let jane = store
+            .direct_certificates(JANE)
+            .await
+            .unwrap()
+            .remove(0)
+            .cert_pem;
         let ca = store
             .direct_certificates(&format!("ca:{DOMAIN}"))
             .await
@@ -562,7 +689,12 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
 
     let server = Server::start(
         dir,
-        &["--direct-config", config.to_str().unwrap(), "--smtp", &format!("127.0.0.1:{smtp_port}")],
+        &[
+            "--direct-config",
+            config.to_str().unwrap(),
+            "--smtp",
+            &format!("127.0.0.1:{smtp_port}"),
+        ],
     );
 
     // Bob writes to Jane, asking for final-destination delivery, with a C-CDA and an HTML file.
@@ -582,7 +714,15 @@ Content-Transfer-Encoding: base64\r\n\r\n"
     std::fs::write(dir.join("content.eml"), &content).unwrap();
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
     let signed = openssl(&[
-        "cms", "-sign", "-md", "sha256", "-signer", &p("bob.pem"), "-inkey", &p("bob.key"), "-in",
+        "cms",
+        "-sign",
+        "-md",
+        "sha256",
+        "-signer",
+        &p("bob.pem"),
+        "-inkey",
+        &p("bob.key"),
+        "-in",
         &p("content.eml"),
     ]);
     std::fs::write(dir.join("bobsigned.eml"), signed).unwrap();
@@ -590,13 +730,26 @@ Content-Transfer-Encoding: base64\r\n\r\n"
 Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,true\r\n"
         .to_vec();
     message.extend(openssl(&[
-        "cms", "-encrypt", "-aes128", "-from", BOB, "-to", JANE, "-subject", "Shared client <summary>",
-        "-in", &p("bobsigned.eml"), &p("jane.pem"),
+        "cms",
+        "-encrypt",
+        "-aes128",
+        "-from",
+        BOB,
+        "-to",
+        JANE,
+        "-subject",
+        "Shared client <summary>",
+        "-in",
+        &p("bobsigned.eml"),
+        &p("jane.pem"),
     ]));
     let reply = smtp_send(smtp_port, BOB, JANE, &message);
     assert!(reply.starts_with("250"), "{reply}");
     let processed = next_at_bob(dir, &at_bob);
-    assert!(is_processed(&processed), "the processed notification first: {processed}");
+    assert!(
+        is_processed(&processed),
+        "the processed notification first: {processed}"
+    );
 
     // Mallory signs in: her inbox is empty, Jane's message is not hers to see.
     let mut mallory = Browser::new(&server);
@@ -609,7 +762,10 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     // Jane: the portal says she has one unread message; the inbox lists it, escaped, unread.
     let mut jane = Browser::new(&server);
     let unsigned = jane.get("/portal/inbox");
-    assert_eq!((unsigned.status, unsigned.location()), (303, "/portal/sign-in".to_string()));
+    assert_eq!(
+        (unsigned.status, unsigned.location()),
+        (303, "/portal/sign-in".to_string())
+    );
     jane.sign_in("jane");
     let home = jane.get("/portal").text();
     assert!(home.contains("Secure messages</a> (1 unread)"), "{home}");
@@ -623,19 +779,33 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     // Another user asking for it, or its parts, is told it does not exist.
     assert_eq!(mallory.get(&message_path).status, 404);
     assert_eq!(mallory.get(&format!("{message_path}/parts/1")).status, 404);
-    assert_eq!(mallory.get(&format!("/portal/inbox/compose?reply={message_id}")).status, 404);
+    assert_eq!(
+        mallory
+            .get(&format!("/portal/inbox/compose?reply={message_id}"))
+            .status,
+        404
+    );
 
     // Reading: headers, text, attachments; opening twice sends one dispatched notification.
     let page = jane.get(&message_path);
     assert_eq!(page.status, 200);
     let page = page.text();
     assert!(page.contains("Please see the attached summary"), "{page}");
-    assert!(page.contains("summary.xml") && page.contains("note.html"), "{page}");
-    assert!(!page.contains("<script>alert"), "attachment HTML is never inline");
+    assert!(
+        page.contains("summary.xml") && page.contains("note.html"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<script>alert"),
+        "attachment HTML is never inline"
+    );
     assert!(page.contains("View this clinical document"), "{page}");
     assert_eq!(jane.get(&message_path).status, 200);
     let inbox = jane.get("/portal/inbox").text();
-    assert!(inbox.contains("0 unread messages.") && inbox.contains("Read"), "{inbox}");
+    assert!(
+        inbox.contains("0 unread messages.") && inbox.contains("Read"),
+        "{inbox}"
+    );
 
     // Downloads are attachments, never rendered: HTML comes as octet-stream in a sandbox.
     let html = jane.get(&format!("{message_path}/parts/2"));
@@ -653,43 +823,103 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     assert_eq!(view.status, 200);
     let view = view.text();
     assert!(view.contains(section), "{view}");
-    assert!(!view.contains("<script") && !view.contains("xml-stylesheet"), "{view}");
+    assert!(
+        !view.contains("<script") && !view.contains("xml-stylesheet"),
+        "{view}"
+    );
     let csrf = hidden(&view, "csrf");
-    let bad = jane.post(&format!("{message_path}/parts/1/import"), &[("csrf", "wrong")]);
+    let bad = jane.post(
+        &format!("{message_path}/parts/1/import"),
+        &[("csrf", "wrong")],
+    );
     assert_eq!(bad.status, 403);
-    assert_eq!(mallory.post(&format!("{message_path}/parts/1/import"), &[("csrf", "x")]).status, 404);
+    assert_eq!(
+        mallory
+            .post(&format!("{message_path}/parts/1/import"), &[("csrf", "x")])
+            .status,
+        404
+    );
     let not_cda = jane.get(&format!("{message_path}/parts/2/view"));
     assert_eq!(not_cda.status, 422);
     assert!(not_cda.text().contains("cannot be shown"));
-    let imported = jane.post(&format!("{message_path}/parts/1/import"), &[("csrf", &csrf)]);
+    let imported = jane.post(
+        &format!("{message_path}/parts/1/import"),
+        &[("csrf", &csrf)],
+    );
     assert_eq!(imported.status, 200, "{}", imported.text());
     let text = imported.text();
-    assert!(text.contains("The document was added to the exchange"), "{text}");
-    let document = text.split("DocumentReference/").nth(1).unwrap().split(' ').next().unwrap().to_string();
-    let again = jane.post(&format!("{message_path}/parts/1/import"), &[("csrf", &csrf)]).text();
+    assert!(
+        text.contains("The document was added to the exchange"),
+        "{text}"
+    );
+    let document = text
+        .split("DocumentReference/")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let again = jane
+        .post(
+            &format!("{message_path}/parts/1/import"),
+            &[("csrf", &csrf)],
+        )
+        .text();
     assert!(again.contains("already in the exchange"), "{again}");
-    assert!(again.contains(&format!("DocumentReference/{document}")), "{again}");
+    assert!(
+        again.contains(&format!("DocumentReference/{document}")),
+        "{again}"
+    );
     let stored = rt.block_on(async {
         let store = store::Store::open(&db).await.unwrap();
-        store.read("DocumentReference", &document).await.unwrap().unwrap()
+        store
+            .read("DocumentReference", &document)
+            .await
+            .unwrap()
+            .unwrap()
     });
     let stored: serde_json::Value = serde_json::from_str(&stored.json).unwrap();
-    assert!(stored["meta"]["security"].as_array().is_some_and(|s| !s.is_empty()), "labelled on intake: {stored}");
-    assert!(stored["subject"]["reference"].as_str().unwrap().starts_with("Patient/"));
-    assert!(stored["content"][0]["attachment"]["data"].as_str().is_some());
+    assert!(
+        stored["meta"]["security"]
+            .as_array()
+            .is_some_and(|s| !s.is_empty()),
+        "labelled on intake: {stored}"
+    );
+    assert!(stored["subject"]["reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("Patient/"));
+    assert!(stored["content"][0]["attachment"]["data"]
+        .as_str()
+        .is_some());
 
     // Reply with an attachment: the form comes filled in; bad input is refused beside its field
     // with everything typed kept.
-    let form = jane.get(&format!("/portal/inbox/compose?reply={message_id}")).text();
-    assert!(form.contains(&format!("name=\"to\" value=\"{BOB}\"")), "{form}");
+    let form = jane
+        .get(&format!("/portal/inbox/compose?reply={message_id}"))
+        .text();
+    assert!(
+        form.contains(&format!("name=\"to\" value=\"{BOB}\"")),
+        "{form}"
+    );
     assert!(form.contains("Re: Shared client &lt;summary&gt;"), "{form}");
-    assert!(form.contains("&gt; Please see the attached summary"), "{form}");
+    assert!(
+        form.contains("&gt; Please see the attached summary"),
+        "{form}"
+    );
     let csrf = hidden(&form, "csrf");
     let subject = "Re: Shared client <summary>";
     let typed = "Thank you, Bob.\nI will see them Tuesday.";
     let fields = |to: &'static str| {
-        vec![("csrf", csrf.clone()), ("from", JANE.to_string()), ("to", to.to_string()),
-             ("subject", subject.to_string()), ("body", typed.to_string()), ("forward", String::new())]
+        vec![
+            ("csrf", csrf.clone()),
+            ("from", JANE.to_string()),
+            ("to", to.to_string()),
+            ("subject", subject.to_string()),
+            ("body", typed.to_string()),
+            ("forward", String::new()),
+        ]
     };
     let send = |b: &mut Browser, fields: &[(&str, String)], files: &[(&str, &str, &str, &[u8])]| {
         let f: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -699,31 +929,51 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
         ("not an address", "is not a Direct address"),
         ("", "Write at least one recipient"),
         ("carol@nowhere.test", "has no route to nowhere.test"),
-        ("ghost@direct.nutmeg.test", "is not an address of this exchange"),
+        (
+            "ghost@direct.nutmeg.test",
+            "is not an address of this exchange",
+        ),
     ] {
         let refused = send(&mut jane, &fields(to), &[]);
         assert_eq!(refused.status, 422, "{to}");
         let t = refused.text();
         assert!(t.contains(error), "{to}: {t}");
         assert!(t.contains("id=\"to-error\" role=\"alert\""), "{t}");
-        assert!(t.contains("Thank you, Bob.\nI will see them Tuesday."), "the text is kept: {t}");
-        assert!(t.contains("value=\"Re: Shared client &lt;summary&gt;\""), "the subject is kept: {t}");
+        assert!(
+            t.contains("Thank you, Bob.\nI will see them Tuesday."),
+            "the text is kept: {t}"
+        );
+        assert!(
+            t.contains("value=\"Re: Shared client &lt;summary&gt;\""),
+            "the subject is kept: {t}"
+        );
     }
     let mut bad_subject = fields(BOB);
     bad_subject[3].1 = "two\rlines".to_string();
     let t = send(&mut jane, &bad_subject, &[]).text();
     assert!(t.contains("The subject must be one line"), "{t}");
     let big = vec![b'x'; 500 * 1024];
-    let too_big = send(&mut jane, &fields(BOB), &[("attachment", "big.bin", "application/octet-stream", &big)]);
+    let too_big = send(
+        &mut jane,
+        &fields(BOB),
+        &[("attachment", "big.bin", "application/octet-stream", &big)],
+    );
     assert_eq!(too_big.status, 422);
     let t = too_big.text();
-    assert!(t.contains("a message may carry at most") && t.contains("Thank you, Bob."), "{t}");
+    assert!(
+        t.contains("a message may carry at most") && t.contains("Thank you, Bob."),
+        "{t}"
+    );
     // Past what the server reads at all: a 413 page, unless the server's closing the connection
     // mid-upload reaches this client first.
     let huge = vec![b'x'; 2 * 1024 * 1024];
     let huge_fields = fields(BOB);
     let f: Vec<(&str, &str)> = huge_fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    if let Ok(response) = jane.multipart("/portal/inbox/compose", &f, &[("attachment", "huge.bin", "application/octet-stream", &huge)]) {
+    if let Ok(response) = jane.multipart(
+        "/portal/inbox/compose",
+        &f,
+        &[("attachment", "huge.bin", "application/octet-stream", &huge)],
+    ) {
         let t = jane.answer(Ok(response));
         assert_eq!(t.status, 413);
         assert!(t.text().contains("too large"));
@@ -733,12 +983,20 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     assert_eq!(send(&mut jane, &forged, &[]).status, 403);
     let mut not_mine = fields(BOB);
     not_mine[1].1 = MALLORY.to_string();
-    assert!(send(&mut jane, &not_mine, &[]).text().contains("Choose one of your own addresses"));
+    assert!(send(&mut jane, &not_mine, &[])
+        .text()
+        .contains("Choose one of your own addresses"));
     let mut xdm_without = fields(BOB);
     xdm_without.push(("xdm", "1".to_string()));
-    assert!(send(&mut jane, &xdm_without, &[]).text().contains("Attach the document to send as an XDM package"));
+    assert!(send(&mut jane, &xdm_without, &[])
+        .text()
+        .contains("Attach the document to send as an XDM package"));
 
-    let sent = send(&mut jane, &fields(BOB), &[("attachment", "plan.txt", "text/plain", b"Session plan\r\n")]);
+    let sent = send(
+        &mut jane,
+        &fields(BOB),
+        &[("attachment", "plan.txt", "text/plain", b"Session plan\r\n")],
+    );
     assert_eq!(sent.status, 303, "{}", sent.text());
     let sent_path = sent.location();
     assert!(sent_path.starts_with("/portal/inbox/sent/"), "{sent_path}");
@@ -752,27 +1010,47 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
         }
         break next;
     };
-    assert_eq!(dispatched, 1, "one dispatched notification for two openings");
+    assert_eq!(
+        dispatched, 1,
+        "one dispatched notification for two openings"
+    );
     assert!(reply_at_bob.contains("Thank you, Bob."), "{reply_at_bob}");
-    assert!(reply_at_bob.contains("filename=\"plan.txt\""), "{reply_at_bob}");
+    assert!(
+        reply_at_bob.contains("filename=\"plan.txt\""),
+        "{reply_at_bob}"
+    );
     let sent_page = jane.get(&sent_path).text();
-    assert!(sent_page.contains(BOB) && sent_page.contains("plan.txt"), "{sent_page}");
+    assert!(
+        sent_page.contains(BOB) && sent_page.contains("plan.txt"),
+        "{sent_page}"
+    );
     assert!(
         sent_page.contains("sent (waiting") || sent_page.contains("queued"),
         "a status is shown: {sent_page}"
     );
     assert_eq!(mallory.get(&sent_path).status, 404);
-    let sent_list = jane.get(&format!("/portal/inbox?address={}&box=sent", encode(JANE))).text();
-    assert!(sent_list.contains("Re: Shared client &lt;summary&gt;"), "{sent_list}");
+    let sent_list = jane
+        .get(&format!("/portal/inbox?address={}&box=sent", encode(JANE)))
+        .text();
+    assert!(
+        sent_list.contains("Re: Shared client &lt;summary&gt;"),
+        "{sent_list}"
+    );
 
     // A document as an XDM package: it unpacks at Bob's with the document inside.
     let mut xdm_fields = fields(BOB);
     xdm_fields[3].1 = "Summary as XDM".into();
     xdm_fields.push(("xdm", "1".to_string()));
-    let sent = send(&mut jane, &xdm_fields, &[("attachment", "summary.xml", "text/xml", &cda)]);
+    let sent = send(
+        &mut jane,
+        &xdm_fields,
+        &[("attachment", "summary.xml", "text/xml", &cda)],
+    );
     assert_eq!(sent.status, 303, "{}", sent.text());
     let opened = loop {
-        let sealed = at_bob.recv_timeout(Duration::from_secs(60)).expect("the XDM message");
+        let sealed = at_bob
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the XDM message");
         let opened = open_at_bob(dir, &sealed);
         if !is_dispatched(&String::from_utf8_lossy(&opened)) {
             break opened;
@@ -796,8 +1074,13 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     assert_eq!(package.submission_sets[0].documents[0].content, cda);
 
     // Forward to Mallory (a local address): she gets it with the attachments; Jane's box stays hers.
-    let form = jane.get(&format!("/portal/inbox/compose?forward={message_id}")).text();
-    assert!(form.contains("Fwd: Shared client") && form.contains("summary.xml"), "{form}");
+    let form = jane
+        .get(&format!("/portal/inbox/compose?forward={message_id}"))
+        .text();
+    assert!(
+        form.contains("Fwd: Shared client") && form.contains("summary.xml"),
+        "{form}"
+    );
     let mut forward = fields(MALLORY);
     forward[3].1 = "Fwd: Shared client".into();
     forward[5].1 = hidden(&form, "forward");
@@ -815,8 +1098,15 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
     assert!(hers.contains("Fwd: Shared client"), "{hers}");
     let hers_path = link(&hers, "/portal/inbox/messages/");
     let forwarded = mallory.get(&hers_path).text();
-    assert!(forwarded.contains("summary.xml") && forwarded.contains("note.html"), "{forwarded}");
-    assert_eq!(jane.get(&hers_path).status, 404, "Mallory's mail is not Jane's");
+    assert!(
+        forwarded.contains("summary.xml") && forwarded.contains("note.html"),
+        "{forwarded}"
+    );
+    assert_eq!(
+        jane.get(&hers_path).status,
+        404,
+        "Mallory's mail is not Jane's"
+    );
     // Mallory opened it: Jane's sent message moves to dispatched (the notification came back).
     let forward_path = sent.location();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -825,25 +1115,53 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
         if page.contains("dispatched (opened by the recipient)") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "never dispatched: {page}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never dispatched: {page}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // The address book: search by specialty, city, name; a choice fills the To field.
-    let book = jane.get("/portal/inbox/directory?specialty=family+therapy").text();
-    assert!(book.contains("Jane Doe") && book.contains("Hope Family Therapy"), "{book}");
+    let book = jane
+        .get("/portal/inbox/directory?specialty=family+therapy")
+        .text();
+    assert!(
+        book.contains("Jane Doe") && book.contains("Hope Family Therapy"),
+        "{book}"
+    );
     assert!(!book.contains("Bob Builder"), "{book}");
     let book = jane.get("/portal/inbox/directory?city=new+haven").text();
-    assert!(book.contains("Bob Builder") && book.contains("Other Hospital"), "{book}");
+    assert!(
+        book.contains("Bob Builder") && book.contains("Other Hospital"),
+        "{book}"
+    );
     // The row's "Write to" link (not the navigation's "Write a message").
     let at = book.find("&amp;to=").expect("a Write to link");
     let start = book[..at].rfind("href=\"").unwrap() + "href=\"".len();
-    let write = book[start..].split('"').next().unwrap().replace("&amp;", "&");
+    let write = book[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
     let form = jane.get(&write).text();
-    assert!(form.contains(&format!("name=\"to\" value=\"{BOB}\"")), "{form}");
-    assert!(jane.get("/portal/inbox/directory?name=zzzz").text().contains("No provider matches"));
-    assert!(jane.get("/portal/inbox/directory?organization=hope").text().contains("Jane Doe"));
-    assert_eq!(jane.get(&format!("/portal/inbox/directory?name={}", "x".repeat(101))).status, 400);
+    assert!(
+        form.contains(&format!("name=\"to\" value=\"{BOB}\"")),
+        "{form}"
+    );
+    assert!(jane
+        .get("/portal/inbox/directory?name=zzzz")
+        .text()
+        .contains("No provider matches"));
+    assert!(jane
+        .get("/portal/inbox/directory?organization=hope")
+        .text()
+        .contains("Jane Doe"));
+    assert_eq!(
+        jane.get(&format!("/portal/inbox/directory?name={}", "x".repeat(101)))
+            .status,
+        400
+    );
 }
 
 #[test]
@@ -852,18 +1170,34 @@ fn an_account_without_an_address_is_told_so() {
     let dir = tmp.path();
     std::fs::write(dir.join("kek"), Kek::generate_base64().unwrap()).unwrap();
     let config = dir.join("direct.toml");
-    std::fs::write(&config, format!("domains = [\"{DOMAIN}\"]\nkek_file = \"kek\"\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("domains = [\"{DOMAIN}\"]\nkek_file = \"kek\"\n"),
+    )
+    .unwrap();
     let practice = common::participant(dir, "Solo", "clinic", &[]);
     add_user(dir, "sam", "Sam", &practice);
-    let smtp_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let smtp_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let server = Server::start(
         dir,
-        &["--direct-config", config.to_str().unwrap(), "--smtp", &format!("127.0.0.1:{smtp_port}")],
+        &[
+            "--direct-config",
+            config.to_str().unwrap(),
+            "--smtp",
+            &format!("127.0.0.1:{smtp_port}"),
+        ],
     );
     let mut sam = Browser::new(&server);
     sam.sign_in("sam");
     let page = sam.get("/portal/inbox").text();
-    assert!(page.contains("Your account has no Direct address yet"), "{page}");
+    assert!(
+        page.contains("Your account has no Direct address yet"),
+        "{page}"
+    );
     assert!(!sam.get("/portal").text().contains("Secure messages"));
     assert_eq!(sam.get("/portal/inbox/messages/anything").status, 200);
 }

@@ -917,7 +917,10 @@ pub(crate) async fn bind_address(
         "SELECT address FROM direct_addresses WHERE address = {}",
         d.placeholder(1)
     );
-    if e.rows(&known, &[Val::Text(address.clone())]).await?.is_empty() {
+    if e.rows(&known, &[Val::Text(address.clone())])
+        .await?
+        .is_empty()
+    {
         return Err(StoreError::Unsupported(format!(
             "no Direct address '{address}' was issued"
         )));
@@ -948,7 +951,11 @@ pub(crate) async fn bind_address(
 }
 
 /// Removes a binding; `true` if there was one.
-pub(crate) async fn unbind_address(e: &mut impl Exec, address: &str, user_id: &str) -> Result<bool> {
+pub(crate) async fn unbind_address(
+    e: &mut impl Exec,
+    address: &str,
+    user_id: &str,
+) -> Result<bool> {
     let d = e.dialect();
     let sql = format!(
         "DELETE FROM direct_address_users WHERE address = {} AND user_id = {} RETURNING address",

@@ -510,7 +510,13 @@ async fn concurrent_claims(url: &str) {
 /// The web inbox's reads: who is bound to which address, mailbox and sent pages.
 async fn inbox(store: &Store) {
     store
-        .add_direct_address("inbox@direct.example.org", "practitioner", "p9", "In Box", 1)
+        .add_direct_address(
+            "inbox@direct.example.org",
+            "practitioner",
+            "p9",
+            "In Box",
+            1,
+        )
         .await
         .unwrap();
     store
@@ -536,19 +542,30 @@ async fn inbox(store: &Store) {
         .await
         .unwrap());
     assert!(matches!(
-        store.bind_direct_address("nobody@direct.example.org", "u-inbox", 6).await,
+        store
+            .bind_direct_address("nobody@direct.example.org", "u-inbox", 6)
+            .await,
         Err(StoreError::Unsupported(_))
     ));
     assert!(matches!(
-        store.bind_direct_address("inbox@direct.example.org", "u-none", 6).await,
+        store
+            .bind_direct_address("inbox@direct.example.org", "u-none", 6)
+            .await,
         Err(StoreError::Unsupported(_))
     ));
     let bound = store.user_direct_addresses("u-inbox").await.unwrap();
     assert_eq!(bound.len(), 1);
     assert_eq!(bound[0].address, "inbox@direct.example.org");
-    assert!(store.user_direct_addresses("u-none").await.unwrap().is_empty());
+    assert!(store
+        .user_direct_addresses("u-none")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(
-        store.direct_address_users("inbox@direct.example.org").await.unwrap(),
+        store
+            .direct_address_users("inbox@direct.example.org")
+            .await
+            .unwrap(),
         ["u-inbox"]
     );
 
@@ -571,12 +588,18 @@ async fn inbox(store: &Store) {
             .unwrap();
     }
     store.mark_mail_read("i0", 2000).await.unwrap();
-    assert_eq!(store.unread_mail("inbox@direct.example.org").await.unwrap(), 4);
+    assert_eq!(
+        store.unread_mail("inbox@direct.example.org").await.unwrap(),
+        4
+    );
     let first = store
         .mailbox_page("inbox@direct.example.org", None, 2)
         .await
         .unwrap();
-    assert_eq!(first.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), ["i4", "i3"]);
+    assert_eq!(
+        first.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["i4", "i3"]
+    );
     assert!(first[0].raw.is_empty(), "a page leaves the bytes out");
     let last = &first[1];
     let second = store
@@ -623,7 +646,11 @@ async fn inbox(store: &Store) {
         .await
         .unwrap();
     let ids: Vec<&str> = page.iter().map(|o| o.id.as_str()).collect();
-    assert_eq!(ids, ["s3-0", "s3-1", "s3-2", "s2-0"], "notifications are not listed");
+    assert_eq!(
+        ids,
+        ["s3-0", "s3-1", "s3-2", "s2-0"],
+        "notifications are not listed"
+    );
     assert!(page[0].content.is_empty());
     let older = store
         .sent_page(
@@ -637,9 +664,19 @@ async fn inbox(store: &Store) {
         older.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
         ["s1-0", "s1-1"]
     );
-    assert!(store.unbind_direct_address("inbox@direct.example.org", "u-inbox").await.unwrap());
-    assert!(!store.unbind_direct_address("inbox@direct.example.org", "u-inbox").await.unwrap());
-    assert!(store.user_direct_addresses("u-inbox").await.unwrap().is_empty());
+    assert!(store
+        .unbind_direct_address("inbox@direct.example.org", "u-inbox")
+        .await
+        .unwrap());
+    assert!(!store
+        .unbind_direct_address("inbox@direct.example.org", "u-inbox")
+        .await
+        .unwrap());
+    assert!(store
+        .user_direct_addresses("u-inbox")
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

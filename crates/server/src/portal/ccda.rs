@@ -171,7 +171,9 @@ pub fn read(bytes: &[u8]) -> Result<Summary, CcdaError> {
         for id in children(role, "id") {
             if let (Some(r), Some(e)) = (id.attribute("root"), id.attribute("extension")) {
                 if !r.trim().is_empty() && !e.trim().is_empty() {
-                    patient.ids.push((r.trim().to_string(), e.trim().to_string()));
+                    patient
+                        .ids
+                        .push((r.trim().to_string(), e.trim().to_string()));
                 }
             }
         }
@@ -181,9 +183,7 @@ pub fn read(bytes: &[u8]) -> Result<Summary, CcdaError> {
                     .map(text_of)
                     .filter(|g| !g.is_empty())
                     .collect();
-                patient.family = child(name, "family")
-                    .map(text_of)
-                    .filter(|f| !f.is_empty());
+                patient.family = child(name, "family").map(text_of).filter(|f| !f.is_empty());
             }
             patient.gender = child(p, "administrativeGenderCode")
                 .and_then(|g| g.attribute("code"))
@@ -354,10 +354,22 @@ mod tests {
         assert_eq!(s.sections.len(), 2);
         let (title, html) = &s.sections[0];
         assert_eq!(title, "Allergies");
-        assert!(html.contains("<p>Penicillin <span>rash</span></p>"), "{html}");
-        assert!(html.contains("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"), "{html}");
-        assert!(html.contains("link text") && !html.contains("javascript"), "{html}");
-        assert!(!html.contains("evil") && !html.contains("onclick"), "{html}");
+        assert!(
+            html.contains("<p>Penicillin <span>rash</span></p>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<td>&lt;script&gt;alert(1)&lt;/script&gt;</td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("link text") && !html.contains("javascript"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("evil") && !html.contains("onclick"),
+            "{html}"
+        );
         assert!(html.contains("<ol><li>one</li></ol>"), "{html}");
         assert_eq!(s.sections[1], ("Sub".to_string(), "nested".to_string()));
     }
@@ -382,7 +394,9 @@ mod tests {
         let mut read_ok = 0;
         for entry in entries.flatten() {
             let path = entry.path();
-            if !path.to_string_lossy().contains("CCDA") || path.extension().is_none_or(|e| e != "xml") {
+            if !path.to_string_lossy().contains("CCDA")
+                || path.extension().is_none_or(|e| e != "xml")
+            {
                 continue;
             }
             let bytes = std::fs::read(&path).unwrap();

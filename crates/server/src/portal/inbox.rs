@@ -35,7 +35,9 @@ use direct::xdm;
 use exchange::access::Requester;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
-use store::{DeliveryStatus, DirectAddress, MailKind, MailMessage, Outbound, OutboundKind, Session, User};
+use store::{
+    DeliveryStatus, DirectAddress, MailKind, MailMessage, Outbound, OutboundKind, Session, User,
+};
 
 use super::html::{download, escape, page, respond, see_other, see_other_to};
 use super::multipart::{self, Field};
@@ -491,11 +493,7 @@ fn read_entity(raw: &[u8]) -> Read {
 }
 
 /// The message `id` if it is in one of the user's mailboxes.
-async fn owned_message(
-    state: &Shared,
-    inbox: &Inbox,
-    id: &str,
-) -> Result<MailMessage, Response> {
+async fn owned_message(state: &Shared, inbox: &Inbox, id: &str) -> Result<MailMessage, Response> {
     match state.repo.store().mail_message(id).await {
         Ok(Some(m)) if inbox.owns(&m.mailbox) => Ok(m),
         Ok(_) => Err(not_found()),
@@ -547,8 +545,16 @@ pub async fn message(
     let mut body = format!(
         "{}<h1>{}</h1>\n<dl>\n<dt>From</dt><dd>{}</dd>\n<dt>To</dt><dd>{}</dd>\n",
         nav(&inbox, current),
-        escape(if subject.is_empty() { "(no subject)" } else { &subject }),
-        escape(if read.from.is_empty() { &stored.sender } else { &read.from }),
+        escape(if subject.is_empty() {
+            "(no subject)"
+        } else {
+            &subject
+        }),
+        escape(if read.from.is_empty() {
+            &stored.sender
+        } else {
+            &read.from
+        }),
         escape(if read.to.is_empty() {
             &stored.mailbox
         } else {
@@ -654,7 +660,12 @@ fn part_of(raw: &[u8], n: usize, k: Option<usize>) -> Option<(Vec<u8>, String, S
         Some(k) => {
             let package = xdm::unpack(&leaf.data, xdm::Limits::default()).ok()?;
             let doc = documents(&package).get(k).copied()?.clone();
-            let name = doc.name.rsplit('/').next().unwrap_or("document").to_string();
+            let name = doc
+                .name
+                .rsplit('/')
+                .next()
+                .unwrap_or("document")
+                .to_string();
             Some((doc.content, doc.media_type.to_string(), name))
         }
     }
@@ -774,7 +785,10 @@ async fn view_document(
         body.push_str(&format!("<dt>Born</dt><dd>{}</dd>\n", escape(birth)));
     }
     if let Some(date) = &summary.date {
-        body.push_str(&format!("<dt>Document date</dt><dd>{}</dd>\n", escape(date)));
+        body.push_str(&format!(
+            "<dt>Document date</dt><dd>{}</dd>\n",
+            escape(date)
+        ));
     }
     body.push_str("</dl>\n");
     for (title, narrative) in &summary.sections {
@@ -923,7 +937,9 @@ async fn import_ccda(
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|e| e["search"]["mode"] != "include" && e["resource"]["resourceType"] == "Patient")
+            .filter(|e| {
+                e["search"]["mode"] != "include" && e["resource"]["resourceType"] == "Patient"
+            })
             .filter_map(|e| e["resource"]["id"].as_str().map(str::to_string))
             .collect();
         if ids.len() == 1 {
@@ -1019,7 +1035,12 @@ async fn import_ccda(
         ));
     }
     let outcome = repo
-        .create(who, "DocumentReference", reference, if_none_exist.as_deref())
+        .create(
+            who,
+            "DocumentReference",
+            reference,
+            if_none_exist.as_deref(),
+        )
         .await
         .map_err(|e| refused(e, "add the document"))?;
     Ok((outcome.resource.id, outcome.created))
@@ -1100,7 +1121,10 @@ pub async fn sent(
         .map(|(i, l)| format!("<li>{} ({})</li>", escape(&l.name(i)), size(l.data.len())))
         .collect();
     if !names.is_empty() {
-        body.push_str(&format!("<h2>Attachments</h2>\n<ul>\n{}\n</ul>\n", names.join("\n")));
+        body.push_str(&format!(
+            "<h2>Attachments</h2>\n<ul>\n{}\n</ul>\n",
+            names.join("\n")
+        ));
     }
     respond(StatusCode::OK, page(&subject, &body), &[])
 }
@@ -1331,7 +1355,12 @@ fn plain_name(name: &str, fallback: &str) -> String {
 
 /// A declared content type if it is a plain `type/subtype`, else `application/octet-stream`.
 fn plain_type(declared: Option<&str>) -> String {
-    let t = declared.unwrap_or_default().split(';').next().unwrap_or_default().trim();
+    let t = declared
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let token = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -1463,9 +1492,10 @@ pub async fn compose(State(state): State<Shared>, request: Request) -> Response 
         }
     }
     if recipients.is_empty() && !draft.errors.contains_key("to") {
-        draft
-            .errors
-            .insert("to", "Write at least one recipient's Direct address.".to_string());
+        draft.errors.insert(
+            "to",
+            "Write at least one recipient's Direct address.".to_string(),
+        );
     }
     if recipients.len() > inbox.hisp.config().max_recipients {
         draft.errors.insert(
@@ -1537,7 +1567,10 @@ pub async fn compose(State(state): State<Shared>, request: Request) -> Response 
     let mut files: Vec<(String, String, Vec<u8>)> = forwarded;
     for (i, f) in uploads.iter().enumerate() {
         files.push((
-            plain_name(f.filename.as_deref().unwrap_or_default(), &format!("file-{}", i + 1)),
+            plain_name(
+                f.filename.as_deref().unwrap_or_default(),
+                &format!("file-{}", i + 1),
+            ),
             plain_type(f.content_type.as_deref()),
             f.data.clone(),
         ));
@@ -1686,7 +1719,10 @@ fn pack_xdm(
             status = slot("SubmissionSetStatus", &["Original".to_string()]),
         ));
     }
-    let intended: Vec<String> = recipients.iter().map(|r| format!("||^^Internet^{r}")).collect();
+    let intended: Vec<String> = recipients
+        .iter()
+        .map(|r| format!("||^^Internet^{r}"))
+        .collect();
     let metadata = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
          <lcm:SubmitObjectsRequest xmlns:lcm=\"urn:oasis:names:tc:ebxml-regrep:xsd:lcm:3.0\" \
@@ -1793,12 +1829,7 @@ async fn directory(state: &Shared, request_id: &str) -> anyhow::Result<Vec<Entry
     let repo = &state.repo;
     let read = |ty: &'static str, id: String| {
         let system = Requester::system(request_id);
-        async move {
-            repo.read(&system, ty, &id)
-                .await
-                .ok()
-                .map(|v| v.resource)
-        }
+        async move { repo.read(&system, ty, &id).await.ok().map(|v| v.resource) }
     };
     let search = |ty: &'static str, params: Vec<(String, String)>| {
         let system = Requester::system(request_id);
@@ -2026,7 +2057,10 @@ filename=\"evil.html\"\r\nContent-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD4=\
         assert!(read.leaves[1].attachment);
         assert_eq!(read.leaves[1].data, b"<script>");
         let (bytes, ty, name) = part_of(raw, 1, None).unwrap();
-        assert_eq!((bytes.as_slice(), ty.as_str(), name.as_str()), (&b"<script>"[..], "text/html", "evil.html"));
+        assert_eq!(
+            (bytes.as_slice(), ty.as_str(), name.as_str()),
+            (&b"<script>"[..], "text/html", "evil.html")
+        );
         assert!(part_of(raw, 2, None).is_none());
     }
 
@@ -2051,17 +2085,34 @@ filename=\"evil.html\"\r\nContent-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD4=\
         assert_eq!(plain_name("../..", "f"), "f");
         assert_eq!(plain_name("a\"b\r\n.txt", "f"), "a_b__.txt");
         assert_eq!(plain_type(Some("application/pdf")), "application/pdf");
-        assert_eq!(plain_type(Some("text/html\r\nX: y")), "application/octet-stream");
+        assert_eq!(
+            plain_type(Some("text/html\r\nX: y")),
+            "application/octet-stream"
+        );
         assert_eq!(plain_type(None), "application/octet-stream");
     }
 
     #[test]
     fn xdm_packages_unpack_with_their_documents() {
         let files = vec![
-            ("ccd.xml".to_string(), "text/xml".to_string(), b"<ClinicalDocument/>".to_vec()),
-            ("ccd.xml".to_string(), "text/xml".to_string(), b"<x/>".to_vec()),
+            (
+                "ccd.xml".to_string(),
+                "text/xml".to_string(),
+                b"<ClinicalDocument/>".to_vec(),
+            ),
+            (
+                "ccd.xml".to_string(),
+                "text/xml".to_string(),
+                b"<x/>".to_vec(),
+            ),
         ];
-        let zip = pack_xdm("jane@direct.test", &["bob@other.test".to_string()], "T & <t>", &files).unwrap();
+        let zip = pack_xdm(
+            "jane@direct.test",
+            &["bob@other.test".to_string()],
+            "T & <t>",
+            &files,
+        )
+        .unwrap();
         assert!(xdm::is_xdm(&zip));
         let package = xdm::unpack(&zip, xdm::Limits::default()).unwrap();
         let docs = documents(&package);
@@ -2069,7 +2120,10 @@ filename=\"evil.html\"\r\nContent-Transfer-Encoding: base64\r\n\r\nPHNjcmlwdD4=\
         let metadata = String::from_utf8(package.submission_sets[0].metadata.clone()).unwrap();
         assert!(metadata.contains("T &amp; &lt;t&gt;"), "{metadata}");
         assert!(metadata.contains("^^Internet^bob@other.test"));
-        assert!(roxmltree::Document::parse(&metadata).is_ok(), "well-formed metadata");
+        assert!(
+            roxmltree::Document::parse(&metadata).is_ok(),
+            "well-formed metadata"
+        );
     }
 
     #[test]

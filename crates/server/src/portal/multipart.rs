@@ -174,7 +174,11 @@ Content-Disposition: form-data; name=\"empty\"; filename=\"\"\r\n\r\n\r\n--XyZ--
         assert_eq!(boundary("application/x-www-form-urlencoded"), None);
         assert_eq!(boundary("multipart/form-data"), None);
         assert!(parse(b"no delimiter", "b").is_none());
-        assert!(parse(b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nunterminated", "b").is_none());
+        assert!(parse(
+            b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nunterminated",
+            "b"
+        )
+        .is_none());
         assert!(parse(b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b--", "b").is_none());
         assert_eq!(parse(b"--b--\r\n", "b").unwrap(), vec![]);
     }

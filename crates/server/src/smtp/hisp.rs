@@ -210,7 +210,11 @@ pub async fn user_addresses(
 }
 
 /// Whether a portal user may read and send as `address` (see [`user_addresses`]).
-pub async fn user_owns_address(store: &Store, user_id: &str, address: &str) -> anyhow::Result<bool> {
+pub async fn user_owns_address(
+    store: &Store,
+    user_id: &str,
+    address: &str,
+) -> anyhow::Result<bool> {
     let address = address.trim().to_ascii_lowercase();
     Ok(user_addresses(store, user_id)
         .await?
@@ -569,7 +573,11 @@ impl Hisp {
     /// Whether a message from the local address `sender` can go to `recipient` now: a local
     /// recipient must be an active address of ours, an outside one needs a static route and a
     /// certificate trusted for the sender's domain. `Err` says why not, for the person writing.
-    pub async fn check_reachable(&self, sender: &str, recipient: &str) -> anyhow::Result<Result<(), String>> {
+    pub async fn check_reachable(
+        &self,
+        sender: &str,
+        recipient: &str,
+    ) -> anyhow::Result<Result<(), String>> {
         let Some(domain) = store::domain_of(recipient) else {
             return Ok(Err(format!("{recipient} is not a Direct address.")));
         };
@@ -590,7 +598,11 @@ impl Hisp {
                 "The exchange has no route to {domain} yet; ask the exchange's operator."
             )));
         }
-        if self.recipient_certificates(sender, recipient).await?.is_empty() {
+        if self
+            .recipient_certificates(sender, recipient)
+            .await?
+            .is_empty()
+        {
             return Ok(Err(format!(
                 "No trusted certificate is known for {recipient}; ask the exchange's operator."
             )));

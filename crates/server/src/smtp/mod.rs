@@ -85,9 +85,13 @@ pub fn spawn(
             tracing::error!(error = %e, "smtp: the listener failed");
         }
     });
-    tokio::spawn(worker::run(hisp.clone(), Duration::from_secs(1), async move {
-        let _ = worker_stop.recv().await;
-    }));
+    tokio::spawn(worker::run(
+        hisp.clone(),
+        Duration::from_secs(1),
+        async move {
+            let _ = worker_stop.recv().await;
+        },
+    ));
     tracing::info!(%address, "smtp: listening for Direct mail");
     Ok(Running {
         address,
