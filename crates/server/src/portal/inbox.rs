@@ -1934,7 +1934,7 @@ async fn directory(state: &Shared, request_id: &str) -> anyhow::Result<Vec<Entry
         }
         entries.push(entry);
     }
-    entries.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    entries.sort_by_key(|e| e.name.to_lowercase());
     Ok(entries)
 }
 
