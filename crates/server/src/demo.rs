@@ -145,7 +145,7 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
         }
     }
     announce(&base_url);
-    run(listener, repo, &config, metrics, shutdown_signal()).await
+    run(listener, repo, &config, metrics, None, shutdown_signal()).await
 }
 
 /// The demo hospital's name and what its client may do.

@@ -71,9 +71,10 @@ pub async fn serve(config: Config, metrics: Metrics) -> anyhow::Result<()> {
     let (listener, base_url) = bind(&config).await?;
     let repo = open_repository(&config, &base_url).await?;
     tracing::info!(engine = repo.store().engine(), "store open");
-    let _direct = crate::smtp::start(&config, repo.store()).await?;
+    let direct = crate::smtp::start(&config, repo.store()).await?;
     announce(&base_url);
-    run(listener, repo, &config, metrics, shutdown_signal()).await
+    let hisp = direct.as_ref().map(|running| running.hisp.clone());
+    run(listener, repo, &config, metrics, hisp, shutdown_signal()).await
 }
 
 /// Tells the operator (and tests, which read stdout) where the server listens.
@@ -84,12 +85,13 @@ pub fn announce(base_url: &str) {
 }
 
 /// Serves (HTTPS if the configuration has TLS) until `shutdown` completes, then lets in-flight
-/// requests finish.
+/// requests finish. `direct` is the HISP the web inbox uses, if Direct messaging runs.
 pub async fn run(
     listener: TcpListener,
     repo: Repository,
     config: &Config,
     metrics: Metrics,
+    direct: Option<crate::smtp::Hisp>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let base_url = config.base_url_for(listener.local_addr()?);
@@ -101,6 +103,7 @@ pub async fn run(
         metrics,
         max_body: config.max_body,
         smart: Arc::new(smart),
+        direct,
     });
     match &config.tls {
         Some(tls) => {

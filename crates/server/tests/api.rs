@@ -61,6 +61,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config), extra: Router<server::http:
         metrics: Metrics::new(),
         max_body: config.max_body,
         smart: std::sync::Arc::new(smart),
+        direct: None,
     };
     App {
         router: app_with(state, extra),

@@ -189,6 +189,9 @@ async fn pair_with(
     })
     .await
     .unwrap();
+    // The operator binds the clinic's address to the account (`nutmeg admin direct address bind`):
+    // an address is nobody's until it is bound, even to a user of the organization it was issued to.
+    assert!(ours.bind_direct_address(CLINIC, "u-1", t).await.unwrap());
 
     let tls = tls_pair(our_dir.path(), "ours");
     let their_tls = tls_pair(their_dir.path(), "theirs");

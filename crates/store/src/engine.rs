@@ -770,6 +770,81 @@ impl Store {
         mail!(self, true, |e| crate::mail::mark_read(e, &i, at))
     }
 
+    /// Binds a portal account to a Direct address (the web inbox and SMTP submission let it read
+    /// and send as that address); `true` if it was not bound already. `StoreError::Unsupported`
+    /// if the address was never issued or the account does not exist.
+    pub async fn bind_direct_address(&self, address: &str, user_id: &str, at: i64) -> Result<bool> {
+        let (a, u) = (address.to_string(), user_id.to_string());
+        mail!(self, true, |e| crate::mail::bind_address(e, &a, &u, at))
+    }
+
+    /// Removes a binding; `true` if there was one.
+    pub async fn unbind_direct_address(&self, address: &str, user_id: &str) -> Result<bool> {
+        let (a, u) = (address.to_string(), user_id.to_string());
+        mail!(self, true, |e| crate::mail::unbind_address(e, &a, &u))
+    }
+
+    /// The Direct addresses bound to a portal account (active and revoked), in address order.
+    /// The one answer to "which addresses may this user read and send as" is
+    /// `server::smtp::hisp::user_addresses`, which keeps the active ones.
+    pub async fn user_direct_addresses(&self, user_id: &str) -> Result<Vec<crate::DirectAddress>> {
+        let u = user_id.to_string();
+        timed!(
+            self,
+            "user_direct_addresses",
+            mail!(self, false, |e| crate::mail::user_addresses(e, &u))
+        )
+    }
+
+    /// The portal accounts bound to a Direct address, in id order.
+    pub async fn direct_address_users(&self, address: &str) -> Result<Vec<String>> {
+        let a = address.to_string();
+        mail!(self, false, |e| crate::mail::address_users(e, &a))
+    }
+
+    /// A page of a mailbox, newest first: at most `limit` entries older than `before` (the
+    /// `(received, id)` of the previous page's last entry), without their bytes (`raw` empty).
+    pub async fn mailbox_page(
+        &self,
+        mailbox: &str,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::MailMessage>> {
+        let m = mailbox.to_string();
+        timed!(
+            self,
+            "mailbox_page",
+            mail!(self, false, |e| crate::mail::mailbox_page(
+                e, &m, before, limit
+            ))
+        )
+    }
+
+    /// How many entries of a mailbox are unread.
+    pub async fn unread_mail(&self, mailbox: &str) -> Result<i64> {
+        let m = mailbox.to_string();
+        mail!(self, false, |e| crate::mail::unread_count(e, &m))
+    }
+
+    /// A page of the messages `sender` sent, newest first: the outbound rows (one per recipient,
+    /// `content` empty) of at most `limit` messages older than `before` (the `(created,
+    /// message_id)` of the previous page's last message), a message's rows together.
+    pub async fn sent_page(
+        &self,
+        sender: &str,
+        before: Option<(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<crate::Outbound>> {
+        let s = sender.to_string();
+        timed!(
+            self,
+            "sent_page",
+            mail!(self, false, |e| crate::mail::sent_page(
+                e, &s, before, limit
+            ))
+        )
+    }
+
     /// Queues outbound rows (status `queued`, due at their `next_attempt`).
     pub async fn enqueue_outbound(&self, items: Vec<crate::Outbound>) -> Result<()> {
         if items.is_empty() {

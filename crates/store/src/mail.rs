@@ -900,3 +900,202 @@ pub(crate) async fn outbound_by_message(
         .map(outbound_row)
         .collect()
 }
+
+// --- the web inbox ---------------------------------------------------------------------------
+
+/// Binds a portal account to an address; `true` if it was not bound already. `Unsupported` if
+/// either does not exist (the operator named something unknown).
+pub(crate) async fn bind_address(
+    e: &mut impl Exec,
+    address: &str,
+    user_id: &str,
+    at: i64,
+) -> Result<bool> {
+    let d = e.dialect();
+    let address = address.trim().to_ascii_lowercase();
+    let known = format!(
+        "SELECT address FROM direct_addresses WHERE address = {}",
+        d.placeholder(1)
+    );
+    if e.rows(&known, &[Val::Text(address.clone())])
+        .await?
+        .is_empty()
+    {
+        return Err(StoreError::Unsupported(format!(
+            "no Direct address '{address}' was issued"
+        )));
+    }
+    let user = format!(
+        "SELECT user_id FROM users WHERE user_id = {}",
+        d.placeholder(1)
+    );
+    if e.rows(&user, &[Val::Text(user_id.to_string())])
+        .await?
+        .is_empty()
+    {
+        return Err(StoreError::Unsupported(format!(
+            "no portal account '{user_id}'"
+        )));
+    }
+    let sql = format!(
+        "INSERT INTO direct_address_users (address, user_id, added) VALUES ({}) \
+         ON CONFLICT DO NOTHING RETURNING address",
+        params(d, 1, 3)
+    );
+    let args = [
+        Val::Text(address),
+        Val::Text(user_id.to_string()),
+        Val::Int(at),
+    ];
+    Ok(!e.rows(&sql, &args).await?.is_empty())
+}
+
+/// Removes a binding; `true` if there was one.
+pub(crate) async fn unbind_address(
+    e: &mut impl Exec,
+    address: &str,
+    user_id: &str,
+) -> Result<bool> {
+    let d = e.dialect();
+    let sql = format!(
+        "DELETE FROM direct_address_users WHERE address = {} AND user_id = {} RETURNING address",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    let args = [
+        Val::Text(address.trim().to_ascii_lowercase()),
+        Val::Text(user_id.to_string()),
+    ];
+    Ok(!e.rows(&sql, &args).await?.is_empty())
+}
+
+/// The addresses bound to a portal account (active and revoked), in address order.
+pub(crate) async fn user_addresses(e: &mut impl Exec, user_id: &str) -> Result<Vec<DirectAddress>> {
+    let columns = ADDRESS_COLUMNS
+        .split(", ")
+        .map(|c| format!("a.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {columns} FROM direct_addresses a JOIN direct_address_users u \
+         ON u.address = a.address WHERE u.user_id = {} ORDER BY a.address",
+        e.dialect().placeholder(1)
+    );
+    e.rows(&sql, &[Val::Text(user_id.to_string())])
+        .await?
+        .into_iter()
+        .map(address_row)
+        .collect()
+}
+
+/// The portal accounts bound to an address, in id order.
+pub(crate) async fn address_users(e: &mut impl Exec, address: &str) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT user_id FROM direct_address_users WHERE address = {} ORDER BY user_id",
+        e.dialect().placeholder(1)
+    );
+    e.rows(&sql, &[Val::Text(address.trim().to_ascii_lowercase())])
+        .await?
+        .into_iter()
+        .map(|row| row.into_iter().next().unwrap_or(Val::Null).text())
+        .collect()
+}
+
+/// A page of a mailbox, newest first: at most `limit` entries older than `before` (a
+/// `(received, id)` of the previous page's last entry), without their raw bytes (`raw` empty).
+pub(crate) async fn mailbox_page(
+    e: &mut impl Exec,
+    mailbox: &str,
+    before: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Vec<MailMessage>> {
+    let d = e.dialect();
+    let columns = MESSAGE_COLUMNS.replace("raw", "'' AS raw");
+    let mut args = vec![Val::Text(mailbox.trim().to_ascii_lowercase())];
+    let after = match before {
+        Some((received, id)) => {
+            args.push(Val::Int(received));
+            args.push(Val::Text(id));
+            format!(
+                " AND (received < {p2} OR (received = {p2} AND id < {p3}))",
+                p2 = d.placeholder(2),
+                p3 = d.placeholder(3)
+            )
+        }
+        None => String::new(),
+    };
+    args.push(Val::Int(limit as i64));
+    let sql = format!(
+        "SELECT {columns} FROM direct_messages WHERE mailbox = {}{after} \
+         ORDER BY received DESC, id DESC LIMIT {}",
+        d.placeholder(1),
+        d.placeholder(args.len())
+    );
+    e.rows(&sql, &args)
+        .await?
+        .into_iter()
+        .map(message_row)
+        .collect()
+}
+
+/// How many entries of a mailbox are unread.
+pub(crate) async fn unread_count(e: &mut impl Exec, mailbox: &str) -> Result<i64> {
+    let sql = format!(
+        "SELECT COUNT(*) FROM direct_messages WHERE mailbox = {} AND read IS NULL",
+        e.dialect().placeholder(1)
+    );
+    let rows = e
+        .rows(&sql, &[Val::Text(mailbox.trim().to_ascii_lowercase())])
+        .await?;
+    rows.into_iter()
+        .next()
+        .and_then(|r| r.into_iter().next())
+        .unwrap_or(Val::Int(0))
+        .int()
+}
+
+/// A page of what `sender` sent (messages, not notifications), newest first: the rows (one per
+/// recipient, `content` empty) of at most `limit` messages created before `before` (a `(created,
+/// message_id)` of the previous page's last message), grouped by message in page order.
+pub(crate) async fn sent_page(
+    e: &mut impl Exec,
+    sender: &str,
+    before: Option<(i64, String)>,
+    limit: usize,
+) -> Result<Vec<Outbound>> {
+    let d = e.dialect();
+    let mut args = vec![Val::Text(sender.trim().to_ascii_lowercase())];
+    let after = match before {
+        Some((created, id)) => {
+            args.push(Val::Int(created));
+            args.push(Val::Text(id));
+            format!(
+                " AND (created < {p2} OR (created = {p2} AND message_id < {p3}))",
+                p2 = d.placeholder(2),
+                p3 = d.placeholder(3)
+            )
+        }
+        None => String::new(),
+    };
+    args.push(Val::Int(limit as i64));
+    // Every row of one message has the same `created`, so a message is never cut in two.
+    let pick = format!(
+        "SELECT DISTINCT created, message_id FROM direct_outbound \
+         WHERE sender = {} AND kind = 'message'{after} \
+         ORDER BY created DESC, message_id DESC LIMIT {}",
+        d.placeholder(1),
+        d.placeholder(args.len())
+    );
+    let columns = OUTBOUND_COLUMNS.replace("content", "'' AS content");
+    let sql = format!(
+        "SELECT {columns} FROM direct_outbound WHERE sender = {} AND kind = 'message' \
+         AND message_id IN (SELECT message_id FROM ({pick}) page) \
+         ORDER BY created DESC, message_id DESC, recipient",
+        d.placeholder(1)
+    );
+    e.rows(&sql, &args)
+        .await?
+        .into_iter()
+        .map(outbound_row)
+        .collect()
+}

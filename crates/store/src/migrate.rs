@@ -60,6 +60,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "direct",
         sql: include_str!("../migrations/sqlite/0008_direct.sql"),
     },
+    Migration {
+        version: 12,
+        name: "inbox",
+        sql: include_str!("../migrations/sqlite/0012_inbox.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -111,6 +116,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 8,
         name: "direct",
         sql: include_str!("../migrations/postgres/0008_direct.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "inbox",
+        sql: include_str!("../migrations/postgres/0012_inbox.sql"),
     },
 ];
 

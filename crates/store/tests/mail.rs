@@ -507,6 +507,178 @@ async fn concurrent_claims(url: &str) {
     assert_eq!(unique.len(), 200);
 }
 
+/// The web inbox's reads: who is bound to which address, mailbox and sent pages.
+async fn inbox(store: &Store) {
+    store
+        .add_direct_address(
+            "inbox@direct.example.org",
+            "practitioner",
+            "p9",
+            "In Box",
+            1,
+        )
+        .await
+        .unwrap();
+    store
+        .add_user(store::NewUser {
+            user_id: "u-inbox".into(),
+            login: "inbox".into(),
+            display_name: "In Box".into(),
+            role: "clinician".into(),
+            participant_id: None,
+            patient_id: None,
+            password_hash: "x".into(),
+            totp_secret: None,
+            created: 1,
+        })
+        .await
+        .unwrap();
+    assert!(store
+        .bind_direct_address("Inbox@direct.example.org", "u-inbox", 5)
+        .await
+        .unwrap());
+    assert!(!store
+        .bind_direct_address("inbox@direct.example.org", "u-inbox", 6)
+        .await
+        .unwrap());
+    assert!(matches!(
+        store
+            .bind_direct_address("nobody@direct.example.org", "u-inbox", 6)
+            .await,
+        Err(StoreError::Unsupported(_))
+    ));
+    assert!(matches!(
+        store
+            .bind_direct_address("inbox@direct.example.org", "u-none", 6)
+            .await,
+        Err(StoreError::Unsupported(_))
+    ));
+    let bound = store.user_direct_addresses("u-inbox").await.unwrap();
+    assert_eq!(bound.len(), 1);
+    assert_eq!(bound[0].address, "inbox@direct.example.org");
+    assert!(store
+        .user_direct_addresses("u-none")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .direct_address_users("inbox@direct.example.org")
+            .await
+            .unwrap(),
+        ["u-inbox"]
+    );
+
+    for i in 0..5i64 {
+        store
+            .deliver_mail(MailMessage {
+                id: format!("i{i}"),
+                mailbox: "inbox@direct.example.org".into(),
+                kind: MailKind::Message,
+                sender: "bob@other.example".into(),
+                recipients: vec!["inbox@direct.example.org".into()],
+                subject: format!("n{i}"),
+                message_id: format!("<i{i}@other.example>"),
+                raw: b"big".to_vec(),
+                // Two share a time: the id breaks the tie.
+                received: 1000 + i.min(3),
+                read: None,
+            })
+            .await
+            .unwrap();
+    }
+    store.mark_mail_read("i0", 2000).await.unwrap();
+    assert_eq!(
+        store.unread_mail("inbox@direct.example.org").await.unwrap(),
+        4
+    );
+    let first = store
+        .mailbox_page("inbox@direct.example.org", None, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["i4", "i3"]
+    );
+    assert!(first[0].raw.is_empty(), "a page leaves the bytes out");
+    let last = &first[1];
+    let second = store
+        .mailbox_page(
+            "inbox@direct.example.org",
+            Some((last.received, last.id.clone())),
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        ["i2", "i1", "i0"]
+    );
+    assert_eq!(second[2].read, Some(2000));
+    assert!(store
+        .mailbox_page("other@direct.example.org", None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let mut rows = Vec::new();
+    for (n, recipients) in [(1, 2), (2, 1), (3, 3)] {
+        for r in 0..recipients {
+            let mut row = item(
+                &format!("s{n}-{r}"),
+                &format!("r{r}@other.example"),
+                &format!("<s{n}@x>"),
+                n,
+            );
+            row.sender = "inbox@direct.example.org".into();
+            row.created = 100 * n;
+            rows.push(row);
+        }
+    }
+    let mut mdn = item("s-mdn", "bob@other.example", "<mdn@x>", 1);
+    mdn.kind = OutboundKind::Mdn;
+    mdn.sender = "inbox@direct.example.org".into();
+    mdn.created = 900;
+    rows.push(mdn);
+    store.enqueue_outbound(rows).await.unwrap();
+    let page = store
+        .sent_page("inbox@direct.example.org", None, 2)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = page.iter().map(|o| o.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["s3-0", "s3-1", "s3-2", "s2-0"],
+        "notifications are not listed"
+    );
+    assert!(page[0].content.is_empty());
+    let older = store
+        .sent_page(
+            "inbox@direct.example.org",
+            Some((page[3].created, page[3].message_id.clone())),
+            2,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        older.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+        ["s1-0", "s1-1"]
+    );
+    assert!(store
+        .unbind_direct_address("inbox@direct.example.org", "u-inbox")
+        .await
+        .unwrap());
+    assert!(!store
+        .unbind_direct_address("inbox@direct.example.org", "u-inbox")
+        .await
+        .unwrap());
+    assert!(store
+        .user_direct_addresses("u-inbox")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_mail() {
     let db = sqlite();
@@ -514,6 +686,7 @@ async fn sqlite_mail() {
     addresses_certificates_anchors(&store).await;
     mailboxes(&store).await;
     queue(&store).await;
+    inbox(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,6 +713,7 @@ async fn postgres_mail() {
     addresses_certificates_anchors(&store).await;
     mailboxes(&store).await;
     queue(&store).await;
+    inbox(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,6 +38,9 @@ pub struct AppState {
     pub max_body: usize,
     /// The token endpoint's key, URL and JWKS cache; checks bearer tokens.
     pub smart: Arc<smart::Smart>,
+    /// Direct messaging (the web inbox sends and opens through it), when the server runs with a
+    /// Direct configuration.
+    pub direct: Option<crate::smtp::Hisp>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -72,6 +75,44 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         )
         .route("/portal/sign-out", post(crate::portal::sign_out))
         .route("/portal/disclosures", get(crate::portal::disclosures))
+        .route("/portal/inbox", get(crate::portal::inbox::list))
+        .route(
+            "/portal/inbox/compose",
+            get(crate::portal::inbox::compose_form).post(crate::portal::inbox::compose),
+        )
+        .route(
+            "/portal/inbox/directory",
+            get(crate::portal::inbox::address_book),
+        )
+        .route("/portal/inbox/sent/{row}", get(crate::portal::inbox::sent))
+        .route(
+            "/portal/inbox/messages/{id}",
+            get(crate::portal::inbox::message),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}",
+            get(crate::portal::inbox::part),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}/view",
+            get(crate::portal::inbox::view),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}/import",
+            post(crate::portal::inbox::import),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}/docs/{k}",
+            get(crate::portal::inbox::xdm_document),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}/docs/{k}/view",
+            get(crate::portal::inbox::view_xdm),
+        )
+        .route(
+            "/portal/inbox/messages/{id}/parts/{n}/docs/{k}/import",
+            post(crate::portal::inbox::import_xdm),
+        )
         .route("/fhir", get(rest::search_system).post(rest::bundle))
         .route("/fhir/", get(rest::search_system).post(rest::bundle))
         .route("/fhir/metadata", get(rest::metadata))

@@ -63,6 +63,73 @@ pub fn see_other(location: &'static str, cookies: &[String]) -> Response {
     response
 }
 
+/// `303 See Other` to a path of ours built at run time (a path that is not a valid header value
+/// goes to `/portal`).
+pub fn see_other_to(location: &str) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    let value = HeaderValue::from_str(location)
+        .ok()
+        .filter(|_| location.starts_with("/portal"))
+        .unwrap_or(HeaderValue::from_static("/portal"));
+    headers.insert(header::LOCATION, value);
+    secure_headers(headers);
+    response
+}
+
+/// A download: `bytes` as an attachment named `filename`, never shown inline. The type is the
+/// declared one only when it is in a short list of types browsers do not run; everything else is
+/// `application/octet-stream`.
+pub fn download(bytes: Vec<u8>, declared_type: &str, filename: &str) -> Response {
+    const SAFE: &[&str] = &[
+        "application/pdf",
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/tiff",
+        "text/plain",
+        "application/zip",
+    ];
+    let declared = declared_type.trim().to_ascii_lowercase();
+    let content_type = if SAFE.contains(&declared.as_str()) {
+        declared
+    } else {
+        "application/octet-stream".to_string()
+    };
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._- ()".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let ascii = if ascii.trim().is_empty() {
+        "attachment".to_string()
+    } else {
+        ascii
+    };
+    let encoded =
+        percent_encoding::utf8_percent_encode(filename, percent_encoding::NON_ALPHANUMERIC);
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
+    let mut response = (StatusCode::OK, bytes).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    secure_headers(headers);
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    response
+}
+
 fn secure_headers(headers: &mut HeaderMap) {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(

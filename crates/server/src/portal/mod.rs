@@ -1,7 +1,8 @@
 //! The portal for people, server-rendered HTML without scripts or outside assets: `GET /portal`
 //! (who you are), `GET`/`POST /portal/sign-in`, `POST /portal/sign-out`, and for a patient
-//! `GET /portal/disclosures` (their accounting of disclosures). Later pages build on the session
-//! this sets up.
+//! `GET /portal/disclosures` (their accounting of disclosures), and for a user who owns a Direct
+//! address the web inbox under `/portal/inbox` ([`inbox`]). Later pages build on the session this
+//! sets up.
 //!
 //! Sign-in: the login (any case), the argon2id password and, for an account with a second factor,
 //! a TOTP code whose step the store takes once ([`store::Store::use_totp_step`]), so a code works
@@ -20,7 +21,10 @@
 //! The log gets user ids, never logins, passwords, codes, cookies or patient data.
 
 pub mod account;
+pub mod ccda;
 pub mod html;
+pub mod inbox;
+pub mod multipart;
 
 use std::sync::OnceLock;
 
@@ -183,6 +187,24 @@ pub async fn home(State(state): State<Shared>, request: Request) -> Response {
         ));
     }
     body.push_str("</dl>\n");
+    if state.direct.is_some() {
+        match crate::smtp::hisp::user_addresses(state.repo.store(), &user.user_id).await {
+            Ok(addresses) if !addresses.is_empty() => {
+                let mut unread = 0;
+                for a in &addresses {
+                    unread += match state.repo.store().unread_mail(&a.address).await {
+                        Ok(n) => n,
+                        Err(e) => return internal(e),
+                    };
+                }
+                body.push_str(&format!(
+                    "<p><a href=\"/portal/inbox\">Secure messages</a> ({unread} unread)</p>\n"
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => return internal(e),
+        }
+    }
     if role == Some(RoleCode::Patient) {
         body.push_str(
             "<p><a href=\"/portal/disclosures\">Who has seen your record \

@@ -5,7 +5,9 @@
 //!   database), which becomes an inbound and outbound trust anchor of the domain;
 //! - `address add --address A (--practitioner ID | --organization ID) --name N`: issues the address
 //!   to a Practitioner or Organization of the registry, with an address-bound certificate (its key
-//!   sealed); `address revoke A`; `address list`;
+//!   sealed), `--user LOGIN` also binding it to a portal account; `address revoke A`; `address
+//!   list`; `address bind A --user LOGIN` and `address unbind A --user LOGIN`: which portal
+//!   accounts read and send as the address in the web inbox (see `hisp::user_addresses`);
 //! - `anchor add --domain D --direction inbound|outbound|both FILE`: trust anchors from a PEM or
 //!   PKCS#7 bundle;
 //! - `crl --domain D --out FILE`: the domain's CRL (DER) listing the revoked certificates.
@@ -67,6 +69,19 @@ pub enum AddressCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Let a portal account read and send as the address (the web inbox).
+    Bind {
+        address: String,
+        /// The portal account's login.
+        #[arg(long)]
+        user: String,
+    },
+    /// Stop a portal account from using the address.
+    Unbind {
+        address: String,
+        #[arg(long)]
+        user: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +104,9 @@ pub struct AddArgs {
     /// Certificate validity in days.
     #[arg(long, default_value_t = 365)]
     pub days: i64,
+    /// Also bind the address to this portal account (its login).
+    #[arg(long)]
+    pub user: Option<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -205,6 +223,13 @@ pub async fn run(
             if !local(&domain) {
                 return refuse(format!("{domain} is not a local Direct domain"));
             }
+            let user = match &add.user {
+                Some(login) => match store.user_by_login(login).await? {
+                    Some(u) => Some(u),
+                    None => return refuse(format!("no portal account '{login}'")),
+                },
+                None => None,
+            };
             let (kind, resource, id) = match (&add.practitioner, &add.organization) {
                 (Some(id), _) => ("practitioner", "Practitioner", id.clone()),
                 (None, Some(id)) => ("organization", "Organization", id.clone()),
@@ -243,6 +268,11 @@ pub async fn run(
                     now,
                 )?)
                 .await?;
+            if let Some(user) = &user {
+                store
+                    .bind_direct_address(&address, &user.user_id, now)
+                    .await?;
+            }
             if add.json {
                 println!(
                     "{}",
@@ -263,6 +293,39 @@ pub async fn run(
                 Ok(ExitCode::SUCCESS)
             } else {
                 refuse(format!("no active address {address}"))
+            }
+        }
+        DirectCommand::Address(AddressCommand::Bind { address, user }) => {
+            let Some(account) = store.user_by_login(&user).await? else {
+                return refuse(format!("no portal account '{user}'"));
+            };
+            match store.direct_address(&address).await? {
+                Some(a) if a.status == AddressStatus::Active => {}
+                Some(_) => return refuse(format!("{address} is revoked")),
+                None => return refuse(format!("no address {address} was issued")),
+            }
+            if store
+                .bind_direct_address(&address, &account.user_id, now)
+                .await?
+            {
+                println!("{address} bound to {}", account.login);
+            } else {
+                println!("{address} was already bound to {}", account.login);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DirectCommand::Address(AddressCommand::Unbind { address, user }) => {
+            let Some(account) = store.user_by_login(&user).await? else {
+                return refuse(format!("no portal account '{user}'"));
+            };
+            if store
+                .unbind_direct_address(&address, &account.user_id)
+                .await?
+            {
+                println!("{address} no longer bound to {}", account.login);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                refuse(format!("{address} is not bound to {}", account.login))
             }
         }
         DirectCommand::Address(AddressCommand::List { json }) => {

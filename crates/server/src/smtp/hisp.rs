@@ -259,6 +259,41 @@ fn cache_put<K: Eq + Hash, T>(map: &CacheMap<K, T>, key: K, value: Arc<T>, until
     map.insert(key, Cached { until, value });
 }
 
+/// Which Direct addresses a portal user reads and sends as: the active addresses the operator bound
+/// to the account (`nutmeg admin direct address bind ADDRESS --user LOGIN`, or `address add ...
+/// --user LOGIN`; kept in the store's `direct_address_users`), and none for an account that is not
+/// active. An address issued to a practitioner or organization is not anyone's until it is bound:
+/// an organization's address may be bound to several accounts (its staff), a person's to one.
+/// The one place this is decided: the web inbox and SMTP submission both ask here.
+pub async fn user_addresses(
+    store: &Store,
+    user_id: &str,
+) -> anyhow::Result<Vec<store::DirectAddress>> {
+    match store.user(user_id).await? {
+        Some(user) if user.status == store::UserStatus::Active => {}
+        _ => return Ok(Vec::new()),
+    }
+    Ok(store
+        .user_direct_addresses(user_id)
+        .await?
+        .into_iter()
+        .filter(|a| a.status == AddressStatus::Active)
+        .collect())
+}
+
+/// Whether a portal user may read and send as `address` (see [`user_addresses`]).
+pub async fn user_owns_address(
+    store: &Store,
+    user_id: &str,
+    address: &str,
+) -> anyhow::Result<bool> {
+    let address = address.trim().to_ascii_lowercase();
+    Ok(user_addresses(store, user_id)
+        .await?
+        .iter()
+        .any(|a| a.address == address))
+}
+
 /// The HISP: the store, the configuration and the key-encryption key. Cheap to clone.
 #[derive(Clone)]
 pub struct Hisp {
@@ -663,6 +698,46 @@ impl Hisp {
         self.store.enqueue_outbound(rows).await?;
         self.wake.notify_one();
         Ok(message_id)
+    }
+
+    /// Whether a message from the local address `sender` can go to `recipient` now: a local
+    /// recipient must be an active address of ours, an outside one needs a static route and a
+    /// certificate trusted for the sender's domain. `Err` says why not, for the person writing.
+    pub async fn check_reachable(
+        &self,
+        sender: &str,
+        recipient: &str,
+    ) -> anyhow::Result<Result<(), String>> {
+        let Some(domain) = store::domain_of(recipient) else {
+            return Ok(Err(format!("{recipient} is not a Direct address.")));
+        };
+        if self.is_local_domain(&domain) {
+            return Ok(match self.check_recipient(recipient).await {
+                Ok(RecipientCheck::Local) => Ok(()),
+                Ok(_) => Err(format!("{recipient} is not an address of this exchange.")),
+                Err(r) => anyhow::bail!(r.text),
+            });
+        }
+        if !self
+            .config
+            .routes
+            .iter()
+            .any(|r| r.domain.eq_ignore_ascii_case(&domain))
+        {
+            return Ok(Err(format!(
+                "The exchange has no route to {domain} yet; ask the exchange's operator."
+            )));
+        }
+        if self
+            .recipient_certificates(sender, recipient)
+            .await?
+            .is_empty()
+        {
+            return Ok(Err(format!(
+                "No trusted certificate is known for {recipient}; ask the exchange's operator."
+            )));
+        }
+        Ok(Ok(()))
     }
 
     /// Marks a mailbox entry read; if its sender asked for final-destination delivery, queues the

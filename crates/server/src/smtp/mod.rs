@@ -30,6 +30,8 @@ pub struct Running {
     pub address: std::net::SocketAddr,
     /// Where the submission listener is bound, if there is one.
     pub submission: Option<std::net::SocketAddr>,
+    /// The HISP both serve (the web inbox sends and opens messages through it).
+    pub hisp: Hisp,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Tells every listener and the worker to stop.
     stopped: tokio::sync::broadcast::Sender<()>,
@@ -140,6 +142,7 @@ pub fn spawn(
     Ok(Running {
         address,
         submission: None,
+        hisp,
         stop: Some(stop),
         stopped: stopping,
     })

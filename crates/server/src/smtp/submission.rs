@@ -2,7 +2,7 @@
 //! address and prefer a mail client to the web inbox: AUTH PLAIN (RFC 4954) only after STARTTLS,
 //! checked with the portal's argon2id password and the portal's lockout rules
 //! ([`crate::portal::check_credentials`], shared, so failures here count toward the same lock);
-//! the envelope sender and the From header must be an address the user owns ([`owns`]); the
+//! the envelope sender and the From header must be an address the user owns ([`may_send_as`]); the
 //! message then takes the same outbound path as the web inbox's ([`Hisp::send`]: queued durably,
 //! signed and encrypted by the delivery worker, handed over). The wire is [`super::server`]'s.
 //!
@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use direct::mime::{self, Entity};
-use store::{AddressStatus, DirectAddress, Store, User, UserStatus};
+use store::{Store, User};
 
 use super::hisp::{now_ms, Hisp, Refusal};
 use crate::portal;
@@ -29,30 +29,14 @@ pub enum Auth {
     NeedsCode,
 }
 
-/// Which portal user may send as which Direct address. The rule (the web inbox must apply the
-/// same one; the lead reconciles both into one function at merge time): an active user with a
-/// participant owns the active addresses issued to that participant, that is with owner kind
-/// `organization` and owner id the user's participant id. An address issued to a Practitioner
-/// (`--practitioner`) needs an explicit binding of the address to the account, which is the web
-/// inbox's (`direct_address_users`); until that is merged such addresses cannot submit.
+/// Whether `user` may send as `address`: the one rule the web inbox also applies
+/// ([`super::hisp::user_owns_address`]: the active addresses an operator bound to the account).
 /// Patients' accounts own no address.
-pub fn owns(user: &User, address: &DirectAddress) -> bool {
-    user.status == UserStatus::Active
-        && user.patient_id.is_none()
-        && address.status == AddressStatus::Active
-        && address.owner_kind == "organization"
-        && user
-            .participant_id
-            .as_deref()
-            .is_some_and(|p| !p.is_empty() && p == address.owner_id)
-}
-
-/// Whether `user` may send as `address` ([`owns`], with the address read from the store).
 pub async fn may_send_as(store: &Store, user: &User, address: &str) -> anyhow::Result<bool> {
-    Ok(store
-        .direct_address(&address.to_ascii_lowercase())
-        .await?
-        .is_some_and(|a| owns(user, &a)))
+    if user.patient_id.is_some() {
+        return Ok(false);
+    }
+    super::hisp::user_owns_address(store, &user.user_id, address).await
 }
 
 /// Checks an AUTH PLAIN response (base64 of `authzid NUL authcid NUL password`); the
