@@ -61,9 +61,9 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0008_direct.sql"),
     },
     Migration {
-        version: 12,
+        version: 9,
         name: "inbox",
-        sql: include_str!("../migrations/sqlite/0012_inbox.sql"),
+        sql: include_str!("../migrations/sqlite/0009_inbox.sql"),
     },
 ];
 
@@ -118,9 +118,9 @@ pub(crate) const POSTGRES: &[Migration] = &[
         sql: include_str!("../migrations/postgres/0008_direct.sql"),
     },
     Migration {
-        version: 12,
+        version: 9,
         name: "inbox",
-        sql: include_str!("../migrations/postgres/0012_inbox.sql"),
+        sql: include_str!("../migrations/postgres/0009_inbox.sql"),
     },
 ];
 

@@ -354,7 +354,7 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["6".to_string(), "accounts".to_string()],
             vec!["7".to_string(), "mpi".to_string()],
             vec!["8".to_string(), "direct".to_string()],
-            vec!["12".to_string(), "inbox".to_string()],
+            vec!["9".to_string(), "inbox".to_string()],
         ],
         "applied once"
     );
