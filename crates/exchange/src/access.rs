@@ -18,8 +18,11 @@
 //!    (`Patient/[id]/$attest-treatment`, recorded and audited). Break-the-glass (`ETREAT`) is
 //!    permitted without one, with the obligation to flag the disclosure in the audit trail. Public
 //!    health purposes are for public-health participants only.
-//! 5. **People.** Operators see administrative data (the directory, the audit trail), and clinical
-//!    data only with a purpose they stated. A patient sees only their own record. A participant's
+//! 5. **People.** Operators see administrative data (the directory, the audit trail, and, since
+//!    they run the patient index, Patients themselves: who someone is and their identifiers), and
+//!    other clinical data only with a purpose they stated. An operator token (a live
+//!    exchange-operator participant's system) is an operator for Patients; for other clinical
+//!    data it is held to a participant's rules. A patient sees only their own record. A participant's
 //!    clinician or staff member is treated like the participant's systems; its administrator sees
 //!    the directory only.
 //!
@@ -840,6 +843,10 @@ impl DecisionPoint {
     async fn own_rules(&self, who: &Requester, subject: &Subject<'_>) -> Result<Decision> {
         let ty = subject.stored.resource_type.as_str();
         let clinical = !subject.patients.is_empty();
+        // Operators run the patient index: to them a Patient (who someone is and under which
+        // identifiers each source knows them, what `$ihe-pix` and PDQm cross-reference) is the
+        // index's administrative data, whatever their purpose and without a treatment relationship.
+        let identity = ty == "Patient" && subject.patients == [subject.stored.id.as_str()];
         match &who.principal {
             Principal::System { .. } => Ok(Decision::PERMIT),
             Principal::Anonymous => Ok(Decision::deny(Reason::Unauthenticated)),
@@ -850,11 +857,14 @@ impl DecisionPoint {
                         resource_type: ty.to_string(),
                     }));
                 }
+                if identity && self.is_operator(who).await? {
+                    return Ok(Decision::PERMIT);
+                }
                 self.relationship_rules(who, subject, clinical).await
             }
             Principal::User { role, .. } => match role {
                 Role::OperatorAdmin => {
-                    if clinical && !who.purpose_stated {
+                    if clinical && !identity && !who.purpose_stated {
                         Ok(Decision::deny(Reason::NoStatedPurpose))
                     } else {
                         Ok(Decision::PERMIT)

@@ -7,7 +7,8 @@
 //! each (ids, the MRN and the Observation id differ; names and dates are the same), and the
 //! responses, normalised (the searchset's own id and timestamp, fresh ids of created resources,
 //! the variant's ids replaced by placeholders), must be equal byte for byte. A visible patient
-//! with data of its own is there too, so that searches return something.
+//! with data of its own is there too, so that searches return something. The paths include the
+//! patient index's: `Patient/$match`, IHE PDQm's search and retrieve, and PIXm's `$ihe-pix`.
 //!
 //! Runs on SQLite, and on PostgreSQL with `NUTMEG_TEST_EXCHANGE_ENGINE=postgres` and
 //! `NUTMEG_TEST_POSTGRES` (the common fixture).
@@ -453,6 +454,34 @@ async fn reads(repo: &Fixture, who: &Requester, v: &Variant) -> Vec<(String, Str
         "Patient/$match",
         repo.match_patients(who, json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource": body}]}), &[])
     );
+    // The patient index's interfaces: IHE PDQm's enterprise-wide search and retrieve, and PIXm.
+    for query in [
+        format!("_id={p}"),
+        "family=Ghostly".to_string(),
+        "family=Ghostly&given=Casper&birthdate=1981-02-03".to_string(),
+        format!("identifier={}", v.mrn),
+        format!("identifier=http://example.org/mrn|{}", v.mrn),
+        "identifier=http://example.org/mrn|".to_string(),
+        "telecom=860-555-0199".to_string(),
+        "gender=male".to_string(),
+        "family=Ghostly&_count=1".to_string(),
+        "birthdate=1970-01-01".to_string(),
+    ] {
+        probe!(format!("PDQm Patient?{query}"), async {
+            repo.pdqm_search(who, &params(&query)).await
+        });
+    }
+    probe!("PDQm Patient read", repo.pdqm_read(who, p));
+    probe!(
+        "Patient/$ihe-pix",
+        repo.pix_query(
+            who,
+            &params(&format!(
+                "sourceIdentifier=http://example.org/mrn|{}",
+                v.mrn
+            ))
+        )
+    );
     probe!(
         "batch of reads",
         repo.bundle(
@@ -602,6 +631,7 @@ async fn an_opted_out_patient_is_indistinguishable_from_one_never_heard_of() {
     assert!(shown("search Observation?code=8867-4&_total=accurate").contains("visible-obs"));
     assert!(shown("search Patient?_summary=count").contains("\"total\":1"));
     assert!(shown("history system").contains("visible-z"));
+    assert!(shown("PDQm Patient?birthdate=1970-01-01").contains("visible-z"));
     assert!(
         leaks.is_empty(),
         "{} leaks:\n{}",

@@ -188,3 +188,200 @@ fn identities_over_http_and_the_command_line() {
     );
     assert_eq!(lines(&mpi(data, &["same-person", &ids[1]])), both);
 }
+
+fn post_form(url: &str, token: &str, form: &str) -> (u16, Value) {
+    let mut response = agent()
+        .post(url)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .header("Authorization", &format!("Bearer {token}"))
+        .send(form)
+        .expect("HTTP");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The `(id, [ids its seealso links name])` of each entry of a searchset.
+fn linked(bundle: &Value) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let links = e["resource"]["link"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|l| l["type"] == "seealso")
+                .filter_map(|l| l["other"]["reference"].as_str())
+                .map(|r| r.trim_start_matches("Patient/").to_string())
+                .collect();
+            (
+                e["resource"]["id"].as_str().unwrap_or("").to_string(),
+                links,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn pdqm_pix_for_operators_and_the_declared_operations_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let server = Server::start(data, &[]);
+    let base = server.base.clone();
+    let hospital = participant(
+        data,
+        "Hartford General",
+        "hospital",
+        &["onboarding", "live"],
+    );
+    let clinic = participant(data, "Elm Clinic", "clinic", &["onboarding", "live"]);
+    let operator = participant(
+        data,
+        "Nutmeg Operations",
+        "exchange-operator",
+        &["onboarding", "live"],
+    );
+    let ehr = Client::register(data, &hospital).token(&server, REGISTERED, "TREAT");
+    let elm = Client::register(data, &clinic).token(&server, REGISTERED, "TREAT");
+    let ops = Client::register(data, &operator).token(&server, REGISTERED, "HOPERAT");
+    let (status, a) = send(
+        "POST",
+        &format!("{base}/Patient"),
+        &ehr,
+        Some(&margaret("A-1042", "12 Elm Street")),
+    );
+    assert_eq!(status, 201, "{a}");
+    let (status, b) = send(
+        "POST",
+        &format!("{base}/Patient"),
+        &elm,
+        Some(&margaret("B-77", "12 Elm St")),
+    );
+    assert_eq!(status, 201, "{b}");
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+
+    // PDQm: the hospital sees its own record only (it treats no one at the clinic).
+    let (status, bundle) = send(
+        "GET",
+        &format!("{base}/pdqm/Patient?family=Quarrington&birthdate=1962-04-17"),
+        &ehr,
+        None,
+    );
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 1, "{bundle}");
+    assert_eq!(linked(&bundle), vec![(a.clone(), vec![])]);
+    // The operator sees the person: both records, each linked to the other; by POST too.
+    let both = {
+        let mut both = vec![(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])];
+        both.sort();
+        both
+    };
+    let (status, bundle) = send(
+        "GET",
+        &format!("{base}/pdqm/Patient?identifier=urn:test:mrn:A%7CA-1042"),
+        &ops,
+        None,
+    );
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 1, "{bundle}");
+    assert_eq!(linked(&bundle), both);
+    let (status, bundle) = post_form(
+        &format!("{base}/pdqm/Patient/_search"),
+        &ops,
+        "given=Margaret&gender=female",
+    );
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 2, "{bundle}");
+    assert_eq!(linked(&bundle), both);
+    let (status, patient) = send("GET", &format!("{base}/pdqm/Patient/{b}"), &ops, None);
+    assert_eq!(status, 200, "{patient}");
+    assert_eq!(
+        patient["link"][0]["other"]["reference"],
+        format!("Patient/{a}")
+    );
+    let (status, _) = send("GET", &format!("{base}/pdqm/Patient/{b}"), &ehr, None);
+    assert_eq!(status, 404);
+    let (status, outcome) = send("GET", &format!("{base}/pdqm/Patient?famly=Q"), &ehr, None);
+    assert_eq!(
+        (status, &outcome["resourceType"]),
+        (400, &json!("OperationOutcome")),
+        "{outcome}"
+    );
+    // ITI-119 at the PDQm base.
+    let (status, matched) = send(
+        "POST",
+        &format!("{base}/pdqm/Patient/$match"),
+        &ops,
+        Some(&json!({
+            "resourceType": "Parameters",
+            "parameter": [{ "name": "resource", "resource": margaret("Z-1", "12 Elm Street") }],
+        })),
+    );
+    assert_eq!(status, 200, "{matched}");
+    assert!(matched.to_string().contains(&a), "{matched}");
+    // The supplier declares itself (no token needed, like /metadata).
+    let mut response = agent()
+        .get(&format!("{base}/pdqm/metadata"))
+        .call()
+        .expect("HTTP");
+    assert_eq!(response.status().as_u16(), 200);
+    let cs: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(
+        cs["instantiates"][0],
+        "https://profiles.ihe.net/ITI/PDQm/CapabilityStatement/IHE.PDQm.PatientDemographicsSupplier"
+    );
+
+    // PIXm with an operator token: answered (a Patient is the patient index's administrative data
+    // to operators), where it used to be a 404.
+    let (status, pix) = send(
+        "GET",
+        &format!("{base}/Patient/$ihe-pix?sourceIdentifier=urn:test:mrn:A|A-1042"),
+        &ops,
+        None,
+    );
+    assert_eq!(status, 200, "{pix}");
+    assert!(pix.to_string().contains("B-77"), "{pix}");
+    assert!(pix.to_string().contains(&format!("Patient/{b}")), "{pix}");
+
+    // Every operation the CapabilityStatement declares on Patient is one the server knows (by
+    // type or by instance, by GET or POST: a known one answers anything but "no operation").
+    let mut response = agent()
+        .get(&format!("{base}/metadata"))
+        .call()
+        .expect("HTTP");
+    let cs: Value = serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    let patient = cs["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    let operations = patient["operation"].as_array().expect("operations");
+    assert!(operations.len() >= 9, "{operations:?}");
+    let unknown =
+        |status: u16, answer: &Value| status == 404 && answer.to_string().contains("no operation");
+    for operation in operations {
+        let name = operation["name"].as_str().unwrap();
+        let mut known = false;
+        for url in [
+            format!("{base}/Patient/${name}"),
+            format!("{base}/Patient/{a}/${name}"),
+        ] {
+            let (status, answer) = send("GET", &url, &ops, None);
+            known |= !unknown(status, &answer);
+            let (status, answer) = send("POST", &url, &ops, Some(&json!({})));
+            known |= !unknown(status, &answer);
+        }
+        assert!(known, "${name} is declared but not served");
+    }
+    let (status, answer) = send("GET", &format!("{base}/Patient/$nonsense"), &ops, None);
+    assert!(unknown(status, &answer), "{status} {answer}");
+}

@@ -118,6 +118,13 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         .route("/fhir/metadata", get(rest::metadata))
         .route("/fhir/_history", get(rest::history_system))
         .route("/fhir/_search", post(rest::search_system_post))
+        .route("/fhir/pdqm/metadata", get(rest::pdqm_metadata))
+        .route("/fhir/pdqm/Patient", get(rest::pdqm_search))
+        .route("/fhir/pdqm/Patient/_search", post(rest::pdqm_search_post))
+        .route(
+            "/fhir/pdqm/Patient/{id}",
+            get(rest::pdqm_read).post(rest::pdqm_operation_post),
+        )
         .route(
             "/fhir/{type}",
             get(rest::search_type)

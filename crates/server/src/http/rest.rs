@@ -645,3 +645,68 @@ fn unknown_operation(ty: &str, operation: &str) -> ApiError {
         ApiError::not_found("Unknown path")
     }
 }
+
+/// `GET /fhir/pdqm/metadata`: the CapabilityStatement of the IHE PDQm Patient Demographics
+/// Supplier whose base is `/fhir/pdqm`.
+pub async fn pdqm_metadata(State(state): State<Shared>, format: Format) -> Response {
+    fhir_json(
+        StatusCode::OK,
+        &state.repo.pdqm_capability_statement(),
+        format.pretty,
+    )
+}
+
+/// `GET /fhir/pdqm/Patient?...`: IHE PDQm (ITI-78) enterprise-wide patient search.
+pub async fn pdqm_search(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+) -> Answer {
+    let bundle = state.repo.pdqm_search(&who, &params(&uri)).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+/// `POST /fhir/pdqm/Patient/_search` with a form body: the same search.
+pub async fn pdqm_search_post(
+    State(state): State<Shared>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let params = form_params(&state, &uri, &headers, body).await?;
+    let bundle = state.repo.pdqm_search(&who, &params).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}
+
+/// `GET /fhir/pdqm/Patient/{id}`: PDQm's retrieve, the Patient with its person's `seealso` links.
+pub async fn pdqm_read(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    format: Format,
+    Who(who): Who,
+) -> Answer {
+    let patient = state.repo.pdqm_read(&who, &id).await?;
+    Ok(fhir_json(StatusCode::OK, &patient, format.pretty))
+}
+
+/// `POST /fhir/pdqm/Patient/$match`: PDQm's Patient Demographics Match (ITI-119), the exchange's
+/// `Patient/$match`.
+pub async fn pdqm_operation_post(
+    State(state): State<Shared>,
+    Path(operation): Path<String>,
+    format: Format,
+    Who(who): Who,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    if operation != "$match" {
+        return Err(unknown_operation("Patient", &operation));
+    }
+    let body: Value = read_json(&headers, body, state.max_body, JSON_TYPES).await?;
+    let bundle = state.repo.match_patients(&who, body, &params(&uri)).await?;
+    Ok(fhir_json(StatusCode::OK, &bundle, format.pretty))
+}

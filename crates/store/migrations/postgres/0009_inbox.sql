@@ -1,4 +1,4 @@
--- nutmeg store schema, version 12 (PostgreSQL): the web inbox. Released migrations are never edited;
+-- nutmeg store schema, version 9 (PostgreSQL): the web inbox. Released migrations are never edited;
 -- add a new file instead. Times are milliseconds since the Unix epoch.
 
 -- Which portal accounts (`users`) read and send as which Direct address. An address issued to a
