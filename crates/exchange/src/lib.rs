@@ -7,6 +7,10 @@
 //!   leaves the repository (read, vread, search matches and includes, history, `$everything`, paging)
 //!   passes [`access::DecisionPoint::decide`]; later issues plug consent and access rules in there.
 //! - [`audit`]: the AuditEvent (IHE BALP style) recorded for each request that touches patient data.
+//! - [`consents`]: every patient's privacy consents, kept current for the decision point, followed
+//!   across the records linked to one person.
+//! - [`purge`]: the consent purge, which deletes an opted-out person's clinical data after the
+//!   policy window.
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
@@ -14,4 +18,5 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod participants;
+pub mod purge;
 pub mod repository;
