@@ -119,7 +119,9 @@ impl Repository {
             let outcome = match change {
                 PatientChange::Put { id, json, .. } => match serde_json::from_str::<Value>(json) {
                     Ok(patient) => self.link_patient(&actor, id, &patient).await.map(|out| {
-                        if out.previous.as_deref() != Some(out.identity_id.as_str()) {
+                        // A record alone in a new identity links nobody: no consent moves.
+                        let alone = out.previous.is_none() && out.method == "new";
+                        if !alone && out.previous.as_deref() != Some(out.identity_id.as_str()) {
                             self.identities_changed();
                         }
                     }),
