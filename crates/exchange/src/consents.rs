@@ -128,9 +128,18 @@ impl ConsentRegistry {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let mut out: Vec<Consent> = Vec::new();
         let own = state.by_patient.get(patient);
-        out.extend(own.into_iter().flat_map(|m| m.values()).map(|c| (**c).clone()));
+        out.extend(
+            own.into_iter()
+                .flat_map(|m| m.values())
+                .map(|c| (**c).clone()),
+        );
         for other in state.persons.get(patient).into_iter().flatten() {
-            for c in state.by_patient.get(other).into_iter().flat_map(|m| m.values()) {
+            for c in state
+                .by_patient
+                .get(other)
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
                 let mut c = (**c).clone();
                 c.patient = patient.to_string();
                 out.push(c);

@@ -99,10 +99,7 @@ pub struct PurgeReport {
 impl PurgeReport {
     /// Resources removed (or to be removed) in all.
     pub fn resources(&self) -> u64 {
-        self.persons
-            .iter()
-            .flat_map(|p| p.resources.values())
-            .sum()
+        self.persons.iter().flat_map(|p| p.resources.values()).sum()
     }
 }
 
@@ -298,13 +295,25 @@ mod tests {
     fn business_days_skip_weekends() {
         // 2026-01-09 is a Friday.
         let friday = datetime!(2026-01-09 10:00 UTC);
-        assert_eq!(add_business_days(friday, 5), datetime!(2026-01-16 10:00 UTC));
-        assert_eq!(add_business_days(friday, 1), datetime!(2026-01-12 10:00 UTC));
+        assert_eq!(
+            add_business_days(friday, 5),
+            datetime!(2026-01-16 10:00 UTC)
+        );
+        assert_eq!(
+            add_business_days(friday, 1),
+            datetime!(2026-01-12 10:00 UTC)
+        );
         assert_eq!(add_business_days(friday, 0), friday);
         let saturday = datetime!(2026-01-10 09:00 UTC);
-        assert_eq!(add_business_days(saturday, 5), datetime!(2026-01-16 09:00 UTC));
+        assert_eq!(
+            add_business_days(saturday, 5),
+            datetime!(2026-01-16 09:00 UTC)
+        );
         let wednesday = datetime!(2026-01-14 23:59 UTC);
-        assert_eq!(add_business_days(wednesday, 4), datetime!(2026-01-20 23:59 UTC));
+        assert_eq!(
+            add_business_days(wednesday, 4),
+            datetime!(2026-01-20 23:59 UTC)
+        );
     }
 
     #[test]

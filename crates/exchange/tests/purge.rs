@@ -86,9 +86,15 @@ async fn plant(repo: &Fixture) -> String {
         ("pb", "Quil", "1957-05-04"),
         ("keep", "Other", "1990-01-01"),
     ] {
-        repo.update(&system, "Patient", id, named_patient(id, family, birth), None)
-            .await
-            .expect("patient");
+        repo.update(
+            &system,
+            "Patient",
+            id,
+            named_patient(id, family, birth),
+            None,
+        )
+        .await
+        .expect("patient");
     }
     for (id, patient) in [
         ("oa", "pa"),
@@ -199,13 +205,20 @@ async fn an_opted_out_persons_data_is_purged_after_the_window_and_only_then() {
     let report = purge.run(after_window, false).await.expect("purge");
     let p = person(&report, "pa");
     assert_eq!(p.resources, expected);
-    assert_eq!(p.versions, 8, "oa 2, od 2 (with the tombstone), ob, cb, pa, pb 1 each");
+    assert_eq!(
+        p.versions, 8,
+        "oa 2, od 2 (with the tombstone), ob, cb, pa, pb 1 each"
+    );
     let after = resources(&repo).await;
     for key in PURGED {
         let key = (key.0.to_string(), key.1.to_string());
         assert!(!after.contains(&key), "{key:?} is gone");
     }
-    for kept in [("Patient", "keep"), ("Observation", "keep-obs"), ("Consent", consent.as_str())] {
+    for kept in [
+        ("Patient", "keep"),
+        ("Observation", "keep-obs"),
+        ("Consent", consent.as_str()),
+    ] {
         let key = (kept.0.to_string(), kept.1.to_string());
         assert!(after.contains(&key), "{key:?} is kept");
     }
@@ -274,7 +287,9 @@ async fn an_opted_out_persons_data_is_purged_after_the_window_and_only_then() {
         .collect();
     assert_eq!(purges.len(), 1);
     let record = &purges[0].json;
-    assert!(record.contains("consent purge: 6 resources (Condition 1, Observation 3, Patient 2), 8 versions"));
+    assert!(record.contains(
+        "consent purge: 6 resources (Condition 1, Observation 3, Patient 2), 8 versions"
+    ));
     assert!(record.contains("system:consent-purge"));
     assert!(!record.contains("Quill") && !record.contains("\"oa\""));
     match store.verify_audit().await.expect("verify") {

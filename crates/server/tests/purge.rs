@@ -110,9 +110,6 @@ fn the_purge_command_removes_an_opted_out_patients_data_after_the_window() {
     let verified = json_of(&nutmeg(dir, &["admin", "audit", "verify", "--json"]));
     assert_eq!(verified["intact"], true);
 
-    let bad = nutmeg(
-        dir,
-        &["admin", "consent", "purge", "--now", "next tuesday"],
-    );
+    let bad = nutmeg(dir, &["admin", "consent", "purge", "--now", "next tuesday"]);
     assert_eq!(bad.status.code(), Some(2), "a usage error");
 }

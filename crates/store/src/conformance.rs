@@ -3777,12 +3777,33 @@ pub async fn purge_removes_every_row(store: &Store) {
     commit(
         store,
         vec![
-            put_at("Patient", "p1", 1, T0, vec![string("name", "Ada")], vec!["p1"]),
-            put_at("Patient", "p2", 1, T0, vec![string("name", "Bo")], vec!["p2"]),
+            put_at(
+                "Patient",
+                "p1",
+                1,
+                T0,
+                vec![string("name", "Ada")],
+                vec!["p1"],
+            ),
+            put_at(
+                "Patient",
+                "p2",
+                1,
+                T0,
+                vec![string("name", "Bo")],
+                vec!["p2"],
+            ),
             put_at("Observation", "o1", 1, T0, vec![code_row("x")], vec!["p1"]),
             put_at("Observation", "o2", 1, T0, vec![code_row("x")], vec!["p1"]),
             put_at("Observation", "o3", 1, T0, vec![code_row("x")], vec!["p2"]),
-            put_at("Observation", "o4", 1, T0, vec![code_row("x")], vec!["p1", "p2"]),
+            put_at(
+                "Observation",
+                "o4",
+                1,
+                T0,
+                vec![code_row("x")],
+                vec!["p1", "p2"],
+            ),
             put_at("Observation", "o5", 1, T0, vec![code_row("x")], vec!["p1"]),
             put_at("Consent", "c1", 1, T0, vec![code_row("optout")], vec!["p1"]),
         ],
@@ -3791,13 +3812,30 @@ pub async fn purge_removes_every_row(store: &Store) {
     commit(
         store,
         vec![
-            put_at("Observation", "o1", 2, T0 + 5, vec![code_row("y")], vec!["p1"]),
+            put_at(
+                "Observation",
+                "o1",
+                2,
+                T0 + 5,
+                vec![code_row("y")],
+                vec!["p1"],
+            ),
             delete("Observation", "o2", 2, T0 + 5),
-            put_at("Observation", "o5", 2, T0 + 5, vec![code_row("x")], vec!["p2"]),
+            put_at(
+                "Observation",
+                "o5",
+                2,
+                T0 + 5,
+                vec![code_row("x")],
+                vec!["p2"],
+            ),
         ],
     )
     .await;
-    store.append_audit(vec![audit_event(1)]).await.expect("audit");
+    store
+        .append_audit(vec![audit_event(1)])
+        .await
+        .expect("audit");
     let members = store
         .compartment_members(&["p1".to_string()], &["Consent".to_string()])
         .await
@@ -3836,8 +3874,14 @@ pub async fn purge_removes_every_row(store: &Store) {
         ]
     );
     for (ty, id) in &expected {
-        assert!(store.read(ty, id).await.expect("read").is_none(), "{ty}/{id}");
-        assert!(store.vread(ty, id, 1).await.expect("vread").is_none(), "{ty}/{id}");
+        assert!(
+            store.read(ty, id).await.expect("read").is_none(),
+            "{ty}/{id}"
+        );
+        assert!(
+            store.vread(ty, id, 1).await.expect("vread").is_none(),
+            "{ty}/{id}"
+        );
         let history = store
             .history(&history_request(
                 HistoryScope::Instance(ty.clone(), id.clone()),
@@ -3865,11 +3909,18 @@ pub async fn purge_removes_every_row(store: &Store) {
         .expect("compartment");
     assert_eq!(keys(&left.matches), vec!["Consent/c1".to_string()]);
     let type_history = store
-        .history(&history_request(HistoryScope::Type("Observation".into()), 50))
+        .history(&history_request(
+            HistoryScope::Type("Observation".into()),
+            50,
+        ))
         .await
         .expect("type history");
     let ids: Vec<&str> = type_history.entries.iter().map(|s| s.id.as_str()).collect();
-    assert_eq!(ids, vec!["o3"], "nothing of the purged in the type's history");
+    assert_eq!(
+        ids,
+        vec!["o3"],
+        "nothing of the purged in the type's history"
+    );
     // Straight from the tables: no row of any purged resource is left, and only the rows of
     // Patient/p2, Observation/o3 and Consent/c1 remain.
     let (orphans, totals) = orphans_and_rows(store).await;
@@ -3886,7 +3937,10 @@ pub async fn purge_removes_every_row(store: &Store) {
             vec!["Patient".to_string(), "p2".to_string()],
         ]
     );
-    let versions = totals.iter().find(|(t, _)| t == "versions").map(|(_, n)| n.as_str());
+    let versions = totals
+        .iter()
+        .find(|(t, _)| t == "versions")
+        .map(|(_, n)| n.as_str());
     assert_eq!(versions, Some("3"));
     let compartment = totals
         .iter()
@@ -3908,11 +3962,22 @@ pub async fn purge_removes_every_row(store: &Store) {
     // An id purged may be used again: it starts afresh at version 1.
     commit(
         store,
-        vec![put_at("Observation", "o1", 1, T0 + 9, vec![code_row("z")], vec!["p1"])],
+        vec![put_at(
+            "Observation",
+            "o1",
+            1,
+            T0 + 9,
+            vec![code_row("z")],
+            vec!["p1"],
+        )],
     )
     .await;
     assert_eq!(
-        store.read("Observation", "o1").await.expect("read").map(|s| s.version),
+        store
+            .read("Observation", "o1")
+            .await
+            .expect("read")
+            .map(|s| s.version),
         Some(1)
     );
 }

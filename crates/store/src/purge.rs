@@ -101,10 +101,7 @@ pub(crate) async fn compartment_members(
 
 /// Removes every row of `targets` (those that exist) inside the caller's transaction and appends
 /// nothing itself: answers what was removed. PostgreSQL rows are locked first, in `rid` order.
-pub(crate) async fn remove(
-    e: &mut impl Exec,
-    targets: &[(String, String)],
-) -> Result<Vec<Purged>> {
+pub(crate) async fn remove(e: &mut impl Exec, targets: &[(String, String)]) -> Result<Vec<Purged>> {
     let mut found: Vec<(i64, String, String)> = Vec::new();
     for (t, id) in targets {
         let sql = format!(
@@ -157,8 +154,11 @@ pub(crate) async fn remove(
             e.rows(&format!("DELETE FROM {table} WHERE rid IN ({ids})"), &rids)
                 .await?;
         }
-        e.rows(&format!("DELETE FROM resources WHERE rid IN ({ids})"), &rids)
-            .await?;
+        e.rows(
+            &format!("DELETE FROM resources WHERE rid IN ({ids})"),
+            &rids,
+        )
+        .await?;
         for (rid, t, id) in chunk {
             if present.contains(rid) {
                 purged.push(Purged {

@@ -572,10 +572,8 @@ impl Sqlite {
         patients: Vec<String>,
         except: Vec<String>,
     ) -> Result<Vec<(String, String)>> {
-        self.read(move |e| {
-            block_ready(crate::purge::compartment_members(e, &patients, &except))
-        })
-        .await
+        self.read(move |e| block_ready(crate::purge::compartment_members(e, &patients, &except)))
+            .await
     }
 
     /// One immediate transaction on the writer; the audit records are appended durably inside
@@ -590,7 +588,10 @@ impl Sqlite {
         blocking(move || {
             let mut conn = lock(&inner.writer);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let purged = block_ready(crate::purge::remove(&mut SqliteExec { conn: &tx }, &targets))?;
+            let purged = block_ready(crate::purge::remove(
+                &mut SqliteExec { conn: &tx },
+                &targets,
+            ))?;
             let records = make_audit(&purged);
             if !records.is_empty() {
                 appender.append_blocking(records)?;

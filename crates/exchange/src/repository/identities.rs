@@ -195,7 +195,10 @@ impl Repository {
         };
         privacy.consents.refresh(&self.store).await?;
         let members = self.store.mpi_same_person(patient_id).await?;
-        let consents: Vec<_> = members.iter().flat_map(|m| privacy.consents.of(m)).collect();
+        let consents: Vec<_> = members
+            .iter()
+            .flat_map(|m| privacy.consents.of(m))
+            .collect();
         let refs: Vec<&privacy::consent::Consent> = consents.iter().map(|c| c.as_ref()).collect();
         let (participating, choice) = privacy.policy.choice(&refs, (privacy.clock)());
         Ok(match choice {
