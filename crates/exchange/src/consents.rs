@@ -22,6 +22,18 @@
 //!   cache): they hold within a second. One indexed history query per second per process, whatever
 //!   the traffic.
 //!
+//! **Consent follows the person.** A patient's data is decided with the privacy consents of every
+//! Patient linked to the same enterprise identity (`repository::identities`), as if each were the
+//! patient's own: an opt-out recorded against one source's Patient covers every record linked to
+//! it, and the person's latest choice, on whichever record, wins. The links are not looked up per
+//! decision: with the consents, the registry keeps a map from every Patient linked to a Patient
+//! that has a privacy consent to those consenting Patients ([`store::Store::mpi_persons_of`], one
+//! query per 500 consenting Patients), rebuilt when the set of consenting Patients changes or the
+//! link history grew ([`store::Store::mpi_history_head`], one cheap query per catch-up). A link
+//! made in this process marks the state stale ([`ConsentRegistry::changed`]), so it holds for the
+//! next request; one made by another process within [`CONSENT_TTL`], like a Consent write there.
+//! With no privacy consent at all, nothing of the index is read.
+//!
 //! A stored Consent of another scope (treatment, research) is not a privacy consent and is
 //! ignored. A stored patient-privacy Consent that does not parse (the API refuses such writes by
 //! participants, patients and operators with a 422; the exchange's own tools, an import of another
@@ -68,6 +80,12 @@ struct State {
     /// is deleted or not a privacy consent).
     by_id: HashMap<String, (i64, Option<String>)>,
     by_patient: HashMap<String, BTreeMap<String, Arc<Consent>>>,
+    /// For each Patient linked to a Patient with privacy consents: those Patients (itself not
+    /// included). Built from the identities as they were at `links_head`.
+    persons: HashMap<String, Vec<String>>,
+    /// The link history head the person map was built at, and the consenting Patients it was
+    /// built for (`None`: never built).
+    links_head: Option<(i64, Vec<String>)>,
 }
 
 impl std::fmt::Debug for ConsentRegistry {
@@ -96,14 +114,56 @@ impl ConsentRegistry {
             .unwrap_or_default()
     }
 
+    /// The Patients linked to `patient`'s enterprise identity that have privacy consents of their
+    /// own (`patient` itself not included; after [`ConsentRegistry::refresh`]).
+    pub fn linked(&self, patient: &str) -> Vec<String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        state.persons.get(patient).cloned().unwrap_or_default()
+    }
+
+    /// The privacy consents of `patient` as a person: its own, and those of every Patient linked
+    /// to the same enterprise identity, each as if recorded against `patient` (the policy reads
+    /// only a patient's own; the latest choice among them wins, restrictions all apply).
+    pub fn of_person(&self, patient: &str) -> Vec<Consent> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Consent> = Vec::new();
+        let own = state.by_patient.get(patient);
+        out.extend(
+            own.into_iter()
+                .flat_map(|m| m.values())
+                .map(|c| (**c).clone()),
+        );
+        for other in state.persons.get(patient).into_iter().flatten() {
+            for c in state
+                .by_patient
+                .get(other)
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                let mut c = (**c).clone();
+                c.patient = patient.to_string();
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// The consents a decision about `patient`'s data rests on: the patient's own and those of
-    /// each family member a family-therapy record names.
+    /// each family member a family-therapy record names, each as a person
+    /// ([`ConsentRegistry::of_person`]: consent follows the person).
     pub fn for_decision(&self, patient: &str, family: &[String]) -> Vec<Consent> {
         std::iter::once(patient)
             .chain(family.iter().map(String::as_str))
-            .flat_map(|p| self.of(p))
-            .map(|c| (*c).clone())
+            .flat_map(|p| self.of_person(p))
             .collect()
+    }
+
+    /// Every Patient that has privacy consents of its own, sorted.
+    pub fn consenting(&self) -> Vec<String> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = state.by_patient.keys().cloned().collect();
+        ids.sort();
+        ids
     }
 
     /// Whether any patient has a consent recorded at all (nothing to look up otherwise).
@@ -137,10 +197,48 @@ impl ConsentRegistry {
             self.stale.store(true, Ordering::SeqCst);
             return Err(e);
         }
+        if let Err(e) = self.link_persons(store).await {
+            self.stale.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         state.loaded = true;
         state.caught_up = state.caught_up.max(mark);
         state.checked = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Rebuilds the person map when the consenting Patients or the identities changed since it
+    /// was built (see the module documentation).
+    async fn link_persons(&self, store: &Store) -> Result<(), store::StoreError> {
+        let consenting = self.consenting();
+        if consenting.is_empty() {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            state.persons.clear();
+            state.links_head = None;
+            return Ok(());
+        }
+        let head = store.mpi_history_head().await?;
+        {
+            let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if state.links_head.as_ref() == Some(&(head, consenting.clone())) {
+                return Ok(());
+            }
+        }
+        let pairs = store.mpi_persons_of(&consenting).await?;
+        let mut persons: HashMap<String, Vec<String>> = HashMap::new();
+        for (consenting, linked) in pairs {
+            if consenting != linked {
+                persons.entry(linked).or_default().push(consenting);
+            }
+        }
+        for list in persons.values_mut() {
+            list.sort();
+            list.dedup();
+        }
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.persons = persons;
+        state.links_head = Some((head, consenting));
         Ok(())
     }
 
@@ -327,6 +425,25 @@ mod tests {
         registry.apply(&stored("c1", 3, json!({}), true));
         assert!(registry.of("p2").is_empty());
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn consents_follow_the_person_through_the_person_map() {
+        let registry = ConsentRegistry::default();
+        registry.apply(&stored("c1", 1, opt_out("a"), false));
+        assert!(registry.for_decision("b", &[]).is_empty(), "not linked yet");
+        {
+            let mut state = registry.state.write().unwrap();
+            state.persons.insert("b".into(), vec!["a".into()]);
+        }
+        let consents = registry.for_decision("b", &[]);
+        assert_eq!(consents.len(), 1);
+        assert_eq!(consents[0].patient, "b", "as if recorded against b");
+        assert_eq!(consents[0].kind, Kind::OptOut);
+        assert_eq!(registry.of("b").len(), 0, "b has none of its own");
+        assert_eq!(registry.linked("b"), vec!["a".to_string()]);
+        // A family member's person counts too.
+        assert_eq!(registry.for_decision("z", &["b".into()]).len(), 1);
     }
 
     #[test]

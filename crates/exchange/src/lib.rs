@@ -9,6 +9,10 @@
 //! - [`audit`]: the AuditEvent (IHE BALP style) recorded for each request that touches patient data.
 //! - [`notices`]: the break-the-glass notices the exchange writes to the sources of data disclosed
 //!   in an emergency (FHIR Communications addressed to them).
+//! - [`consents`]: every patient's privacy consents, kept current for the decision point, followed
+//!   across the records linked to one person.
+//! - [`purge`]: the consent purge, which deletes an opted-out person's clinical data after the
+//!   policy window.
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
@@ -17,4 +21,5 @@ pub mod audit;
 pub mod consents;
 pub mod notices;
 pub mod participants;
+pub mod purge;
 pub mod repository;

@@ -91,6 +91,17 @@ struct World {
 
 /// The exchange with the opted-out patient planted (and seen by org-a before the opt-out).
 async fn plant() -> World {
+    let world = plant_before_opt_out().await;
+    world
+        .repo
+        .create(&operator(), "Consent", opt_out(GHOST.patient), None)
+        .await
+        .expect("opt-out recorded");
+    world
+}
+
+/// [`plant`] without the opt-out: the ghost's data, seen by org-a.
+async fn plant_before_opt_out() -> World {
     let repo = repo_enforcing().await;
     let org_a = participant(&repo, "org-a", Kind::Clinic, Status::Live).await;
     let org_b = participant(&repo, "org-b", Kind::Clinic, Status::Live).await;
@@ -162,9 +173,6 @@ async fn plant() -> World {
     repo.read(&treat, "Observation", GHOST.obs)
         .await
         .expect("seen before the opt-out");
-    repo.create(&operator(), "Consent", opt_out(GHOST.patient), None)
-        .await
-        .expect("opt-out recorded");
     World { repo, org_a, org_b }
 }
 
@@ -666,4 +674,204 @@ async fn writes_do_not_reveal_an_opted_out_patient() {
         leaks.len(),
         leaks.join("\n")
     );
+}
+
+/// Every read path from every credential: the ghost answered exactly as the patient never heard
+/// of. Answers the leaks found (empty: none).
+async fn leaks_of_the_ghost(world: &World) -> Vec<String> {
+    let mut leaks = Vec::new();
+    for (name, who) in credentials(world) {
+        let x = reads(&world.repo, &who, &GHOST).await;
+        let y = reads(&world.repo, &who, &NEVER).await;
+        compare(name, &x, &y, &mut leaks);
+    }
+    leaks
+}
+
+fn mpi_decision(a: &str, b: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [
+        {"name": "patient-a", "valueString": a},
+        {"name": "patient-b", "valueString": b},
+        {"name": "reason", "valueString": "the patient showed both cards"},
+    ]})
+}
+
+/// Consent follows the person (the patient index issue): the opt-out is recorded against source
+/// A's record of the person (`ghost-a`), never against the ghost's own. Unlinked, it does not
+/// cover the ghost; once an operator links the two, the ghost is indistinguishable from a patient
+/// never heard of on every path for every credential, at once; after the operator unlinks them,
+/// both sides stay out (the exchange recorded a copy of the opt-out against the ghost, pointing
+/// at the original); the ghost opting back in makes its data visible again while source A's
+/// record, still opted out, stays hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_follows_the_person_across_linked_records() {
+    let world = plant_before_opt_out().await;
+    let repo = &world.repo;
+    let system = who();
+    // Source A's record: spelled and dated differently enough that the index does not link it.
+    repo.update(
+        &system,
+        "Patient",
+        "ghost-a",
+        json!({"resourceType": "Patient", "id": "ghost-a",
+            "identifier": [{"system": "http://example.org/mrn-a", "value": "A-7"}],
+            "name": [{"family": "Spectre", "given": ["Kaspar"]}],
+            "gender": "male", "birthDate": "1979-11-30"}),
+        None,
+    )
+    .await
+    .expect("source A's record");
+    repo.update(
+        &system,
+        "Observation",
+        "ghost-a-obs",
+        obs("ghost-a-obs", "ghost-a", "OBS-GA"),
+        None,
+    )
+    .await
+    .expect("source A's observation");
+    let treat = client(&world.org_a, "system/*.rs", PurposeOfUse::Treat);
+    repo.attest_treatment(&treat, "ghost-a")
+        .await
+        .expect("attest");
+    let opt_out_a = repo
+        .create(&operator(), "Consent", opt_out("ghost-a"), None)
+        .await
+        .expect("opt-out against source A's record")
+        .resource
+        .id;
+    assert_ne!(
+        repo.identity_of("ghost-a").await.expect("identity"),
+        repo.identity_of(GHOST.patient).await.expect("identity"),
+        "the index must not have linked them by itself"
+    );
+    // Not (yet) the same person: the ghost's data is visible, source A's is not.
+    repo.read(&treat, "Observation", GHOST.obs)
+        .await
+        .expect("visible while unlinked");
+    assert_eq!(
+        repo.read(&treat, "Observation", "ghost-a-obs")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.status()),
+        Err(404)
+    );
+
+    // Linked later: the opt-out covers the ghost at once, on every path.
+    repo.mpi_decide(&operator(), true, &mpi_decision("ghost-a", GHOST.patient))
+        .await
+        .expect("link");
+    let leaks = leaks_of_the_ghost(&world).await;
+    assert!(
+        leaks.is_empty(),
+        "linked: {} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+
+    // Unlinked: both sides keep the opt-out until the patient says otherwise.
+    repo.mpi_decide(&operator(), false, &mpi_decision("ghost-a", GHOST.patient))
+        .await
+        .expect("unlink");
+    assert_ne!(
+        repo.identity_of("ghost-a").await.expect("identity"),
+        repo.identity_of(GHOST.patient).await.expect("identity"),
+    );
+    let leaks = leaks_of_the_ghost(&world).await;
+    assert!(
+        leaks.is_empty(),
+        "unlinked: {} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+    assert_eq!(
+        repo.read(&treat, "Observation", "ghost-a-obs")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.status()),
+        Err(404)
+    );
+    let copies = repo
+        .search(
+            &operator(),
+            Some("Consent"),
+            &params(&format!("patient={}", GHOST.patient)),
+            Handling::Strict,
+        )
+        .await
+        .expect("consents")
+        .to_value();
+    let copies: Vec<&Value> = copies["entry"]
+        .as_array()
+        .map(|e| e.iter().map(|e| &e["resource"]).collect())
+        .unwrap_or_default();
+    assert_eq!(copies.len(), 1, "one copy recorded against the ghost");
+    assert_eq!(
+        copies[0]["sourceReference"]["reference"],
+        json!(format!("Consent/{opt_out_a}"))
+    );
+    assert_eq!(copies[0]["policyRule"]["coding"][0]["code"], "OPTOUT");
+
+    // The ghost opts back in: its data is visible again; source A's record stays out.
+    let mut opt_in = opt_out(GHOST.patient);
+    opt_in["dateTime"] = json!("2026-02-01T09:00:00Z");
+    opt_in["policyRule"]["coding"][0]["code"] = json!("OPTIN");
+    repo.create(&operator(), "Consent", opt_in, None)
+        .await
+        .expect("opt back in");
+    repo.read(&treat, "Observation", GHOST.obs)
+        .await
+        .expect("visible after opting back in");
+    repo.read(&treat, "Patient", GHOST.patient)
+        .await
+        .expect("visible after opting back in");
+    assert_eq!(
+        repo.read(&treat, "Observation", "ghost-a-obs")
+            .await
+            .map(|_| ())
+            .map_err(|e| e.status()),
+        Err(404)
+    );
+}
+
+/// While linked, the person's latest choice wins whichever record it was recorded against: an
+/// opt-in on the ghost's record after an opt-out on source A's makes both visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_persons_latest_choice_wins_across_linked_records() {
+    let world = plant_before_opt_out().await;
+    let repo = &world.repo;
+    repo.update(
+        &who(),
+        "Patient",
+        "ghost-a",
+        json!({"resourceType": "Patient", "id": "ghost-a",
+            "name": [{"family": "Spectre", "given": ["Kaspar"]}],
+            "gender": "male", "birthDate": "1979-11-30"}),
+        None,
+    )
+    .await
+    .expect("source A's record");
+    repo.mpi_decide(&operator(), true, &mpi_decision("ghost-a", GHOST.patient))
+        .await
+        .expect("link");
+    repo.create(&operator(), "Consent", opt_out("ghost-a"), None)
+        .await
+        .expect("opt-out");
+    let treat = client(&world.org_a, "system/*.rs", PurposeOfUse::Treat);
+    assert_eq!(
+        repo.read(&treat, "Observation", GHOST.obs)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.status()),
+        Err(404)
+    );
+    let mut opt_in = opt_out(GHOST.patient);
+    opt_in["dateTime"] = json!("2026-02-01T09:00:00Z");
+    opt_in["policyRule"]["coding"][0]["code"] = json!("OPTIN");
+    repo.create(&operator(), "Consent", opt_in, None)
+        .await
+        .expect("opt back in");
+    repo.read(&treat, "Observation", GHOST.obs)
+        .await
+        .expect("visible: the latest choice is in");
 }

@@ -43,6 +43,9 @@ pub enum AdminCommand {
     /// Portal accounts: operators, participants' people, and patients.
     #[command(subcommand)]
     User(UserCommand),
+    /// Patients' consents: the purge of opted-out patients' data.
+    #[command(subcommand)]
+    Consent(crate::purge::ConsentCommand),
     /// The master patient index (the same commands as `nutmeg mpi`).
     #[command(subcommand)]
     Mpi(crate::mpi::MpiCommand),
@@ -311,6 +314,7 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
         AdminCommand::User(command) => return user(&repo, &who, command).await,
         AdminCommand::Mpi(command) => return crate::mpi::run(&repo, command).await,
+        AdminCommand::Consent(command) => return crate::purge::run(&repo, config, command).await,
         AdminCommand::Direct(command) => {
             return crate::smtp::admin::run(config, repo.store(), command).await
         }

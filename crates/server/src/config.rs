@@ -19,6 +19,8 @@ pub const DEFAULT_COUNT: usize = 20;
 pub const DEFAULT_MAX_COUNT: usize = 1000;
 /// The default `--smtp` address (used when a Direct configuration is given).
 pub const DEFAULT_SMTP: &str = "127.0.0.1:2525";
+/// How often `serve` runs the consent purge, in seconds, unless configured: hourly.
+pub const DEFAULT_PURGE_INTERVAL_SECS: u64 = 3600;
 
 /// The settings every command shares, as given on the command line or in the environment. All are
 /// text here so that a bad value is one more problem in the report instead of an early exit.
@@ -104,6 +106,24 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub direct_config: Option<String>,
+    /// Business days (Monday to Friday) after a patient's opt-out before the consent purge
+    /// deletes their clinical data [default: 5].
+    #[arg(
+        long,
+        env = "NUTMEG_PURGE_WINDOW_DAYS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub purge_window_days: Option<String>,
+    /// Seconds between runs of the consent purge in `serve`; 0 turns the periodic purge off
+    /// (run `nutmeg admin consent purge` instead) [default: 3600].
+    #[arg(
+        long,
+        env = "NUTMEG_PURGE_INTERVAL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub purge_interval: Option<String>,
 }
 
 /// How API requests are authenticated.
@@ -149,6 +169,10 @@ pub struct Config {
     pub submission: Option<SocketAddr>,
     /// The Direct configuration file; `None`: no SMTP listener.
     pub direct_config: Option<PathBuf>,
+    /// Business days after an opt-out before the purge deletes the patient's clinical data.
+    pub purge_window_days: u32,
+    /// How often `serve` runs the purge; `None`: never (only `nutmeg admin consent purge`).
+    pub purge_interval: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -182,6 +206,8 @@ impl Config {
             smtp: DEFAULT_SMTP.parse().expect("the default address parses"),
             submission: None,
             direct_config: None,
+            purge_window_days: exchange::purge::DEFAULT_WINDOW_DAYS,
+            purge_interval: None,
         }
     }
 }
@@ -220,6 +246,8 @@ const FILE_KEYS: &[&str] = &[
     "smtp",
     "submission",
     "direct_config",
+    "purge_window_days",
+    "purge_interval",
 ];
 
 impl Settings {
@@ -254,6 +282,8 @@ impl Settings {
             smtp: self.smtp.or(lower.smtp),
             submission: self.submission.or(lower.submission),
             direct_config: self.direct_config.or(lower.direct_config),
+            purge_window_days: self.purge_window_days.or(lower.purge_window_days),
+            purge_interval: self.purge_interval.or(lower.purge_interval),
         }
     }
 
@@ -413,6 +443,31 @@ impl Settings {
                     .to_string(),
             );
         }
+        let purge_window_days = match self.purge_window_days.as_deref() {
+            None => exchange::purge::DEFAULT_WINDOW_DAYS,
+            Some(text) => match text.trim().parse::<u32>() {
+                Ok(n) if n <= 365 => n,
+                _ => {
+                    problems.push(format!(
+                        "purge_window_days: '{text}' is not a whole number of business days from 0 to 365"
+                    ));
+                    exchange::purge::DEFAULT_WINDOW_DAYS
+                }
+            },
+        };
+        let purge_interval = match self.purge_interval.as_deref() {
+            None => Some(std::time::Duration::from_secs(DEFAULT_PURGE_INTERVAL_SECS)),
+            Some(text) => match text.trim().parse::<u64>() {
+                Ok(0) => None,
+                Ok(n) => Some(std::time::Duration::from_secs(n)),
+                Err(_) => {
+                    problems.push(format!(
+                        "purge_interval: '{text}' is not a whole number of seconds (0 turns the periodic purge off)"
+                    ));
+                    None
+                }
+            },
+        };
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -436,6 +491,8 @@ impl Settings {
                 smtp,
                 submission,
                 direct_config,
+                purge_window_days,
+                purge_interval,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -572,6 +629,8 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "smtp" => &mut settings.smtp,
             "submission" => &mut settings.submission,
             "direct_config" => &mut settings.direct_config,
+            "purge_window_days" => &mut settings.purge_window_days,
+            "purge_interval" => &mut settings.purge_interval,
             _ => &mut settings.log_format,
         };
         *slot = Some(text);
@@ -603,6 +662,35 @@ mod tests {
         };
         let err = settings.load().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn the_purge_window_and_interval() {
+        let defaults = Settings::default().load().unwrap();
+        assert_eq!(defaults.purge_window_days, 5);
+        assert_eq!(
+            defaults.purge_interval,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        let set = Settings {
+            purge_window_days: Some("10".into()),
+            purge_interval: Some("0".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(set.purge_window_days, 10);
+        assert_eq!(set.purge_interval, None, "0 turns it off");
+        let err = Settings {
+            purge_window_days: Some("-1".into()),
+            purge_interval: Some("hourly".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.0[0].starts_with("purge_window_days"), "{err}");
+        assert!(err.0[1].starts_with("purge_interval"), "{err}");
     }
 
     #[test]

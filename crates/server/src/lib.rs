@@ -1,7 +1,7 @@
 //! The `nutmeg` program as a library, so that tests can run the HTTP application in-process:
 //! configuration ([`config`]), the HTTP adapter ([`http`]), metrics ([`metrics`]), logging
 //! ([`telemetry`]), HTTPS ([`tls`]), Direct secure messaging over SMTP ([`smtp`]) and the commands
-//! ([`serve`], [`demo`], [`import`], [`admin`], [`client`], [`mpi`]) that [`cli`] dispatches to.
+//! ([`serve`], [`demo`], [`import`], [`admin`], [`client`], [`mpi`], and the consent [`purge`]) that [`cli`] dispatches to.
 
 pub mod admin;
 pub mod cli;
@@ -13,6 +13,7 @@ pub mod import;
 pub mod metrics;
 pub mod mpi;
 pub mod portal;
+pub mod purge;
 pub mod serve;
 pub mod smtp;
 pub mod telemetry;

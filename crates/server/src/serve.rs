@@ -72,6 +72,9 @@ pub async fn serve(config: Config, metrics: Metrics) -> anyhow::Result<()> {
     let repo = open_repository(&config, &base_url).await?;
     tracing::info!(engine = repo.store().engine(), "store open");
     let direct = crate::smtp::start(&config, repo.store()).await?;
+    let _purge = config
+        .purge_interval
+        .map(|every| crate::purge::spawn_periodic(crate::purge::job(&repo, &config), every));
     announce(&base_url);
     let hisp = direct.as_ref().map(|running| running.hisp.clone());
     run(listener, repo, &config, metrics, hisp, shutdown_signal()).await

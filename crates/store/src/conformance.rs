@@ -58,6 +58,7 @@ macro_rules! for_each_conformance_test {
             accounts_failed_attempts_and_locks,
             accounts_totp_step_is_taken_once,
             accounts_sessions_live_and_end,
+            purge_removes_every_row,
         );
     };
 }
@@ -3714,4 +3715,305 @@ pub async fn accounts_sessions_live_and_end(store: &Store) {
         .expect("create");
     assert_eq!(store.delete_user_sessions("u1").await.expect("by user"), 2);
     assert_eq!(store.session("h1").await.expect("read"), None);
+}
+
+// ---- real deletion (the consent purge) --------------------------------------------------------
+
+/// The audit record a purge makes of what it removed (none when nothing was).
+fn purge_audit(tag: &'static str) -> crate::PurgeAudit {
+    Box::new(move |purged: &[crate::Purged]| {
+        if purged.is_empty() {
+            return Vec::new();
+        }
+        let versions: u64 = purged.iter().map(|p| p.versions).sum();
+        vec![NewAuditRecord {
+            recorded: T0 + 1_000,
+            json: format!(
+                r#"{{"resourceType":"AuditEvent","id":"{tag}","outcomeDesc":"purged {} resources, {versions} versions"}}"#,
+                purged.len()
+            ),
+            index: vec![("subtype".to_string(), "purge".to_string())],
+        }]
+    })
+}
+
+/// Rows of `table` that belong to no resource any more, and rows of every table in total.
+async fn orphans_and_rows(store: &Store) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let mut orphans = Vec::new();
+    let mut totals = Vec::new();
+    for table in [
+        "idx_string",
+        "idx_token",
+        "idx_token_type",
+        "idx_date",
+        "idx_number",
+        "idx_quantity",
+        "idx_reference",
+        "idx_uri",
+        "compartment",
+        "versions",
+    ] {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM resources r WHERE r.rid = t.rid)"
+        );
+        let n = store.query_rows(&sql).await.expect("count orphans");
+        orphans.push((table.to_string(), n[0][0].clone()));
+        let n = store
+            .query_rows(&format!("SELECT COUNT(*) FROM {table}"))
+            .await
+            .expect("count rows");
+        totals.push((table.to_string(), n[0][0].clone()));
+    }
+    (orphans, totals)
+}
+
+/// A purge removes every version, index row and compartment row of the resources it is given, in
+/// one transaction with the audit record made from what went; the resources then look as if they
+/// never existed (read, vread, history, search, compartment), what was not given stays, the audit
+/// chain still verifies, and a second purge removes and records nothing. `compartment_members`
+/// finds what was ever in a patient's compartment (a deleted resource, one that moved to another
+/// patient) and the Patient itself, without the types excepted.
+pub async fn purge_removes_every_row(store: &Store) {
+    commit(
+        store,
+        vec![
+            put_at(
+                "Patient",
+                "p1",
+                1,
+                T0,
+                vec![string("name", "Ada")],
+                vec!["p1"],
+            ),
+            put_at(
+                "Patient",
+                "p2",
+                1,
+                T0,
+                vec![string("name", "Bo")],
+                vec!["p2"],
+            ),
+            put_at("Observation", "o1", 1, T0, vec![code_row("x")], vec!["p1"]),
+            put_at("Observation", "o2", 1, T0, vec![code_row("x")], vec!["p1"]),
+            put_at("Observation", "o3", 1, T0, vec![code_row("x")], vec!["p2"]),
+            put_at(
+                "Observation",
+                "o4",
+                1,
+                T0,
+                vec![code_row("x")],
+                vec!["p1", "p2"],
+            ),
+            put_at("Observation", "o5", 1, T0, vec![code_row("x")], vec!["p1"]),
+            put_at("Consent", "c1", 1, T0, vec![code_row("optout")], vec!["p1"]),
+        ],
+    )
+    .await;
+    commit(
+        store,
+        vec![
+            put_at(
+                "Observation",
+                "o1",
+                2,
+                T0 + 5,
+                vec![code_row("y")],
+                vec!["p1"],
+            ),
+            delete("Observation", "o2", 2, T0 + 5),
+            put_at(
+                "Observation",
+                "o5",
+                2,
+                T0 + 5,
+                vec![code_row("x")],
+                vec!["p2"],
+            ),
+        ],
+    )
+    .await;
+    store
+        .append_audit(vec![audit_event(1)])
+        .await
+        .expect("audit");
+    let members = store
+        .compartment_members(&["p1".to_string()], &["Consent".to_string()])
+        .await
+        .expect("members");
+    let expected: Vec<(String, String)> = [
+        ("Observation", "o1"),
+        ("Observation", "o2"),
+        ("Observation", "o4"),
+        ("Observation", "o5"),
+        ("Patient", "p1"),
+    ]
+    .iter()
+    .map(|(t, i)| (t.to_string(), i.to_string()))
+    .collect();
+    assert_eq!(members, expected);
+    let mut with_unknown = members.clone();
+    with_unknown.push(("Observation".to_string(), "never".to_string()));
+    let purged = store
+        .purge(with_unknown, purge_audit("purge1"))
+        .await
+        .expect("purge");
+    let got: Vec<(String, String, u64)> = purged
+        .iter()
+        .map(|p| (p.resource_type.clone(), p.id.clone(), p.versions))
+        .collect();
+    let mut got = got;
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("Observation".to_string(), "o1".to_string(), 2),
+            ("Observation".to_string(), "o2".to_string(), 2),
+            ("Observation".to_string(), "o4".to_string(), 1),
+            ("Observation".to_string(), "o5".to_string(), 2),
+            ("Patient".to_string(), "p1".to_string(), 1),
+        ]
+    );
+    for (ty, id) in &expected {
+        assert!(
+            store.read(ty, id).await.expect("read").is_none(),
+            "{ty}/{id}"
+        );
+        assert!(
+            store.vread(ty, id, 1).await.expect("vread").is_none(),
+            "{ty}/{id}"
+        );
+        let history = store
+            .history(&history_request(
+                HistoryScope::Instance(ty.clone(), id.clone()),
+                10,
+            ))
+            .await
+            .expect("history");
+        assert!(history.entries.is_empty(), "{ty}/{id}");
+    }
+    check(
+        store,
+        &query("Observation", vec![vec![index("code", code("x"))]]),
+        &["Observation/o3"],
+    )
+    .await;
+    check(
+        store,
+        &query("Observation", vec![vec![index("code", code("y"))]]),
+        &[],
+    )
+    .await;
+    let left = store
+        .compartment(&compartment_request("p1", 10))
+        .await
+        .expect("compartment");
+    assert_eq!(keys(&left.matches), vec!["Consent/c1".to_string()]);
+    let type_history = store
+        .history(&history_request(
+            HistoryScope::Type("Observation".into()),
+            50,
+        ))
+        .await
+        .expect("type history");
+    let ids: Vec<&str> = type_history.entries.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["o3"],
+        "nothing of the purged in the type's history"
+    );
+    // Straight from the tables: no row of any purged resource is left, and only the rows of
+    // Patient/p2, Observation/o3 and Consent/c1 remain.
+    let (orphans, totals) = orphans_and_rows(store).await;
+    assert!(orphans.iter().all(|(_, n)| n == "0"), "{orphans:?}");
+    let resources = store
+        .query_rows("SELECT type, id FROM resources ORDER BY type, id")
+        .await
+        .expect("resources");
+    assert_eq!(
+        resources,
+        vec![
+            vec!["Consent".to_string(), "c1".to_string()],
+            vec!["Observation".to_string(), "o3".to_string()],
+            vec!["Patient".to_string(), "p2".to_string()],
+        ]
+    );
+    let versions = totals
+        .iter()
+        .find(|(t, _)| t == "versions")
+        .map(|(_, n)| n.as_str());
+    assert_eq!(versions, Some("3"));
+    let compartment = totals
+        .iter()
+        .find(|(t, _)| t == "compartment")
+        .map(|(_, n)| n.as_str());
+    assert_eq!(compartment, Some("3"), "c1's, o3's and p2's rows");
+    // The purge's record is in the chain, after the earlier one, and the chain verifies.
+    let records = all_audit(store).await;
+    assert_eq!(records.len(), 2);
+    assert!(records[1].json.contains("purged 5 resources, 8 versions"));
+    assert_eq!(intact(store).await.0, 2);
+    // Again: nothing left to remove, nothing recorded.
+    let again = store
+        .purge(expected.clone(), purge_audit("purge2"))
+        .await
+        .expect("purge again");
+    assert!(again.is_empty());
+    assert_eq!(all_audit(store).await.len(), 2);
+    // An id purged may be used again: it starts afresh at version 1.
+    commit(
+        store,
+        vec![put_at(
+            "Observation",
+            "o1",
+            1,
+            T0 + 9,
+            vec![code_row("z")],
+            vec!["p1"],
+        )],
+    )
+    .await;
+    assert_eq!(
+        store
+            .read("Observation", "o1")
+            .await
+            .expect("read")
+            .map(|s| s.version),
+        Some(1)
+    );
+}
+
+/// Two purges of the same resources at once (through `a` and `b`: two pools of one database on
+/// PostgreSQL, as two processes would be) remove each resource once between them, and exactly
+/// one audit record per purge that removed something; the chain verifies.
+pub async fn purge_race(a: &Store, b: &Store) {
+    let mut writes = vec![put_at("Patient", "p", 1, T0, Vec::new(), vec!["p"])];
+    for i in 0..40 {
+        writes.push(put_at(
+            "Observation",
+            &format!("o{i}"),
+            1,
+            T0,
+            vec![code_row("x")],
+            vec!["p"],
+        ));
+    }
+    commit(a, writes).await;
+    let targets = a
+        .compartment_members(&["p".to_string()], &[])
+        .await
+        .expect("members");
+    assert_eq!(targets.len(), 41);
+    let (one, two) = tokio::join!(
+        a.purge(targets.clone(), purge_audit("race-a")),
+        b.purge(targets.clone(), purge_audit("race-b")),
+    );
+    let (one, two) = (one.expect("purge a"), two.expect("purge b"));
+    assert_eq!(one.len() + two.len(), 41, "each resource removed once");
+    let records = all_audit(a).await;
+    let expected = usize::from(!one.is_empty()) + usize::from(!two.is_empty());
+    assert_eq!(records.len(), expected);
+    assert_eq!(intact(a).await.0, expected as u64);
+    let (orphans, totals) = orphans_and_rows(a).await;
+    assert!(orphans.iter().all(|(_, n)| n == "0"), "{orphans:?}");
+    assert!(totals.iter().all(|(_, n)| n == "0"), "{totals:?}");
 }

@@ -437,6 +437,41 @@ impl crate::audit::ChainSource for Store {
     }
 }
 
+/// Real deletion for the consent purge (see `purge.rs`).
+impl Store {
+    /// Every resource that is, or in any version was, in the Patient compartment of one of
+    /// `patients`, and those Patients themselves, as `(type, id)`, sorted; none of `except_types`.
+    pub async fn compartment_members(
+        &self,
+        patients: &[String],
+        except_types: &[String],
+    ) -> Result<Vec<(String, String)>> {
+        let (patients, except) = (patients.to_vec(), except_types.to_vec());
+        timed!(
+            self,
+            "compartment_members",
+            dispatch!(self, e => e.compartment_members(patients, except).await)
+        )
+    }
+
+    /// Removes every version, index row and compartment row of each of `targets` that exists, in
+    /// one transaction, together with the audit records `audit` makes from what was removed
+    /// (nothing removed, nothing recorded unless `audit` says otherwise). Answers what was removed.
+    /// Safe to run concurrently, in one process or several: a resource is removed, and counted,
+    /// by one of them.
+    pub async fn purge(
+        &self,
+        targets: Vec<(String, String)>,
+        audit: crate::PurgeAudit,
+    ) -> Result<Vec<crate::Purged>> {
+        timed!(
+            self,
+            "purge",
+            dispatch!(self, e => e.purge(targets, audit).await)
+        )
+    }
+}
+
 /// The master patient index's enterprise identities (see `mpi.rs`): every write runs in one
 /// transaction under the index's lock (shared by every process on a PostgreSQL database).
 impl Store {
@@ -543,6 +578,31 @@ impl Store {
                 .await
         )? {
             crate::mpi::Out::Ids(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// For each of `patient_ids` that is linked, every Patient linked to the same enterprise
+    /// identity (itself included), as `(asked, linked)` pairs, in no particular order; an unlinked
+    /// Patient has no pair. One query per 500 ids (the consent state's map of persons).
+    pub async fn mpi_persons_of(&self, patient_ids: &[String]) -> Result<Vec<(String, String)>> {
+        match timed!(
+            self,
+            "mpi_persons_of",
+            self.mpi(crate::mpi::Op::PersonsOf(patient_ids.to_vec()))
+                .await
+        )? {
+            crate::mpi::Out::Pairs(pairs) => Ok(pairs),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The link history's greatest sequence number (0 while it is empty): it grows whenever any
+    /// Patient's identity changes (a link, a merge, an unlink, a removal, a rebuild), so a reader
+    /// that remembers it knows cheaply whether identities changed since.
+    pub async fn mpi_history_head(&self) -> Result<i64> {
+        match self.mpi(crate::mpi::Op::HistoryHead).await? {
+            crate::mpi::Out::Head(head) => Ok(head),
             other => Err(unexpected(other)),
         }
     }

@@ -42,6 +42,10 @@
 //! trust anchors per domain, mailboxes, and the outbound queue, which processes sharing the
 //! database claim rows of under a lease ([`Store::claim_outbound`]).
 //!
+//! Real deletion ([`Store::purge`], `purge`): every version, index and compartment row of the
+//! resources given removed in one transaction with the audit records of what went (the consent
+//! purge of an opted-out patient's clinical data); [`Store::compartment_members`] finds them.
+//!
 //! Query plans: [`Store::explain`] shows how the engine runs a search's page statement; the tests
 //! `selective_searches_use_indexes` (both engines) check that the benchmark's selective searches
 //! are index lookups. Measurements: the ignored tests `write_throughput` and `search_latency`.
@@ -57,6 +61,7 @@ mod migrate;
 mod mpi;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod purge;
 mod query;
 mod relationships;
 #[cfg(feature = "sqlite")]
@@ -79,6 +84,7 @@ pub use mpi::{
     MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
     Split, SplitContext,
 };
+pub use purge::{PurgeAudit, Purged};
 pub use relationships::RelationshipBasis;
 #[cfg(feature = "sqlite")]
 pub use sqlite::audit_file_of;

@@ -199,6 +199,10 @@ pub(crate) enum Op {
         split: Split,
     },
     SamePerson(String),
+    /// Every `(asked, linked)` pair: for each asked Patient, the Patients linked to its identity.
+    PersonsOf(Vec<String>),
+    /// The greatest link history sequence number (0 when empty): changes when any identity does.
+    HistoryHead,
     IdentityOf(String),
     Reviews {
         limit: usize,
@@ -236,6 +240,8 @@ pub(crate) enum Out {
     Linked(LinkOutcome),
     Done(bool),
     Ids(Vec<String>),
+    Pairs(Vec<(String, String)>),
+    Head(i64),
     Identity(Option<String>),
     Reviews(Vec<MpiReview>),
     History(Vec<MpiHistoryEntry>),
@@ -284,6 +290,20 @@ pub(crate) async fn run(e: &mut impl Exec, op: Op) -> Result<Out> {
             .await
             .map(Out::Done),
         Op::SamePerson(id) => same_person(e, &id).await.map(Out::Ids),
+        Op::PersonsOf(ids) => persons_of(e, &ids).await.map(Out::Pairs),
+        Op::HistoryHead => {
+            let rows = e
+                .rows("SELECT COALESCE(MAX(seq), 0) FROM mpi_history", &[])
+                .await?;
+            let head = rows
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next())
+                .map(|v| v.int())
+                .transpose()?
+                .unwrap_or(0);
+            Ok(Out::Head(head))
+        }
         Op::IdentityOf(id) => identity_of(e, &id).await.map(Out::Identity),
         Op::Reviews { limit } => reviews(e, limit).await.map(Out::Reviews),
         Op::History {
@@ -988,6 +1008,29 @@ async fn same_person(e: &mut impl Exec, patient_id: &str) -> Result<Vec<String>>
     } else {
         ids
     })
+}
+
+/// For each of `ids` that is linked, every Patient linked to the same identity (itself included),
+/// as `(asked, linked)` pairs; an unlinked one has none.
+async fn persons_of(e: &mut impl Exec, ids: &[String]) -> Result<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    for chunk in ids.chunks(CHUNK) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| ph(e, i)).collect();
+        let sql = format!(
+            "SELECT s.patient_id, l.patient_id FROM mpi_links l JOIN mpi_links s ON s.identity_id = l.identity_id \
+             WHERE s.patient_id IN ({})",
+            list.join(", ")
+        );
+        let args: Vec<Val> = chunk.iter().map(|id| Val::Text(id.clone())).collect();
+        for row in e.rows(&sql, &args).await? {
+            let mut row = row.into_iter();
+            let (Some(asked), Some(linked)) = (row.next(), row.next()) else {
+                continue;
+            };
+            pairs.push((asked.text()?, linked.text()?));
+        }
+    }
+    Ok(pairs)
 }
 
 async fn reviews(e: &mut impl Exec, limit: usize) -> Result<Vec<MpiReview>> {

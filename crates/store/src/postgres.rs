@@ -322,6 +322,42 @@ impl Postgres {
         self.audit.append(records).await
     }
 
+    pub(crate) async fn compartment_members(
+        &self,
+        patients: Vec<String>,
+        except: Vec<String>,
+    ) -> Result<Vec<(String, String)>> {
+        let client = self.client().await?;
+        crate::purge::compartment_members(&mut PgExec { client: &client }, &patients, &except).await
+    }
+
+    /// One transaction: the rows locked and removed, then the audit records appended under the
+    /// audit lock, then the commit.
+    pub(crate) async fn purge(
+        &self,
+        targets: Vec<(String, String)>,
+        make_audit: crate::PurgeAudit,
+    ) -> Result<Vec<crate::Purged>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let out = async {
+            let purged = crate::purge::remove(&mut PgExec { client: &tx }, &targets).await?;
+            append_audit(&tx, &make_audit(&purged)).await?;
+            Ok::<_, StoreError>(purged)
+        }
+        .await;
+        match out {
+            Ok(purged) => {
+                tx.commit().await.map_err(db)?;
+                Ok(purged)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
         let client = self.client().await?;
         audit::raw_records(&mut PgExec { client: &client }, after, limit).await

@@ -567,6 +567,41 @@ impl Sqlite {
         self.audit.append(records).await
     }
 
+    pub(crate) async fn compartment_members(
+        &self,
+        patients: Vec<String>,
+        except: Vec<String>,
+    ) -> Result<Vec<(String, String)>> {
+        self.read(move |e| block_ready(crate::purge::compartment_members(e, &patients, &except)))
+            .await
+    }
+
+    /// One immediate transaction on the writer; the audit records are appended durably inside
+    /// it, before it commits (as a write's are).
+    pub(crate) async fn purge(
+        &self,
+        targets: Vec<(String, String)>,
+        make_audit: crate::PurgeAudit,
+    ) -> Result<Vec<crate::Purged>> {
+        let inner = self.inner.clone();
+        let appender = self.audit.clone();
+        blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let purged = block_ready(crate::purge::remove(
+                &mut SqliteExec { conn: &tx },
+                &targets,
+            ))?;
+            let records = make_audit(&purged);
+            if !records.is_empty() {
+                appender.append_blocking(records)?;
+            }
+            tx.commit()?;
+            Ok(purged)
+        })
+        .await
+    }
+
     pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
         self.read_audit(move |e| block_ready(audit::raw_records(e, after, limit)))
             .await

@@ -169,6 +169,22 @@ async fn identities(store: &Store) {
         store.mpi_same_person("p2").await.expect("same"),
         vec!["p1", "p2"]
     );
+    // Many at once, for the consent state's map of persons: each asked Patient with every Patient
+    // of its identity; an unlinked one has none. The history head moved with every change.
+    let mut pairs = store
+        .mpi_persons_of(&["p2".into(), "p4".into(), "nobody".into()])
+        .await
+        .expect("persons of");
+    pairs.sort();
+    let expected: Vec<(String, String)> = [("p2", "p1"), ("p2", "p2"), ("p4", "p3"), ("p4", "p4")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(pairs, expected);
+    let head = store.mpi_history_head().await.expect("head");
+    let all = store.mpi_history(None, None, 1000).await.expect("history");
+    assert_eq!(head, all.iter().map(|h| h.seq).max().unwrap_or(0));
+    assert!(head > 0);
     let history = store
         .mpi_history(None, Some("I-split"), 10)
         .await

@@ -539,3 +539,12 @@ async fn two_pools_share_clients_jti_and_token_key() {
     let other = Store::open(&db.schema.url()).await.expect("second pool");
     conformance::clients_shared_between_stores(&db.store, &other).await;
 }
+
+/// Two pools (two processes) purging one patient's data at once: each resource removed once, one
+/// audit record per purge that removed something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_pools_purge_at_once() {
+    let Some(db) = fresh().await else { return };
+    let other = Store::open(&db.schema.url()).await.expect("second pool");
+    conformance::purge_race(&db.store, &other).await;
+}

@@ -289,3 +289,10 @@ async fn earlier_audit_records_move_to_the_audit_file() {
         store::AuditCheck::Intact { count: 4, .. }
     ));
 }
+
+/// Two purges of one patient's data at once on one database remove each resource once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_twice_at_once() {
+    let db = fresh().await;
+    conformance::purge_race(&db.store, &db.store.clone()).await;
+}

@@ -118,14 +118,24 @@ impl Repository {
         for change in &changes {
             let outcome = match change {
                 PatientChange::Put { id, json, .. } => match serde_json::from_str::<Value>(json) {
-                    Ok(patient) => self.link_patient(&actor, id, &patient).await.map(|_| ()),
+                    Ok(patient) => self.link_patient(&actor, id, &patient).await.map(|out| {
+                        // A record alone in a new identity links nobody: no consent moves.
+                        let alone = out.previous.is_none() && out.method == "new";
+                        if !alone && out.previous.as_deref() != Some(out.identity_id.as_str()) {
+                            self.identities_changed();
+                        }
+                    }),
                     Err(_) => Ok(()),
                 },
                 PatientChange::Delete { id, .. } => self
                     .store
                     .mpi_remove(id, &actor, now_millis())
                     .await
-                    .map(|_| ())
+                    .map(|removed| {
+                        if removed {
+                            self.identities_changed();
+                        }
+                    })
                     .map_err(Error::from),
             };
             if let Err(e) = outcome {
@@ -161,6 +171,81 @@ impl Repository {
             .store
             .mpi_link(subject, blocking.max_bucket, now_millis(), decide)
             .await?)
+    }
+
+    /// An identity changed in this process: consent follows the person, so the consent state reads
+    /// the identities again before the next decision (only when some patient has a consent).
+    fn identities_changed(&self) {
+        if let Some(privacy) = self.gate.privacy() {
+            if !privacy.consents.is_empty() {
+                privacy.consents.changed();
+            }
+        }
+    }
+
+    /// The person's exchange-wide choice when it is an opt-out: every Patient linked with
+    /// `patient_id` and the opt-out Consent in force that decides it (the latest choice among
+    /// their privacy consents). `None` when the person takes part or the gate enforces no policy.
+    async fn person_opt_out(
+        &self,
+        patient_id: &str,
+    ) -> Result<Option<(Vec<String>, privacy::consent::Consent)>> {
+        let Some(privacy) = self.gate.privacy() else {
+            return Ok(None);
+        };
+        privacy.consents.refresh(&self.store).await?;
+        let members = self.store.mpi_same_person(patient_id).await?;
+        let consents: Vec<_> = members
+            .iter()
+            .flat_map(|m| privacy.consents.of(m))
+            .collect();
+        let refs: Vec<&privacy::consent::Consent> = consents.iter().map(|c| c.as_ref()).collect();
+        let (participating, choice) = privacy.policy.choice(&refs, (privacy.clock)());
+        Ok(match choice {
+            Some(c) if !participating => Some((members, c.clone())),
+            _ => None,
+        })
+    }
+
+    /// After an unlink split a person that had opted out: each former member whose new identity
+    /// no longer carries the opt-out gets a copy of it, recorded against its own Patient by the
+    /// exchange (an audited write; `sourceReference` names the original), so both sides stay out
+    /// until the patient says otherwise. Answers the copies' ids.
+    async fn keep_opt_out(
+        &self,
+        members: &[String],
+        opt_out: &privacy::consent::Consent,
+    ) -> Result<Vec<String>> {
+        let Some(privacy) = self.gate.privacy() else {
+            return Ok(Vec::new());
+        };
+        let now = (privacy.clock)();
+        let system = Requester::system("mpi-unlink");
+        let mut copies = Vec::new();
+        for member in members {
+            let side = self.store.mpi_same_person(member).await?;
+            let consents: Vec<_> = side.iter().flat_map(|m| privacy.consents.of(m)).collect();
+            let refs: Vec<&privacy::consent::Consent> =
+                consents.iter().map(|c| c.as_ref()).collect();
+            if !privacy.policy.choice(&refs, now).0 {
+                continue;
+            }
+            let mut copy = opt_out.clone();
+            copy.id = None;
+            copy.patient = member.clone();
+            let Ok(mut json) = copy.to_fhir() else {
+                continue;
+            };
+            if let Some(original) = &opt_out.id {
+                json["sourceReference"] = json!({ "reference": format!("Consent/{original}") });
+            }
+            let written = self.create(&system, "Consent", json, None).await?;
+            copies.push(written.resource.id);
+        }
+        if !copies.is_empty() {
+            privacy.consents.changed();
+        }
+        Ok(copies)
     }
 
     /// For the decision point: the ids of every Patient linked to the same enterprise identity as
@@ -268,6 +353,12 @@ impl Repository {
         }
         let actor = actor_of(who);
         let now = now_millis();
+        // Consent follows the person: an opt-out that covered both sides keeps covering both.
+        let opted_out = if link {
+            None
+        } else {
+            self.person_opt_out(&a).await?
+        };
         let changed = if link {
             self.store.mpi_merge(&a, &b, &actor, &reason, now).await
         } else {
@@ -288,6 +379,10 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
+        self.identities_changed();
+        if let (true, Some((members, opt_out))) = (changed, &opted_out) {
+            self.keep_opt_out(members, opt_out).await?;
+        }
         let operation = if link { "$mpi-link" } else { "$mpi-unlink" };
         self.record_disclosure(
             who,
@@ -429,6 +524,7 @@ impl Repository {
         rebuild.actor = actor.to_string();
         rebuild.reason = "batch rebuild".to_string();
         self.store.mpi_apply_rebuild(rebuild, now_millis()).await?;
+        self.identities_changed();
         progress("saving", 1, 1);
         tracing::info!(
             patients = report.patients,
