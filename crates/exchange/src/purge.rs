@@ -278,6 +278,7 @@ fn purge_facts(
         query: consent.map(|c| format!("opt-out Consent/{c}")),
         patients: patients.to_vec(),
         resources: Vec::new(),
+        withheld: Vec::new(),
         outcome_desc: Some(format!(
             "consent purge: {} resources ({}), {versions} versions",
             purged.len(),
