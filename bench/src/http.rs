@@ -146,17 +146,7 @@ impl Client {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved characters).
-pub fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use synth::encode;
 
 #[cfg(test)]
 mod tests {

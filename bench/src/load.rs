@@ -145,40 +145,6 @@ pub fn import(base: &str, dir: &Path, clients: usize) -> Result<()> {
     tally.report("import", clients, started.elapsed())
 }
 
-/// A generated bundle as a participant sends it: the exchange lets participants create Patients by
-/// `POST` or conditional update only (never `PUT Patient/[id]`), so each `PUT Patient/[id]` entry
-/// becomes `PUT Patient?identifier=SYSTEM|VALUE` without the id (the other entries refer to the
-/// Patient by its `urn:uuid`, which the transaction resolves to the id the exchange assigns).
-fn as_participant(bundle: &mut serde_json::Value) {
-    let Some(entries) = bundle["entry"].as_array_mut() else {
-        return;
-    };
-    for entry in entries {
-        let by_id = entry["request"]["method"] == "PUT"
-            && entry["request"]["url"]
-                .as_str()
-                .is_some_and(|u| u.starts_with("Patient/"));
-        if !by_id {
-            continue;
-        }
-        let identifier = &entry["resource"]["identifier"][0];
-        let (Some(system), Some(value)) =
-            (identifier["system"].as_str(), identifier["value"].as_str())
-        else {
-            continue;
-        };
-        let url = format!(
-            "Patient?identifier={}|{}",
-            crate::http::encode(system),
-            crate::http::encode(value)
-        );
-        entry["request"]["url"] = serde_json::Value::String(url);
-        if let Some(resource) = entry["resource"].as_object_mut() {
-            resource.remove("id");
-        }
-    }
-}
-
 /// Posts the generator's directory, then the patient bundles of `patients`, with `clients` threads
 /// that generate as they go. `dry_run` only generates and serializes (the generator's own rate).
 pub fn generate(
@@ -193,7 +159,7 @@ pub fn generate(
     let participant = std::env::var(crate::http::TOKEN_COMMAND).is_ok();
     let post = |client: &Option<Client>, name: String, mut bundle: serde_json::Value| {
         if participant {
-            as_participant(&mut bundle);
+            synth::as_participant(&mut bundle);
         }
         let body = serde_json::to_vec(&bundle).expect("a generated bundle serializes");
         let resources = synth::entry_count(&bundle);
@@ -250,32 +216,4 @@ pub fn generate(
         clients,
         started.elapsed(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    #[test]
-    fn a_participant_sends_its_patients_as_conditional_updates() {
-        let generator = synth::Generator::new(7);
-        let mut bundle = generator.patient_bundle(3);
-        super::as_participant(&mut bundle);
-        let entries = bundle["entry"].as_array().expect("entries");
-        let patient = entries
-            .iter()
-            .find(|e| e["resource"]["resourceType"] == "Patient")
-            .expect("a Patient");
-        let url = patient["request"]["url"].as_str().expect("url");
-        assert!(url.starts_with("Patient?identifier="), "{url}");
-        assert!(url.contains('|'), "{url}");
-        assert_eq!(patient["request"]["method"], "PUT");
-        assert!(patient["resource"]["id"].is_null());
-        assert!(entries.iter().all(|e| !e["request"]["url"]
-            .as_str()
-            .is_some_and(|u| u.starts_with("Patient/"))));
-        // The rest still refers to the Patient by its full URL.
-        let full_url = patient["fullUrl"].as_str().expect("fullUrl");
-        assert!(json!(entries).to_string().matches(full_url).count() > 1);
-    }
 }

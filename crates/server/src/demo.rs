@@ -79,7 +79,10 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
         .await
         .map_err(|e| anyhow::anyhow!("loading the directory failed: {}", diagnostics(&e)))?;
     progress.inc(1);
-    let sample = Sample::of(&generator.patient_bundle(0));
+    let mut sample = Sample::of(&generator.patient_bundle(0));
+    // A participant's client creates Patients by conditional update (never `PUT Patient/[id]`), so
+    // the exchange assigns their ids: the first patient's is read from its transaction's response.
+    let as_participant = client.is_some();
     // Patient bundles are independent of each other: a few in flight keep the store busy.
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = 0;
@@ -88,10 +91,13 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
             let (repo, generator, who, index) =
                 (repo.clone(), generator.clone(), who.clone(), next);
             tasks.spawn(async move {
-                let bundle = generator.patient_bundle(index);
+                let mut bundle = generator.patient_bundle(index);
+                if as_participant {
+                    synth::as_participant(&mut bundle);
+                }
                 let count = synth::entry_count(&bundle);
                 match repo.bundle(&who, bundle).await {
-                    Ok(_) => Ok(count),
+                    Ok(response) => Ok((count, index, patient_id_of(&response))),
                     Err(e) => Err(format!(
                         "loading patient {index} failed: {}",
                         diagnostics(&e)
@@ -101,7 +107,12 @@ pub async fn demo(mut config: Config, metrics: Metrics, args: DemoArgs) -> anyho
             next += 1;
         }
         match tasks.join_next().await {
-            Some(Ok(Ok(count))) => resources += count,
+            Some(Ok(Ok((count, index, id)))) => {
+                resources += count;
+                if let (0, Some(id), Some(sample)) = (index, id, sample.as_mut()) {
+                    sample.patient_id = id;
+                }
+            }
             Some(Ok(Err(message))) => bail!(message),
             Some(Err(e)) => bail!("a loader stopped: {e}"),
             None => {}
@@ -211,6 +222,16 @@ async fn register_client(
         client_id: client.client_id,
         participant: hospital.id,
         key: path,
+    })
+}
+
+/// The id of the Patient a transaction response created or updated (`response.location`
+/// `Patient/[id]/_history/[version]`).
+fn patient_id_of(response: &Value) -> Option<String> {
+    response["entry"].as_array()?.iter().find_map(|e| {
+        let location = e["response"]["location"].as_str()?;
+        let id = location.strip_prefix("Patient/")?;
+        Some(id.split('/').next()?.to_string())
     })
 }
 

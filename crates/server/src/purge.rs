@@ -117,7 +117,9 @@ fn print_report(report: &PurgeReport) {
 /// data) and retried at the next tick.
 pub fn spawn_periodic(purge: Purge, interval: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
+        // The first run a minute after start-up (not during it), then every `interval`.
+        let first = tokio::time::Instant::now() + interval.min(Duration::from_secs(60));
+        let mut ticks = tokio::time::interval_at(first, interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;

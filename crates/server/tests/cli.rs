@@ -458,12 +458,12 @@ fn logs_name_routes_and_request_ids_but_never_contents_or_search_values() {
         .unwrap();
     assert_eq!(created.status().as_u16(), 201);
     let (status, _) = get(&format!(
-        "{}/Patient?family=Quixotically&birthdate=1971",
+        "{}/Patient?family=Quixotically&birthdate=1871-04-09",
         server.base
     ));
     assert_eq!(status, 200);
     let (status, _) = get(&format!(
-        "{}/Patient?family=Quixotically&birthdate=19x71",
+        "{}/Patient?family=Quixotically&birthdate=18x71-04-09",
         server.base
     ));
     assert_eq!(status, 400);
@@ -472,7 +472,15 @@ fn logs_name_routes_and_request_ids_but_never_contents_or_search_values() {
 
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(!text.contains("Quixotically"), "a name reached the log");
-    assert!(!text.contains("1971"), "a search value reached the log");
+    // (A date, not a bare number, which a timestamp or an id in the log could contain by chance.)
+    assert!(
+        !text.contains("1871-04-09"),
+        "a search value reached the log"
+    );
+    assert!(
+        !text.contains("18x71"),
+        "a bad search value reached the log"
+    );
     let requests: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -87,3 +87,75 @@ pub fn entry_count(bundle: &Value) -> usize {
         .and_then(Value::as_array)
         .map_or(0, Vec::len)
 }
+
+/// A generated bundle as a participant sends it. The exchange lets participants create Patients by
+/// `POST` or conditional update only (never `PUT Patient/[id]`: that would tell them whether a
+/// withheld id exists), so each `PUT Patient/[id]` entry becomes `PUT Patient?identifier=SYSTEM|VALUE`
+/// without the id; the other entries refer to the Patient by its `urn:uuid`, which the transaction
+/// resolves to the id the exchange assigns.
+pub fn as_participant(bundle: &mut Value) {
+    let Some(entries) = bundle["entry"].as_array_mut() else {
+        return;
+    };
+    for entry in entries {
+        let by_id = entry["request"]["method"] == "PUT"
+            && entry["request"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("Patient/"));
+        if !by_id {
+            continue;
+        }
+        let identifier = &entry["resource"]["identifier"][0];
+        let (Some(system), Some(value)) =
+            (identifier["system"].as_str(), identifier["value"].as_str())
+        else {
+            continue;
+        };
+        let url = format!("Patient?identifier={}|{}", encode(system), encode(value));
+        entry["request"]["url"] = Value::String(url);
+        if let Some(resource) = entry["resource"].as_object_mut() {
+            resource.remove("id");
+        }
+    }
+}
+
+/// A query-string value percent-encoded (everything but RFC 3986's unreserved characters).
+pub fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod participant_tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_participant_sends_its_patients_as_conditional_updates() {
+        let generator = crate::Generator::new(7);
+        let mut bundle = generator.patient_bundle(3);
+        crate::as_participant(&mut bundle);
+        let entries = bundle["entry"].as_array().expect("entries");
+        let patient = entries
+            .iter()
+            .find(|e| e["resource"]["resourceType"] == "Patient")
+            .expect("a Patient");
+        let url = patient["request"]["url"].as_str().expect("url");
+        assert!(url.starts_with("Patient?identifier="), "{url}");
+        assert!(url.contains('|'), "{url}");
+        assert_eq!(patient["request"]["method"], "PUT");
+        assert!(patient["resource"]["id"].is_null());
+        assert!(entries.iter().all(|e| !e["request"]["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("Patient/"))));
+        // The rest still refers to the Patient by its full URL.
+        let full_url = patient["fullUrl"].as_str().expect("fullUrl");
+        assert!(json!(entries).to_string().matches(full_url).count() > 1);
+    }
+}
