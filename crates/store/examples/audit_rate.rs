@@ -8,6 +8,12 @@
 //! ```
 //!
 //! On PostgreSQL the tables go into a fresh schema (`audit_rate_<pid>`), dropped at the end.
+//!
+//! Each append's record is padded to `AUDIT_JSON_BYTES` (default 2,000: about what the exchange
+//! writes for a search that disclosed one resource) and indexed by a patient drawn from 100,000 (so
+//! the index rows land on random pages, as a busy exchange's do). The process's CPU time per append
+//! (user + system, from `/proc/self/stat`) is printed beside the rate: on a machine whose cores are
+//! all busy it is what an append costs everything else. `AUDIT_ONLY=1` skips the commits.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +49,12 @@ async fn main() {
         ),
     };
     let store = Store::open(&url).await.expect("open");
+    let size: usize = std::env::var("AUDIT_JSON_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
     for callers in [1_usize, 32] {
+        let cpu = cpu_seconds();
         let started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..callers {
@@ -51,15 +62,18 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let (mut n, mut worst) = (0_u64, Duration::ZERO);
                 while started.elapsed() < RUN {
-                    let json = format!(
-                        r#"{{"resourceType":"AuditEvent","type":{{"code":"rest"}},"subtype":[{{"code":"read"}}],"action":"R","recorded":"2026-11-28T23:00:00Z","outcome":"0","agent":[{{"who":{{"reference":"Device/client-{c}"}},"requestor":true}}],"source":{{"observer":{{"display":"nutmeg"}}}},"entity":[{{"what":{{"reference":"Patient/p{n}"}}}}]}}"#
+                    let patient = fastrand::u32(..100_000);
+                    let mut json = format!(
+                        r#"{{"resourceType":"AuditEvent","type":{{"code":"rest"}},"subtype":[{{"code":"read"}}],"action":"R","recorded":"2026-11-28T23:00:00Z","outcome":"0","agent":[{{"who":{{"reference":"Device/client-{c}"}},"requestor":true}}],"source":{{"observer":{{"display":"nutmeg"}}}},"entity":[{{"what":{{"reference":"Patient/p{patient}"}}}}],"pad":""#
                     );
+                    json.extend(std::iter::repeat_n('x', size.saturating_sub(json.len() + 2)));
+                    json.push_str("\"}");
                     let t = Instant::now();
                     store
                         .append_audit(vec![NewAuditRecord {
                             recorded: 1_800_000_000_000,
                             json,
-                            index: read_index(c, n),
+                            index: read_index(c, u64::from(patient)),
                         }])
                         .await
                         .expect("append");
@@ -76,14 +90,22 @@ async fn main() {
             worst = worst.max(w);
         }
         let secs = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
         println!(
-            "{} {callers:>2} callers: {:>8.0} appends/s ({total} in {secs:.1} s, slowest {:.1} ms)",
+            "{} {callers:>2} callers: {:>8.0} appends/s ({total} in {secs:.1} s, slowest {:.1} ms), \
+             {:.1} us of CPU per append",
             store.engine(),
             total as f64 / secs,
-            worst.as_secs_f64() * 1e3
+            worst.as_secs_f64() * 1e3,
+            cpu * 1e6 / total as f64
         );
     }
-    for callers in [1_usize, 32] {
+    let commits = if std::env::var_os("AUDIT_ONLY").is_some() {
+        &[][..]
+    } else {
+        &[1_usize, 32][..]
+    };
+    for &callers in commits {
         for with_audit in [false, true] {
             let started = Instant::now();
             let mut tasks = Vec::new();
@@ -151,11 +173,30 @@ async fn main() {
     }
 }
 
-/// The index pairs the exchange gives a read's record: its patient, participant, client, outcome,
-/// interaction and purpose.
+/// User and system CPU time of this process so far (Linux: `/proc/self/stat`, in clock ticks of
+/// 1/100 s, which is what Linux reports there on every common platform).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields of the line, the 12th and 13th after ')'.
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// The index pairs the exchange gives a read's record: its patient (and its disclosure to the
+/// participant), participant, client, outcome, interaction and purpose.
 fn read_index(caller: usize, n: u64) -> Vec<(String, String)> {
+    let pairs = std::env::var("AUDIT_PAIRS").unwrap_or_default();
     [
         ("patient", format!("p{n}")),
+        ("disclosure", format!("p{n}")),
         ("participant", format!("org-{caller}")),
         ("agent", format!("client-{caller}")),
         ("outcome", "0".to_string()),
@@ -163,6 +204,12 @@ fn read_index(caller: usize, n: u64) -> Vec<(String, String)> {
         ("purpose", "TREAT".to_string()),
     ]
     .into_iter()
+    .filter(|(name, _)| match pairs.as_str() {
+        "none" => false,
+        "no-disclosure" => *name != "disclosure",
+        "no-patient" => *name != "disclosure" && *name != "patient",
+        _ => true,
+    })
     .map(|(name, value)| (name.to_string(), value))
     .collect()
 }

@@ -13,8 +13,8 @@
 //! cache and memory map at its next transaction; with the log in the resources' file, searches
 //! under an audited load spent a third of their time reading pages back in. Records are appended by
 //! one group-commit thread, so the chain is linear. A transaction of records is synced to disk
-//! before it returns (`synchronous=FULL` for that commit; in WAL mode it syncs every commit before
-//! it, so what survives a crash of the machine is always a prefix of the chain). A read's record
+//! before it returns (the audit file's writer connection is `synchronous=FULL`: in WAL mode every
+//! commit is synced, so what survives a crash of the machine is always a prefix of the chain). A read's record
 //! is durable before its response goes out. A write's records are appended (durably) inside the
 //! write's transaction, after its expectations held and before it commits: a crash or a failed
 //! commit in between leaves a record of writes that did not land, never writes without their
@@ -222,6 +222,10 @@ impl Sqlite {
             if let Some(main) = &path {
                 adopt_earlier_records(&mut audit_writer, main).map_err(opening)?;
             }
+            // Every transaction on this connection is a durable append (see `append_durably`).
+            audit_writer
+                .pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| StoreError::Open(e.to_string()))?;
             let inner = Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
@@ -745,22 +749,14 @@ fn commit(
     Ok(appended)
 }
 
-/// Appends audit records in one transaction synced to disk before it returns (`synchronous=FULL`
-/// for that commit: in WAL mode it syncs every commit before it too, so what survives a crash of
-/// the machine is always a prefix of the chain).
+/// Appends audit records in one transaction synced to disk before it returns (the audit writer's
+/// connection is `synchronous=FULL`, set when the store opens: in WAL mode every commit is synced,
+/// so what survives a crash of the machine is always a prefix of the chain).
 fn append_durably(conn: &mut Connection, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let out = (|| {
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let appended = append_audit(&tx, records)?;
-        tx.commit()?;
-        Ok(appended)
-    })();
-    if let Err(e) = conn.pragma_update(None, "synchronous", "NORMAL") {
-        // The batch's outcome stands either way; later commits are merely synced more often.
-        tracing::warn!(error = %e, "could not reset sqlite synchronous mode");
-    }
-    out
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let appended = append_audit(&tx, records)?;
+    tx.commit()?;
+    Ok(appended)
 }
 
 /// Copies the audit records (and their index rows) a database written before the audit log had a

@@ -281,15 +281,37 @@ impl Repository {
         if query.limit == 0 {
             return Ok((Vec::new(), None));
         }
-        let mut records = self
-            .store
-            .search_audit(&AuditQuery {
-                limit: query.limit + 1,
+        let query = AuditQuery {
+            limit: query.limit + 1,
+            ..query.clone()
+        };
+        let mut records = self.store.search_audit(&query).await?;
+        if query.filters.iter().any(|(name, _)| name == index::PATIENT) {
+            // A patient whose data a record disclosed is indexed as a `disclosure` only (see
+            // `index::PATIENT`): look that name up too and merge, newest first. Each lookup
+            // answers its newest `limit + 1` below the cursor, so the merge's are the union's.
+            let disclosed = AuditQuery {
+                filters: query
+                    .filters
+                    .iter()
+                    .map(|(name, value)| {
+                        let name = if name == index::PATIENT {
+                            index::DISCLOSURE
+                        } else {
+                            name.as_str()
+                        };
+                        (name.to_string(), value.clone())
+                    })
+                    .collect(),
                 ..query.clone()
-            })
-            .await?;
-        let next = if records.len() > query.limit {
+            };
+            records.extend(self.store.search_audit(&disclosed).await?);
+            records.sort_by_key(|r| std::cmp::Reverse(r.seq));
+            records.dedup_by_key(|r| r.seq);
             records.truncate(query.limit);
+        }
+        let next = if records.len() >= query.limit {
+            records.truncate(query.limit - 1);
             records.last().map(|r| r.seq.to_string())
         } else {
             None
