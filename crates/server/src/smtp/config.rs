@@ -199,3 +199,67 @@ fn dns_config(file: Option<DnsFile>) -> anyhow::Result<DnsConfig> {
     }
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> anyhow::Result<HispConfig> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("kek"), Kek::generate_base64()?)?;
+        let path = dir.path().join("direct.toml");
+        std::fs::write(&path, text)?;
+        Ok(load(&path)?.0)
+    }
+
+    const BASE: &str = "domains = [\"direct.example.org\"]\nkek_file = \"kek\"\n";
+
+    #[test]
+    fn the_dns_table_and_mx_port_configure_discovery_and_mx_lookup() {
+        let config = load_text(&format!(
+            "{BASE}mx_port = 2525\n[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n\
+             timeout_secs = 2\nattempts = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(config.mx_port, 2525);
+        let dns = config.dns.unwrap();
+        assert_eq!(
+            dns.nameservers,
+            vec![
+                "127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(dns.timeout, Duration::from_secs(2));
+        assert_eq!(dns.attempts, 3);
+    }
+
+    #[test]
+    fn without_a_dns_table_the_system_resolver_and_port_25_are_used() {
+        let config = load_text(BASE).unwrap();
+        assert_eq!(config.mx_port, 25);
+        if let Ok(system) = DnsConfig::system() {
+            assert_eq!(config.dns.unwrap(), system);
+        }
+    }
+
+    #[test]
+    fn bad_dns_settings_are_refused_with_what_is_wrong() {
+        for (text, want) in [
+            (
+                "[dns]\nnameservers = [\"resolver.example\"]\n",
+                "is not an ip:port",
+            ),
+            ("[dns]\nnameservers = []\n", "nameservers is empty"),
+            (
+                "[dns]\nnameservers = [\"127.0.0.1\"]\ntimeout_secs = 0\n",
+                "timeout_secs",
+            ),
+            ("mx_port = 0\n", "mx_port"),
+            ("[dns]\nservers = [\"127.0.0.1\"]\n", "unknown field"),
+        ] {
+            let e = load_text(&format!("{BASE}{text}")).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
+}

@@ -752,16 +752,30 @@ impl Hisp {
                 Err(r) => anyhow::bail!(r.text),
             });
         }
-        if self.resolver.is_none()
-            && !self
-                .config
-                .routes
-                .iter()
-                .any(|r| r.domain.eq_ignore_ascii_case(&domain))
-        {
-            return Ok(Err(format!(
-                "The exchange has no route to {domain} yet; ask the exchange's operator."
-            )));
+        let routed = self
+            .config
+            .routes
+            .iter()
+            .any(|r| r.domain.eq_ignore_ascii_case(&domain));
+        if !routed {
+            let Some(resolver) = &self.resolver else {
+                return Ok(Err(format!(
+                    "The exchange has no route to {domain} yet; ask the exchange's operator."
+                )));
+            };
+            match discovery::mail_hosts(resolver, &domain).await {
+                Ok(hosts) if hosts.is_empty() => {
+                    return Ok(Err(format!("{domain} does not accept mail.")))
+                }
+                Ok(_) => {}
+                // A DNS timeout: the queue tries again, and tells the sender if it never can.
+                Err(e) if e.is_temporary() => {}
+                Err(_) => {
+                    return Ok(Err(format!(
+                        "The exchange has no route to {domain}: the domain does not exist."
+                    )))
+                }
+            }
         }
         match self.recipient_certificates(sender, recipient).await {
             Ok(certs) if certs.is_empty() => Ok(Err(format!(
