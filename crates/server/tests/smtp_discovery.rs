@@ -5,7 +5,8 @@
 //! against the sending domain's anchors, encrypts to them, and hands the message to the MX host;
 //! the `openssl cms` command line then decrypts and verifies what the sink received. Certificates
 //! that fail validation are not used (the sender is told, as when none is found); a domain that
-//! does not exist fails for good, a DNS timeout is retried.
+//! does not exist fails for good (so does a null MX); a DNS timeout, during discovery or MX
+//! lookup, and an LDAP server that is down are retried with the queue's back-off.
 //!
 //! Needs the `openssl` command line; the LDAP case says it skipped where `slapd` is missing.
 
@@ -525,6 +526,19 @@ async fn a_domain_that_does_not_exist_fails_at_once_and_a_dns_timeout_is_retried
     // Certificate discovery itself times out: retried too.
     f.dns.ignore("slow2.test");
     let slow2 = f.send("mia@slow2.test", "e").await;
+    // The domain's only LDAP server is down: temporary as well.
+    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down_port = down.local_addr().unwrap().port();
+    drop(down);
+    f.dns.srv(
+        "_ldap._tcp.ldapdown.test",
+        0,
+        0,
+        down_port,
+        "ldap.ldapdown.test",
+    );
+    f.dns.address("ldap.ldapdown.test", LOOPBACK);
+    let ldap_down = f.send("nina@ldapdown.test", "f").await;
 
     let failed = f.status(&gone, DeliveryStatus::Failed).await;
     assert_eq!(failed.attempts, 1, "NXDOMAIN is permanent");
@@ -550,14 +564,18 @@ async fn a_domain_that_does_not_exist_fails_at_once_and_a_dns_timeout_is_retried
         .as_deref()
         .unwrap()
         .contains("no trusted certificate for lena@nowhere.test"));
-    for id in [&slow, &slow2] {
+    for (id, why) in [
+        (&slow, "timed out"),
+        (&slow2, "timed out"),
+        (&ldap_down, "LDAP server 127.0.0.1"),
+    ] {
         let failed = f.status(id, DeliveryStatus::Failed).await;
-        assert_eq!(failed.attempts, 3, "a timeout is temporary: {failed:?}");
+        assert_eq!(failed.attempts, 3, "temporary: {failed:?}");
         let error = failed.last_error.unwrap();
         assert!(error.contains("gave up after 3 attempts"), "{error}");
-        assert!(error.contains("timed out"), "{error}");
+        assert!(error.contains(why), "{error}");
     }
-    f.failure_reports(5).await;
+    f.failure_reports(6).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
