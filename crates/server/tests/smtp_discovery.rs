@@ -515,12 +515,16 @@ async fn a_domain_that_does_not_exist_fails_at_once_and_a_dns_timeout_is_retried
     f.known("ivan@gone.test").await;
     f.known("judy@slow.test").await;
     f.known("kim@nullmx.test").await;
+    f.known("olga@noaddress.test").await;
+    // The domain exists (it has a record of another type) but has neither MX nor address.
+    f.dns.cert(&name("noaddress.test"), b"not used");
     f.dns.ignore("slow.test");
     f.dns.mx("nullmx.test", 0, ".");
 
     let gone = f.send("ivan@gone.test", "a").await;
     let slow = f.send("judy@slow.test", "b").await;
     let null = f.send("kim@nullmx.test", "c").await;
+    let no_address = f.send("olga@noaddress.test", "g").await;
     // Nobody publishes anything for this one, in DNS or LDAP: no certificate, for good.
     let unknown = f.send("lena@nowhere.test", "d").await;
     // Certificate discovery itself times out: retried too.
@@ -557,6 +561,13 @@ async fn a_domain_that_does_not_exist_fails_at_once_and_a_dns_timeout_is_retried
         .as_deref()
         .unwrap()
         .contains("accepts no mail"));
+    let failed = f.status(&no_address, DeliveryStatus::Failed).await;
+    assert_eq!(failed.attempts, 1, "no MX and no address is permanent");
+    assert!(failed
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no address for the mail hosts of noaddress.test"));
     let failed = f.status(&unknown, DeliveryStatus::Failed).await;
     assert_eq!(failed.attempts, 1);
     assert!(failed
@@ -575,7 +586,7 @@ async fn a_domain_that_does_not_exist_fails_at_once_and_a_dns_timeout_is_retried
         assert!(error.contains("gave up after 3 attempts"), "{error}");
         assert!(error.contains(why), "{error}");
     }
-    f.failure_reports(6).await;
+    f.failure_reports(7).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
