@@ -510,13 +510,19 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
         .local_addr()
         .unwrap()
         .port();
+    // The resolver asks a local DNS server with no zone: every outside domain without a static
+    // route does not exist.
+    // (On a runtime of its own whose worker threads serve it for the whole test.)
+    let dns_runtime = tokio::runtime::Runtime::new().unwrap();
+    let dns = dns_runtime.block_on(common::dns::DnsServer::start());
     let config = dir.join("direct.toml");
     std::fs::write(
         &config,
         format!(
             "domains = [\"{DOMAIN}\"]\nhostname = \"hisp.nutmeg.test\"\nkek_file = \"kek\"\n\
-             max_message_size = \"600KiB\"\n\n[[routes]]\ndomain = \"other.test\"\n\
-             address = \"127.0.0.1:{sink_port}\"\n"
+             max_message_size = \"600KiB\"\n\n[dns]\nnameservers = [\"{dns}\"]\n\n\
+             [[routes]]\ndomain = \"other.test\"\naddress = \"127.0.0.1:{sink_port}\"\n",
+            dns = dns.address
         ),
     )
     .unwrap();

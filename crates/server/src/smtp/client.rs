@@ -52,8 +52,11 @@ pub enum TlsPolicy {
 /// Where and how to hand a message over.
 #[derive(Debug, Clone)]
 pub struct Hop<'a> {
-    /// `host:port`.
+    /// `host:port` (or `ip:port`).
     pub address: &'a str,
+    /// The name STARTTLS verifies the peer's certificate against, when it is not the host of
+    /// `address` (a mail host found by MX lookup, reached at one of its addresses).
+    pub name: Option<&'a str>,
     pub tls: TlsPolicy,
     /// Verifies the peer's certificate; `None` when no roots are configured (then a peer that
     /// offers STARTTLS cannot be verified, and the attempt fails).
@@ -271,7 +274,8 @@ async fn open(
         }
         return Ok(Ok(conn));
     }
-    let name = ServerName::try_from(host_of(address).to_string())
+    let name = hop.name.unwrap_or_else(|| host_of(address));
+    let name = ServerName::try_from(name.trim_end_matches('.').to_string())
         .map_err(|_| format!("{address}: not a host name to verify TLS against"))?;
     let tcp = conn.into_inner();
     let stream = tokio::time::timeout(

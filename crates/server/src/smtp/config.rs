@@ -17,11 +17,22 @@
 //! tls_roots = "/etc/ssl/certs/ca-certificates.crt"  # PEM roots for outbound STARTTLS
 //!                                        # [default: that file, when it exists]
 //!
-//! [[routes]]                             # static routes (no MX lookup yet)
+//! mx_port = 25                           # the SMTP port of mail hosts found by MX lookup
+//!
+//! [dns]                                  # the resolver for certificate discovery and MX lookup
+//! nameservers = ["127.0.0.1:53"]         # [default: the nameservers of /etc/resolv.conf]
+//! timeout_secs = 5                       # per query and nameserver [default: resolv.conf's, or 5]
+//! attempts = 2                           # rounds over the nameservers [default: resolv.conf's, or 2]
+//!
+//! [[routes]]                             # static routes; they win over MX lookup
 //! domain = "other.example"
 //! address = "mx.other.example:25"
 //! tls = "opportunistic"                  # or "required" [default: opportunistic]
 //! ```
+//!
+//! An outside recipient's certificate is the operator's (in the database) or else discovered by
+//! DNS CERT and LDAP through `[dns]`; mail for an outside domain without a static route goes to
+//! its MX hosts (STARTTLS opportunistic, verified against `tls_roots`).
 //!
 //! Trust anchors, certificates and keys are in the database (`nutmeg admin direct ...`).
 
@@ -32,6 +43,7 @@ use direct::keys::Kek;
 use openssl::x509::X509Crl;
 use serde::Deserialize;
 
+use super::dns::DnsConfig;
 use super::hisp::{HispConfig, Route};
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +66,16 @@ struct File {
     crls: Vec<String>,
     #[serde(default)]
     routes: Vec<RouteFile>,
+    mx_port: Option<u16>,
+    dns: Option<DnsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsFile {
+    nameservers: Option<Vec<String>>,
+    timeout_secs: Option<u64>,
+    attempts: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +146,11 @@ pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
             tls: r.tls,
         })
         .collect();
+    if let Some(port) = file.mx_port {
+        anyhow::ensure!(port > 0, "direct: mx_port 0 is not a port");
+        config.mx_port = port;
+    }
+    config.dns = Some(dns_config(file.dns)?);
     let mut crls = Vec::new();
     for c in &file.crls {
         let p = base.join(c);
@@ -134,4 +161,105 @@ pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
         crls.push(crl);
     }
     Ok((config, kek, crls))
+}
+
+/// The resolver's configuration: the `[dns]` table over `/etc/resolv.conf`'s.
+fn dns_config(file: Option<DnsFile>) -> anyhow::Result<DnsConfig> {
+    use anyhow::Context as _;
+    let file = file.unwrap_or(DnsFile {
+        nameservers: None,
+        timeout_secs: None,
+        attempts: None,
+    });
+    let mut config = match &file.nameservers {
+        // Given nameservers need nothing from resolv.conf (which may not exist).
+        Some(_) => DnsConfig::new(Vec::new()),
+        None => DnsConfig::system().context("direct: cannot read /etc/resolv.conf for [dns]")?,
+    };
+    if let Some(list) = file.nameservers {
+        anyhow::ensure!(!list.is_empty(), "direct: [dns] nameservers is empty");
+        let mut servers = Vec::new();
+        for n in &list {
+            let server = n
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                .map_err(|_| {
+                    anyhow::anyhow!("direct: [dns] nameserver '{n}' is not an ip:port (or ip)")
+                })?;
+            servers.push(server);
+        }
+        config.nameservers = servers;
+    }
+    if let Some(secs) = file.timeout_secs {
+        anyhow::ensure!(secs > 0, "direct: [dns] timeout_secs must be at least 1");
+        config.timeout = Duration::from_secs(secs);
+    }
+    if let Some(n) = file.attempts {
+        config.attempts = n.clamp(1, 10);
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> anyhow::Result<HispConfig> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("kek"), Kek::generate_base64()?)?;
+        let path = dir.path().join("direct.toml");
+        std::fs::write(&path, text)?;
+        Ok(load(&path)?.0)
+    }
+
+    const BASE: &str = "domains = [\"direct.example.org\"]\nkek_file = \"kek\"\n";
+
+    #[test]
+    fn the_dns_table_and_mx_port_configure_discovery_and_mx_lookup() {
+        let config = load_text(&format!(
+            "{BASE}mx_port = 2525\n[dns]\nnameservers = [\"127.0.0.1:5353\", \"::1\"]\n\
+             timeout_secs = 2\nattempts = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(config.mx_port, 2525);
+        let dns = config.dns.unwrap();
+        assert_eq!(
+            dns.nameservers,
+            vec![
+                "127.0.0.1:5353".parse::<std::net::SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(dns.timeout, Duration::from_secs(2));
+        assert_eq!(dns.attempts, 3);
+    }
+
+    #[test]
+    fn without_a_dns_table_the_system_resolver_and_port_25_are_used() {
+        let config = load_text(BASE).unwrap();
+        assert_eq!(config.mx_port, 25);
+        if let Ok(system) = DnsConfig::system() {
+            assert_eq!(config.dns.unwrap(), system);
+        }
+    }
+
+    #[test]
+    fn bad_dns_settings_are_refused_with_what_is_wrong() {
+        for (text, want) in [
+            (
+                "[dns]\nnameservers = [\"resolver.example\"]\n",
+                "is not an ip:port",
+            ),
+            ("[dns]\nnameservers = []\n", "nameservers is empty"),
+            (
+                "[dns]\nnameservers = [\"127.0.0.1\"]\ntimeout_secs = 0\n",
+                "timeout_secs",
+            ),
+            ("mx_port = 0\n", "mx_port"),
+            ("[dns]\nservers = [\"127.0.0.1\"]\n", "unknown field"),
+        ] {
+            let e = load_text(&format!("{BASE}{text}")).unwrap_err();
+            assert!(format!("{e:#}").contains(want), "{text}: {e:#}");
+        }
+    }
 }

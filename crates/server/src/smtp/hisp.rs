@@ -6,9 +6,12 @@
 //! sender when it finally fails). The SMTP listener ([`super::server`]) and the delivery worker
 //! ([`super::worker`]) only call these.
 //!
-//! Certificate discovery for outside recipients is by what the store holds (certificates from the
-//! configuration or the operator); DNS CERT and LDAP discovery are not done yet, nor MX lookup:
-//! outside domains need a static route.
+//! An outside recipient's certificate is the one the store holds (from the operator), or else the
+//! one discovered by DNS CERT (address-bound, then domain-bound) or LDAP ([`super::discovery`]),
+//! whichever validates first; either way it must validate against the sending domain's outbound
+//! anchors and the CRLs, and be bound to the recipient. Mail for an outside domain goes by its
+//! static route if the configuration has one, else by MX lookup. Without a resolver
+//! (`HispConfig::dns` unset) there is neither discovery nor MX lookup.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -28,6 +31,8 @@ use store::{
 };
 
 use super::client::{self, Delivery, Hop, TlsPolicy};
+use super::discovery;
+use super::dns::{self, DnsConfig, DnsError, Resolver};
 
 /// A static route: mail for `domain` goes to the SMTP server at `address` (`host:port`), over
 /// STARTTLS as `tls` asks.
@@ -63,8 +68,13 @@ pub struct HispConfig {
     /// How long the listener waits for a command, and for each line of a message's data.
     pub command_timeout: Duration,
     pub data_timeout: Duration,
-    /// Outbound routes by recipient domain.
+    /// Outbound routes by recipient domain (these win over MX lookup).
     pub routes: Vec<Route>,
+    /// Where DNS questions go (certificate discovery, SRV for LDAP, MX); `None`: no discovery
+    /// and no MX lookup, only stored certificates and static routes.
+    pub dns: Option<DnsConfig>,
+    /// The SMTP port of mail hosts found by MX lookup (25; tests use another).
+    pub mx_port: u16,
     /// The first retry's delay; each next one doubles, up to `retry_max`.
     pub retry_base: Duration,
     pub retry_max: Duration,
@@ -104,6 +114,8 @@ impl HispConfig {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             routes: Vec::new(),
+            dns: None,
+            mx_port: 25,
             retry_base: Duration::from_secs(60),
             retry_max: Duration::from_secs(3600),
             max_attempts: 10,
@@ -307,6 +319,25 @@ pub struct Hisp {
     caches: Arc<Caches>,
     /// Open SMTP connections to next hops, idle between messages.
     pool: Arc<client::Pool>,
+    /// Asks DNS for certificates, LDAP servers and mail hosts (when configured).
+    resolver: Option<Resolver>,
+}
+
+/// Why a queued row could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealError {
+    /// It never can be (no key to sign with, no trusted certificate for the recipient).
+    Permanent(String),
+    /// Not now (certificate discovery hit a DNS timeout or an unreachable LDAP server).
+    Temporary(String),
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealError::Permanent(why) | SealError::Temporary(why) => f.write_str(why),
+        }
+    }
 }
 
 impl std::fmt::Debug for Hisp {
@@ -362,7 +393,9 @@ fn rfc5322_now() -> String {
 
 impl Hisp {
     pub fn new(store: Store, config: HispConfig, kek: Kek, crls: Vec<X509Crl>) -> Hisp {
+        let resolver = config.dns.clone().map(Resolver::new);
         Hisp {
+            resolver,
             store,
             config: Arc::new(config),
             kek: Arc::new(kek),
@@ -701,8 +734,9 @@ impl Hisp {
     }
 
     /// Whether a message from the local address `sender` can go to `recipient` now: a local
-    /// recipient must be an active address of ours, an outside one needs a static route and a
-    /// certificate trusted for the sender's domain. `Err` says why not, for the person writing.
+    /// recipient must be an active address of ours, an outside one needs a static route (or a
+    /// resolver for MX lookup) and a certificate trusted for the sender's domain, stored or
+    /// discovered. `Err` says why not, for the person writing.
     pub async fn check_reachable(
         &self,
         sender: &str,
@@ -718,26 +752,41 @@ impl Hisp {
                 Err(r) => anyhow::bail!(r.text),
             });
         }
-        if !self
+        let routed = self
             .config
             .routes
             .iter()
-            .any(|r| r.domain.eq_ignore_ascii_case(&domain))
-        {
-            return Ok(Err(format!(
-                "The exchange has no route to {domain} yet; ask the exchange's operator."
-            )));
+            .any(|r| r.domain.eq_ignore_ascii_case(&domain));
+        if !routed {
+            let Some(resolver) = &self.resolver else {
+                return Ok(Err(format!(
+                    "The exchange has no route to {domain} yet; ask the exchange's operator."
+                )));
+            };
+            match discovery::mail_hosts(resolver, &domain).await {
+                Ok(hosts) if hosts.is_empty() => {
+                    return Ok(Err(format!("{domain} does not accept mail.")))
+                }
+                Ok(_) => {}
+                // A DNS timeout: the queue tries again, and tells the sender if it never can.
+                Err(e) if e.is_temporary() => {}
+                Err(_) => {
+                    return Ok(Err(format!(
+                        "The exchange has no route to {domain}: the domain does not exist."
+                    )))
+                }
+            }
         }
-        if self
-            .recipient_certificates(sender, recipient)
-            .await?
-            .is_empty()
-        {
-            return Ok(Err(format!(
+        match self.recipient_certificates(sender, recipient).await {
+            Ok(certs) if certs.is_empty() => Ok(Err(format!(
                 "No trusted certificate is known for {recipient}; ask the exchange's operator."
-            )));
+            ))),
+            Ok(_) => Ok(Ok(())),
+            // Discovery could not finish now: the queue tries again, and tells the sender if
+            // it never can.
+            Err(e) if is_temporary(&e) => Ok(Ok(())),
+            Err(e) => Err(e),
         }
-        Ok(Ok(()))
     }
 
     /// Marks a mailbox entry read; if its sender asked for final-destination delivery, queues the
@@ -840,20 +889,21 @@ impl Hisp {
         }
         let now = now_ms();
         let validator = Validator::new(&anchors, &self.crls, now / 1000);
-        let mut out = Vec::new();
-        let mut until = Instant::now() + self.config.cache_ttl;
+        let mut stored = Vec::new();
         for c in candidates {
-            let cert = X509::from_pem(c.cert_pem.as_bytes())?;
-            match validator.validate_for(&cert, &[], Some(recipient), Usage::Encryption) {
-                Ok(_) => {
-                    let left = Duration::from_millis(c.not_after.saturating_sub(now).max(0) as u64);
-                    until = until.min(Instant::now() + left);
-                    out.push(cert);
-                }
-                Err(e) => {
-                    tracing::info!(recipient, error = %e, "direct: recipient certificate not trusted")
-                }
+            stored.push(X509::from_pem(c.cert_pem.as_bytes())?);
+        }
+        let mut out = usable(&validator, recipient, "store", &stored);
+        let outside = store::domain_of(recipient).is_some_and(|d| !self.is_local_domain(&d));
+        if out.is_empty() && outside {
+            if let Some(resolver) = &self.resolver {
+                out = self.discover(resolver, &validator, recipient).await?;
             }
+        }
+        let mut until = Instant::now() + self.config.cache_ttl;
+        for cert in &out {
+            let left = unix_of(cert.not_after())? * 1000 - now;
+            until = until.min(Instant::now() + Duration::from_millis(left.max(0) as u64));
         }
         let out = Arc::new(out);
         if !out.is_empty() {
@@ -862,30 +912,73 @@ impl Hisp {
         Ok(out)
     }
 
-    /// Signs and encrypts one queued row for its recipient. `Err` with a reason when it can never
-    /// be sent (no key to sign with, no trusted certificate for the recipient).
-    pub async fn seal(&self, row: &Outbound) -> Result<Vec<u8>, String> {
-        let mut signers = self
-            .our_keys(&row.sender)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// Discovers `recipient`'s certificates (see [`super::discovery`]): DNS CERT at the
+    /// address-bound name, then at the domain-bound name, then LDAP; the first step with a
+    /// certificate that `validator` accepts for encryption to `recipient` wins. A step that finds
+    /// nothing (no such name, no records, nothing valid) passes to the next; a temporary failure
+    /// stops the search with an error (a later step must not stand in for an earlier one that
+    /// could not be asked).
+    async fn discover(
+        &self,
+        resolver: &Resolver,
+        validator: &Validator<'_>,
+        recipient: &str,
+    ) -> anyhow::Result<Vec<X509>> {
+        let domain = store::domain_of(recipient).unwrap_or_default();
+        let steps = [
+            ("DNS CERT (address-bound)", dns::address_name(recipient)),
+            ("DNS CERT (domain-bound)", dns::domain_name(&domain).ok()),
+        ];
+        for (source, name) in steps {
+            let Some(name) = name else { continue };
+            match discovery::cert_records(resolver, &name).await {
+                Ok(found) => {
+                    let valid = usable(validator, recipient, source, &read_found(&found));
+                    if !valid.is_empty() {
+                        return Ok(valid);
+                    }
+                }
+                Err(e) if e.is_temporary() => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+        let found =
+            discovery::ldap_certificates(resolver, recipient, self.config.client_timeout).await?;
+        Ok(usable(validator, recipient, "LDAP", &read_found(&found)))
+    }
+
+    /// Signs and encrypts one queued row for its recipient. `Err` says why not, and whether it
+    /// can never be sent (no key to sign with, no trusted certificate for the recipient) or
+    /// not now (certificate discovery could not finish).
+    pub async fn seal(&self, row: &Outbound) -> Result<Vec<u8>, SealError> {
+        let permanent = |e: anyhow::Error| SealError::Permanent(e.to_string());
+        let mut signers = self.our_keys(&row.sender).await.map_err(permanent)?;
         if signers.is_empty() {
             if let Some(d) = store::domain_of(&row.sender) {
-                signers = self.our_keys(&d).await.map_err(|e| e.to_string())?;
+                signers = self.our_keys(&d).await.map_err(permanent)?;
             }
         }
         let Some((cert, key)) = signers.first().cloned() else {
-            return Err(format!("no certificate and key to sign for {}", row.sender));
+            return Err(SealError::Permanent(format!(
+                "no certificate and key to sign for {}",
+                row.sender
+            )));
         };
         let recipients = self
             .recipient_certificates(&row.sender, &row.recipient)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                if is_temporary(&e) {
+                    SealError::Temporary(format!("certificate discovery: {e}"))
+                } else {
+                    SealError::Permanent(e.to_string())
+                }
+            })?;
         if recipients.is_empty() {
-            return Err(format!(
-                "no trusted certificate for {} (DNS and LDAP discovery are not done)",
+            return Err(SealError::Permanent(format!(
+                "no trusted certificate for {}",
                 row.recipient
-            ));
+            )));
         }
         let row = row.clone();
         let options = self.config.seal;
@@ -913,10 +1006,11 @@ impl Hisp {
                 key: &key,
                 chain: &[],
             };
-            smime::seal(&outgoing, &signer, &recipients, options).map_err(|e| e.to_string())
+            smime::seal(&outgoing, &signer, &recipients, options)
+                .map_err(|e| SealError::Permanent(e.to_string()))
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| SealError::Permanent(e.to_string()))?
     }
 
     /// The delay before attempt `attempts + 1`.
@@ -931,20 +1025,22 @@ impl Hisp {
     /// Delivers one claimed row: seal, hand over (to a local mailbox if the recipient is ours, or
     /// by SMTP to its route), and settle it.
     async fn deliver(&self, owner: &str, row: Outbound) -> anyhow::Result<()> {
-        let outcome = match self.seal(&row).await {
-            Err(why) => Settle::Failed { error: why },
-            Ok(sealed) => match self.hand_over(&row, sealed).await {
-                Delivery::Accepted => Settle::Sent,
-                Delivery::Permanent(why) => Settle::Failed { error: why },
-                Delivery::Transient(why) if row.attempts >= i64::from(self.config.max_attempts) => {
-                    Settle::Failed {
-                        error: format!("gave up after {} attempts: {why}", row.attempts),
-                    }
+        let delivery = match self.seal(&row).await {
+            Err(SealError::Permanent(why)) => Delivery::Permanent(why),
+            Err(SealError::Temporary(why)) => Delivery::Transient(why),
+            Ok(sealed) => self.hand_over(&row, sealed).await,
+        };
+        let outcome = match delivery {
+            Delivery::Accepted => Settle::Sent,
+            Delivery::Permanent(why) => Settle::Failed { error: why },
+            Delivery::Transient(why) if row.attempts >= i64::from(self.config.max_attempts) => {
+                Settle::Failed {
+                    error: format!("gave up after {} attempts: {why}", row.attempts),
                 }
-                Delivery::Transient(why) => Settle::Retry {
-                    at: now_ms() + self.backoff(row.attempts - 1).as_millis() as i64,
-                    error: why,
-                },
+            }
+            Delivery::Transient(why) => Settle::Retry {
+                at: now_ms() + self.backoff(row.attempts - 1).as_millis() as i64,
+                error: why,
             },
         };
         tracing::debug!(id = %row.id, ?outcome, "direct: outbound settled");
@@ -974,6 +1070,7 @@ impl Hisp {
         {
             let hop = Hop {
                 address: &route.address,
+                name: None,
                 tls: route.tls,
                 roots: self.config.tls_roots.as_ref(),
             };
@@ -1003,9 +1100,74 @@ impl Hisp {
                 Err(r) => Delivery::Transient(r.text),
             };
         }
-        Delivery::Permanent(format!(
-            "no route to {domain} (only static routes; MX lookup is not done)"
-        ))
+        match &self.resolver {
+            Some(resolver) => self.send_by_mx(resolver, &domain, row, &sealed).await,
+            None => Delivery::Permanent(format!(
+                "no route to {domain} (no static route, and no DNS configured for MX lookup)"
+            )),
+        }
+    }
+
+    /// Hands a message to the mail hosts of `domain` (MX lookup), each address of each host in
+    /// turn until one takes or refuses it. A domain that does not exist, takes no mail (null MX),
+    /// or whose hosts have no address is a permanent failure; a DNS timeout or hosts that could
+    /// not be reached are temporary.
+    async fn send_by_mx(
+        &self,
+        resolver: &Resolver,
+        domain: &str,
+        row: &Outbound,
+        sealed: &[u8],
+    ) -> Delivery {
+        let hosts = match discovery::mail_hosts(resolver, domain).await {
+            Ok(hosts) => hosts,
+            Err(e) if e.is_temporary() => return Delivery::Transient(e.to_string()),
+            Err(e) => return Delivery::Permanent(format!("no route to {domain}: {e}")),
+        };
+        if hosts.is_empty() {
+            return Delivery::Permanent(format!("{domain} accepts no mail (null MX)"));
+        }
+        let mut transient: Option<String> = None;
+        for host in &hosts {
+            let ips = match resolver.addresses(host).await {
+                Ok(ips) => ips,
+                Err(e) => {
+                    if e.is_temporary() {
+                        transient = Some(e.to_string());
+                    }
+                    continue;
+                }
+            };
+            let name = host.to_ascii();
+            let name = name.trim_end_matches('.');
+            for ip in ips {
+                let address = std::net::SocketAddr::new(ip, self.config.mx_port).to_string();
+                let hop = Hop {
+                    address: &address,
+                    name: Some(name),
+                    tls: TlsPolicy::Opportunistic,
+                    roots: self.config.tls_roots.as_ref(),
+                };
+                match client::send(
+                    &self.pool,
+                    &hop,
+                    &self.config.hostname,
+                    &row.sender,
+                    &row.recipient,
+                    sealed,
+                    self.config.client_timeout,
+                )
+                .await
+                {
+                    Delivery::Transient(why) => transient = Some(format!("{name}: {why}")),
+                    done => return done,
+                }
+            }
+        }
+        match transient {
+            Some(why) => Delivery::Transient(why),
+            None => Delivery::Permanent(format!("no address for the mail hosts of {domain}")),
+        }
     }
 
     /// One pass of the delivery worker: claims due rows as `owner`, delivers them, and expires
@@ -1049,4 +1211,45 @@ impl Hisp {
         }
         Ok(count)
     }
+}
+
+/// Whether an error from certificate lookup is a temporary DNS or LDAP failure.
+fn is_temporary(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<DnsError>()
+        .is_some_and(DnsError::is_temporary)
+}
+
+/// The certificates of what discovery found (DER, PKCS#7 or PEM each); unreadable values are
+/// skipped.
+fn read_found(found: &[Vec<u8>]) -> Vec<X509> {
+    let mut out = Vec::new();
+    for bytes in found {
+        match direct::trust::read_bundle(bytes) {
+            Ok(certs) => out.extend(certs),
+            Err(e) => tracing::info!(error = %e, "direct: a discovered value is not a certificate"),
+        }
+    }
+    out
+}
+
+/// The certificates among `certs` that `validator` accepts for encrypting to `recipient`; the
+/// others are logged with why (`source` says where they came from) and skipped.
+fn usable(validator: &Validator<'_>, recipient: &str, source: &str, certs: &[X509]) -> Vec<X509> {
+    let mut out = Vec::new();
+    for (i, cert) in certs.iter().enumerate() {
+        // The others found with it may be the intermediates of its path.
+        let others: Vec<X509> = certs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, c)| c.clone())
+            .collect();
+        match validator.validate_for(cert, &others, Some(recipient), Usage::Encryption) {
+            Ok(_) => out.push(cert.clone()),
+            Err(e) => {
+                tracing::info!(recipient, source, error = %e, "direct: recipient certificate not trusted")
+            }
+        }
+    }
+    out
 }

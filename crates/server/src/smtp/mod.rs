@@ -5,6 +5,8 @@
 //! - [`server`]: the inbound ESMTP listener (`nutmeg serve --smtp`), wire only;
 //! - [`submission`]: SMTP submission for signed-in portal users (`nutmeg serve --submission`);
 //! - [`client`]: outbound SMTP to the next HISP (pooled connections, STARTTLS);
+//! - [`dns`]: a small stub resolver (UDP, TCP when truncated) with configurable nameservers;
+//! - [`discovery`]: outside recipients' certificates (DNS CERT, LDAP) and mail hosts (MX);
 //! - [`worker`]: the delivery loop over the store's outbound queue;
 //! - [`config`]: the Direct configuration file (`--direct-config`);
 //! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL).
@@ -12,6 +14,8 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod discovery;
+pub mod dns;
 pub mod hisp;
 pub mod server;
 pub mod submission;

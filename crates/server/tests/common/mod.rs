@@ -1,5 +1,7 @@
 //! Shared scaffolding for the tests that run the `nutmeg` binary: a command with no configuration
-//! from the environment, a running server, the admin commands, and an HTTP agent.
+//! from the environment, a running server, the admin commands, and an HTTP agent; and the real
+//! peers of Direct discovery: an authoritative DNS server ([`dns`]) and a throwaway slapd
+//! ([`slapd`]).
 
 #![allow(dead_code)]
 
@@ -8,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+pub mod dns;
+pub mod slapd;
 
 use serde_json::Value;
 use server::client::{now, post_form, SigningKey};
