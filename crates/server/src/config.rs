@@ -714,6 +714,41 @@ mod tests {
     }
 
     #[test]
+    fn service_levels_replace_the_defaults_they_name() {
+        let defaults = Settings::default().load().unwrap();
+        assert_eq!(
+            defaults.service_levels,
+            onboard::workflow::ServiceLevels::default()
+        );
+        let set = Settings {
+            service_levels: Some(" package-sent=3, live = 0 ".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap();
+        let days = |s: &str| set.service_levels.0.get(s).copied();
+        assert_eq!(
+            (
+                days("package-sent"),
+                days("live"),
+                days("agreements-signed")
+            ),
+            (Some(3), Some(0), Some(30))
+        );
+        let err = Settings {
+            service_levels: Some("package-sent=-1,lunch=3,live".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0.iter().all(|p| p.starts_with("service_levels")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_purge_window_and_interval() {
         let defaults = Settings::default().load().unwrap();
         assert_eq!(defaults.purge_window_days, 5);

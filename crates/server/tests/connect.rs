@@ -474,6 +474,34 @@ fn secure_messaging_path_from_the_public_form_to_live() {
         "{}",
         page.body
     );
+    // The digest of the version shown is checked: a form showing another text is refused.
+    let v2 = format!("/portal/applications/{id}/agreements/participation/2");
+    let signed_as = |sha: &str| {
+        vec![
+            ("sha256".to_string(), sha.to_string()),
+            ("typed_name".to_string(), "Jane Q. Doe".to_string()),
+            ("title".to_string(), "Owner".to_string()),
+            ("consent".to_string(), "yes".to_string()),
+        ]
+    };
+    let form = signed_as(&sha);
+    let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let stale = applicant.submit(&v2, &v2, &form);
+    assert_eq!(stale.status, 422);
+    assert!(
+        stale
+            .body
+            .contains("the agreement changed since the page was shown"),
+        "{}",
+        stale.body
+    );
+    // (posted with the token of the page still showing a form: version 1's shows none now)
+    let again = applicant.submit(&v2, &agreement, &form);
+    assert_eq!(again.status, 422, "version 1 is no longer the one to sign");
+    assert!(again
+        .body
+        .contains("is not one this application must sign now"));
+    assert_eq!(show(data, &id)["signatures"].as_array().unwrap().len(), 1);
 }
 
 #[test]
@@ -967,7 +995,8 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     let operator_client = Client::register(data, &exchange);
     let clinic = common::participant(data, "Other Clinic", "clinic", &["onboarding", "live"]);
     let clinic_client = Client::register(data, &clinic);
-    let server = Server::start(data, &[]);
+    // The package is due at once: every new application is overdue in the queue.
+    let server = Server::start(data, &["--service-levels", "package-sent=0,live=5"]);
 
     let mut jane = Browser::new(&server);
     let jane_id = reference(
@@ -1007,6 +1036,36 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     olive.sign_in("olive", PASSWORD);
     let queue = olive.get("/portal/onboarding");
     assert!(queue.body.contains(&jane_id) && queue.body.contains(&lee_id));
+    assert!(
+        queue.body.contains("2 applications, 2 overdue."),
+        "{}",
+        queue.body
+    );
+    assert!(queue
+        .body
+        .contains("<strong class=\"overdue\">OVERDUE</strong>: due"));
+    let page = olive.get(&format!("/portal/applications/{jane_id}"));
+    assert!(page.body.contains("OVERDUE</strong> (due"), "{}", page.body);
+    // With the default levels (10 days for the package) nothing is overdue yet.
+    let listed = admin(data, &["application", "list", "--json"]);
+    assert!(json_of(&listed)
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["overdue"].is_null()));
+    let bad_levels = admin(
+        data,
+        &[
+            "--service-levels",
+            "package-sent=soon",
+            "application",
+            "list",
+        ],
+    );
+    assert_eq!(bad_levels.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad_levels.stderr).contains("service_levels: 'package-sent=soon'")
+    );
 
     // The API: operators' tokens only.
     let api = format!("{}/api/applications", server.root());
