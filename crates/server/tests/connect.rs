@@ -1137,4 +1137,23 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
         .send(json!({ "step": "live" }).to_string())
         .unwrap();
     assert_eq!(step.status(), 422);
+    let path = |body: Value| {
+        let mut response = common::agent()
+            .post(format!("{api}/{}/path", created["id"].as_str().unwrap()))
+            .header("authorization", &format!("Bearer {operator_token}"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        (status, body)
+    };
+    let (status, outcome) = path(json!({ "path": "ehr" }));
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(outcome["issue"][0]["expression"][0], "reason");
+    let (status, moved) = path(json!({ "path": "ehr", "reason": "Acme passed the tests" }));
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["path"], "ehr");
+    assert_eq!(moved["pathChanges"][0]["reason"], "Acme passed the tests");
 }
