@@ -13,6 +13,8 @@
 //!   across the records linked to one person.
 //! - [`purge`]: the consent purge, which deletes an opted-out person's clinical data after the
 //!   policy window.
+//! - [`onboarding`]: connecting to the exchange: connection applications, the two-path onboarding
+//!   checklist, agreements and their electronic signatures (the rules are `onboard`'s).
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
@@ -20,6 +22,7 @@ pub mod access;
 pub mod audit;
 pub mod consents;
 pub mod notices;
+pub mod onboarding;
 pub mod participants;
 pub mod purge;
 pub mod repository;

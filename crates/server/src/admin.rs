@@ -34,6 +34,12 @@ pub enum AdminCommand {
     /// Participants: the organizations and solo practices connected to the exchange.
     #[command(subcommand)]
     Participant(ParticipantCommand),
+    /// Connection applications: bulk entry, the onboarding checklist, changes of path.
+    #[command(subcommand)]
+    Application(crate::connect_admin::ApplicationCommand),
+    /// Agreements: publish versions, list them, verify every signature.
+    #[command(subcommand)]
+    Agreement(crate::connect_admin::AgreementCommand),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -312,6 +318,16 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
     let command = match args.command {
         AdminCommand::Participant(command) => command,
         AdminCommand::Client(command) => return client(&repo, &who, command).await,
+        AdminCommand::Application(command) => {
+            let onboarding =
+                exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
+            return crate::connect_admin::application(&onboarding, command).await;
+        }
+        AdminCommand::Agreement(command) => {
+            let onboarding =
+                exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
+            return crate::connect_admin::agreement(&onboarding, command).await;
+        }
         AdminCommand::User(command) => return user(&repo, &who, command).await,
         AdminCommand::Mpi(command) => return crate::mpi::run(&repo, command).await,
         AdminCommand::Consent(command) => return crate::purge::run(&repo, config, command).await,

@@ -124,6 +124,18 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub purge_interval: Option<String>,
+    /// Onboarding service levels: days allowed for a checklist step after the step before it,
+    /// as STEP=DAYS pairs separated by commas (`package-sent=10,agreements-signed=30`); those
+    /// given replace the defaults, the others stay [default: package-sent=10,
+    /// agreements-signed=30, endpoints-registered=60, test-messages-passed=60, live=30,
+    /// direct-address-issued=5, test-message-exchanged=14].
+    #[arg(
+        long,
+        env = "NUTMEG_SERVICE_LEVELS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub service_levels: Option<String>,
 }
 
 /// How API requests are authenticated.
@@ -173,6 +185,8 @@ pub struct Config {
     pub purge_window_days: u32,
     /// How often `serve` runs the purge; `None`: never (only `nutmeg admin consent purge`).
     pub purge_interval: Option<std::time::Duration>,
+    /// Days allowed for each onboarding step after the one before it (overdue after that).
+    pub service_levels: onboard::workflow::ServiceLevels,
 }
 
 impl Config {
@@ -208,6 +222,7 @@ impl Config {
             direct_config: None,
             purge_window_days: exchange::purge::DEFAULT_WINDOW_DAYS,
             purge_interval: None,
+            service_levels: onboard::workflow::ServiceLevels::default(),
         }
     }
 }
@@ -248,6 +263,7 @@ const FILE_KEYS: &[&str] = &[
     "direct_config",
     "purge_window_days",
     "purge_interval",
+    "service_levels",
 ];
 
 impl Settings {
@@ -284,6 +300,7 @@ impl Settings {
             direct_config: self.direct_config.or(lower.direct_config),
             purge_window_days: self.purge_window_days.or(lower.purge_window_days),
             purge_interval: self.purge_interval.or(lower.purge_interval),
+            service_levels: self.service_levels.or(lower.service_levels),
         }
     }
 
@@ -468,6 +485,10 @@ impl Settings {
                 }
             },
         };
+        let service_levels = match self.service_levels.as_deref() {
+            None => onboard::workflow::ServiceLevels::default(),
+            Some(text) => parse_service_levels(text, &mut problems),
+        };
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -493,6 +514,7 @@ impl Settings {
                 direct_config,
                 purge_window_days,
                 purge_interval,
+                service_levels,
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -575,6 +597,32 @@ pub fn parse_size(text: &str) -> Option<usize> {
 }
 
 /// Reads the TOML file into settings, noting every unknown key and every value of the wrong type.
+/// `STEP=DAYS,STEP=DAYS` over the default service levels; each bad pair is one problem.
+fn parse_service_levels(
+    text: &str,
+    problems: &mut Vec<String>,
+) -> onboard::workflow::ServiceLevels {
+    let mut levels = onboard::workflow::ServiceLevels::default();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once('=').and_then(|(step, days)| {
+            let step = onboard::workflow::Step::parse(step.trim())?;
+            let days = days.trim().parse::<u32>().ok().filter(|d| *d <= 3650)?;
+            Some((step, days))
+        });
+        match parsed {
+            Some((step, days)) => {
+                levels.0.insert(step.code().to_string(), days);
+            }
+            None => problems.push(format!(
+                "service_levels: '{pair}' is not STEP=DAYS with a checklist step (package-sent, \
+                 agreements-signed, endpoints-registered, test-messages-passed, live, \
+                 direct-address-issued, test-message-exchanged) and 0 to 3650 days"
+            )),
+        }
+    }
+    levels
+}
+
 fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
     let shown = path.display();
     let text = match std::fs::read_to_string(path) {
@@ -631,6 +679,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "direct_config" => &mut settings.direct_config,
             "purge_window_days" => &mut settings.purge_window_days,
             "purge_interval" => &mut settings.purge_interval,
+            "service_levels" => &mut settings.service_levels,
             _ => &mut settings.log_format,
         };
         *slot = Some(text);
@@ -662,6 +711,41 @@ mod tests {
         };
         let err = settings.load().unwrap_err();
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn service_levels_replace_the_defaults_they_name() {
+        let defaults = Settings::default().load().unwrap();
+        assert_eq!(
+            defaults.service_levels,
+            onboard::workflow::ServiceLevels::default()
+        );
+        let set = Settings {
+            service_levels: Some(" package-sent=3, live = 0 ".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap();
+        let days = |s: &str| set.service_levels.0.get(s).copied();
+        assert_eq!(
+            (
+                days("package-sent"),
+                days("live"),
+                days("agreements-signed")
+            ),
+            (Some(3), Some(0), Some(30))
+        );
+        let err = Settings {
+            service_levels: Some("package-sent=-1,lunch=3,live".into()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        assert!(
+            err.0.iter().all(|p| p.starts_with("service_levels")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -101,8 +101,11 @@ pub async fn run(
     let smart = Smart::open(repo.store(), &base_url)
         .await
         .context("cannot load the token signing key")?;
+    let onboarding =
+        exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
     let router = app(AppState {
         repo,
+        onboarding,
         metrics,
         max_body: config.max_body,
         smart: Arc::new(smart),

@@ -57,6 +57,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config), extra: Router<server::http:
         .await
         .unwrap();
     let state = AppState {
+        onboarding: exchange::onboarding::Onboarding::new(repo.clone(), Default::default()),
         repo,
         metrics: Metrics::new(),
         max_body: config.max_body,

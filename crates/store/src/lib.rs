@@ -42,6 +42,12 @@
 //! trust anchors per domain, mailboxes, and the outbound queue, which processes sharing the
 //! database claim rows of under a lease ([`Store::claim_outbound`]).
 //!
+//! Connecting to the exchange (`onboarding`, migration 0010): connection applications with their
+//! licences, checklist steps and changes of path, agreement versions and their signatures, and
+//! [`Store::onboarding_facts`] for the compliance report. An application's id, a step of it, an
+//! agreement version and a signature are each stored once; a step lands only on the path the
+//! caller saw.
+//!
 //! Real deletion ([`Store::purge`], `purge`): every version, index and compartment row of the
 //! resources given removed in one transaction with the audit records of what went (the consent
 //! purge of an opted-out patient's clinical data); [`Store::compartment_members`] finds them.
@@ -59,6 +65,7 @@ mod exec;
 mod mail;
 mod migrate;
 mod mpi;
+mod onboarding;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod purge;
@@ -83,6 +90,10 @@ pub use mpi::{
     Decide, LinkContext, LinkDecision, LinkOutcome, MpiCandidate, MpiConstraint, MpiCurrent,
     MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
     Split, SplitContext,
+};
+pub use onboarding::{
+    AgreementDocument, AgreementSignature, ApplicationData, ApplicationRecord, LicenceRecord,
+    OnboardingFacts, PathChangeRecord, StepRecord,
 };
 pub use purge::{PurgeAudit, Purged};
 pub use relationships::RelationshipBasis;

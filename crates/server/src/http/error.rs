@@ -40,6 +40,16 @@ impl ApiError {
         }
     }
 
+    /// `status` with every one of `issues` (a form's problems, each at its field).
+    pub fn with_issues(status: StatusCode, issues: Vec<Issue>) -> Self {
+        ApiError {
+            status,
+            issues,
+            internal: None,
+            challenge: None,
+        }
+    }
+
     pub fn bad_request(diagnostics: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, IssueType::Invalid, diagnostics)
     }

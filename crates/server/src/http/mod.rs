@@ -8,6 +8,7 @@
 mod cds;
 mod error;
 pub mod negotiate;
+pub mod onboarding;
 mod panic;
 mod rest;
 pub mod smart;
@@ -41,6 +42,9 @@ pub struct AppState {
     /// Direct messaging (the web inbox sends and opens through it), when the server runs with a
     /// Direct configuration.
     pub direct: Option<crate::smtp::Hisp>,
+    /// Connecting to the exchange: applications, the onboarding checklist, agreements (with the
+    /// configured service levels).
+    pub onboarding: exchange::onboarding::Onboarding,
 }
 
 pub type Shared = Arc<AppState>;
@@ -75,6 +79,39 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         )
         .route("/portal/sign-out", post(crate::portal::sign_out))
         .route("/portal/disclosures", get(crate::portal::disclosures))
+        .route(
+            "/portal/connect",
+            get(crate::portal::connect::connect_form).post(crate::portal::connect::connect),
+        )
+        .route("/portal/applications", get(crate::portal::connect::mine))
+        .route(
+            "/portal/applications/{id}",
+            get(crate::portal::connect::show),
+        )
+        .route(
+            "/portal/applications/{id}/step",
+            post(crate::portal::connect::step),
+        )
+        .route(
+            "/portal/applications/{id}/path",
+            post(crate::portal::connect::change_path),
+        )
+        .route(
+            "/portal/applications/{id}/agreements/{kind}/{version}",
+            get(crate::portal::connect::agreement_form).post(crate::portal::connect::sign),
+        )
+        .route(
+            "/portal/applications/{id}/signatures/{signature}",
+            get(crate::portal::connect::receipt),
+        )
+        .route("/portal/onboarding", get(crate::portal::connect::queue))
+        .route(
+            "/api/applications",
+            get(onboarding::list).post(onboarding::create),
+        )
+        .route("/api/applications/{id}", get(onboarding::show))
+        .route("/api/applications/{id}/steps", post(onboarding::step))
+        .route("/api/applications/{id}/path", post(onboarding::path))
         .route("/portal/inbox", get(crate::portal::inbox::list))
         .route(
             "/portal/inbox/compose",
@@ -295,6 +332,7 @@ pub fn interaction(method: &Method, route: Option<&str>) -> &'static str {
         ("GET", "/.well-known/smart-configuration") => "smart-configuration",
         ("POST", "/auth/token") => "token",
         (_, route) if route.starts_with("/portal") => "portal",
+        (_, route) if route.starts_with("/api/applications") => "onboarding",
         ("GET", "/fhir/metadata") => "capabilities",
         ("GET", "/fhir" | "/fhir/") | ("POST", "/fhir/_search") => "search-system",
         ("POST", "/fhir" | "/fhir/") => "batch-transaction",

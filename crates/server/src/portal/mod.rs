@@ -1,8 +1,10 @@
 //! The portal for people, server-rendered HTML without scripts or outside assets: `GET /portal`
 //! (who you are), `GET`/`POST /portal/sign-in`, `POST /portal/sign-out`, and for a patient
 //! `GET /portal/disclosures` (their accounting of disclosures), and for a user who owns a Direct
-//! address the web inbox under `/portal/inbox` ([`inbox`]). Later pages build on the session this
-//! sets up.
+//! address the web inbox under `/portal/inbox` ([`inbox`]); connecting to the exchange
+//! ([`connect`]): the public application form `/portal/connect`, the applicant's pages under
+//! `/portal/applications`, and the operator's queue `/portal/onboarding`. Later pages build on the
+//! session this sets up.
 //!
 //! Sign-in: the login (any case), the argon2id password and, for an account with a second factor,
 //! a TOTP code whose step the store takes once ([`store::Store::use_totp_step`]), so a code works
@@ -22,6 +24,7 @@
 
 pub mod account;
 pub mod ccda;
+pub mod connect;
 pub mod html;
 pub mod inbox;
 pub mod multipart;
@@ -152,7 +155,9 @@ pub async fn home(State(state): State<Shared>, request: Request) -> Response {
                 page(
                     "Portal",
                     "<h1>nutmeg portal</h1>\n<p>You are not signed in.</p>\n\
-                     <p><a href=\"/portal/sign-in\">Sign in</a></p>\n",
+                     <p><a href=\"/portal/sign-in\">Sign in</a></p>\n\
+                     <p>A provider? <a href=\"/portal/connect\">Apply to connect to the \
+                     exchange</a></p>\n",
                 ),
                 &[],
             )
@@ -204,6 +209,15 @@ pub async fn home(State(state): State<Shared>, request: Request) -> Response {
             Ok(_) => {}
             Err(e) => return internal(e),
         }
+    }
+    if role == Some(RoleCode::OperatorAdmin) {
+        body.push_str("<p><a href=\"/portal/onboarding\">Onboarding queue</a></p>\n");
+    }
+    match state.repo.store().applications_of_user(&user.user_id).await {
+        Ok(applications) if !applications.is_empty() => body
+            .push_str("<p><a href=\"/portal/applications\">Your application to connect</a></p>\n"),
+        Ok(_) => {}
+        Err(e) => return internal(e),
     }
     if role == Some(RoleCode::Patient) {
         body.push_str(
