@@ -124,6 +124,10 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub purge_interval: Option<String>,
+    /// A TOML file with the state's mandate to connect (who must do what by when, and who is
+    /// exempt), in the shape of `crates/onboard/mandates/connecticut.toml` [default: Connecticut's].
+    #[arg(long, env = "NUTMEG_MANDATE", global = true, hide_env_values = true)]
+    pub mandate: Option<String>,
 }
 
 /// How API requests are authenticated.
@@ -173,6 +177,9 @@ pub struct Config {
     pub purge_window_days: u32,
     /// How often `serve` runs the purge; `None`: never (only `nutmeg admin consent purge`).
     pub purge_interval: Option<std::time::Duration>,
+    /// The mandate the compliance report and the providers' lookup apply (Connecticut's unless
+    /// `mandate` names a file).
+    pub mandate: std::sync::Arc<onboard::mandate::Mandate>,
 }
 
 impl Config {
@@ -208,6 +215,7 @@ impl Config {
             direct_config: None,
             purge_window_days: exchange::purge::DEFAULT_WINDOW_DAYS,
             purge_interval: None,
+            mandate: std::sync::Arc::new(onboard::mandate::Mandate::connecticut()),
         }
     }
 }
@@ -248,6 +256,7 @@ const FILE_KEYS: &[&str] = &[
     "direct_config",
     "purge_window_days",
     "purge_interval",
+    "mandate",
 ];
 
 impl Settings {
@@ -284,6 +293,7 @@ impl Settings {
             direct_config: self.direct_config.or(lower.direct_config),
             purge_window_days: self.purge_window_days.or(lower.purge_window_days),
             purge_interval: self.purge_interval.or(lower.purge_interval),
+            mandate: self.mandate.or(lower.mandate),
         }
     }
 
@@ -468,6 +478,22 @@ impl Settings {
                 }
             },
         };
+        let mandate = match self.mandate.as_deref() {
+            None => onboard::mandate::Mandate::connecticut(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match onboard::mandate::Mandate::parse(&text) {
+                    Ok(mandate) => mandate,
+                    Err(e) => {
+                        problems.push(format!("mandate: {path}: {e}"));
+                        onboard::mandate::Mandate::connecticut()
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("mandate: cannot read {path}: {e}"));
+                    onboard::mandate::Mandate::connecticut()
+                }
+            },
+        };
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -493,6 +519,7 @@ impl Settings {
                 direct_config,
                 purge_window_days,
                 purge_interval,
+                mandate: std::sync::Arc::new(mandate),
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -631,6 +658,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "direct_config" => &mut settings.direct_config,
             "purge_window_days" => &mut settings.purge_window_days,
             "purge_interval" => &mut settings.purge_interval,
+            "mandate" => &mut settings.mandate,
             _ => &mut settings.log_format,
         };
         *slot = Some(text);
@@ -641,6 +669,50 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mandate_is_connecticuts_unless_a_file_says_otherwise() {
+        let defaults = Settings::default().load().unwrap();
+        assert_eq!(defaults.mandate.name, "Connecticut");
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("m.toml");
+        std::fs::write(
+            &good,
+            "name = \"Elsewhere\"\n[[requirement]]\nid = \"all\"\nlicence_types = [\"*\"]\n\
+             ehr = \"any\"\nmust = \"apply\"\nby = \"2030-01-01\"\n",
+        )
+        .unwrap();
+        let set = Settings {
+            mandate: Some(good.display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(set.mandate.name, "Elsewhere");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "name = \"X\"\n[[requirement]]\nid = \"a\"\nlicence_types = [\"wizard\"]\nehr = \"any\"\nmust = \"apply\"\nby = \"soon\"\n").unwrap();
+        let err = Settings {
+            mandate: Some(bad.display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown licence type `wizard`"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`by` must be YYYY-MM-DD"), "{err}");
+        let missing = Settings {
+            mandate: Some(dir.path().join("none.toml").display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("mandate: cannot read"),
+            "{missing}"
+        );
+    }
 
     #[test]
     fn sizes() {

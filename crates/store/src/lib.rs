@@ -42,6 +42,10 @@
 //! trust anchors per domain, mailboxes, and the outbound queue, which processes sharing the
 //! database claim rows of under a lease ([`Store::claim_outbound`]).
 //!
+//! The EHR compatibility catalog and the compliance roster (`compliance`, migration 0011): catalog
+//! products and providers' requests to add or review one, roster imports (one transaction each)
+//! and their licensees, operators' match decisions and licensees' exemptions.
+//!
 //! Real deletion ([`Store::purge`], `purge`): every version, index and compartment row of the
 //! resources given removed in one transaction with the audit records of what went (the consent
 //! purge of an opted-out patient's clinical data); [`Store::compartment_members`] finds them.
@@ -53,6 +57,7 @@
 mod accounts;
 mod audit;
 mod clients;
+mod compliance;
 pub mod conformance;
 mod engine;
 mod exec;
@@ -74,6 +79,10 @@ pub use audit::{
     NewAuditRecord,
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
+pub use compliance::{
+    EhrProduct, EhrRequest, LicenceKey, LicenseeExemption, MatchDecision, RosterImport,
+    StoredLicensee,
+};
 pub use engine::Store;
 pub use mail::{
     domain_of, AddressStatus, AnchorDirection, DeliveryStatus, DirectAddress, DirectCertificate,

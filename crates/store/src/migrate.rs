@@ -65,6 +65,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "inbox",
         sql: include_str!("../migrations/sqlite/0009_inbox.sql"),
     },
+    Migration {
+        version: 11,
+        name: "compliance",
+        sql: include_str!("../migrations/sqlite/0011_compliance.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -121,6 +126,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "inbox",
         sql: include_str!("../migrations/postgres/0009_inbox.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "compliance",
+        sql: include_str!("../migrations/postgres/0011_compliance.sql"),
     },
 ];
 

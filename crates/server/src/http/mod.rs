@@ -41,6 +41,8 @@ pub struct AppState {
     /// Direct messaging (the web inbox sends and opens through it), when the server runs with a
     /// Direct configuration.
     pub direct: Option<crate::smtp::Hisp>,
+    /// The mandate the compliance pages apply (the configuration's `mandate`).
+    pub mandate: Arc<onboard::mandate::Mandate>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -75,6 +77,35 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         )
         .route("/portal/sign-out", post(crate::portal::sign_out))
         .route("/portal/disclosures", get(crate::portal::disclosures))
+        .route("/portal/ehr", get(crate::portal::ehr::catalog_page))
+        .route(
+            "/portal/ehr/request",
+            get(crate::portal::ehr::request_form).post(crate::portal::ehr::request_post),
+        )
+        .route(
+            "/portal/ehr/requests",
+            get(crate::portal::ehr::requests_page),
+        )
+        .route(
+            "/portal/compliance",
+            get(crate::portal::compliance::overview),
+        )
+        .route(
+            "/portal/compliance/chart.svg",
+            get(crate::portal::compliance::chart),
+        )
+        .route(
+            "/portal/compliance/report.csv",
+            get(crate::portal::compliance::report_csv),
+        )
+        .route(
+            "/portal/compliance/licensees",
+            get(crate::portal::compliance::licensees),
+        )
+        .route(
+            "/portal/compliance/lookup",
+            get(crate::portal::compliance::lookup_form).post(crate::portal::compliance::lookup),
+        )
         .route("/portal/inbox", get(crate::portal::inbox::list))
         .route(
             "/portal/inbox/compose",

@@ -1,8 +1,10 @@
 //! The portal for people, server-rendered HTML without scripts or outside assets: `GET /portal`
 //! (who you are), `GET`/`POST /portal/sign-in`, `POST /portal/sign-out`, and for a patient
 //! `GET /portal/disclosures` (their accounting of disclosures), and for a user who owns a Direct
-//! address the web inbox under `/portal/inbox` ([`inbox`]). Later pages build on the session this
-//! sets up.
+//! address the web inbox under `/portal/inbox` ([`inbox`]); the public EHR compatibility catalog
+//! at `/portal/ehr` with its request form, and the operators' tally of requests ([`ehr`]); the
+//! mandate's compliance pages for operators and the providers' public self-lookup under
+//! `/portal/compliance` ([`compliance`]). Later pages build on the session this sets up.
 //!
 //! Sign-in: the login (any case), the argon2id password and, for an account with a second factor,
 //! a TOTP code whose step the store takes once ([`store::Store::use_totp_step`]), so a code works
@@ -22,6 +24,8 @@
 
 pub mod account;
 pub mod ccda;
+pub mod compliance;
+pub mod ehr;
 pub mod html;
 pub mod inbox;
 pub mod multipart;
