@@ -6,8 +6,8 @@
 //! each status (through `onboard::compliance::report`). Also a provider's own lookup by licence
 //! number and NPI, both required and both matching one licensee.
 //!
-//! Where the applications come from: [`Candidate`]s, made by the caller from the registry's
-//! participants ([`registry_candidates`]) and the connection applications.
+//! Where the applicants come from: [`candidates`], the connection applications
+//! (`Store::onboarding_facts`) and the registry's participants that no application describes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -45,10 +45,86 @@ pub struct Candidate {
     pub ehr_product: Option<String>,
 }
 
-/// Everyone a licensee may be: the registry's participants. (The connection applications join
-/// them once their store layer is in this branch.)
+/// Everyone a licensee may be: every connection application (`Store::onboarding_facts`), under
+/// its participant's id once it has one, and the registry's participants no application
+/// describes (registered by hand, with no application dates on file).
 pub async fn candidates(repo: &Repository) -> Result<Vec<Candidate>, Error> {
-    registry_candidates(repo).await
+    let applications: Vec<Candidate> = repo
+        .store()
+        .onboarding_facts()
+        .await?
+        .iter()
+        .map(application_candidate)
+        .collect();
+    let mut out = registry_candidates(repo).await?;
+    out.retain(|p| applications.iter().all(|a| a.id != p.id));
+    // Two applications of one participant (a re-application) are one candidate: the earliest
+    // received counts, the steps of any.
+    let mut merged: Vec<Candidate> = Vec::with_capacity(applications.len());
+    for a in applications {
+        match merged.iter_mut().find(|m| m.id == a.id) {
+            Some(m) => {
+                m.received = earliest(m.received, a.received);
+                m.test_message = earliest(m.test_message, a.test_message);
+                m.live = earliest(m.live, a.live);
+                for l in a.licences {
+                    if !m.licences.contains(&l) {
+                        m.licences.push(l);
+                    }
+                }
+            }
+            None => merged.push(a),
+        }
+    }
+    out.extend(merged);
+    Ok(out)
+}
+
+fn earliest(a: Option<Date>, b: Option<Date>) -> Option<Date> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The UTC day of a time in milliseconds since the Unix epoch.
+fn day_of(ms: i64) -> Option<Date> {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .map(|t| t.date())
+}
+
+/// An application as a candidate: its licences, NPI, name and address for matching; received,
+/// path and the secure-messaging test message for the mandate's facts.
+pub fn application_candidate(f: &store::OnboardingFacts) -> Candidate {
+    Candidate {
+        id: f
+            .participant_id
+            .clone()
+            .unwrap_or_else(|| f.application_id.clone()),
+        legal_name: f.legal_name.clone(),
+        npi: (!f.npi.is_empty()).then(|| f.npi.clone()),
+        licences: f
+            .licences
+            .iter()
+            .map(|l| Licence {
+                kind: l.licence_type.clone(),
+                number: onboard::application::licence_number(&l.number),
+                state: l.state.clone(),
+            })
+            .collect(),
+        address_line: f.address_line.clone(),
+        postcode: f.postcode.clone(),
+        received: day_of(f.received),
+        ehr_path: match f.path.as_str() {
+            "ehr" => Some(true),
+            "secure-messaging" => Some(false),
+            _ => None,
+        },
+        test_message: f.test_message_exchanged.and_then(day_of),
+        live: f.live.and_then(day_of),
+        ehr_product: (f.ehr_kind == "catalog").then(|| f.ehr_value.clone()),
+    }
 }
 
 /// The registry's participants as candidates: their NPI, their licence (a hospital's or

@@ -303,6 +303,167 @@ async fn lookup_needs_both_numbers(store: &Store) {
     assert!(e.left.contains("has passed"), "{e:?}");
 }
 
+/// The facts come from connection applications stored by the onboarding store layer: the
+/// received day, the path, and the secure-messaging test message step.
+async fn applications_give_the_facts(store: &Store) {
+    let mandate = Mandate::connecticut();
+    let ms = |d: Date| d.with_hms(15, 0, 0).unwrap().assume_utc().unix_timestamp() * 1000;
+    let licensee = |number: &str, name: &str, line: &str, serial: usize| StoredLicensee {
+        licence: LicenceKey {
+            licence_type: "lmft".into(),
+            licence_number: number.into(),
+            licence_state: "RI".into(),
+        },
+        import_id: String::new(),
+        line: 2,
+        name: name.into(),
+        npi: Some(npi(serial)),
+        status: "active".into(),
+        address_line: line.into(),
+        city: "Providence".into(),
+        postcode: "02903".into(),
+        county: "Providence".into(),
+    };
+    store
+        .import_roster(
+            RosterImport {
+                import_id: "ri-1".into(),
+                state: "RI".into(),
+                source: "ri.csv".into(),
+                sha256: "1".repeat(64),
+                rows: 3,
+                rejected: 0,
+                imported: 5,
+            },
+            vec![
+                licensee("RILMFT9", "Rhoda Island", "1 Benefit St", 900_001),
+                licensee("RILMFT10", "Roger Williams", "7 Thayer Street", 900_002),
+                licensee("RILMFT11", "Nobody Applied", "9 Hope St", 900_003),
+            ],
+        )
+        .await
+        .unwrap();
+    let application = |id: &str,
+                       name: &str,
+                       npi_: String,
+                       number: &str,
+                       line: &str,
+                       path: &str,
+                       received: Date| {
+        store::ApplicationData {
+            application_id: id.into(),
+            received: ms(received),
+            kind: "solo-practitioner".into(),
+            legal_name: name.into(),
+            npi: npi_,
+            licences: vec![store::LicenceRecord {
+                licence_type: "lmft".into(),
+                number: number.into(),
+                state: "RI".into(),
+            }],
+            address_line: line.into(),
+            city: "Providence".into(),
+            state: "RI".into(),
+            postcode: "02903".into(),
+            ehr_kind: "none".into(),
+            ehr_value: String::new(),
+            signer_name: name.into(),
+            signer_title: "Owner".into(),
+            signer_email: "x@example.org".into(),
+            contact_name: name.into(),
+            contact_email: "x@example.org".into(),
+            contact_phone: String::new(),
+            path: path.into(),
+            participant_id: None,
+            user_id: None,
+        }
+    };
+    store
+        .add_application(
+            application(
+                "app-rhoda",
+                "Rhoda Island",
+                npi(900_001),
+                "ri-lmft-9",
+                "1 Benefit St",
+                "secure-messaging",
+                date!(2023 - 01 - 05),
+            ),
+            "applicant",
+        )
+        .await
+        .unwrap();
+    store
+        .record_step(
+            "app-rhoda",
+            "secure-messaging",
+            store::StepRecord {
+                step: "test-message-exchanged".into(),
+                by: "system".into(),
+                at: ms(date!(2023 - 02 - 10)),
+            },
+        )
+        .await
+        .unwrap();
+    // Roger applied under another licence number and NPI: found by name and address.
+    store
+        .add_application(
+            application(
+                "app-roger",
+                "Williams, Roger",
+                npi(900_009),
+                "OTHER-1",
+                "7 Thayer St",
+                "ehr",
+                date!(2023 - 04 - 01),
+            ),
+            "applicant",
+        )
+        .await
+        .unwrap();
+    let candidates: Vec<Candidate> = store
+        .onboarding_facts()
+        .await
+        .unwrap()
+        .iter()
+        .map(exchange::compliance::application_candidate)
+        .collect();
+    let roster = Roster::load(store, candidates).await.unwrap();
+    let report = roster.report(&mandate, date!(2023 - 06 - 01));
+    let line = |number: &str| {
+        report
+            .lines
+            .iter()
+            .find(|l| l.licensee.licence.number == number)
+            .unwrap()
+    };
+    let rhoda = line("RILMFT9");
+    assert_eq!(
+        rhoda.status,
+        onboard::mandate::Status::Compliant {
+            requirement: "providers-without-a-capable-ehr".into(),
+            done_on: date!(2023 - 02 - 10),
+            deadline: date!(2023 - 05 - 03),
+            late: false,
+        }
+    );
+    let roger = line("RILMFT10");
+    assert!(matches!(
+        roger.matched,
+        onboard::roster::Matched::One { participant, by: onboard::roster::MatchedBy::NameAndAddress } if participant == "app-roger"
+    ));
+    assert_eq!(roger.status.code(), "compliant");
+    assert_eq!(line("RILMFT11").status.code(), "not-yet-compliant");
+    // Before the test message, Rhoda had applied but was not yet compliant.
+    let earlier = roster.report(&mandate, date!(2023 - 02 - 01));
+    let rhoda = earlier
+        .lines
+        .iter()
+        .find(|l| l.licensee.licence.number == "RILMFT9")
+        .unwrap();
+    assert_eq!(rhoda.status.code(), "not-yet-compliant");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_report_and_lookup() {
     let dir = tempfile::tempdir().unwrap();
@@ -311,6 +472,7 @@ async fn sqlite_report_and_lookup() {
         .unwrap();
     report_matches_the_rules(&store).await;
     lookup_needs_both_numbers(&store).await;
+    applications_give_the_facts(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,6 +501,7 @@ async fn postgres_report_and_lookup() {
         .unwrap();
     report_matches_the_rules(&store).await;
     lookup_needs_both_numbers(&store).await;
+    applications_give_the_facts(&store).await;
     drop(store);
     client
         .batch_execute(&format!("DROP SCHEMA {name} CASCADE"))

@@ -59,6 +59,10 @@ macro_rules! for_each_conformance_test {
             accounts_totp_step_is_taken_once,
             accounts_sessions_live_and_end,
             purge_removes_every_row,
+            onboarding_applications_stored_and_found,
+            onboarding_steps_once_and_on_the_path,
+            onboarding_agreements_and_signatures,
+            onboarding_facts_for_compliance,
         );
     };
 }
@@ -4016,4 +4020,448 @@ pub async fn purge_race(a: &Store, b: &Store) {
     let (orphans, totals) = orphans_and_rows(a).await;
     assert!(orphans.iter().all(|(_, n)| n == "0"), "{orphans:?}");
     assert!(totals.iter().all(|(_, n)| n == "0"), "{totals:?}");
+}
+
+// ---- connecting to the exchange (issue 7) ------------------------------------------------------
+
+fn licence(kind: &str, number: &str, state: &str) -> crate::LicenceRecord {
+    crate::LicenceRecord {
+        licence_type: kind.to_string(),
+        number: number.to_string(),
+        state: state.to_string(),
+    }
+}
+
+/// A synthetic application received at `received`.
+pub fn application(id: &str, npi: &str, number: &str, received: i64) -> crate::ApplicationData {
+    crate::ApplicationData {
+        application_id: id.to_string(),
+        received,
+        kind: "solo-practitioner".to_string(),
+        legal_name: format!("Practice {id}"),
+        npi: npi.to_string(),
+        licences: vec![licence("lmft", number, "CT")],
+        address_line: "12 Main Street".to_string(),
+        city: "Hartford".to_string(),
+        state: "CT".to_string(),
+        postcode: "06103".to_string(),
+        ehr_kind: "none".to_string(),
+        ehr_value: String::new(),
+        signer_name: "Jane Doe".to_string(),
+        signer_title: "Owner".to_string(),
+        signer_email: "jane@example.org".to_string(),
+        contact_name: "Jane Doe".to_string(),
+        contact_email: "jane@example.org".to_string(),
+        contact_phone: "8605550100".to_string(),
+        path: "secure-messaging".to_string(),
+        participant_id: None,
+        user_id: None,
+    }
+}
+
+fn step(step: &str, by: &str, at: i64) -> crate::StepRecord {
+    crate::StepRecord {
+        step: step.to_string(),
+        by: by.to_string(),
+        at,
+    }
+}
+
+fn ids(records: &[crate::ApplicationRecord]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|r| r.data.application_id.as_str())
+        .collect()
+}
+
+/// Applications come back as stored, with their licences and first step; an id is stored once;
+/// duplicates are found by NPI or by licence (type, number and state); the participant and the
+/// portal account are linked after.
+pub async fn onboarding_applications_stored_and_found(store: &Store) {
+    assert!(store.applications().await.expect("none").is_empty());
+    let mut a1 = application("app-1", "1234567893", "LMFT001234", T0 + 20);
+    a1.licences.push(licence("lpc", "LPC77", "NY"));
+    let added = store
+        .add_application(a1.clone(), "applicant")
+        .await
+        .expect("add");
+    assert_eq!(added.data, a1);
+    assert_eq!(
+        added.steps,
+        vec![step("application-received", "applicant", T0 + 20)]
+    );
+    let read = store
+        .application("app-1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read, added, "read back as stored, licences in order");
+    assert!(matches!(
+        store
+            .add_application(application("app-1", "1", "2", T0), "x")
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut none = application("app-0", "1", "2", T0);
+    none.licences.clear();
+    assert!(store.add_application(none, "x").await.is_err());
+    store
+        .add_application(
+            application("app-2", "1999999999", "LMFT009999", T0 + 10),
+            "op",
+        )
+        .await
+        .expect("add");
+    store
+        .add_application(application("app-3", "1888888888", "LPC77", T0 + 30), "op")
+        .await
+        .expect("add");
+    assert_eq!(
+        ids(&store.applications().await.expect("all")),
+        vec!["app-2", "app-1", "app-3"]
+    );
+    assert_eq!(store.application("app-9").await.expect("read"), None);
+
+    let like = |npi: &'static str, licences: Vec<crate::LicenceRecord>| {
+        let store = store.clone();
+        async move {
+            let found = store.applications_like(npi, &licences).await.expect("like");
+            ids(&found)
+                .into_iter()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(like("1234567893", vec![]).await, vec!["app-1"]);
+    assert_eq!(
+        like("1000000004", vec![licence("lpc", "LPC77", "NY")]).await,
+        vec!["app-1"],
+        "the same licence in another state or of another type is another licence"
+    );
+    assert_eq!(
+        like("1999999999", vec![licence("lmft", "LMFT001234", "CT")]).await,
+        vec!["app-2", "app-1"]
+    );
+    assert!(
+        like("1000000004", vec![licence("lpc", "LPC77", "CT")])
+            .await
+            .is_empty(),
+        "app-1 holds LPC77 in NY, app-3 an lmft LPC77"
+    );
+    assert_eq!(
+        like("1000000004", vec![licence("lmft", "LPC77", "CT")]).await,
+        vec!["app-3"]
+    );
+
+    store
+        .add_user(crate::NewUser {
+            user_id: "u1".into(),
+            login: "jane@example.org".into(),
+            display_name: "Jane Doe".into(),
+            role: "participant-admin".into(),
+            participant_id: Some("org-1".into()),
+            patient_id: None,
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+            totp_secret: None,
+            created: 1,
+        })
+        .await
+        .expect("user");
+    assert!(store
+        .link_application("app-1", Some("org-1"), None)
+        .await
+        .expect("link"));
+    assert!(store
+        .link_application("app-1", None, Some("u1"))
+        .await
+        .expect("link"));
+    assert!(!store
+        .link_application("app-9", Some("x"), None)
+        .await
+        .expect("link"));
+    let linked = store
+        .application("app-1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(linked.data.participant_id.as_deref(), Some("org-1"));
+    assert_eq!(
+        linked.data.user_id.as_deref(),
+        Some("u1"),
+        "a None keeps what is stored"
+    );
+    assert_eq!(
+        ids(&store.applications_of_user("u1").await.expect("mine")),
+        vec!["app-1"]
+    );
+    assert!(store
+        .applications_of_user("u2")
+        .await
+        .expect("none")
+        .is_empty());
+    assert_eq!(
+        ids(&store
+            .applications_of_participant("org-1")
+            .await
+            .expect("of")),
+        vec!["app-1"]
+    );
+}
+
+/// A step is stored once, only while the application is on the path the caller saw; a change of
+/// path happens only from the path the caller saw, numbered per application; of two concurrent
+/// callers recording one step, exactly one succeeds.
+pub async fn onboarding_steps_once_and_on_the_path(store: &Store) {
+    store
+        .add_application(application("app-1", "1234567893", "A1", T0), "applicant")
+        .await
+        .expect("add");
+    store
+        .record_step(
+            "app-1",
+            "secure-messaging",
+            step("package-sent", "op", T0 + 5),
+        )
+        .await
+        .expect("step");
+    for (id, path, s) in [
+        ("app-1", "secure-messaging", "package-sent"),
+        ("app-1", "ehr", "agreements-signed"),
+        ("app-9", "secure-messaging", "package-sent"),
+    ] {
+        assert!(
+            matches!(
+                store.record_step(id, path, step(s, "op", T0 + 6)).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{id} {path} {s}"
+        );
+    }
+    assert!(matches!(
+        store
+            .change_path("app-1", "ehr", "secure-messaging", "op", T0 + 7, "r")
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let first = store
+        .change_path(
+            "app-1",
+            "secure-messaging",
+            "ehr",
+            "op",
+            T0 + 7,
+            "the vendor connects",
+        )
+        .await
+        .expect("change");
+    assert_eq!(
+        (first.seq, first.reason.as_str()),
+        (1, "the vendor connects")
+    );
+    let second = store
+        .change_path("app-1", "ehr", "secure-messaging", "op2", T0 + 8, "back")
+        .await
+        .expect("change");
+    assert_eq!(second.seq, 2);
+    assert!(matches!(
+        store
+            .change_path("app-9", "ehr", "secure-messaging", "op", T0, "r")
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let (a, b) = tokio::join!(
+        store.record_step(
+            "app-1",
+            "secure-messaging",
+            step("agreements-signed", "a", T0 + 9)
+        ),
+        store.record_step(
+            "app-1",
+            "secure-messaging",
+            step("agreements-signed", "b", T0 + 9)
+        ),
+    );
+    assert_eq!([a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count(), 1);
+    let read = store
+        .application("app-1")
+        .await
+        .expect("read")
+        .expect("found");
+    assert_eq!(read.data.path, "secure-messaging");
+    let steps: Vec<&str> = read.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(
+        steps,
+        vec!["application-received", "package-sent", "agreements-signed"]
+    );
+    assert_eq!(read.steps[1], step("package-sent", "op", T0 + 5));
+    assert_eq!(read.path_changes, vec![first, second]);
+}
+
+fn document(kind: &str, version: i64, text: &str) -> crate::AgreementDocument {
+    crate::AgreementDocument {
+        kind: kind.to_string(),
+        version,
+        title: format!("{kind} v{version}"),
+        text: text.to_string(),
+        sha256: format!("{:064x}", version),
+        required_for: vec!["hospital".to_string(), "solo-practice".to_string()],
+        published: T0 + version,
+        published_by: "op".to_string(),
+    }
+}
+
+/// Versions are published once and read back exactly (the text's bytes, trailing spaces and all);
+/// signatures are stored once, only with the consent to sign electronically, and found by
+/// application.
+pub async fn onboarding_agreements_and_signatures(store: &Store) {
+    let v1 = document(
+        "participation",
+        1,
+        "The participant agrees.\r\n  Ünïcode  \n",
+    );
+    store.publish_agreement(v1.clone()).await.expect("publish");
+    assert!(matches!(
+        store
+            .publish_agreement(document("participation", 1, "other"))
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut bad = document("baa", 1, "x");
+    bad.required_for = vec!["a,b".to_string()];
+    assert!(store.publish_agreement(bad).await.is_err());
+    let v2 = document("participation", 2, "The participant agrees, v2.");
+    let baa = document("baa", 1, "Business associate terms.");
+    store.publish_agreement(v2.clone()).await.expect("publish");
+    store.publish_agreement(baa.clone()).await.expect("publish");
+    assert_eq!(
+        store.agreements().await.expect("list"),
+        vec![baa.clone(), v1.clone(), v2.clone()]
+    );
+    assert_eq!(
+        store.agreement("participation", 1).await.expect("one"),
+        Some(v1.clone())
+    );
+    assert_eq!(
+        store.agreement("participation", 3).await.expect("none"),
+        None
+    );
+
+    store
+        .add_application(application("app-1", "1234567893", "A1", T0), "applicant")
+        .await
+        .expect("add");
+    store
+        .add_application(application("app-2", "1999999999", "A2", T0), "applicant")
+        .await
+        .expect("add");
+    let signature = |id: &str, app: &str, at: i64| crate::AgreementSignature {
+        signature_id: id.to_string(),
+        kind: "participation".to_string(),
+        version: 1,
+        sha256: v1.sha256.clone(),
+        signer_name: "Jane Doe".to_string(),
+        signer_title: "Owner".to_string(),
+        consented_electronically: true,
+        signed_at: at,
+        client_address: "192.0.2.7".to_string(),
+        user_id: None,
+        application_id: app.to_string(),
+        participant_id: Some("org-1".to_string()),
+    };
+    let s1 = store
+        .add_signature(signature("s1", "app-1", T0 + 50))
+        .await
+        .expect("sign");
+    let s2 = store
+        .add_signature(signature("s2", "app-2", T0 + 40))
+        .await
+        .expect("sign");
+    assert!(matches!(
+        store.add_signature(signature("s1", "app-2", T0)).await,
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut unconsented = signature("s3", "app-1", T0);
+    unconsented.consented_electronically = false;
+    assert!(store.add_signature(unconsented).await.is_err());
+    assert_eq!(
+        store.signatures(Some("app-1")).await.expect("of"),
+        vec![s1.clone()]
+    );
+    assert_eq!(
+        store.signatures(None).await.expect("all"),
+        vec![s2, s1.clone()]
+    );
+    assert_eq!(store.signature("s1").await.expect("one"), Some(s1));
+    assert_eq!(store.signature("s3").await.expect("none"), None);
+}
+
+/// The compliance report's read: every application with its licences and the times of the steps
+/// that decide compliance.
+pub async fn onboarding_facts_for_compliance(store: &Store) {
+    assert!(store.onboarding_facts().await.expect("none").is_empty());
+    let mut sm = application("app-sm", "1234567893", "LMFT1", T0);
+    sm.participant_id = Some("org-1".to_string());
+    store.add_application(sm, "applicant").await.expect("add");
+    let mut ehr = application("app-ehr", "1999999999", "H1", T0 + 1);
+    ehr.kind = "organization".to_string();
+    ehr.path = "ehr".to_string();
+    ehr.ehr_kind = "catalog".to_string();
+    ehr.ehr_value = "acme-ehr".to_string();
+    ehr.licences = vec![
+        licence("hospital", "H1", "CT"),
+        licence("laboratory", "L1", "CT"),
+    ];
+    store.add_application(ehr, "op").await.expect("add");
+    for (s, at) in [
+        ("package-sent", 1),
+        ("agreements-signed", 2),
+        ("direct-address-issued", 3),
+        ("test-message-exchanged", 4),
+    ] {
+        store
+            .record_step("app-sm", "secure-messaging", step(s, "op", T0 + at * DAY))
+            .await
+            .expect("step");
+    }
+    for (s, at) in [
+        ("package-sent", 1),
+        ("agreements-signed", 2),
+        ("endpoints-registered", 3),
+        ("test-messages-passed", 4),
+        ("live", 5),
+    ] {
+        store
+            .record_step("app-ehr", "ehr", step(s, "op", T0 + at * DAY))
+            .await
+            .expect("step");
+    }
+    let facts = store.onboarding_facts().await.expect("facts");
+    assert_eq!(facts.len(), 2);
+    let (sm, ehr) = (&facts[0], &facts[1]);
+    assert_eq!(
+        (
+            sm.application_id.as_str(),
+            sm.participant_id.as_deref(),
+            sm.path.as_str()
+        ),
+        ("app-sm", Some("org-1"), "secure-messaging")
+    );
+    assert_eq!(sm.received, T0);
+    assert_eq!(sm.test_message_exchanged, Some(T0 + 4 * DAY));
+    assert_eq!(sm.live, None);
+    assert_eq!(sm.agreements_signed, Some(T0 + 2 * DAY));
+    assert_eq!(sm.licences, vec![licence("lmft", "LMFT1", "CT")]);
+    assert_eq!(
+        (sm.address_line.as_str(), sm.postcode.as_str()),
+        ("12 Main Street", "06103")
+    );
+    assert_eq!(ehr.kind, "organization");
+    assert_eq!(
+        (ehr.ehr_kind.as_str(), ehr.ehr_value.as_str()),
+        ("catalog", "acme-ehr")
+    );
+    assert_eq!(ehr.live, Some(T0 + 5 * DAY));
+    assert_eq!(ehr.test_message_exchanged, None);
+    assert_eq!(ehr.licences.len(), 2);
+    assert_eq!(ehr.participant_id, None);
 }

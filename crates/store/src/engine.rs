@@ -1178,3 +1178,213 @@ impl Store {
         mail!(self, false, |e| crate::compliance::exemptions(e))
     }
 }
+
+fn unexpected_onboarding(out: crate::onboarding::TxOut) -> crate::StoreError {
+    crate::StoreError::Database(format!("unexpected onboarding answer {out:?}"))
+}
+
+/// Connecting to the exchange (`crate::onboarding`): connection applications, their checklists and
+/// changes of path, agreement versions and signatures. Times are milliseconds since the Unix
+/// epoch. Whether a step or a signature is allowed is the caller's to decide (`onboard`); the
+/// store keeps each once.
+impl Store {
+    async fn onboarding_tx(&self, op: crate::onboarding::Tx) -> Result<crate::onboarding::TxOut> {
+        dispatch!(self, e => e.onboarding_tx(op).await)
+    }
+
+    /// Stores an application with its licences (at least one) and its first step,
+    /// `application-received` done by `received_by` at `data.received`, in one transaction.
+    /// `StoreError::Conflict` if its id is taken.
+    pub async fn add_application(
+        &self,
+        data: crate::ApplicationData,
+        received_by: &str,
+    ) -> Result<crate::ApplicationRecord> {
+        let op = crate::onboarding::Tx::AddApplication {
+            data: Box::new(data),
+            received_by: received_by.to_string(),
+        };
+        match timed!(self, "add_application", self.onboarding_tx(op).await)? {
+            crate::onboarding::TxOut::Added(record) => Ok(*record),
+            other => Err(unexpected_onboarding(other)),
+        }
+    }
+
+    /// Sets the participant and/or the portal account an application created (a `None` keeps
+    /// what is stored). `false` if there is no such application.
+    pub async fn link_application(
+        &self,
+        application_id: &str,
+        participant_id: Option<&str>,
+        user_id: Option<&str>,
+    ) -> Result<bool> {
+        let (a, p, u) = (
+            application_id.to_string(),
+            participant_id.map(str::to_string),
+            user_id.map(str::to_string),
+        );
+        mail!(self, true, |e| crate::onboarding::link_application(
+            e,
+            &a,
+            p.as_deref(),
+            u.as_deref()
+        ))
+    }
+
+    /// One application with its licences, steps and changes of path, or `None`.
+    pub async fn application(
+        &self,
+        application_id: &str,
+    ) -> Result<Option<crate::ApplicationRecord>> {
+        let which = crate::onboarding::Which::One(application_id.to_string());
+        let found = mail!(self, false, |e| crate::onboarding::applications(e, &which))?;
+        Ok(found.into_iter().next())
+    }
+
+    /// Every application, oldest first (by received time, then id).
+    pub async fn applications(&self) -> Result<Vec<crate::ApplicationRecord>> {
+        let which = crate::onboarding::Which::All;
+        timed!(
+            self,
+            "applications",
+            mail!(self, false, |e| crate::onboarding::applications(e, &which))
+        )
+    }
+
+    /// The applications whose portal account is `user_id`, oldest first.
+    pub async fn applications_of_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Vec<crate::ApplicationRecord>> {
+        let which = crate::onboarding::Which::OfUser(user_id.to_string());
+        mail!(self, false, |e| crate::onboarding::applications(e, &which))
+    }
+
+    /// The applications that created participant `participant_id`, oldest first.
+    pub async fn applications_of_participant(
+        &self,
+        participant_id: &str,
+    ) -> Result<Vec<crate::ApplicationRecord>> {
+        let which = crate::onboarding::Which::OfParticipant(participant_id.to_string());
+        mail!(self, false, |e| crate::onboarding::applications(e, &which))
+    }
+
+    /// The applications with NPI `npi` or naming one of `licences` (the same type, number and
+    /// state), oldest first: the candidates for `onboard::application::duplicates`.
+    pub async fn applications_like(
+        &self,
+        npi: &str,
+        licences: &[crate::LicenceRecord],
+    ) -> Result<Vec<crate::ApplicationRecord>> {
+        let which = crate::onboarding::Which::Like(npi.to_string(), licences.to_vec());
+        mail!(self, false, |e| crate::onboarding::applications(e, &which))
+    }
+
+    /// Records a checklist step done, only while the application is on `path`.
+    /// `StoreError::Conflict` if the step was already done, the application is on another path,
+    /// or there is no such application.
+    pub async fn record_step(
+        &self,
+        application_id: &str,
+        path: &str,
+        step: crate::StepRecord,
+    ) -> Result<()> {
+        let (a, p) = (application_id.to_string(), path.to_string());
+        mail!(self, true, |e| crate::onboarding::record_step(
+            e, &a, &p, &step
+        ))
+    }
+
+    /// Moves an application from path `from` to `to` and records the change (numbered per
+    /// application) with who, when and why, in one transaction. `StoreError::Conflict` if the
+    /// application is not on `from` (or does not exist).
+    pub async fn change_path(
+        &self,
+        application_id: &str,
+        from: &str,
+        to: &str,
+        by: &str,
+        at: i64,
+        reason: &str,
+    ) -> Result<crate::PathChangeRecord> {
+        let op = crate::onboarding::Tx::ChangePath {
+            application_id: application_id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            by: by.to_string(),
+            at,
+            reason: reason.to_string(),
+        };
+        match self.onboarding_tx(op).await? {
+            crate::onboarding::TxOut::Changed(change) => Ok(change),
+            other => Err(unexpected_onboarding(other)),
+        }
+    }
+
+    /// What the compliance report needs of every application, oldest first (see
+    /// [`crate::OnboardingFacts`]; its shape only ever grows).
+    pub async fn onboarding_facts(&self) -> Result<Vec<crate::OnboardingFacts>> {
+        timed!(
+            self,
+            "onboarding_facts",
+            mail!(self, false, |e| crate::onboarding::facts(e))
+        )
+    }
+
+    /// Publishes an agreement version (its text and digest as given). `StoreError::Conflict` if
+    /// that kind and version exist.
+    pub async fn publish_agreement(
+        &self,
+        document: crate::AgreementDocument,
+    ) -> Result<crate::AgreementDocument> {
+        mail!(self, true, |e| crate::onboarding::publish_agreement(
+            e, document
+        ))
+    }
+
+    /// Every version of every agreement, by kind, then version.
+    pub async fn agreements(&self) -> Result<Vec<crate::AgreementDocument>> {
+        mail!(self, false, |e| crate::onboarding::agreements(e))
+    }
+
+    /// One agreement version, or `None`.
+    pub async fn agreement(
+        &self,
+        kind: &str,
+        version: i64,
+    ) -> Result<Option<crate::AgreementDocument>> {
+        let k = kind.to_string();
+        mail!(self, false, |e| crate::onboarding::agreement(
+            e, &k, version
+        ))
+    }
+
+    /// Stores a signature (with the consent to sign electronically; one without it is refused).
+    /// `StoreError::Conflict` if its id is taken.
+    pub async fn add_signature(
+        &self,
+        signature: crate::AgreementSignature,
+    ) -> Result<crate::AgreementSignature> {
+        mail!(self, true, |e| crate::onboarding::add_signature(
+            e, signature
+        ))
+    }
+
+    /// The signatures for one application, or every signature with `None`; oldest first.
+    pub async fn signatures(
+        &self,
+        application_id: Option<&str>,
+    ) -> Result<Vec<crate::AgreementSignature>> {
+        let a = application_id.map(str::to_string);
+        mail!(self, false, |e| crate::onboarding::signatures(
+            e,
+            a.as_deref()
+        ))
+    }
+
+    /// One signature, or `None`.
+    pub async fn signature(&self, signature_id: &str) -> Result<Option<crate::AgreementSignature>> {
+        let s = signature_id.to_string();
+        mail!(self, false, |e| crate::onboarding::signature(e, &s))
+    }
+}

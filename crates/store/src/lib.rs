@@ -46,6 +46,12 @@
 //! products and providers' requests to add or review one, roster imports (one transaction each)
 //! and their licensees, operators' match decisions and licensees' exemptions.
 //!
+//! Connecting to the exchange (`onboarding`, migration 0010): connection applications with their
+//! licences, checklist steps and changes of path, agreement versions and their signatures, and
+//! [`Store::onboarding_facts`] for the compliance report. An application's id, a step of it, an
+//! agreement version and a signature are each stored once; a step lands only on the path the
+//! caller saw.
+//!
 //! Real deletion ([`Store::purge`], `purge`): every version, index and compartment row of the
 //! resources given removed in one transaction with the audit records of what went (the consent
 //! purge of an opted-out patient's clinical data); [`Store::compartment_members`] finds them.
@@ -64,6 +70,7 @@ mod exec;
 mod mail;
 mod migrate;
 mod mpi;
+mod onboarding;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod purge;
@@ -92,6 +99,10 @@ pub use mpi::{
     Decide, LinkContext, LinkDecision, LinkOutcome, MpiCandidate, MpiConstraint, MpiCurrent,
     MpiHistoryEntry, MpiRebuild, MpiRebuilt, MpiReview, MpiReviewItem, MpiSnapshot, MpiSubject,
     Split, SplitContext,
+};
+pub use onboarding::{
+    AgreementDocument, AgreementSignature, ApplicationData, ApplicationRecord, LicenceRecord,
+    OnboardingFacts, PathChangeRecord, StepRecord,
 };
 pub use purge::{PurgeAudit, Purged};
 pub use relationships::RelationshipBasis;

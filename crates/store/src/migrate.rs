@@ -66,6 +66,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         sql: include_str!("../migrations/sqlite/0009_inbox.sql"),
     },
     Migration {
+        version: 10,
+        name: "onboarding",
+        sql: include_str!("../migrations/sqlite/0010_onboarding.sql"),
+    },
+    Migration {
         version: 11,
         name: "compliance",
         sql: include_str!("../migrations/sqlite/0011_compliance.sql"),
@@ -126,6 +131,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 9,
         name: "inbox",
         sql: include_str!("../migrations/postgres/0009_inbox.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "onboarding",
+        sql: include_str!("../migrations/postgres/0010_onboarding.sql"),
     },
     Migration {
         version: 11,

@@ -520,6 +520,25 @@ impl Postgres {
         .await
     }
 
+    /// Runs a multi-statement onboarding write in a transaction of its own.
+    pub(crate) async fn onboarding_tx(
+        &self,
+        op: crate::onboarding::Tx,
+    ) -> Result<crate::onboarding::TxOut> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        match crate::onboarding::run_tx(&mut PgExec { client: &tx }, op).await {
+            Ok(out) => {
+                tx.commit().await.map_err(db)?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Runs a patient index operation: a write in a transaction of its own (which takes the
     /// index's advisory lock first), a read on a plain connection.
     pub(crate) async fn mpi(&self, op: crate::mpi::Op) -> Result<crate::mpi::Out> {

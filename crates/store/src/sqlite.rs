@@ -484,6 +484,22 @@ impl Sqlite {
         .await
     }
 
+    /// Runs a multi-statement onboarding write in one immediate transaction on the writer.
+    pub(crate) async fn onboarding_tx(
+        &self,
+        op: crate::onboarding::Tx,
+    ) -> Result<crate::onboarding::TxOut> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = block_ready(crate::onboarding::run_tx(&mut SqliteExec { conn: &tx }, op))?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
     /// Runs a patient index operation: a write in one transaction on the writer (SQLite's single
     /// writer is the index's lock), a read in a read transaction.
     pub(crate) async fn mpi(&self, op: crate::mpi::Op) -> Result<crate::mpi::Out> {
