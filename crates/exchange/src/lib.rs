@@ -15,11 +15,17 @@
 //!   policy window.
 //! - [`onboarding`]: connecting to the exchange: connection applications, the two-path onboarding
 //!   checklist, agreements and their electronic signatures (the rules are `onboard`'s).
+//! - [`catalog`]: the EHR compatibility catalog (products, providers' requests, the tally per
+//!   product); [`catalog::products`] is the catalog as the connection application lists it.
+//! - [`compliance`]: the mandate's compliance on the stored roster: licensees matched to
+//!   applicants, their facts, the report and a provider's own lookup.
 //! - [`participants`]: the participant registry (organizations and solo practices, their status in
 //!   the exchange), as FHIR resources written and read through the repository.
 
 pub mod access;
 pub mod audit;
+pub mod catalog;
+pub mod compliance;
 pub mod consents;
 pub mod notices;
 pub mod onboarding;

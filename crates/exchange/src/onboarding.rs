@@ -387,13 +387,13 @@ impl Onboarding {
         Requester::system("onboarding")
     }
 
-    /// The EHR compatibility catalog the form offers and the default path is decided by. The one
-    /// place the catalog is read: until the catalog's table exists (issue 7 section 4) it is
-    /// empty, so every applicant picks "other" (naming their product) or "none", and takes the
-    /// secure-messaging path by default (an operator moves an EHR applicant to the EHR path, with
-    /// a reason).
+    /// The EHR compatibility catalog the form offers and the default path is decided by
+    /// (`crate::catalog::products`, what operators keep with `nutmeg admin catalog`): a product
+    /// that can connect starts its applicant on the EHR path, anything else ("other", "none", a
+    /// product not yet compatible) on the secure-messaging path; an operator may change it, with a
+    /// reason.
     pub async fn catalog(&self) -> Result<Vec<Product>, OnboardingError> {
-        Ok(Vec::new())
+        Ok(crate::catalog::products(self.repo.store()).await?)
     }
 
     /// The form checked as `apply` checks it (every problem at once), without storing anything:

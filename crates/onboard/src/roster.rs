@@ -223,6 +223,8 @@ pub enum MatchedBy {
     Licence,
     Npi,
     NameAndAddress,
+    /// The operator decided (an ambiguous match, or a correction); the [`Matcher`] never says so.
+    Operator,
 }
 
 impl MatchedBy {
@@ -231,6 +233,7 @@ impl MatchedBy {
             MatchedBy::Licence => "licence",
             MatchedBy::Npi => "npi",
             MatchedBy::NameAndAddress => "name-and-address",
+            MatchedBy::Operator => "operator",
         }
     }
 }

@@ -59,6 +59,16 @@ pub enum AdminCommand {
     /// --direct-config).
     #[command(subcommand)]
     Direct(crate::smtp::admin::DirectCommand),
+    /// The EHR compatibility catalog: products, their status, providers' requests.
+    #[command(subcommand)]
+    Catalog(crate::compliance::CatalogCommand),
+    /// The licensing board's roster: imports, ambiguous matches, operators' decisions,
+    /// exemptions.
+    #[command(subcommand)]
+    Roster(crate::compliance::RosterCommand),
+    /// The mandate's compliance report.
+    #[command(subcommand)]
+    Compliance(crate::compliance::ComplianceCommand),
     /// Print an access token for a client, for operators' scripts: the same checks and the same
     /// five-minute token as the token endpoint, without a client assertion.
     Token {
@@ -330,6 +340,13 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         }
         AdminCommand::User(command) => return user(&repo, &who, command).await,
         AdminCommand::Mpi(command) => return crate::mpi::run(&repo, command).await,
+        AdminCommand::Catalog(command) => return crate::compliance::catalog(&repo, command).await,
+        AdminCommand::Roster(command) => {
+            return crate::compliance::roster(&repo, config, command).await
+        }
+        AdminCommand::Compliance(command) => {
+            return crate::compliance::compliance(&repo, config, command).await
+        }
         AdminCommand::Consent(command) => return crate::purge::run(&repo, config, command).await,
         AdminCommand::Direct(command) => {
             return crate::smtp::admin::run(config, repo.store(), command).await

@@ -136,6 +136,10 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub service_levels: Option<String>,
+    /// A TOML file with the state's mandate to connect (who must do what by when, and who is
+    /// exempt), in the shape of `crates/onboard/mandates/connecticut.toml` [default: Connecticut's].
+    #[arg(long, env = "NUTMEG_MANDATE", global = true, hide_env_values = true)]
+    pub mandate: Option<String>,
 }
 
 /// How API requests are authenticated.
@@ -187,6 +191,9 @@ pub struct Config {
     pub purge_interval: Option<std::time::Duration>,
     /// Days allowed for each onboarding step after the one before it (overdue after that).
     pub service_levels: onboard::workflow::ServiceLevels,
+    /// The mandate the compliance report and the providers' lookup apply (Connecticut's unless
+    /// `mandate` names a file).
+    pub mandate: std::sync::Arc<onboard::mandate::Mandate>,
 }
 
 impl Config {
@@ -223,6 +230,7 @@ impl Config {
             purge_window_days: exchange::purge::DEFAULT_WINDOW_DAYS,
             purge_interval: None,
             service_levels: onboard::workflow::ServiceLevels::default(),
+            mandate: std::sync::Arc::new(onboard::mandate::Mandate::connecticut()),
         }
     }
 }
@@ -264,6 +272,7 @@ const FILE_KEYS: &[&str] = &[
     "purge_window_days",
     "purge_interval",
     "service_levels",
+    "mandate",
 ];
 
 impl Settings {
@@ -301,6 +310,7 @@ impl Settings {
             purge_window_days: self.purge_window_days.or(lower.purge_window_days),
             purge_interval: self.purge_interval.or(lower.purge_interval),
             service_levels: self.service_levels.or(lower.service_levels),
+            mandate: self.mandate.or(lower.mandate),
         }
     }
 
@@ -489,6 +499,22 @@ impl Settings {
             None => onboard::workflow::ServiceLevels::default(),
             Some(text) => parse_service_levels(text, &mut problems),
         };
+        let mandate = match self.mandate.as_deref() {
+            None => onboard::mandate::Mandate::connecticut(),
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => match onboard::mandate::Mandate::parse(&text) {
+                    Ok(mandate) => mandate,
+                    Err(e) => {
+                        problems.push(format!("mandate: {path}: {e}"));
+                        onboard::mandate::Mandate::connecticut()
+                    }
+                },
+                Err(e) => {
+                    problems.push(format!("mandate: cannot read {path}: {e}"));
+                    onboard::mandate::Mandate::connecticut()
+                }
+            },
+        };
         match (http, max_body, default_count, max_count, log_format) {
             (
                 Some(http),
@@ -515,6 +541,7 @@ impl Settings {
                 purge_window_days,
                 purge_interval,
                 service_levels,
+                mandate: std::sync::Arc::new(mandate),
             }),
             _ => Err(ConfigError(problems)),
         }
@@ -680,6 +707,7 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
             "purge_window_days" => &mut settings.purge_window_days,
             "purge_interval" => &mut settings.purge_interval,
             "service_levels" => &mut settings.service_levels,
+            "mandate" => &mut settings.mandate,
             _ => &mut settings.log_format,
         };
         *slot = Some(text);
@@ -690,6 +718,50 @@ fn read_file(path: &Path, problems: &mut Vec<String>) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mandate_is_connecticuts_unless_a_file_says_otherwise() {
+        let defaults = Settings::default().load().unwrap();
+        assert_eq!(defaults.mandate.name, "Connecticut");
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("m.toml");
+        std::fs::write(
+            &good,
+            "name = \"Elsewhere\"\n[[requirement]]\nid = \"all\"\nlicence_types = [\"*\"]\n\
+             ehr = \"any\"\nmust = \"apply\"\nby = \"2030-01-01\"\n",
+        )
+        .unwrap();
+        let set = Settings {
+            mandate: Some(good.display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap();
+        assert_eq!(set.mandate.name, "Elsewhere");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "name = \"X\"\n[[requirement]]\nid = \"a\"\nlicence_types = [\"wizard\"]\nehr = \"any\"\nmust = \"apply\"\nby = \"soon\"\n").unwrap();
+        let err = Settings {
+            mandate: Some(bad.display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown licence type `wizard`"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("`by` must be YYYY-MM-DD"), "{err}");
+        let missing = Settings {
+            mandate: Some(dir.path().join("none.toml").display().to_string()),
+            ..Settings::default()
+        }
+        .load()
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("mandate: cannot read"),
+            "{missing}"
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -110,6 +110,7 @@ pub async fn run(
         max_body: config.max_body,
         smart: Arc::new(smart),
         direct,
+        mandate: config.mandate.clone(),
     });
     match &config.tls {
         Some(tls) => {

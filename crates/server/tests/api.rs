@@ -63,6 +63,7 @@ async fn start_with(tweak: impl FnOnce(&mut Config), extra: Router<server::http:
         max_body: config.max_body,
         smart: std::sync::Arc::new(smart),
         direct: None,
+        mandate: config.mandate.clone(),
     };
     App {
         router: app_with(state, extra),

@@ -1157,3 +1157,72 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     assert_eq!(moved["path"], "ehr");
     assert_eq!(moved["pathChanges"][0]["reason"], "Acme passed the tests");
 }
+
+/// The form offers the EHR compatibility catalog (what operators keep with `admin catalog`), and a
+/// product that can connect starts its applicant on the EHR path; one not yet compatible, on the
+/// secure-messaging path.
+#[test]
+fn a_catalog_product_that_can_connect_starts_the_ehr_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let add = |product: &str, status: &str| -> String {
+        let added = json_of(&admin(
+            data,
+            &[
+                "catalog",
+                "add",
+                "--vendor",
+                "Acme",
+                "--product",
+                product,
+                "--version",
+                "12",
+                "--capabilities",
+                "fhir-r4,ccda",
+                "--status",
+                status,
+                "--json",
+            ],
+        ));
+        added["id"].as_str().expect("a product id").to_string()
+    };
+    let capable = add("Acme EHR", "compatible");
+    let not_yet = add("Acme Lite", "not-yet-compatible");
+    let server = Server::start(data, &[]);
+
+    let mut browser = Browser::new(&server);
+    let form = browser.get("/portal/connect");
+    assert!(
+        form.body.contains(&format!(
+            "<option value=\"{capable}\">Acme Acme EHR 12</option>"
+        )),
+        "{}",
+        form.body
+    );
+    let clinic: Vec<(&str, &str)> = clinic_form()
+        .into_iter()
+        .map(|(name, value)| match name {
+            "ehr" => (name, capable.as_str()),
+            "ehr_other" => (name, ""),
+            _ => (name, value),
+        })
+        .collect();
+    let accepted = apply(&mut browser, &clinic);
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
+    let view = show(data, &reference(&accepted.body));
+    assert_eq!(view["ehr"], json!({ "kind": "catalog", "value": capable }));
+    assert_eq!(view["path"], "ehr");
+
+    let solo: Vec<(&str, &str)> = solo_form("1234567893", "LMFT.0099", "jane@doe.example.org")
+        .into_iter()
+        .map(|(name, value)| match name {
+            "ehr" => (name, not_yet.as_str()),
+            _ => (name, value),
+        })
+        .collect();
+    let mut other = Browser::new(&server);
+    let accepted = apply(&mut other, &solo);
+    assert_eq!(accepted.status, 201, "{}", accepted.body);
+    let view = show(data, &reference(&accepted.body));
+    assert_eq!(view["path"], "secure-messaging");
+}

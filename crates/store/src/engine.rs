@@ -1012,6 +1012,173 @@ impl Store {
     }
 }
 
+/// Runs a `crate::compliance` function in one transaction: on SQLite an immediate transaction on
+/// the writer, on PostgreSQL a transaction on a pooled connection; rolled back on an error.
+macro_rules! in_transaction {
+    ($self:ident, |$e:ident| $body:expr) => {
+        match *$self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(ref s) => {
+                s.transaction(move |$e| crate::exec::block_ready($body))
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(ref p) => {
+                let mut client = p.client().await?;
+                let tx = client.transaction().await.map_err(crate::postgres::db)?;
+                let out = {
+                    let $e = &mut crate::postgres::PgExec { client: &tx };
+                    $body.await
+                };
+                match out {
+                    Ok(value) => {
+                        tx.commit().await.map_err(crate::postgres::db)?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// The EHR compatibility catalog and the compliance roster (`crate::compliance`, migration 0011).
+/// Times are milliseconds since the Unix epoch.
+impl Store {
+    /// Adds a catalog product; `StoreError::Conflict` if its id or its key (the same vendor,
+    /// product and version) is taken.
+    pub async fn add_ehr_product(&self, product: crate::EhrProduct) -> Result<()> {
+        mail!(self, true, |e| crate::compliance::add_product(e, &product))
+    }
+
+    /// Adds or updates (by key) every product, in one transaction; answers (added, updated).
+    pub async fn import_ehr_products(
+        &self,
+        products: Vec<crate::EhrProduct>,
+    ) -> Result<(usize, usize)> {
+        in_transaction!(self, |e| crate::compliance::import_products(e, &products))
+    }
+
+    /// Every catalog product, by vendor, product and version.
+    pub async fn ehr_products(&self) -> Result<Vec<crate::EhrProduct>> {
+        timed!(
+            self,
+            "ehr_products",
+            mail!(self, false, |e| crate::compliance::products(e))
+        )
+    }
+
+    /// Sets a product's status; `false` if there is no such product.
+    pub async fn set_ehr_product_status(
+        &self,
+        product_id: &str,
+        status: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let (i, s) = (product_id.to_string(), status.to_string());
+        mail!(self, true, |e| crate::compliance::set_product_status(
+            e, &i, &s, now
+        ))
+    }
+
+    /// Records a provider's request to add or review a product.
+    pub async fn add_ehr_request(&self, request: crate::EhrRequest) -> Result<()> {
+        mail!(self, true, |e| crate::compliance::add_request(e, &request))
+    }
+
+    /// Every request, oldest first.
+    pub async fn ehr_requests(&self) -> Result<Vec<crate::EhrRequest>> {
+        mail!(self, false, |e| crate::compliance::requests(e))
+    }
+
+    /// Stores a roster import and every licensee it lists in one transaction (nothing on an
+    /// error); `StoreError::Conflict` if the import id is taken.
+    pub async fn import_roster(
+        &self,
+        import: crate::RosterImport,
+        licensees: Vec<crate::StoredLicensee>,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "import_roster",
+            in_transaction!(self, |e| crate::compliance::import_roster(
+                e, &import, &licensees
+            ))
+        )
+    }
+
+    /// Every roster import, oldest first.
+    pub async fn roster_imports(&self) -> Result<Vec<crate::RosterImport>> {
+        mail!(self, false, |e| crate::compliance::roster_imports(e))
+    }
+
+    /// The current roster: the licensees of each state's latest import, in file order.
+    pub async fn licensees(&self) -> Result<Vec<crate::StoredLicensee>> {
+        timed!(
+            self,
+            "licensees",
+            mail!(self, false, |e| crate::compliance::licensees(e))
+        )
+    }
+
+    /// The current roster's licensees holding this licence number (as kept: upper case, letters
+    /// and digits).
+    pub async fn licensees_by_number(&self, number: &str) -> Result<Vec<crate::StoredLicensee>> {
+        let n = number.to_string();
+        timed!(
+            self,
+            "licensees_by_number",
+            mail!(self, false, |e| crate::compliance::licensees_by_number(
+                e, &n
+            ))
+        )
+    }
+
+    /// Records (or replaces) the operator's decision on whom a licensee is; `false` if there is
+    /// no such licensee.
+    pub async fn decide_licensee_match(&self, decision: crate::MatchDecision) -> Result<bool> {
+        mail!(self, true, |e| crate::compliance::decide_match(
+            e, &decision
+        ))
+    }
+
+    /// Every match decision, oldest first.
+    pub async fn licensee_match_decisions(&self) -> Result<Vec<crate::MatchDecision>> {
+        mail!(self, false, |e| crate::compliance::match_decisions(e))
+    }
+
+    /// Records an exemption; `false` if there is no such licensee, `StoreError::Conflict` if it
+    /// is already recorded.
+    pub async fn add_licensee_exemption(
+        &self,
+        exemption: crate::LicenseeExemption,
+    ) -> Result<bool> {
+        mail!(self, true, |e| crate::compliance::add_exemption(
+            e, &exemption
+        ))
+    }
+
+    /// Removes an exemption; `false` if it was not recorded.
+    pub async fn remove_licensee_exemption(
+        &self,
+        licence: &crate::LicenceKey,
+        exemption: &str,
+    ) -> Result<bool> {
+        let (k, x) = (licence.clone(), exemption.to_string());
+        mail!(self, true, |e| crate::compliance::remove_exemption(
+            e, &k, &x
+        ))
+    }
+
+    /// Every recorded exemption, oldest first.
+    pub async fn licensee_exemptions(&self) -> Result<Vec<crate::LicenseeExemption>> {
+        mail!(self, false, |e| crate::compliance::exemptions(e))
+    }
+}
+
 fn unexpected_onboarding(out: crate::onboarding::TxOut) -> crate::StoreError {
     crate::StoreError::Database(format!("unexpected onboarding answer {out:?}"))
 }

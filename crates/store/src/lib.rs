@@ -42,6 +42,10 @@
 //! trust anchors per domain, mailboxes, and the outbound queue, which processes sharing the
 //! database claim rows of under a lease ([`Store::claim_outbound`]).
 //!
+//! The EHR compatibility catalog and the compliance roster (`compliance`, migration 0011): catalog
+//! products and providers' requests to add or review one, roster imports (one transaction each)
+//! and their licensees, operators' match decisions and licensees' exemptions.
+//!
 //! Connecting to the exchange (`onboarding`, migration 0010): connection applications with their
 //! licences, checklist steps and changes of path, agreement versions and their signatures, and
 //! [`Store::onboarding_facts`] for the compliance report. An application's id, a step of it, an
@@ -59,6 +63,7 @@
 mod accounts;
 mod audit;
 mod clients;
+mod compliance;
 pub mod conformance;
 mod engine;
 mod exec;
@@ -81,6 +86,10 @@ pub use audit::{
     NewAuditRecord,
 };
 pub use clients::{Client, ClientKeys, ClientStatus, NewClient};
+pub use compliance::{
+    EhrProduct, EhrRequest, LicenceKey, LicenseeExemption, MatchDecision, RosterImport,
+    StoredLicensee,
+};
 pub use engine::Store;
 pub use mail::{
     domain_of, AddressStatus, AnchorDirection, DeliveryStatus, DirectAddress, DirectCertificate,

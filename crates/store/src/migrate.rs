@@ -70,6 +70,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "onboarding",
         sql: include_str!("../migrations/sqlite/0010_onboarding.sql"),
     },
+    Migration {
+        version: 11,
+        name: "compliance",
+        sql: include_str!("../migrations/sqlite/0011_compliance.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -131,6 +136,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 10,
         name: "onboarding",
         sql: include_str!("../migrations/postgres/0010_onboarding.sql"),
+    },
+    Migration {
+        version: 11,
+        name: "compliance",
+        sql: include_str!("../migrations/postgres/0011_compliance.sql"),
     },
 ];
 

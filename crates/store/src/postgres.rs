@@ -67,7 +67,7 @@ impl std::fmt::Debug for Postgres {
     }
 }
 
-fn db(error: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db(error: tokio_postgres::Error) -> StoreError {
     // The server's message names tables and constraints, never values.
     match error.as_db_error() {
         Some(e) => StoreError::Database(format!("{} ({})", e.message(), e.code().code())),

@@ -317,6 +317,23 @@ impl Sqlite {
         .await
     }
 
+    /// Runs `f` in one immediate transaction on the writer: committed if it answers `Ok`, rolled
+    /// back otherwise.
+    pub(crate) async fn transaction<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut SqliteExec<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let mut conn = lock(&inner.writer);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&mut SqliteExec { conn: &tx })?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
     pub(crate) async fn register_client(&self, new: NewClient) -> Result<Client> {
         self.write(move |e| block_ready(clients::register(e, new)))
             .await

@@ -356,6 +356,7 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["8".to_string(), "direct".to_string()],
             vec!["9".to_string(), "inbox".to_string()],
             vec!["10".to_string(), "onboarding".to_string()],
+            vec!["11".to_string(), "compliance".to_string()],
         ],
         "applied once"
     );

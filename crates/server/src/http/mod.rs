@@ -45,6 +45,8 @@ pub struct AppState {
     /// Connecting to the exchange: applications, the onboarding checklist, agreements (with the
     /// configured service levels).
     pub onboarding: exchange::onboarding::Onboarding,
+    /// The mandate the compliance pages apply (the configuration's `mandate`).
+    pub mandate: Arc<onboard::mandate::Mandate>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -112,6 +114,35 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         .route("/api/applications/{id}", get(onboarding::show))
         .route("/api/applications/{id}/steps", post(onboarding::step))
         .route("/api/applications/{id}/path", post(onboarding::path))
+        .route("/portal/ehr", get(crate::portal::ehr::catalog_page))
+        .route(
+            "/portal/ehr/request",
+            get(crate::portal::ehr::request_form).post(crate::portal::ehr::request_post),
+        )
+        .route(
+            "/portal/ehr/requests",
+            get(crate::portal::ehr::requests_page),
+        )
+        .route(
+            "/portal/compliance",
+            get(crate::portal::compliance::overview),
+        )
+        .route(
+            "/portal/compliance/chart.svg",
+            get(crate::portal::compliance::chart),
+        )
+        .route(
+            "/portal/compliance/report.csv",
+            get(crate::portal::compliance::report_csv),
+        )
+        .route(
+            "/portal/compliance/licensees",
+            get(crate::portal::compliance::licensees),
+        )
+        .route(
+            "/portal/compliance/lookup",
+            get(crate::portal::compliance::lookup_form).post(crate::portal::compliance::lookup),
+        )
         .route("/portal/inbox", get(crate::portal::inbox::list))
         .route(
             "/portal/inbox/compose",

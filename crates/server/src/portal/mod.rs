@@ -3,8 +3,11 @@
 //! `GET /portal/disclosures` (their accounting of disclosures), and for a user who owns a Direct
 //! address the web inbox under `/portal/inbox` ([`inbox`]); connecting to the exchange
 //! ([`connect`]): the public application form `/portal/connect`, the applicant's pages under
-//! `/portal/applications`, and the operator's queue `/portal/onboarding`. Later pages build on the
-//! session this sets up.
+//! `/portal/applications`, and the operator's queue `/portal/onboarding`; the public EHR
+//! compatibility catalog at `/portal/ehr` with its request form, and the operators' tally of
+//! requests ([`ehr`]); the mandate's compliance pages for operators and the providers' public
+//! self-lookup under `/portal/compliance` ([`compliance`]). Later pages build on the session this
+//! sets up.
 //!
 //! Sign-in: the login (any case), the argon2id password and, for an account with a second factor,
 //! a TOTP code whose step the store takes once ([`store::Store::use_totp_step`]), so a code works
@@ -24,7 +27,9 @@
 
 pub mod account;
 pub mod ccda;
+pub mod compliance;
 pub mod connect;
+pub mod ehr;
 pub mod html;
 pub mod inbox;
 pub mod multipart;

@@ -1,0 +1,838 @@
+//! Issue 7's catalog and compliance end to end: the real `nutmeg` binary, its admin commands
+//! (`catalog`, `roster`, `compliance`) with good and bad input, and the portal as a browser sees
+//! it: the public EHR catalog and its request form (double-submit CSRF, errors beside fields,
+//! nothing typed lost), the operators' pages (refused to everyone else), the CSV and the chart,
+//! and the public self-lookup by licence number and NPI (right pair, wrong pair, licence alone).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{admin, json_of, Server};
+
+/// One answer: status, the `Set-Cookie` lines, the body.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+/// A browser of one person: its own cookie jar.
+struct Browser {
+    root: String,
+    agent: ureq::Agent,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Browser {
+        Browser {
+            root: server.root(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(0)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn answer(
+        &mut self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Answer {
+        let mut response = response.expect("HTTP");
+        let set_cookies: Vec<String> = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        for line in &set_cookies {
+            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_string(), value.to_string());
+            }
+        }
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        Answer {
+            status: response.status().as_u16(),
+            location,
+            body: response.body_mut().read_to_string().unwrap_or_default(),
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Answer {
+        let mut request = self.agent.get(format!("{}{path}", self.root));
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", &self.cookie_header());
+        }
+        let response = request.call();
+        self.answer(response)
+    }
+
+    /// Status, lower-cased headers, body.
+    fn get_raw(&mut self, path: &str) -> (u16, HashMap<String, String>, String) {
+        let mut request = self.agent.get(format!("{}{path}", self.root));
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", &self.cookie_header());
+        }
+        let mut response = request.call().expect("HTTP");
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_lowercase(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        let status = response.status().as_u16();
+        (
+            status,
+            headers,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
+        let body = form
+            .iter()
+            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut request = self
+            .agent
+            .post(format!("{}{path}", self.root))
+            .content_type("application/x-www-form-urlencoded");
+        if !self.cookies.is_empty() {
+            request = request.header("Cookie", &self.cookie_header());
+        }
+        let response = request.send(body);
+        self.answer(response)
+    }
+
+    /// Opens the sign-in page and sends it filled in; answers the answer to the POST.
+    fn sign_in(&mut self, login: &str, password: &str, code: &str) -> Answer {
+        let form = self.get("/portal/sign-in");
+        assert_eq!(form.status, 200);
+        let csrf = hidden_csrf(&form.body);
+        self.post(
+            "/portal/sign-in",
+            &[
+                ("csrf", &csrf),
+                ("login", login),
+                ("password", password),
+                ("code", code),
+            ],
+        )
+    }
+}
+
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+/// The value of the form's hidden `csrf` field.
+fn hidden_csrf(html: &str) -> String {
+    let start = html
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in {html}"))
+        + "name=\"csrf\" value=\"".len();
+    html[start..].split('"').next().unwrap().to_string()
+}
+
+/// `nutmeg admin user add ARGS --password-file` with `password`.
+fn add_user(dir: &Path, password: &str, args: &[&str]) {
+    let file = dir.join("password.txt");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let mut all = vec!["user", "add", "--password-file", file.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let output = admin(dir, &all);
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn refused_with(output: &std::process::Output, reasons: &[&str]) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "expected a refusal: {stderr}");
+    for reason in reasons {
+        assert!(stderr.contains(reason), "{reason:?} not in {stderr}");
+    }
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A valid NPI from a serial number.
+fn npi(serial: u32) -> String {
+    let first: Vec<u32> = format!("1{serial:08}")
+        .bytes()
+        .map(|b| u32::from(b - b'0'))
+        .collect();
+    let check = onboard::npi::check_digit(&first);
+    format!(
+        "{}{check}",
+        first.iter().map(|d| d.to_string()).collect::<String>()
+    )
+}
+
+#[test]
+fn catalog_commands_take_good_input_and_refuse_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let acme = json_of(&admin(
+        dir,
+        &[
+            "catalog",
+            "add",
+            "--vendor",
+            "Acme",
+            "--product",
+            "Acme EHR",
+            "--version",
+            "22",
+            "--onc-certification",
+            "15.04.04.2891.Acme.22.01.1.220101",
+            "--capabilities",
+            "fhir-r4,ccda",
+            "--status",
+            "connected",
+            "--json",
+        ],
+    ));
+    assert_eq!(acme["status"], "connected");
+    assert_eq!(acme["capabilities"], serde_json::json!(["fhir-r4", "ccda"]));
+    // The same product again, however typed, and bad fields: refused, every reason named.
+    refused_with(
+        &admin(
+            dir,
+            &[
+                "catalog",
+                "add",
+                "--vendor",
+                "ACME",
+                "--product",
+                "acme ehr!",
+                "--version",
+                "22",
+                "--status",
+                "compatible",
+            ],
+        ),
+        &["already lists"],
+    );
+    refused_with(
+        &admin(
+            dir,
+            &[
+                "catalog",
+                "add",
+                "--vendor",
+                "",
+                "--product",
+                "X",
+                "--capabilities",
+                "telepathy",
+                "--status",
+                "maybe",
+            ],
+        ),
+        &[
+            "vendor:",
+            "unknown capability `telepathy`",
+            "unknown status `maybe`",
+        ],
+    );
+    let id = acme["id"].as_str().unwrap();
+    refused_with(
+        &admin(dir, &["catalog", "set-status", id, "great"]),
+        &["unknown status"],
+    );
+    refused_with(
+        &admin(dir, &["catalog", "set-status", "nope", "compatible"]),
+        &["no product"],
+    );
+    let moved = json_of(&admin(
+        dir,
+        &["catalog", "set-status", id, "compatible", "--json"],
+    ));
+    assert_eq!(moved["status"], "compatible");
+    // An import with bad rows stores nothing.
+    let file = dir.join("catalog.csv");
+    std::fs::write(
+        &file,
+        "vendor,product,version,onc_certification,capabilities,status\n\
+         Zenith,One,,,direct,not-yet-compatible\n\
+         ,Nameless,,,,connected\n\
+         Bright,Notes,3,,fhir-r4;hl7v2,wonderful\n",
+    )
+    .unwrap();
+    refused_with(
+        &admin(dir, &["catalog", "import", file.to_str().unwrap()]),
+        &["line 3: vendor", "line 4: status", "nothing was stored"],
+    );
+    let listed = json_of(&admin(dir, &["catalog", "list", "--json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    std::fs::write(
+        &file,
+        "vendor,product,version,onc_certification,capabilities,status\n\
+         Zenith,One,,,direct,not-yet-compatible\n\
+         Acme,Acme EHR,22,,fhir-r4,connected\n",
+    )
+    .unwrap();
+    let imported = json_of(&admin(
+        dir,
+        &["catalog", "import", file.to_str().unwrap(), "--json"],
+    ));
+    assert_eq!(imported, serde_json::json!({ "added": 1, "updated": 1 }));
+    let found = json_of(&admin(
+        dir,
+        &["catalog", "list", "--search", "zen", "--json"],
+    ));
+    assert_eq!(found.as_array().unwrap().len(), 1);
+    assert_eq!(found[0]["status"], "not-yet-compatible");
+    refused_with(
+        &admin(dir, &["catalog", "import", "/nonexistent.csv"]),
+        &["cannot read"],
+    );
+}
+
+const ROSTER_HEADER: &str =
+    "Name,License Type,License Number,NPI,Status,Address,City,State,Zip,County\n";
+
+#[test]
+fn roster_import_names_bad_rows_and_stores_nothing_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let file = dir.join("roster.csv");
+    std::fs::write(
+        &file,
+        format!(
+            "{ROSTER_HEADER}\
+             \"Doe, Jane\",LMFT,LMFT.001,{},Active,1 Elm St,Hartford,CT,06103,Hartford\n\
+             ,Astrologer,,123,,,,,,\n\
+             Sam Roe,LCSW,LCSW 2,,Active,2 Oak St,New Haven,,06510,New Haven\n\
+             Sam Again,LCSW,LCSW-2,,Active,2 Oak St,New Haven,,06510,New Haven\n",
+            npi(1)
+        ),
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    refused_with(
+        &admin(dir, &["roster", "import", path, "--state", "Connecticut"]),
+        &["--state"],
+    );
+    refused_with(
+        &admin(dir, &["roster", "import", path, "--state", "CT"]),
+        &[
+            "line 3:",
+            "no name",
+            "unknown licence type `Astrologer`",
+            "line 5: the same licence as line 4",
+            "nothing was stored",
+            "--skip-bad-rows",
+        ],
+    );
+    assert_eq!(
+        json_of(&admin(dir, &["roster", "imports", "--json"])),
+        serde_json::json!([])
+    );
+    let stored = json_of(&admin(
+        dir,
+        &[
+            "roster",
+            "import",
+            path,
+            "--state",
+            "ct",
+            "--skip-bad-rows",
+            "--json",
+        ],
+    ));
+    assert_eq!(stored["stored"], 2);
+    assert_eq!(stored["rejected"], 2);
+    let imports = json_of(&admin(dir, &["roster", "imports", "--json"]));
+    assert_eq!(imports[0]["rows"], 4);
+    assert_eq!(imports[0]["state"], "CT");
+    // A header without the columns needed, and a file that is not text.
+    std::fs::write(&file, "Name,Status\nx,active\n").unwrap();
+    refused_with(
+        &admin(dir, &["roster", "import", path, "--state", "CT"]),
+        &["no column for"],
+    );
+    std::fs::write(&file, [0xff, 0xfe, 0x00]).unwrap();
+    refused_with(
+        &admin(dir, &["roster", "import", path, "--state", "CT"]),
+        &["not UTF-8"],
+    );
+
+    // Exemptions: the mandate's ids only, a real date, a reason, a licensee on the roster.
+    let licence = [
+        "--licence-type",
+        "lmft",
+        "--licence-number",
+        "lmft.001",
+        "--state",
+        "CT",
+    ];
+    let mut exempt = vec!["roster", "exempt"];
+    exempt.extend_from_slice(&licence);
+    let mut bad = exempt.clone();
+    bad.extend_from_slice(&[
+        "--exemption",
+        "on-holiday",
+        "--since",
+        "2023-02-30",
+        "--reason",
+        " ",
+    ]);
+    refused_with(
+        &admin(dir, &bad),
+        &["no exemption `on-holiday`", "--since", "--reason"],
+    );
+    let mut good = exempt.clone();
+    good.extend_from_slice(&[
+        "--exemption",
+        "employee-of-a-connected-organization",
+        "--since",
+        "2022-01-01",
+        "--reason",
+        "works at Hartford General",
+        "--json",
+    ]);
+    json_of(&admin(dir, &good));
+    refused_with(&admin(dir, &good), &["already recorded"]);
+    let mut nobody = vec![
+        "roster",
+        "exempt",
+        "--licence-type",
+        "lmft",
+        "--licence-number",
+        "X9",
+        "--state",
+        "CT",
+    ];
+    nobody.extend_from_slice(&[
+        "--exemption",
+        "no-patient-records",
+        "--since",
+        "2022-01-01",
+        "--reason",
+        "r",
+    ]);
+    refused_with(&admin(dir, &nobody), &["no licensee"]);
+    let mut matched = vec!["roster", "match"];
+    matched.extend_from_slice(&licence);
+    matched.extend_from_slice(&["--participant", "nobody-such", "--reason", "x"]);
+    refused_with(&admin(dir, &matched), &["no participant or application"]);
+
+    let report = json_of(&admin(
+        dir,
+        &["compliance", "report", "--as-of", "2023-06-01", "--json"],
+    ));
+    assert_eq!(report["totals"]["exempt"], 1);
+    assert_eq!(report["totals"]["notYetCompliant"], 1);
+    assert_eq!(report["byLicenceType"]["lcsw"]["overdue"], 1);
+    refused_with(
+        &admin(dir, &["compliance", "report", "--as-of", "yesterday"]),
+        &["--as-of"],
+    );
+    let csv = dir.join("out.csv");
+    json_of(&admin(
+        dir,
+        &[
+            "compliance",
+            "report",
+            "--as-of",
+            "2023-06-01",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.starts_with("licence_type,licence_number"), "{text}");
+    assert!(text.contains("LMFT.001,CT"), "{text}");
+    assert!(
+        text.contains("employee-of-a-connected-organization"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_portal_catalog_requests_compliance_pages_and_self_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    json_of(&admin(
+        dir,
+        &[
+            "catalog",
+            "add",
+            "--vendor",
+            "Acme",
+            "--product",
+            "Acme EHR",
+            "--capabilities",
+            "fhir-r4",
+            "--status",
+            "connected",
+            "--json",
+        ],
+    ));
+    let zenith = json_of(&admin(
+        dir,
+        &[
+            "catalog",
+            "add",
+            "--vendor",
+            "Zenith",
+            "--product",
+            "<b>One</b>",
+            "--status",
+            "not-yet-compatible",
+            "--json",
+        ],
+    ));
+    // A hospital in the registry, found by its licence; a therapist found by nobody.
+    let hospital = json_of(&admin(
+        dir,
+        &[
+            "participant",
+            "add",
+            "--name",
+            "Hartford General",
+            "--kind",
+            "hospital",
+            "--npi",
+            &npi(7),
+            "--licence",
+            "CT:HOSP-1",
+            "--json",
+        ],
+    ));
+    let roster = dir.join("roster.csv");
+    std::fs::write(
+        &roster,
+        format!(
+            "{ROSTER_HEADER}\
+             Hartford General,Hospital,HOSP-1,{},Active,80 Seymour St,Hartford,CT,06102,Hartford\n\
+             \"Doe, Jane\",LMFT,LMFT.001,{},Active,1 Elm St,Hartford,CT,06103,Hartford\n",
+            npi(7),
+            npi(1)
+        ),
+    )
+    .unwrap();
+    json_of(&admin(
+        dir,
+        &[
+            "roster",
+            "import",
+            roster.to_str().unwrap(),
+            "--state",
+            "CT",
+            "--json",
+        ],
+    ));
+    add_user(
+        dir,
+        PASSWORD,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Operator",
+            "--role",
+            "operator-admin",
+        ],
+    );
+    add_user(
+        dir,
+        PASSWORD,
+        &[
+            "--login",
+            "doc",
+            "--name",
+            "Doctor",
+            "--role",
+            "clinician",
+            "--participant",
+            hospital["id"].as_str().unwrap(),
+        ],
+    );
+    let server = Server::start(dir, &[]);
+
+    // The public catalog answers in plain words, escaped.
+    let mut public = Browser::new(&server);
+    let page = public.get("/portal/ehr?q=acme");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Acme Acme EHR"), "{}", page.body);
+    assert!(
+        page.body.contains("already connects to the exchange"),
+        "{}",
+        page.body
+    );
+    let page = public.get("/portal/ehr?q=zenith");
+    assert!(page.body.contains("&lt;b&gt;One&lt;/b&gt;") && !page.body.contains("<b>One</b>"));
+    assert!(
+        page.body.contains("cannot connect to the exchange yet"),
+        "{}",
+        page.body
+    );
+    let page = public.get("/portal/ehr?q=nothing+like+it");
+    assert!(page.body.contains("Not in the catalog"), "{}", page.body);
+    assert!(page.body.contains("send and receive"), "{}", page.body);
+
+    // The request form: without its token refused; bad input redisplayed with everything kept.
+    let form = public.get(&format!(
+        "/portal/ehr/request?product={}",
+        zenith["id"].as_str().unwrap()
+    ));
+    assert_eq!(form.status, 200);
+    let csrf = hidden_csrf(&form.body);
+    let refused = public.post(
+        "/portal/ehr/request",
+        &[("csrf", "forged"), ("kind", "add")],
+    );
+    assert_eq!(refused.status, 403);
+    let bad = public.post(
+        "/portal/ehr/request",
+        &[
+            ("csrf", &csrf),
+            ("kind", "add"),
+            ("vendor", "Bright <Health>"),
+            ("product", ""),
+            ("requester", "Jane Doe"),
+            ("contact", "nope"),
+            ("note", "we use it daily"),
+        ],
+    );
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.body.contains("value=\"Bright &lt;Health&gt;\""),
+        "{}",
+        bad.body
+    );
+    assert!(bad.body.contains("value=\"Jane Doe\""));
+    assert!(bad.body.contains("we use it daily"));
+    assert!(bad.body.contains("id=\"product-error\""), "{}", bad.body);
+    assert!(bad.body.contains("id=\"contact-error\""), "{}", bad.body);
+    for (vendor, product) in [("Bright", "Notes"), ("bright", "NOTES!"), ("Zenith", "x")] {
+        let form = public.get("/portal/ehr/request");
+        let csrf = hidden_csrf(&form.body);
+        let sent = public.post(
+            "/portal/ehr/request",
+            &[
+                ("csrf", &csrf),
+                ("kind", "add"),
+                ("vendor", vendor),
+                ("product", product),
+                ("requester", "Jane"),
+                ("contact", "jane@example.org"),
+            ],
+        );
+        assert_eq!(sent.status, 200, "{}", sent.body);
+        assert!(sent.body.contains("is recorded"));
+    }
+    let form = public.get("/portal/ehr/request");
+    let csrf = hidden_csrf(&form.body);
+    let review = public.post(
+        "/portal/ehr/request",
+        &[
+            ("csrf", &csrf),
+            ("kind", "review"),
+            ("product_id", zenith["id"].as_str().unwrap()),
+            ("requester", "Sam"),
+            ("contact", "860-555-0100"),
+        ],
+    );
+    assert_eq!(review.status, 200, "{}", review.body);
+
+    // Operators' pages refuse the public and other roles.
+    for path in [
+        "/portal/ehr/requests",
+        "/portal/compliance",
+        "/portal/compliance/licensees",
+        "/portal/compliance/report.csv",
+        "/portal/compliance/chart.svg",
+    ] {
+        let anonymous = public.get(path);
+        assert_eq!(anonymous.status, 303, "{path}");
+        assert_eq!(anonymous.location.as_deref(), Some("/portal/sign-in"));
+    }
+    let mut doctor = Browser::new(&server);
+    assert_eq!(doctor.sign_in("doc", PASSWORD, "").status, 303);
+    for path in [
+        "/portal/ehr/requests",
+        "/portal/compliance",
+        "/portal/compliance/licensees",
+        "/portal/compliance/report.csv",
+        "/portal/compliance/chart.svg",
+    ] {
+        let other = doctor.get(path);
+        assert_eq!(other.status, 403, "{path}");
+        assert!(!other.body.contains("HOSP1"), "{path}");
+    }
+    let mut op = Browser::new(&server);
+    assert_eq!(op.sign_in("op", PASSWORD, "").status, 303);
+    let tally = op.get("/portal/ehr/requests");
+    assert_eq!(tally.status, 200);
+    // The two spellings are one product, shown as one of them.
+    let bright = ["<td>Bright Notes</td>", "<td>bright NOTES!</td>"]
+        .iter()
+        .any(|name| {
+            tally.body.contains(&format!(
+                "{name}<td>Not in the catalog</td><td>2</td><td>2</td><td>0</td>"
+            ))
+        });
+    assert!(bright, "{}", tally.body);
+    assert!(
+        tally.body.contains("<td>1</td><td>0</td><td>1</td>"),
+        "{}",
+        tally.body
+    );
+
+    let overview = op.get("/portal/compliance?as_of=2023-06-01");
+    assert_eq!(overview.status, 200, "{}", overview.body);
+    assert!(overview.body.contains("<svg"), "{}", overview.body);
+    assert!(!overview.body.contains("<script"));
+    assert!(
+        overview.body.contains("2 active licensees"),
+        "{}",
+        overview.body
+    );
+    assert_eq!(op.get("/portal/compliance?as_of=someday").status, 400);
+    let list = op.get("/portal/compliance/licensees?as_of=2023-06-01&status=overdue");
+    assert_eq!(list.status, 200);
+    // The hospital is registered but has no application dated on file, so it is overdue, as is Jane.
+    assert!(
+        list.body.contains("HOSP1") && list.body.contains("LMFT.001"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("by licence"), "{}", list.body);
+    assert_eq!(
+        op.get("/portal/compliance/licensees?status=sleeping")
+            .status,
+        400
+    );
+    let csv = op.get_raw("/portal/compliance/report.csv?as_of=2023-06-01");
+    assert_eq!(csv.0, 200);
+    assert_eq!(
+        csv.1.get("content-type").map(String::as_str),
+        Some("text/csv; charset=utf-8")
+    );
+    assert!(csv.1["content-disposition"].starts_with("attachment"));
+    assert!(csv.2.starts_with("licence_type,"), "{}", csv.2);
+    let svg = op.get_raw("/portal/compliance/chart.svg");
+    assert_eq!(
+        svg.1.get("content-type").map(String::as_str),
+        Some("image/svg+xml; charset=utf-8")
+    );
+    assert!(svg.1["content-security-policy"].contains("sandbox"));
+    assert!(svg.2.starts_with("<svg") && !svg.2.contains("<script"));
+
+    // The public lookup: the right pair answers in plain words.
+    let form = public.get("/portal/compliance/lookup");
+    assert_eq!(form.status, 200);
+    let csrf = hidden_csrf(&form.body);
+    let jane_npi = npi(1);
+    let right = public.post(
+        "/portal/compliance/lookup",
+        &[("csrf", &csrf), ("licence", "lmft.001"), ("npi", &jane_npi)],
+    );
+    assert_eq!(right.status, 200);
+    assert!(
+        right.body.contains("What the law asks of you"),
+        "{}",
+        right.body
+    );
+    assert!(
+        right.body.contains("no application to connect from you"),
+        "{}",
+        right.body
+    );
+    assert!(right.body.contains("What is left"), "{}", right.body);
+    // The wrong pair (someone else's NPI) and an unknown number: "not found", nothing else.
+    let csrf = hidden_csrf(&right.body);
+    let wrong = public.post(
+        "/portal/compliance/lookup",
+        &[("csrf", &csrf), ("licence", "LMFT.001"), ("npi", &npi(7))],
+    );
+    assert_eq!(wrong.status, 200);
+    assert!(wrong.body.contains("Not found"), "{}", wrong.body);
+    assert!(
+        !wrong.body.contains("Doe") && !wrong.body.contains("Hartford General"),
+        "{}",
+        wrong.body
+    );
+    // The licence number alone (or the NPI alone) is not enough: the missing field is named.
+    let csrf = hidden_csrf(&wrong.body);
+    let alone = public.post(
+        "/portal/compliance/lookup",
+        &[("csrf", &csrf), ("licence", "LMFT.001"), ("npi", "")],
+    );
+    assert_eq!(alone.status, 422);
+    assert!(
+        alone.body.contains("give your NPI") && !alone.body.contains("Doe"),
+        "{}",
+        alone.body
+    );
+    assert!(
+        alone.body.contains("value=\"LMFT.001\""),
+        "nothing typed is lost"
+    );
+    let csrf = hidden_csrf(&alone.body);
+    let npi_alone = public.post(
+        "/portal/compliance/lookup",
+        &[("csrf", &csrf), ("licence", ""), ("npi", &jane_npi)],
+    );
+    assert_eq!(npi_alone.status, 422);
+    assert!(npi_alone.body.contains("give your licence number") && !npi_alone.body.contains("Doe"));
+    let csrf = hidden_csrf(&npi_alone.body);
+    let bad_npi = public.post(
+        "/portal/compliance/lookup",
+        &[
+            ("csrf", &csrf),
+            ("licence", "LMFT.001"),
+            ("npi", "1234567890"),
+        ],
+    );
+    assert_eq!(bad_npi.status, 422);
+    assert!(
+        bad_npi.body.contains("this is not an NPI"),
+        "{}",
+        bad_npi.body
+    );
+    let forged = public.post(
+        "/portal/compliance/lookup",
+        &[
+            ("csrf", "forged"),
+            ("licence", "LMFT.001"),
+            ("npi", &jane_npi),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    assert!(!forged.body.contains("Doe"));
+}
