@@ -171,7 +171,7 @@ pub const WITHHELD_NAMED: usize = 100;
 pub mod index {
     /// A patient the request concerned (the Patient's id), one pair per patient, unless the request
     /// disclosed the patient's data ([`DISCLOSURE`] instead); a patient whose data the policy
-    /// withheld always has this one. Records written before 2026-11-30 have both for a disclosure.
+    /// withheld always has this one. Records written by earlier versions have both for a disclosure.
     pub const PATIENT: &str = "patient";
     /// The requesting participant (its Organization's id).
     pub const PARTICIPANT: &str = "participant";
