@@ -135,6 +135,7 @@ pub(crate) struct Facts {
     status: Option<Option<(Status, Option<Kind>)>>,
     related: HashSet<String>,
     unrelated: HashSet<String>,
+    practitioner: Option<Option<String>>,
 }
 
 impl Requester {
@@ -724,6 +725,44 @@ impl DecisionPoint {
         }
     }
 
+    /// The practitioner (Practitioner id) asking, read once per request, for consents that name
+    /// one: a user's account linked to a Practitioner (`nutmeg admin user add --practitioner`), or
+    /// any requester of a solo practice (the practice is its one practitioner). Either way the
+    /// Practitioner must be joined to the requester's participant by an active PractitionerRole
+    /// now, so an account cannot keep a practitioner who left, nor claim another participant's.
+    async fn practitioner_of(&self, who: &Requester) -> Result<Option<String>> {
+        if let Some(known) = &who.facts().practitioner {
+            return Ok(known.clone());
+        }
+        let found = match (&self.store, who.principal.participant()) {
+            (Some(store), Some(participant)) => {
+                let claimed = match &who.principal {
+                    Principal::User { user_id, .. } => {
+                        store.user(user_id).await?.and_then(|u| u.practitioner_id)
+                    }
+                    _ => None,
+                };
+                let solo = matches!(
+                    self.participant(who).await?,
+                    Some((_, Some(Kind::SoloPractice)))
+                );
+                if claimed.is_some() || solo {
+                    let joined = crate::participants::practitioners_of(store, participant).await?;
+                    match claimed {
+                        Some(id) => joined.iter().any(|(j, _)| *j == id).then_some(id),
+                        None if joined.len() == 1 => joined.into_iter().next().map(|(id, _)| id),
+                        None => None,
+                    }
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        who.facts().practitioner = Some(found.clone());
+        Ok(found)
+    }
+
     /// The status and kind of the requester's participant, read once per request; `None` if it
     /// acts for no participant the exchange knows.
     async fn participant(&self, who: &Requester) -> Result<Option<(Status, Option<Kind>)>> {
@@ -1004,9 +1043,13 @@ impl DecisionPoint {
                 _ => false,
             };
             let consents = privacy.consents.for_decision(patient, &data.family);
+            let mut recipient = recipient.clone();
+            if consents.iter().any(|c| c.provision.names_practitioner()) {
+                recipient.practitioner = self.practitioner_of(who).await?;
+            }
             let request = privacy::policy::Request {
                 purpose,
-                recipient: recipient.clone(),
+                recipient,
                 relationship,
                 emergency_declared: who.emergency_declared,
             };
@@ -1080,6 +1123,10 @@ impl DecisionPoint {
                 .await?;
         privacy.consents.refresh(store).await?;
         let consents = privacy.consents.for_decision(patient, &data.family);
+        let mut recipient = recipient;
+        if consents.iter().any(|c| c.provision.names_practitioner()) {
+            recipient.practitioner = self.practitioner_of(who).await?;
+        }
         let request = privacy::policy::Request {
             purpose,
             recipient,

@@ -533,6 +533,7 @@ impl Onboarding {
                     role: "participant-admin".to_string(),
                     participant_id: record.data.participant_id.clone(),
                     patient_id: None,
+                    practitioner_id: None,
                     password_hash: account.password_hash,
                     totp_secret: None,
                     created: now.unix_timestamp(),

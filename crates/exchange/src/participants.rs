@@ -188,6 +188,57 @@ pub struct Licence {
     pub number: String,
 }
 
+/// The practitioners joined to a participant's Organization by an active PractitionerRole (ids of
+/// Practitioners that exist), read straight from the store: the registry's own facts, for the
+/// decision point and intake, not a disclosure. At most the first 100 roles are read.
+pub async fn practitioners_of(
+    store: &store::Store,
+    participant: &str,
+) -> Result<Vec<(String, Value)>, store::StoreError> {
+    let params = vec![
+        (
+            "organization".to_string(),
+            format!("Organization/{participant}"),
+        ),
+        ("active".to_string(), "true".to_string()),
+    ];
+    let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
+        .map_err(|_| {
+            store::StoreError::Database("the PractitionerRole search did not parse".into())
+        })?
+        .query;
+    let options = store::SearchOptions {
+        count: 100,
+        max_includes: 0,
+    };
+    let page = store.search(&query, &options).await?;
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for role in page.matches {
+        let Ok(role) = serde_json::from_str::<Value>(&role.json) else {
+            continue;
+        };
+        let Some(id) = role["practitioner"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Practitioner/"))
+        else {
+            continue;
+        };
+        if out.iter().any(|(known, _)| known == id) {
+            continue;
+        }
+        let Some(practitioner) = store.read("Practitioner", id).await? else {
+            continue;
+        };
+        if practitioner.deleted {
+            continue;
+        }
+        if let Ok(json) = serde_json::from_str::<Value>(&practitioner.json) {
+            out.push((id.to_string(), json));
+        }
+    }
+    Ok(out)
+}
+
 /// The practitioner of a solo practice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPractitioner {

@@ -388,3 +388,127 @@ async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
         .expect("kept");
     assert!(sees(&repo, &org_a, "Observation", &sent.resource.id).await);
 }
+
+/// A clinician's account of `participant`, linked to `practitioner` (as `nutmeg admin user add
+/// --practitioner` records it).
+async fn clinician_account(
+    repo: &Repository,
+    user_id: &str,
+    participant: &str,
+    practitioner: Option<&str>,
+) -> Requester {
+    repo.store()
+        .add_user(store::NewUser {
+            user_id: user_id.into(),
+            login: format!("{user_id}@example.org"),
+            display_name: "A Clinician".into(),
+            role: "clinician".into(),
+            participant_id: Some(participant.into()),
+            patient_id: None,
+            practitioner_id: practitioner.map(str::to_string),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            totp_secret: None,
+            created: 0,
+        })
+        .await
+        .expect("account");
+    Requester::new(
+        format!("req-{user_id}"),
+        Principal::User {
+            user_id: user_id.into(),
+            participant: Some(participant.into()),
+            role: Role::Clinician,
+        },
+        PurposeOfUse::Treat,
+        true,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consent_naming_a_practitioner_reaches_that_practitioner_and_nobody_else() {
+    let repo = repo_enforcing().await;
+    let w = world(&repo).await;
+    let system = who();
+    // A solo practice (its practitioner is the practice) with a treatment relationship.
+    let solo = repo
+        .add_participant(&system, &solo_therapist("L-solo"))
+        .await
+        .expect("solo practice")
+        .id;
+    for s in [Status::Onboarding, Status::Live] {
+        repo.set_participant_status(&system, &solo, s)
+            .await
+            .expect("status");
+    }
+    let solo_client = client(&solo, "system/*.*", PurposeOfUse::Treat);
+    repo.attest_treatment(&solo_client, "p1")
+        .await
+        .expect("attest");
+    let joined = exchange::participants::practitioners_of(repo.store(), &solo)
+        .await
+        .expect("the solo practice's practitioner");
+    assert_eq!(joined.len(), 1, "a solo practice has its one practitioner");
+    let solo_practitioner = joined[0].0.clone();
+    // Dr Named works at org-a: a Practitioner joined to org-a by an active PractitionerRole.
+    repo.update(
+        &system,
+        "Practitioner",
+        "dr-named",
+        json!({"resourceType": "Practitioner", "id": "dr-named", "name": [{"family": "Named"}]}),
+        None,
+    )
+    .await
+    .expect("practitioner");
+    repo.create(
+        &system,
+        "PractitionerRole",
+        json!({"resourceType": "PractitionerRole", "active": true,
+            "practitioner": {"reference": "Practitioner/dr-named"},
+            "organization": {"reference": format!("Organization/{}", w.org_a)}}),
+        None,
+    )
+    .await
+    .expect("role");
+    let named = clinician_account(&repo, "u-named", &w.org_a, Some("dr-named")).await;
+    let colleague = clinician_account(&repo, "u-colleague", &w.org_a, None).await;
+    // An account of org-a that claims the solo practice's practitioner (not joined to org-a).
+    let claimant = clinician_account(&repo, "u-claimant", &w.org_a, Some(&solo_practitioner)).await;
+    let org_a_system = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
+    for r in [&named, &colleague, &claimant, &org_a_system, &solo_client] {
+        assert!(
+            !sees(&repo, r, "Condition", "sud").await,
+            "Part 2 data without a consent"
+        );
+    }
+
+    // The patient's Part 2 consent names Dr Named: they see it, their colleagues and their
+    // organization's systems do not.
+    let consent_for = |practitioner: &str| {
+        let mut c = choice("p1", "42CFRPart2", "2026-01-10T09:00:00Z");
+        c["provision"] = json!({"type": "permit", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": {"reference": format!("Practitioner/{practitioner}")}}]});
+        c
+    };
+    repo.create(&operator(), "Consent", consent_for("dr-named"), None)
+        .await
+        .expect("consent naming Dr Named");
+    assert!(sees(&repo, &named, "Condition", "sud").await);
+    for r in [&colleague, &claimant, &org_a_system, &solo_client] {
+        assert!(!sees(&repo, r, "Condition", "sud").await);
+    }
+
+    // A consent naming the solo practitioner reaches their practice's system, and still not the
+    // org-a account that claims them.
+    repo.create(
+        &operator(),
+        "Consent",
+        consent_for(&solo_practitioner),
+        None,
+    )
+    .await
+    .expect("consent naming the solo practitioner");
+    assert!(sees(&repo, &solo_client, "Condition", "sud").await);
+    assert!(!sees(&repo, &claimant, "Condition", "sud").await);
+    assert!(!sees(&repo, &colleague, "Condition", "sud").await);
+}

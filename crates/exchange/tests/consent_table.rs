@@ -10,8 +10,10 @@
 //! participants do not create by PUT), org-a registered as a solo practice of the row's licence
 //! type when it names one, so that intake records the licence and the sender from the registry.
 //!
-//! Scenarios the exchange cannot express yet are listed, with why, and skipped: a recipient who is
-//! a named practitioner (the exchange knows the requester's participant, not their Practitioner).
+//! A recipient who is a named practitioner (`org-a/pr-1`) is a clinician's portal account of org-a
+//! linked to `Practitioner/pr-1`, who is joined to org-a by an active PractitionerRole.
+//!
+//! Scenarios the exchange cannot express yet are listed, with why, and skipped.
 
 mod common;
 
@@ -26,9 +28,6 @@ use privacy::scenarios::{self, Scenario, DECISION_TABLE};
 use serde_json::Value;
 
 fn skipped(s: &Scenario) -> Option<&'static str> {
-    if s.request.recipient.practitioner.is_some() {
-        return Some("the recipient is a named practitioner");
-    }
     if s.source_participant
         .as_deref()
         .is_some_and(|p| p != "org-a")
@@ -56,6 +55,60 @@ fn purpose_of(code: &str) -> PurposeOfUse {
         .into_iter()
         .find(|p| p.code() == code)
         .expect("a purpose the exchange knows")
+}
+
+/// A clinician of `participant` who is `Practitioner/[practitioner]`: the Practitioner, the
+/// PractitionerRole that joins them to the participant, and their portal account linked to it.
+async fn clinician(
+    repo: &Fixture,
+    participant: &str,
+    practitioner: &str,
+    purpose: PurposeOfUse,
+) -> Result<Requester, String> {
+    let system = who();
+    let person = serde_json::json!({
+        "resourceType": "Practitioner",
+        "id": practitioner,
+        "name": [{"family": "Named", "given": ["Clinician"]}],
+    });
+    repo.update(&system, "Practitioner", practitioner, person, None)
+        .await
+        .map_err(|e| format!("Practitioner/{practitioner}: {e:?}"))?;
+    let role = serde_json::json!({
+        "resourceType": "PractitionerRole",
+        "active": true,
+        "practitioner": {"reference": format!("Practitioner/{practitioner}")},
+        "organization": {"reference": format!("Organization/{participant}")},
+    });
+    repo.create(&system, "PractitionerRole", role, None)
+        .await
+        .map_err(|e| format!("PractitionerRole: {e:?}"))?;
+    let user_id = format!("user-{practitioner}");
+    repo.store()
+        .add_user(store::NewUser {
+            user_id: user_id.clone(),
+            login: format!("{practitioner}@org-a.example"),
+            display_name: "Clinician Named".into(),
+            role: "clinician".into(),
+            participant_id: Some(participant.to_string()),
+            patient_id: None,
+            practitioner_id: Some(practitioner.to_string()),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".into(),
+            totp_secret: None,
+            created: 0,
+        })
+        .await
+        .map_err(|e| format!("account: {e:?}"))?;
+    Ok(Requester::new(
+        format!("req-{practitioner}"),
+        Principal::User {
+            user_id,
+            participant: Some(participant.to_string()),
+            role: Role::Clinician,
+        },
+        purpose,
+        true,
+    ))
 }
 
 /// What the recipient gets: `Some(resource)` or `None` (withheld), checked to be the same on read
@@ -148,7 +201,18 @@ async fn run(s: &Scenario) -> Result<Option<Value>, String> {
     ) {
         (Some(org), _) => {
             let id = if org == "org-a" { &org_a } else { &org_b };
-            let mut c = client(id, "system/*.rs", purpose_of(s.request.purpose.code()));
+            let mut c = match &s.request.recipient.practitioner {
+                Some(practitioner) => {
+                    clinician(
+                        &repo,
+                        id,
+                        practitioner,
+                        purpose_of(s.request.purpose.code()),
+                    )
+                    .await?
+                }
+                None => client(id, "system/*.rs", purpose_of(s.request.purpose.code())),
+            };
             c.emergency_declared = s.request.emergency_declared;
             if s.request.relationship {
                 let treat = client(id, "system/*.rs", PurposeOfUse::Treat);

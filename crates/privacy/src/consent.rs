@@ -210,6 +210,15 @@ impl Actor {
 }
 
 impl Provision {
+    /// Whether this provision or one nested in it names a practitioner as an actor (so the
+    /// decision needs to know which practitioner asks).
+    pub fn names_practitioner(&self) -> bool {
+        self.actors
+            .iter()
+            .any(|a| matches!(a, Actor::Practitioner(_)))
+            || self.provisions.iter().any(Provision::names_practitioner)
+    }
+
     /// Whether the provision names anything to narrow what it covers (actors, purposes, labels,
     /// classes, data, actions); a period alone does not.
     pub fn is_conditional(&self) -> bool {

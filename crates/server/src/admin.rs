@@ -143,6 +143,11 @@ pub enum UserCommand {
         /// The Patient a patient's account is linked to, after identity proofing.
         #[arg(long)]
         patient: Option<String>,
+        /// The Practitioner (its id in the provider directory) the person is, joined to the
+        /// participant by an active PractitionerRole: consents that name the practitioner then
+        /// reach this account.
+        #[arg(long)]
+        practitioner: Option<String>,
         /// A file holding the password (one trailing newline is ignored); stdin if not given.
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
@@ -402,14 +407,25 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
                             json!({ "id": id, "kind": kind.code(), "address": address })
                         })
                         .collect();
+                    // The practitioners joined to it (the ids `user add --practitioner` takes).
+                    let practitioners: Vec<Value> =
+                        exchange::participants::practitioners_of(repo.store(), &id)
+                            .await?
+                            .iter()
+                            .map(|(id, json)| json!({ "id": id, "name": json["name"] }))
+                            .collect();
                     if json {
                         let mut value = participant_json(&p);
                         value["endpoints"] = Value::Array(endpoints);
+                        value["practitioners"] = Value::Array(practitioners);
                         println!("{value}");
                     } else {
                         println!("{}", summary(&p));
                         for e in &endpoints {
                             println!("  endpoint\t{}\t{}\t{}", e["id"], e["kind"], e["address"]);
+                        }
+                        for pr in &practitioners {
+                            println!("  practitioner\t{}", pr["id"].as_str().unwrap_or_default());
                         }
                     }
                     ExitCode::SUCCESS
@@ -825,6 +841,7 @@ async fn user(
             role,
             participant,
             patient,
+            practitioner,
             password_file,
             totp,
             json,
@@ -846,6 +863,24 @@ async fn user(
                     Ok(_) => {}
                     Err(e) if e.status() >= 500 => return Err(anyhow::anyhow!("{e}")),
                     Err(_) => problems.push(format!("no participant has the id {id}")),
+                }
+            }
+            if let Some(id) = practitioner.as_deref() {
+                match participant.as_deref() {
+                    Some(org) if repo.participant(who, org).await.is_ok() => {
+                        let joined = exchange::participants::practitioners_of(store, org).await?;
+                        if !joined.iter().any(|(j, _)| j == id) {
+                            problems.push(format!(
+                                "Practitioner/{id} is not joined to participant {org} by an \
+                                 active PractitionerRole"
+                            ));
+                        }
+                    }
+                    Some(_) => {}
+                    None => problems.push(
+                        "--practitioner needs --participant: the practitioner's participant"
+                            .to_string(),
+                    ),
                 }
             }
             if let Some(id) = patient.as_deref() {
@@ -890,6 +925,7 @@ async fn user(
                     role: role.code().to_string(),
                     participant_id: participant,
                     patient_id: patient,
+                    practitioner_id: practitioner,
                     password_hash: hash,
                     totp_secret: secret.as_ref().map(|s| account::hex(s.as_bytes())),
                     created: crate::client::now() as i64,
@@ -994,6 +1030,7 @@ fn user_json(u: &User) -> Value {
         "role": u.role,
         "participant": u.participant_id,
         "patient": u.patient_id,
+        "practitioner": u.practitioner_id,
         "totp": u.totp_secret.is_some(),
         "status": u.status.as_str(),
         "created": u.created,

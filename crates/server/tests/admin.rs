@@ -81,6 +81,57 @@ fn participants_are_added_listed_shown_and_moved_along_the_workflow() {
         ],
     ));
     assert_eq!(therapist["kind"], "solo-practice");
+    // Its practitioner, whom a clinician's account can be linked to; another participant's
+    // account cannot claim them.
+    let shown = json(&admin(
+        dir,
+        &["show", therapist["id"].as_str().unwrap(), "--json"],
+    ));
+    let practitioner = shown["practitioners"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(shown["practitioners"][0]["name"][0]["family"], "Doe");
+    let password = dir.join("password.txt");
+    std::fs::write(&password, "a long clinician password\n").unwrap();
+    let user_add = |login: &str, participant: &str| {
+        let mut command = Command::new(NUTMEG);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("NUTMEG_") {
+                command.env_remove(name);
+            }
+        }
+        command.arg("--data-dir").arg(dir).args([
+            "--log",
+            "warn",
+            "admin",
+            "user",
+            "add",
+            "--password-file",
+            password.to_str().unwrap(),
+            "--login",
+            login,
+            "--name",
+            "Jane Doe",
+            "--role",
+            "clinician",
+            "--participant",
+            participant,
+            "--practitioner",
+            &practitioner,
+            "--json",
+        ]);
+        command.output().expect("run nutmeg")
+    };
+    let linked = json(&user_add("jane", therapist["id"].as_str().unwrap()));
+    assert_eq!(linked["practitioner"], practitioner.as_str());
+    let refused = user_add("impostor", id);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not joined to participant"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 
     let moved = json(&admin(dir, &["set-status", id, "onboarding", "--json"]));
     assert_eq!(moved["status"], "onboarding");

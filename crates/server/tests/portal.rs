@@ -894,3 +894,301 @@ fn a_patient_sees_their_own_accounting_of_disclosures() {
         Some("/portal")
     );
 }
+
+/// The `action` of the first form whose action contains `needle`.
+fn form_action(html: &str, needle: &str) -> Option<String> {
+    html.split("action=\"")
+        .skip(1)
+        .map(|rest| rest.split('"').next().unwrap_or_default().to_string())
+        .find(|action| action.contains(needle))
+}
+
+#[test]
+fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let sender = common::participant(
+        data,
+        "Harbor Recovery Center",
+        "clinic",
+        &["onboarding", "live"],
+    );
+    let recipient = common::participant(
+        data,
+        "Shoreline Family Medicine",
+        "clinic",
+        &["onboarding", "live"],
+    );
+    let sender_client = common::Client::register(data, &sender);
+    let recipient_client = common::Client::register(data, &recipient);
+    let server = Server::start(data, &[]);
+    let base = server.base.clone();
+    let sending = sender_client.token(&server, common::REGISTERED, "TREAT");
+    let reading = recipient_client.token(&server, common::REGISTERED, "TREAT");
+
+    // The treatment program sends the patient, an observation and a substance-use diagnosis.
+    let (status, created) = fhir(
+        "POST",
+        &format!("{base}/Patient"),
+        &sending,
+        Some(
+            json!({"resourceType": "Patient", "name": [{"family": "Rivera"}], "birthDate": "1980-02-02"}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pid = created["id"].as_str().unwrap().to_string();
+    let (status, observation) = fhir(
+        "POST",
+        &format!("{base}/Observation"),
+        &sending,
+        Some(json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": format!("Patient/{pid}")}})),
+    );
+    assert_eq!(status, 201, "{observation}");
+    let oid = observation["id"].as_str().unwrap().to_string();
+    let (status, condition) = fhir(
+        "POST",
+        &format!("{base}/Condition"),
+        &sending,
+        Some(json!({"resourceType": "Condition",
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F11.20"}]},
+            "subject": {"reference": format!("Patient/{pid}")}})),
+    );
+    assert_eq!(status, 201, "{condition}");
+    let cid = condition["id"].as_str().unwrap().to_string();
+    // The family physician treats her too.
+    let (status, body) = fhir(
+        "POST",
+        &format!("{base}/Patient/{pid}/$attest-treatment"),
+        &reading,
+        Some(json!({"resourceType": "Parameters"})),
+    );
+    assert!(status < 300, "{status} {body}");
+    let reads = |path: &str| fhir("GET", &format!("{base}/{path}"), &reading, None);
+    assert_eq!(reads(&format!("Observation/{oid}")).0, 200);
+    assert_eq!(
+        reads(&format!("Condition/{cid}")).0,
+        404,
+        "Part 2 data needs her consent"
+    );
+
+    let password = "a long patient password";
+    for (login, id) in [("rivera", pid.as_str()), ("okafor", "someone-else")] {
+        if login == "okafor" {
+            let (status, other) = fhir(
+                "POST",
+                &format!("{base}/Patient"),
+                &sending,
+                Some(json!({"resourceType": "Patient", "name": [{"family": "Okafor"}]})),
+            );
+            assert_eq!(status, 201);
+            let other = other["id"].as_str().unwrap().to_string();
+            json_of(&add_user(
+                data,
+                password,
+                &[
+                    "--login",
+                    login,
+                    "--name",
+                    "Okafor",
+                    "--role",
+                    "patient",
+                    "--patient",
+                    &other,
+                    "--json",
+                ],
+            ));
+        } else {
+            json_of(&add_user(
+                data,
+                password,
+                &[
+                    "--login",
+                    login,
+                    "--name",
+                    "Rosa Rivera",
+                    "--role",
+                    "patient",
+                    "--patient",
+                    id,
+                    "--json",
+                ],
+            ));
+        }
+    }
+    let mut rivera = Browser::new(&server);
+    assert_eq!(
+        rivera.get("/portal/privacy").location.as_deref(),
+        Some("/portal/sign-in")
+    );
+    assert_eq!(rivera.sign_in("rivera", password, "").status, 303);
+    assert!(rivera
+        .get("/portal")
+        .body
+        .contains("href=\"/portal/privacy\""));
+    let page = rivera.get("/portal/privacy");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("You take part"), "{}", page.body);
+    assert!(page.body.contains("You have given no permissions"));
+    assert!(
+        page.body.contains("Shoreline Family Medicine"),
+        "recipients to choose from"
+    );
+    let csrf = hidden_csrf(&page.body);
+
+    // A permission with mistakes: each error beside its field, what was typed kept, nothing recorded.
+    let wrong = rivera.post(
+        "/portal/privacy/grants",
+        &[
+            ("csrf", &csrf),
+            ("recipient", &recipient),
+            ("records", "part2"),
+            ("until", "2020-01-01"),
+            ("name", ""),
+        ],
+    );
+    assert_eq!(wrong.status, 422, "{}", wrong.body);
+    assert!(wrong.body.contains("The date must be after today"));
+    assert!(wrong.body.contains("Type your full name to sign"));
+    assert!(wrong.body.contains("Tick the box to sign electronically"));
+    assert!(
+        wrong.body.contains("value=\"2020-01-01\""),
+        "typed text kept"
+    );
+    assert!(wrong.body.contains("value=\"part2\" checked"));
+    assert_eq!(reads(&format!("Condition/{cid}")).0, 404);
+    // A forged form is refused.
+    let forged = rivera.post(
+        "/portal/privacy/grants",
+        &[
+            ("csrf", "forged"),
+            ("recipient", &recipient),
+            ("records", "part2"),
+            ("name", "Rosa Rivera"),
+            ("sign", "yes"),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    assert_eq!(reads(&format!("Condition/{cid}")).0, 404);
+
+    // Signed: the physician sees the Part 2 record at once, with its no-redisclosure label.
+    let given = rivera.post(
+        "/portal/privacy/grants",
+        &[
+            ("csrf", &csrf),
+            ("recipient", &recipient),
+            ("records", "part2"),
+            ("until", "2099-12-31"),
+            ("name", "Rosa Rivera"),
+            ("sign", "yes"),
+        ],
+    );
+    assert_eq!(given.status, 303, "{}", given.body);
+    let (status, disclosed) = reads(&format!("Condition/{cid}"));
+    assert_eq!(status, 200, "{disclosed}");
+    assert!(disclosed["meta"]["security"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|c| c["code"] == "NORDSCLCD")));
+    let page = rivera.get("/portal/privacy?done=granted");
+    assert!(
+        page.body.contains("Your permission is recorded"),
+        "{}",
+        page.body
+    );
+    assert!(page
+        .body
+        .contains("Substance-use treatment records (42 CFR Part 2)"));
+    assert!(page.body.contains("2099-12-31"));
+    let withdraw = form_action(&page.body, "/withdraw").expect("a withdraw button");
+
+    // Another patient cannot withdraw it.
+    let mut okafor = Browser::new(&server);
+    assert_eq!(okafor.sign_in("okafor", password, "").status, 303);
+    let theirs = okafor.get("/portal/privacy");
+    assert!(
+        theirs.body.contains("You have given no permissions"),
+        "{}",
+        theirs.body
+    );
+    assert!(!theirs.body.contains("2099-12-31"));
+    let other_csrf = hidden_csrf(&theirs.body);
+    let attempt = okafor.post(&withdraw, &[("csrf", &other_csrf)]);
+    assert_eq!(attempt.location.as_deref(), Some("/portal/privacy"));
+    assert_eq!(reads(&format!("Condition/{cid}")).0, 200, "still in force");
+
+    // Withdrawn: from now on, not disclosed.
+    let withdrawn = rivera.post(&withdraw, &[("csrf", &csrf)]);
+    assert_eq!(
+        withdrawn.location.as_deref(),
+        Some("/portal/privacy?done=withdrawn")
+    );
+    assert_eq!(reads(&format!("Condition/{cid}")).0, 404);
+    assert!(rivera
+        .get("/portal/privacy")
+        .body
+        .contains("You have given no permissions"));
+
+    // Opting out needs the box ticked; then she is as unknown as someone who never was.
+    let unticked = rivera.post(
+        "/portal/privacy/choice",
+        &[("csrf", &csrf), ("choice", "opt-out")],
+    );
+    assert_eq!(unticked.status, 422);
+    assert_eq!(reads(&format!("Observation/{oid}")).0, 200);
+    let out = rivera.post(
+        "/portal/privacy/choice",
+        &[
+            ("csrf", &csrf),
+            ("choice", "opt-out"),
+            ("understood", "yes"),
+        ],
+    );
+    assert_eq!(
+        out.location.as_deref(),
+        Some("/portal/privacy?done=opted-out")
+    );
+    let known = reads(&format!("Observation/{oid}"));
+    let never = reads("Observation/never-was");
+    assert_eq!(known, never, "withheld like a record that never existed");
+    let page = rivera.get("/portal/privacy");
+    assert!(
+        page.body.contains("You are opted out since"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("opted out</li>"));
+
+    // And back in: the data, not yet purged, is there again.
+    let back = rivera.post(
+        "/portal/privacy/choice",
+        &[("csrf", &csrf), ("choice", "opt-in"), ("understood", "yes")],
+    );
+    assert_eq!(
+        back.location.as_deref(),
+        Some("/portal/privacy?done=opted-in")
+    );
+    assert_eq!(reads(&format!("Observation/{oid}")).0, 200);
+    assert!(rivera.get("/portal/privacy").body.contains("You take part"));
+
+    // Not a patient: no privacy page.
+    json_of(&add_user(
+        data,
+        password,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Op",
+            "--role",
+            "operator-admin",
+            "--json",
+        ],
+    ));
+    let mut operator = Browser::new(&server);
+    assert_eq!(operator.sign_in("op", password, "").status, 303);
+    assert_eq!(
+        operator.get("/portal/privacy").location.as_deref(),
+        Some("/portal")
+    );
+}

@@ -183,6 +183,7 @@ async fn pair_with(
         role: "clinician".into(),
         participant_id: Some("org-1".into()),
         patient_id: None,
+        practitioner_id: None,
         password_hash: auth::password::hash(PASSWORD).unwrap(),
         totp_secret: None,
         created: now_ms() / 1000,

@@ -68,6 +68,8 @@ pub struct NewUser {
     pub role: String,
     pub participant_id: Option<String>,
     pub patient_id: Option<String>,
+    /// The Practitioner (its resource id) the person is, for a clinician (migration 0012).
+    pub practitioner_id: Option<String>,
     /// An argon2id PHC string.
     pub password_hash: String,
     /// The TOTP secret as the caller encodes it, if the account has a second factor.
@@ -85,6 +87,8 @@ pub struct User {
     pub role: String,
     pub participant_id: Option<String>,
     pub patient_id: Option<String>,
+    /// The Practitioner (its resource id) the person is, if the operator linked one.
+    pub practitioner_id: Option<String>,
     pub password_hash: String,
     pub totp_secret: Option<String>,
     /// The TOTP step of the last code accepted.
@@ -143,7 +147,8 @@ pub fn login_key(login: &str) -> String {
 }
 
 const USER_COLUMNS: &str = "user_id, login, display_name, role, participant_id, patient_id, \
-     password_hash, totp_secret, last_totp_step, failed_attempts, locked_until, created, status";
+     password_hash, totp_secret, last_totp_step, failed_attempts, locked_until, created, status, \
+     practitioner_id";
 
 const SESSION_COLUMNS: &str = "id_hash, user_id, csrf, created, expires, last_seen";
 
@@ -182,6 +187,7 @@ fn user_from_row(row: Vec<Val>) -> Result<User> {
         locked_until: optional_int(next())?,
         created: next().int()?,
         status: UserStatus::parse(&next().text()?)?,
+        practitioner_id: optional_text(next())?,
     })
 }
 
@@ -216,10 +222,11 @@ pub(crate) async fn add_user(e: &mut impl Exec, new: NewUser) -> Result<User> {
     }
     let sql = format!(
         "INSERT INTO users (user_id, login, login_key, display_name, role, participant_id, \
-         patient_id, password_hash, totp_secret, failed_attempts, created, status) \
-         VALUES ({}, 0, {}, 'active') ON CONFLICT DO NOTHING RETURNING user_id",
+         patient_id, password_hash, totp_secret, failed_attempts, created, status, practitioner_id) \
+         VALUES ({}, 0, {}, 'active', {}) ON CONFLICT DO NOTHING RETURNING user_id",
         placeholders(e, 9),
-        e.dialect().placeholder(10)
+        e.dialect().placeholder(10),
+        e.dialect().placeholder(11)
     );
     let args = [
         Val::Text(new.user_id.clone()),
@@ -232,6 +239,7 @@ pub(crate) async fn add_user(e: &mut impl Exec, new: NewUser) -> Result<User> {
         Val::Text(new.password_hash.clone()),
         text_or_null(&new.totp_secret),
         Val::Int(new.created),
+        text_or_null(&new.practitioner_id),
     ];
     if e.rows(&sql, &args).await?.is_empty() {
         return Err(StoreError::Conflict {
@@ -246,6 +254,7 @@ pub(crate) async fn add_user(e: &mut impl Exec, new: NewUser) -> Result<User> {
         role: new.role,
         participant_id: new.participant_id,
         patient_id: new.patient_id,
+        practitioner_id: new.practitioner_id,
         password_hash: new.password_hash,
         totp_secret: new.totp_secret,
         last_totp_step: None,

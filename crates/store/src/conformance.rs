@@ -3493,6 +3493,7 @@ fn new_user(id: &str, login: &str, role: &str, created: i64) -> crate::NewUser {
         role: role.to_string(),
         participant_id: (role != "patient" && role != "operator-admin").then(|| "org-1".into()),
         patient_id: (role == "patient").then(|| "pat-1".into()),
+        practitioner_id: None,
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaA".to_string(),
         totp_secret: (role == "patient").then(|| "00112233445566778899aabbccddeeff".into()),
         created,
@@ -3505,10 +3506,14 @@ pub async fn accounts_add_find_list_disable(store: &Store) {
     assert_eq!(store.users().await.expect("none"), Vec::new());
     assert_eq!(store.user_by_login("alice").await.expect("absent"), None);
     let alice = store
-        .add_user(new_user("u1", "Alice.Smith", "clinician", 100))
+        .add_user(crate::NewUser {
+            practitioner_id: Some("pr-alice".into()),
+            ..new_user("u1", "Alice.Smith", "clinician", 100)
+        })
         .await
         .expect("add");
     assert_eq!(alice.status, crate::UserStatus::Active);
+    assert_eq!(alice.practitioner_id.as_deref(), Some("pr-alice"));
     assert_eq!((alice.failed_attempts, alice.locked_until), (0, None));
     let bob = store
         .add_user(new_user("u2", "bob", "patient", 50))
@@ -3521,6 +3526,7 @@ pub async fn accounts_add_find_list_disable(store: &Store) {
         "a login is found regardless of case"
     );
     assert_eq!(bob.patient_id.as_deref(), Some("pat-1"));
+    assert_eq!(bob.practitioner_id, None);
     assert!(bob.totp_secret.is_some());
     for taken in [
         new_user("u3", "alice.SMITH", "staff", 200),
@@ -4161,6 +4167,7 @@ pub async fn onboarding_applications_stored_and_found(store: &Store) {
             role: "participant-admin".into(),
             participant_id: Some("org-1".into()),
             patient_id: None,
+            practitioner_id: None,
             password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             totp_secret: None,
             created: 1,

@@ -75,6 +75,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "compliance",
         sql: include_str!("../migrations/sqlite/0011_compliance.sql"),
     },
+    Migration {
+        version: 12,
+        name: "user_practitioner",
+        sql: include_str!("../migrations/sqlite/0012_user_practitioner.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -141,6 +146,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 11,
         name: "compliance",
         sql: include_str!("../migrations/postgres/0011_compliance.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "user_practitioner",
+        sql: include_str!("../migrations/postgres/0012_user_practitioner.sql"),
     },
 ];
 

@@ -618,25 +618,25 @@ async fn link(
     let mut keys = subject.keys.clone();
     keys.sort_unstable();
     keys.dedup();
+    // Each key's bucket is counted only up to one past the limit: a common key (a frequent
+    // surname's code and a birth year) has a bucket of many thousands, and counting it whole
+    // would walk all of it for every link.
     let mut usable = Vec::new();
-    for chunk in keys.chunks(CHUNK) {
-        let mut args = vec![Val::Int(max_bucket as i64)];
-        let list: Vec<String> = chunk
-            .iter()
-            .map(|k| {
-                args.push(Val::Int(*k));
-                ph(e, args.len())
-            })
-            .collect();
-        let sql = format!(
-            "SELECT key FROM mpi_keys WHERE key IN ({}) GROUP BY key HAVING COUNT(*) <= {}",
-            list.join(", "),
-            ph(e, 1)
-        );
-        for row in e.rows(&sql, &args).await? {
-            if let Some(v) = row.first() {
-                usable.push(v.int()?);
-            }
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM mpi_keys WHERE key = {} LIMIT {}) AS bucket",
+        ph(e, 1),
+        ph(e, 2)
+    );
+    for key in &keys {
+        let rows = e
+            .rows(&sql, &[Val::Int(*key), Val::Int(max_bucket as i64 + 1)])
+            .await?;
+        let size = match rows.first().and_then(|r| r.first()) {
+            Some(v) => v.int()?,
+            None => 0,
+        };
+        if size as usize <= max_bucket {
+            usable.push(*key);
         }
     }
     let mut candidates = Vec::new();

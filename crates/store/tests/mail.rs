@@ -527,6 +527,7 @@ async fn inbox(store: &Store) {
             role: "clinician".into(),
             participant_id: None,
             patient_id: None,
+            practitioner_id: None,
             password_hash: "x".into(),
             totp_secret: None,
             created: 1,

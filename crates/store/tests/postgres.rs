@@ -357,6 +357,7 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["9".to_string(), "inbox".to_string()],
             vec!["10".to_string(), "onboarding".to_string()],
             vec!["11".to_string(), "compliance".to_string()],
+            vec!["12".to_string(), "user_practitioner".to_string()],
         ],
         "applied once"
     );

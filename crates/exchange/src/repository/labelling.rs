@@ -45,7 +45,7 @@ use privacy::codes::Licence;
 use privacy::labels::{self, Labels, SourceFacts};
 use serde::Deserialize;
 use serde_json::Value;
-use store::{SearchOptions, Write, WriteOp};
+use store::{Write, WriteOp};
 
 use super::{Error, Repository, Result};
 use crate::access::{is_directory, Principal, Requester};
@@ -310,38 +310,7 @@ impl Repository {
         if !solo {
             return Ok(None);
         }
-        let params = vec![
-            (
-                "organization".to_string(),
-                format!("Organization/{participant}"),
-            ),
-            ("active".to_string(), "true".to_string()),
-        ];
-        let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
-            .map_err(Error::Invalid)?
-            .query;
-        let options = SearchOptions {
-            count: 10,
-            max_includes: 0,
-        };
-        let page = self.store.search(&query, &options).await?;
-        for role in page.matches {
-            let role: Value = serde_json::from_str(&role.json)
-                .map_err(|e| super::support::unreadable(&role, e))?;
-            let Some(id) = role["practitioner"]["reference"]
-                .as_str()
-                .and_then(|r| r.strip_prefix("Practitioner/"))
-            else {
-                continue;
-            };
-            let Some(practitioner) = self.store.read("Practitioner", id).await? else {
-                continue;
-            };
-            if practitioner.deleted {
-                continue;
-            }
-            let json: Value = serde_json::from_str(&practitioner.json)
-                .map_err(|e| super::support::unreadable(&practitioner, e))?;
+        for (_, json) in crate::participants::practitioners_of(&self.store, participant).await? {
             if let Some(licence) = licence_of(&json) {
                 return Ok(Some(licence));
             }

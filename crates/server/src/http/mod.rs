@@ -81,6 +81,19 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         )
         .route("/portal/sign-out", post(crate::portal::sign_out))
         .route("/portal/disclosures", get(crate::portal::disclosures))
+        .route("/portal/privacy", get(crate::portal::privacy::show))
+        .route(
+            "/portal/privacy/choice",
+            post(crate::portal::privacy::choice),
+        )
+        .route(
+            "/portal/privacy/grants",
+            post(crate::portal::privacy::grant),
+        )
+        .route(
+            "/portal/privacy/consents/{id}/withdraw",
+            post(crate::portal::privacy::withdraw),
+        )
         .route(
             "/portal/connect",
             get(crate::portal::connect::connect_form).post(crate::portal::connect::connect),

@@ -341,6 +341,7 @@ mod tests {
             role: role.into(),
             participant_id: participant.map(Into::into),
             patient_id: patient.map(Into::into),
+            practitioner_id: None,
             password_hash: String::new(),
             totp_secret: None,
             last_totp_step: None,

@@ -1,6 +1,7 @@
 //! The portal for people, server-rendered HTML without scripts or outside assets: `GET /portal`
 //! (who you are), `GET`/`POST /portal/sign-in`, `POST /portal/sign-out`, and for a patient
-//! `GET /portal/disclosures` (their accounting of disclosures), and for a user who owns a Direct
+//! `GET /portal/disclosures` (their accounting of disclosures) and `/portal/privacy` (their choice to
+//! take part or opt out, and their permissions for sensitive records: [`privacy`]), and for a user who owns a Direct
 //! address the web inbox under `/portal/inbox` ([`inbox`]); connecting to the exchange
 //! ([`connect`]): the public application form `/portal/connect`, the applicant's pages under
 //! `/portal/applications`, and the operator's queue `/portal/onboarding`; the public EHR
@@ -33,6 +34,7 @@ pub mod ehr;
 pub mod html;
 pub mod inbox;
 pub mod multipart;
+pub mod privacy;
 
 use std::sync::OnceLock;
 
@@ -226,7 +228,9 @@ pub async fn home(State(state): State<Shared>, request: Request) -> Response {
     }
     if role == Some(RoleCode::Patient) {
         body.push_str(
-            "<p><a href=\"/portal/disclosures\">Who has seen your record \
+            "<p><a href=\"/portal/privacy\">Your privacy choices: take part or opt out, \
+             and permissions for your sensitive records</a></p>\n\
+             <p><a href=\"/portal/disclosures\">Who has seen your record \
              (accounting of disclosures)</a></p>\n",
         );
     }
@@ -551,7 +555,7 @@ fn is_cursor(text: &str) -> bool {
     !text.is_empty() && text.len() <= 20 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+pub(crate) fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     html::parse_form(query?.as_bytes())?.remove(name)
 }
 
