@@ -1192,3 +1192,111 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         Some("/portal")
     );
 }
+
+#[test]
+fn the_source_of_data_read_in_an_emergency_finds_the_notice_in_the_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let source = common::participant(
+        data,
+        "Riverside Counseling",
+        "clinic",
+        &["onboarding", "live"],
+    );
+    let er = common::participant(
+        data,
+        "County Emergency Department",
+        "hospital",
+        &["onboarding", "live"],
+    );
+    let other = common::participant(data, "Elm Street Clinic", "clinic", &["onboarding", "live"]);
+    let source_client = common::Client::register(data, &source);
+    let er_client = common::Client::register(data, &er);
+    let server = Server::start(data, &[]);
+    let base = server.base.clone();
+    let sending = source_client.token(&server, common::REGISTERED, "TREAT");
+    let (status, created) = fhir(
+        "POST",
+        &format!("{base}/Patient"),
+        &sending,
+        Some(json!({"resourceType": "Patient", "name": [{"family": "Lindqvist"}]})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let pid = created["id"].as_str().unwrap().to_string();
+    let (status, observation) = fhir(
+        "POST",
+        &format!("{base}/Observation"),
+        &sending,
+        Some(json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": format!("Patient/{pid}")}})),
+    );
+    assert_eq!(status, 201, "{observation}");
+
+    let password = "a long clinician password";
+    for (login, participant) in [("counselor", &source), ("elsewhere", &other)] {
+        json_of(&add_user(
+            data,
+            password,
+            &[
+                "--login",
+                login,
+                "--name",
+                login,
+                "--role",
+                "clinician",
+                "--participant",
+                participant,
+                "--json",
+            ],
+        ));
+    }
+    let mut counselor = Browser::new(&server);
+    assert_eq!(counselor.sign_in("counselor", password, "").status, 303);
+    assert!(counselor
+        .get("/portal")
+        .body
+        .contains("Emergency access notices</a> (0)"));
+
+    // The emergency department has no relationship with the patient: it breaks the glass.
+    let emergency = er_client.token(&server, common::REGISTERED, "ETREAT");
+    let (status, read) = fhir(
+        "GET",
+        &format!("{base}/Observation?subject=Patient/{pid}"),
+        &emergency,
+        None,
+    );
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["entry"].as_array().map(Vec::len), Some(1), "{read}");
+
+    let home = counselor.get("/portal");
+    assert!(
+        home.body.contains("Emergency access notices</a> (1)"),
+        "{}",
+        home.body
+    );
+    let page = counselor.get("/portal/notices");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Emergency access (break-the-glass)"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("Organization/{er}")),
+        "who read it"
+    );
+    assert!(page.body.contains(&format!("Patient/{pid}")));
+    assert!(page.body.contains("1 Observation"), "{}", page.body);
+
+    // Another participant's clinician is told nothing about it.
+    let mut elsewhere = Browser::new(&server);
+    assert_eq!(elsewhere.sign_in("elsewhere", password, "").status, 303);
+    let theirs = elsewhere.get("/portal/notices");
+    assert!(
+        theirs.body.contains("No emergency access to data you sent"),
+        "{}",
+        theirs.body
+    );
+    assert!(!theirs.body.contains(&pid));
+}

@@ -82,6 +82,7 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         .route("/portal/sign-out", post(crate::portal::sign_out))
         .route("/portal/disclosures", get(crate::portal::disclosures))
         .route("/portal/privacy", get(crate::portal::privacy::show))
+        .route("/portal/notices", get(crate::portal::notices::list))
         .route(
             "/portal/privacy/choice",
             post(crate::portal::privacy::choice),

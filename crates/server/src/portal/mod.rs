@@ -1,8 +1,10 @@
 //! The portal for people, server-rendered HTML without scripts or outside assets: `GET /portal`
 //! (who you are), `GET`/`POST /portal/sign-in`, `POST /portal/sign-out`, and for a patient
-//! `GET /portal/disclosures` (their accounting of disclosures) and `/portal/privacy` (their choice to
-//! take part or opt out, and their permissions for sensitive records: [`privacy`]), and for a user who owns a Direct
-//! address the web inbox under `/portal/inbox` ([`inbox`]); connecting to the exchange
+//! `GET /portal/disclosures` (their accounting of disclosures) and `/portal/privacy` (their choice
+//! to take part or opt out, and their permissions for sensitive records: [`privacy`]); for a
+//! participant's users the break-the-glass notices about data they sent (`/portal/notices`:
+//! [`notices`]); for a user who owns a Direct address the web inbox under `/portal/inbox`
+//! ([`inbox`]); connecting to the exchange
 //! ([`connect`]): the public application form `/portal/connect`, the applicant's pages under
 //! `/portal/applications`, and the operator's queue `/portal/onboarding`; the public EHR
 //! compatibility catalog at `/portal/ehr` with its request form, and the operators' tally of
@@ -34,6 +36,7 @@ pub mod ehr;
 pub mod html;
 pub mod inbox;
 pub mod multipart;
+pub mod notices;
 pub mod privacy;
 
 use std::sync::OnceLock;
@@ -216,6 +219,13 @@ pub async fn home(State(state): State<Shared>, request: Request) -> Response {
             Ok(_) => {}
             Err(e) => return internal(e),
         }
+    }
+    match notices::count(&state, &user, &parts).await {
+        Ok(Some(n)) => body.push_str(&format!(
+            "<p><a href=\"/portal/notices\">Emergency access notices</a> ({n})</p>\n"
+        )),
+        Ok(None) => {}
+        Err(response) => return response,
     }
     if role == Some(RoleCode::OperatorAdmin) {
         body.push_str("<p><a href=\"/portal/onboarding\">Onboarding queue</a></p>\n");
