@@ -835,4 +835,29 @@ fn the_portal_catalog_requests_compliance_pages_and_self_lookup() {
     );
     assert_eq!(forged.status, 403);
     assert!(!forged.body.contains("Doe"));
+
+    // A script that tries pairs is stopped: 30 lookups per address in ten minutes (five were
+    // made above), then 429, even for the right pair.
+    let mut csrf = hidden_csrf(&bad_npi.body);
+    let mut tried = 5;
+    let refused = loop {
+        let answer = public.post(
+            "/portal/compliance/lookup",
+            &[("csrf", &csrf), ("licence", "LMFT.999"), ("npi", &jane_npi)],
+        );
+        if answer.status == 429 {
+            break answer;
+        }
+        tried += 1;
+        assert!(tried <= 30, "still answering after {tried} lookups");
+        csrf = hidden_csrf(&answer.body);
+    };
+    assert_eq!(tried, 30, "the limit is 30");
+    assert!(refused.body.contains("Too many requests"));
+    let right = public.post(
+        "/portal/compliance/lookup",
+        &[("csrf", &csrf), ("licence", "LMFT.001"), ("npi", &jane_npi)],
+    );
+    assert_eq!(right.status, 429);
+    assert!(!right.body.contains("Doe"));
 }

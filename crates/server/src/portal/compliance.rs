@@ -509,6 +509,9 @@ pub async fn lookup(State(state): State<Shared>, request: Request) -> Response {
     if !form_token_ok(&parts, &form) {
         return super::forbidden();
     }
+    if let Some(refused) = super::limit::lookups().refusal(super::client_address(&parts)) {
+        return refused;
+    }
     let licence: String = form
         .get("licence")
         .map(|s| s.trim().chars().take(100).collect())

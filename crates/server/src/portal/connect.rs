@@ -372,6 +372,9 @@ pub async fn connect(State(state): State<Shared>, request: Request) -> Response 
     if expected.is_empty() || !same_token(&expected, sent) {
         return forbidden();
     }
+    if let Some(refused) = super::limit::applications().refusal(super::client_address(&parts)) {
+        return refused;
+    }
     let form = form_of(&fields);
     let onboarding = onboarding(&state);
     let catalog = match onboarding.catalog().await {

@@ -316,6 +316,9 @@ pub async fn request_post(State(state): State<Shared>, request: Request) -> Resp
     if !form_token_ok(&parts, &form) {
         return super::forbidden();
     }
+    if let Some(refused) = super::limit::catalog_requests().refusal(super::client_address(&parts)) {
+        return refused;
+    }
     let get = |name: &str| form.get(name).cloned().unwrap_or_default();
     let values = RequestForm {
         kind: get("kind"),

@@ -35,6 +35,7 @@ pub mod connect;
 pub mod ehr;
 pub mod html;
 pub mod inbox;
+pub mod limit;
 pub mod multipart;
 pub mod notices;
 pub mod privacy;
