@@ -727,6 +727,34 @@ impl Onboarding {
         Ok(view)
     }
 
+    /// A Direct address was issued to `participant` (its Organization, or a practitioner joined to
+    /// it): each of its applications whose next step is `direct-address-issued` has that step done,
+    /// by `by` at `now` (an application not there yet, or past it, is left as it is). Answers the
+    /// applications moved.
+    pub async fn direct_address_issued(
+        &self,
+        participant: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, OnboardingError> {
+        let mut moved = Vec::new();
+        for record in self
+            .repo
+            .store()
+            .applications_of_participant(participant)
+            .await?
+        {
+            let id = record.data.application_id.clone();
+            let view = self.view(&id, now).await?;
+            if view.next == Some(Step::DirectAddressIssued) {
+                self.complete_step(&id, Step::DirectAddressIssued, by, now)
+                    .await?;
+                moved.push(id);
+            }
+        }
+        Ok(moved)
+    }
+
     async fn take_step(
         &self,
         view: &View,

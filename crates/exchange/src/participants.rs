@@ -239,6 +239,45 @@ pub async fn practitioners_of(
     Ok(out)
 }
 
+/// The participants (Organization ids) a practitioner is joined to by an active PractitionerRole,
+/// read straight from the store (the registry's own facts). At most the first 100 roles are read.
+pub async fn participants_of_practitioner(
+    store: &store::Store,
+    practitioner: &str,
+) -> Result<Vec<String>, store::StoreError> {
+    let params = vec![
+        (
+            "practitioner".to_string(),
+            format!("Practitioner/{practitioner}"),
+        ),
+        ("active".to_string(), "true".to_string()),
+    ];
+    let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
+        .map_err(|_| {
+            store::StoreError::Database("the PractitionerRole search did not parse".into())
+        })?
+        .query;
+    let options = store::SearchOptions {
+        count: 100,
+        max_includes: 0,
+    };
+    let mut out: Vec<String> = Vec::new();
+    for role in store.search(&query, &options).await?.matches {
+        let Ok(role) = serde_json::from_str::<Value>(&role.json) else {
+            continue;
+        };
+        if let Some(org) = role["organization"]["reference"]
+            .as_str()
+            .and_then(|r| r.strip_prefix("Organization/"))
+        {
+            if !out.iter().any(|o| o == org) {
+                out.push(org.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The practitioner of a solo practice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPractitioner {

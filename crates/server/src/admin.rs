@@ -354,7 +354,7 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         }
         AdminCommand::Consent(command) => return crate::purge::run(&repo, config, command).await,
         AdminCommand::Direct(command) => {
-            return crate::smtp::admin::run(config, repo.store(), command).await
+            return crate::smtp::admin::run(config, &repo, command).await
         }
         AdminCommand::Token {
             client,

@@ -327,3 +327,133 @@ fn operators_issue_and_revoke_addresses_and_the_binary_serves_smtp() {
         "{crl} lacks {serial}"
     );
 }
+
+/// An applicant on the secure-messaging path waits for their Direct address; issuing it to their
+/// participant records the step (by `nutmeg admin direct`), and only when it is the next one.
+#[test]
+fn issuing_an_applicants_address_moves_their_application_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("kek"), Kek::generate_base64().unwrap()).unwrap();
+    let config = dir.join("direct.toml");
+    std::fs::write(
+        &config,
+        "domains = [\"direct.nutmeg.test\"]\nhostname = \"hisp.nutmeg.test\"\nkek_file = \"kek\"\n",
+    )
+    .unwrap();
+    ok(&run(
+        dir,
+        &config,
+        &[
+            "admin",
+            "direct",
+            "ca",
+            "init",
+            "--domain",
+            "direct.nutmeg.test",
+        ],
+    ));
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_str(&ok(out)).expect("JSON")
+    };
+    let applied = json(&run(
+        dir,
+        &config,
+        &[
+            "admin",
+            "application",
+            "add",
+            "--json",
+            "--kind",
+            "solo-practitioner",
+            "--legal-name",
+            "Sam Lee",
+            "--npi",
+            "1987654328",
+            "--licence-type",
+            "lcsw",
+            "--licence-number",
+            "LCSW 77",
+            "--licence-state",
+            "CT",
+            "--address-line",
+            "3 Oak Road",
+            "--city",
+            "Stamford",
+            "--state",
+            "CT",
+            "--postcode",
+            "06901",
+            "--ehr",
+            "none",
+            "--signer-name",
+            "Sam Lee",
+            "--signer-title",
+            "Owner",
+            "--signer-email",
+            "sam@lee.example.org",
+            "--contact-name",
+            "Sam Lee",
+            "--contact-email",
+            "sam@lee.example.org",
+            "--contact-phone",
+            "860-555-0111",
+        ],
+    ));
+    let id = applied["id"].as_str().unwrap().to_string();
+    let participant = applied["participant"].as_str().unwrap().to_string();
+    assert_eq!(applied["path"], "secure-messaging");
+    let issue = |local: &str| {
+        json(&run(
+            dir,
+            &config,
+            &[
+                "admin",
+                "direct",
+                "address",
+                "add",
+                "--address",
+                &format!("{local}@direct.nutmeg.test"),
+                "--organization",
+                &participant,
+                "--name",
+                "Sam Lee",
+                "--json",
+            ],
+        ))
+    };
+    let done = |step: &str| -> Option<String> {
+        let shown = json(&run(
+            dir,
+            &config,
+            &["admin", "application", "show", &id, "--json"],
+        ));
+        shown["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == step)
+            .map(|s| s["by"].as_str().unwrap_or_default().to_string())
+    };
+
+    // Too early (the package is not sent yet): the address is issued, the checklist waits.
+    let early = issue("sam.early");
+    assert_eq!(early["applications"], serde_json::json!([]));
+    assert_eq!(done("direct-address-issued"), None);
+
+    for step in ["package-sent", "agreements-signed"] {
+        json(&run(
+            dir,
+            &config,
+            &["admin", "application", "step", &id, step, "--json"],
+        ));
+    }
+    let issued = issue("sam.lee");
+    assert_eq!(issued["applications"], serde_json::json!([id.clone()]));
+    assert_eq!(
+        done("direct-address-issued").as_deref(),
+        Some("nutmeg admin direct")
+    );
+    // Past it: another address moves nothing.
+    assert_eq!(issue("sam.second")["applications"], serde_json::json!([]));
+}

@@ -167,9 +167,10 @@ async fn authority(store: &Store, kek: &Kek, domain: &str) -> anyhow::Result<Opt
 /// Runs `nutmeg admin direct ...`.
 pub async fn run(
     config: &Config,
-    store: &Store,
+    repo: &exchange::repository::Repository,
     command: DirectCommand,
 ) -> anyhow::Result<ExitCode> {
+    let store = repo.store();
     let Some(path) = &config.direct_config else {
         return refuse(
             "Direct commands need --direct-config (the domains and the key-encryption key)",
@@ -273,17 +274,44 @@ pub async fn run(
                     .bind_direct_address(&address, &user.user_id, now)
                     .await?;
             }
+            // The participant's connection application, if it waits for its address, moves on.
+            let participants = match kind {
+                "organization" => vec![id.clone()],
+                _ => exchange::participants::participants_of_practitioner(store, &id).await?,
+            };
+            let onboarding =
+                exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
+            let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)
+                .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+            let mut moved = Vec::new();
+            for participant in &participants {
+                match onboarding
+                    .direct_address_issued(participant, "nutmeg admin direct", at)
+                    .await
+                {
+                    Ok(done) => moved.extend(done),
+                    // The address stands; the operator records the step by hand.
+                    Err(e) => eprintln!(
+                        "nutmeg: {address} is issued, but the application of participant \
+                         {participant} was not moved on: {e}"
+                    ),
+                }
+            }
             if add.json {
                 println!(
                     "{}",
                     json!({"address": issued.address, "owner": format!("{resource}/{id}"),
-                           "certificate": String::from_utf8(cert.to_pem()?)?})
+                           "certificate": String::from_utf8(cert.to_pem()?)?,
+                           "applications": moved})
                 );
             } else {
                 println!(
                     "{} issued to {resource}/{id} ({})",
                     issued.address, issued.display_name
                 );
+                for application in &moved {
+                    println!("application {application}: direct-address-issued done");
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
