@@ -1,7 +1,9 @@
 //! `nutmeg admin consent purge`: the real binary on a temporary database. Data imported for a
 //! patient who opted out stays through the window, a dry run only reports, the run removes it
 //! (counts per patient, never content), the audit chain still verifies, and a second run finds
-//! nothing.
+//! nothing. And `nutmeg serve` runs the same purge on its own, every `--purge-interval` seconds.
+
+mod common;
 
 use std::process::{Command, Output};
 
@@ -112,4 +114,80 @@ fn the_purge_command_removes_an_opted_out_patients_data_after_the_window() {
 
     let bad = nutmeg(dir, &["admin", "consent", "purge", "--now", "next tuesday"]);
     assert_eq!(bad.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn the_server_purges_on_its_own_every_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // Opted out in January: the five business days are long past.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        put(json!({"resourceType": "Patient", "id": "srv-p", "name": [{"family": "Quarrington"}]})),
+        put(json!({"resourceType": "Observation", "id": "srv-o", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": "Patient/srv-p"}})),
+        put(json!({"resourceType": "Patient", "id": "srv-keep", "name": [{"family": "Stay"}]})),
+        put(json!({"resourceType": "Consent", "id": "srv-c", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": "Patient/srv-p"},
+            "dateTime": "2026-01-09T10:00:00Z",
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTOUT"}]}})),
+    ]});
+    let file = dir.join("bundle.json");
+    std::fs::write(&file, bundle.to_string()).unwrap();
+    let imported = nutmeg(dir, &["import", file.to_str().unwrap()]);
+    assert!(imported.status.success());
+    let due = || {
+        json_of(&nutmeg(
+            dir,
+            &["admin", "consent", "purge", "--json", "--dry-run"],
+        ))
+    };
+    assert_eq!(
+        due()["persons"][0]["resources"],
+        json!({"Observation": 1, "Patient": 1}),
+        "due, not yet purged"
+    );
+
+    let server = common::Server::start(dir, &["--purge-interval", "1"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if due()["persons"][0]["resources"] == json!({}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not purge within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(server);
+    let verified = json_of(&nutmeg(dir, &["admin", "audit", "verify", "--json"]));
+    assert_eq!(verified["intact"], true);
+    // The log says a purge ran, and nothing about the patient.
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(log.contains("purge"), "{log}");
+    assert!(
+        !log.contains("Quarrington") && !log.contains("srv-p"),
+        "{log}"
+    );
+    // The other patient is untouched.
+    let db = rusqlite::Connection::open(dir.join("nutmeg.db")).unwrap();
+    let kept: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM resources WHERE id = 'srv-keep'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1);
+    let gone: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM resources WHERE id IN ('srv-p', 'srv-o')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(gone, 0);
 }
