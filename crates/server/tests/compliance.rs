@@ -861,3 +861,168 @@ fn the_portal_catalog_requests_compliance_pages_and_self_lookup() {
     assert_eq!(right.status, 429);
     assert!(!right.body.contains("Doe"));
 }
+
+/// The values of the `<option>`s of the first `<select name="participant">`.
+fn participant_options(html: &str) -> Vec<String> {
+    let Some(start) = html.find("<select name=\"participant\">") else {
+        return Vec::new();
+    };
+    let select = &html[start..];
+    let select = &select[..select.find("</select>").unwrap_or(select.len())];
+    select
+        .split("<option value=\"")
+        .skip(1)
+        .map(|o| o.split('"').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn an_operator_decides_an_ambiguous_match_in_the_portal() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // Two applications from "Sam Roe" at one address, neither by the roster's licence or NPI.
+    for (n, licence) in [(21, "LCSW 21"), (22, "LCSW 22")] {
+        json_of(&admin(
+            dir,
+            &[
+                "application",
+                "add",
+                "--json",
+                "--kind",
+                "solo-practitioner",
+                "--legal-name",
+                "Sam Roe",
+                "--npi",
+                &npi(n),
+                "--licence-type",
+                "lcsw",
+                "--licence-number",
+                licence,
+                "--licence-state",
+                "CT",
+                "--address-line",
+                "1 Elm Street",
+                "--city",
+                "New Haven",
+                "--state",
+                "CT",
+                "--postcode",
+                "06510",
+                "--ehr",
+                "none",
+                "--signer-name",
+                "Sam Roe",
+                "--signer-title",
+                "Owner",
+                "--signer-email",
+                "sam@roe.example.org",
+                "--contact-name",
+                "Sam Roe",
+                "--contact-email",
+                "sam@roe.example.org",
+                "--contact-phone",
+                "203-555-0100",
+            ],
+        ));
+    }
+    let roster = dir.join("roster.csv");
+    std::fs::write(
+        &roster,
+        format!(
+            "{ROSTER_HEADER}\"Roe, Sam\",LCSW,LCSW 23,,Active,1 Elm Street,New Haven,CT,06510,New Haven\n"
+        ),
+    )
+    .unwrap();
+    json_of(&admin(
+        dir,
+        &[
+            "roster",
+            "import",
+            roster.to_str().unwrap(),
+            "--state",
+            "CT",
+            "--json",
+        ],
+    ));
+    add_user(
+        dir,
+        PASSWORD,
+        &[
+            "--login",
+            "op",
+            "--name",
+            "Operator",
+            "--role",
+            "operator-admin",
+        ],
+    );
+    let server = Server::start(dir, &[]);
+    let mut op = Browser::new(&server);
+    assert_eq!(op.sign_in("op", PASSWORD, "").status, 303);
+    let overview = op.get("/portal/compliance");
+    assert!(
+        overview.body.contains("Matches to decide (1)"),
+        "{}",
+        overview.body
+    );
+    let options = participant_options(&overview.body);
+    assert_eq!(options.len(), 3, "two candidates and none: {options:?}");
+    assert_eq!(options[2], "none");
+    let csrf = hidden_csrf(&overview.body);
+    let hidden = |name: &str| {
+        let marker = format!("name=\"{name}\" value=\"");
+        let at = overview.body.find(&marker).expect("the field") + marker.len();
+        overview.body[at..].split('"').next().unwrap().to_string()
+    };
+    let (kind, number, state) = (
+        hidden("licence_type"),
+        hidden("licence_number"),
+        hidden("state"),
+    );
+    let licence = [
+        ("licence_type", kind.as_str()),
+        ("licence_number", number.as_str()),
+        ("state", state.as_str()),
+    ];
+    let decide = |op: &mut Browser, participant: &str, reason: &str, csrf: &str| {
+        let mut form = vec![
+            ("csrf", csrf),
+            ("participant", participant),
+            ("reason", reason),
+        ];
+        form.extend_from_slice(&licence);
+        op.post("/portal/compliance/match", &form)
+    };
+
+    // Without a reason, for someone who is no candidate, or with a forged token: refused.
+    let unexplained = decide(&mut op, &options[0], " ", &csrf);
+    assert_eq!(unexplained.status, 422);
+    assert!(unexplained.body.contains("say why"), "{}", unexplained.body);
+    let stranger = decide(&mut op, "somebody-else", "a guess", &csrf);
+    assert_eq!(stranger.status, 422);
+    assert!(stranger.body.contains("choose one of the candidates"));
+    assert_eq!(decide(&mut op, &options[0], "x", "forged").status, 403);
+    assert!(op
+        .get("/portal/compliance")
+        .body
+        .contains("Matches to decide (1)"));
+
+    // Decided: no longer ambiguous, and the licensee counts as that applicant's.
+    let decided = decide(
+        &mut op,
+        &options[1],
+        "the board confirmed the licence by phone",
+        &csrf,
+    );
+    assert_eq!(decided.status, 303, "{}", decided.body);
+    assert_eq!(decided.location.as_deref(), Some("/portal/compliance"));
+    let after = op.get("/portal/compliance");
+    assert!(
+        after.body.contains("Matches to decide (0)"),
+        "{}",
+        after.body
+    );
+    let list = op.get("/portal/compliance/licensees");
+    assert!(list.body.contains(&number), "{}", list.body);
+    assert!(list.body.contains("operator"), "{}", list.body);
+}

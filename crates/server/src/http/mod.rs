@@ -142,6 +142,10 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
             get(crate::portal::compliance::overview),
         )
         .route(
+            "/portal/compliance/match",
+            post(crate::portal::compliance::decide_match),
+        )
+        .route(
             "/portal/compliance/chart.svg",
             get(crate::portal::compliance::chart),
         )

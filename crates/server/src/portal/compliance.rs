@@ -2,7 +2,8 @@
 //!
 //! Operators only (the role is checked on every route): `GET /portal/compliance[?as_of=DATE]`
 //! (counts by licence type and by county, the chart of compliance over time as inline SVG, the
-//! ambiguous matches the operator must decide), `GET /portal/compliance/chart.svg` (the chart
+//! ambiguous matches the operator must decide, each with its form: `POST /portal/compliance/match`),
+//! `GET /portal/compliance/chart.svg` (the chart
 //! alone, `image/svg+xml` under a sandboxing CSP, no scripts), `GET /portal/compliance/licensees`
 //! (the per-licensee list, filtered and paged: compliant, not yet compliant and what is missing,
 //! exempt and why, with the dates that decided it), and `GET /portal/compliance/report.csv` (the
@@ -117,6 +118,11 @@ pub async fn overview(State(state): State<Shared>, request: Request) -> Response
     if let Err(response) = operator(&state, &parts).await {
         return response;
     }
+    let csrf = match super::signed_in(&state, &parts).await {
+        Ok(Some((session, _))) => session.csrf,
+        Ok(None) => return super::html::see_other("/portal/sign-in", &[]),
+        Err(response) => return response,
+    };
     let query = query_of(&parts);
     let day = match as_of(&query) {
         Ok(d) => d,
@@ -171,10 +177,11 @@ pub async fn overview(State(state): State<Shared>, request: Request) -> Response
         body.push_str("<p>Every licensee matched one applicant or none.</p>\n");
     } else {
         body.push_str(
-            "<p>These licensees fit several applicants equally. Decide with <code>nutmeg admin \
-             roster match --licence-type T --licence-number N --state S --participant ID \
-             --reason WHY</code> (or <code>--none</code>).</p>\n<table>\n<thead><tr><th>Licence\
-             </th><th>Name</th><th>Matched by</th><th>Candidates</th></tr></thead>\n<tbody>\n",
+            "<p>These licensees fit several applicants equally. Choose the one each licensee \
+             is, or none of them, and say why (also <code>nutmeg admin roster match</code>). \
+             The decision holds over later matching.</p>\n<table>\n<thead><tr><th>Licence\
+             </th><th>Name</th><th>Matched by</th><th>Candidates</th><th>Decide</th></tr>\
+             </thead>\n<tbody>\n",
         );
         for (i, candidates, by) in ambiguous.iter().take(500) {
             let l = &roster.licensees[*i];
@@ -189,19 +196,105 @@ pub async fn overview(State(state): State<Shared>, request: Request) -> Response
                     format!("{} ({})", escape(name), escape(c))
                 })
                 .collect();
+            let options: String = candidates
+                .iter()
+                .map(|c| format!("<option value=\"{0}\">{0}</option>", escape(c)))
+                .collect();
             body.push_str(&format!(
-                "<tr><td>{} {} {}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                escape(&l.licence.kind),
-                escape(&l.licence.state),
-                escape(&l.licence.number),
-                escape(&l.name),
-                by.code(),
-                names.join("<br>")
+                "<tr><td>{kind} {state} {number}</td><td>{name}</td><td>{by}</td><td>{names}</td>\
+                 <td><form method=\"post\" action=\"/portal/compliance/match\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+                 <input type=\"hidden\" name=\"licence_type\" value=\"{kind}\">\
+                 <input type=\"hidden\" name=\"licence_number\" value=\"{number}\">\
+                 <input type=\"hidden\" name=\"state\" value=\"{state}\">\
+                 <select name=\"participant\">{options}<option value=\"none\">none of them\
+                 </option></select> <input name=\"reason\" placeholder=\"why\" required \
+                 maxlength=\"500\"> <button type=\"submit\">Decide</button></form></td></tr>\n",
+                kind = escape(&l.licence.kind),
+                state = escape(&l.licence.state),
+                number = escape(&l.licence.number),
+                name = escape(&l.name),
+                by = by.code(),
+                names = names.join("<br>"),
+                csrf = escape(&csrf),
             ));
         }
         body.push_str("</tbody>\n</table>\n");
     }
     respond(StatusCode::OK, page("Compliance", &body), &[])
+}
+
+/// `POST /portal/compliance/match`: an operator decides which applicant a licensee is (or none);
+/// the decision, with who and why, holds over the matcher.
+pub async fn decide_match(State(state): State<Shared>, request: Request) -> Response {
+    let (_, user, form) = match super::connect::operator_post(&state, request).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
+    };
+    let field = |name: &str| {
+        form.get(name)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let licence = store::LicenceKey {
+        licence_type: field("licence_type"),
+        licence_number: field("licence_number"),
+        licence_state: field("state"),
+    };
+    let reason: String = field("reason").chars().take(500).collect();
+    let participant = match field("participant").as_str() {
+        "none" => None,
+        other => Some(other.to_string()),
+    };
+    let mut problems = Vec::new();
+    if reason.is_empty() {
+        problems.push("say why you decided this".to_string());
+    }
+    if let Some(p) = &participant {
+        match comp::candidates(&state.repo).await {
+            Ok(all) if all.iter().any(|c| &c.id == p) => {}
+            Ok(_) => problems.push("choose one of the candidates, or none of them".to_string()),
+            Err(e) => return internal(e),
+        }
+    }
+    if problems.is_empty() {
+        let decided = state
+            .repo
+            .store()
+            .decide_licensee_match(store::MatchDecision {
+                licence,
+                participant,
+                decided_by: user.login.clone(),
+                reason,
+                decided: i64::try_from(crate::client::now())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1000),
+            })
+            .await;
+        match decided {
+            Ok(true) => {
+                tracing::info!(user_id = %user.user_id, "operator decided a roster match");
+                return super::html::see_other("/portal/compliance", &[]);
+            }
+            Ok(false) => problems.push("no licensee of the roster has this licence".to_string()),
+            Err(e) => return internal(e),
+        }
+    }
+    let items: String = problems
+        .iter()
+        .map(|p| format!("<li>{}</li>", escape(p)))
+        .collect();
+    respond(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        page(
+            "Match not decided",
+            &format!(
+                "<h1>Match not decided</h1>\n<ul role=\"alert\">{items}</ul>\n\
+                 <p><a href=\"/portal/compliance\">Back to the report</a></p>\n"
+            ),
+        ),
+        &[],
+    )
 }
 
 /// `GET /portal/compliance/chart.svg[?as_of=DATE]`: operators only.

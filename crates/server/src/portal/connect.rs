@@ -852,7 +852,7 @@ pub async fn show(
 }
 
 /// The signed-in operator and the posted form (its CSRF token checked), or the answer.
-async fn operator_post(
+pub(crate) async fn operator_post(
     state: &Shared,
     request: Request,
 ) -> Result<(store::Session, User, HashMap<String, String>), Response> {
