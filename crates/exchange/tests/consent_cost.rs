@@ -94,9 +94,21 @@ async fn world(
     let labels = ["PSY", "SUD", "V"];
     let mut observations = Vec::new();
     for i in 0..patients {
+        // Different people: consent follows the person, so patients the index would link (the
+        // same given name and birth date, family names a digit apart) would share one opt-out.
+        let mut person = patient(&format!("Family{i}"), &format!("MRN-{i}"));
+        person["birthDate"] = format!(
+            "{}-{:02}-{:02}",
+            1930 + i % 70,
+            1 + i % 12,
+            1 + (i / 12) % 28
+        )
+        .into();
+        let given = ["Ada", "Ben", "Cy", "Dee", "Eve", "Fay", "Gus"][i % 7];
+        person["name"][0]["given"] = serde_json::json!([given]);
         let mut entries = vec![serde_json::json!({
             "fullUrl": "urn:uuid:00000000-0000-4000-8000-000000000001",
-            "resource": patient(&format!("Family{i}"), &format!("MRN-{i}")),
+            "resource": person,
             "request": {"method": "POST", "url": "Patient"},
         })];
         for k in 0..5 {

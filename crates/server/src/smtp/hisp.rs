@@ -949,13 +949,19 @@ impl Hisp {
 
     /// Signs and encrypts one queued row for its recipient. `Err` says why not, and whether it
     /// can never be sent (no key to sign with, no trusted certificate for the recipient) or
-    /// not now (certificate discovery could not finish).
+    /// not now (certificate discovery could not finish, the database did not answer).
     pub async fn seal(&self, row: &Outbound) -> Result<Vec<u8>, SealError> {
-        let permanent = |e: anyhow::Error| SealError::Permanent(e.to_string());
-        let mut signers = self.our_keys(&row.sender).await.map_err(permanent)?;
+        let classify = |e: anyhow::Error| {
+            if is_temporary(&e) {
+                SealError::Temporary(format!("reading our keys: {e}"))
+            } else {
+                SealError::Permanent(e.to_string())
+            }
+        };
+        let mut signers = self.our_keys(&row.sender).await.map_err(classify)?;
         if signers.is_empty() {
             if let Some(d) = store::domain_of(&row.sender) {
-                signers = self.our_keys(&d).await.map_err(permanent)?;
+                signers = self.our_keys(&d).await.map_err(classify)?;
             }
         }
         let Some((cert, key)) = signers.first().cloned() else {
@@ -1214,9 +1220,13 @@ impl Hisp {
 }
 
 /// Whether an error from certificate lookup is a temporary DNS or LDAP failure.
+/// Whether a failure is of the moment rather than of the message: a DNS timeout or server failure,
+/// or the database not answering (reading our keys or the trust anchors); the row is retried later
+/// instead of failing for good.
 fn is_temporary(e: &anyhow::Error) -> bool {
     e.downcast_ref::<DnsError>()
         .is_some_and(DnsError::is_temporary)
+        || e.downcast_ref::<store::StoreError>().is_some()
 }
 
 /// The certificates of what discovery found (DER, PKCS#7 or PEM each); unreadable values are
@@ -1252,4 +1262,20 @@ fn usable(validator: &Validator<'_>, recipient: &str, source: &str, certs: &[X50
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row whose keys could not be read because the database failed is retried, not failed
+    /// for good with a failure notice to its sender.
+    #[test]
+    fn the_database_failing_is_of_the_moment_and_a_missing_key_is_not() {
+        let locked: anyhow::Error = store::StoreError::Database("database is locked".into()).into();
+        assert!(is_temporary(&locked));
+        assert!(!is_temporary(&anyhow::anyhow!(
+            "no certificate and key to sign"
+        )));
+    }
 }
