@@ -188,18 +188,16 @@ pub struct Licence {
     pub number: String,
 }
 
-/// The practitioners joined to a participant's Organization by an active PractitionerRole (ids of
-/// Practitioners that exist), read straight from the store: the registry's own facts, for the
-/// decision point and intake, not a disclosure. At most the first 100 roles are read.
-pub async fn practitioners_of(
+/// The active PractitionerRoles whose `param` (`organization` or `practitioner`) is `reference`,
+/// read straight from the store (the registry's own facts, for the decision point, intake and the
+/// operators' tools; not a disclosure). At most the first 100.
+async fn active_roles(
     store: &store::Store,
-    participant: &str,
-) -> Result<Vec<(String, Value)>, store::StoreError> {
+    param: &str,
+    reference: String,
+) -> Result<Vec<Value>, store::StoreError> {
     let params = vec![
-        (
-            "organization".to_string(),
-            format!("Organization/{participant}"),
-        ),
+        (param.to_string(), reference),
         ("active".to_string(), "true".to_string()),
     ];
     let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
@@ -211,12 +209,24 @@ pub async fn practitioners_of(
         count: 100,
         max_includes: 0,
     };
-    let page = store.search(&query, &options).await?;
+    Ok(store
+        .search(&query, &options)
+        .await?
+        .matches
+        .iter()
+        .filter_map(|role| serde_json::from_str::<Value>(&role.json).ok())
+        .collect())
+}
+
+/// The practitioners joined to a participant's Organization by an active PractitionerRole (ids of
+/// Practitioners that exist, with their resources).
+pub async fn practitioners_of(
+    store: &store::Store,
+    participant: &str,
+) -> Result<Vec<(String, Value)>, store::StoreError> {
+    let roles = active_roles(store, "organization", format!("Organization/{participant}")).await?;
     let mut out: Vec<(String, Value)> = Vec::new();
-    for role in page.matches {
-        let Ok(role) = serde_json::from_str::<Value>(&role.json) else {
-            continue;
-        };
+    for role in roles {
         let Some(id) = role["practitioner"]["reference"]
             .as_str()
             .and_then(|r| r.strip_prefix("Practitioner/"))
@@ -239,33 +249,19 @@ pub async fn practitioners_of(
     Ok(out)
 }
 
-/// The participants (Organization ids) a practitioner is joined to by an active PractitionerRole,
-/// read straight from the store (the registry's own facts). At most the first 100 roles are read.
+/// The participants (Organization ids) a practitioner is joined to by an active PractitionerRole.
 pub async fn participants_of_practitioner(
     store: &store::Store,
     practitioner: &str,
 ) -> Result<Vec<String>, store::StoreError> {
-    let params = vec![
-        (
-            "practitioner".to_string(),
-            format!("Practitioner/{practitioner}"),
-        ),
-        ("active".to_string(), "true".to_string()),
-    ];
-    let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
-        .map_err(|_| {
-            store::StoreError::Database("the PractitionerRole search did not parse".into())
-        })?
-        .query;
-    let options = store::SearchOptions {
-        count: 100,
-        max_includes: 0,
-    };
+    let roles = active_roles(
+        store,
+        "practitioner",
+        format!("Practitioner/{practitioner}"),
+    )
+    .await?;
     let mut out: Vec<String> = Vec::new();
-    for role in store.search(&query, &options).await?.matches {
-        let Ok(role) = serde_json::from_str::<Value>(&role.json) else {
-            continue;
-        };
+    for role in roles {
         if let Some(org) = role["organization"]["reference"]
             .as_str()
             .and_then(|r| r.strip_prefix("Organization/"))

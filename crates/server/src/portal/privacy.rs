@@ -419,15 +419,21 @@ async fn checked_form(
     Ok(form)
 }
 
+/// A patient's posted form: the request's parts, the patient and the form (its token checked).
+async fn posted(
+    state: &Shared,
+    request: Request,
+) -> Result<(Parts, Patient, HashMap<String, String>), Response> {
+    let (parts, body) = request.into_parts();
+    let p = patient(state, &parts).await?;
+    let form = checked_form(body, &p.session).await?;
+    Ok((parts, p, form))
+}
+
 /// `POST /portal/privacy/choice`: opt out, or opt back in.
 pub async fn choice(State(state): State<Shared>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let p = match patient(&state, &parts).await {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let form = match checked_form(body, &p.session).await {
-        Ok(form) => form,
+    let (_, p, form) = match posted(&state, request).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let kind = match form.get("choice").map(String::as_str) {
@@ -475,13 +481,8 @@ pub async fn choice(State(state): State<Shared>, request: Request) -> Response {
 
 /// `POST /portal/privacy/grants`: a permission, signed.
 pub async fn grant(State(state): State<Shared>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let p = match patient(&state, &parts).await {
-        Ok(p) => p,
-        Err(response) => return response,
-    };
-    let form = match checked_form(body, &p.session).await {
-        Ok(form) => form,
+    let (parts, p, form) = match posted(&state, request).await {
+        Ok(posted) => posted,
         Err(response) => return response,
     };
     let field = |name: &str| {
