@@ -158,7 +158,7 @@ impl Default for TrainingConfig {
         TrainingConfig {
             fields: Field::DEFAULT.to_vec(),
             seed: 0x6e75_746d_6567,
-            random_pairs: 200_000,
+            random_pairs: 100_000,
             max_iterations: 100,
             auto_link: 0.99,
             review: 0.5,
