@@ -7,108 +7,18 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::browser::{hidden, Answer, Browser};
 use common::{admin, json_of, Client, Server};
 use serde_json::{json, Value};
 
-/// One answer: status, where it redirects, the body.
-struct Answer {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-/// A browser of one person: its own cookie jar (as in `tests/portal.rs`).
-struct Browser {
-    root: String,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
+/// What the connection tests add to the shared browser.
 impl Browser {
-    fn new(server: &Server) -> Browser {
-        Browser {
-            root: server.root(),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn answer(
-        &mut self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Answer {
-        let mut response = response.expect("HTTP");
-        for line in response.headers().get_all("set-cookie").iter() {
-            let line = line.to_str().unwrap();
-            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_string(), value.to_string());
-            }
-        }
-        let location = response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_string());
-        Answer {
-            status: response.status().as_u16(),
-            location,
-            body: response.body_mut().read_to_string().unwrap_or_default(),
-        }
-    }
-
-    fn get(&mut self, path: &str) -> Answer {
-        let mut request = self.agent.get(format!("{}{path}", self.root));
-        if !self.cookies.is_empty() {
-            request = request.header("Cookie", &self.cookie_header());
-        }
-        let response = request.call();
-        self.answer(response)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
-        let body = form
-            .iter()
-            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.root))
-            .content_type("application/x-www-form-urlencoded");
-        if !self.cookies.is_empty() {
-            request = request.header("Cookie", &self.cookie_header());
-        }
-        let response = request.send(body);
-        self.answer(response)
-    }
-
-    fn sign_in(&mut self, login: &str, password: &str) {
-        let form = self.get("/portal/sign-in");
-        let csrf = hidden(&form.body, "csrf");
-        let answer = self.post(
-            "/portal/sign-in",
-            &[("csrf", &csrf), ("login", login), ("password", password)],
-        );
+    /// Signs in (without a second factor) and checks that it worked.
+    fn enter(&mut self, login: &str, password: &str) {
+        let answer = self.sign_in(login, password, "");
         assert_eq!(answer.status, 303, "sign-in of {login}: {}", answer.body);
     }
 
@@ -121,20 +31,6 @@ impl Browser {
         all.extend_from_slice(form);
         self.post(action, &all)
     }
-}
-
-fn encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The value of a hidden field of the page.
-fn hidden(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_string()
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -373,7 +269,7 @@ fn secure_messaging_path_from_the_public_form_to_live() {
     assert_eq!(view["mustSign"][0]["kind"], "participation");
 
     // The applicant follows it.
-    applicant.sign_in("jane@doe.example.org", PASSWORD);
+    applicant.enter("jane@doe.example.org", PASSWORD);
     let mine = applicant.get("/portal/applications");
     assert!(mine.body.contains(&id), "{}", mine.body);
     let page = applicant.get(&format!("/portal/applications/{id}"));
@@ -393,7 +289,7 @@ fn secure_messaging_path_from_the_public_form_to_live() {
 
     // The operator's queue and the first step.
     let mut olive = Browser::new(&server);
-    olive.sign_in("olive", PASSWORD);
+    olive.enter("olive", PASSWORD);
     let queue = olive.get("/portal/onboarding");
     assert_eq!(queue.status, 200);
     assert!(queue.body.contains(&id) && queue.body.contains("Onboarding package sent"));
@@ -538,7 +434,7 @@ fn ehr_path_from_the_public_form_to_live_with_a_change_of_path() {
     // Without a catalog entry the default is secure messaging; the operator moves it, with a
     // reason (refused without one, and the reason typed is kept).
     let mut olive = Browser::new(&server);
-    olive.sign_in("olive", PASSWORD);
+    olive.enter("olive", PASSWORD);
     let page = format!("/portal/applications/{id}");
     let path = format!("/portal/applications/{id}/path");
     let no_reason = olive.submit(&page, &path, &[("path", "ehr"), ("reason", "   ")]);
@@ -573,7 +469,7 @@ fn ehr_path_from_the_public_form_to_live_with_a_change_of_path() {
         "{}",
         out_of_order.body
     );
-    applicant.sign_in("lee@elm.example.org", PASSWORD);
+    applicant.enter("lee@elm.example.org", PASSWORD);
     sign(&mut applicant, &id, "baa", 1, "Pat Smith");
     for step in ["endpoints-registered", "test-messages-passed"] {
         assert_eq!(mark(&mut olive, &id, step).status, 303, "{step}");
@@ -605,44 +501,9 @@ fn both_paths_through_the_cli() {
         args.extend_from_slice(extra);
         admin(data, &args)
     };
-    let solo = json_of(&add(&[
-        "--kind",
-        "solo-practitioner",
-        "--legal-name",
-        "Sam Lee",
-        "--npi",
-        "1987654328",
-        "--licence-type",
-        "lcsw",
-        "--licence-number",
-        "LCSW 77",
-        "--licence-state",
-        "CT",
-        "--address-line",
-        "3 Oak Road",
-        "--city",
-        "Stamford",
-        "--state",
-        "CT",
-        "--postcode",
-        "06901",
-        "--ehr",
-        "none",
-        "--signer-name",
-        "Sam Lee",
-        "--signer-title",
-        "Owner",
-        "--signer-email",
-        "sam@lee.example.org",
-        "--contact-name",
-        "Sam Lee",
-        "--contact-email",
-        "sam@lee.example.org",
-        "--contact-phone",
-        "860-555-0111",
-        "--by",
-        "bulk-import",
-    ]));
+    let mut solo = common::SAM_LEE_APPLICATION.to_vec();
+    solo.extend_from_slice(&["--by", "bulk-import"]);
+    let solo = json_of(&add(&solo));
     let sm = solo["id"].as_str().unwrap().to_string();
     assert_eq!(solo["path"], "secure-messaging");
     assert_eq!(solo["steps"][0]["by"], "bulk-import");
@@ -731,7 +592,7 @@ fn an_agreement_edited_in_the_database_after_signing_is_caught_by_verify() {
         )
         .body,
     );
-    applicant.sign_in("kim@x.example.org", PASSWORD);
+    applicant.enter("kim@x.example.org", PASSWORD);
     sign(&mut applicant, &id, "participation", 1, "Jane Q. Doe");
     let signature = show(data, &id)["signatures"][0]["id"]
         .as_str()
@@ -1008,8 +869,8 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     );
     let mut lee = Browser::new(&server);
     let lee_id = reference(&apply(&mut lee, &clinic_form()).body);
-    jane.sign_in("jane@doe.example.org", PASSWORD);
-    lee.sign_in("lee@elm.example.org", PASSWORD);
+    jane.enter("jane@doe.example.org", PASSWORD);
+    lee.enter("lee@elm.example.org", PASSWORD);
 
     let queue = jane.get("/portal/onboarding");
     assert_eq!(queue.status, 403);
@@ -1033,7 +894,7 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     assert_eq!(step.status, 403);
     assert_eq!(show(data, &jane_id)["steps"].as_array().unwrap().len(), 1);
     let mut olive = Browser::new(&server);
-    olive.sign_in("olive", PASSWORD);
+    olive.enter("olive", PASSWORD);
     let queue = olive.get("/portal/onboarding");
     assert!(queue.body.contains(&jane_id) && queue.body.contains(&lee_id));
     assert!(

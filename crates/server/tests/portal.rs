@@ -4,140 +4,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use common::browser::{hidden_csrf, Browser};
 use common::{admin, json_of, nutmeg, Server};
 use serde_json::{json, Value};
 use server::client::now;
 
 const REFUSED: &str = "The login, password or code is not right";
-
-/// One answer: status, the `Set-Cookie` lines, the body.
-struct Answer {
-    status: u16,
-    set_cookies: Vec<String>,
-    location: Option<String>,
-    body: String,
-}
-
-/// A browser of one person: its own cookie jar.
-struct Browser {
-    root: String,
-    agent: ureq::Agent,
-    cookies: HashMap<String, String>,
-}
-
-impl Browser {
-    fn new(server: &Server) -> Browser {
-        Browser {
-            root: server.root(),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .max_redirects(0)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-            cookies: HashMap::new(),
-        }
-    }
-
-    fn cookie_header(&self) -> String {
-        self.cookies
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-
-    fn answer(
-        &mut self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Answer {
-        let mut response = response.expect("HTTP");
-        let set_cookies: Vec<String> = response
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
-        for line in &set_cookies {
-            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
-            let (name, value) = pair.split_once('=').unwrap();
-            if attributes.contains("Max-Age=0") {
-                self.cookies.remove(name);
-            } else {
-                self.cookies.insert(name.to_string(), value.to_string());
-            }
-        }
-        let location = response
-            .headers()
-            .get("location")
-            .map(|v| v.to_str().unwrap().to_string());
-        Answer {
-            status: response.status().as_u16(),
-            set_cookies,
-            location,
-            body: response.body_mut().read_to_string().unwrap_or_default(),
-        }
-    }
-
-    fn get(&mut self, path: &str) -> Answer {
-        let mut request = self.agent.get(format!("{}{path}", self.root));
-        if !self.cookies.is_empty() {
-            request = request.header("Cookie", &self.cookie_header());
-        }
-        let response = request.call();
-        self.answer(response)
-    }
-
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Answer {
-        let body = form
-            .iter()
-            .map(|(n, v)| format!("{}={}", encode(n), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        let mut request = self
-            .agent
-            .post(format!("{}{path}", self.root))
-            .content_type("application/x-www-form-urlencoded");
-        if !self.cookies.is_empty() {
-            request = request.header("Cookie", &self.cookie_header());
-        }
-        let response = request.send(body);
-        self.answer(response)
-    }
-
-    /// Opens the sign-in page and sends it filled in; answers the answer to the POST.
-    fn sign_in(&mut self, login: &str, password: &str, code: &str) -> Answer {
-        let form = self.get("/portal/sign-in");
-        assert_eq!(form.status, 200);
-        let csrf = hidden_csrf(&form.body);
-        self.post(
-            "/portal/sign-in",
-            &[
-                ("csrf", &csrf),
-                ("login", login),
-                ("password", password),
-                ("code", code),
-            ],
-        )
-    }
-}
-
-fn encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-}
-
-/// The value of the form's hidden `csrf` field.
-fn hidden_csrf(html: &str) -> String {
-    let start = html
-        .find("name=\"csrf\" value=\"")
-        .unwrap_or_else(|| panic!("no csrf field in {html}"))
-        + "name=\"csrf\" value=\"".len();
-    html[start..].split('"').next().unwrap().to_string()
-}
 
 /// A hospital participant; answers its id.
 fn participant(dir: &Path, name: &str, statuses: &[&str]) -> String {

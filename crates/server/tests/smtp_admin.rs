@@ -356,50 +356,9 @@ fn issuing_an_applicants_address_moves_their_application_on() {
     let json = |out: &std::process::Output| -> serde_json::Value {
         serde_json::from_str(&ok(out)).expect("JSON")
     };
-    let applied = json(&run(
-        dir,
-        &config,
-        &[
-            "admin",
-            "application",
-            "add",
-            "--json",
-            "--kind",
-            "solo-practitioner",
-            "--legal-name",
-            "Sam Lee",
-            "--npi",
-            "1987654328",
-            "--licence-type",
-            "lcsw",
-            "--licence-number",
-            "LCSW 77",
-            "--licence-state",
-            "CT",
-            "--address-line",
-            "3 Oak Road",
-            "--city",
-            "Stamford",
-            "--state",
-            "CT",
-            "--postcode",
-            "06901",
-            "--ehr",
-            "none",
-            "--signer-name",
-            "Sam Lee",
-            "--signer-title",
-            "Owner",
-            "--signer-email",
-            "sam@lee.example.org",
-            "--contact-name",
-            "Sam Lee",
-            "--contact-email",
-            "sam@lee.example.org",
-            "--contact-phone",
-            "860-555-0111",
-        ],
-    ));
+    let mut add = vec!["admin", "application", "add", "--json"];
+    add.extend_from_slice(common::SAM_LEE_APPLICATION);
+    let applied = json(&run(dir, &config, &add));
     let id = applied["id"].as_str().unwrap().to_string();
     let participant = applied["participant"].as_str().unwrap().to_string();
     assert_eq!(applied["path"], "secure-messaging");

@@ -11,6 +11,46 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
+/// `nutmeg admin application add` arguments of a solo practitioner without an EHR (the secure-messaging
+/// path): Sam Lee, LCSW, Stamford.
+pub const SAM_LEE_APPLICATION: &[&str] = &[
+    "--kind",
+    "solo-practitioner",
+    "--legal-name",
+    "Sam Lee",
+    "--npi",
+    "1987654328",
+    "--licence-type",
+    "lcsw",
+    "--licence-number",
+    "LCSW 77",
+    "--licence-state",
+    "CT",
+    "--address-line",
+    "3 Oak Road",
+    "--city",
+    "Stamford",
+    "--state",
+    "CT",
+    "--postcode",
+    "06901",
+    "--ehr",
+    "none",
+    "--signer-name",
+    "Sam Lee",
+    "--signer-title",
+    "Owner",
+    "--signer-email",
+    "sam@lee.example.org",
+    "--contact-name",
+    "Sam Lee",
+    "--contact-email",
+    "sam@lee.example.org",
+    "--contact-phone",
+    "860-555-0111",
+];
 pub mod dns;
 pub mod slapd;
 
