@@ -737,6 +737,32 @@ impl Onboarding {
         by: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<String>, OnboardingError> {
+        self.reached(participant, Step::DirectAddressIssued, by, now)
+            .await
+    }
+
+    /// One of `participant`'s Direct addresses has received a message and sent one its recipient
+    /// confirmed: each of its applications whose next step is `test-message-exchanged` has that
+    /// step done (the last of the secure-messaging path: the participant goes live), as
+    /// [`Onboarding::direct_address_issued`] does for its step.
+    pub async fn direct_message_exchanged(
+        &self,
+        participant: &str,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, OnboardingError> {
+        self.reached(participant, Step::TestMessageExchanged, by, now)
+            .await
+    }
+
+    /// `step` happened for `participant`: done in each of its applications that waits for it.
+    async fn reached(
+        &self,
+        participant: &str,
+        step: Step,
+        by: &str,
+        now: OffsetDateTime,
+    ) -> Result<Vec<String>, OnboardingError> {
         let mut moved = Vec::new();
         for record in self
             .repo
@@ -746,9 +772,8 @@ impl Onboarding {
         {
             let id = record.data.application_id.clone();
             let view = self.view(&id, now).await?;
-            if view.next == Some(Step::DirectAddressIssued) {
-                self.complete_step(&id, Step::DirectAddressIssued, by, now)
-                    .await?;
+            if view.next == Some(step) {
+                self.complete_step(&id, step, by, now).await?;
                 moved.push(id);
             }
         }

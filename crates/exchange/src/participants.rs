@@ -249,6 +249,19 @@ pub async fn practitioners_of(
     Ok(out)
 }
 
+/// The participants a Direct address's owner belongs to: an organization is its own participant,
+/// a practitioner belongs to those it is joined to by an active PractitionerRole.
+pub async fn participants_of_owner(
+    store: &store::Store,
+    owner_kind: &str,
+    owner_id: &str,
+) -> Result<Vec<String>, store::StoreError> {
+    match owner_kind {
+        "organization" => Ok(vec![owner_id.to_string()]),
+        _ => participants_of_practitioner(store, owner_id).await,
+    }
+}
+
 /// The participants (Organization ids) a practitioner is joined to by an active PractitionerRole.
 pub async fn participants_of_practitioner(
     store: &store::Store,

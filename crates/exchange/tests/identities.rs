@@ -345,6 +345,98 @@ async fn operators_link_and_unlink_and_their_decisions_hold() {
     assert_eq!(repo.identity_of(&martha).await.expect("identity"), identity);
 }
 
+/// The review pairs of the operators' queue, each as its two Patient ids.
+async fn queued_pairs(repo: &Fixture) -> Vec<(String, String)> {
+    let queue = repo.mpi_reviews(&operator(), &[]).await.expect("reviews");
+    queue["parameter"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let id = |name: &str| {
+                part(r, name).expect("patient")["valueReference"]["reference"]
+                    .as_str()
+                    .expect("reference")
+                    .trim_start_matches("Patient/")
+                    .to_string()
+            };
+            (id("patient-a"), id("patient-b"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_second_chart_at_one_source_waits_for_review_instead_of_joining_the_first() {
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, at_b, _, _) = seed(&repo).await;
+    // Hospital A opens a second chart for someone with Margaret's name, birth date, address and
+    // phone: the demographics say certain, but A numbered her as another person, so the exchange
+    // does not join them on its own, neither with A's first chart nor through B's record.
+    let second = create(
+        &repo,
+        &ehr_a,
+        person(
+            "Margaret",
+            "Quarrington",
+            "1962-04-17",
+            "12 Elm Street",
+            "860-555-0142",
+            "A-1043",
+        ),
+    )
+    .await;
+    let mut first = vec![margaret.clone(), at_b.clone()];
+    first.sort();
+    assert_eq!(repo.same_person(&margaret).await.expect("same"), first);
+    assert_eq!(
+        repo.same_person(&second).await.expect("same"),
+        vec![second.clone()]
+    );
+    let waiting = |pairs: &[(String, String)]| {
+        pairs
+            .iter()
+            .any(|(a, b)| (a == &second || b == &second) && first.iter().any(|f| f == a || f == b))
+    };
+    assert!(waiting(&queued_pairs(&repo).await));
+    let history = repo
+        .mpi_history(&operator(), &[("patient".into(), second.clone())])
+        .await
+        .expect("history");
+    assert!(
+        part(&history["parameter"][0], "reason").expect("reason")["valueString"]
+            .as_str()
+            .is_some_and(|r| r.contains("waits for review"))
+    );
+
+    // A batch rebuild keeps them apart and the pair in the queue.
+    repo.rebuild_identities("system:test", &|_: &str, _: u64, _: u64| {})
+        .await
+        .expect("rebuilt");
+    assert_eq!(repo.same_person(&margaret).await.expect("same"), first);
+    assert_eq!(
+        repo.same_person(&second).await.expect("same"),
+        vec![second.clone()]
+    );
+    assert!(waiting(&queued_pairs(&repo).await));
+
+    // The operator, who found the charts were one person's, links them: that holds.
+    repo.mpi_decide(
+        &operator(),
+        true,
+        &decision(&second, &margaret, "duplicate chart at hospital A"),
+    )
+    .await
+    .expect("linked");
+    let mut all = vec![margaret.clone(), at_b.clone(), second.clone()];
+    all.sort();
+    assert_eq!(repo.same_person(&second).await.expect("same"), all);
+    repo.rebuild_identities("system:test", &|_: &str, _: u64, _: u64| {})
+        .await
+        .expect("rebuilt");
+    assert_eq!(repo.same_person(&second).await.expect("same"), all);
+}
+
 #[tokio::test]
 async fn a_probable_match_waits_in_the_review_queue() {
     let repo = repo_enforcing().await;

@@ -71,7 +71,7 @@ pub async fn serve(config: Config, metrics: Metrics) -> anyhow::Result<()> {
     let (listener, base_url) = bind(&config).await?;
     let repo = open_repository(&config, &base_url).await?;
     tracing::info!(engine = repo.store().engine(), "store open");
-    let direct = crate::smtp::start(&config, repo.store()).await?;
+    let direct = crate::smtp::start(&config, &repo).await?;
     let _purge = config
         .purge_interval
         .map(|every| crate::purge::spawn_periodic(crate::purge::job(&repo, &config), every));

@@ -107,6 +107,11 @@ struct Pair {
     tls: TlsPair,
     /// The fingerprint of the other side's CA, our outbound anchor.
     their_anchor: String,
+    /// Our CA and key-encryption key, to issue more addresses.
+    local_ca: Authority,
+    our_kek: String,
+    /// The connection applications on our side (our HISP tells them of test messages).
+    onboarding: exchange::onboarding::Onboarding,
 }
 
 /// How long our HISP keeps keys, anchors and validated certificates in these tests.
@@ -127,7 +132,8 @@ async fn pair_with(
     let ours = Store::open(&open(&our_dir)).await.unwrap();
     let theirs = Store::open(&open(&their_dir)).await.unwrap();
     let (local_ca, remote_ca) = (authority(LOCAL), authority(REMOTE));
-    let our_kek = Kek::from_base64(&Kek::generate_base64().unwrap()).unwrap();
+    let our_kek_base64 = Kek::generate_base64().unwrap();
+    let our_kek = Kek::from_base64(&our_kek_base64).unwrap();
     let their_kek = Kek::from_base64(&Kek::generate_base64().unwrap()).unwrap();
     let t = now_ms();
 
@@ -198,8 +204,15 @@ async fn pair_with(
     let their_tls = tls_pair(their_dir.path(), "theirs");
     let their_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let their_port = their_listener.local_addr().unwrap().port();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let our_port = listener.local_addr().unwrap().port();
     let mut their_config = HispConfig::new(vec![REMOTE.to_string()], "hisp.other.test");
     their_config.client_timeout = Duration::from_secs(5);
+    // Their notifications (and messages) come back to our listener.
+    let mut back = Route::new(LOCAL, &format!("localhost:{our_port}"));
+    back.tls = TlsPolicy::Opportunistic;
+    their_config.routes = vec![back];
+    their_config.tls_roots = Some(tls.trusting.clone());
     let theirs_hisp = Hisp::new(theirs, their_config, their_kek, Vec::new());
     let their_running = server::smtp::spawn(
         their_listener,
@@ -222,8 +235,18 @@ async fn pair_with(
     config.max_attempts = 100;
     config.client_timeout = Duration::from_secs(5);
     config.cache_ttl = cache_ttl;
-    let ours_hisp = Hisp::new(ours, config, our_kek, Vec::new());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let repo = exchange::repository::Repository::new(
+        ours.clone(),
+        exchange::repository::RepositoryConfig {
+            base_url: "http://localhost/fhir".into(),
+            default_count: 10,
+            max_count: 50,
+        },
+        exchange::access::DecisionPoint::enforcing(ours.clone()),
+    );
+    let onboarding = exchange::onboarding::Onboarding::new(repo, Default::default());
+    let ours_hisp =
+        Hisp::new(ours, config, our_kek, Vec::new()).with_onboarding(onboarding.clone());
     let mut running =
         server::smtp::spawn(listener, ours_hisp.clone(), Some(tls.server.clone())).unwrap();
     let submission = server::smtp::spawn_submission(
@@ -242,6 +265,9 @@ async fn pair_with(
         _dirs: vec![our_dir, their_dir],
         tls,
         their_anchor: fingerprint(remote_ca.certificate()).unwrap(),
+        local_ca,
+        our_kek: our_kek_base64,
+        onboarding,
     }
 }
 
@@ -629,4 +655,150 @@ async fn forget_makes_a_removed_anchor_take_effect_at_once() {
     let id = send(&p).await;
     let why = failed(&p, &id).await;
     assert!(why.contains("no trusted certificate"), "{why}");
+}
+
+/// A solo practitioner without an EHR on the secure-messaging path: once their address has
+/// received a message from another HISP and sent one there that came back processed, the last
+/// step is done on its own (by the address) and the participant is live; receiving alone is not
+/// enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exchanging_a_test_message_each_way_completes_the_secure_messaging_path() {
+    use onboard::workflow::Step;
+    const SAM: &str = "sam.lee@direct.nutmeg.test";
+    let p = pair(TlsPolicy::Opportunistic, true, true).await;
+    let now = time::OffsetDateTime::now_utc();
+    let form = onboard::application::Form {
+        kind: "solo-practitioner".into(),
+        legal_name: "Sam Lee".into(),
+        npi: "1987654328".into(),
+        licence_type: "lcsw".into(),
+        licence_number: "LCSW 77".into(),
+        licence_state: "CT".into(),
+        address_line: "3 Oak Road".into(),
+        city: "Stamford".into(),
+        state: "CT".into(),
+        postcode: "06901".into(),
+        ehr: "none".into(),
+        signer_name: "Sam Lee".into(),
+        signer_title: "Owner".into(),
+        signer_email: "sam@lee.example.org".into(),
+        contact_name: "Sam Lee".into(),
+        contact_email: "sam@lee.example.org".into(),
+        contact_phone: "860-555-0111".into(),
+        ..Default::default()
+    };
+    let applied = p
+        .onboarding
+        .apply(
+            exchange::onboarding::Submission {
+                form,
+                account: None,
+                received_by: "olive".into(),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let id = applied.record.data.application_id.clone();
+    let participant = applied.record.data.participant_id.clone().unwrap();
+    assert_eq!(applied.record.data.path, "secure-messaging");
+    for step in [Step::PackageSent, Step::AgreementsSigned] {
+        p.onboarding
+            .complete_step(&id, step, "olive", now)
+            .await
+            .unwrap();
+    }
+    // Sam's address, issued to the practice; the other HISP learns its certificate.
+    let ours = p.ours.store();
+    ours.add_direct_address(SAM, "organization", &participant, "Sam Lee", now_ms())
+        .await
+        .unwrap();
+    let kek = Kek::from_base64(&p.our_kek).unwrap();
+    let sam_pem = issue(ours, &p.local_ca, &kek, SAM, true).await;
+    p.theirs
+        .store()
+        .add_direct_certificate(
+            certificate_record(
+                &openssl::x509::X509::from_pem(sam_pem.as_bytes()).unwrap(),
+                SAM,
+                None,
+                now_ms(),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let moved = p
+        .onboarding
+        .direct_address_issued(&participant, "olive", now)
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![id.clone()]);
+    let next = |p: &Pair| {
+        let (onboarding, id) = (p.onboarding.clone(), id.clone());
+        async move {
+            onboarding
+                .view(&id, time::OffsetDateTime::now_utc())
+                .await
+                .unwrap()
+                .next
+        }
+    };
+
+    // Bob writes to Sam: received, but Sam has sent nothing yet.
+    p.theirs
+        .send(
+            BOB,
+            &[SAM.to_string()],
+            "Test from Bob",
+            b"Content-Type: text/plain\r\n\r\nCan you read this?\r\n",
+        )
+        .await
+        .unwrap();
+    let mut received = false;
+    for _ in 0..400 {
+        if !ours.mailbox(SAM, 10).await.unwrap().is_empty() {
+            received = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(received, "Sam's mailbox stayed empty");
+    assert_eq!(next(&p).await, Some(Step::TestMessageExchanged));
+
+    // Sam answers; Bob's HISP confirms it processed: the step is done, by Sam's address.
+    let sent = p
+        .ours
+        .send(
+            SAM,
+            &[BOB.to_string()],
+            "Re: Test from Bob",
+            b"Content-Type: text/plain\r\n\r\nYes.\r\n",
+        )
+        .await
+        .unwrap();
+    let mut done = None;
+    for _ in 0..400 {
+        if next(&p).await.is_none() {
+            done = Some(p.onboarding.view(&id, now).await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let view = done.expect("the test message step was never done");
+    let step = view
+        .checklist
+        .done
+        .iter()
+        .find(|d| d.step == Step::TestMessageExchanged)
+        .unwrap();
+    assert_eq!(step.by, format!("direct: {SAM}"));
+    let rows = ours.outbound_by_message(&sent).await.unwrap();
+    assert_eq!(rows[0].status, DeliveryStatus::Processed);
+    let org = ours
+        .read("Organization", &participant)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(org.json.contains("\"live\""), "{}", org.json);
 }

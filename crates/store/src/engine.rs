@@ -886,6 +886,12 @@ impl Store {
         mail!(self, false, |e| crate::mail::unread_count(e, &m))
     }
 
+    /// Whether `address` has received a message and sent one its recipient confirmed.
+    pub async fn direct_exchanged(&self, address: &str) -> Result<bool> {
+        let a = address.to_string();
+        mail!(self, false, |e| crate::mail::exchanged(e, &a))
+    }
+
     /// A page of the messages `sender` sent, newest first: the outbound rows (one per recipient,
     /// `content` empty) of at most `limit` messages older than `before` (the `(created,
     /// message_id)` of the previous page's last message), a message's rows together.

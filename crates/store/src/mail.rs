@@ -1054,6 +1054,24 @@ pub(crate) async fn unread_count(e: &mut impl Exec, mailbox: &str) -> Result<i64
         .int()
 }
 
+/// Whether `address` has both received a message (not a notification) and sent one that its
+/// recipient confirmed (`processed` or `dispatched`): a test message exchanged each way.
+pub(crate) async fn exchanged(e: &mut impl Exec, address: &str) -> Result<bool> {
+    let p = e.dialect().placeholder(1);
+    let sql = format!(
+        "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM direct_messages \
+         WHERE mailbox = {p} AND kind = 'message' LIMIT 1) AS r), \
+         (SELECT COUNT(*) FROM (SELECT 1 FROM direct_outbound WHERE sender = {p} \
+         AND kind = 'message' AND status IN ('processed', 'dispatched') LIMIT 1) AS s)"
+    );
+    let rows = e
+        .rows(&sql, &[Val::Text(address.trim().to_ascii_lowercase())])
+        .await?;
+    let row = rows.into_iter().next().unwrap_or_default();
+    let count = |i: usize| row.get(i).map(Val::int).transpose().map(|n| n.unwrap_or(0));
+    Ok(count(0)? > 0 && count(1)? > 0)
+}
+
 /// A page of what `sender` sent (messages, not notifications), newest first: the rows (one per
 /// recipient, `content` empty) of at most `limit` messages created before `before` (a `(created,
 /// message_id)` of the previous page's last message), grouped by message in page order.

@@ -599,15 +599,21 @@ pub(crate) fn decide(
         .filter(|c| !c.same)
         .map(|c| c.other.as_str())
         .collect();
-    // The best candidate of each identity.
+    // The best candidate of each identity, and the identities holding a match that its source
+    // numbered as another person (never joined without an operator).
     let mut best: BTreeMap<&str, (f64, mpi::Grade, &str)> = BTreeMap::new();
+    let mut numbered: BTreeSet<&str> = BTreeSet::new();
     for c in &ctx.candidates {
         let Ok(record) = serde_json::from_str::<mpi::Record>(&c.record) else {
             continue;
         };
-        let score = model.score_with_prior(subject, &mpi::standardise(&record), prior);
+        let other = mpi::standardise(&record);
+        let score = model.score_with_prior(subject, &other, prior);
         if score.grade == mpi::Grade::CertainlyNot {
             continue;
+        }
+        if score.grade.is_match() && numbered_apart(subject, &other) {
+            numbered.insert(c.identity_id.as_str());
         }
         let entry = best.entry(c.identity_id.as_str()).or_insert((
             score.probability,
@@ -618,8 +624,17 @@ pub(crate) fn decide(
             *entry = (score.probability, score.grade, c.patient_id.as_str());
         }
     }
-    let mut ranked: Vec<(&str, (f64, mpi::Grade, &str))> =
-        best.iter().map(|(i, b)| (*i, *b)).collect();
+    let mut ranked: Vec<(&str, (f64, mpi::Grade, &str))> = best
+        .iter()
+        .map(|(i, &(p, grade, with))| {
+            let grade = if grade == mpi::Grade::Certain && numbered.contains(i) {
+                mpi::Grade::Probable
+            } else {
+                grade
+            };
+            (*i, (p, grade, with))
+        })
+        .collect();
     ranked.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0).then(x.0.cmp(y.0)));
 
     let required = ctx
@@ -663,7 +678,13 @@ pub(crate) fn decide(
             keep.map_or(fresh, |c| c.identity_id.clone()),
             "new",
             None,
-            "no certain match".to_string(),
+            if best.values().any(|b| b.1 == mpi::Grade::Certain) {
+                "no certain match: the best one carries another number in one of the same \
+                 identifier systems, so it waits for review"
+                    .to_string()
+            } else {
+                "no certain match".to_string()
+            },
         )
     };
     let reviews = ranked
@@ -689,13 +710,24 @@ pub(crate) fn decide(
     }
 }
 
+/// Two records that carry values in one identifier system and no value in common (two charts at
+/// one source, two social security numbers): whoever assigned them numbered two people, so the
+/// exchange never joins them on its own, directly or through a third record; an operator may,
+/// from the review queue.
+pub(crate) fn numbered_apart(a: &mpi::Standardised, b: &mpi::Standardised) -> bool {
+    let level = mpi::compare::identifier(a, b);
+    level != mpi::MISSING && level < 3
+}
+
 /// Groups `n` records: operators' `same` pairs first, then `links` best first, never joining two
-/// groups an operator's `different` pair separates. An error if the operators' decisions
-/// contradict each other. Answers each record's group (the index of its first member).
+/// groups an operator's `different` pair separates, nor (for `links` only) two groups a `numbered`
+/// pair separates. An error if the operators' decisions contradict each other. Answers each
+/// record's group (the index of its first member).
 pub(crate) fn group(
     n: usize,
     same: &[(usize, usize)],
     different: &[(usize, usize)],
+    numbered: &[(usize, usize)],
     links: &mut [(usize, usize, f64)],
 ) -> std::result::Result<Vec<usize>, String> {
     let mut parent: Vec<usize> = (0..n).collect();
@@ -712,38 +744,43 @@ pub(crate) fn group(
         }
         x
     }
-    let mut join = |parent: &mut Vec<usize>, a: usize, b: usize| -> bool {
-        let (ra, rb) = (find(parent, a), find(parent, b));
-        if ra == rb {
-            return true;
-        }
-        let (small, large) = if members[ra].len() < members[rb].len() {
-            (ra, rb)
-        } else {
-            (rb, ra)
-        };
-        for &m in &members[small] {
-            if let Some(others) = apart.get(&m) {
-                for &o in others {
-                    if find(parent, o) == large {
-                        return false;
+    let mut join =
+        |parent: &mut Vec<usize>, apart: &HashMap<usize, Vec<usize>>, a: usize, b: usize| -> bool {
+            let (ra, rb) = (find(parent, a), find(parent, b));
+            if ra == rb {
+                return true;
+            }
+            let (small, large) = if members[ra].len() < members[rb].len() {
+                (ra, rb)
+            } else {
+                (rb, ra)
+            };
+            for &m in &members[small] {
+                if let Some(others) = apart.get(&m) {
+                    for &o in others {
+                        if find(parent, o) == large {
+                            return false;
+                        }
                     }
                 }
             }
-        }
-        let moved = std::mem::take(&mut members[small]);
-        members[large].extend(moved);
-        parent[small] = large;
-        true
-    };
+            let moved = std::mem::take(&mut members[small]);
+            members[large].extend(moved);
+            parent[small] = large;
+            true
+        };
     for &(a, b) in same {
-        if !join(&mut parent, a, b) {
+        if !join(&mut parent, &apart, a, b) {
             return Err("the operators' decisions contradict each other".to_string());
         }
     }
+    for &(a, b) in numbered {
+        apart.entry(a).or_default().push(b);
+        apart.entry(b).or_default().push(a);
+    }
     links.sort_by(|x, y| y.2.total_cmp(&x.2).then((x.0, x.1).cmp(&(y.0, y.1))));
     for &(a, b, _) in links.iter() {
-        join(&mut parent, a, b);
+        join(&mut parent, &apart, a, b);
     }
     // Each group named by its first (lowest) member.
     let mut first = HashMap::new();
@@ -777,10 +814,13 @@ fn split(
         .collect();
     let prior = model.prior_for(n.max(2));
     let mut links = Vec::new();
+    let mut numbered = Vec::new();
     for i in 0..n {
         for j in i + 1..n {
             let s = model.score_with_prior(&records[i], &records[j], prior);
-            if s.grade == mpi::Grade::Certain {
+            if s.grade.is_match() && numbered_apart(&records[i], &records[j]) {
+                numbered.push((i, j));
+            } else if s.grade == mpi::Grade::Certain {
                 links.push((i, j, s.probability));
             }
         }
@@ -792,7 +832,7 @@ fn split(
             .filter_map(|(a, b, _)| Some((*at.get(a.as_str())?, *at.get(b.as_str())?)))
             .collect()
     };
-    let groups = group(n, &pairs(true), &pairs(false), &mut links)?;
+    let groups = group(n, &pairs(true), &pairs(false), &numbered, &mut links)?;
     let mut by_group: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for (i, g) in groups.into_iter().enumerate() {
         by_group
@@ -854,17 +894,23 @@ fn plan_rebuild(
     let pairs = blocking.dedup_pairs(&standardised);
     let prior = scoring.prior_for(n);
     let mut links = Vec::new();
+    let mut numbered = Vec::new();
     let mut reviews = Vec::new();
     let step = (pairs.len() / 100).max(1);
     for (k, &(i, j)) in pairs.iter().enumerate() {
         if k % step == 0 {
             progress("scoring", k as u64, pairs.len() as u64);
         }
-        let s =
-            scoring.score_with_prior(&standardised[i as usize], &standardised[j as usize], prior);
+        let (a, b) = (&standardised[i as usize], &standardised[j as usize]);
+        let s = scoring.score_with_prior(a, b, prior);
+        let (i, j) = (i as usize, j as usize);
         match s.grade {
-            mpi::Grade::Certain => links.push((i as usize, j as usize, s.probability)),
-            mpi::Grade::Probable => reviews.push((i as usize, j as usize, s.probability, s.grade)),
+            mpi::Grade::Certain | mpi::Grade::Probable if numbered_apart(a, b) => {
+                numbered.push((i, j));
+                reviews.push((i, j, s.probability, mpi::Grade::Probable));
+            }
+            mpi::Grade::Certain => links.push((i, j, s.probability)),
+            mpi::Grade::Probable => reviews.push((i, j, s.probability, s.grade)),
             _ => {}
         }
     }
@@ -889,7 +935,7 @@ fn plan_rebuild(
         .map(|&(a, b)| (a.min(b), a.max(b)))
         .collect();
     progress("grouping", 0, 1);
-    let groups = group(n, &same, &different, &mut links)?;
+    let groups = group(n, &same, &different, &numbered, &mut links)?;
     progress("grouping", 1, 1);
 
     // Identity ids: each old id goes to the group holding most of its members.
@@ -1105,12 +1151,47 @@ mod tests {
         // 0-1 and 1-2 score high, but an operator told 0 and 2 apart: 1 goes with 0 (the better
         // link), 2 stays alone.
         let mut links = vec![(0, 1, 0.99), (1, 2, 0.98)];
-        let groups = group(3, &[], &[(0, 2)], &mut links).expect("groups");
+        let groups = group(3, &[], &[(0, 2)], &[], &mut links).expect("groups");
         assert_eq!(groups, vec![0, 0, 2]);
         // An operator's same pair joins whatever the scores say.
-        let groups = group(3, &[(0, 2)], &[], &mut []).expect("groups");
+        let groups = group(3, &[(0, 2)], &[], &[], &mut []).expect("groups");
         assert_eq!(groups, vec![0, 1, 0]);
         // Contradicting decisions are refused.
-        assert!(group(3, &[(0, 1), (1, 2)], &[(0, 2)], &mut []).is_err());
+        assert!(group(3, &[(0, 1), (1, 2)], &[(0, 2)], &[], &mut []).is_err());
+    }
+
+    #[test]
+    fn two_numbers_of_one_system_keep_records_apart_unless_an_operator_joins_them() {
+        // 0 and 2 are two charts at one source; 1 (another source) scores high with both.
+        let mut links = vec![(0, 1, 0.99), (1, 2, 0.98)];
+        let groups = group(3, &[], &[], &[(0, 2)], &mut links).expect("groups");
+        assert_eq!(groups, vec![0, 0, 2]);
+        // An operator who says they are one person is obeyed: the numbers bind links, not people.
+        let groups = group(3, &[(0, 2)], &[], &[(0, 2)], &mut links).expect("groups");
+        assert_eq!(groups, vec![0, 0, 0]);
+    }
+
+    #[test]
+    fn numbered_apart_means_a_shared_system_and_no_shared_value() {
+        let rec = |ids: &[(&str, &str)]| {
+            mpi::standardise(&mpi::Record {
+                identifiers: ids
+                    .iter()
+                    .map(|(s, v)| mpi::Identifier::new(*s, *v))
+                    .collect(),
+                ..Default::default()
+            })
+        };
+        let a = rec(&[("urn:mrn:a", "A-1042"), ("ssn", "123-45-6789")]);
+        // Another chart at the same source, even one digit away.
+        assert!(numbered_apart(&a, &rec(&[("urn:mrn:a", "A-1043")])));
+        // The same social security number settles it, whatever the charts say.
+        assert!(!numbered_apart(
+            &a,
+            &rec(&[("urn:mrn:a", "A-2001"), ("ssn", "123456789")])
+        ));
+        // Another source's number, or none, says nothing.
+        assert!(!numbered_apart(&a, &rec(&[("urn:mrn:b", "B-77")])));
+        assert!(!numbered_apart(&a, &rec(&[])));
     }
 }

@@ -275,10 +275,8 @@ pub async fn run(
                     .await?;
             }
             // The participant's connection application, if it waits for its address, moves on.
-            let participants = match kind {
-                "organization" => vec![id.clone()],
-                _ => exchange::participants::participants_of_practitioner(store, &id).await?,
-            };
+            let participants =
+                exchange::participants::participants_of_owner(store, kind, &id).await?;
             let onboarding =
                 exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
             let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(now) * 1_000_000)

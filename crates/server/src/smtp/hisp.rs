@@ -321,6 +321,8 @@ pub struct Hisp {
     pool: Arc<client::Pool>,
     /// Asks DNS for certificates, LDAP servers and mail hosts (when configured).
     resolver: Option<Resolver>,
+    /// Told when an address has exchanged its test messages (see [`Hisp::with_onboarding`]).
+    onboarding: Option<exchange::onboarding::Onboarding>,
 }
 
 /// Why a queued row could not be sealed.
@@ -403,6 +405,60 @@ impl Hisp {
             wake: Arc::new(tokio::sync::Notify::new()),
             caches: Arc::default(),
             pool: Arc::default(),
+            onboarding: None,
+        }
+    }
+
+    /// Completes the `test-message-exchanged` step of a participant's connection application on
+    /// its own: once one of the participant's addresses has received a message and sent one that
+    /// its recipient confirmed (processed or dispatched), whichever comes last.
+    pub fn with_onboarding(mut self, onboarding: exchange::onboarding::Onboarding) -> Hisp {
+        self.onboarding = Some(onboarding);
+        self
+    }
+
+    /// After `address` received a message or had one confirmed: if it has now done both, each
+    /// application of its owner's participants waiting for the test message moves on. A failure
+    /// here is logged, never returned: the message itself was handled.
+    async fn note_exchange(&self, address: &str) {
+        let Some(onboarding) = &self.onboarding else {
+            return;
+        };
+        let outcome = async {
+            if !self.store.direct_exchanged(address).await? {
+                return Ok(Vec::new());
+            }
+            let Some(owner) = self.store.direct_address(address).await? else {
+                return Ok(Vec::new());
+            };
+            let participants = exchange::participants::participants_of_owner(
+                &self.store,
+                &owner.owner_kind,
+                &owner.owner_id,
+            )
+            .await?;
+            let at = time::OffsetDateTime::now_utc();
+            let by = format!("direct: {address}");
+            let mut moved = Vec::new();
+            for participant in &participants {
+                moved.extend(
+                    onboarding
+                        .direct_message_exchanged(participant, &by, at)
+                        .await?,
+                );
+            }
+            anyhow::Ok(moved)
+        }
+        .await;
+        match outcome {
+            Ok(moved) => {
+                for application in moved {
+                    tracing::info!(%application, "direct: test message exchanged, application moved on");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "direct: could not record the test message exchange")
+            }
         }
     }
 
@@ -597,6 +653,9 @@ impl Hisp {
                 .await
                 .map_err(local_problem)?;
             ids.push(id);
+            if !notification {
+                self.note_exchange(r).await;
+            }
             if !notification && !message_id.is_empty() {
                 let content = mdn::build(&Notification {
                     disposition: Disposition::Processed,
@@ -662,9 +721,13 @@ impl Hisp {
                 now,
             )
             .await?;
-        if let Some(row) = changed.filter(|r| r.status == DeliveryStatus::Failed) {
-            self.report_failure(&row, report.failure.as_deref().unwrap_or("delivery failed"))
-                .await?;
+        match changed {
+            Some(row) if row.status == DeliveryStatus::Failed => {
+                self.report_failure(&row, report.failure.as_deref().unwrap_or("delivery failed"))
+                    .await?;
+            }
+            Some(row) if row.kind == OutboundKind::Message => self.note_exchange(&row.sender).await,
+            _ => {}
         }
         Ok(())
     }

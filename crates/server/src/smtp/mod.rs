@@ -53,7 +53,7 @@ impl Drop for Running {
 /// listener (STARTTLS with the HTTPS certificate, if any) and starts the delivery worker.
 pub async fn start(
     config: &crate::config::Config,
-    store: &store::Store,
+    repo: &exchange::repository::Repository,
 ) -> anyhow::Result<Option<Running>> {
     let Some(path) = &config.direct_config else {
         return Ok(None);
@@ -74,7 +74,9 @@ pub async fn start(
         ),
         None => None,
     };
-    let hisp = Hisp::new(store.clone(), hisp_config, kek, crls);
+    let onboarding =
+        exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
+    let hisp = Hisp::new(repo.store().clone(), hisp_config, kek, crls).with_onboarding(onboarding);
     let mut running = spawn(listener, hisp.clone(), tls.clone())?;
     if let Some(listener) = submission {
         running.submission = Some(spawn_submission(&running, listener, hisp, tls)?);
