@@ -911,18 +911,6 @@ impl Store {
         )
     }
 
-    /// Queues outbound rows (status `queued`, due at their `next_attempt`).
-    pub async fn enqueue_outbound(&self, items: Vec<crate::Outbound>) -> Result<()> {
-        if items.is_empty() {
-            return Ok(());
-        }
-        timed!(
-            self,
-            "enqueue_outbound",
-            mail!(self, true, |e| crate::mail::enqueue(e, &items))
-        )
-    }
-
     /// Claims up to `limit` due rows for `owner` until `lease_until` (one more attempt each).
     /// Concurrent claims, in any number of processes, take disjoint rows.
     pub async fn claim_outbound(
@@ -1049,6 +1037,40 @@ macro_rules! in_transaction {
             }
         }
     };
+}
+
+/// The Direct writes that must land together or not at all.
+impl Store {
+    /// Queues outbound rows (status `queued`, due at their `next_attempt`), all or none.
+    pub async fn enqueue_outbound(&self, items: Vec<crate::Outbound>) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        timed!(
+            self,
+            "enqueue_outbound",
+            in_transaction!(self, |e| crate::mail::enqueue(e, &items))
+        )
+    }
+
+    /// Puts a received message in its recipients' mailboxes and queues the notifications that
+    /// answer it, in one transaction: a crash never leaves a delivered message without its
+    /// processed notification, nor a notification for a message nobody has.
+    pub async fn deliver_mail_and_queue(
+        &self,
+        messages: Vec<crate::MailMessage>,
+        notifications: Vec<crate::Outbound>,
+    ) -> Result<()> {
+        timed!(
+            self,
+            "deliver_mail",
+            in_transaction!(self, |e| crate::mail::deliver_and_queue(
+                e,
+                &messages,
+                &notifications
+            ))
+        )
+    }
 }
 
 /// The EHR compatibility catalog and the compliance roster (`crate::compliance`, migration 0011).

@@ -593,6 +593,18 @@ pub(crate) async fn deliver(e: &mut impl Exec, m: &MailMessage) -> Result<()> {
     Ok(())
 }
 
+/// Mailbox entries and the outbound rows that answer them (the caller's transaction).
+pub(crate) async fn deliver_and_queue(
+    e: &mut impl Exec,
+    messages: &[MailMessage],
+    notifications: &[Outbound],
+) -> Result<()> {
+    for m in messages {
+        deliver(e, m).await?;
+    }
+    enqueue(e, notifications).await
+}
+
 /// The newest `limit` entries of a mailbox, newest first.
 pub(crate) async fn mailbox(
     e: &mut impl Exec,

@@ -280,6 +280,39 @@ async fn mailboxes(store: &Store) {
         Some(200)
     );
     assert!(store.mail_message("nope").await.unwrap().is_none());
+
+    // A message and the notifications answering it land together or not at all.
+    let received = |id: &str| MailMessage {
+        id: id.to_string(),
+        mailbox: "jane@direct.example.org".into(),
+        kind: MailKind::Message,
+        sender: "bob@other.example".into(),
+        recipients: vec!["jane@direct.example.org".into()],
+        subject: "Hi".into(),
+        message_id: format!("<{id}@other.example>"),
+        raw: b"hello".to_vec(),
+        received: 150,
+        read: None,
+    };
+    // (a notification from another address, never due, so the queue below does not see it)
+    let notification = || Outbound {
+        kind: OutboundKind::Mdn,
+        sender: "x@direct.example.org".into(),
+        next_attempt: i64::MAX / 4,
+        ..item("n1", "bob@other.example", "<m3@other.example>", 150)
+    };
+    let clash = store
+        .deliver_mail_and_queue(vec![received("m3")], vec![notification(), notification()])
+        .await;
+    assert!(clash.is_err(), "{clash:?}");
+    assert!(store.mail_message("m3").await.unwrap().is_none());
+    assert!(store.outbound("n1").await.unwrap().is_none());
+    store
+        .deliver_mail_and_queue(vec![received("m3")], vec![notification()])
+        .await
+        .expect("delivered and queued");
+    assert!(store.mail_message("m3").await.unwrap().is_some());
+    assert!(store.outbound("n1").await.unwrap().is_some());
 }
 
 async fn queue(store: &Store) {
@@ -368,6 +401,11 @@ async fn queue(store: &Store) {
         DeliveryStatus::Failed
     );
 
+    // Jane has received mail (above) but nothing she sent is confirmed yet.
+    assert!(!store
+        .direct_exchanged("jane@direct.example.org")
+        .await
+        .unwrap());
     // Disposition notifications move o1 forward, never back.
     let moved = store
         .outbound_disposition(
@@ -380,6 +418,12 @@ async fn queue(store: &Store) {
         .await
         .unwrap();
     assert_eq!(moved.map(|o| o.status), Some(DeliveryStatus::Processed));
+    // Now she has exchanged a message each way; Bob's address is not one of ours that received.
+    assert!(store
+        .direct_exchanged("Jane@direct.example.org")
+        .await
+        .unwrap());
+    assert!(!store.direct_exchanged("bob@other.example").await.unwrap());
     assert!(store
         .outbound_disposition(
             "<a@x>",

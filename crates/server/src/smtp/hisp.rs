@@ -630,32 +630,27 @@ impl Hisp {
         }
         let final_delivery = mdn::wants_final_delivery(&entity);
         let mut ids = Vec::new();
+        let mut delivered = Vec::new();
         let mut mdns = Vec::new();
         for r in &recipients {
             let id = uuid::Uuid::new_v4().to_string();
-            self.store
-                .deliver_mail(MailMessage {
-                    id: id.clone(),
-                    mailbox: r.clone(),
-                    kind: if notification {
-                        MailKind::Notification
-                    } else {
-                        MailKind::Message
-                    },
-                    sender: opened.from.clone(),
-                    recipients: recipients.clone(),
-                    subject: subject.clone(),
-                    message_id: message_id.clone(),
-                    raw: opened.message.clone(),
-                    received: now,
-                    read: None,
-                })
-                .await
-                .map_err(local_problem)?;
+            delivered.push(MailMessage {
+                id: id.clone(),
+                mailbox: r.clone(),
+                kind: if notification {
+                    MailKind::Notification
+                } else {
+                    MailKind::Message
+                },
+                sender: opened.from.clone(),
+                recipients: recipients.clone(),
+                subject: subject.clone(),
+                message_id: message_id.clone(),
+                raw: opened.message.clone(),
+                received: now,
+                read: None,
+            });
             ids.push(id);
-            if !notification {
-                self.note_exchange(r).await;
-            }
             if !notification && !message_id.is_empty() {
                 let content = mdn::build(&Notification {
                     disposition: Disposition::Processed,
@@ -676,11 +671,17 @@ impl Hisp {
                 ));
             }
         }
+        // The mailboxes and the processed notifications in one transaction, before the 250.
         self.store
-            .enqueue_outbound(mdns)
+            .deliver_mail_and_queue(delivered, mdns)
             .await
             .map_err(local_problem)?;
         self.wake.notify_one();
+        if !notification {
+            for r in &recipients {
+                self.note_exchange(r).await;
+            }
+        }
         Ok(Received { ids, notification })
     }
 
