@@ -454,18 +454,6 @@ fn add_user(dir: &Path, login: &str, name: &str, participant: &str) {
     ));
 }
 
-fn import(dir: &Path, name: &str, json: &str) {
-    let path = dir.join(name);
-    std::fs::write(&path, json).unwrap();
-    ok(&nutmeg()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--log", "warn", "import"])
-        .arg(&path)
-        .output()
-        .unwrap());
-}
-
 fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -535,7 +523,7 @@ fn a_therapist_reads_replies_imports_and_forwards_in_the_web_inbox() {
         "clinic",
         &["onboarding", "live"],
     );
-    import(
+    common::import(
         dir,
         "directory.json",
         &serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": [

@@ -794,12 +794,29 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         "clinic",
         &["onboarding", "live"],
     );
+    // Dr. Lena Park works at the family practice.
+    common::import(
+        data,
+        "park.json",
+        &json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Practitioner", "id": "prac-park",
+              "name": [{"given": ["Lena"], "family": "Park"}]},
+             "request": {"method": "PUT", "url": "Practitioner/prac-park"}},
+            {"resource": {"resourceType": "PractitionerRole", "id": "role-park", "active": true,
+              "practitioner": {"reference": "Practitioner/prac-park"},
+              "organization": {"reference": format!("Organization/{recipient}")}},
+             "request": {"method": "PUT", "url": "PractitionerRole/role-park"}}
+        ]})
+        .to_string(),
+    );
     let sender_client = common::Client::register(data, &sender);
     let recipient_client = common::Client::register(data, &recipient);
     let server = Server::start(data, &[]);
     let base = server.base.clone();
     let sending = sender_client.token(&server, common::REGISTERED, "TREAT");
     let reading = recipient_client.token(&server, common::REGISTERED, "TREAT");
+    let recipient_value = format!("Organization/{recipient}");
+    let recipient = recipient_value.as_str();
 
     // The treatment program sends the patient, an observation and a substance-use diagnosis.
     let (status, created) = fhir(
@@ -910,6 +927,14 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         page.body.contains("Shoreline Family Medicine"),
         "recipients to choose from"
     );
+    assert!(
+        page.body.contains(
+            "<option value=\"Practitioner/prac-park\">&nbsp;&nbsp;&nbsp;Lena Park, at Shoreline \
+             Family Medicine (only them)</option>"
+        ),
+        "{}",
+        page.body
+    );
     let csrf = hidden_csrf(&page.body);
 
     // A permission with mistakes: each error beside its field, what was typed kept, nothing recorded.
@@ -917,7 +942,7 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         "/portal/privacy/grants",
         &[
             ("csrf", &csrf),
-            ("recipient", &recipient),
+            ("recipient", recipient),
             ("records", "part2"),
             ("until", "2020-01-01"),
             ("name", ""),
@@ -938,7 +963,7 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         "/portal/privacy/grants",
         &[
             ("csrf", "forged"),
-            ("recipient", &recipient),
+            ("recipient", recipient),
             ("records", "part2"),
             ("name", "Rosa Rivera"),
             ("sign", "yes"),
@@ -952,7 +977,7 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         "/portal/privacy/grants",
         &[
             ("csrf", &csrf),
-            ("recipient", &recipient),
+            ("recipient", recipient),
             ("records", "part2"),
             ("until", "2099-12-31"),
             ("name", "Rosa Rivera"),
@@ -1003,6 +1028,28 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         .get("/portal/privacy")
         .body
         .contains("You have given no permissions"));
+
+    // A permission for Dr. Park alone: the practice's own system still may not read it.
+    let to_park = rivera.post(
+        "/portal/privacy/grants",
+        &[
+            ("csrf", &csrf),
+            ("recipient", "Practitioner/prac-park"),
+            ("records", "part2"),
+            ("name", "Rosa Rivera"),
+            ("sign", "yes"),
+        ],
+    );
+    assert_eq!(to_park.status, 303, "{}", to_park.body);
+    let page = rivera.get("/portal/privacy");
+    assert!(page.body.contains("<td>Lena Park</td>"), "{}", page.body);
+    assert_eq!(
+        reads(&format!("Condition/{cid}")).0,
+        404,
+        "the practice is not Dr. Park"
+    );
+    let withdraw = form_action(&page.body, "/withdraw").expect("a withdraw button");
+    assert_eq!(rivera.post(&withdraw, &[("csrf", &csrf)]).status, 303);
 
     // Opting out needs the box ticked; then she is as unknown as someone who never was.
     let unticked = rivera.post(

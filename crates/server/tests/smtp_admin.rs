@@ -128,18 +128,11 @@ fn operators_issue_and_revoke_addresses_and_the_binary_serves_smtp() {
     assert_eq!(elsewhere.status.code(), Some(1), "not a local domain");
 
     // The registry has Practitioner/prac-1.
-    std::fs::write(
-        dir.join("prac.json"),
+    common::import(
+        dir,
+        "prac.json",
         r#"{"resourceType":"Practitioner","id":"prac-1","name":[{"family":"Doe","given":["Jane"]}]}"#,
-    )
-    .unwrap();
-    ok(&nutmeg()
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--log", "warn", "import"])
-        .arg(dir.join("prac.json"))
-        .output()
-        .unwrap());
+    );
     let add = |who: &str| {
         run(
             dir,

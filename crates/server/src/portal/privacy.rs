@@ -119,16 +119,78 @@ fn date(at: OffsetDateTime) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
-/// Live participants, by name: the recipients a patient may name.
-async fn recipients(state: &Shared) -> Result<Vec<(String, String)>, Response> {
+/// Someone a patient may name in a permission: a live participant, or a practitioner joined to
+/// one (then the permission reaches that practitioner only, not the rest of the organization).
+struct Recipient {
+    /// The form value: `Organization/ID` or `Practitioner/ID`.
+    value: String,
+    label: String,
+    actor: Actor,
+}
+
+/// Live participants by name, each followed by its practitioners (a solo practice is its
+/// practitioner, so only the practice is listed).
+async fn recipients(state: &Shared) -> Result<Vec<Recipient>, Response> {
     let system = Requester::system("portal-privacy");
-    match state
+    let participants = state
         .repo
         .participants(&system, Some(ParticipantStatus::Live))
         .await
-    {
-        Ok(all) => Ok(all.into_iter().map(|p| (p.id, p.name)).collect()),
-        Err(e) => Err(internal(e)),
+        .map_err(internal)?;
+    let mut out = Vec::new();
+    for p in participants {
+        let solo = p.kind == Some(exchange::participants::Kind::SoloPractice);
+        out.push(Recipient {
+            value: format!("Organization/{}", p.id),
+            label: p.name.clone(),
+            actor: Actor::Organization(p.id.clone()),
+        });
+        if solo {
+            continue;
+        }
+        let practitioners = exchange::participants::practitioners_of(state.repo.store(), &p.id)
+            .await
+            .map_err(internal)?;
+        let mut named: Vec<Recipient> = practitioners
+            .into_iter()
+            .map(|(id, json)| Recipient {
+                value: format!("Practitioner/{id}"),
+                label: format!(
+                    "{}, at {} (only them)",
+                    practitioner_name(&json, &id),
+                    p.name
+                ),
+                actor: Actor::Practitioner(id),
+            })
+            .collect();
+        named.sort_by(|a, b| a.label.cmp(&b.label));
+        out.extend(named);
+    }
+    Ok(out)
+}
+
+/// A Practitioner's name as people write it (its `text`, else given names and family name).
+fn practitioner_name(practitioner: &Value, id: &str) -> String {
+    let name = &practitioner["name"][0];
+    let text = name["text"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let given: Vec<&str> = name["given"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            format!(
+                "{} {}",
+                given.join(" "),
+                name["family"].as_str().unwrap_or_default()
+            )
+        });
+    match text.trim() {
+        "" => format!("Practitioner/{id}"),
+        named => named.to_string(),
     }
 }
 
@@ -142,26 +204,7 @@ async fn actor_text(state: &Shared, actor: &Actor) -> String {
             Err(_) => format!("Organization/{id}"),
         },
         Actor::Practitioner(id) => match state.repo.read(&system, "Practitioner", id).await {
-            Ok(found) => {
-                let name = &found.resource["name"][0];
-                let text = name["text"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| {
-                        let given: Vec<&str> = name["given"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(Value::as_str)
-                            .collect();
-                        format!(
-                            "{} {}",
-                            given.join(" "),
-                            name["family"].as_str().unwrap_or_default()
-                        )
-                    });
-                text.trim().to_string()
-            }
+            Ok(found) => practitioner_name(&found.resource, id),
             Err(_) => format!("Practitioner/{id}"),
         },
         Actor::Patient(id) => format!("Patient/{id}"),
@@ -384,7 +427,7 @@ fn error_text(error: Option<&String>) -> String {
         .unwrap_or_default()
 }
 
-fn recipient_options(recipients: &[(String, String)], chosen: &str) -> String {
+fn recipient_options(recipients: &[Recipient], chosen: &str) -> String {
     let mut out = format!(
         "<option value=\"{ANY}\"{}>Any provider treating me</option>\n",
         if chosen == ANY || chosen.is_empty() {
@@ -393,12 +436,17 @@ fn recipient_options(recipients: &[(String, String)], chosen: &str) -> String {
             ""
         }
     );
-    for (id, name) in recipients {
+    for r in recipients {
         out.push_str(&format!(
-            "<option value=\"{}\"{}>{}</option>\n",
-            escape(id),
-            if chosen == id { " selected" } else { "" },
-            escape(name)
+            "<option value=\"{}\"{}>{}{}</option>\n",
+            escape(&r.value),
+            if chosen == r.value { " selected" } else { "" },
+            if matches!(r.actor, Actor::Practitioner(_)) {
+                "&nbsp;&nbsp;&nbsp;"
+            } else {
+                ""
+            },
+            escape(&r.label)
         ));
     }
     out
@@ -503,8 +551,8 @@ pub async fn grant(State(state): State<Shared>, request: Request) -> Response {
     };
     let actor = if typed.recipient == ANY || typed.recipient.is_empty() {
         Some(Actor::AnyTreatingProvider)
-    } else if recipients.iter().any(|(id, _)| *id == typed.recipient) {
-        Some(Actor::Organization(typed.recipient.clone()))
+    } else if let Some(r) = recipients.iter().find(|r| r.value == typed.recipient) {
+        Some(r.actor.clone())
     } else {
         typed
             .errors

@@ -270,3 +270,21 @@ impl Client {
         body["access_token"].as_str().unwrap().to_string()
     }
 }
+
+/// Imports a FHIR resource or Bundle (JSON text) into the database of `dir` with `nutmeg import`.
+pub fn import(dir: &Path, name: &str, json: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, json).unwrap();
+    let out = nutmeg()
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--log", "warn", "import"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
