@@ -923,6 +923,7 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
             ("subject", subject.to_string()),
             ("body", typed.to_string()),
             ("forward", String::new()),
+            ("reply", hidden(&form, "reply")),
         ]
     };
     let send = |b: &mut Browser, fields: &[(&str, String)], files: &[(&str, &str, &str, &[u8])]| {
@@ -1020,6 +1021,12 @@ Disposition-Notification-Options: X-DIRECT-FINAL-DESTINATION-DELIVERY=optional,t
         "one dispatched notification for two openings"
     );
     assert!(reply_at_bob.contains("Thank you, Bob."), "{reply_at_bob}");
+    // Threaded for Bob's mail program: it answers his message.
+    assert!(
+        reply_at_bob.contains("In-Reply-To: <inbox-1@other.test>\r\n")
+            && reply_at_bob.contains("References: <inbox-1@other.test>\r\n"),
+        "{reply_at_bob}"
+    );
     assert!(
         reply_at_bob.contains("filename=\"plan.txt\""),
         "{reply_at_bob}"

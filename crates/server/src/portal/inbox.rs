@@ -1141,7 +1141,38 @@ struct Draft {
     xdm: bool,
     /// The message whose attachments a forward carries.
     forward: String,
+    /// The message a reply answers (its mailbox entry id): the reply carries `In-Reply-To` and
+    /// `References`, so the other side's mail program threads them.
+    reply: String,
     errors: HashMap<&'static str, String>,
+}
+
+/// `In-Reply-To` and `References` (RFC 5322 section 3.6.4) for a reply to `original`, as header
+/// lines to put before the reply's own; none when the original had no usable Message-ID.
+fn threading_headers(original: &MailMessage) -> String {
+    let id = original.message_id.trim();
+    let one_id =
+        |v: &str| v.starts_with('<') && v.ends_with('>') && !v.contains(char::is_whitespace);
+    if !one_id(id) || !mime::is_safe_header_value(id) {
+        return String::new();
+    }
+    let earlier = Entity::parse(&original.raw)
+        .ok()
+        .and_then(|e| e.header("References").map(str::to_string))
+        .unwrap_or_default();
+    let mut references: Vec<&str> = earlier
+        .split_whitespace()
+        .filter(|r| one_id(r) && *r != id)
+        .collect();
+    // The newest few are what threading needs; a long chain is cut from the front.
+    if references.len() > 20 {
+        references.drain(..references.len() - 20);
+    }
+    references.push(id);
+    format!(
+        "In-Reply-To: {id}\r\nReferences: {}\r\n",
+        references.join(" ")
+    )
 }
 
 /// The names of the forwarded message's attachments, for the form.
@@ -1196,9 +1227,11 @@ fn compose_page(
     body.push_str(&format!(
         "<form method=\"post\" action=\"/portal/inbox/compose\" enctype=\"multipart/form-data\">\n\
          <input type=\"hidden\" name=\"csrf\" value=\"{}\">\n\
-         <input type=\"hidden\" name=\"forward\" value=\"{}\">\n",
+         <input type=\"hidden\" name=\"forward\" value=\"{}\">\n\
+         <input type=\"hidden\" name=\"reply\" value=\"{}\">\n",
         escape(&inbox.session.csrf),
-        escape(&draft.forward)
+        escape(&draft.forward),
+        escape(&draft.reply)
     ));
     if inbox.addresses.len() > 1 {
         body.push_str("<p><label>From<br><select name=\"from\">\n");
@@ -1302,6 +1335,7 @@ pub async fn compose_form(State(state): State<Shared>, request: Request) -> Resp
         let text = read.text.clone().unwrap_or_default();
         draft.from = original.mailbox.clone();
         if reply.is_some() {
+            draft.reply = original.id.clone();
             draft.to = original.sender.clone();
             draft.subject = if subject.to_ascii_lowercase().starts_with("re:") {
                 subject
@@ -1436,6 +1470,7 @@ pub async fn compose(State(state): State<Shared>, request: Request) -> Response 
         text: value("body"),
         xdm: !value("xdm").is_empty(),
         forward: value("forward"),
+        reply: value("reply"),
         errors: HashMap::new(),
     };
     let uploads: Vec<&Field> = fields
@@ -1592,7 +1627,14 @@ pub async fn compose(State(state): State<Shared>, request: Request) -> Response 
             }
         }
     }
-    let content = build_entity(&draft.text, &files);
+    let mut content = build_entity(&draft.text, &files);
+    if !draft.reply.is_empty() {
+        let original = match owned_message(&state, &inbox, &draft.reply).await {
+            Ok(m) => m,
+            Err(response) => return response,
+        };
+        content = [threading_headers(&original).into_bytes(), content].concat();
+    }
     let message_id = match inbox
         .hisp
         .send(&draft.from, &recipients, &subject, &content)
@@ -2041,6 +2083,31 @@ pub async fn address_book(State(state): State<Shared>, request: Request) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_names_the_message_it_answers_and_keeps_the_thread() {
+        let original = |message_id: &str, raw: &[u8]| MailMessage {
+            id: "m".into(),
+            mailbox: "jane@direct.test".into(),
+            kind: store::MailKind::Message,
+            sender: "bob@other.test".into(),
+            recipients: vec!["jane@direct.test".into()],
+            subject: "Re: Hi".into(),
+            message_id: message_id.into(),
+            raw: raw.to_vec(),
+            received: 0,
+            read: None,
+        };
+        let raw = b"From: bob@other.test\r\nReferences: <a@x> bad <b@x>\r\n\
+Content-Type: text/plain\r\n\r\nHi\r\n";
+        assert_eq!(
+            threading_headers(&original("<c@x>", raw)),
+            "In-Reply-To: <c@x>\r\nReferences: <a@x> <b@x> <c@x>\r\n"
+        );
+        // No usable Message-ID: nothing to thread by, and nothing injected.
+        assert_eq!(threading_headers(&original("", raw)), "");
+        assert_eq!(threading_headers(&original("<c@x>\r\nBcc: eve@x", raw)), "");
+    }
 
     #[test]
     fn messages_are_read_into_text_and_attachments() {
