@@ -396,7 +396,7 @@ pub(crate) fn canonical(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let is_canonical = {
         let mut ok = true;
         let mut i = 0;
-        while let Some(at) = bytes[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+        while let Some(at) = memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
             let at = i + at;
             if bytes[at] == b'\n' || bytes.get(at + 1) != Some(&b'\n') {
                 ok = false;
@@ -411,7 +411,7 @@ pub(crate) fn canonical(bytes: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
     let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32 + 2);
     let mut i = 0;
-    while let Some(at) = bytes[i..].iter().position(|&b| b == b'\r' || b == b'\n') {
+    while let Some(at) = memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
         let at = i + at;
         out.extend_from_slice(&bytes[i..at]);
         out.extend_from_slice(b"\r\n");

@@ -12,6 +12,8 @@
 //!
 //! Times are milliseconds since the Unix epoch; binary values are base64 text on both engines.
 
+use std::collections::HashMap;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
@@ -202,7 +204,8 @@ pub struct Outbound {
     /// The RFC 5322 Message-ID the message goes out with (MDNs come back naming it).
     pub message_id: String,
     pub subject: String,
-    /// The plain MIME entity (or, for an MDN, the `multipart/report`) to sign and encrypt.
+    /// The plain MIME entity (or, for an MDN, the `multipart/report`) to sign and encrypt. Read
+    /// by claims, `outbound` and `outbound_by_message`; empty in the rows a status change answers.
     pub content: Vec<u8>,
     pub status: DeliveryStatus,
     pub attempts: i64,
@@ -682,14 +685,47 @@ fn outbound_row(row: Vec<Val>) -> Result<Outbound> {
     })
 }
 
-/// Queues rows (status `queued`, due at their `next_attempt`).
+/// Reads the content of `rows` from its own table (migration 0013), where the row has one.
+async fn fill_content(e: &mut impl Exec, rows: &mut [Outbound]) -> Result<()> {
+    for chunk in rows.chunks_mut(500) {
+        let d = e.dialect();
+        let list: Vec<String> = (1..=chunk.len()).map(|i| d.placeholder(i)).collect();
+        let sql = format!(
+            "SELECT id, content FROM direct_outbound_content WHERE id IN ({})",
+            list.join(", ")
+        );
+        let args: Vec<Val> = chunk.iter().map(|o| Val::Text(o.id.clone())).collect();
+        let mut found: HashMap<String, Vec<u8>> = HashMap::new();
+        for row in e.rows(&sql, &args).await? {
+            let mut it = row.into_iter();
+            let id = it.next().unwrap_or(Val::Null).text()?;
+            found.insert(id, unb64(it.next().unwrap_or(Val::Null))?);
+        }
+        for o in chunk.iter_mut() {
+            if let Some(content) = found.remove(&o.id) {
+                o.content = content;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Queues rows (status `queued`, due at their `next_attempt`), each row's content in its own
+/// table (written once; the row's status changes never touch it).
 pub(crate) async fn enqueue(e: &mut impl Exec, items: &[Outbound]) -> Result<()> {
     let d = e.dialect();
     let sql = format!(
         "INSERT INTO direct_outbound ({OUTBOUND_COLUMNS}) VALUES ({})",
         params(d, 1, 13)
     );
+    let content_sql = format!(
+        "INSERT INTO direct_outbound_content (id, content) VALUES ({}, {})",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
     for o in items {
+        e.rows(&content_sql, &[Val::Text(o.id.clone()), b64(&o.content)])
+            .await?;
         let args = [
             Val::Text(o.id.clone()),
             Val::Text(o.kind.as_str().to_string()),
@@ -697,7 +733,7 @@ pub(crate) async fn enqueue(e: &mut impl Exec, items: &[Outbound]) -> Result<()>
             Val::Text(o.recipient.to_ascii_lowercase()),
             Val::Text(o.message_id.clone()),
             Val::Text(o.subject.clone()),
-            b64(&o.content),
+            Val::Text(String::new()),
             Val::Text(DeliveryStatus::Queued.as_str().to_string()),
             Val::Int(0),
             Val::Int(o.next_attempt),
@@ -751,6 +787,7 @@ pub(crate) async fn claim(
         .map(outbound_row)
         .collect::<Result<Vec<_>>>()?;
     rows.sort_by(|a, b| a.next_attempt.cmp(&b.next_attempt).then(a.id.cmp(&b.id)));
+    fill_content(e, &mut rows).await?;
     Ok(rows)
 }
 
@@ -894,7 +931,13 @@ pub(crate) async fn outbound(e: &mut impl Exec, id: &str) -> Result<Option<Outbo
         e.dialect().placeholder(1)
     );
     let rows = e.rows(&sql, &[Val::Text(id.to_string())]).await?;
-    rows.into_iter().next().map(outbound_row).transpose()
+    let mut rows = rows
+        .into_iter()
+        .take(1)
+        .map(outbound_row)
+        .collect::<Result<Vec<_>>>()?;
+    fill_content(e, &mut rows).await?;
+    Ok(rows.pop())
 }
 
 /// The rows of one outgoing message (every recipient), by its Message-ID.
@@ -906,11 +949,14 @@ pub(crate) async fn outbound_by_message(
         "SELECT {OUTBOUND_COLUMNS} FROM direct_outbound WHERE message_id = {} ORDER BY recipient, id",
         e.dialect().placeholder(1)
     );
-    e.rows(&sql, &[Val::Text(message_id.to_string())])
+    let mut rows = e
+        .rows(&sql, &[Val::Text(message_id.to_string())])
         .await?
         .into_iter()
         .map(outbound_row)
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    fill_content(e, &mut rows).await?;
+    Ok(rows)
 }
 
 // --- the web inbox ---------------------------------------------------------------------------

@@ -80,6 +80,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "user_practitioner",
         sql: include_str!("../migrations/sqlite/0012_user_practitioner.sql"),
     },
+    Migration {
+        version: 13,
+        name: "outbound_content",
+        sql: include_str!("../migrations/sqlite/0013_outbound_content.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -151,6 +156,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 12,
         name: "user_practitioner",
         sql: include_str!("../migrations/postgres/0012_user_practitioner.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "outbound_content",
+        sql: include_str!("../migrations/postgres/0013_outbound_content.sql"),
     },
 ];
 
