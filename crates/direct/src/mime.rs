@@ -332,9 +332,18 @@ pub fn decode_base64(encoded: &[u8]) -> Result<Vec<u8>, MimeError> {
     // Line by line: mail's base64 comes in lines of 76, so whole lines are copied at once and
     // only a line with whitespace inside is filtered byte by byte.
     let mut compact = Vec::with_capacity(encoded.len());
-    for line in encoded.split(|&b| b == b'\n') {
-        let line = line.trim_ascii();
-        if line.iter().any(|b| b.is_ascii_whitespace()) {
+    let mut rest = encoded;
+    while !rest.is_empty() {
+        let (line, next) = match memchr::memchr(b'\n', rest) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = next;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        // ASCII whitespace is space, tab, CR, LF (not in a line) and form feed.
+        let spaced = memchr::memchr3(b' ', b'\t', b'\r', line).is_some()
+            || memchr::memchr(0x0c, line).is_some();
+        if spaced {
             compact.extend(line.iter().filter(|b| !b.is_ascii_whitespace()));
         } else {
             compact.extend_from_slice(line);

@@ -156,6 +156,24 @@ async fn read_line(
     }
 }
 
+/// One line of a message's DATA (with its line end) added to `message` without its stuffed dot,
+/// unless the message is past `max` bytes (then it is dropped and `too_big` set). `true` for the
+/// line of one dot that ends the data.
+fn data_line(line: &[u8], message: &mut Vec<u8>, too_big: &mut bool, max: usize) -> bool {
+    if line == b".\r\n" || line == b".\n" {
+        return true;
+    }
+    let body = line.strip_prefix(b".").unwrap_or(line);
+    if message.len() + body.len() > max {
+        *too_big = true;
+        *message = Vec::new();
+    }
+    if !*too_big {
+        message.extend_from_slice(body);
+    }
+    false
+}
+
 /// `<address>` after `FROM:` / `TO:` and the parameters after it. `None` for bad syntax.
 fn parse_path<'a>(rest: &'a str, prefix: &str) -> Option<(&'a str, Vec<&'a str>)> {
     let head = rest.get(..prefix.len())?;
@@ -613,6 +631,25 @@ impl Session {
         let mut too_big = false;
         let mut line = Vec::new();
         loop {
+            // The complete lines already read are taken without waiting, and so without a timer
+            // each: most of a message arrives that way, a buffer at a time.
+            loop {
+                let buffered = self.conn.buffer();
+                let Some(end) = memchr::memchr(b'\n', buffered).filter(|&i| i < MAX_DATA_LINE)
+                else {
+                    break;
+                };
+                let last = data_line(
+                    &buffered[..=end],
+                    &mut message,
+                    &mut too_big,
+                    config.max_message_bytes,
+                );
+                self.conn.consume(end + 1);
+                if last {
+                    return Ok(Some(if too_big { None } else { Some(message) }));
+                }
+            }
             let read = tokio::time::timeout(
                 config.data_timeout,
                 read_line(&mut self.conn, &mut line, MAX_DATA_LINE),
@@ -631,19 +668,35 @@ impl Session {
                 Ok(Ok(Line::Eof)) => return Ok(None),
                 Ok(Ok(Line::TooLong)) => too_big = true,
                 Ok(Ok(Line::Ok)) => {
-                    if line == b".\r\n" || line == b".\n" {
+                    if data_line(&line, &mut message, &mut too_big, config.max_message_bytes) {
                         return Ok(Some(if too_big { None } else { Some(message) }));
-                    }
-                    let body = line.strip_prefix(b".").unwrap_or(&line);
-                    if message.len() + body.len() > config.max_message_bytes {
-                        too_big = true;
-                        message = Vec::new();
-                    }
-                    if !too_big {
-                        message.extend_from_slice(body);
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_line;
+
+    #[test]
+    fn data_lines_lose_their_stuffed_dot_end_at_a_lone_dot_and_stop_at_the_limit() {
+        let (mut message, mut too_big) = (Vec::new(), false);
+        for line in [&b"Subject: x\r\n"[..], b"..leading dot\r\n", b".\r\n"] {
+            if data_line(line, &mut message, &mut too_big, 100) {
+                break;
+            }
+        }
+        assert_eq!(message, b"Subject: x\r\n.leading dot\r\n");
+        assert!(!too_big);
+        // Past the limit: dropped, and reading goes on to the end.
+        let (mut message, mut too_big) = (Vec::new(), false);
+        assert!(!data_line(b"0123456789\r\n", &mut message, &mut too_big, 8));
+        assert!(too_big && message.is_empty());
+        assert!(!data_line(b"more\r\n", &mut message, &mut too_big, 8));
+        assert!(message.is_empty());
+        assert!(data_line(b".\n", &mut message, &mut too_big, 8));
     }
 }
