@@ -1117,12 +1117,23 @@ impl DecisionPoint {
         let mut data = privacy::policy::Data::from_resource(&resource, patient);
         // Who sent stored data is what intake recorded, never what a caller claims.
         data.source_participant = None;
-        let relationship = recipient.organization.is_some()
+        let mut relationship = recipient.organization.is_some()
             && self
                 .related_to_all(who, std::slice::from_ref(&patient.to_string()))
                 .await?;
         privacy.consents.refresh(store).await?;
-        let consents = privacy.consents.for_decision(patient, &data.family);
+        let mut consents = privacy.consents.for_decision(patient, &data.family);
+        // A patient out of the exchange is answered for as one never heard of (no consents, no
+        // relationship): the answer reveals neither their choice nor that the exchange knows them.
+        // They themselves, and operators, get the real answer.
+        let all: Vec<&privacy::consent::Consent> = consents.iter().collect();
+        let (inside, _) = privacy.policy.choice(&all, (privacy.clock)());
+        let own = matches!(&who.principal,
+            Principal::User { role: Role::Patient { patient_id }, .. } if patient_id == patient);
+        if !inside && !own && !self.is_operator(who).await? {
+            consents.clear();
+            relationship = false;
+        }
         let mut recipient = recipient;
         if consents.iter().any(|c| c.provision.names_practitioner()) {
             recipient.practitioner = self.practitioner_of(who).await?;
