@@ -262,6 +262,93 @@ pub fn audit_record(facts: &AuditFacts) -> store::NewAuditRecord {
     }
 }
 
+/// An access token issued to a SMART client: at the token endpoint, or by `nutmeg admin token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuance {
+    /// Milliseconds since the Unix epoch.
+    pub recorded: i64,
+    pub client_id: String,
+    /// The client's participant (its Organization's id).
+    pub participant: String,
+    /// The purpose of use the token carries (`TREAT`...).
+    pub purpose: String,
+    /// The scopes granted, as the token response gives them.
+    pub scopes: String,
+    /// The token's own id (never the token).
+    pub token_id: String,
+    /// Who asked: the client's network address at the token endpoint, none at the command line.
+    pub client_address: Option<String>,
+    /// How it was issued: `token endpoint` or `nutmeg admin token`.
+    pub via: String,
+    /// The exchange's FHIR base URL.
+    pub server: String,
+}
+
+/// The audit record of an issued token: a BALP-style security event (DICOM 110114 User
+/// Authentication, subtype 110122 Login, outcome success) naming the client and its participant
+/// as the requestor, the purpose, and the token (by id) with its scopes; found by `agent`,
+/// `participant`, `subtype` (`login`), `purpose` and `outcome`. Never about a patient.
+pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
+    let mut agents = Vec::new();
+    if let Some(address) = &i.client_address {
+        agents.push(serde_json::json!({
+            "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
+            "who": {"identifier": {"value": address}},
+            "requestor": false,
+            "network": {"address": address, "type": "2"},
+        }));
+    }
+    agents.push(serde_json::json!({
+        "type": {"coding": [{"system": DICOM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"display": "nutmeg", "identifier": {"value": i.server}},
+        "requestor": false,
+    }));
+    agents.push(serde_json::json!({
+        "type": {"coding": [{"system": DICOM, "code": "110150", "display": "Application"}]},
+        "who": {
+            "reference": format!("Organization/{}", i.participant),
+            "identifier": {"value": i.client_id},
+        },
+        "requestor": true,
+        "purposeOfUse": [{"coding": [{"system": ACT_REASON, "code": i.purpose}]}],
+    }));
+    let event = serde_json::json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": DICOM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DICOM, "code": "110122", "display": "Login"}],
+        "action": "E",
+        "recorded": format_instant(i.recorded),
+        "outcome": Outcome::Success.code(),
+        "outcomeDesc": format!("access token issued ({})", i.via),
+        "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": i.purpose}]}],
+        "agent": agents,
+        "source": {
+            "observer": {"display": "nutmeg"},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+        "entity": [{
+            "what": {"identifier": {"value": i.token_id}},
+            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+            "description": "access token",
+            "detail": [{"type": "scope", "valueString": i.scopes}],
+        }],
+    });
+    store::NewAuditRecord {
+        recorded: i.recorded,
+        json: event.to_string(),
+        index: vec![
+            (index::AGENT.to_string(), i.client_id.clone()),
+            (index::PARTICIPANT.to_string(), i.participant.clone()),
+            (
+                index::OUTCOME.to_string(),
+                Outcome::Success.code().to_string(),
+            ),
+            (index::SUBTYPE.to_string(), "login".to_string()),
+            (index::PURPOSE.to_string(), i.purpose.clone()),
+        ],
+    }
+}
+
 /// The AuditEvent for these facts (without `id` and `meta`: the store assigns its place).
 pub fn audit_event(facts: &AuditFacts) -> Value {
     serde_json::to_value(event(facts)).unwrap_or(Value::Null)

@@ -759,6 +759,8 @@ async fn token(
         purpose,
         now,
     );
+    crate::http::smart::record_issuance(store, &token, None, "nutmeg admin token", base_url)
+        .await?;
     tracing::info!(
         client = %client.client_id,
         participant = %client.participant_id,

@@ -241,6 +241,51 @@ fn clients_get_tokens_with_rs384_and_es384_and_the_configuration_says_how() {
         .verify_bearer(&format!("Bearer {hoperat}"), now() + 301)
         .is_err());
 
+    // Every issuance is in the audit trail (the token's id, never the token): the two at the
+    // token endpoint with the caller's address, the HOPERAT one, and the operator's three.
+    let logins = runtime.block_on(async {
+        let store = store::Store::open(&format!("sqlite://{}", dir.join("nutmeg.db").display()))
+            .await
+            .unwrap();
+        store
+            .search_audit(&store::AuditQuery {
+                filters: vec![("subtype".into(), "login".into())],
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    });
+    let events: Vec<Value> = logins
+        .iter()
+        .map(|r| serde_json::from_str(&r.json).unwrap())
+        .collect();
+    assert_eq!(events.len(), 5, "{events:?}");
+    let by = |via: &str, client: &str| {
+        events
+            .iter()
+            .filter(|e| {
+                e["outcomeDesc"].as_str().is_some_and(|d| d.contains(via))
+                    && e["agent"].as_array().unwrap().iter().any(|a| {
+                        a["requestor"] == true && a["who"]["identifier"]["value"] == client
+                    })
+            })
+            .count()
+    };
+    assert_eq!(by("token endpoint", &rsa_client), 2);
+    assert_eq!(by("token endpoint", &ec_client), 1);
+    assert_eq!(by("nutmeg admin token", &ec_client), 2);
+    for e in &events {
+        assert_eq!(e["subtype"][0]["code"], "110122");
+        let text = e.to_string();
+        for (_, token) in &issued {
+            assert!(!text.contains(token.as_str()));
+        }
+    }
+    assert!(events
+        .iter()
+        .any(|e| e["agent"][0]["network"]["address"] == "127.0.0.1"));
+
     // Neither assertions nor tokens are logged.
     drop(server);
     let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();

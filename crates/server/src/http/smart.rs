@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use auth::{AccessToken, Jwks, PurposeOfUse, ScopeSet, TokenError, TokenKey};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
@@ -305,8 +304,17 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 }
 
 /// `POST /auth/token`.
-pub async fn token(State(state): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    match issue_token(&state, &headers, &body).await {
+pub async fn token(State(state): State<Shared>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<crate::serve::Peer>>()
+        .map(|info| info.0 .0.ip().to_string());
+    let Ok(body) = axum::body::to_bytes(body, MAX_FORM + 1).await else {
+        return OAuthError::new("invalid_request", "the token request is too large")
+            .into_response();
+    };
+    match issue_token(&state, &parts.headers, &body, address).await {
         Ok(answer) => (StatusCode::OK, no_store(), Json(answer)).into_response(),
         Err(e) => {
             tracing::info!(error = e.error, "token request refused");
@@ -319,6 +327,7 @@ async fn issue_token(
     state: &super::AppState,
     headers: &HeaderMap,
     body: &[u8],
+    client_address: Option<String>,
 ) -> Result<Value, OAuthError> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
@@ -464,6 +473,16 @@ async fn issue_token(
         purpose,
         now,
     );
+    // Recorded in the audit trail before the token leaves.
+    record_issuance(
+        state.repo.store(),
+        &token,
+        client_address,
+        "token endpoint",
+        &state.repo.config().base_url,
+    )
+    .await
+    .map_err(OAuthError::server)?;
     tracing::info!(
         client = %client.client_id,
         participant = %client.participant_id,
@@ -472,6 +491,28 @@ async fn issue_token(
         "access token issued"
     );
     Ok(token.response(&encoded, now))
+}
+
+/// Appends the audit record of an issued token (see `exchange::audit::issuance_record`), durably.
+pub async fn record_issuance(
+    store: &store::Store,
+    token: &auth::AccessToken,
+    client_address: Option<String>,
+    via: &str,
+    server: &str,
+) -> Result<(), store::StoreError> {
+    let record = exchange::audit::issuance_record(&exchange::audit::Issuance {
+        recorded: token.issued_at as i64 * 1000,
+        client_id: token.client_id.clone(),
+        participant: token.participant_id.clone(),
+        purpose: token.purpose.code().to_string(),
+        scopes: token.scopes.to_string(),
+        token_id: token.id.clone(),
+        client_address,
+        via: via.to_string(),
+        server: server.to_string(),
+    });
+    store.append_audit(vec![record]).await.map(|_| ())
 }
 
 /// An `application/x-www-form-urlencoded` body; a parameter given twice is refused (RFC 6749
