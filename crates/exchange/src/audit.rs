@@ -287,7 +287,7 @@ pub struct Issuance {
 /// The audit record of an issued token: a BALP-style security event (DICOM 110114 User
 /// Authentication, subtype 110122 Login, outcome success) naming the client and its participant
 /// as the requestor, the purpose, and the token (by id) with its scopes; found by `agent`,
-/// `participant`, `subtype` (`login`), `purpose` and `outcome`. Never about a patient.
+/// `participant`, `subtype` (`login` or `110122`), `purpose` and `outcome`. Never about a patient.
 pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
     let mut agents = Vec::new();
     if let Some(address) = &i.client_address {
@@ -344,6 +344,8 @@ pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
                 Outcome::Success.code().to_string(),
             ),
             (index::SUBTYPE.to_string(), "login".to_string()),
+            // (the subtype's code, for a search by the coding itself)
+            (index::SUBTYPE.to_string(), "110122".to_string()),
             (index::PURPOSE.to_string(), i.purpose.clone()),
         ],
     }

@@ -243,19 +243,21 @@ fn clients_get_tokens_with_rs384_and_es384_and_the_configuration_says_how() {
 
     // Every issuance is in the audit trail (the token's id, never the token): the two at the
     // token endpoint with the caller's address, the HOPERAT one, and the operator's three.
-    let logins = runtime.block_on(async {
+    let (logins, by_code) = runtime.block_on(async {
         let store = store::Store::open(&format!("sqlite://{}", dir.join("nutmeg.db").display()))
             .await
             .unwrap();
-        store
-            .search_audit(&store::AuditQuery {
-                filters: vec![("subtype".into(), "login".into())],
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
+        let search = |subtype: &str| store::AuditQuery {
+            filters: vec![("subtype".into(), subtype.into())],
+            limit: 100,
+            ..Default::default()
+        };
+        (
+            store.search_audit(&search("login")).await.unwrap(),
+            store.search_audit(&search("110122")).await.unwrap().len(),
+        )
     });
+    assert_eq!(by_code, logins.len());
     let events: Vec<Value> = logins
         .iter()
         .map(|r| serde_json::from_str(&r.json).unwrap())
