@@ -14,6 +14,8 @@ pub(crate) enum Val {
     Int(i64),
     Real(f64),
     Text(String),
+    /// Bytes: a BLOB on SQLite, BYTEA on PostgreSQL.
+    Bytes(Vec<u8>),
 }
 
 impl Val {
@@ -30,6 +32,8 @@ impl Val {
         match self {
             Val::Text(s) => Ok(s),
             Val::Null => Ok(String::new()),
+            // (SQLite may hand back a BLOB where text was written by other means)
+            Val::Bytes(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
             other => Err(StoreError::Database(format!(
                 "expected a text column, got {other:?}"
             ))),

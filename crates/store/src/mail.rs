@@ -10,7 +10,8 @@
 //! Every change a worker makes to a row it claimed names itself as the lease owner, so a worker
 //! whose lease ran out (and whose row another worker took) changes nothing.
 //!
-//! Times are milliseconds since the Unix epoch; binary values are base64 text on both engines.
+//! Times are milliseconds since the Unix epoch; message bytes are BLOB/BYTEA (base64 text before
+//! migration 0013, still read on SQLite), other binary values (sealed keys) base64 text.
 
 use std::collections::HashMap;
 
@@ -221,6 +222,16 @@ fn bad(what: &str, value: &str) -> StoreError {
 
 fn b64(bytes: &[u8]) -> Val {
     Val::Text(STANDARD.encode(bytes))
+}
+
+/// Message bytes as stored: BYTEA or a BLOB, or (written before migration 0013, on SQLite)
+/// base64 text.
+fn bytes_of(v: Val) -> Result<Vec<u8>> {
+    match v {
+        Val::Bytes(b) => Ok(b),
+        Val::Null => Ok(Vec::new()),
+        text => unb64(text),
+    }
 }
 
 fn unb64(v: Val) -> Result<Vec<u8>> {
@@ -568,7 +579,7 @@ fn message_row(row: Vec<Val>) -> Result<MailMessage> {
             .collect(),
         subject: next().text()?,
         message_id: next().text()?,
-        raw: unb64(next())?,
+        raw: bytes_of(next())?,
         received: next().int()?,
         read: opt_int(&next())?,
     })
@@ -588,7 +599,7 @@ pub(crate) async fn deliver(e: &mut impl Exec, m: &MailMessage) -> Result<()> {
         Val::Text(m.recipients.join("\n")),
         Val::Text(m.subject.clone()),
         Val::Text(m.message_id.clone()),
-        b64(&m.raw),
+        Val::Bytes(m.raw.clone()),
         Val::Int(m.received),
         m.read.map_or(Val::Null, Val::Int),
     ];
@@ -699,7 +710,7 @@ async fn fill_content(e: &mut impl Exec, rows: &mut [Outbound]) -> Result<()> {
         for row in e.rows(&sql, &args).await? {
             let mut it = row.into_iter();
             let id = it.next().unwrap_or(Val::Null).text()?;
-            found.insert(id, unb64(it.next().unwrap_or(Val::Null))?);
+            found.insert(id, bytes_of(it.next().unwrap_or(Val::Null))?);
         }
         for o in chunk.iter_mut() {
             if let Some(content) = found.remove(&o.id) {
@@ -724,8 +735,11 @@ pub(crate) async fn enqueue(e: &mut impl Exec, items: &[Outbound]) -> Result<()>
         d.placeholder(2)
     );
     for o in items {
-        e.rows(&content_sql, &[Val::Text(o.id.clone()), b64(&o.content)])
-            .await?;
+        e.rows(
+            &content_sql,
+            &[Val::Text(o.id.clone()), Val::Bytes(o.content.clone())],
+        )
+        .await?;
         let args = [
             Val::Text(o.id.clone()),
             Val::Text(o.kind.as_str().to_string()),

@@ -712,6 +712,7 @@ fn bind(value: &Val, ty: &Type) -> Result<Box<dyn ToSql + Sync + Send>> {
         {
             Box::new(s.clone())
         }
+        (Val::Bytes(b), t) if *t == Type::BYTEA => Box::new(b.clone()),
         (Val::Text(s), t) if *t == Type::INT8 => {
             Box::new(s.parse::<i64>().map_err(|_| mismatch())?)
         }
@@ -751,6 +752,10 @@ fn row_values(row: &Row) -> Result<Vec<Val>> {
             row.try_get::<_, Option<f32>>(i)
                 .map_err(bad)?
                 .map(|v| Val::Real(f64::from(v)))
+        } else if *t == Type::BYTEA {
+            row.try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(bad)?
+                .map(Val::Bytes)
         } else if *t == Type::JSONB || *t == Type::JSON {
             row.try_get::<_, Option<serde_json::Value>>(i)
                 .map_err(bad)?

@@ -738,6 +738,8 @@ impl Cursor {
                 Val::Int(i) => json!({ "i": i }),
                 Val::Real(f) => json!({ "f": f }),
                 Val::Text(s) => json!({ "s": s }),
+                // (no search sorts by a byte column)
+                Val::Bytes(b) => json!({ "s": String::from_utf8_lossy(b) }),
             })
             .collect();
         let value = json!({ "b": self.back, "k": keys, "r": self.row, "m": self.max, "q": self.query.to_string() });

@@ -77,6 +77,7 @@ impl rusqlite::ToSql for Val {
             Val::Int(i) => ValueRef::Integer(*i),
             Val::Real(f) => ValueRef::Real(*f),
             Val::Text(s) => ValueRef::Text(s.as_bytes()),
+            Val::Bytes(b) => ValueRef::Blob(b),
         }))
     }
 }
@@ -682,6 +683,7 @@ impl Sqlite {
                             Val::Int(i) => i.to_string(),
                             Val::Real(f) => f.to_string(),
                             Val::Text(s) => s,
+                            Val::Bytes(b) => String::from_utf8_lossy(&b).into_owned(),
                         })
                         .collect()
                 })
@@ -720,9 +722,8 @@ impl Exec for SqliteExec<'_> {
                     ValueRef::Null => Val::Null,
                     ValueRef::Integer(v) => Val::Int(v),
                     ValueRef::Real(v) => Val::Real(v),
-                    ValueRef::Text(v) | ValueRef::Blob(v) => {
-                        Val::Text(String::from_utf8_lossy(v).into_owned())
-                    }
+                    ValueRef::Text(v) => Val::Text(String::from_utf8_lossy(v).into_owned()),
+                    ValueRef::Blob(v) => Val::Bytes(v.to_vec()),
                 });
             }
             out.push(values);

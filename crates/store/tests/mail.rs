@@ -734,6 +734,57 @@ async fn sqlite_mail() {
     inbox(&store).await;
 }
 
+/// Message bytes written before migration 0013 (base64 text, in the row or moved by the
+/// migration into the content table) read back as the bytes they were, beside new ones (BLOBs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_message_bytes_written_as_base64_before_migration_13() {
+    use base64::Engine as _;
+    let db = sqlite();
+    let store = Store::open(&db.url).await.expect("open");
+    let raw: Vec<u8> = (0..=255u8).collect();
+    store
+        .enqueue_outbound(vec![item("new", "bob@other.example", "<new@x>", 1)])
+        .await
+        .unwrap();
+    let path = db.url.trim_start_matches("sqlite://").to_string();
+    let old = base64::engine::general_purpose::STANDARD.encode(&raw);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO direct_messages (id, mailbox, kind, sender, recipients, subject, message_id, \
+         raw, received) VALUES ('old', 'jane@direct.example.org', 'message', 'bob@other.example', \
+         'jane@direct.example.org', 'Hi', '<old@x>', ?1, 1)",
+        [&old],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO direct_outbound (id, kind, sender, recipient, message_id, subject, content, \
+         status, attempts, next_attempt, created, updated) VALUES ('was', 'message', \
+         'jane@direct.example.org', 'bob@other.example', '<was@x>', 'Hi', '', 'queued', 0, 1, 1, 1)",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO direct_outbound_content (id, content) VALUES ('was', ?1)",
+        [&old],
+    )
+    .unwrap();
+    let blob: String = conn
+        .query_row(
+            "SELECT typeof(content) FROM direct_outbound_content WHERE id = 'new'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(blob, "blob", "new bytes are stored as bytes");
+    drop(conn);
+    assert_eq!(store.mail_message("old").await.unwrap().unwrap().raw, raw);
+    assert_eq!(store.outbound("was").await.unwrap().unwrap().content, raw);
+    assert_eq!(
+        store.outbound("new").await.unwrap().unwrap().content,
+        item("new", "bob@other.example", "<new@x>", 1).content
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_queue_survives_reopening_and_concurrent_claims() {
     let db = sqlite();
