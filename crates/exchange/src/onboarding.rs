@@ -755,6 +755,30 @@ impl Onboarding {
             .await
     }
 
+    /// Whether `participant` has an application not finished yet (whose path has a step left).
+    pub async fn unfinished(
+        &self,
+        participant: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, OnboardingError> {
+        for record in self
+            .repo
+            .store()
+            .applications_of_participant(participant)
+            .await?
+        {
+            if self
+                .view(&record.data.application_id, now)
+                .await?
+                .next
+                .is_some()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// `step` happened for `participant`: done in each of its applications that waits for it.
     async fn reached(
         &self,

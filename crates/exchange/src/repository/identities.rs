@@ -678,7 +678,10 @@ pub(crate) fn decide(
             keep.map_or(fresh, |c| c.identity_id.clone()),
             "new",
             None,
-            if best.values().any(|b| b.1 == mpi::Grade::Certain) {
+            if best
+                .iter()
+                .any(|(i, b)| b.1 == mpi::Grade::Certain && numbered.contains(i))
+            {
                 "no certain match: the best one carries another number in one of the same \
                  identifier systems, so it waits for review"
                     .to_string()

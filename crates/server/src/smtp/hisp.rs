@@ -13,7 +13,7 @@
 //! static route if the configuration has one, else by MX lookup. Without a resolver
 //! (`HispConfig::dns` unset) there is neither discovery nor MX lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -323,6 +323,9 @@ pub struct Hisp {
     resolver: Option<Resolver>,
     /// Told when an address has exchanged its test messages (see [`Hisp::with_onboarding`]).
     onboarding: Option<exchange::onboarding::Onboarding>,
+    /// Addresses that have exchanged their test messages and whose participants have no
+    /// application left unfinished: nothing more to tell about them (in this process).
+    settled: Arc<Mutex<HashSet<String>>>,
 }
 
 /// Why a queued row could not be sealed.
@@ -406,6 +409,7 @@ impl Hisp {
             caches: Arc::default(),
             pool: Arc::default(),
             onboarding: None,
+            settled: Arc::default(),
         }
     }
 
@@ -424,6 +428,14 @@ impl Hisp {
         let Some(onboarding) = &self.onboarding else {
             return;
         };
+        if self
+            .settled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(address)
+        {
+            return;
+        }
         let outcome = async {
             if !self.store.direct_exchanged(address).await? {
                 return Ok(Vec::new());
@@ -440,12 +452,21 @@ impl Hisp {
             let at = time::OffsetDateTime::now_utc();
             let by = format!("direct: {address}");
             let mut moved = Vec::new();
+            let mut waiting = false;
             for participant in &participants {
                 moved.extend(
                     onboarding
                         .direct_message_exchanged(participant, &by, at)
                         .await?,
                 );
+                waiting |= onboarding.unfinished(participant, at).await?;
+            }
+            if !waiting {
+                // A busy address's every message need not ask again.
+                self.settled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(address.to_string());
             }
             anyhow::Ok(moved)
         }
