@@ -7,6 +7,8 @@
 //! registry is a use case over the [`Repository`]: every write is validated, versioned and indexed
 //! as any other, and every read passes the decision point.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 
 use crate::access::Requester;
@@ -244,6 +246,67 @@ pub async fn practitioners_of(
         }
         if let Ok(json) = serde_json::from_str::<Value>(&practitioner.json) {
             out.push((id.to_string(), json));
+        }
+    }
+    Ok(out)
+}
+
+/// The practitioners of many participants at once, as [`practitioners_of`] answers for one: each
+/// participant's Practitioners joined to it by an active PractitionerRole, read ten participants
+/// a query with the Practitioners `_include`d (at most 1,000 roles per ten participants).
+pub async fn practitioners_of_all(
+    store: &store::Store,
+    participants: &[String],
+) -> Result<HashMap<String, Vec<(String, Value)>>, store::StoreError> {
+    let mut out: HashMap<String, Vec<(String, Value)>> = HashMap::new();
+    for chunk in participants.chunks(10) {
+        let organizations: Vec<String> =
+            chunk.iter().map(|p| format!("Organization/{p}")).collect();
+        let params = vec![
+            ("organization".to_string(), organizations.join(",")),
+            ("active".to_string(), "true".to_string()),
+            (
+                "_include".to_string(),
+                "PractitionerRole:practitioner".to_string(),
+            ),
+        ];
+        let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
+            .map_err(|_| {
+                store::StoreError::Database("the PractitionerRole search did not parse".into())
+            })?
+            .query;
+        let options = store::SearchOptions {
+            count: 1000,
+            max_includes: 1000,
+        };
+        let page = store.search(&query, &options).await?;
+        let practitioners: HashMap<&str, Value> = page
+            .included
+            .iter()
+            .filter(|p| p.resource_type == "Practitioner" && !p.deleted)
+            .filter_map(|p| Some((p.id.as_str(), serde_json::from_str(&p.json).ok()?)))
+            .collect();
+        for role in &page.matches {
+            let Ok(role) = serde_json::from_str::<Value>(&role.json) else {
+                continue;
+            };
+            let (Some(org), Some(id)) = (
+                role["organization"]["reference"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("Organization/")),
+                role["practitioner"]["reference"]
+                    .as_str()
+                    .and_then(|r| r.strip_prefix("Practitioner/")),
+            ) else {
+                continue;
+            };
+            let Some(practitioner) = practitioners.get(id) else {
+                continue;
+            };
+            let known = out.entry(org.to_string()).or_default();
+            if !known.iter().any(|(k, _)| k == id) {
+                known.push((id.to_string(), practitioner.clone()));
+            }
         }
     }
     Ok(out)

@@ -377,3 +377,85 @@ async fn endpoints_are_registered_with_the_organization_that_manages_them() {
         .expect_err("unknown");
     assert_eq!(err.status(), 404);
 }
+
+#[tokio::test]
+async fn the_practitioners_of_many_participants_are_those_of_each_read_alone() {
+    let repo = repo().await;
+    // Twelve clinics (more than one query's ten), each with a practitioner; one practitioner in
+    // two clinics; an inactive role that does not count.
+    let mut clinics = Vec::new();
+    for i in 0..12 {
+        let p = NewParticipant {
+            name: format!("Clinic {i:02}"),
+            kind: Kind::Clinic,
+            npi: None,
+            tax_id: None,
+            licence: None,
+            ehr: None,
+            practitioner: None,
+        };
+        clinics.push(repo.add_participant(&who(), &p).await.unwrap().id);
+    }
+    let practitioner = |id: &str| {
+        serde_json::json!({"resourceType": "Practitioner", "id": id,
+            "name": [{"family": id, "given": ["Test"]}]})
+    };
+    let role = |id: &str, practitioner: &str, clinic: &str, active: bool| {
+        serde_json::json!({"resourceType": "PractitionerRole", "id": id, "active": active,
+            "practitioner": {"reference": format!("Practitioner/{practitioner}")},
+            "organization": {"reference": format!("Organization/{clinic}")}})
+    };
+    let put = |ty: &'static str, json: serde_json::Value| {
+        let repo = &repo;
+        async move {
+            let id = json["id"].as_str().unwrap().to_string();
+            repo.update(&who(), ty, &id, json, None).await.unwrap();
+        }
+    };
+    for (i, clinic) in clinics.iter().enumerate() {
+        let p = format!("prac-{i}");
+        put("Practitioner", practitioner(&p)).await;
+        put(
+            "PractitionerRole",
+            role(&format!("role-{i}"), &p, clinic, true),
+        )
+        .await;
+    }
+    put(
+        "PractitionerRole",
+        role("role-shared", "prac-1", &clinics[11], true),
+    )
+    .await;
+    put("Practitioner", practitioner("prac-gone")).await;
+    put(
+        "PractitionerRole",
+        role("role-old", "prac-gone", &clinics[0], false),
+    )
+    .await;
+
+    let all = exchange::participants::practitioners_of_all(repo.store(), &clinics)
+        .await
+        .unwrap();
+    for clinic in &clinics {
+        let ids = |list: Vec<(String, serde_json::Value)>| {
+            let mut ids: Vec<String> = list.into_iter().map(|(id, _)| id).collect();
+            ids.sort();
+            ids
+        };
+        let alone = exchange::participants::practitioners_of(repo.store(), clinic)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(all.get(clinic).cloned().unwrap_or_default()),
+            ids(alone),
+            "{clinic}"
+        );
+    }
+    let ids_of = |clinic: &String| -> Vec<String> {
+        let mut v: Vec<String> = all[clinic].iter().map(|(id, _)| id.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids_of(&clinics[0]), vec!["prac-0"]);
+    assert_eq!(ids_of(&clinics[11]), vec!["prac-1", "prac-11"]);
+}

@@ -137,6 +137,14 @@ async fn recipients(state: &Shared) -> Result<Vec<Recipient>, Response> {
         .participants(&system, Some(ParticipantStatus::Live))
         .await
         .map_err(internal)?;
+    let ids: Vec<String> = participants
+        .iter()
+        .filter(|p| p.kind != Some(exchange::participants::Kind::SoloPractice))
+        .map(|p| p.id.clone())
+        .collect();
+    let mut practitioners = exchange::participants::practitioners_of_all(state.repo.store(), &ids)
+        .await
+        .map_err(internal)?;
     let mut out = Vec::new();
     for p in participants {
         let solo = p.kind == Some(exchange::participants::Kind::SoloPractice);
@@ -148,10 +156,9 @@ async fn recipients(state: &Shared) -> Result<Vec<Recipient>, Response> {
         if solo {
             continue;
         }
-        let practitioners = exchange::participants::practitioners_of(state.repo.store(), &p.id)
-            .await
-            .map_err(internal)?;
         let mut named: Vec<Recipient> = practitioners
+            .remove(&p.id)
+            .unwrap_or_default()
             .into_iter()
             .map(|(id, json)| Recipient {
                 value: format!("Practitioner/{id}"),
