@@ -198,26 +198,38 @@ async fn active_roles(
     param: &str,
     reference: String,
 ) -> Result<Vec<Value>, store::StoreError> {
-    let params = vec![
-        (param.to_string(), reference),
-        ("active".to_string(), "true".to_string()),
-    ];
+    Ok(
+        search_active_roles(store, vec![(param.to_string(), reference)], 100, None)
+            .await?
+            .matches
+            .iter()
+            .filter_map(|role| serde_json::from_str::<Value>(&role.json).ok())
+            .collect(),
+    )
+}
+
+/// One page (`count`) of the active PractitionerRoles matching `params`, read straight from the
+/// store, with `include` (`_include`) when given.
+async fn search_active_roles(
+    store: &store::Store,
+    mut params: Vec<(String, String)>,
+    count: usize,
+    include: Option<&str>,
+) -> Result<store::SearchPage, store::StoreError> {
+    params.push(("active".to_string(), "true".to_string()));
+    if let Some(include) = include {
+        params.push(("_include".to_string(), include.to_string()));
+    }
     let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
         .map_err(|_| {
             store::StoreError::Database("the PractitionerRole search did not parse".into())
         })?
         .query;
     let options = store::SearchOptions {
-        count: 100,
-        max_includes: 0,
+        count,
+        max_includes: if include.is_some() { count } else { 0 },
     };
-    Ok(store
-        .search(&query, &options)
-        .await?
-        .matches
-        .iter()
-        .filter_map(|role| serde_json::from_str::<Value>(&role.json).ok())
-        .collect())
+    store.search(&query, &options).await
 }
 
 /// The practitioners joined to a participant's Organization by an active PractitionerRole (ids of
@@ -262,24 +274,13 @@ pub async fn practitioners_of_all(
     for chunk in participants.chunks(10) {
         let organizations: Vec<String> =
             chunk.iter().map(|p| format!("Organization/{p}")).collect();
-        let params = vec![
-            ("organization".to_string(), organizations.join(",")),
-            ("active".to_string(), "true".to_string()),
-            (
-                "_include".to_string(),
-                "PractitionerRole:practitioner".to_string(),
-            ),
-        ];
-        let query = fhir::search::parse::parse(Some("PractitionerRole"), &params, true)
-            .map_err(|_| {
-                store::StoreError::Database("the PractitionerRole search did not parse".into())
-            })?
-            .query;
-        let options = store::SearchOptions {
-            count: 1000,
-            max_includes: 1000,
-        };
-        let page = store.search(&query, &options).await?;
+        let page = search_active_roles(
+            store,
+            vec![("organization".to_string(), organizations.join(","))],
+            1000,
+            Some("PractitionerRole:practitioner"),
+        )
+        .await?;
         let practitioners: HashMap<&str, Value> = page
             .included
             .iter()

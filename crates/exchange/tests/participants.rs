@@ -24,6 +24,19 @@ fn hospital(name: &str, npi: Option<&str>) -> NewParticipant {
     }
 }
 
+/// A clinic with nothing but its name.
+fn clinic(name: String) -> NewParticipant {
+    NewParticipant {
+        name,
+        kind: Kind::Clinic,
+        npi: None,
+        tax_id: None,
+        licence: None,
+        ehr: None,
+        practitioner: None,
+    }
+}
+
 fn issues(err: &Error) -> Vec<String> {
     err.issues().into_iter().map(|i| i.diagnostics).collect()
 }
@@ -255,15 +268,7 @@ async fn listing_by_status_pages_through_every_participant_in_name_order() {
     // More than the test repository's largest page (50).
     let mut ids = Vec::new();
     for i in 0..53 {
-        let p = NewParticipant {
-            name: format!("Clinic {i:03}"),
-            kind: Kind::Clinic,
-            npi: None,
-            tax_id: None,
-            licence: None,
-            ehr: None,
-            practitioner: None,
-        };
+        let p = clinic(format!("Clinic {i:03}"));
         ids.push(repo.add_participant(&who(), &p).await.unwrap().id);
     }
     for id in &ids[..3] {
@@ -385,15 +390,7 @@ async fn the_practitioners_of_many_participants_are_those_of_each_read_alone() {
     // two clinics; an inactive role that does not count.
     let mut clinics = Vec::new();
     for i in 0..12 {
-        let p = NewParticipant {
-            name: format!("Clinic {i:02}"),
-            kind: Kind::Clinic,
-            npi: None,
-            tax_id: None,
-            licence: None,
-            ehr: None,
-            practitioner: None,
-        };
+        let p = clinic(format!("Clinic {i:02}"));
         clinics.push(repo.add_participant(&who(), &p).await.unwrap().id);
     }
     let practitioner = |id: &str| {
