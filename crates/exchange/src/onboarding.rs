@@ -86,14 +86,26 @@ pub fn instant(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The portal account an applicant gets with their application. The adapter checked the password
-/// against the portal's policy and hashed it (argon2id); the login is the contact's email.
+/// The portal account an applicant gets with their application; the login is the contact's
+/// email. On the public form the applicant chose a password (the adapter checked it against the
+/// portal's policy and hashed it, argon2id); an application an operator entered (CLI, API) makes
+/// the account without one, with an invitation the operator sends the applicant to set it.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
     pub user_id: String,
     pub login: String,
     pub display_name: String,
-    pub password_hash: String,
+    pub credential: Credential,
+}
+
+/// How an applicant's account gets its password.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// The argon2id hash of the password the applicant chose.
+    Password(String),
+    /// An invitation (the hash of the link's secret); the account has no password until it is
+    /// taken.
+    Invitation(store::NewInvitation),
 }
 
 /// An application as submitted.
@@ -114,6 +126,9 @@ pub struct Applied {
     pub duplicates: Vec<Duplicate>,
     /// Why no participant was registered, when none was (a duplicate, or the registry's refusal).
     pub no_participant: Option<String>,
+    /// Why no portal account was made for an application an operator entered, when none was (its
+    /// contact's email is already an account's login).
+    pub no_account: Option<String>,
 }
 
 /// An application with everything the pages and commands show about it.
@@ -446,13 +461,27 @@ impl Onboarding {
             Ok(_) => Vec::new(),
             Err(errors) => errors,
         };
-        if let Some(account) = &submission.account {
-            if store.user_by_login(&account.login).await?.is_some() {
-                errors.push(field(
-                    "contact_email",
-                    "a portal account already uses this email address: sign in to follow \
-                     your application, or give another address",
-                ));
+        // The applicant on the form gives another address; an operator's entry goes on without
+        // an account (the operator is told) rather than failing a bulk import.
+        let mut account = submission.account;
+        let mut no_account = None;
+        if let Some(a) = &account {
+            if store.user_by_login(&a.login).await?.is_some() {
+                match a.credential {
+                    Credential::Password(_) => errors.push(field(
+                        "contact_email",
+                        "a portal account already uses this email address: sign in to follow \
+                         your application, or give another address",
+                    )),
+                    Credential::Invitation(_) => {
+                        no_account = Some(
+                            "a portal account already uses the contact's email address, so no \
+                             new one was made"
+                                .to_string(),
+                        );
+                        account = None;
+                    }
+                }
             }
         }
         if !errors.is_empty() {
@@ -524,21 +553,28 @@ impl Onboarding {
                     .to_string(),
             );
         }
-        if let Some(account) = submission.account {
-            let user = store
-                .add_user(NewUser {
-                    user_id: account.user_id.clone(),
-                    login: account.login,
-                    display_name: account.display_name,
-                    role: "participant-admin".to_string(),
-                    participant_id: record.data.participant_id.clone(),
-                    patient_id: None,
-                    practitioner_id: None,
-                    password_hash: account.password_hash,
-                    totp_secret: None,
-                    created: now.unix_timestamp(),
-                })
-                .await?;
+        if let Some(account) = account {
+            let mut new = NewUser {
+                user_id: account.user_id.clone(),
+                login: account.login,
+                display_name: account.display_name,
+                role: "participant-admin".to_string(),
+                participant_id: record.data.participant_id.clone(),
+                patient_id: None,
+                practitioner_id: None,
+                password_hash: store::NO_PASSWORD.to_string(),
+                totp_secret: None,
+                created: now.unix_timestamp(),
+            };
+            let user = match account.credential {
+                Credential::Password(hash) => {
+                    new.password_hash = hash;
+                    store.add_user(new).await?
+                }
+                Credential::Invitation(invitation) => {
+                    store.add_invited_user(new, invitation).await?
+                }
+            };
             store
                 .link_application(&id, None, Some(&user.user_id))
                 .await?;
@@ -548,6 +584,7 @@ impl Onboarding {
             record,
             duplicates,
             no_participant,
+            no_account,
         })
     }
 

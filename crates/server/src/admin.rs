@@ -127,7 +127,8 @@ pub enum ClientCommand {
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
     /// Add a portal account; prints its id (and, with --totp, the otpauth:// URI of its second
-    /// factor, shown this once). The password is read from --password-file or from stdin.
+    /// factor, shown this once). The password is read from --password-file or from stdin, or,
+    /// with --invite, the account has none until its owner opens the printed one-time link.
     Add {
         /// The login name (unique regardless of case).
         #[arg(long)]
@@ -151,6 +152,10 @@ pub enum UserCommand {
         /// A file holding the password (one trailing newline is ignored); stdin if not given.
         #[arg(long)]
         password_file: Option<std::path::PathBuf>,
+        /// No password: print a one-time link (valid for two weeks) for the account's owner to
+        /// choose one.
+        #[arg(long, conflicts_with = "password_file")]
+        invite: bool,
         /// Give the account a TOTP second factor.
         #[arg(long)]
         totp: bool,
@@ -159,6 +164,15 @@ pub enum UserCommand {
     },
     /// List the accounts, oldest first.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a new one-time link (valid for two weeks) with which the account's owner chooses a
+    /// password (a new account's owner, or one who forgot theirs); the account's earlier links
+    /// stop working, and its current password works until the link is used.
+    Invite {
+        /// The login name.
+        login: String,
         #[arg(long)]
         json: bool,
     },
@@ -336,7 +350,12 @@ pub async fn admin(config: &Config, args: AdminArgs) -> anyhow::Result<ExitCode>
         AdminCommand::Application(command) => {
             let onboarding =
                 exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
-            return crate::connect_admin::application(&onboarding, command).await;
+            return crate::connect_admin::application(
+                &onboarding,
+                &repo.config().base_url,
+                command,
+            )
+            .await;
         }
         AdminCommand::Agreement(command) => {
             let onboarding =
@@ -829,7 +848,7 @@ fn client_json(c: &Client) -> Value {
     value
 }
 
-/// `admin user add|list|disable`.
+/// `admin user add|list|invite|disable`.
 async fn user(
     repo: &exchange::repository::Repository,
     who: &Requester,
@@ -845,6 +864,7 @@ async fn user(
             patient,
             practitioner,
             password_file,
+            invite,
             totp,
             json,
         } => {
@@ -891,14 +911,18 @@ async fn user(
                     _ => problems.push(format!("no Patient has the id {id}")),
                 }
             }
-            let password = match read_password(password_file.as_deref()) {
-                Ok(password) => {
-                    problems.extend(account::password_problems(&password, &login));
-                    password
-                }
-                Err(e) => {
-                    problems.push(e);
-                    String::new()
+            let password = if invite {
+                String::new()
+            } else {
+                match read_password(password_file.as_deref()) {
+                    Ok(password) => {
+                        problems.extend(account::password_problems(&password, &login));
+                        password
+                    }
+                    Err(e) => {
+                        problems.push(e);
+                        String::new()
+                    }
                 }
             };
             if !problems.is_empty() {
@@ -908,9 +932,13 @@ async fn user(
                 }
                 return Ok(ExitCode::FAILURE);
             }
-            let hash = tokio::task::spawn_blocking(move || auth::password::hash(&password))
-                .await?
-                .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?;
+            let hash = if invite {
+                store::NO_PASSWORD.to_string()
+            } else {
+                tokio::task::spawn_blocking(move || auth::password::hash(&password))
+                    .await?
+                    .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))?
+            };
             let secret = if totp {
                 Some(
                     auth::TotpSecret::generate()
@@ -919,20 +947,28 @@ async fn user(
             } else {
                 None
             };
-            let added = store
-                .add_user(NewUser {
-                    user_id: new_client_id()?,
-                    login: login.clone(),
-                    display_name: name,
-                    role: role.code().to_string(),
-                    participant_id: participant,
-                    patient_id: patient,
-                    practitioner_id: practitioner,
-                    password_hash: hash,
-                    totp_secret: secret.as_ref().map(|s| account::hex(s.as_bytes())),
-                    created: crate::client::now() as i64,
-                })
-                .await;
+            let now = crate::client::now() as i64;
+            let invitation = if invite {
+                Some(crate::portal::invite::new_invitation(now)?)
+            } else {
+                None
+            };
+            let new = NewUser {
+                user_id: new_client_id()?,
+                login: login.clone(),
+                display_name: name,
+                role: role.code().to_string(),
+                participant_id: participant,
+                patient_id: patient,
+                practitioner_id: practitioner,
+                password_hash: hash,
+                totp_secret: secret.as_ref().map(|s| account::hex(s.as_bytes())),
+                created: now,
+            };
+            let added = match &invitation {
+                Some((_, invitation)) => store.add_invited_user(new, invitation.clone()).await,
+                None => store.add_user(new).await,
+            };
             let added = match added {
                 Ok(user) => user,
                 Err(store::StoreError::Conflict { .. }) => {
@@ -943,14 +979,24 @@ async fn user(
             };
             let uri = secret.map(|s| s.otpauth_uri("nutmeg", &added.login));
             tracing::info!(user_id = %added.user_id, role = %added.role, "portal account added");
+            let base_url = &repo.config().base_url;
+            let link = invitation.as_ref().map(|(secret, invitation)| {
+                crate::portal::invite::invitation_json(base_url, secret, invitation.expires)
+            });
             if json {
                 let mut value = user_json(&added);
                 if let Some(uri) = &uri {
                     value["totpUri"] = json!(uri);
                 }
+                if let Some(link) = link {
+                    value["invitation"] = link;
+                }
                 println!("{value}");
             } else {
                 println!("{}", added.user_id);
+                if let Some(link) = &link {
+                    print_invitation(link);
+                }
                 if let Some(uri) = &uri {
                     println!("{uri}");
                     eprintln!(
@@ -981,6 +1027,31 @@ async fn user(
             }
             Ok(ExitCode::SUCCESS)
         }
+        UserCommand::Invite { login, json } => {
+            let Some(found) = store.user_by_login(&login).await? else {
+                eprintln!("nutmeg: refused: no account has the login {login}");
+                return Ok(ExitCode::FAILURE);
+            };
+            if found.status != UserStatus::Active {
+                eprintln!("nutmeg: refused: the account {login} is disabled");
+                return Ok(ExitCode::FAILURE);
+            }
+            let (secret, invitation) =
+                crate::portal::invite::new_invitation(crate::client::now() as i64)?;
+            let expires = invitation.expires;
+            store.invite_user(&found.user_id, invitation).await?;
+            tracing::info!(user_id = %found.user_id, "portal invitation made");
+            let link =
+                crate::portal::invite::invitation_json(&repo.config().base_url, &secret, expires);
+            if json {
+                let mut value = user_json(&found);
+                value["invitation"] = link;
+                println!("{value}");
+            } else {
+                print_invitation(&link);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         UserCommand::Disable { login, json } => {
             let Some(found) = store.user_by_login(&login).await? else {
                 eprintln!("nutmeg: refused: no account has the login {login}");
@@ -998,6 +1069,16 @@ async fn user(
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// An invitation's link for the operator to send, on stdout, and what to do with it on stderr.
+fn print_invitation(link: &Value) {
+    println!("{}", link["url"].as_str().unwrap_or_default());
+    eprintln!(
+        "nutmeg: send the link above to the account's owner, and nobody else: it sets the \
+         account's password once, until {}",
+        link["expires"].as_str().unwrap_or_default()
+    );
 }
 
 /// The password from a file (without one trailing newline) or from stdin (its first line).

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use exchange::onboarding::{NewDocument, Onboarding, OnboardingError, Submission};
+use exchange::onboarding::{
+    Applied, Credential, NewAccount, NewDocument, Onboarding, OnboardingError, Submission,
+};
 use onboard::application::{FieldError, Form};
 use onboard::workflow::{Path, Step};
 use serde_json::{json, Value};
@@ -21,7 +23,9 @@ use crate::http::onboarding::view_json;
 pub enum ApplicationCommand {
     /// Enter an application (the public form's fields as flags), or many from a CSV file whose
     /// header names the fields (`--csv`): every bad row is named and nothing is stored unless
-    /// every row is good. No portal account is made.
+    /// every row is good. Each applicant gets a portal account (login: the contact's email)
+    /// without a password, and the command prints the one-time link (valid for two weeks) to send
+    /// them to choose one; a contact whose email is already a login gets none (said).
     Add(Box<ApplicationArgs>),
     /// List the applications (the operator's queue), oldest first.
     List {
@@ -344,9 +348,74 @@ fn read_csv(path: &std::path::Path) -> Result<Vec<(usize, Form)>, Vec<String>> {
     }
 }
 
+/// The link's secret of an invitation made with an entered application, and when it ends.
+pub struct Invite {
+    pub secret: String,
+    pub expires: i64,
+}
+
+/// An application an operator entered, with the applicant's account to be made without a
+/// password: its invitation (for the link) and the submission.
+pub fn invited_submission(
+    form: Form,
+    received_by: String,
+    now: OffsetDateTime,
+) -> anyhow::Result<(Invite, Submission)> {
+    let (secret, invitation) = crate::portal::invite::new_invitation(now.unix_timestamp())?;
+    let invite = Invite {
+        secret,
+        expires: invitation.expires,
+    };
+    let account = NewAccount {
+        user_id: crate::admin::new_client_id()?,
+        login: form.contact_email.trim().to_string(),
+        display_name: form.contact_name.trim().to_string(),
+        credential: Credential::Invitation(invitation),
+    };
+    Ok((
+        invite,
+        Submission {
+            form,
+            account: Some(account),
+            received_by,
+        },
+    ))
+}
+
+/// Adds to an entered application's JSON the link its applicant chooses a password with (when an
+/// account was made; why not, when none was), and prints them when `print`.
+pub fn add_invitation(
+    value: &mut Value,
+    applied: &Applied,
+    base_url: &str,
+    invite: &Invite,
+    print: bool,
+) {
+    if applied.record.data.user_id.is_some() {
+        let invitation =
+            crate::portal::invite::invitation_json(base_url, &invite.secret, invite.expires);
+        if print {
+            println!(
+                "  account {}: send its owner this link to choose a password (works once, \
+                 until {}): {}",
+                applied.record.data.contact_email,
+                invitation["expires"].as_str().unwrap_or_default(),
+                invitation["url"].as_str().unwrap_or_default(),
+            );
+        }
+        value["invitation"] = invitation;
+    } else if let Some(why) = &applied.no_account {
+        if print {
+            println!("  no portal account made: {why}");
+        }
+    }
+    value["noAccount"] = json!(applied.no_account);
+}
+
 /// `nutmeg admin application ...`.
 pub async fn application(
     onboarding: &Onboarding,
+    base_url: &str,
     command: ApplicationCommand,
 ) -> anyhow::Result<ExitCode> {
     let now = OffsetDateTime::now_utc();
@@ -381,11 +450,7 @@ pub async fn application(
             }
             let mut out = Vec::new();
             for (_, form) in forms {
-                let submission = Submission {
-                    form,
-                    account: None,
-                    received_by: args.by.clone(),
-                };
+                let (invite, submission) = invited_submission(form, args.by.clone(), now)?;
                 let applied = match onboarding.apply(submission, now).await {
                     Ok(applied) => applied,
                     Err(e) => return refused(e),
@@ -405,6 +470,7 @@ pub async fn application(
                 }
                 let mut value = view_json(&view);
                 value["noParticipant"] = json!(applied.no_participant);
+                add_invitation(&mut value, &applied, base_url, &invite, !args.json);
                 out.push(value);
             }
             if args.json {

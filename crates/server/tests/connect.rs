@@ -507,7 +507,17 @@ fn both_paths_through_the_cli() {
     let sm = solo["id"].as_str().unwrap().to_string();
     assert_eq!(solo["path"], "secure-messaging");
     assert_eq!(solo["steps"][0]["by"], "bulk-import");
-    assert_eq!(solo["user"], Value::Null, "the CLI makes no portal account");
+    assert!(
+        solo["user"].is_string(),
+        "the applicant has an account: {solo}"
+    );
+    assert!(
+        solo["invitation"]["url"]
+            .as_str()
+            .unwrap()
+            .contains("/portal/invite/"),
+        "{solo}"
+    );
     let csv = data.join("applications.csv");
     std::fs::write(
         &csv,
@@ -985,8 +995,30 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
         .collect();
     good.insert("npi".into(), json!("2111222339"));
     good.insert("licence_number".into(), json!("CL-77"));
-    let (status, created) = post(Value::Object(good));
+    let (status, created) = post(Value::Object(good.clone()));
     assert_eq!(status, 201, "{created}");
+    // Lee's email is already the login of the account Lee made on the form: no second account.
+    assert_eq!(created["user"], Value::Null, "{created}");
+    assert_eq!(created["invitation"], Value::Null, "{created}");
+    assert!(
+        created["noAccount"]
+            .as_str()
+            .unwrap()
+            .contains("already uses the contact's email"),
+        "{created}"
+    );
+    good.insert("npi".into(), json!("2111222347"));
+    good.insert("licence_number".into(), json!("CL-78"));
+    good.insert("contact_email".into(), json!("ops@elm.example.org"));
+    let (status, second) = post(Value::Object(good));
+    assert_eq!(status, 201, "{second}");
+    assert!(second["user"].is_string(), "{second}");
+    let url = second["invitation"]["url"].as_str().unwrap();
+    assert!(url.contains("/portal/invite/"), "{second}");
+    let mut ops = Browser::new(&server);
+    let shown = ops.get(&url[url.find("/portal/invite/").unwrap()..]);
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("ops@elm.example.org"), "{}", shown.body);
     assert_eq!(
         created["steps"][0]["by"],
         format!("client {}", operator_client.id)
@@ -1017,6 +1049,155 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     assert_eq!(status, 200, "{moved}");
     assert_eq!(moved["path"], "ehr");
     assert_eq!(moved["pathChanges"][0]["reason"], "Acme passed the tests");
+}
+
+/// The path of an invitation link (the CLI's base URL is not the test server's).
+fn invitation_path(value: &Value) -> String {
+    let url = value["invitation"]["url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an invitation in {value}"));
+    url[url.find("/portal/invite/").unwrap()..].to_string()
+}
+
+/// Opens an invitation link and sends its form with `password` twice.
+fn choose_password(browser: &mut Browser, link: &str, password: &str, again: &str) -> Answer {
+    browser.submit(
+        link,
+        link,
+        &[("password", password), ("password_again", again)],
+    )
+}
+
+/// An application an operator enters makes its applicant's account without a password; the
+/// printed link lets the applicant choose one, once, and then follow and sign their application.
+/// `admin user invite` sends a new link (the older stops working), `admin user add --invite` makes
+/// any account that way, and a used, replaced or made-up link gets one page that says only that it
+/// cannot be used.
+#[test]
+fn an_entered_application_invites_its_applicant_to_choose_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut args = vec!["application", "add", "--json"];
+    args.extend_from_slice(common::SAM_LEE_APPLICATION);
+    let entered = json_of(&admin(data, &args));
+    let id = entered["id"].as_str().unwrap().to_string();
+    assert!(entered["invitation"]["expires"].is_string(), "{entered}");
+    let link = invitation_path(&entered);
+    let text = admin(data, &["user", "list"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("sam@lee.example.org"),
+        "the account is listed"
+    );
+    let server = Server::start(data, &[]);
+
+    let mut sam = Browser::new(&server);
+    // No password works before the link is used, not even an empty one.
+    for password in ["", "!", PASSWORD] {
+        assert_eq!(
+            sam.sign_in("sam@lee.example.org", password, "").status,
+            200,
+            "refused with {password:?}"
+        );
+    }
+    let shown = sam.get(&link);
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("Sam Lee") && shown.body.contains("sam@lee.example.org"));
+    // Without the form's token: refused, nothing set.
+    let forged = sam.post(
+        &link,
+        &[
+            ("csrf", "x"),
+            ("password", PASSWORD),
+            ("password_again", PASSWORD),
+        ],
+    );
+    assert_eq!(forged.status, 403);
+    let short = choose_password(&mut sam, &link, "short", "short");
+    assert_eq!(short.status, 422, "{}", short.body);
+    assert!(short.body.contains("at least"), "{}", short.body);
+    let differ = choose_password(&mut sam, &link, PASSWORD, "another horse battery staple");
+    assert_eq!(differ.status, 422);
+    assert!(differ.body.contains("the two passwords differ"));
+    let set = choose_password(&mut sam, &link, PASSWORD, PASSWORD);
+    assert_eq!(set.status, 200, "{}", set.body);
+    assert!(set.body.contains("Your password is set"), "{}", set.body);
+    sam.enter("sam@lee.example.org", PASSWORD);
+    assert!(sam
+        .get("/portal")
+        .body
+        .contains("Your application to connect"));
+    assert!(sam.get("/portal/applications").body.contains(&id));
+
+    // A used link, and a made-up one, get the same page.
+    let mut other = Browser::new(&server);
+    let used = other.get(&link);
+    assert_eq!(used.status, 410);
+    let made_up = other.get("/portal/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let malformed = other.get("/portal/invite/..%2F..%2Fetc");
+    assert_eq!((made_up.status, malformed.status), (410, 410));
+    assert_eq!(used.body, made_up.body);
+    assert_eq!(used.body, malformed.body);
+
+    // A new link for a forgotten password: the one before it stops working; using it ends the
+    // account's sessions and replaces the password.
+    let first = json_of(&admin(
+        data,
+        &["user", "invite", "sam@lee.example.org", "--json"],
+    ));
+    let second = json_of(&admin(
+        data,
+        &["user", "invite", "sam@lee.example.org", "--json"],
+    ));
+    let (first, second) = (invitation_path(&first), invitation_path(&second));
+    assert_ne!(first, second);
+    assert_eq!(other.get(&first).status, 410);
+    let fresh = "a brand new horse staple";
+    assert_eq!(
+        choose_password(&mut other, &second, fresh, fresh).status,
+        200
+    );
+    assert_eq!(sam.get("/portal/applications").status, 303, "signed out");
+    assert_eq!(sam.sign_in("sam@lee.example.org", PASSWORD, "").status, 200);
+    sam.enter("sam@lee.example.org", fresh);
+    refused_with(
+        &admin(data, &["user", "invite", "nobody@x.example"]),
+        &["no account has the login nobody@x.example"],
+    );
+
+    // Any account can be made with an invitation instead of a password.
+    let added = admin(
+        data,
+        &[
+            "user",
+            "add",
+            "--login",
+            "olive",
+            "--name",
+            "Olive Operator",
+            "--role",
+            "operator-admin",
+            "--invite",
+        ],
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&added.stdout);
+    let url = stdout.lines().nth(1).expect("the link after the id");
+    let link = &url[url.find("/portal/invite/").unwrap()..];
+    let mut olive = Browser::new(&server);
+    assert_eq!(choose_password(&mut olive, link, fresh, fresh).status, 200);
+    olive.enter("olive", fresh);
+    assert!(olive.get("/portal/onboarding").body.contains(&id));
+    // A disabled account's link sets nothing.
+    let link = invitation_path(&json_of(&admin(
+        data,
+        &["user", "invite", "olive", "--json"],
+    )));
+    json_of(&admin(data, &["user", "disable", "olive", "--json"]));
+    assert_eq!(other.get(&link).status, 410);
 }
 
 /// The form offers the EHR compatibility catalog (what operators keep with `admin catalog`), and a

@@ -455,6 +455,178 @@ pub(crate) async fn delete_expired_sessions(
     Ok(rows.len() as u64)
 }
 
+/// The password hash of an account that has none yet (it was made with an invitation): no
+/// argon2id PHC string equals it and none verifies against it, so nobody signs in with it.
+pub const NO_PASSWORD: &str = "!";
+
+/// An invitation to set an account's password, as the caller makes it: the SHA-256 (hex) of the
+/// link's secret and its times (seconds since the Unix epoch).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewInvitation {
+    pub token_hash: String,
+    pub created: i64,
+    pub expires: i64,
+}
+
+/// Leaves the token's hash out of debug output.
+impl std::fmt::Debug for NewInvitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewInvitation")
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An invitation as stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub token_hash: String,
+    pub user_id: String,
+    pub created: i64,
+    pub expires: i64,
+    /// When it was taken, if it was.
+    pub used: Option<i64>,
+}
+
+/// Leaves the token's hash out of debug output.
+impl std::fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Invitation")
+            .field("user_id", &self.user_id)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Invitation {
+    /// Whether it can still be taken at `now`.
+    pub fn open_at(&self, now: i64) -> bool {
+        self.used.is_none() && now < self.expires
+    }
+}
+
+/// Stores a new invitation for the account, replacing any it had not taken yet (the newest link
+/// is the only one that works). `false` if there is no such account.
+pub(crate) async fn invite(
+    e: &mut impl Exec,
+    user_id: &str,
+    invitation: &NewInvitation,
+) -> Result<bool> {
+    let d = e.dialect();
+    let exists = format!(
+        "SELECT user_id FROM users WHERE user_id = {}",
+        d.placeholder(1)
+    );
+    if e.rows(&exists, &[Val::Text(user_id.to_string())])
+        .await?
+        .is_empty()
+    {
+        return Ok(false);
+    }
+    let replace = format!(
+        "DELETE FROM invitations WHERE user_id = {} AND used IS NULL RETURNING token_hash",
+        d.placeholder(1)
+    );
+    e.rows(&replace, &[Val::Text(user_id.to_string())]).await?;
+    let sql = format!(
+        "INSERT INTO invitations (token_hash, user_id, created, expires) VALUES ({}) \
+         ON CONFLICT (token_hash) DO NOTHING RETURNING token_hash",
+        placeholders(e, 4)
+    );
+    let args = [
+        Val::Text(invitation.token_hash.clone()),
+        Val::Text(user_id.to_string()),
+        Val::Int(invitation.created),
+        Val::Int(invitation.expires),
+    ];
+    if e.rows(&sql, &args).await?.is_empty() {
+        return Err(StoreError::Conflict {
+            resource_type: "invitation".to_string(),
+            id: "(an invitation)".to_string(),
+        });
+    }
+    Ok(true)
+}
+
+/// Adds an account that has no password yet with its invitation.
+pub(crate) async fn add_invited_user(
+    e: &mut impl Exec,
+    mut new: NewUser,
+    invitation: &NewInvitation,
+) -> Result<User> {
+    new.password_hash = NO_PASSWORD.to_string();
+    let user = add_user(e, new).await?;
+    invite(e, &user.user_id, invitation).await?;
+    Ok(user)
+}
+
+pub(crate) async fn invitation(e: &mut impl Exec, token_hash: &str) -> Result<Option<Invitation>> {
+    let sql = format!(
+        "SELECT token_hash, user_id, created, expires, used FROM invitations \
+         WHERE token_hash = {}",
+        e.dialect().placeholder(1)
+    );
+    let rows = e.rows(&sql, &[Val::Text(token_hash.to_string())]).await?;
+    rows.into_iter()
+        .next()
+        .map(|row| {
+            let mut row = row.into_iter();
+            let mut next = || row.next().unwrap_or(Val::Null);
+            Ok(Invitation {
+                token_hash: next().text()?,
+                user_id: next().text()?,
+                created: next().int()?,
+                expires: next().int()?,
+                used: optional_int(next())?,
+            })
+        })
+        .transpose()
+}
+
+/// Takes an open invitation of an active account at `now`: the account's password becomes
+/// `password_hash`, its failed sign-ins and lock are forgotten and its sessions end. Answers the
+/// account's id, or `None` (and changes nothing) when the invitation is unknown, taken, expired or
+/// replaced, or the account is disabled. The caller runs it in one transaction; of two concurrent
+/// takers exactly one gets the account (the `UPDATE`'s `WHERE` decides).
+pub(crate) async fn accept_invitation(
+    e: &mut impl Exec,
+    token_hash: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<Option<String>> {
+    let d = e.dialect();
+    let take = format!(
+        "UPDATE invitations SET used = {p1} WHERE token_hash = {p2} AND used IS NULL \
+         AND expires > {p1} AND user_id IN (SELECT user_id FROM users WHERE status = 'active') \
+         RETURNING user_id",
+        p1 = d.placeholder(1),
+        p2 = d.placeholder(2)
+    );
+    let rows = e
+        .rows(&take, &[Val::Int(now), Val::Text(token_hash.to_string())])
+        .await?;
+    let Some(user_id) = rows.into_iter().next().and_then(|r| r.into_iter().next()) else {
+        return Ok(None);
+    };
+    let user_id = user_id.text()?;
+    let set = format!(
+        "UPDATE users SET password_hash = {}, failed_attempts = 0, locked_until = NULL \
+         WHERE user_id = {} RETURNING user_id",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    let args = [
+        Val::Text(password_hash.to_string()),
+        Val::Text(user_id.clone()),
+    ];
+    update(e, &set, &args).await?;
+    delete_user_sessions(e, &user_id).await?;
+    Ok(Some(user_id))
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -58,6 +58,7 @@ macro_rules! for_each_conformance_test {
             accounts_failed_attempts_and_locks,
             accounts_totp_step_is_taken_once,
             accounts_sessions_live_and_end,
+            accounts_invitations_set_a_password_once,
             purge_removes_every_row,
             onboarding_applications_stored_and_found,
             onboarding_steps_once_and_on_the_path,
@@ -3725,6 +3726,135 @@ pub async fn accounts_sessions_live_and_end(store: &Store) {
         .expect("create");
     assert_eq!(store.delete_user_sessions("u1").await.expect("by user"), 2);
     assert_eq!(store.session("h1").await.expect("read"), None);
+}
+
+/// An account made with an invitation has no password until the invitation is taken; it is taken
+/// once, not after it expired or was replaced, not for a disabled account, and taking it sets the
+/// password, forgets failures and ends the account's sessions.
+pub async fn accounts_invitations_set_a_password_once(store: &Store) {
+    let invitation = |hash: &str, created: i64| crate::NewInvitation {
+        token_hash: hash.to_string(),
+        created,
+        expires: created + 1_000,
+    };
+    let mut new = new_user("u1", "alice", "participant-admin", 100);
+    new.password_hash = "$would-be-ignored".to_string();
+    let alice = store
+        .add_invited_user(new, invitation("t1", 100))
+        .await
+        .expect("add");
+    assert_eq!(alice.password_hash, crate::NO_PASSWORD);
+    assert_eq!(
+        store
+            .user("u1")
+            .await
+            .expect("read")
+            .map(|u| u.password_hash),
+        Some(crate::NO_PASSWORD.to_string())
+    );
+    // A taken login rolls the invitation back with the account.
+    assert!(matches!(
+        store
+            .add_invited_user(
+                new_user("u2", "ALICE", "staff", 100),
+                invitation("t-other", 100)
+            )
+            .await,
+        Err(StoreError::Conflict { .. })
+    ));
+    assert_eq!(store.invitation("t-other").await.expect("read"), None);
+    let found = store.invitation("t1").await.expect("read").expect("stored");
+    assert_eq!((found.user_id.as_str(), found.expires), ("u1", 1_100));
+    assert!(found.open_at(1_099) && !found.open_at(1_100));
+    // Expired: nothing changes.
+    assert_eq!(
+        store
+            .accept_invitation("t1", "$late", 1_100)
+            .await
+            .expect("late"),
+        None
+    );
+    // A newer invitation replaces the one not taken.
+    assert!(store
+        .invite_user("u1", invitation("t2", 200))
+        .await
+        .expect("again"));
+    assert!(!store
+        .invite_user("nobody", invitation("t3", 200))
+        .await
+        .expect("unknown"));
+    assert_eq!(store.invitation("t1").await.expect("read"), None);
+    assert_eq!(
+        store
+            .accept_invitation("t1", "$old", 300)
+            .await
+            .expect("old"),
+        None
+    );
+    store.record_failed_sign_in("u1").await.expect("fail");
+    store.lock_user_until("u1", 10_000).await.expect("lock");
+    store
+        .create_session(crate::Session {
+            id_hash: "s1".to_string(),
+            user_id: "u1".to_string(),
+            csrf: "c".to_string(),
+            created: 250,
+            expires: 10_000,
+            last_seen: 250,
+        })
+        .await
+        .expect("session");
+    assert_eq!(
+        store
+            .accept_invitation("t2", "$set", 300)
+            .await
+            .expect("take"),
+        Some("u1".to_string())
+    );
+    let user = store.user("u1").await.expect("read").expect("there");
+    assert_eq!(user.password_hash, "$set");
+    assert_eq!((user.failed_attempts, user.locked_until), (0, None));
+    assert_eq!(store.session("s1").await.expect("read"), None);
+    assert_eq!(
+        store
+            .invitation("t2")
+            .await
+            .expect("read")
+            .and_then(|i| i.used),
+        Some(300)
+    );
+    assert_eq!(
+        store
+            .accept_invitation("t2", "$again", 301)
+            .await
+            .expect("twice"),
+        None,
+        "an invitation is taken once"
+    );
+    // A disabled account's invitation sets nothing.
+    assert!(store
+        .invite_user("u1", invitation("t4", 400))
+        .await
+        .expect("again"));
+    store
+        .set_user_status("u1", crate::UserStatus::Disabled)
+        .await
+        .expect("disable");
+    assert_eq!(
+        store
+            .accept_invitation("t4", "$x", 500)
+            .await
+            .expect("disabled"),
+        None
+    );
+    assert_eq!(
+        store
+            .user("u1")
+            .await
+            .expect("read")
+            .map(|u| u.password_hash),
+        Some("$set".to_string())
+    );
 }
 
 // ---- real deletion (the consent purge) --------------------------------------------------------

@@ -46,6 +46,39 @@ macro_rules! timed {
     }};
 }
 
+/// Runs a function over an `Exec` in one transaction: on SQLite an immediate transaction on
+/// the writer, on PostgreSQL a transaction on a pooled connection; rolled back on an error.
+macro_rules! in_transaction {
+    ($self:ident, |$e:ident| $body:expr) => {
+        match *$self {
+            #[cfg(feature = "sqlite")]
+            Store::Sqlite(ref s) => {
+                s.transaction(move |$e| crate::exec::block_ready($body))
+                    .await
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(ref p) => {
+                let mut client = p.client().await?;
+                let tx = client.transaction().await.map_err(crate::postgres::db)?;
+                let out = {
+                    let $e = &mut crate::postgres::PgExec { client: &tx };
+                    $body.await
+                };
+                match out {
+                    Ok(value) => {
+                        tx.commit().await.map_err(crate::postgres::db)?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    };
+}
+
 impl Store {
     /// Opens (creating and migrating as needed) `sqlite://PATH`, `sqlite::memory:` or `postgres://...`.
     pub async fn open(url: &str) -> Result<Store> {
@@ -275,6 +308,57 @@ impl Store {
     /// Replaces an account's password hash (a fresh hash after a sign-in with old parameters).
     pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<bool> {
         dispatch!(self, e => e.set_password_hash(user_id, hash).await)
+    }
+
+    /// Adds an account without a password (its hash is [`crate::NO_PASSWORD`]) together with
+    /// the invitation that lets its owner set one, in one transaction.
+    pub async fn add_invited_user(
+        &self,
+        new: NewUser,
+        invitation: crate::NewInvitation,
+    ) -> Result<User> {
+        in_transaction!(self, |e| crate::accounts::add_invited_user(
+            e,
+            new,
+            &invitation
+        ))
+    }
+
+    /// A new invitation to set the account's password; any it had not taken yet stop working.
+    /// `false` if there is no such account.
+    pub async fn invite_user(
+        &self,
+        user_id: &str,
+        invitation: crate::NewInvitation,
+    ) -> Result<bool> {
+        let user_id = user_id.to_string();
+        in_transaction!(self, |e| crate::accounts::invite(e, &user_id, &invitation))
+    }
+
+    /// The invitation whose secret hashes to `token_hash`, taken or not.
+    pub async fn invitation(&self, token_hash: &str) -> Result<Option<crate::Invitation>> {
+        let token_hash = token_hash.to_string();
+        in_transaction!(self, |e| crate::accounts::invitation(e, &token_hash))
+    }
+
+    /// Takes an open invitation: the account's password becomes `password_hash`, its failures
+    /// and lock are forgotten and its sessions end, all in one transaction. Answers the account's
+    /// id, or `None` (nothing changed) for an invitation that is unknown, taken, expired or
+    /// replaced, or whose account is disabled.
+    pub async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Option<String>> {
+        let token_hash = token_hash.to_string();
+        let password_hash = password_hash.to_string();
+        in_transaction!(self, |e| crate::accounts::accept_invitation(
+            e,
+            &token_hash,
+            &password_hash,
+            now
+        ))
     }
 
     /// Counts one more failed sign-in and answers the count since the last reset, in one
@@ -1004,39 +1088,6 @@ impl Store {
         let m = message_id.to_string();
         mail!(self, false, |e| crate::mail::outbound_by_message(e, &m))
     }
-}
-
-/// Runs a `crate::compliance` function in one transaction: on SQLite an immediate transaction on
-/// the writer, on PostgreSQL a transaction on a pooled connection; rolled back on an error.
-macro_rules! in_transaction {
-    ($self:ident, |$e:ident| $body:expr) => {
-        match *$self {
-            #[cfg(feature = "sqlite")]
-            Store::Sqlite(ref s) => {
-                s.transaction(move |$e| crate::exec::block_ready($body))
-                    .await
-            }
-            #[cfg(feature = "postgres")]
-            Store::Postgres(ref p) => {
-                let mut client = p.client().await?;
-                let tx = client.transaction().await.map_err(crate::postgres::db)?;
-                let out = {
-                    let $e = &mut crate::postgres::PgExec { client: &tx };
-                    $body.await
-                };
-                match out {
-                    Ok(value) => {
-                        tx.commit().await.map_err(crate::postgres::db)?;
-                        Ok(value)
-                    }
-                    Err(e) => {
-                        let _ = tx.rollback().await;
-                        Err(e)
-                    }
-                }
-            }
-        }
-    };
 }
 
 /// The Direct writes that must land together or not at all.

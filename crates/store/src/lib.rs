@@ -80,7 +80,10 @@ mod relationships;
 mod sqlite;
 mod types;
 
-pub use accounts::{login_key, NewUser, Session, User, UserStatus, USER_ROLES};
+pub use accounts::{
+    login_key, Invitation, NewInvitation, NewUser, Session, User, UserStatus, NO_PASSWORD,
+    USER_ROLES,
+};
 pub use audit::{
     chain_hash, Appended, AuditCheck, AuditFault, AuditHash, AuditQuery, AuditRecord,
     NewAuditRecord,

@@ -85,6 +85,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "outbound_content",
         sql: include_str!("../migrations/sqlite/0013_outbound_content.sql"),
     },
+    Migration {
+        version: 14,
+        name: "invitations",
+        sql: include_str!("../migrations/sqlite/0014_invitations.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -161,6 +166,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 13,
         name: "outbound_content",
         sql: include_str!("../migrations/postgres/0013_outbound_content.sql"),
+    },
+    Migration {
+        version: 14,
+        name: "invitations",
+        sql: include_str!("../migrations/postgres/0014_invitations.sql"),
     },
 ];
 

@@ -80,6 +80,10 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
             get(crate::portal::sign_in_form).post(crate::portal::sign_in),
         )
         .route("/portal/sign-out", post(crate::portal::sign_out))
+        .route(
+            "/portal/invite/{secret}",
+            get(crate::portal::invite::show).post(crate::portal::invite::accept),
+        )
         .route("/portal/disclosures", get(crate::portal::disclosures))
         .route("/portal/privacy", get(crate::portal::privacy::show))
         .route("/portal/notices", get(crate::portal::notices::list))

@@ -3,8 +3,10 @@
 //!
 //! - `POST /api/applications`: an application (the form's fields as a JSON object, snake_case
 //!   names); 201 with the application, or 422 with an OperationOutcome naming each field
-//!   (`issue.expression`). Operators only (the bulk entry of section 1); no portal account is
-//!   made (the applicant applies on the public form for one).
+//!   (`issue.expression`). Operators only (the bulk entry of section 1). The applicant's portal
+//!   account (login: the contact's email) is made without a password; the answer's `invitation`
+//!   holds the one-time link (`url`, `expires`) to send them to choose one (`noAccount` says why
+//!   none was made, when the email is already a login).
 //! - `GET /api/applications`, `GET /api/applications/{id}`: the queue and one application, with
 //!   their checklist, next step, overdue step, duplicates and agreements to sign.
 //! - `POST /api/applications/{id}/steps` `{"step": "package-sent"}` and
@@ -17,7 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exchange::onboarding::{OnboardingError, Submission, View};
+use exchange::onboarding::{OnboardingError, View};
 use fhir::{Issue, IssueType};
 use onboard::application::Form;
 use onboard::workflow::{Path, Step};
@@ -163,11 +165,9 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     operator(&state, &who).await?;
     let form: Form = json_body(&body)?;
-    let submission = Submission {
-        form,
-        account: None,
-        received_by: actor(&who),
-    };
+    let (invite, submission) =
+        crate::connect_admin::invited_submission(form, actor(&who), OffsetDateTime::now_utc())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
     let applied = state
         .onboarding
         .apply(submission, OffsetDateTime::now_utc())
@@ -183,6 +183,13 @@ pub async fn create(
         .map_err(refused)?;
     let mut body = view_json(&view);
     body["noParticipant"] = json!(applied.no_participant);
+    crate::connect_admin::add_invitation(
+        &mut body,
+        &applied,
+        &state.repo.config().base_url,
+        &invite,
+        false,
+    );
     Ok(ok(StatusCode::CREATED, body))
 }
 

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use exchange::onboarding::{NewAccount, Onboarding, OnboardingError, Submission, View};
+use exchange::onboarding::{Credential, NewAccount, Onboarding, OnboardingError, Submission, View};
 use onboard::agreement::SignForm;
 use onboard::application::{FieldError, Form, LICENCE_TYPES};
 use onboard::catalog::Product;
@@ -412,10 +412,9 @@ pub async fn connect(State(state): State<Shared>, request: Request) -> Response 
             &catalog,
         );
     }
-    let hash = match tokio::task::spawn_blocking(move || auth::password::hash(&password)).await {
-        Ok(Ok(hash)) => hash,
-        Ok(Err(e)) => return internal(e),
-        Err(e) => return internal(e),
+    let hash = match super::hash_password(password).await {
+        Ok(hash) => hash,
+        Err(response) => return response,
     };
     let user_id = match crate::admin::new_client_id() {
         Ok(id) => id,
@@ -426,7 +425,7 @@ pub async fn connect(State(state): State<Shared>, request: Request) -> Response 
             user_id,
             login,
             display_name: form.contact_name.trim().to_string(),
-            password_hash: hash,
+            credential: Credential::Password(hash),
         }),
         form: form.clone(),
         received_by: "applicant".to_string(),

@@ -9,8 +9,9 @@
 //! `/portal/applications`, and the operator's queue `/portal/onboarding`; the public EHR
 //! compatibility catalog at `/portal/ehr` with its request form, and the operators' tally of
 //! requests ([`ehr`]); the mandate's compliance pages for operators and the providers' public
-//! self-lookup under `/portal/compliance` ([`compliance`]). Later pages build on the session this
-//! sets up.
+//! self-lookup under `/portal/compliance` ([`compliance`]); the one-time links with which a person
+//! whose account an operator made chooses a password, `/portal/invite/{secret}` ([`invite`]).
+//! Later pages build on the session this sets up.
 //!
 //! Sign-in: the login (any case), the argon2id password and, for an account with a second factor,
 //! a TOTP code whose step the store takes once ([`store::Store::use_totp_step`]), so a code works
@@ -35,6 +36,7 @@ pub mod connect;
 pub mod ehr;
 pub mod html;
 pub mod inbox;
+pub mod invite;
 pub mod limit;
 pub mod multipart;
 pub mod notices;
@@ -488,6 +490,15 @@ async fn start_session(state: &Shared, user: &User, now: i64) -> Result<Response
             cookie(SIGN_IN_COOKIE, "", 0, secure),
         ],
     ))
+}
+
+/// Hashes a new password (argon2id) on the blocking pool; a failure is a 500.
+async fn hash_password(password: String) -> Result<String, Response> {
+    match tokio::task::spawn_blocking(move || auth::password::hash(&password)).await {
+        Ok(Ok(hash)) => Ok(hash),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 async fn read_form(body: Body) -> Option<std::collections::HashMap<String, String>> {
