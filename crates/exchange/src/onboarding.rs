@@ -154,6 +154,100 @@ impl View {
     }
 }
 
+/// What the operator decides about an application that has no participant (it looked like one on
+/// file, or the registry refused it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Another applicant: a participant of its own is registered.
+    Distinct,
+    /// An applicant already in the registry (registered by an operator, or through another
+    /// application): the application, and the applicant's account, join that participant.
+    Existing(String),
+    /// The same applicant as that application on file: this one is closed.
+    DuplicateOf(String),
+}
+
+impl Decision {
+    /// A decision as forms, the API and the CLI give it: its code, and the participant
+    /// (`existing`) or application (`duplicate`) it names; the problems named by field.
+    pub fn from_parts(
+        code: &str,
+        participant: &str,
+        duplicate_of: &str,
+    ) -> Result<Decision, OnboardingError> {
+        let (participant, duplicate_of) = (participant.trim(), duplicate_of.trim());
+        match code.trim() {
+            "distinct" => Ok(Decision::Distinct),
+            "existing" if !participant.is_empty() => {
+                Ok(Decision::Existing(participant.to_string()))
+            }
+            "existing" => Err(OnboardingError::Invalid(vec![field(
+                "participant",
+                "name the participant (its id) the application joins",
+            )])),
+            "duplicate" if !duplicate_of.is_empty() => {
+                Ok(Decision::DuplicateOf(duplicate_of.to_string()))
+            }
+            "duplicate" => Err(OnboardingError::Invalid(vec![field(
+                "duplicate_of",
+                "name the application this one repeats",
+            )])),
+            other => Err(OnboardingError::Invalid(vec![field(
+                "decision",
+                format!("'{other}' is not a decision (distinct, existing or duplicate)"),
+            )])),
+        }
+    }
+
+    /// `distinct`, `existing` or `duplicate`, as stored.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Decision::Distinct => "distinct",
+            Decision::Existing(_) => "existing",
+            Decision::DuplicateOf(_) => "duplicate",
+        }
+    }
+}
+
+/// Why no step can be taken on the application yet, if none can: it has no participant and the
+/// operator has not decided about it, or it was closed as a duplicate.
+fn undecided(view: &View) -> Option<String> {
+    let record = &view.record;
+    if let Some(d) = &record.decision {
+        return closed(record).then(|| {
+            format!(
+                "it was closed as a duplicate of {}",
+                d.duplicate_of.as_deref().unwrap_or("another application")
+            )
+        });
+    }
+    if record.data.participant_id.is_some() {
+        return None;
+    }
+    let why = if view.duplicates.is_empty() {
+        "the participant registry refused it".to_string()
+    } else {
+        let others: Vec<&str> = view
+            .duplicates
+            .iter()
+            .map(|d| d.application.as_str())
+            .collect();
+        format!("it looks like {}", others.join(", "))
+    };
+    Some(format!(
+        "it has no participant ({why}): the operator decides first whether it is another \
+         applicant, one already registered, or a duplicate"
+    ))
+}
+
+/// Whether the application was closed as a duplicate.
+fn closed(record: &ApplicationRecord) -> bool {
+    record
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.decision == "duplicate")
+}
+
 /// An agreement version to publish.
 #[derive(Debug, Clone)]
 pub struct NewDocument {
@@ -678,9 +772,14 @@ impl Onboarding {
         let participant_type = participant_kind(&record.data).code();
         let documents: Vec<Document> = documents.iter().map(document_of).collect();
         let signed: Vec<Signature> = signatures.iter().map(signature_of).collect();
+        let closed = closed(&record);
         View {
-            next: checklist.next(),
-            overdue: checklist.overdue(&self.levels, now),
+            next: if closed { None } else { checklist.next() },
+            overdue: if closed {
+                None
+            } else {
+                checklist.overdue(&self.levels, now)
+            },
             duplicates: duplicates_among(&record, others),
             must_sign: agreement::must_sign(participant_type, &documents, &signed),
             signatures,
@@ -738,6 +837,9 @@ impl Onboarding {
         now: OffsetDateTime,
     ) -> Result<View, OnboardingError> {
         let view = self.view(id, now).await?;
+        if let Some(why) = undecided(&view) {
+            return Err(OnboardingError::Refused(why));
+        }
         if step == Step::AgreementsSigned && !view.must_sign.is_empty() {
             let left: Vec<String> = view
                 .must_sign
@@ -762,6 +864,114 @@ impl Onboarding {
             view = self.view(id, now).await?;
         }
         Ok(view)
+    }
+
+    /// Records the operator's decision about an application without a participant, with a reason
+    /// (see [`Decision`]): `Distinct` registers its participant (status applied) as the
+    /// application would have; `Existing` joins a participant on file; both make the participant
+    /// the applicant's account's, if it has none. `DuplicateOf` closes it: no further step, nothing
+    /// overdue. One decision per application, kept with who, when and why.
+    pub async fn decide(
+        &self,
+        id: &str,
+        decision: Decision,
+        by: &str,
+        reason: &str,
+        now: OffsetDateTime,
+    ) -> Result<View, OnboardingError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(OnboardingError::Invalid(vec![field(
+                "reason",
+                "a decision needs a reason",
+            )]));
+        }
+        if reason.chars().count() > 1000 || reason.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(OnboardingError::Invalid(vec![field(
+                "reason",
+                "at most 1,000 characters, no control characters",
+            )]));
+        }
+        let view = self.view(id, now).await?;
+        if let Some(d) = &view.record.decision {
+            return Err(OnboardingError::Refused(format!(
+                "it was decided already ({}, by {}): a decision is not changed",
+                d.decision, d.by
+            )));
+        }
+        if let Some(p) = &view.record.data.participant_id {
+            return Err(OnboardingError::Refused(format!(
+                "it has its participant ({p}): there is nothing to decide"
+            )));
+        }
+        let (participant, duplicate_of) = match &decision {
+            Decision::Distinct => {
+                let catalog = self.catalog().await?;
+                match self.register(&view.record, &catalog).await {
+                    Ok(participant) => (Some(participant), None),
+                    Err(Error::Unprocessable(issues)) | Err(Error::Invalid(issues)) => {
+                        let why: Vec<String> =
+                            issues.iter().map(|i| i.diagnostics.clone()).collect();
+                        return Err(OnboardingError::Refused(format!(
+                            "the participant registry refused it: {}",
+                            why.join("; ")
+                        )));
+                    }
+                    Err(e) => return Err(OnboardingError::Registry(e)),
+                }
+            }
+            Decision::Existing(participant) => {
+                let participant = participant.trim();
+                match self.repo.participant(&self.system(), participant).await {
+                    Ok(_) => (Some(participant.to_string()), None),
+                    Err(e) if e.status() >= 500 => return Err(OnboardingError::Registry(e)),
+                    Err(_) => {
+                        return Err(OnboardingError::Invalid(vec![field(
+                            "participant",
+                            format!("no participant has the id '{participant}'"),
+                        )]))
+                    }
+                }
+            }
+            Decision::DuplicateOf(other) => {
+                let other = other.trim();
+                if !view.duplicates.iter().any(|d| d.application == other) {
+                    return Err(OnboardingError::Invalid(vec![field(
+                        "duplicate_of",
+                        format!(
+                            "'{other}' is not an application like this one (the same NPI or \
+                             licence)"
+                        ),
+                    )]));
+                }
+                (None, Some(other.to_string()))
+            }
+        };
+        let record = store::DecisionRecord {
+            decision: decision.code().to_string(),
+            duplicate_of,
+            participant_id: participant,
+            by: by.to_string(),
+            at: millis(now),
+            reason: reason.to_string(),
+        };
+        match self
+            .repo
+            .store()
+            .decide_application(id, record, view.record.data.user_id.as_deref())
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => {
+                return Err(OnboardingError::Conflict(
+                    "the application changed meanwhile (decided, or given a participant): \
+                     reload it and try again"
+                        .to_string(),
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.view(id, now).await
     }
 
     /// A Direct address was issued to `participant` (its Organization, or a practitioner joined to

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use exchange::onboarding::{
-    Applied, Credential, NewAccount, NewDocument, Onboarding, OnboardingError, Submission,
+    Applied, Credential, Decision, NewAccount, NewDocument, Onboarding, OnboardingError, Submission,
 };
 use onboard::application::{FieldError, Form};
 use onboard::workflow::{Path, Step};
@@ -45,6 +45,26 @@ pub enum ApplicationCommand {
         /// test-messages-passed, direct-address-issued, test-message-exchanged, live.
         step: String,
         /// Who did it, as the checklist records it [default: admin].
+        #[arg(long, default_value = "admin")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decide about an application that has no participant (it looked like one on file, or the
+    /// registry refused it), with a reason: --distinct (another applicant: register its
+    /// participant), --existing PARTICIPANT (one already registered: the application and the
+    /// applicant's account join it) or --duplicate-of APPLICATION (the same applicant: close it).
+    /// Until then no step can be taken on it; a decision is not changed.
+    Decide {
+        id: String,
+        #[arg(long)]
+        distinct: bool,
+        #[arg(long)]
+        existing: Option<String>,
+        #[arg(long)]
+        duplicate_of: Option<String>,
+        #[arg(long)]
+        reason: String,
         #[arg(long, default_value = "admin")]
         by: String,
         #[arg(long)]
@@ -259,6 +279,19 @@ fn print_detail(view: &exchange::onboarding::View) {
             "  overdue\t{}\tdue {}",
             o.step.code(),
             view_time(exchange::onboarding::millis(o.due))
+        );
+    }
+    if let Some(d) = &view.record.decision {
+        let what = match (&d.duplicate_of, &d.participant_id) {
+            (Some(other), _) => format!("duplicate of {other}: closed"),
+            (None, Some(participant)) => format!("{} participant {participant}", d.decision),
+            (None, None) => d.decision.clone(),
+        };
+        println!(
+            "  decided\t{what}\tby {}\tat {}\t{}",
+            d.by,
+            view_time(d.at),
+            d.reason
         );
     }
     for dup in &view.duplicates {
@@ -518,6 +551,53 @@ pub async fn application(
             match onboarding.complete_step(&id, step, &by, now).await {
                 Ok(view) => {
                     print_view(&view, json);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => refused(e),
+            }
+        }
+        ApplicationCommand::Decide {
+            id,
+            distinct,
+            existing,
+            duplicate_of,
+            reason,
+            by,
+            json,
+        } => {
+            let given = [distinct, existing.is_some(), duplicate_of.is_some()]
+                .into_iter()
+                .filter(|g| *g)
+                .count();
+            if given != 1 {
+                return Ok(refuse(&[
+                    "give one decision: --distinct, --existing PARTICIPANT or --duplicate-of \
+                     APPLICATION"
+                        .to_string(),
+                ]));
+            }
+            let code = if distinct {
+                "distinct"
+            } else if existing.is_some() {
+                "existing"
+            } else {
+                "duplicate"
+            };
+            let decision = match Decision::from_parts(
+                code,
+                existing.as_deref().unwrap_or_default(),
+                duplicate_of.as_deref().unwrap_or_default(),
+            ) {
+                Ok(decision) => decision,
+                Err(e) => return refused(e),
+            };
+            match onboarding.decide(&id, decision, &by, &reason, now).await {
+                Ok(view) => {
+                    if json {
+                        print_view(&view, true);
+                    } else {
+                        print_detail(&view);
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => refused(e),

@@ -1051,6 +1051,322 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
     assert_eq!(moved["pathChanges"][0]["reason"], "Acme passed the tests");
 }
 
+/// An application without a participant (it looked like one on file, or the registry refused it)
+/// takes no step until an operator decides, with a reason, once: closed as a duplicate of the
+/// application it repeats (on the portal), joined to the participant already registered (CLI: the
+/// applicant's account joins too), or registered as another applicant (API).
+#[test]
+fn an_application_without_a_participant_waits_for_the_operators_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    operator(data, "olive");
+    let exchange = common::participant(
+        data,
+        "The Exchange",
+        "exchange-operator",
+        &["onboarding", "live"],
+    );
+    let operator_client = Client::register(data, &exchange);
+    let server = Server::start(data, &[]);
+    let mut jane = Browser::new(&server);
+    let first = reference(
+        &apply(
+            &mut jane,
+            &solo_form("1234567893", "LMFT1", "jane@doe.example.org"),
+        )
+        .body,
+    );
+    let mut kim = Browser::new(&server);
+    let dup = reference(
+        &apply(
+            &mut kim,
+            &solo_form("1234567893", "LMFT3", "kim@doe.example.org"),
+        )
+        .body,
+    );
+    let step = |id: &str, step: &str| admin(data, &["application", "step", id, step, "--json"]);
+    refused_with(
+        &step(&dup, "package-sent"),
+        &["it has no participant", &first],
+    );
+
+    // On the portal: closed as a duplicate of the first.
+    let mut olive = Browser::new(&server);
+    olive.enter("olive", PASSWORD);
+    let page = format!("/portal/applications/{dup}");
+    let action = format!("{page}/decision");
+    let shown = olive.get(&page);
+    assert!(
+        shown.body.contains("no step can be taken"),
+        "{}",
+        shown.body
+    );
+    let no_reason = olive.submit(
+        &page,
+        &action,
+        &[
+            ("decision", "duplicate"),
+            ("duplicate_of", &first),
+            ("reason", " "),
+        ],
+    );
+    assert_eq!(no_reason.status, 422);
+    assert!(no_reason.body.contains("a decision needs a reason"));
+    let unrelated = olive.submit(
+        &page,
+        &action,
+        &[
+            ("decision", "duplicate"),
+            ("duplicate_of", "app-000000000000"),
+            ("reason", "same person"),
+        ],
+    );
+    assert_eq!(unrelated.status, 422);
+    assert!(unrelated
+        .body
+        .contains("is not an application like this one"));
+    let closed = olive.submit(
+        &page,
+        &action,
+        &[
+            ("decision", "duplicate"),
+            ("duplicate_of", &first),
+            ("reason", "Jane applied twice; Kim is her office manager"),
+        ],
+    );
+    assert_eq!(closed.status, 303, "{}", closed.body);
+    let shown = olive.get(&page);
+    assert!(
+        shown.body.contains("Closed: it repeats application"),
+        "{}",
+        shown.body
+    );
+    assert!(shown.body.contains("office manager"));
+    assert!(!shown
+        .body
+        .contains("action=\"/portal/applications/{dup}/step\""));
+    let view = show(data, &dup);
+    assert_eq!(view["decision"]["decision"], "duplicate");
+    assert_eq!(view["decision"]["duplicateOf"], first.as_str());
+    assert_eq!(view["decision"]["by"], "olive");
+    assert_eq!(
+        (view["next"].clone(), view["overdue"].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert!(olive
+        .get("/portal/onboarding")
+        .body
+        .contains("closed (a duplicate)"));
+    refused_with(&step(&dup, "package-sent"), &["closed as a duplicate of"]);
+    refused_with(
+        &admin(
+            data,
+            &[
+                "application",
+                "decide",
+                &dup,
+                "--distinct",
+                "--reason",
+                "changed my mind",
+            ],
+        ),
+        &["decided already"],
+    );
+    refused_with(
+        &admin(
+            data,
+            &[
+                "application",
+                "decide",
+                &first,
+                "--distinct",
+                "--reason",
+                "x",
+            ],
+        ),
+        &["it has its participant"],
+    );
+
+    // At the CLI: an applicant registered before the portal existed.
+    let hospital = json_of(&admin(
+        data,
+        &[
+            "participant",
+            "add",
+            "--name",
+            "Harbor Hospital, Inc.",
+            "--kind",
+            "hospital",
+            "--npi",
+            "2876543218",
+            "--json",
+        ],
+    ))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let csv = data.join("applications.csv");
+    std::fs::write(
+        &csv,
+        "kind,legal_name,npi,licence_type,licence_number,licence_state,address_line,city,state,postcode,ehr,ehr_other,signer_name,signer_title,signer_email,contact_name,contact_email,contact_phone\n\
+         organization,\"Harbor Hospital, Inc.\",2876543218,hospital,H-1,CT,9 Harbor Way,New London,CT,06320,other,Epic,Ann Poe,CEO,ann@harbor.example.org,Bo Ray,bo@harbor.example.org,860 555 0122\n",
+    )
+    .unwrap();
+    let entered = json_of(&admin(
+        data,
+        &[
+            "application",
+            "add",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    let harbor = entered[0]["id"].as_str().unwrap().to_string();
+    assert!(
+        entered[0]["noParticipant"]
+            .as_str()
+            .unwrap()
+            .contains("registry refused"),
+        "{entered}"
+    );
+    refused_with(&step(&harbor, "package-sent"), &["registry refused it"]);
+    refused_with(
+        &admin(data, &["application", "decide", &harbor, "--reason", "x"]),
+        &["give one decision"],
+    );
+    refused_with(
+        &admin(
+            data,
+            &[
+                "application",
+                "decide",
+                &harbor,
+                "--existing",
+                "nope",
+                "--reason",
+                "x",
+            ],
+        ),
+        &["no participant has the id 'nope'"],
+    );
+    let joined = json_of(&admin(
+        data,
+        &[
+            "application",
+            "decide",
+            &harbor,
+            "--existing",
+            &hospital,
+            "--reason",
+            "registered by the operator in 2022",
+            "--json",
+        ],
+    ));
+    assert_eq!(joined["participant"], hospital.as_str());
+    assert_eq!(joined["decision"]["decision"], "existing");
+    let users = json_of(&admin(data, &["user", "list", "--json"]));
+    let bo = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["login"] == "bo@harbor.example.org")
+        .expect("the applicant's account");
+    assert_eq!(
+        bo["participant"],
+        hospital.as_str(),
+        "the account joined it"
+    );
+    json_of(&step(&harbor, "package-sent"));
+    assert_eq!(participant_status(data, &hospital), "onboarding");
+
+    // Through the API: the same licence, another NPI: another applicant.
+    let operator_token = operator_client.token(&server, "system/Organization.rs", "HOPERAT");
+    let api = format!("{}/api/applications", server.root());
+    let post = |path: &str, body: Value| {
+        let mut response = common::agent()
+            .post(format!("{api}{path}"))
+            .header("authorization", &format!("Bearer {operator_token}"))
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str::<Value>(&text).unwrap())
+    };
+    let mut form: serde_json::Map<String, Value> =
+        solo_form("1245319599", "LMFT1", "ray@doe.example.org")
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("password"))
+            .map(|(n, v)| (n.to_string(), Value::String(v.to_string())))
+            .collect();
+    form.insert("legal_name".into(), json!("Ray Doe"));
+    let (status, ray) = post("", Value::Object(form));
+    assert_eq!(status, 201, "{ray}");
+    assert_eq!(ray["duplicates"][0]["by"], json!(["licence"]), "{ray}");
+    let ray_id = ray["id"].as_str().unwrap().to_string();
+    let (status, outcome) = post(
+        &format!("/{ray_id}/decision"),
+        json!({ "decision": "merge", "reason": "x" }),
+    );
+    assert_eq!(status, 422, "{outcome}");
+    assert_eq!(outcome["issue"][0]["expression"][0], "decision");
+    // Another applicant whose identifiers are registered already: the registry says so.
+    let (status, outcome) = post(
+        &format!("/{ray_id}/decision"),
+        json!({ "decision": "distinct", "reason": "another therapist" }),
+    );
+    assert_eq!(status, 422, "{outcome}");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("is already registered"),
+        "{outcome}"
+    );
+    assert_eq!(
+        show(data, &ray_id)["decision"],
+        Value::Null,
+        "nothing decided"
+    );
+    // Kim's closed application registered nothing, so an applicant with its licence is another
+    // applicant the registry takes.
+    let mut form: serde_json::Map<String, Value> =
+        solo_form("1333333338", "LMFT3", "lee@doe.example.org")
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("password"))
+            .map(|(n, v)| (n.to_string(), Value::String(v.to_string())))
+            .collect();
+    form.insert("legal_name".into(), json!("Lee Park"));
+    let (status, lee) = post("", Value::Object(form));
+    assert_eq!(status, 201, "{lee}");
+    assert_eq!(lee["duplicates"][0]["application"], dup.as_str(), "{lee}");
+    let lee_id = lee["id"].as_str().unwrap().to_string();
+    let (status, decided) = post(
+        &format!("/{lee_id}/decision"),
+        json!({ "decision": "distinct", "reason": "Kim's application was closed; Lee holds LMFT3" }),
+    );
+    assert_eq!(status, 200, "{decided}");
+    let participant = decided["participant"]
+        .as_str()
+        .expect("registered")
+        .to_string();
+    assert_eq!(participant_status(data, &participant), "applied");
+    assert_eq!(decided["decision"]["participant"], participant.as_str());
+    assert_eq!(
+        decided["decision"]["by"],
+        format!("client {}", operator_client.id)
+    );
+    let users = json_of(&admin(data, &["user", "list", "--json"]));
+    let lee_account = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["login"] == "lee@doe.example.org")
+        .expect("Lee's account");
+    assert_eq!(lee_account["participant"], participant.as_str());
+}
+
 /// The path of an invitation link (the CLI's base URL is not the test server's).
 fn invitation_path(value: &Value) -> String {
     let url = value["invitation"]["url"]

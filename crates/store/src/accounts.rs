@@ -330,6 +330,27 @@ pub(crate) async fn set_password_hash(
     update(e, &sql, &args).await
 }
 
+/// Makes `participant_id` the participant of an account that has none; `false` if the account
+/// does not exist or has one.
+pub(crate) async fn join_participant(
+    e: &mut impl Exec,
+    user_id: &str,
+    participant_id: &str,
+) -> Result<bool> {
+    let d = e.dialect();
+    let sql = format!(
+        "UPDATE users SET participant_id = {} WHERE user_id = {} AND participant_id IS NULL \
+         RETURNING user_id",
+        d.placeholder(1),
+        d.placeholder(2)
+    );
+    let args = [
+        Val::Text(participant_id.to_string()),
+        Val::Text(user_id.to_string()),
+    ];
+    update(e, &sql, &args).await
+}
+
 /// Counts a failed sign-in and answers the count (0 if there is no such account).
 pub(crate) async fn record_failed_sign_in(e: &mut impl Exec, user_id: &str) -> Result<i64> {
     let sql = format!(

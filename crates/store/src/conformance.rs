@@ -62,6 +62,7 @@ macro_rules! for_each_conformance_test {
             purge_removes_every_row,
             onboarding_applications_stored_and_found,
             onboarding_steps_once_and_on_the_path,
+            onboarding_decisions_once_with_their_participant,
             onboarding_agreements_and_signatures,
             onboarding_facts_for_compliance,
         );
@@ -4348,6 +4349,105 @@ pub async fn onboarding_applications_stored_and_found(store: &Store) {
 /// A step is stored once, only while the application is on the path the caller saw; a change of
 /// path happens only from the path the caller saw, numbered per application; of two concurrent
 /// callers recording one step, exactly one succeeds.
+/// An operator's decision about an application without a participant is kept once, with who,
+/// when and why; one that names a participant links the application and joins the applicant's
+/// account (if it has no participant); an application with a participant, or unknown, is refused.
+pub async fn onboarding_decisions_once_with_their_participant(store: &Store) {
+    for (id, npi) in [
+        ("app-1", "1234567893"),
+        ("app-2", "1234567893"),
+        ("app-3", "1245319599"),
+    ] {
+        store
+            .add_application(application(id, npi, "A1", T0), "applicant")
+            .await
+            .expect("add");
+    }
+    store
+        .add_user(new_user("u2", "kim", "participant-admin", 1))
+        .await
+        .expect("user");
+    let mut without = new_user("u3", "lee", "participant-admin", 1);
+    without.participant_id = None;
+    store.add_user(without).await.expect("user");
+    store
+        .link_application("app-1", Some("org-1"), None)
+        .await
+        .expect("link");
+    let decision =
+        |decision: &str, of: Option<&str>, participant: Option<&str>| crate::DecisionRecord {
+            decision: decision.to_string(),
+            duplicate_of: of.map(str::to_string),
+            participant_id: participant.map(str::to_string),
+            by: "olive".to_string(),
+            at: T0 + 50,
+            reason: "checked with the board".to_string(),
+        };
+    let closed = decision("duplicate", Some("app-1"), None);
+    store
+        .decide_application("app-2", closed.clone(), Some("u2"))
+        .await
+        .expect("decide");
+    let read = store
+        .application("app-2")
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(read.decision, Some(closed));
+    assert_eq!(read.data.participant_id, None);
+    for (id, d) in [
+        ("app-2", decision("distinct", None, Some("org-9"))),
+        ("app-1", decision("existing", None, Some("org-9"))),
+        ("app-9", decision("distinct", None, Some("org-9"))),
+    ] {
+        assert!(
+            matches!(
+                store.decide_application(id, d, None).await,
+                Err(StoreError::Conflict { .. })
+            ),
+            "{id} cannot be decided"
+        );
+    }
+    assert_eq!(
+        store
+            .application("app-1")
+            .await
+            .expect("read")
+            .and_then(|r| r.data.participant_id),
+        Some("org-1".to_string()),
+        "a refused decision changed nothing"
+    );
+    // An account with a participant keeps it; one without joins the decided participant.
+    let existing = decision("existing", None, Some("org-7"));
+    store
+        .decide_application("app-3", existing.clone(), Some("u3"))
+        .await
+        .expect("decide");
+    let read = store
+        .application("app-3")
+        .await
+        .expect("read")
+        .expect("there");
+    assert_eq!(read.data.participant_id.as_deref(), Some("org-7"));
+    assert_eq!(read.decision, Some(existing));
+    assert_eq!(
+        store
+            .user("u3")
+            .await
+            .expect("read")
+            .and_then(|u| u.participant_id),
+        Some("org-7".to_string())
+    );
+    assert_eq!(
+        store
+            .user("u2")
+            .await
+            .expect("read")
+            .and_then(|u| u.participant_id),
+        Some("org-1".to_string())
+    );
+}
+
 pub async fn onboarding_steps_once_and_on_the_path(store: &Store) {
     store
         .add_application(application("app-1", "1234567893", "A1", T0), "applicant")

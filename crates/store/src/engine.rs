@@ -1310,6 +1310,27 @@ impl Store {
         ))
     }
 
+    /// Records the operator's decision about an application without a participant and, when it
+    /// names one, makes that its participant; and, when `user` is given, makes the participant
+    /// that portal account's (if it has none): all in one transaction. `StoreError::Conflict` if
+    /// the application was decided already, has a participant, or does not exist.
+    pub async fn decide_application(
+        &self,
+        application_id: &str,
+        decision: crate::DecisionRecord,
+        user: Option<&str>,
+    ) -> Result<()> {
+        let application_id = application_id.to_string();
+        let user = user.map(str::to_string);
+        in_transaction!(self, |e| async {
+            crate::onboarding::decide_application(e, &application_id, &decision).await?;
+            if let (Some(user), Some(participant)) = (&user, &decision.participant_id) {
+                crate::accounts::join_participant(e, user, participant).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// One application with its licences, steps and changes of path, or `None`.
     pub async fn application(
         &self,

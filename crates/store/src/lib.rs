@@ -104,8 +104,8 @@ pub use mpi::{
     Split, SplitContext,
 };
 pub use onboarding::{
-    AgreementDocument, AgreementSignature, ApplicationData, ApplicationRecord, LicenceRecord,
-    OnboardingFacts, PathChangeRecord, StepRecord,
+    AgreementDocument, AgreementSignature, ApplicationData, ApplicationRecord, DecisionRecord,
+    LicenceRecord, OnboardingFacts, PathChangeRecord, StepRecord,
 };
 pub use purge::{PurgeAudit, Purged};
 pub use relationships::RelationshipBasis;

@@ -90,6 +90,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "invitations",
         sql: include_str!("../migrations/sqlite/0014_invitations.sql"),
     },
+    Migration {
+        version: 15,
+        name: "application_decisions",
+        sql: include_str!("../migrations/sqlite/0015_application_decisions.sql"),
+    },
 ];
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
@@ -171,6 +176,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         version: 14,
         name: "invitations",
         sql: include_str!("../migrations/postgres/0014_invitations.sql"),
+    },
+    Migration {
+        version: 15,
+        name: "application_decisions",
+        sql: include_str!("../migrations/postgres/0015_application_decisions.sql"),
     },
 ];
 

@@ -88,13 +88,28 @@ pub struct PathChangeRecord {
     pub reason: String,
 }
 
-/// An application with its checklist: the steps done (in the order done) and the changes of path
-/// (in order).
+/// The operator's decision about an application without a participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// `distinct`, `existing` or `duplicate`.
+    pub decision: String,
+    /// The application this one repeats (`duplicate`).
+    pub duplicate_of: Option<String>,
+    /// The participant the application joined (`existing`) or had registered (`distinct`).
+    pub participant_id: Option<String>,
+    pub by: String,
+    pub at: i64,
+    pub reason: String,
+}
+
+/// An application with its checklist: the steps done (in the order done), the changes of path
+/// (in order), and the operator's decision if one was needed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplicationRecord {
     pub data: ApplicationData,
     pub steps: Vec<StepRecord>,
     pub path_changes: Vec<PathChangeRecord>,
+    pub decision: Option<DecisionRecord>,
 }
 
 /// One published version of an agreement.
@@ -404,6 +419,7 @@ async fn add_application(
         data,
         steps: vec![step],
         path_changes: Vec::new(),
+        decision: None,
     })
 }
 
@@ -603,6 +619,7 @@ pub(crate) async fn applications(
                 data: application_from_row(row)?,
                 steps: Vec::new(),
                 path_changes: Vec::new(),
+                decision: None,
             })
         })
         .collect::<Result<_>>()?;
@@ -676,7 +693,69 @@ pub(crate) async fn applications(
             records[i].path_changes.push(change);
         }
     }
+    let sql = format!(
+        "SELECT onboarding_decisions.application_id, decision, duplicate_of, participant_id, \
+         decided_by, decided_at, reason FROM onboarding_decisions WHERE {}",
+        scope("onboarding_decisions")
+    );
+    for row in e.rows(&sql, &args).await? {
+        let mut row = row.into_iter();
+        let mut next = || row.next().unwrap_or(Val::Null);
+        let id = next().text()?;
+        let decision = DecisionRecord {
+            decision: next().text()?,
+            duplicate_of: optional_text(next())?,
+            participant_id: optional_text(next())?,
+            by: next().text()?,
+            at: next().int()?,
+            reason: next().text()?,
+        };
+        if let Some(&i) = index.get(&id) {
+            records[i].decision = Some(decision);
+        }
+    }
     Ok(records)
+}
+
+/// Records the operator's decision about an application and, for `distinct` and `existing`, sets
+/// its participant (which it must not have yet), in one statement each inside the caller's
+/// transaction. `Conflict` if it was decided already, has a participant, or does not exist.
+pub(crate) async fn decide_application(
+    e: &mut impl Exec,
+    application_id: &str,
+    decision: &DecisionRecord,
+) -> Result<()> {
+    let d = e.dialect();
+    let sql = format!(
+        "INSERT INTO onboarding_decisions (application_id, decision, duplicate_of, \
+         participant_id, decided_by, decided_at, reason) \
+         SELECT application_id, {p2}, {p3}, {p4}, {p5}, CAST({p6} AS BIGINT), {p7} \
+         FROM onboarding_applications WHERE application_id = {p1} AND participant_id IS NULL \
+         ON CONFLICT DO NOTHING RETURNING application_id",
+        p1 = d.placeholder(1),
+        p2 = d.placeholder(2),
+        p3 = d.placeholder(3),
+        p4 = d.placeholder(4),
+        p5 = d.placeholder(5),
+        p6 = d.placeholder(6),
+        p7 = d.placeholder(7),
+    );
+    let args = [
+        text(application_id),
+        text(&decision.decision),
+        text_or_null(&decision.duplicate_of),
+        text_or_null(&decision.participant_id),
+        text(&decision.by),
+        Val::Int(decision.at),
+        text(&decision.reason),
+    ];
+    if e.rows(&sql, &args).await?.is_empty() {
+        return Err(conflict("application decision", application_id));
+    }
+    if let Some(participant) = &decision.participant_id {
+        link_application(e, application_id, Some(participant), None).await?;
+    }
+    Ok(())
 }
 
 /// Every application's facts for the compliance report, oldest first.

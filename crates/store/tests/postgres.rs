@@ -360,6 +360,7 @@ async fn migrations_run_once_and_edited_ones_are_refused() {
             vec!["12".to_string(), "user_practitioner".to_string()],
             vec!["13".to_string(), "outbound_content".to_string()],
             vec!["14".to_string(), "invitations".to_string()],
+            vec!["15".to_string(), "application_decisions".to_string()],
         ],
         "applied once"
     );

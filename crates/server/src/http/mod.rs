@@ -117,6 +117,10 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
             post(crate::portal::connect::change_path),
         )
         .route(
+            "/portal/applications/{id}/decision",
+            post(crate::portal::connect::decide),
+        )
+        .route(
             "/portal/applications/{id}/agreements/{kind}/{version}",
             get(crate::portal::connect::agreement_form).post(crate::portal::connect::sign),
         )
@@ -132,6 +136,7 @@ pub fn app_with(state: AppState, extra: Router<Shared>) -> Router {
         .route("/api/applications/{id}", get(onboarding::show))
         .route("/api/applications/{id}/steps", post(onboarding::step))
         .route("/api/applications/{id}/path", post(onboarding::path))
+        .route("/api/applications/{id}/decision", post(onboarding::decide))
         .route("/portal/ehr", get(crate::portal::ehr::catalog_page))
         .route(
             "/portal/ehr/request",

@@ -9,8 +9,11 @@
 //!   none was made, when the email is already a login).
 //! - `GET /api/applications`, `GET /api/applications/{id}`: the queue and one application, with
 //!   their checklist, next step, overdue step, duplicates and agreements to sign.
-//! - `POST /api/applications/{id}/steps` `{"step": "package-sent"}` and
-//!   `POST /api/applications/{id}/path` `{"path": "ehr", "reason": "..."}`.
+//! - `POST /api/applications/{id}/steps` `{"step": "package-sent"}`,
+//!   `POST /api/applications/{id}/path` `{"path": "ehr", "reason": "..."}` and, for an
+//!   application without a participant, `POST /api/applications/{id}/decision`
+//!   `{"decision": "distinct" | "existing" | "duplicate", "participant": ID (existing),
+//!   "duplicateOf": APPLICATION (duplicate), "reason": "..."}`.
 //!
 //! Every route needs an operator's bearer token (a live exchange-operator participant's client;
 //! with `--auth none`, anyone): anyone else gets a 403.
@@ -19,7 +22,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use exchange::onboarding::{OnboardingError, View};
+use exchange::onboarding::{Decision, OnboardingError, View};
 use fhir::{Issue, IssueType};
 use onboard::application::Form;
 use onboard::workflow::{Path, Step};
@@ -55,6 +58,14 @@ pub fn view_json(view: &View) -> Value {
         "contact": { "name": d.contact_name, "email": d.contact_email, "phone": d.contact_phone },
         "path": d.path,
         "participant": d.participant_id,
+        "decision": view.record.decision.as_ref().map(|d| json!({
+            "decision": d.decision,
+            "duplicateOf": d.duplicate_of,
+            "participant": d.participant_id,
+            "by": d.by,
+            "at": time_text(d.at),
+            "reason": d.reason,
+        })),
         "user": d.user_id,
         "participantType": view.participant_type,
         "steps": view.record.steps.iter().map(|s| json!({
@@ -247,6 +258,43 @@ pub async fn step(
     let view = state
         .onboarding
         .complete_step(&id, step, &actor(&who), OffsetDateTime::now_utc())
+        .await
+        .map_err(refused)?;
+    Ok(ok(StatusCode::OK, view_json(&view)))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DecisionBody {
+    decision: String,
+    #[serde(default)]
+    participant: String,
+    #[serde(default)]
+    duplicate_of: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/applications/{id}/decision`.
+pub async fn decide(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    who: Who,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    operator(&state, &who).await?;
+    let body: DecisionBody = json_body(&body)?;
+    let decision = Decision::from_parts(&body.decision, &body.participant, &body.duplicate_of)
+        .map_err(refused)?;
+    let view = state
+        .onboarding
+        .decide(
+            &id,
+            decision,
+            &actor(&who),
+            &body.reason,
+            OffsetDateTime::now_utc(),
+        )
         .await
         .map_err(refused)?;
     Ok(ok(StatusCode::OK, view_json(&view)))

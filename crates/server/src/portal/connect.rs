@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use exchange::onboarding::{Credential, NewAccount, Onboarding, OnboardingError, Submission, View};
+use exchange::onboarding::{
+    Credential, Decision, NewAccount, Onboarding, OnboardingError, Submission, View,
+};
 use onboard::agreement::SignForm;
 use onboard::application::{FieldError, Form, LICENCE_TYPES};
 use onboard::catalog::Product;
@@ -606,7 +608,11 @@ pub async fn queue(State(state): State<Shared>, request: Request) -> Response {
             name = escape(&data.legal_name),
             received = escape(&text(data.received)),
             path = escape(&data.path),
-            next = escape(v.next.map(Step::label).unwrap_or("finished")),
+            next = escape(match (v.next, &v.record.decision) {
+                (Some(step), _) => step.label(),
+                (None, Some(d)) if d.duplicate_of.is_some() => "closed (a duplicate)",
+                (None, _) => "finished",
+            }),
             dups = duplicates.join("<br>"),
             sign = to_sign.join(", "),
         ));
@@ -660,13 +666,35 @@ fn application_page(
         contact_email = escape(&data.contact_email),
         phone = escape(&data.contact_phone),
         received = escape(&text(data.received)),
-        participant = escape(
-            data.participant_id
-                .as_deref()
-                .unwrap_or("none registered (see duplicates)")
-        ),
+        participant = escape(data.participant_id.as_deref().unwrap_or(
+            if view.record.decision.is_some() {
+                "none (closed as a duplicate)"
+            } else {
+                "none registered yet: the operator decides"
+            }
+        )),
         path = escape(path_label(view.checklist.path)),
     );
+    if let Some(d) = &view.record.decision {
+        let what = match (&d.duplicate_of, &d.participant_id) {
+            (Some(other), _) => format!(
+                "Closed: it repeats application <a href=\"/portal/applications/{o}\">{o}</a>.",
+                o = escape(other)
+            ),
+            (None, Some(p)) if d.decision == "existing" => format!(
+                "It belongs to participant {}, already registered.",
+                escape(p)
+            ),
+            (None, Some(p)) => format!("Another applicant: participant {} registered.", escape(p)),
+            (None, None) => escape(&d.decision),
+        };
+        body.push_str(&format!(
+            "<h2>Decision</h2>\n<p>{what}</p>\n<p>Decided by {by} on {at}: {reason}</p>\n",
+            by = escape(&d.by),
+            at = escape(&text(d.at)),
+            reason = escape(&d.reason),
+        ));
+    }
     if operator && !view.duplicates.is_empty() {
         body.push_str(
             "<h2>Possible duplicates</h2>\n<p>Not merged: decide which is right.</p>\n<ul>\n",
@@ -719,6 +747,14 @@ fn application_page(
                     .join(", ")
             )
         )),
+        None if view
+            .record
+            .decision
+            .as_ref()
+            .is_some_and(|d| d.duplicate_of.is_some()) =>
+        {
+            body.push_str("<p>No step is left: the application was closed.</p>\n")
+        }
         None => body.push_str("<p>Every step is done.</p>\n"),
     }
     if !view.checklist.changes.is_empty() {
@@ -780,6 +816,39 @@ fn application_page(
             _ => String::new(),
         };
         let id = escape(&data.application_id);
+        if data.participant_id.is_none() && view.record.decision.is_none() {
+            let options: Vec<String> = view
+                .duplicates
+                .iter()
+                .map(|d| {
+                    format!(
+                        "<option value=\"{a}\">{a}</option>",
+                        a = escape(&d.application)
+                    )
+                })
+                .collect();
+            body.push_str(&format!(
+                "<h2>Decide</h2>\n<p>This application has no participant: no step can be taken \
+                 until you decide who the applicant is.</p>\n{err}<form method=\"post\" \
+                 action=\"/portal/applications/{id}/decision\">\n\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
+                 <p><label><input type=\"radio\" name=\"decision\" value=\"distinct\"> \
+                 Another applicant: register its participant</label></p>\n\
+                 <p><label><input type=\"radio\" name=\"decision\" value=\"existing\"> \
+                 Already registered as participant</label> <input name=\"participant\" \
+                 aria-label=\"Participant id\"> (the applicant's account joins it)</p>\n\
+                 <p><label><input type=\"radio\" name=\"decision\" value=\"duplicate\"> \
+                 The same applicant as</label> <select name=\"duplicate_of\" \
+                 aria-label=\"Application\"><option value=\"\"></option>{options}</select> \
+                 (close this one)</p>\n\
+                 <p><label>Reason (kept with the decision)<br><textarea name=\"reason\" \
+                 rows=\"3\" cols=\"60\"></textarea></label></p>\n\
+                 <p><button type=\"submit\">Decide</button></p>\n</form>\n",
+                err = error("decision"),
+                csrf = escape(csrf),
+                options = options.join(""),
+            ));
+        }
         if let Some(next) = view.next {
             body.push_str(&format!(
                 "<h2>Mark a step done</h2>\n{err}<form method=\"post\" \
@@ -956,6 +1025,59 @@ pub async fn change_path(
                 &session.csrf,
                 Some(("path", &message)),
                 &reason,
+            ),
+            Err(response) => response,
+        },
+    }
+}
+
+/// `POST /portal/applications/{id}/decision`: an operator decides about an application without a
+/// participant.
+pub async fn decide(
+    State(state): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    request: Request,
+) -> Response {
+    let (session, user, form) = match operator_post(&state, request).await {
+        Ok(posted) => posted,
+        Err(response) => return response,
+    };
+    let get = |name: &str| form.get(name).map(String::as_str).unwrap_or_default();
+    let decided =
+        match Decision::from_parts(get("decision"), get("participant"), get("duplicate_of")) {
+            Ok(decision) => {
+                onboarding(&state)
+                    .decide(&id, decision, &user.login, get("reason"), now_instant())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+    let refusal = match decided {
+        Ok(_) => {
+            tracing::info!(user_id = %user.user_id, application = %id, "onboarding decision");
+            None
+        }
+        Err(OnboardingError::NotFound(_)) => return not_found(),
+        Err(e) if e.is_internal() => return internal(e),
+        Err(OnboardingError::Invalid(errors)) => Some(
+            errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        Err(e) => Some(e.to_string()),
+    };
+    match refusal {
+        None => see_other_to(&format!("/portal/applications/{id}")),
+        Some(message) => match visible(&state, &user, &id).await {
+            Ok(view) => application_page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &view,
+                &user,
+                &session.csrf,
+                Some(("decision", &message)),
+                "",
             ),
             Err(response) => response,
         },
