@@ -950,35 +950,20 @@ pub async fn step(
         Err(response) => return response,
     };
     let code = form.get("step").map(|s| s.trim()).unwrap_or_default();
-    let refusal = match Step::parse(code) {
-        None => Some(format!("'{code}' is not a step of the checklist")),
-        Some(step) => match onboarding(&state)
-            .complete_step(&id, step, &user.login, now_instant())
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(user_id = %user.user_id, application = %id, step = %code, "onboarding step done");
-                None
-            }
-            Err(OnboardingError::NotFound(_)) => return not_found(),
-            Err(e) if e.is_internal() => return internal(e),
-            Err(e) => Some(e.to_string()),
-        },
+    let done = match Step::parse(code) {
+        None => Err(OnboardingError::Refused(format!(
+            "'{code}' is not a step of the checklist"
+        ))),
+        Some(step) => {
+            onboarding(&state)
+                .complete_step(&id, step, &user.login, now_instant())
+                .await
+        }
     };
-    match refusal {
-        None => see_other_to(&format!("/portal/applications/{id}")),
-        Some(message) => match visible(&state, &user, &id).await {
-            Ok(view) => application_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &view,
-                &user,
-                &session.csrf,
-                Some(("step", &message)),
-                "",
-            ),
-            Err(response) => response,
-        },
+    if done.is_ok() {
+        tracing::info!(user_id = %user.user_id, application = %id, step = %code, "onboarding step done");
     }
+    operator_outcome(&state, &session, &user, &id, done, "step", "").await
 }
 
 /// `POST /portal/applications/{id}/path`: an operator changes the path, with a reason.
@@ -993,42 +978,20 @@ pub async fn change_path(
     };
     let code = form.get("path").map(|s| s.trim()).unwrap_or_default();
     let reason = form.get("reason").cloned().unwrap_or_default();
-    let refusal = match Path::parse(code) {
-        None => Some(format!("'{code}' is not a path (ehr or secure-messaging)")),
-        Some(path) => match onboarding(&state)
-            .change_path(&id, path, &user.login, &reason, now_instant())
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(user_id = %user.user_id, application = %id, path = %code, "onboarding path changed");
-                None
-            }
-            Err(OnboardingError::NotFound(_)) => return not_found(),
-            Err(e) if e.is_internal() => return internal(e),
-            Err(OnboardingError::Invalid(errors)) => Some(
-                errors
-                    .iter()
-                    .map(|e| format!("{}: {}", e.field, e.message))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            Err(e) => Some(e.to_string()),
-        },
+    let changed = match Path::parse(code) {
+        None => Err(OnboardingError::Refused(format!(
+            "'{code}' is not a path (ehr or secure-messaging)"
+        ))),
+        Some(path) => {
+            onboarding(&state)
+                .change_path(&id, path, &user.login, &reason, now_instant())
+                .await
+        }
     };
-    match refusal {
-        None => see_other_to(&format!("/portal/applications/{id}")),
-        Some(message) => match visible(&state, &user, &id).await {
-            Ok(view) => application_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &view,
-                &user,
-                &session.csrf,
-                Some(("path", &message)),
-                &reason,
-            ),
-            Err(response) => response,
-        },
+    if changed.is_ok() {
+        tracing::info!(user_id = %user.user_id, application = %id, path = %code, "onboarding path changed");
     }
+    operator_outcome(&state, &session, &user, &id, changed, "path", &reason).await
 }
 
 /// `POST /portal/applications/{id}/decision`: an operator decides about an application without a
@@ -1052,35 +1015,44 @@ pub async fn decide(
             }
             Err(e) => Err(e),
         };
-    let refusal = match decided {
-        Ok(_) => {
-            tracing::info!(user_id = %user.user_id, application = %id, "onboarding decision");
-            None
-        }
+    if decided.is_ok() {
+        tracing::info!(user_id = %user.user_id, application = %id, "onboarding decision");
+    }
+    operator_outcome(&state, &session, &user, &id, decided, "decision", "").await
+}
+
+/// The answer to an operator's form on an application's page: back to the page when it was done;
+/// else the page again with the refusal beside the form `form` (and `reason` as typed).
+async fn operator_outcome(
+    state: &Shared,
+    session: &store::Session,
+    user: &User,
+    id: &str,
+    outcome: Result<View, OnboardingError>,
+    form: &str,
+    reason: &str,
+) -> Response {
+    let message = match outcome {
+        Ok(_) => return see_other_to(&format!("/portal/applications/{id}")),
         Err(OnboardingError::NotFound(_)) => return not_found(),
         Err(e) if e.is_internal() => return internal(e),
-        Err(OnboardingError::Invalid(errors)) => Some(
-            errors
-                .iter()
-                .map(|e| format!("{}: {}", e.field, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-        Err(e) => Some(e.to_string()),
+        Err(OnboardingError::Invalid(errors)) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => e.to_string(),
     };
-    match refusal {
-        None => see_other_to(&format!("/portal/applications/{id}")),
-        Some(message) => match visible(&state, &user, &id).await {
-            Ok(view) => application_page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &view,
-                &user,
-                &session.csrf,
-                Some(("decision", &message)),
-                "",
-            ),
-            Err(response) => response,
-        },
+    match visible(state, user, id).await {
+        Ok(view) => application_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &view,
+            user,
+            &session.csrf,
+            Some((form, &message)),
+            reason,
+        ),
+        Err(response) => response,
     }
 }
 
