@@ -3,7 +3,9 @@
 //! operator each with their own browser (cookies kept by hand, redirects not followed), the
 //! onboarding checklist on both paths to live, agreements published with `nutmeg admin agreement`
 //! and signed in the portal, verification after the database was edited, the JSON API with bearer
-//! tokens, and `nutmeg admin application` for bulk entry.
+//! tokens, and `nutmeg admin application` for bulk entry. The secure-messaging path, invitations and
+//! the operator's decisions run again on PostgreSQL when `NUTMEG_TEST_POSTGRES` is set (a schema of
+//! their own each; said on stderr when skipped).
 
 mod common;
 
@@ -208,7 +210,23 @@ fn sign(applicant: &mut Browser, id: &str, kind: &str, version: u32, name: &str)
 #[test]
 fn secure_messaging_path_from_the_public_form_to_live() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
+    secure_messaging_path_from_the_public_form_to_live_in(dir.path());
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn secure_messaging_path_from_the_public_form_to_live_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(_schema) = common::on_postgres(dir.path(), "secure_messaging_pat") {
+        secure_messaging_path_from_the_public_form_to_live_in(dir.path());
+        assert!(
+            !dir.path().join("nutmeg.db").exists(),
+            "it ran on PostgreSQL"
+        );
+    }
+}
+
+fn secure_messaging_path_from_the_public_form_to_live_in(data: &Path) {
     let participation =
         "The participant agrees to the exchange's policies.\n  Section 2: privacy.\n";
     publish(data, "participation", "1", participation, "*");
@@ -1058,7 +1076,23 @@ fn the_queue_is_for_operators_and_an_application_for_its_applicant() {
 #[test]
 fn an_application_without_a_participant_waits_for_the_operators_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
+    an_application_without_a_participant_waits_for_the_operators_decision_in(dir.path());
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn an_application_without_a_participant_waits_for_the_operators_decision_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(_schema) = common::on_postgres(dir.path(), "an_application_witho") {
+        an_application_without_a_participant_waits_for_the_operators_decision_in(dir.path());
+        assert!(
+            !dir.path().join("nutmeg.db").exists(),
+            "it ran on PostgreSQL"
+        );
+    }
+}
+
+fn an_application_without_a_participant_waits_for_the_operators_decision_in(data: &Path) {
     operator(data, "olive");
     let exchange = common::participant(
         data,
@@ -1392,7 +1426,23 @@ fn choose_password(browser: &mut Browser, link: &str, password: &str, again: &st
 #[test]
 fn an_entered_application_invites_its_applicant_to_choose_a_password() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path();
+    an_entered_application_invites_its_applicant_to_choose_a_password_in(dir.path());
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn an_entered_application_invites_its_applicant_to_choose_a_password_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(_schema) = common::on_postgres(dir.path(), "an_entered_applicati") {
+        an_entered_application_invites_its_applicant_to_choose_a_password_in(dir.path());
+        assert!(
+            !dir.path().join("nutmeg.db").exists(),
+            "it ran on PostgreSQL"
+        );
+    }
+}
+
+fn an_entered_application_invites_its_applicant_to_choose_a_password_in(data: &Path) {
     let mut args = vec!["application", "add", "--json"];
     args.extend_from_slice(common::SAM_LEE_APPLICATION);
     let entered = json_of(&admin(data, &args));

@@ -12,55 +12,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod common;
+
+use common::PgSchema;
+
 const NUTMEG: &str = env!("CARGO_BIN_EXE_nutmeg");
-
-/// A schema of its own, dropped when this is dropped (even after a failed assertion).
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    fn create(base: &str) -> Schema {
-        let name = format!(
-            "nutmeg_server_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        );
-        psql(base, &format!("CREATE SCHEMA {name}"));
-        Schema {
-            base: base.to_string(),
-            name,
-        }
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        psql(
-            &self.base,
-            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
-        );
-    }
-}
-
-fn psql(url: &str, sql: &str) {
-    let status = Command::new("psql")
-        .env("PGOPTIONS", "--client-min-messages=warning")
-        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .stdout(Stdio::null())
-        .status()
-        .expect("run psql");
-    assert!(status.success(), "psql failed: {sql}");
-}
 
 struct Server {
     child: Child,
@@ -166,7 +122,7 @@ fn two_servers_on_one_postgres_are_one_exchange() {
         }
         return;
     };
-    let schema = Schema::create(&base);
+    let schema = PgSchema::create(&base, "two servers");
     let url = schema.url();
     // Both start at once: the migrations must be applied once.
     let (a, b) = std::thread::scope(|s| {

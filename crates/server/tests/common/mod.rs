@@ -70,6 +70,95 @@ pub fn nutmeg() -> Command {
     command
 }
 
+/// The file in a test's data directory that names its database, when it is not the directory's
+/// SQLite file: [`on_postgres`] writes it, and [`admin`], [`import`] and [`Server::start`] pass it
+/// on as `--database`.
+const DATABASE_FILE: &str = "database-url";
+
+/// `--database URL` when the data directory names its database (see [`DATABASE_FILE`]).
+pub fn database_args(dir: &Path) -> Vec<String> {
+    match std::fs::read_to_string(dir.join(DATABASE_FILE)) {
+        Ok(url) => vec!["--database".to_string(), url.trim().to_string()],
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A PostgreSQL schema of its own for one test, dropped (with everything in it) when this is
+/// dropped, also after a failed assertion.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// A fresh schema in the database at `base`, named after `label`, this process and the time.
+    pub fn create(base: &str, label: &str) -> PgSchema {
+        let name = format!(
+            "nutmeg_{}_{}_{}",
+            label
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>()
+                .to_ascii_lowercase(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        psql(base, &format!("CREATE SCHEMA {name}"));
+        PgSchema {
+            base: base.to_string(),
+            name,
+        }
+    }
+
+    /// The database URL that puts every table in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(
+            &self.base,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+/// Runs one statement with `psql`.
+pub fn psql(url: &str, sql: &str) {
+    let status = Command::new("psql")
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .args([url, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run psql");
+    assert!(status.success(), "psql failed: {sql}");
+}
+
+/// Points the data directory `dir` at a fresh PostgreSQL schema when `NUTMEG_TEST_POSTGRES` is
+/// set (e.g. `postgres://postgres@127.0.0.1:5432/test`): every command and server the test runs
+/// over `dir` then uses it. `None`, said on stderr, without it.
+pub fn on_postgres(dir: &Path, test: &str) -> Option<PgSchema> {
+    let Ok(base) = std::env::var("NUTMEG_TEST_POSTGRES") else {
+        // Past the test harness's output capture, so that a plain `cargo test` shows it.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped {test} on PostgreSQL: NUTMEG_TEST_POSTGRES not set"
+        );
+        return None;
+    };
+    let schema = PgSchema::create(&base, test);
+    std::fs::write(dir.join(DATABASE_FILE), schema.url()).unwrap();
+    Some(schema)
+}
+
 /// `nutmeg serve` (or `demo`) on a free loopback port, its log in a file.
 pub struct Server {
     pub child: Child,
@@ -89,6 +178,7 @@ impl Server {
             .args(["serve", "--http", "127.0.0.1:0", "--log", "info"])
             .arg("--data-dir")
             .arg(dir)
+            .args(database_args(dir))
             .args(args);
         Server::spawn(command, dir.join("serve.log"))
     }
@@ -159,6 +249,7 @@ pub fn admin(dir: &Path, args: &[&str]) -> Output {
     nutmeg()
         .arg("--data-dir")
         .arg(dir)
+        .args(database_args(dir))
         .args(["--log", "warn", "admin"])
         .args(args)
         .output()
@@ -278,6 +369,7 @@ pub fn import(dir: &Path, name: &str, json: &str) {
     let out = nutmeg()
         .arg("--data-dir")
         .arg(dir)
+        .args(database_args(dir))
         .args(["--log", "warn", "import"])
         .arg(&path)
         .output()
