@@ -74,8 +74,13 @@ impl SourceFacts {
 
     /// The source recorded in a resource's `meta.tag` (what [`Self::tags`] wrote).
     pub fn from_resource(resource: &Value) -> SourceFacts {
+        SourceFacts::from_tags(&codings_at(resource, "tag"))
+    }
+
+    /// The source recorded in these `meta.tag` codings.
+    pub fn from_tags(tags: &[Coding]) -> SourceFacts {
         let mut facts = SourceFacts::default();
-        for coding in codings_at(resource, "tag") {
+        for coding in tags {
             if coding.system == LICENCE_TYPE_SYSTEM {
                 facts.licence = Licence::parse_loose(&coding.code).or(facts.licence);
             } else if coding.is(SOURCE_FACILITY_SYSTEM, PSYCHIATRIC_FACILITY) {
@@ -121,9 +126,14 @@ impl Labels {
     /// The labels a resource's `meta.security` holds, as stored (or as a source sent them).
     /// The confidentiality is the highest one present (N when there is none).
     pub fn from_security(resource: &Value) -> Labels {
+        Labels::from_codings(codings_at(resource, "security"))
+    }
+
+    /// The labels these `meta.security` codings hold.
+    pub fn from_codings(security: impl IntoIterator<Item = Coding>) -> Labels {
         let mut labels = Labels::default();
         let mut confidentiality = None;
-        for coding in codings_at(resource, "security") {
+        for coding in security {
             if coding.system == CONFIDENTIALITY_SYSTEM {
                 if let Some(c) = Confidentiality::parse(&coding.code) {
                     confidentiality = confidentiality.max(Some(c));
@@ -331,10 +341,14 @@ pub fn apply(resource: &mut Value, labels: &Labels, source: &SourceFacts) {
 /// The participant that sent a resource, as intake recorded it: the code of its
 /// [`SOURCE_PARTICIPANT_SYSTEM`] `meta.tag` (an Organization id).
 pub fn source_participant(resource: &Value) -> Option<String> {
-    codings_at(resource, "tag")
-        .into_iter()
+    source_participant_in(&codings_at(resource, "tag"))
+}
+
+/// The sender these `meta.tag` codings record, if any.
+pub fn source_participant_in(tags: &[Coding]) -> Option<String> {
+    tags.iter()
         .find(|c| c.system == SOURCE_PARTICIPANT_SYSTEM && !c.code.is_empty())
-        .map(|c| c.code)
+        .map(|c| c.code.clone())
 }
 
 /// Records `participant` (an Organization id) as the sender of `resource` in its `meta.tag`,
@@ -387,9 +401,13 @@ impl ResourceLabels {
 }
 
 fn codings_at(resource: &Value, element: &str) -> Vec<Coding> {
-    resource
-        .get("meta")
-        .and_then(|m| m.get(element))
+    codings_in(resource.get("meta").and_then(|m| m.get(element)))
+}
+
+/// The codings of a `meta.security` or `meta.tag` array (those without a string system and code
+/// are passed over).
+pub fn codings_in(array: Option<&Value>) -> Vec<Coding> {
+    array
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Coding::from_json).collect())
         .unwrap_or_default()

@@ -738,21 +738,31 @@ impl Data {
         patient: &str,
         policy: &Policy,
     ) -> Result<Data, serde_json::Error> {
+        // Only the labels and tags of `meta` are read into values; the rest is skipped.
         #[derive(Deserialize)]
         struct Head {
             #[serde(rename = "resourceType")]
             resource_type: Option<String>,
             id: Option<String>,
-            meta: Option<Value>,
+            #[serde(default)]
+            meta: Option<Meta>,
+        }
+        #[derive(Deserialize)]
+        struct Meta {
+            security: Option<Value>,
+            tag: Option<Value>,
         }
         let head: Head = serde_json::from_str(text)?;
-        let mut wrapper = serde_json::Map::new();
-        if let Some(meta) = head.meta {
-            wrapper.insert("meta".into(), meta);
-        }
-        let wrapper = Value::Object(wrapper);
-        let ResourceLabels { labels, source } = ResourceLabels::from_resource(&wrapper);
-        let source_participant = crate::labels::source_participant(&wrapper);
+        let (security, tags) = match &head.meta {
+            Some(meta) => (
+                crate::labels::codings_in(meta.security.as_ref()),
+                crate::labels::codings_in(meta.tag.as_ref()),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let labels = crate::labels::Labels::from_codings(security);
+        let source = crate::labels::SourceFacts::from_tags(&tags);
+        let source_participant = crate::labels::source_participant_in(&tags);
         let family = if policy.needs_family(&labels, &source) {
             family_members(&serde_json::from_str::<Value>(text)?, patient)
         } else {
