@@ -731,28 +731,15 @@ impl Data {
     }
 
     /// The same facts from a stored resource's JSON text, cheaply: only `resourceType`, `id` and
-    /// `meta` are built (the rest is scanned, not kept), and the whole resource is parsed for its
-    /// family members only when `policy` could ask about them ([`Policy::needs_family`]).
+    /// `meta.security`/`meta.tag` are built, the text is read only until the three were seen
+    /// ([`head_of`]), and the whole resource is parsed for its family members only when `policy`
+    /// could ask about them ([`Policy::needs_family`]).
     pub fn from_json_text(
         text: &str,
         patient: &str,
         policy: &Policy,
     ) -> Result<Data, serde_json::Error> {
-        // Only the labels and tags of `meta` are read into values; the rest is skipped.
-        #[derive(Deserialize)]
-        struct Head {
-            #[serde(rename = "resourceType")]
-            resource_type: Option<String>,
-            id: Option<String>,
-            #[serde(default)]
-            meta: Option<Meta>,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            security: Option<Value>,
-            tag: Option<Value>,
-        }
-        let head: Head = serde_json::from_str(text)?;
+        let head = head_of(text)?;
         let (security, tags) = match &head.meta {
             Some(meta) => (
                 crate::labels::codings_in(meta.security.as_ref()),
@@ -779,6 +766,104 @@ impl Data {
             family,
             source_participant,
         })
+    }
+}
+
+/// What [`Data::from_json_text`] reads of a resource's JSON text.
+#[derive(Default)]
+struct Head {
+    resource_type: Option<String>,
+    id: Option<String>,
+    meta: Option<Meta>,
+}
+
+/// The labels and tags of `meta` (the rest of it is scanned, not kept).
+#[derive(Deserialize)]
+struct Meta {
+    security: Option<Value>,
+    tag: Option<Value>,
+}
+
+/// `resourceType`, `id` and `meta` of a resource's JSON text. The text is read until all three
+/// were seen: the exchange's repository stores them first, so the rest of a stored resource,
+/// nearly all of it, is not scanned. A text that breaks off before them is an error, as is one
+/// that ends badly when they are not all there.
+fn head_of(text: &str) -> Result<Head, serde_json::Error> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    #[derive(Deserialize)]
+    #[serde(field_identifier)]
+    enum Key {
+        #[serde(rename = "resourceType")]
+        ResourceType,
+        #[serde(rename = "id")]
+        Id,
+        #[serde(rename = "meta")]
+        Meta,
+        #[serde(other)]
+        Other,
+    }
+
+    /// Where the visitor leaves the head, and whether it stopped before the object's end.
+    struct Slot(Option<(Head, bool)>);
+
+    struct Seed<'s>(&'s mut Slot);
+
+    impl<'de> DeserializeSeed<'de> for Seed<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(HeadVisitor(self.0))
+        }
+    }
+
+    struct HeadVisitor<'s>(&'s mut Slot);
+
+    impl<'de> Visitor<'de> for HeadVisitor<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a resource (a JSON object)")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut head = Head::default();
+            let mut seen = [false; 3];
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::ResourceType => {
+                        head.resource_type = map.next_value()?;
+                        seen[0] = true;
+                    }
+                    Key::Id => {
+                        head.id = map.next_value()?;
+                        seen[1] = true;
+                    }
+                    Key::Meta => {
+                        head.meta = map.next_value()?;
+                        seen[2] = true;
+                    }
+                    Key::Other => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                if seen == [true; 3] {
+                    // The rest is not read: serde_json then reports the object unfinished,
+                    // which `head_of` expects.
+                    self.0 .0 = Some((head, true));
+                    return Ok(());
+                }
+            }
+            self.0 .0 = Some((head, false));
+            Ok(())
+        }
+    }
+
+    let mut slot = Slot(None);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = Seed(&mut slot).deserialize(&mut de);
+    match (slot.0, read) {
+        (Some((head, true)), _) => Ok(head),
+        (Some((head, false)), Ok(())) => de.end().map(|()| head),
+        (_, Err(e)) => Err(e),
+        (None, Ok(())) => Err(serde::de::Error::custom("no resource read")),
     }
 }
 
@@ -948,6 +1033,33 @@ pub struct Decision {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_head_is_read_up_to_meta_and_no_further() {
+        let labelled = r#"{"resourceType":"Observation","id":"o1","meta":{"versionId":"2",
+            "security":[{"system":"http://terminology.hl7.org/CodeSystem/v3-ActCode","code":"PSY"}],
+            "tag":[{"system":"x","code":"y"}]},"status":"final"}"#;
+        let head = head_of(labelled).expect("read");
+        assert_eq!(
+            (head.resource_type.as_deref(), head.id.as_deref()),
+            (Some("Observation"), Some("o1"))
+        );
+        let meta = head.meta.expect("meta");
+        assert_eq!(crate::labels::codings_in(meta.security.as_ref()).len(), 1);
+        // What follows meta is not read: a broken tail does not matter...
+        let tail = labelled.replace(r#""status":"final"}"#, r#""status":"fin"#);
+        assert!(head_of(&tail).is_ok());
+        // ...but it does when meta is not reached, or is last and the text ends badly.
+        assert!(head_of(r#"{"resourceType":"Observation","id":"o1","status":"fin"#).is_err());
+        assert!(head_of(r#"{"resourceType":"Observation","id":"o1"} trailing"#).is_err());
+        assert!(head_of("[1, 2]").is_err());
+        // In any order, with escapes in the keys it skips.
+        let late = r#"{"status":"final","a\"b":{"c":[1,{"d":null}]},"id":"o2","meta":{},"resourceType":"Observation"}"#;
+        let head = head_of(late).expect("read");
+        assert_eq!(head.id.as_deref(), Some("o2"));
+        let none = head_of(r#"{"resourceType":"Patient"}"#).expect("no meta");
+        assert!(none.meta.is_none() && none.id.is_none());
+    }
 
     #[test]
     fn connecticut_parses() {

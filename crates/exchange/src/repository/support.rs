@@ -80,7 +80,9 @@ pub(crate) fn validate(resource: &Value) -> Result<Vec<Issue>> {
 }
 
 /// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping the rest of `meta` (tags, profiles,
-/// security labels, source).
+/// security labels, source), and puts `resourceType`, `id` and `meta` first, as FHIR's JSON shows
+/// them: a reader of the stored text that needs only those (the privacy policy's facts,
+/// `privacy::policy::Data::from_json_text`) stops there.
 pub(crate) fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: i64) {
     let Some(obj) = resource.as_object_mut() else {
         return;
@@ -99,6 +101,24 @@ pub(crate) fn stamp(resource: &mut Value, id: &str, version: i64, last_updated: 
             Value::String(fhir::search::datetime::format_instant(last_updated)),
         );
     }
+    let mut front: [Option<Value>; 3] = [None, None, None];
+    let mut rest = Map::with_capacity(obj.len());
+    for (key, value) in std::mem::take(obj) {
+        match key.as_str() {
+            "resourceType" => front[0] = Some(value),
+            "id" => front[1] = Some(value),
+            "meta" => front[2] = Some(value),
+            _ => {
+                rest.insert(key, value);
+            }
+        }
+    }
+    for (key, value) in ["resourceType", "id", "meta"].into_iter().zip(front) {
+        if let Some(value) = value {
+            obj.insert(key.to_string(), value);
+        }
+    }
+    obj.extend(rest);
 }
 
 pub(crate) fn delete_write(
@@ -320,6 +340,35 @@ fn audit_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamped_resource_starts_with_its_type_id_and_meta_and_keeps_the_rest_in_order() {
+        let mut resource = serde_json::json!({
+            "status": "final",
+            "resourceType": "Observation",
+            "code": { "text": "x" },
+            "meta": { "security": [{ "system": "s", "code": "R" }] },
+            "subject": { "reference": "Patient/p" },
+        });
+        stamp(&mut resource, "o1", 3, 0);
+        let keys: Vec<&str> = resource
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["resourceType", "id", "meta", "status", "code", "subject"]
+        );
+        assert_eq!(resource["meta"]["versionId"], "3");
+        assert_eq!(resource["meta"]["security"][0]["code"], "R");
+        let text = serde_json::to_string(&resource).unwrap();
+        assert!(
+            text.starts_with(r#"{"resourceType":"Observation","id":"o1","meta":{"#),
+            "{text}"
+        );
+    }
 
     fn check(query: &str, expected: &[(&str, &str)]) {
         let got = parse_query_string(query);
