@@ -1501,6 +1501,7 @@ fn an_entered_application_invites_its_applicant_to_choose_a_password_in(data: &P
     let made_up = other.get("/portal/invite/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     let malformed = other.get("/portal/invite/..%2F..%2Fetc");
     assert_eq!((made_up.status, malformed.status), (410, 410));
+    assert!(used.body.contains("cannot be used"), "{}", used.body);
     assert_eq!(used.body, made_up.body);
     assert_eq!(used.body, malformed.body);
 
@@ -1564,6 +1565,16 @@ fn an_entered_application_invites_its_applicant_to_choose_a_password_in(data: &P
     )));
     json_of(&admin(data, &["user", "disable", "olive", "--json"]));
     assert_eq!(other.get(&link).status, 410);
+    // The server's log names routes, never a link's secret.
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        log.contains("/portal/invite/{secret}"),
+        "the requests were logged"
+    );
+    for path in [&second, &first] {
+        let secret = path.trim_start_matches("/portal/invite/");
+        assert!(!log.contains(secret), "a secret in the log");
+    }
 }
 
 /// The form offers the EHR compatibility catalog (what operators keep with `admin catalog`), and a
