@@ -127,6 +127,85 @@ async fn seed(repo: &Fixture) -> (Requester, String, String, String, String) {
     (ehr_a, margaret, at_b, martha, other)
 }
 
+/// The accounting of disclosures is the person's: a disclosure of what clinic B sent about
+/// Margaret (under B's own Patient record) is in the accounting Margaret's account (linked to
+/// hospital A's record) reads; her twin's is not.
+#[tokio::test]
+async fn the_accounting_of_disclosures_covers_every_record_of_the_person() {
+    let repo = repo_enforcing().await;
+    let (_, margaret, at_b, martha, _) = seed(&repo).await;
+    let b = participant(&repo, "ElmClinic2", Kind::Clinic, Status::Live).await;
+    let ehr_b = client(&b, ALL, PurposeOfUse::Treat);
+    let observation = |patient: &str| {
+        json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
+            "subject": { "reference": format!("Patient/{patient}") },
+        })
+    };
+    let at_b_obs = repo
+        .create(&ehr_b, "Observation", observation(&at_b), None)
+        .await
+        .expect("B's Observation")
+        .resource
+        .id;
+    let twin_obs = repo
+        .create(&ehr_b, "Observation", observation(&martha), None)
+        .await
+        .expect("the twin's")
+        .resource
+        .id;
+    let c = participant(&repo, "Westside", Kind::Clinic, Status::Live).await;
+    let ehr_c = client(&c, ALL, PurposeOfUse::Treat);
+    for (patient, id) in [(&at_b, &at_b_obs), (&martha, &twin_obs)] {
+        repo.attest_treatment(&ehr_c, patient)
+            .await
+            .expect("attest");
+        repo.read(&ehr_c, "Observation", id).await.expect("read");
+    }
+    let margaret_herself = Requester::new(
+        "req-margaret",
+        Principal::User {
+            user_id: "u-margaret".into(),
+            participant: None,
+            role: Role::Patient {
+                patient_id: margaret.clone(),
+            },
+        },
+        PurposeOfUse::Patrqt,
+        true,
+    );
+    let accounting = repo
+        .disclosures(&margaret_herself, &margaret, &[])
+        .await
+        .expect("accounting");
+    let what: Vec<String> = accounting["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .flat_map(|e| {
+            e["resource"]["entity"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|e| e["what"]["reference"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        what.iter()
+            .any(|r| r.starts_with(&format!("Observation/{at_b_obs}/"))),
+        "B's record is hers: {what:?}"
+    );
+    assert!(what.contains(&format!("Patient/{at_b}")), "{what:?}");
+    assert!(
+        !what
+            .iter()
+            .any(|r| r.contains(&twin_obs) || r.contains(&martha)),
+        "not her twin's: {what:?}"
+    );
+}
+
 #[tokio::test]
 async fn every_patient_is_linked_and_a_duplicate_from_another_source_shares_the_identity() {
     let repo = repo_enforcing().await;

@@ -147,8 +147,9 @@ impl Repository {
     /// (break-the-glass, purpose `ETREAT`) a `meta.tag` `break-the-glass` in
     /// [`crate::notices::NOTICE_SYSTEM`] and the `outcomeDesc` saying so, and `entity` (the
     /// patient, and each resource version disclosed that is
-    /// about the patient or no patient). The request id, network addresses and query are left
-    /// out. Writes, refusals and the exchange's own tools' reads are not listed.
+    /// about the patient or no patient). The patient is the person: every source's Patient record
+    /// the patient index links to `[id]` counts as theirs. The request id, network addresses and
+    /// query are left out. Writes, refusals and the exchange's own tools' reads are not listed.
     ///
     /// A patient may ask for their own only (another id answers 404, as if absent); operators and
     /// the exchange itself for anyone; everyone else is refused (403). The request is recorded in
@@ -194,9 +195,14 @@ impl Repository {
             return Err(Error::NotFound);
         }
         let mut page = self.page(params, &[])?;
-        page.query
-            .filters
-            .push((index::DISCLOSURE.to_string(), patient_id.to_string()));
+        // The person's, not one record's: every source's Patient the patient index links to this
+        // one, so that what another source sent about them and disclosed is accounted for too.
+        let person = self.same_person(patient_id).await?;
+        for member in &person {
+            page.query
+                .filters
+                .push((index::DISCLOSURE.to_string(), member.clone()));
+        }
         let (records, next) = self.records(&page.query).await?;
 
         let mut names: HashMap<String, Option<String>> = HashMap::new();
@@ -204,7 +210,7 @@ impl Repository {
         let mut entries = Vec::with_capacity(records.len());
         for record in &records {
             let event = stored_event(record)?;
-            let summary = self.accounted(patient_id, &event, &mut names).await?;
+            let summary = self.accounted(&person, &event, &mut names).await?;
             resources.push(("AuditEvent".to_string(), record.seq.to_string(), 1));
             entries.push(self.entry(record.seq, summary));
         }
@@ -332,7 +338,7 @@ impl Repository {
     /// and which of the patient's resources (see [`Repository::disclosures`]).
     async fn accounted(
         &self,
-        patient_id: &str,
+        person: &[String],
         event: &Value,
         names: &mut HashMap<String, Option<String>>,
     ) -> Result<Value> {
@@ -375,16 +381,21 @@ impl Repository {
         if let Some(source) = event.get("source") {
             out.insert("source".into(), source.clone());
         }
-        let own = format!("Patient/{patient_id}");
+        let theirs = |reference: &str| {
+            reference
+                .strip_prefix("Patient/")
+                .is_some_and(|id| person.iter().any(|p| p == id))
+        };
         let entities = event["entity"].as_array().cloned().unwrap_or_default();
-        let several = patients_of(event).len() > 1;
+        // A record about someone else too does not say which resource is whose.
+        let others = patients_of(event).iter().any(|p| !person.contains(p));
         let mut kept = Vec::new();
         for entity in entities {
             let role = entity["role"]["code"].as_str().unwrap_or("");
             let reference = entity["what"]["reference"].as_str().unwrap_or("");
             match role {
-                "1" if reference == own => kept.push(entity),
-                "4" if !several || self.about(reference, patient_id).await? => kept.push(entity),
+                "1" if theirs(reference) => kept.push(entity),
+                "4" if !others || self.about(reference, person).await? => kept.push(entity),
                 _ => {}
             }
         }
@@ -411,9 +422,10 @@ impl Repository {
         Ok(Value::Object(out))
     }
 
-    /// Whether the version `Type/id/_history/n` is about the patient or about no patient (a
-    /// record that names several patients does not say which resource is whose).
-    async fn about(&self, reference: &str, patient_id: &str) -> Result<bool> {
+    /// Whether the version `Type/id/_history/n` is about the person (one of their Patients) or
+    /// about no patient (a record that names several patients does not say which resource is
+    /// whose).
+    async fn about(&self, reference: &str, person: &[String]) -> Result<bool> {
         let parts: Vec<&str> = reference.split('/').collect();
         let [ty, id, "_history", version] = parts.as_slice() else {
             return Ok(false);
@@ -430,7 +442,7 @@ impl Repository {
         let resource: Value =
             serde_json::from_str(&stored.json).map_err(|e| unreadable(&stored, e))?;
         let patients = fhir::search::extract::patient_compartments(&resource);
-        Ok(patients.is_empty() || patients.iter().any(|p| p == patient_id))
+        Ok(patients.is_empty() || patients.iter().any(|p| person.contains(p)))
     }
 
     /// A participant's name, looked up once per request.
