@@ -284,25 +284,50 @@ pub struct Issuance {
     pub server: String,
 }
 
-/// The audit record of an issued token: a BALP-style security event (DICOM 110114 User
-/// Authentication, subtype 110122 Login, outcome success) naming the client and its participant
-/// as the requestor, the purpose, and the token (by id) with its scopes; found by `agent`,
-/// `participant`, `subtype` (`login` or `110122`), `purpose` and `outcome`. Never about a patient.
-pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
+/// A login's agents: the caller's address (the requestor when nothing better names it) and the
+/// exchange.
+fn login_agents(address: Option<&str>, address_asks: bool, server: &str) -> Vec<Value> {
     let mut agents = Vec::new();
-    if let Some(address) = &i.client_address {
+    if let Some(address) = address {
         agents.push(serde_json::json!({
             "type": {"coding": [{"system": DICOM, "code": "110153", "display": "Source Role ID"}]},
             "who": {"identifier": {"value": address}},
-            "requestor": false,
+            "requestor": address_asks,
             "network": {"address": address, "type": "2"},
         }));
     }
     agents.push(serde_json::json!({
         "type": {"coding": [{"system": DICOM, "code": "110152", "display": "Destination Role ID"}]},
-        "who": {"display": "nutmeg", "identifier": {"value": i.server}},
+        "who": {"display": "nutmeg", "identifier": {"value": server}},
         "requestor": false,
     }));
+    agents
+}
+
+/// A BALP-style login event (DICOM 110114 User Authentication, subtype 110122 Login).
+fn login_event(recorded: i64, outcome: Outcome, description: String, agents: Vec<Value>) -> Value {
+    serde_json::json!({
+        "resourceType": "AuditEvent",
+        "type": {"system": DICOM, "code": "110114", "display": "User Authentication"},
+        "subtype": [{"system": DICOM, "code": "110122", "display": "Login"}],
+        "action": "E",
+        "recorded": format_instant(recorded),
+        "outcome": outcome.code(),
+        "outcomeDesc": description,
+        "agent": agents,
+        "source": {
+            "observer": {"display": "nutmeg"},
+            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+        },
+    })
+}
+
+/// The audit record of an issued token: a BALP-style security event (DICOM 110114 User
+/// Authentication, subtype 110122 Login, outcome success) naming the client and its participant
+/// as the requestor, the purpose, and the token (by id) with its scopes; found by `agent`,
+/// `participant`, `subtype` (`login` or `110122`), `purpose` and `outcome`. Never about a patient.
+pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
+    let mut agents = login_agents(i.client_address.as_deref(), false, &i.server);
     agents.push(serde_json::json!({
         "type": {"coding": [{"system": DICOM, "code": "110150", "display": "Application"}]},
         "who": {
@@ -312,27 +337,20 @@ pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
         "requestor": true,
         "purposeOfUse": [{"coding": [{"system": ACT_REASON, "code": i.purpose}]}],
     }));
-    let event = serde_json::json!({
-        "resourceType": "AuditEvent",
-        "type": {"system": DICOM, "code": "110114", "display": "User Authentication"},
-        "subtype": [{"system": DICOM, "code": "110122", "display": "Login"}],
-        "action": "E",
-        "recorded": format_instant(i.recorded),
-        "outcome": Outcome::Success.code(),
-        "outcomeDesc": format!("access token issued ({})", i.via),
-        "purposeOfEvent": [{"coding": [{"system": ACT_REASON, "code": i.purpose}]}],
-        "agent": agents,
-        "source": {
-            "observer": {"display": "nutmeg"},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-        },
-        "entity": [{
-            "what": {"identifier": {"value": i.token_id}},
-            "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
-            "description": "access token",
-            "detail": [{"type": "scope", "valueString": i.scopes}],
-        }],
-    });
+    let mut event = login_event(
+        i.recorded,
+        Outcome::Success,
+        format!("access token issued ({})", i.via),
+        agents,
+    );
+    event["purposeOfEvent"] =
+        serde_json::json!([{"coding": [{"system": ACT_REASON, "code": i.purpose}]}]);
+    event["entity"] = serde_json::json!([{
+        "what": {"identifier": {"value": i.token_id}},
+        "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+        "description": "access token",
+        "detail": [{"type": "scope", "valueString": i.scopes}],
+    }]);
     store::NewAuditRecord {
         recorded: i.recorded,
         json: event.to_string(),
@@ -348,6 +366,76 @@ pub fn issuance_record(i: &Issuance) -> store::NewAuditRecord {
             (index::SUBTYPE.to_string(), "110122".to_string()),
             (index::PURPOSE.to_string(), i.purpose.clone()),
         ],
+    }
+}
+
+/// A refused token request, as the token endpoint tells the audit trail.
+#[derive(Debug, Clone)]
+pub struct TokenRefusal {
+    /// When (milliseconds since the Unix epoch).
+    pub recorded: i64,
+    /// The RFC 6749 error (`invalid_client`, `invalid_grant`, `invalid_request`...).
+    pub error: String,
+    /// Why, as the client was told.
+    pub description: String,
+    /// The client id the request claimed (the assertion's issuer, unverified), if it named one.
+    pub claimed_client: Option<String>,
+    /// The participant of that client, when it is registered.
+    pub participant: Option<String>,
+    /// The caller's network address.
+    pub client_address: Option<String>,
+    /// How many refusals like this one (same caller, same error) were not recorded one by one
+    /// since the last record of them.
+    pub not_recorded_before: u64,
+    /// The exchange's FHIR base URL.
+    pub server: String,
+}
+
+/// The audit record of a refused token request: DICOM 110114 User Authentication, subtype 110122
+/// Login, outcome minor failure (`4`), with the caller's address, the client it claimed to be (and
+/// its participant, when registered), the error and how many like it went unrecorded before it;
+/// found by `subtype` (`login`, `110122`), `outcome` `4`, and `agent`/`participant` when known.
+pub fn token_refusal_record(r: &TokenRefusal) -> store::NewAuditRecord {
+    let failure = Outcome::MinorFailure.code();
+    let mut agents = login_agents(
+        r.client_address.as_deref(),
+        r.claimed_client.is_none(),
+        &r.server,
+    );
+    if let Some(client) = &r.claimed_client {
+        let mut who = serde_json::json!({ "identifier": { "value": client } });
+        if let Some(participant) = &r.participant {
+            who["reference"] = serde_json::json!(format!("Organization/{participant}"));
+        }
+        agents.push(serde_json::json!({
+            "type": {"coding": [{"system": DICOM, "code": "110150", "display": "Application"}]},
+            "who": who,
+            "requestor": true,
+        }));
+    }
+    let mut description = format!("token request refused: {}: {}", r.error, r.description);
+    if r.not_recorded_before > 0 {
+        description.push_str(&format!(
+            " ({} more like it from this caller before this one, not recorded one by one)",
+            r.not_recorded_before
+        ));
+    }
+    let event = login_event(r.recorded, Outcome::MinorFailure, description, agents);
+    let mut index = vec![
+        (index::OUTCOME.to_string(), failure.to_string()),
+        (index::SUBTYPE.to_string(), "login".to_string()),
+        (index::SUBTYPE.to_string(), "110122".to_string()),
+    ];
+    if let Some(client) = &r.claimed_client {
+        index.insert(0, (index::AGENT.to_string(), client.clone()));
+    }
+    if let Some(participant) = &r.participant {
+        index.push((index::PARTICIPANT.to_string(), participant.clone()));
+    }
+    store::NewAuditRecord {
+        recorded: r.recorded,
+        json: event.to_string(),
+        index,
     }
 }
 

@@ -636,6 +636,70 @@ fn every_attack_on_the_token_endpoint_is_refused() {
         !log.contains(" 500 ") && !log.contains("status=500"),
         "{log}"
     );
+
+    // Every kind of refusal is in the audit trail as a failed login from this address, once per
+    // kind in the minute (the rest folded into the next record), with no assertion in it.
+    let refused = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = store::Store::open(&format!("sqlite://{}", dir.join("nutmeg.db").display()))
+            .await
+            .unwrap();
+        store
+            .search_audit(&store::AuditQuery {
+                filters: vec![
+                    ("subtype".into(), "login".into()),
+                    ("outcome".into(), "4".into()),
+                ],
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    });
+    let events: Vec<Value> = refused
+        .iter()
+        .map(|r| serde_json::from_str(&r.json).unwrap())
+        .collect();
+    let kinds: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|e| {
+            let said = e["outcomeDesc"].as_str().unwrap();
+            assert!(said.starts_with("token request refused: "), "{said}");
+            said["token request refused: ".len()..]
+                .split(':')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(kinds.len(), events.len(), "one per kind: {events:?}");
+    for kind in ["invalid_request", "invalid_client", "invalid_grant"] {
+        assert!(kinds.contains(kind), "{kind} in {kinds:?}");
+    }
+    assert!(events
+        .iter()
+        .all(|e| e["agent"][0]["network"]["address"] == "127.0.0.1"));
+    let registered = [&client, &rsa_client, &revoked, &of_suspended, &of_applied];
+    assert!(
+        events.iter().any(
+            |e| e["agent"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["requestor"] == true
+                    && registered
+                        .iter()
+                        .any(|c| a["who"]["identifier"]["value"] == c.as_str()))
+        ),
+        "the client a refusal claimed is named: {events:?}"
+    );
+    for e in &events {
+        let text = e.to_string();
+        for case in &cases {
+            if case.assertion.len() > 20 {
+                assert!(!text.contains(&case.assertion), "{} was audited", case.name);
+            }
+        }
+    }
 }
 
 /// Serves `body` as `/jwks.json` on a loopback port; counts the requests.

@@ -16,6 +16,11 @@
 //! participant is not live), `invalid_scope`, `unsupported_grant_type`), each with an
 //! `error_description` for the client's engineer; only a store failure is a 5xx. Neither the
 //! assertion nor the token is ever logged.
+//!
+//! A refused request is in the audit trail as a failed login (`exchange::audit::token_refusal_record`:
+//! the caller's address, the client it claimed to be, the error), appended before the answer; a
+//! flood costs the trail one record per caller address, error and minute ([`RefusalThrottle`]),
+//! the next record saying how many were folded into it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,6 +64,48 @@ pub struct Smart {
     jwks: JwksCache,
     /// Whether each client was active when last read, and when: trusted for [`CLIENT_TTL`].
     clients: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Which refused requests are recorded one by one.
+    refusals: RefusalThrottle,
+}
+
+/// How long one caller's refused token requests of one kind are folded into one audit record.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+/// The most (caller, error) windows remembered at once; past it the expired ones are forgotten.
+const REFUSAL_KEYS: usize = 10_000;
+
+/// Decides which refused token requests the audit trail records one by one: the first of a
+/// caller's refusals of one kind in a [`REFUSAL_WINDOW`], with how many of that kind went
+/// unrecorded since its last record. Per process, in memory.
+#[derive(Debug, Default)]
+pub struct RefusalThrottle {
+    windows: Mutex<HashMap<(String, String), (Instant, u64)>>,
+}
+
+impl RefusalThrottle {
+    /// `Some(n)`: record this refusal, `n` like it having gone unrecorded before it; `None`: it
+    /// is only counted.
+    pub fn admit(&self, caller: &str, error: &str, now: Instant) -> Option<u64> {
+        let mut windows = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (caller.to_string(), error.to_string());
+        if let Some((start, folded)) = windows.get_mut(&key) {
+            if now.saturating_duration_since(*start) < REFUSAL_WINDOW {
+                *folded += 1;
+                return None;
+            }
+            let before = *folded;
+            *start = now;
+            *folded = 0;
+            return Some(before);
+        }
+        if windows.len() >= REFUSAL_KEYS {
+            windows.retain(|_, (start, _)| now.saturating_duration_since(*start) < REFUSAL_WINDOW);
+            if windows.len() >= REFUSAL_KEYS {
+                windows.clear();
+            }
+        }
+        windows.insert(key, (now, 0));
+        Some(0)
+    }
 }
 
 /// How long a client's status, once read, is trusted: a revocation made by `nutmeg admin` stops the
@@ -130,6 +177,7 @@ impl Smart {
             token_url: token_url_for(base_url),
             jwks: JwksCache::default(),
             clients: Mutex::default(),
+            refusals: RefusalThrottle::default(),
         })
     }
 
@@ -314,13 +362,70 @@ pub async fn token(State(state): State<Shared>, request: axum::extract::Request)
         return OAuthError::new("invalid_request", "the token request is too large")
             .into_response();
     };
-    match issue_token(&state, &parts.headers, &body, address).await {
+    let mut seen = Claimed::default();
+    match issue_token(&state, &parts.headers, &body, address.clone(), &mut seen).await {
         Ok(answer) => (StatusCode::OK, no_store(), Json(answer)).into_response(),
         Err(e) => {
             tracing::info!(error = e.error, "token request refused");
+            if e.internal.is_none() {
+                record_refusal(&state, &e, seen, address).await;
+            }
             e.into_response()
         }
     }
+}
+
+/// Who a token request claimed to be, as far as it got.
+#[derive(Debug, Default)]
+struct Claimed {
+    /// The assertion's issuer, when it reads as a client id (unverified).
+    client: Option<String>,
+    /// That client's participant, when the client is registered.
+    participant: Option<String>,
+}
+
+/// Appends the audit record of a refused token request, unless [`RefusalThrottle`] folds it into
+/// the next one. A failure to append is logged; the refusal is answered all the same.
+async fn record_refusal(
+    state: &super::AppState,
+    refusal: &OAuthError,
+    claimed: Claimed,
+    address: Option<String>,
+) {
+    let caller = address.as_deref().unwrap_or("unknown");
+    let Some(not_recorded_before) =
+        state
+            .smart
+            .refusals
+            .admit(caller, refusal.error, Instant::now())
+    else {
+        return;
+    };
+    let record = exchange::audit::token_refusal_record(&exchange::audit::TokenRefusal {
+        recorded: i64::try_from(now())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000),
+        error: refusal.error.to_string(),
+        description: refusal.description.clone(),
+        claimed_client: claimed.client,
+        participant: claimed.participant,
+        client_address: address,
+        not_recorded_before,
+        server: state.repo.config().base_url.clone(),
+    });
+    if let Err(e) = state.repo.store().append_audit(vec![record]).await {
+        tracing::error!(error = %e, "a refused token request could not be audited");
+    }
+}
+
+/// Whether an unverified issuer reads as a client id (what `admin client add` makes), so that it
+/// may be named in the audit trail.
+fn client_id_like(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 async fn issue_token(
@@ -328,6 +433,7 @@ async fn issue_token(
     headers: &HeaderMap,
     body: &[u8],
     client_address: Option<String>,
+    seen: &mut Claimed,
 ) -> Result<Value, OAuthError> {
     let form_type = headers
         .get(header::CONTENT_TYPE)
@@ -379,12 +485,16 @@ async fn issue_token(
 
     let invalid_client = |e: auth::AssertionError| OAuthError::new(e.oauth_error(), e.to_string());
     let client_id = auth::assertion::unverified_issuer(assertion).map_err(invalid_client)?;
+    if client_id_like(&client_id) {
+        seen.client = Some(client_id.clone());
+    }
     let store = state.repo.store();
     let client = store
         .client(&client_id)
         .await
         .map_err(OAuthError::server)?
         .ok_or_else(|| OAuthError::new("invalid_client", "no client is registered with this id"))?;
+    seen.participant = Some(client.participant_id.clone());
     if client.status != ClientStatus::Active {
         return Err(OAuthError::new(
             "invalid_client",
@@ -671,6 +781,39 @@ mod tests {
             .www_authenticate()
             .contains(r#"error="invalid_token""#));
         assert!(!BearerError::Missing.www_authenticate().contains("error="));
+    }
+
+    #[test]
+    fn refusals_are_recorded_once_per_caller_kind_and_minute_and_the_rest_counted() {
+        let throttle = RefusalThrottle::default();
+        let t0 = Instant::now();
+        let later = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(throttle.admit("10.0.0.1", "invalid_client", t0), Some(0));
+        for s in 1..=5 {
+            assert_eq!(throttle.admit("10.0.0.1", "invalid_client", later(s)), None);
+        }
+        // Another kind, another caller: recorded at once.
+        assert_eq!(
+            throttle.admit("10.0.0.1", "invalid_grant", later(2)),
+            Some(0)
+        );
+        assert_eq!(
+            throttle.admit("10.0.0.2", "invalid_client", later(2)),
+            Some(0)
+        );
+        // A minute on: recorded, saying five went unrecorded; then counting starts again.
+        assert_eq!(
+            throttle.admit("10.0.0.1", "invalid_client", later(60)),
+            Some(5)
+        );
+        assert_eq!(
+            throttle.admit("10.0.0.1", "invalid_client", later(61)),
+            None
+        );
+        assert_eq!(
+            throttle.admit("10.0.0.1", "invalid_client", later(125)),
+            Some(1)
+        );
     }
 
     #[test]
