@@ -935,6 +935,22 @@ fn a_patient_opts_out_and_back_in_and_gives_and_withdraws_a_permission_in_the_po
         "{}",
         page.body
     );
+    // Providers are found by name (what the patient typed kept in the search box).
+    let found = rivera.get("/portal/privacy?find=lena+PARK");
+    assert!(
+        found.body.contains("value=\"Practitioner/prac-park\""),
+        "{}",
+        found.body
+    );
+    assert!(found.body.contains("name=\"find\" value=\"lena PARK\""));
+    let none = rivera.get("/portal/privacy?find=%3Cb%3Enobody");
+    assert!(
+        none.body
+            .contains("No provider&#39;s name contains &quot;&lt;b&gt;nobody&quot;"),
+        "{}",
+        none.body
+    );
+    assert!(!none.body.contains("value=\"Practitioner/prac-park\""));
     let csrf = hidden_csrf(&page.body);
 
     // A permission with mistakes: each error beside its field, what was typed kept, nothing recorded.

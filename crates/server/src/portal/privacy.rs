@@ -128,6 +128,53 @@ struct Recipient {
     actor: Actor,
 }
 
+/// Up to this many providers are listed to choose from; past it the patient finds them by name.
+const LISTED: usize = 50;
+
+/// The providers a page offers to choose from, and a note for the patient: all of them when they
+/// are few; otherwise those whose name (the practitioner's or the participant's) contains `find`,
+/// regardless of case, at most [`LISTED`]; and always the one already chosen.
+fn offered<'r>(
+    all: &'r [Recipient],
+    find: &str,
+    chosen: &str,
+) -> (Vec<&'r Recipient>, Option<String>) {
+    let find = find.trim().to_lowercase();
+    let (mut shown, note): (Vec<&Recipient>, Option<String>) = if find.is_empty() {
+        if all.len() <= LISTED {
+            (all.iter().collect(), None)
+        } else {
+            (
+                Vec::new(),
+                Some(format!(
+                    "The exchange has {} providers to choose from: find the one you want by                      name.",
+                    all.len()
+                )),
+            )
+        }
+    } else {
+        let matching: Vec<&Recipient> = all
+            .iter()
+            .filter(|r| r.label.to_lowercase().contains(&find))
+            .collect();
+        let note = match matching.len() {
+            0 => Some(format!("No provider's name contains \"{}\".", find)),
+            n if n > LISTED => Some(format!(
+                "{n} providers match \"{find}\"; the first {LISTED} are listed: type more of \
+                 the name."
+            )),
+            _ => None,
+        };
+        (matching.into_iter().take(LISTED).collect(), note)
+    };
+    if !shown.iter().any(|r| r.value == chosen) {
+        if let Some(r) = all.iter().find(|r| r.value == chosen) {
+            shown.insert(0, r);
+        }
+    }
+    (shown, note)
+}
+
 /// Live participants by name, each followed by its practitioners (a solo practice is its
 /// practitioner, so only the practice is listed).
 async fn recipients(state: &Shared) -> Result<Vec<Recipient>, Response> {
@@ -225,6 +272,8 @@ struct GrantForm {
     records: String,
     until: String,
     name: String,
+    /// What the patient searched the providers for (`?find=`).
+    find: String,
     errors: HashMap<&'static str, String>,
 }
 
@@ -236,14 +285,12 @@ pub async fn show(State(state): State<Shared>, request: Request) -> Response {
         Err(response) => return response,
     };
     let done = super::query_param(parts.uri.query(), "done");
-    render(
-        &state,
-        &p,
-        done.as_deref(),
-        &GrantForm::default(),
-        StatusCode::OK,
-    )
-    .await
+    let find = super::query_param(parts.uri.query(), "find").unwrap_or_default();
+    let form = GrantForm {
+        find: find.chars().take(100).collect(),
+        ..GrantForm::default()
+    };
+    render(&state, &p, done.as_deref(), &form, StatusCode::OK).await
 }
 
 async fn render(
@@ -387,8 +434,17 @@ async fn render(
         body.push_str("</tbody>\n</table>\n");
     }
 
+    let (shown, note) = offered(&recipients, &form.find, &form.recipient);
     body.push_str(&format!(
-        "<h3>Give a permission</h3>\n<form method=\"post\" action=\"/portal/privacy/grants\">\n\
+        "<h3>Give a permission</h3>\n<form method=\"get\" action=\"/portal/privacy\">\n\
+         <p><label>Find a provider by name<br><input name=\"find\" value=\"{}\" \
+         maxlength=\"100\"></label> <button type=\"submit\">Find</button></p>\n</form>\n{}",
+        escape(&form.find),
+        note.map(|n| format!("<p role=\"status\">{}</p>\n", escape(&n)))
+            .unwrap_or_default(),
+    ));
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/portal/privacy/grants\">\n\
          <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n\
          <p><label>Who may see them<br><select name=\"recipient\">\n{}</select></label>{}</p>\n\
          <fieldset><legend>Which records</legend>\n\
@@ -406,7 +462,7 @@ async fn render(
          <p><button type=\"submit\">Give this permission</button></p>\n</form>\n\
          <p><a href=\"/portal/disclosures\">Who has seen your record</a> \
          &middot; <a href=\"/portal\">Back</a></p>\n",
-        recipient_options(&recipients, &form.recipient),
+        recipient_options(&shown, &form.recipient),
         error_text(form.errors.get("recipient")),
         checked(form.records != "part2"),
         checked(form.records == "part2"),
@@ -434,7 +490,7 @@ fn error_text(error: Option<&String>) -> String {
         .unwrap_or_default()
 }
 
-fn recipient_options(recipients: &[Recipient], chosen: &str) -> String {
+fn recipient_options(recipients: &[&Recipient], chosen: &str) -> String {
     let mut out = format!(
         "<option value=\"{ANY}\"{}>Any provider treating me</option>\n",
         if chosen == ANY || chosen.is_empty() {
@@ -550,6 +606,7 @@ pub async fn grant(State(state): State<Shared>, request: Request) -> Response {
         records: field("records"),
         until: field("until"),
         name: field("name"),
+        find: String::new(),
         errors: HashMap::new(),
     };
     let recipients = match recipients(&state).await {
@@ -732,4 +789,42 @@ pub async fn withdraw(
         tracing::info!(user_id = %p.user.user_id, "patient withdrew a permission in the portal");
     }
     see_other("/portal/privacy?done=withdrawn", &[])
+}
+
+#[cfg(test)]
+mod offered_tests {
+    use super::*;
+
+    fn recipient(i: usize) -> Recipient {
+        Recipient {
+            value: format!("Organization/o{i}"),
+            label: format!("Clinic {i:03}"),
+            actor: Actor::Organization(format!("o{i}")),
+        }
+    }
+
+    #[test]
+    fn few_providers_are_all_listed_and_many_are_found_by_name() {
+        let few: Vec<Recipient> = (0..LISTED).map(recipient).collect();
+        assert_eq!(offered(&few, "", "").0.len(), LISTED);
+        let many: Vec<Recipient> = (0..500).map(recipient).collect();
+        let (shown, note) = offered(&many, "", "");
+        assert!(shown.is_empty());
+        assert!(note.unwrap().contains("500 providers"));
+        // The one already chosen stays, whatever else is listed.
+        let (shown, _) = offered(&many, "", "Organization/o7");
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].value, "Organization/o7");
+        let (shown, note) = offered(&many, " clinic 12", "");
+        let labels: Vec<&str> = shown.iter().map(|r| r.label.as_str()).collect();
+        assert_eq!(labels.len(), 10, "{labels:?}");
+        assert!(labels.iter().all(|l| l.starts_with("Clinic 12")));
+        assert_eq!(note, None);
+        let (shown, note) = offered(&many, "CLINIC", "");
+        assert_eq!(shown.len(), LISTED);
+        assert!(note.unwrap().contains("500 providers match"));
+        let (shown, note) = offered(&many, "dentist", "");
+        assert!(shown.is_empty());
+        assert!(note.unwrap().contains("No provider's name contains"));
+    }
 }
