@@ -177,13 +177,27 @@ fn offered<'r>(
 
 /// Live participants by name, each followed by its practitioners (a solo practice is its
 /// practitioner, so only the practice is listed).
-async fn recipients(state: &Shared) -> Result<Vec<Recipient>, Response> {
+///
+/// A page that will list none of them (more than [`LISTED`] participants and nothing searched
+/// for: `complete` false) gets the participants without their practitioners, which are what costs
+/// (a query per ten participants).
+async fn recipients(state: &Shared, complete: bool) -> Result<Vec<Recipient>, Response> {
     let system = Requester::system("portal-privacy");
     let participants = state
         .repo
         .participants(&system, Some(ParticipantStatus::Live))
         .await
         .map_err(internal)?;
+    if !complete && participants.len() > LISTED {
+        return Ok(participants
+            .into_iter()
+            .map(|p| Recipient {
+                value: format!("Organization/{}", p.id),
+                label: p.name.clone(),
+                actor: Actor::Organization(p.id),
+            })
+            .collect());
+    }
     let ids: Vec<String> = participants
         .iter()
         .filter(|p| p.kind != Some(exchange::participants::Kind::SoloPractice))
@@ -304,7 +318,9 @@ async fn render(
         Ok(c) => c,
         Err(response) => return response,
     };
-    let recipients = match recipients(state).await {
+    // The chosen one must be found among them when the form comes back with an error.
+    let complete = !form.find.trim().is_empty() || !form.recipient.is_empty();
+    let recipients = match recipients(state, complete).await {
         Ok(r) => r,
         Err(response) => return response,
     };
@@ -609,7 +625,7 @@ pub async fn grant(State(state): State<Shared>, request: Request) -> Response {
         find: String::new(),
         errors: HashMap::new(),
     };
-    let recipients = match recipients(&state).await {
+    let recipients = match recipients(&state, true).await {
         Ok(r) => r,
         Err(response) => return response,
     };
