@@ -152,6 +152,11 @@ impl View {
     pub fn id(&self) -> &str {
         &self.record.data.application_id
     }
+
+    /// Whether the operator closed it as a duplicate (no step is left).
+    pub fn closed(&self) -> bool {
+        closed(&self.record)
+    }
 }
 
 /// What the operator decides about an application that has no participant (it looked like one on
@@ -238,6 +243,18 @@ fn undecided(view: &View) -> Option<String> {
         "it has no participant ({why}): the operator decides first whether it is another \
          applicant, one already registered, or a duplicate"
     ))
+}
+
+/// An operator's reason (for a change of path or a decision) as the store keeps it: at most 1,000
+/// characters, no control characters but line breaks.
+fn check_reason(reason: &str) -> Result<(), OnboardingError> {
+    if reason.chars().count() > 1000 || reason.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(OnboardingError::Invalid(vec![field(
+            "reason",
+            "at most 1,000 characters, no control characters",
+        )]));
+    }
+    Ok(())
 }
 
 /// Whether the application was closed as a duplicate.
@@ -886,12 +903,7 @@ impl Onboarding {
                 "a decision needs a reason",
             )]));
         }
-        if reason.chars().count() > 1000 || reason.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(OnboardingError::Invalid(vec![field(
-                "reason",
-                "at most 1,000 characters, no control characters",
-            )]));
-        }
+        check_reason(reason)?;
         let view = self.view(id, now).await?;
         if let Some(d) = &view.record.decision {
             return Err(OnboardingError::Refused(format!(
@@ -1133,12 +1145,7 @@ impl Onboarding {
         let view = self.view(id, now).await?;
         let mut checklist = view.checklist.clone();
         let reason = reason.trim();
-        if reason.chars().count() > 1000 || reason.chars().any(|c| c.is_control() && c != '\n') {
-            return Err(OnboardingError::Invalid(vec![field(
-                "reason",
-                "at most 1,000 characters, no control characters",
-            )]));
-        }
+        check_reason(reason)?;
         checklist
             .change_path(to, by, now, reason)
             .map_err(|e| match e {

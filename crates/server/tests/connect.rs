@@ -216,14 +216,10 @@ fn secure_messaging_path_from_the_public_form_to_live() {
 /// The same on PostgreSQL.
 #[test]
 fn secure_messaging_path_from_the_public_form_to_live_on_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(_schema) = common::on_postgres(dir.path(), "secure_messaging_pat") {
-        secure_messaging_path_from_the_public_form_to_live_in(dir.path());
-        assert!(
-            !dir.path().join("nutmeg.db").exists(),
-            "it ran on PostgreSQL"
-        );
-    }
+    common::run_on_postgres(
+        "secure_messaging_pat",
+        secure_messaging_path_from_the_public_form_to_live_in,
+    );
 }
 
 fn secure_messaging_path_from_the_public_form_to_live_in(data: &Path) {
@@ -1082,14 +1078,10 @@ fn an_application_without_a_participant_waits_for_the_operators_decision() {
 /// The same on PostgreSQL.
 #[test]
 fn an_application_without_a_participant_waits_for_the_operators_decision_on_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(_schema) = common::on_postgres(dir.path(), "an_application_witho") {
-        an_application_without_a_participant_waits_for_the_operators_decision_in(dir.path());
-        assert!(
-            !dir.path().join("nutmeg.db").exists(),
-            "it ran on PostgreSQL"
-        );
-    }
+    common::run_on_postgres(
+        "an_application_witho",
+        an_application_without_a_participant_waits_for_the_operators_decision_in,
+    );
 }
 
 fn an_application_without_a_participant_waits_for_the_operators_decision_in(data: &Path) {
@@ -1432,14 +1424,10 @@ fn an_entered_application_invites_its_applicant_to_choose_a_password() {
 /// The same on PostgreSQL.
 #[test]
 fn an_entered_application_invites_its_applicant_to_choose_a_password_on_postgres() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Some(_schema) = common::on_postgres(dir.path(), "an_entered_applicati") {
-        an_entered_application_invites_its_applicant_to_choose_a_password_in(dir.path());
-        assert!(
-            !dir.path().join("nutmeg.db").exists(),
-            "it ran on PostgreSQL"
-        );
-    }
+    common::run_on_postgres(
+        "an_entered_applicati",
+        an_entered_application_invites_its_applicant_to_choose_a_password_in,
+    );
 }
 
 fn an_entered_application_invites_its_applicant_to_choose_a_password_in(data: &Path) {

@@ -608,10 +608,10 @@ pub async fn queue(State(state): State<Shared>, request: Request) -> Response {
             name = escape(&data.legal_name),
             received = escape(&text(data.received)),
             path = escape(&data.path),
-            next = escape(match (v.next, &v.record.decision) {
-                (Some(step), _) => step.label(),
-                (None, Some(d)) if d.duplicate_of.is_some() => "closed (a duplicate)",
-                (None, _) => "finished",
+            next = escape(match v.next {
+                Some(step) => step.label(),
+                None if v.closed() => "closed (a duplicate)",
+                None => "finished",
             }),
             dups = duplicates.join("<br>"),
             sign = to_sign.join(", "),
@@ -747,12 +747,7 @@ fn application_page(
                     .join(", ")
             )
         )),
-        None if view
-            .record
-            .decision
-            .as_ref()
-            .is_some_and(|d| d.duplicate_of.is_some()) =>
-        {
+        None if view.closed() => {
             body.push_str("<p>No step is left: the application was closed.</p>\n")
         }
         None => body.push_str("<p>Every step is done.</p>\n"),

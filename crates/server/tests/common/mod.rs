@@ -159,6 +159,20 @@ pub fn on_postgres(dir: &Path, test: &str) -> Option<PgSchema> {
     Some(schema)
 }
 
+/// Runs `test` over a fresh data directory pointed at a PostgreSQL schema of its own (see
+/// [`on_postgres`]; skipped, and said, without `NUTMEG_TEST_POSTGRES`), and checks that it did run
+/// there: no SQLite file was made.
+pub fn run_on_postgres(name: &str, test: impl FnOnce(&Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(_schema) = on_postgres(dir.path(), name) {
+        test(dir.path());
+        assert!(
+            !dir.path().join("nutmeg.db").exists(),
+            "{name} ran on PostgreSQL"
+        );
+    }
+}
+
 /// `nutmeg serve` (or `demo`) on a free loopback port, its log in a file.
 pub struct Server {
     pub child: Child,
