@@ -15,14 +15,18 @@
 //! 4. **Purpose and relationship.** Clinical data about a patient is disclosed to a participant for
 //!    treatment (and payment, operations, or a patient's request) only with a treatment
 //!    relationship: it sent data about the patient, is on the patient's care team, or attested one
-//!    (`Patient/[id]/$attest-treatment`, recorded and audited). Break-the-glass (`ETREAT`) is
+//!    (`Patient/[id]/$attest-treatment`, recorded and audited). The relationship is with the
+//!    person: one with any Patient linked to the same enterprise identity counts ([`Persons`]), so
+//!    a hospital treating someone reads what a clinic sent about them under the clinic's own
+//!    record, until an operator unlinks the two. Break-the-glass (`ETREAT`) is
 //!    permitted without one, with the obligation to flag the disclosure in the audit trail. Public
 //!    health purposes are for public-health participants only.
 //! 5. **People.** Operators see administrative data (the directory, the audit trail, and, since
 //!    they run the patient index, Patients themselves: who someone is and their identifiers), and
 //!    other clinical data only with a purpose they stated. An operator token (a live
 //!    exchange-operator participant's system) is an operator for Patients; for other clinical
-//!    data it is held to a participant's rules. A patient sees only their own record. A participant's
+//!    data it is held to a participant's rules. A patient sees only their own record (the person's:
+//!    every Patient linked with theirs). A participant's
 //!    clinician or staff member is treated like the participant's systems; its administrator sees
 //!    the directory only.
 //!
@@ -475,12 +479,46 @@ const RELATED_CAPACITY: usize = 200_000;
 type Known = Option<(Status, Option<Kind>)>;
 
 /// What the decision point remembers between requests: participants' status for [`STATUS_TTL`],
-/// and treatment relationships found in the store (which are never removed, so a remembered one
-/// never goes stale; ones not found are asked again on every request).
+/// treatment relationships found in the store (which are never removed, so a remembered one
+/// never goes stale; ones not found are asked again on every request), and the persons it looked
+/// up ([`Persons`]).
 #[derive(Default)]
 struct Cache {
     participants: Mutex<HashMap<String, (Known, std::time::Instant)>>,
     related: Mutex<HashSet<(String, String)>>,
+    persons: Mutex<Persons>,
+}
+
+/// At most this many Patients' persons are remembered per process.
+const PERSONS_CAPACITY: usize = 100_000;
+
+/// Treatment relationships and a patient's own record follow the person: the decision point asks
+/// the patient index which Patients are linked to the same enterprise identity as one it decides
+/// about, and remembers the answers and the relationships found through them only while the link
+/// history stands still. Its head is read at most once per [`STATUS_TTL`] (links made by other
+/// processes hold within a second) and at once after a link change of this process
+/// ([`DecisionPoint::identities_changed`]); when it moved, everything here is forgotten (an unlink
+/// takes back what the link gave). Patients with a relationship of their own never get here.
+#[derive(Default)]
+struct Persons {
+    /// The link history's head when last read, and when.
+    head: Option<i64>,
+    checked: Option<std::time::Instant>,
+    /// Bumped whenever what is remembered is forgotten, so that an answer read before a change is
+    /// not remembered after it.
+    generation: u64,
+    /// Each Patient's person: every Patient linked with it, itself included.
+    members: HashMap<String, Arc<[String]>>,
+    /// (participant, patient) with a treatment relationship through another record of the person.
+    related: HashSet<(String, String)>,
+}
+
+impl Persons {
+    fn forget(&mut self) {
+        self.generation += 1;
+        self.members.clear();
+        self.related.clear();
+    }
 }
 
 impl Cache {
@@ -507,6 +545,10 @@ impl Cache {
     fn is_related(&self, participant: &str, patient: &str) -> bool {
         let set = self.related.lock().unwrap_or_else(|e| e.into_inner());
         set.contains(&(participant.to_string(), patient.to_string()))
+    }
+
+    fn persons(&self) -> std::sync::MutexGuard<'_, Persons> {
+        self.persons.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn remember_related<'a>(&self, participant: &str, patients: impl Iterator<Item = &'a String>) {
@@ -910,8 +952,7 @@ impl DecisionPoint {
                     }
                 }
                 Role::Patient { patient_id } => {
-                    let own = subject.patients.iter().all(|p| p == patient_id);
-                    if !clinical || own {
+                    if !clinical || self.same_person_as(patient_id, subject.patients).await? {
                         Ok(Decision::PERMIT)
                     } else {
                         Ok(Decision::deny(Reason::NotOwnRecord))
@@ -1153,7 +1194,9 @@ impl DecisionPoint {
     }
 
     /// Whether the requester's participant has a treatment relationship with every one of
-    /// `patients`, asking the store only about patients not yet seen in this request.
+    /// `patients`, asking the store only about patients not yet seen in this request. A
+    /// relationship is with the person: one with any Patient linked to the same enterprise
+    /// identity counts ([`Persons`]).
     async fn related_to_all(&self, who: &Requester, patients: &[String]) -> Result<bool> {
         let (Some(store), Some(participant)) = (&self.store, who.principal.participant()) else {
             return Ok(false);
@@ -1172,12 +1215,23 @@ impl DecisionPoint {
         if unknown.is_empty() {
             return Ok(true);
         }
-        let related: HashSet<String> = store
+        let mut related: HashSet<String> = store
             .treatment_relationships(participant, &unknown)
             .await?
             .into_iter()
             .collect();
         self.cache.remember_related(participant, related.iter());
+        let others: Vec<String> = unknown
+            .iter()
+            .filter(|p| !related.contains(*p))
+            .cloned()
+            .collect();
+        if !others.is_empty() {
+            related.extend(
+                self.related_through_person(store, participant, &others)
+                    .await?,
+            );
+        }
         let mut facts = who.facts();
         let mut all = true;
         for patient in unknown {
@@ -1189,6 +1243,166 @@ impl DecisionPoint {
             }
         }
         Ok(all)
+    }
+
+    /// Those of `patients` (none of which the participant has a relationship with of its own)
+    /// whose person includes a Patient the participant has a treatment relationship with.
+    async fn related_through_person(
+        &self,
+        store: &Store,
+        participant: &str,
+        patients: &[String],
+    ) -> Result<HashSet<String>> {
+        let generation = self.fresh_persons(store).await?;
+        let mut found = HashSet::new();
+        let mut unknown = Vec::new();
+        {
+            let persons = self.cache.persons();
+            for patient in patients {
+                if persons
+                    .related
+                    .contains(&(participant.to_string(), patient.clone()))
+                {
+                    found.insert(patient.clone());
+                } else {
+                    unknown.push(patient.clone());
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(found);
+        }
+        let persons = self.persons_of(store, &unknown, generation).await?;
+        let mut members: Vec<String> = persons
+            .values()
+            .flat_map(|m| m.iter())
+            .filter(|m| !unknown.contains(m))
+            .cloned()
+            .collect();
+        members.sort();
+        members.dedup();
+        if members.is_empty() {
+            return Ok(found);
+        }
+        let related: HashSet<String> = store
+            .treatment_relationships(participant, &members)
+            .await?
+            .into_iter()
+            .collect();
+        let through: Vec<String> = unknown
+            .into_iter()
+            .filter(|p| {
+                persons
+                    .get(p)
+                    .is_some_and(|m| m.iter().any(|m| related.contains(m)))
+            })
+            .collect();
+        let mut remembered = self.cache.persons();
+        if remembered.generation == generation {
+            if remembered.related.len() >= PERSONS_CAPACITY {
+                remembered.related.clear();
+            }
+            for patient in &through {
+                remembered
+                    .related
+                    .insert((participant.to_string(), patient.clone()));
+            }
+        }
+        found.extend(through);
+        Ok(found)
+    }
+
+    /// Forgets the remembered persons when the link history moved since it was last read (read at
+    /// most once per [`STATUS_TTL`], or at once after [`DecisionPoint::identities_changed`]);
+    /// answers the generation of what is remembered now.
+    async fn fresh_persons(&self, store: &Store) -> Result<u64> {
+        {
+            let persons = self.cache.persons();
+            if persons.checked.is_some_and(|at| at.elapsed() < STATUS_TTL) {
+                return Ok(persons.generation);
+            }
+        }
+        let head = store.mpi_history_head().await?;
+        let mut persons = self.cache.persons();
+        if persons.head != Some(head) {
+            persons.forget();
+            persons.head = Some(head);
+        }
+        persons.checked = Some(std::time::Instant::now());
+        Ok(persons.generation)
+    }
+
+    /// Each of `patients` with its person (every Patient linked with it, itself included; just
+    /// itself when it is not linked), remembered while `generation` holds.
+    async fn persons_of(
+        &self,
+        store: &Store,
+        patients: &[String],
+        generation: u64,
+    ) -> Result<HashMap<String, Arc<[String]>>> {
+        let mut out = HashMap::new();
+        let mut unknown = Vec::new();
+        {
+            let persons = self.cache.persons();
+            for patient in patients {
+                match persons.members.get(patient) {
+                    Some(members) => {
+                        out.insert(patient.clone(), members.clone());
+                    }
+                    None => unknown.push(patient.clone()),
+                }
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(out);
+        }
+        let mut linked: HashMap<String, Vec<String>> = HashMap::new();
+        for (asked, member) in store.mpi_persons_of(&unknown).await? {
+            linked.entry(asked).or_default().push(member);
+        }
+        let mut remembered = self.cache.persons();
+        let keep = remembered.generation == generation;
+        if keep && remembered.members.len() >= PERSONS_CAPACITY {
+            remembered.members.clear();
+        }
+        for patient in unknown {
+            let mut members = linked.remove(&patient).unwrap_or_default();
+            if !members.contains(&patient) {
+                members.push(patient.clone());
+            }
+            let members: Arc<[String]> = members.into();
+            if keep {
+                remembered.members.insert(patient.clone(), members.clone());
+            }
+            out.insert(patient, members);
+        }
+        Ok(out)
+    }
+
+    /// Whether every one of `patients` is `own` or linked to the same enterprise identity (a
+    /// patient's record is the person's).
+    async fn same_person_as(&self, own: &str, patients: &[String]) -> Result<bool> {
+        if patients.iter().all(|p| p == own) {
+            return Ok(true);
+        }
+        let Some(store) = &self.store else {
+            return Ok(false);
+        };
+        let generation = self.fresh_persons(store).await?;
+        let persons = self
+            .persons_of(store, std::slice::from_ref(&own.to_string()), generation)
+            .await?;
+        Ok(persons
+            .get(own)
+            .is_some_and(|members| patients.iter().all(|p| members.iter().any(|m| m == p))))
+    }
+
+    /// An enterprise identity changed in this process: the persons and the relationships through
+    /// them are read again before the next decision that needs them.
+    pub fn identities_changed(&self) {
+        let mut persons = self.cache.persons();
+        persons.forget();
+        persons.checked = None;
     }
 
     /// Tells the decision point that the requester's participant now has a relationship with these

@@ -14,8 +14,14 @@ const ALL: &str = "system/*.cruds";
 
 /// A patient and an observation loaded by the exchange itself (no participant is related).
 async fn seed(repo: &Fixture) -> (String, String) {
+    seed_person(repo, "Seed", "s-1").await
+}
+
+/// A Patient (`family`, medical record number `mrn`) with one Observation: (Patient id,
+/// Observation id).
+async fn seed_person(repo: &Fixture, family: &str, mrn: &str) -> (String, String) {
     let pid = repo
-        .create(&who(), "Patient", patient("Seed", "s-1"), None)
+        .create(&who(), "Patient", patient(family, mrn), None)
         .await
         .expect("patient")
         .resource
@@ -327,7 +333,8 @@ async fn public_health_sees_data_for_public_health() {
 async fn patients_see_their_own_record_and_operators_need_a_purpose() {
     let repo = repo_enforcing().await;
     let (pid, oid) = seed(&repo).await;
-    let (other_pid, other_oid) = seed(&repo).await;
+    // Someone else (another chart number: never the same person without an operator).
+    let (other_pid, other_oid) = seed_person(&repo, "Other", "s-2").await;
     let me = Requester::new(
         "req-portal",
         Principal::User {

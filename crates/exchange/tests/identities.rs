@@ -127,6 +127,48 @@ async fn seed(repo: &Fixture) -> (Requester, String, String, String, String) {
     (ehr_a, margaret, at_b, martha, other)
 }
 
+/// A clinic's heart-rate Observations about Margaret's record there and about her twin:
+/// (Margaret's, the twin's).
+async fn observations_from_another_clinic(
+    repo: &Fixture,
+    at_b: &str,
+    twin: &str,
+) -> (String, String) {
+    let b = participant(repo, "ElmClinic2", Kind::Clinic, Status::Live).await;
+    let ehr_b = client(&b, ALL, PurposeOfUse::Treat);
+    let mut ids = Vec::new();
+    for patient in [at_b, twin] {
+        let observation = json!({
+            "resourceType": "Observation",
+            "status": "final",
+            "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
+            "subject": { "reference": format!("Patient/{patient}") },
+        });
+        let created = repo
+            .create(&ehr_b, "Observation", observation, None)
+            .await
+            .expect("the clinic's Observation");
+        ids.push(created.resource.id);
+    }
+    (ids[0].clone(), ids[1].clone())
+}
+
+/// The portal account of the patient whose record is `patient_id`.
+fn patient_account(patient_id: &str) -> Requester {
+    Requester::new(
+        "req-patient",
+        Principal::User {
+            user_id: format!("u-{patient_id}"),
+            participant: None,
+            role: Role::Patient {
+                patient_id: patient_id.to_string(),
+            },
+        },
+        PurposeOfUse::Patrqt,
+        true,
+    )
+}
+
 /// The accounting of disclosures is the person's: a disclosure of what clinic B sent about
 /// Margaret (under B's own Patient record) is in the accounting Margaret's account (linked to
 /// hospital A's record) reads; her twin's is not.
@@ -134,28 +176,7 @@ async fn seed(repo: &Fixture) -> (Requester, String, String, String, String) {
 async fn the_accounting_of_disclosures_covers_every_record_of_the_person() {
     let repo = repo_enforcing().await;
     let (_, margaret, at_b, martha, _) = seed(&repo).await;
-    let b = participant(&repo, "ElmClinic2", Kind::Clinic, Status::Live).await;
-    let ehr_b = client(&b, ALL, PurposeOfUse::Treat);
-    let observation = |patient: &str| {
-        json!({
-            "resourceType": "Observation",
-            "status": "final",
-            "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
-            "subject": { "reference": format!("Patient/{patient}") },
-        })
-    };
-    let at_b_obs = repo
-        .create(&ehr_b, "Observation", observation(&at_b), None)
-        .await
-        .expect("B's Observation")
-        .resource
-        .id;
-    let twin_obs = repo
-        .create(&ehr_b, "Observation", observation(&martha), None)
-        .await
-        .expect("the twin's")
-        .resource
-        .id;
+    let (at_b_obs, twin_obs) = observations_from_another_clinic(&repo, &at_b, &martha).await;
     let c = participant(&repo, "Westside", Kind::Clinic, Status::Live).await;
     let ehr_c = client(&c, ALL, PurposeOfUse::Treat);
     for (patient, id) in [(&at_b, &at_b_obs), (&martha, &twin_obs)] {
@@ -164,18 +185,7 @@ async fn the_accounting_of_disclosures_covers_every_record_of_the_person() {
             .expect("attest");
         repo.read(&ehr_c, "Observation", id).await.expect("read");
     }
-    let margaret_herself = Requester::new(
-        "req-margaret",
-        Principal::User {
-            user_id: "u-margaret".into(),
-            participant: None,
-            role: Role::Patient {
-                patient_id: margaret.clone(),
-            },
-        },
-        PurposeOfUse::Patrqt,
-        true,
-    );
+    let margaret_herself = patient_account(&margaret);
     let accounting = repo
         .disclosures(&margaret_herself, &margaret, &[])
         .await
@@ -203,6 +213,99 @@ async fn the_accounting_of_disclosures_covers_every_record_of_the_person() {
             .iter()
             .any(|r| r.contains(&twin_obs) || r.contains(&martha)),
         "not her twin's: {what:?}"
+    );
+}
+
+/// The `Type/id` of every entry of the patient's `$everything` as `who` gets it.
+async fn everything_refs(repo: &Fixture, who: &Requester, patient: &str) -> Vec<String> {
+    let bundle = repo
+        .everything(who, patient, &[])
+        .await
+        .expect("everything")
+        .to_value();
+    common::entries(&bundle)
+        .into_iter()
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// The next request of the same requester.
+fn again(who: &Requester) -> Requester {
+    Requester::new("req-again", who.principal.clone(), who.purpose, true)
+}
+
+/// A treatment relationship is with the person: hospital A, which sent Margaret's record, reads
+/// what another clinic sent about her under that clinic's own Patient record, and her
+/// `$everything` at A is the person's record (both Patients, both sources' data), never her
+/// twin's. A clinic with no relationship sees none of it, and once an operator unlinks the two
+/// records, A no longer sees the other clinic's. Margaret herself, signed in as A's record, reads
+/// what the other clinic sent about her until the unlink, too.
+#[tokio::test]
+async fn a_treatment_relationship_and_everything_follow_the_person() {
+    let repo = repo_enforcing().await;
+    let (ehr_a, margaret, at_b, martha, _) = seed(&repo).await;
+    let (at_b_obs, twin_obs) = observations_from_another_clinic(&repo, &at_b, &martha).await;
+    let margaret_herself = patient_account(&margaret);
+
+    // Hospital A treats Margaret (it sent her record): B's data about her is hers.
+    repo.read(&ehr_a, "Observation", &at_b_obs)
+        .await
+        .expect("A reads what B sent about the same person");
+    repo.read(&ehr_a, "Patient", &at_b)
+        .await
+        .expect("and B's record of her");
+    repo.read(&margaret_herself, "Observation", &at_b_obs)
+        .await
+        .expect("as does Margaret herself");
+    // Her twin is not her: A has a relationship with the twin of its own (it sent her record),
+    // but the patient account is Margaret's.
+    let twin = repo.read(&margaret_herself, "Observation", &twin_obs).await;
+    assert!(matches!(twin, Err(Error::NotFound)), "{twin:?}");
+    let refs = everything_refs(&repo, &ehr_a, &margaret).await;
+    for expected in [
+        format!("Patient/{margaret}"),
+        format!("Patient/{at_b}"),
+        format!("Observation/{at_b_obs}"),
+    ] {
+        assert!(refs.contains(&expected), "{expected} in {refs:?}");
+    }
+    assert!(
+        !refs
+            .iter()
+            .any(|r| r.contains(&martha) || r.contains(&twin_obs)),
+        "never the twin's: {refs:?}"
+    );
+
+    // A clinic that treats neither record sees nothing of either.
+    let c = participant(&repo, "Westside", Kind::Clinic, Status::Live).await;
+    let ehr_c = client(&c, ALL, PurposeOfUse::Treat);
+    let refused = repo.read(&ehr_c, "Observation", &at_b_obs).await;
+    assert!(matches!(refused, Err(Error::NotFound)), "{refused:?}");
+    let refused = repo.everything(&ehr_c, &margaret, &[]).await;
+    assert!(matches!(refused, Err(Error::NotFound)), "{refused:?}");
+
+    // An operator decides they are two people: what the link gave is taken back at once.
+    repo.mpi_decide(
+        &operator(),
+        false,
+        &decision(&margaret, &at_b, "different mothers' maiden names"),
+    )
+    .await
+    .expect("unlinked");
+    // New requests (a request remembers the relationships it found while it lasts).
+    let ehr_a = again(&ehr_a);
+    let margaret_herself = again(&margaret_herself);
+    let gone = repo.read(&ehr_a, "Observation", &at_b_obs).await;
+    assert!(matches!(gone, Err(Error::NotFound)), "{gone:?}");
+    let gone = repo.read(&margaret_herself, "Observation", &at_b_obs).await;
+    assert!(matches!(gone, Err(Error::NotFound)), "{gone:?}");
+    let refs = everything_refs(&repo, &ehr_a, &margaret).await;
+    assert!(refs.contains(&format!("Patient/{margaret}")), "{refs:?}");
+    assert!(
+        !refs
+            .iter()
+            .any(|r| r.contains(&at_b) || r.contains(&at_b_obs)),
+        "B's records are someone else's now: {refs:?}"
     );
 }
 
@@ -618,19 +721,29 @@ async fn pix_cross_references_the_identifiers_of_one_person_and_hides_what_the_c
         format!("Patient/{at_b}")
     );
 
-    // Hospital A has a relationship with its own Margaret, not with clinic B's record: it gets
-    // its own Patient and nothing of B's (not even that it exists).
+    // Hospital A treats Margaret (it sent her record), and a treatment relationship is with the
+    // person: it gets B's record of her too.
     let answer = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|A-1042")
         .await
         .expect("answered");
     let text = answer.to_string();
-    assert!(!text.contains("B-77") && !text.contains(&at_b), "{answer}");
+    assert!(text.contains("B-77") && text.contains(&at_b), "{answer}");
     assert!(text.contains(&format!("Patient/{margaret}")), "{answer}");
-    // Asked by B's identifier, A learns exactly what an identifier nobody holds tells: 404.
-    let hidden = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:B|B-77").await;
-    assert!(matches!(hidden, Err(Error::NotFound)), "{hidden:?}");
-    let unknown = pix(ehr_a.clone(), "sourceIdentifier=urn:test:mrn:A|nope").await;
-    assert!(matches!(unknown, Err(Error::NotFound)), "{unknown:?}");
+    // A clinic that treats neither learns from either identifier exactly what an identifier
+    // nobody holds tells: 404.
+    let c = participant(&repo, "Westside", Kind::Clinic, Status::Live).await;
+    let ehr_c = client(&c, ALL, PurposeOfUse::Treat);
+    for source in [
+        "sourceIdentifier=urn:test:mrn:A|A-1042",
+        "sourceIdentifier=urn:test:mrn:B|B-77",
+        "sourceIdentifier=urn:test:mrn:A|nope",
+    ] {
+        let hidden = pix(ehr_c.clone(), source).await;
+        assert!(
+            matches!(hidden, Err(Error::NotFound)),
+            "{source}: {hidden:?}"
+        );
+    }
     // Bad input is a 400.
     let bad = pix(ehr_a, "sourceIdentifier=A-1042").await;
     assert!(matches!(bad, Err(Error::Invalid(_))), "{bad:?}");

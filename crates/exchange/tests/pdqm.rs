@@ -273,24 +273,33 @@ async fn pdqm_answers_each_person_with_their_records_and_links() {
 #[tokio::test]
 async fn pdqm_shows_a_participant_only_what_it_may_see_and_is_audited() {
     let w = seed().await;
-    // Hospital A treats its own Margaret and Louise, not clinic B's record: B's Patient is neither
-    // answered nor linked to, nor counted.
+    // Hospital A treats Margaret (a treatment relationship is with the person, so clinic B's
+    // record of her too) and Louise: all three, Margaret's two records linked to each other.
     let bundle = w
         .repo
         .pdqm_search(&w.ehr_a, &params("family=Quarrington"))
         .await
         .expect("answered");
-    assert_eq!(bundle["total"], 2, "{bundle}");
-    assert!(!bundle.to_string().contains(&w.at_b), "{bundle}");
-    for (_, _, links) in shown(&bundle) {
-        assert!(links.is_empty(), "{bundle}");
+    assert_eq!(bundle["total"], 3, "{bundle}");
+    for (id, _, links) in shown(&bundle) {
+        let expected = if id == w.margaret {
+            set(&[&w.at_b])
+        } else if id == w.at_b {
+            set(&[&w.margaret])
+        } else {
+            BTreeSet::new()
+        };
+        assert_eq!(links, expected, "{id}: {bundle}");
     }
-    // Once B attests a treatment relationship with A's Margaret, B sees both of Margaret's
-    // records, linked (and nothing of Louise).
-    w.repo
-        .attest_treatment(&w.ehr_b, &w.margaret)
+    // Clinic B treats Margaret only: Louise is neither answered nor counted.
+    let bundle = w
+        .repo
+        .pdqm_search(&w.ehr_b, &params("family=Quarrington"))
         .await
-        .expect("attested");
+        .expect("answered");
+    assert_eq!(bundle["total"], 2, "{bundle}");
+    assert!(!bundle.to_string().contains(&w.louise), "{bundle}");
+    // B sees both of Margaret's records, linked (and nothing of Louise).
     let bundle = w
         .repo
         .pdqm_search(&w.ehr_b, &params("given=Margaret"))
@@ -408,7 +417,8 @@ async fn operators_cross_reference_identifiers_but_see_no_other_clinical_data_by
     assert!(matches!(read, Err(Error::NotFound)), "{read:?}");
     let read = w.repo.read(&portal, "Observation", &observation).await;
     assert!(matches!(read, Err(Error::Forbidden(_))), "{read:?}");
-    // A participant that is not the operator gets no more than before.
-    let answer = pix(w.ehr_b.clone()).await;
+    // A participant that is not the operator and treats neither record gets no more than before.
+    let c = participant(&w.repo, "Westside", Kind::Clinic, Status::Live).await;
+    let answer = pix(client(&c, ALL, PurposeOfUse::Treat)).await;
     assert!(matches!(answer, Err(Error::NotFound)), "{answer:?}");
 }

@@ -133,6 +133,36 @@ fn identities_over_http_and_the_command_line() {
     assert_eq!(status, 200, "{pix}");
     assert!(pix.to_string().contains("B-77"), "{pix}");
 
+    // A clinic that sent data about B's record treats the person: it reads the hospital's record
+    // of her, and her `$everything` there holds both records and its own Observation.
+    let clinic = participant(data, "Elm Street Clinic", "clinic", &["onboarding", "live"]);
+    let clinic_ehr = Client::register(data, &clinic).token(&server, REGISTERED, "TREAT");
+    let observation = json!({
+        "resourceType": "Observation",
+        "status": "final",
+        "code": { "coding": [{ "system": "http://loinc.org", "code": "8867-4" }] },
+        "subject": { "reference": format!("Patient/{}", ids[1]) },
+    });
+    let (status, created) = send(
+        "POST",
+        &format!("{base}/Observation"),
+        &clinic_ehr,
+        Some(&observation),
+    );
+    assert_eq!(status, 201, "{created}");
+    let observation_id = created["id"].as_str().unwrap().to_string();
+    let (status, everything) = send(
+        "GET",
+        &format!("{base}/Patient/{}/$everything", ids[0]),
+        &clinic_ehr,
+        None,
+    );
+    assert_eq!(status, 200, "{everything}");
+    let shown = everything.to_string();
+    for id in [&ids[0], &ids[1], &observation_id] {
+        assert!(shown.contains(id.as_str()), "{id} in {everything}");
+    }
+
     // A participant may not unlink; an operator may, with a reason.
     let unlink = json!({
         "resourceType": "Parameters",
@@ -160,6 +190,10 @@ fn identities_over_http_and_the_command_line() {
         lines(&admin(data, &["mpi", "same-person", &ids[0]])),
         vec![ids[0].clone()]
     );
+    // Two people now: the clinic no longer sees the hospital's record.
+    let hospital_record = format!("{base}/Patient/{}", ids[0]);
+    let (status, _) = send("GET", &hospital_record, &clinic_ehr, None);
+    assert_eq!(status, 404);
 
     // The batch rebuild keeps the operator's decision.
     let report = json_of(&mpi(data, &["rebuild", "--json"]));
@@ -187,6 +221,16 @@ fn identities_over_http_and_the_command_line() {
         String::from_utf8_lossy(&linked.stderr)
     );
     assert_eq!(lines(&mpi(data, &["same-person", &ids[1]])), both);
+    // Linked by another process: the server sees it within a second or so.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = send("GET", &hospital_record, &clinic_ehr, None).0;
+        if status == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, 200, "the clinic treats the person again");
 }
 
 fn post_form(url: &str, token: &str, form: &str) -> (u16, Value) {
@@ -267,22 +311,24 @@ fn pdqm_pix_for_operators_and_the_declared_operations_over_http() {
         b["id"].as_str().unwrap().to_string(),
     );
 
-    // PDQm: the hospital sees its own record only (it treats no one at the clinic).
-    let (status, bundle) = send(
-        "GET",
-        &format!("{base}/pdqm/Patient?family=Quarrington&birthdate=1962-04-17"),
-        &ehr,
-        None,
-    );
-    assert_eq!(status, 200, "{bundle}");
-    assert_eq!(bundle["total"], 1, "{bundle}");
-    assert_eq!(linked(&bundle), vec![(a.clone(), vec![])]);
-    // The operator sees the person: both records, each linked to the other; by POST too.
+    // PDQm: the hospital treats the person (it sent one of her records): both records, each
+    // linked to the other. A clinic that treats neither finds nothing, not even in the total.
     let both = {
         let mut both = vec![(a.clone(), vec![b.clone()]), (b.clone(), vec![a.clone()])];
         both.sort();
         both
     };
+    let search = format!("{base}/pdqm/Patient?family=Quarrington&birthdate=1962-04-17");
+    let (status, bundle) = send("GET", &search, &ehr, None);
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 2, "{bundle}");
+    assert_eq!(linked(&bundle), both);
+    let westside = participant(data, "Westside Clinic", "clinic", &["onboarding", "live"]);
+    let west = Client::register(data, &westside).token(&server, REGISTERED, "TREAT");
+    let (status, bundle) = send("GET", &search, &west, None);
+    assert_eq!(status, 200, "{bundle}");
+    assert_eq!(bundle["total"], 0, "{bundle}");
+    // The operator sees the person too; by POST as well.
     let (status, bundle) = send(
         "GET",
         &format!("{base}/pdqm/Patient?identifier=urn:test:mrn:A%7CA-1042"),
@@ -306,7 +352,7 @@ fn pdqm_pix_for_operators_and_the_declared_operations_over_http() {
         patient["link"][0]["other"]["reference"],
         format!("Patient/{a}")
     );
-    let (status, _) = send("GET", &format!("{base}/pdqm/Patient/{b}"), &ehr, None);
+    let (status, _) = send("GET", &format!("{base}/pdqm/Patient/{b}"), &west, None);
     assert_eq!(status, 404);
     let (status, outcome) = send("GET", &format!("{base}/pdqm/Patient?famly=Q"), &ehr, None);
     assert_eq!(

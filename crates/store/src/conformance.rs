@@ -594,7 +594,7 @@ fn history_request(scope: HistoryScope, count: usize) -> HistoryRequest {
 
 fn compartment_request(patient: &str, count: usize) -> CompartmentRequest {
     CompartmentRequest {
-        patient_id: patient.to_string(),
+        patient_ids: vec![patient.to_string()],
         types: Vec::new(),
         since: None,
         count,
@@ -2171,19 +2171,37 @@ pub async fn compartment_lists_live_resources(store: &Store) {
         vec!["Encounter/e1", "Observation/o2"]
     );
     // Paged two at a time.
-    let mut request = compartment_request("p1", 2);
-    let mut seen = Vec::new();
-    loop {
-        let page = store.compartment(&request).await.expect("page");
-        assert!(page.matches.len() <= 2);
-        seen.extend(keys(&page.matches));
-        match page.next {
-            Some(next) => request.cursor = Some(next),
-            None => break,
+    let paged = |mut request: CompartmentRequest| async move {
+        let mut seen = Vec::new();
+        loop {
+            let page = store.compartment(&request).await.expect("page");
+            assert!(page.matches.len() <= 2);
+            seen.extend(keys(&page.matches));
+            match page.next {
+                Some(next) => request.cursor = Some(next),
+                None => break,
+            }
         }
-    }
-    seen.sort();
-    assert_eq!(seen, ids(&all));
+        seen.sort();
+        seen
+    };
+    assert_eq!(paged(compartment_request("p1", 2)).await, ids(&all));
+    // Two Patients' compartments at once (one person's records): each resource once, paged, and
+    // neither Patient itself.
+    let both = CompartmentRequest {
+        patient_ids: vec!["p1".into(), "p2".into()],
+        ..compartment_request("p1", 2)
+    };
+    assert_eq!(
+        paged(both).await,
+        vec![
+            "Encounter/e1",
+            "Observation/both",
+            "Observation/o1",
+            "Observation/o2",
+            "Observation/o3"
+        ]
+    );
     commit(store, vec![delete("Observation", "o1", 2, T0 + 300)]).await;
     let after = store
         .compartment(&compartment_request("p1", 10))

@@ -1467,14 +1467,14 @@ async fn include_step<E: Exec>(
     Ok(out)
 }
 
-/// The live resources in a Patient's compartment, by rid, paged like a search.
+/// The live resources in some Patients' compartments, by rid, paged like a search.
 pub(crate) async fn compartment<E: Exec>(
     e: &mut E,
     request: &CompartmentRequest,
 ) -> Result<SearchPage> {
     let query_hash = hash_of(&format!(
         "{:?}|{:?}|{:?}",
-        request.patient_id, request.types, request.since
+        request.patient_ids, request.types, request.since
     ));
     let cursor = match &request.cursor {
         Some(text) => Some(Cursor::decode(text, query_hash)?),
@@ -1483,7 +1483,10 @@ pub(crate) async fn compartment<E: Exec>(
     let tables = ParamTables::new();
     let mut b = Sql::new(e.dialect(), &tables);
     b.at = cursor.as_ref().map(|c| c.max);
-    let patient = b.text(&request.patient_id);
+    if request.patient_ids.is_empty() {
+        return Ok(SearchPage::default());
+    }
+    let patients = b.list(&request.patient_ids);
     let patient_type = b.text("Patient");
     // The compartment drives: on SQLite, keep the planner from scanning all resources of a `_type`
     // in rid order instead (see [`from_where`]).
@@ -1500,9 +1503,9 @@ pub(crate) async fn compartment<E: Exec>(
     let mut conds = vec![
         live,
         format!(
-            "r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id = {patient} AND {valid})"
+            "r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id IN ({patients}) AND {valid})"
         ),
-        format!("NOT (r.type = {patient_type} AND r.id = {patient})"),
+        format!("NOT (r.type = {patient_type} AND r.id IN ({patients}))"),
     ];
     if !request.types.is_empty() {
         conds.push(format!("{plus}r.type IN ({})", b.list(&request.types)));

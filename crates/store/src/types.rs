@@ -106,10 +106,12 @@ pub struct SearchPage {
     pub previous: Option<String>,
 }
 
-/// A request for the resources in one Patient's compartment (for `Patient/$everything`).
+/// A request for the resources in the compartments of one or more Patients (for
+/// `Patient/$everything`: the Patients of one person), those Patients themselves excluded; a
+/// resource in several of them is answered once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompartmentRequest {
-    pub patient_id: String,
+    pub patient_ids: Vec<String>,
     /// `_type`: only these types; empty means all.
     pub types: Vec<String>,
     /// `_since`: only resources last updated at or after this instant.

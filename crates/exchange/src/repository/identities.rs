@@ -176,6 +176,7 @@ impl Repository {
     /// An identity changed in this process: consent follows the person, so the consent state reads
     /// the identities again before the next decision (only when some patient has a consent).
     fn identities_changed(&self) {
+        self.gate.identities_changed();
         if let Some(privacy) = self.gate.privacy() {
             if !privacy.consents.is_empty() {
                 privacy.consents.changed();
