@@ -335,13 +335,14 @@ fn practitioner_licence(code: &str) -> LicenceType {
         "lmft" => LicenceType::Lmft,
         "lcsw" => LicenceType::Lcsw,
         "lpc" => LicenceType::Lpc,
+        "lads" => LicenceType::Ladc,
         "psychologist" => LicenceType::Psychologist,
         "psychiatrist" => LicenceType::Psychiatrist,
         "physician" => LicenceType::Physician,
         "aprn" => LicenceType::NursePractitioner,
         "pa" => LicenceType::PhysicianAssistant,
-        // Alcohol and drug counselors, dentists, therapists...: the privacy rules have no
-        // licence of their own for them (substance-use records are labelled by their codes).
+        // Dentists, chiropractors, physical therapists...: the privacy rules have no licence of
+        // their own for them (their sensitive records are labelled by their codes).
         _ => LicenceType::Other,
     }
 }
@@ -1414,6 +1415,25 @@ mod tests {
         );
         assert_eq!(split_name("Cher"), None);
         assert_eq!(split_name(" , x"), None);
+    }
+
+    #[test]
+    fn every_behavioral_health_licence_an_applicant_can_hold_reaches_the_registry() {
+        // What a practitioner of these sends is labelled BH: an applicant's licence must not
+        // become `other` on the way to the registry.
+        for (code, expected) in [
+            ("lmft", LicenceType::Lmft),
+            ("lcsw", LicenceType::Lcsw),
+            ("lpc", LicenceType::Lpc),
+            ("lads", LicenceType::Ladc),
+            ("psychologist", LicenceType::Psychologist),
+            ("psychiatrist", LicenceType::Psychiatrist),
+        ] {
+            assert!(application::licence_type(code).is_some(), "{code}");
+            assert_eq!(practitioner_licence(code), expected, "{code}");
+            assert!(expected.is_behavioral_health(), "{code}");
+        }
+        assert_eq!(practitioner_licence("dentist"), LicenceType::Other);
     }
 
     #[test]

@@ -306,6 +306,7 @@ async fn each_licence_type_labels_what_its_practice_sends() {
     let cases: &[(LicenceType, &[&str])] = &[
         (LicenceType::Lcsw, &["conf|R", "act|BH"]),
         (LicenceType::Lpc, &["conf|R", "act|BH"]),
+        (LicenceType::Ladc, &["conf|R", "act|BH"]),
         (LicenceType::Psychologist, &["conf|R", "act|BH"]),
         (LicenceType::Psychiatrist, &["conf|R", "act|PSY", "act|BH"]),
         (LicenceType::Physician, &["conf|N"]),

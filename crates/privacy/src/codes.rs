@@ -114,6 +114,7 @@ codes! {
         Lmft = "LMFT", "Licensed Marriage and Family Therapist";
         Lcsw = "LCSW", "Licensed Clinical Social Worker";
         Lpc = "LPC", "Licensed Professional Counselor";
+        Ladc = "LADC", "Licensed Alcohol and Drug Counselor";
         Psychologist = "psychologist", "Psychologist";
         Psychiatrist = "psychiatrist", "Psychiatrist";
         Physician = "physician", "Physician";
@@ -133,6 +134,7 @@ impl Licence {
             Licence::Lmft
                 | Licence::Lcsw
                 | Licence::Lpc
+                | Licence::Ladc
                 | Licence::Psychologist
                 | Licence::Psychiatrist
         )

@@ -5,7 +5,7 @@
 //! 1. **Its codes.** Every Coding anywhere in the resource (not in `meta`) is looked up in the rule
 //!    table `rules/labels.toml` (ICD-10-CM ranges, SNOMED CT, LOINC and RxNorm lists, each row with
 //!    its source), embedded in the binary and parsed once ([`RuleTable::builtin`]).
-//! 2. **Its source.** Everything a behavioral-health practitioner sends (LMFT, LCSW, LPC,
+//! 2. **Its source.** Everything a behavioral-health practitioner sends (LMFT, LCSW, LPC, LADC,
 //!    psychologist, psychiatrist) is BH; what psychiatrists and psychiatric facilities send is also
 //!    PSY ([`SourceFacts`]).
 //! 3. **The source's own labels.** What the source sent in `meta.security` is kept as it came; its
@@ -845,6 +845,7 @@ mod tests {
             Licence::Lmft,
             Licence::Lcsw,
             Licence::Lpc,
+            Licence::Ladc,
             Licence::Psychologist,
         ] {
             assert_eq!(sens(&plain, by(Some(licence), false)), ["BH"], "{licence}");

@@ -326,8 +326,8 @@ value_enum!(KindArg => Kind {
     Hospital, Lab, Clinic, GroupPractice, SoloPractice, PublicHealth, ExchangeOperator
 });
 value_enum!(LicenceTypeArg => LicenceType {
-    Lmft, Lcsw, Lpc, Psychologist, Psychiatrist, Physician, NursePractitioner, RegisteredNurse,
-    PhysicianAssistant, Pharmacist, Other
+    Lmft, Lcsw, Lpc, Ladc, Psychologist, Psychiatrist, Physician, NursePractitioner,
+    RegisteredNurse, PhysicianAssistant, Pharmacist, Other
 });
 
 fn parse_licence(text: &str) -> Result<Licence, String> {
