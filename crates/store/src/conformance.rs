@@ -595,6 +595,7 @@ fn history_request(scope: HistoryScope, count: usize) -> HistoryRequest {
 fn compartment_request(patient: &str, count: usize) -> CompartmentRequest {
     CompartmentRequest {
         patient_ids: vec![patient.to_string()],
+        linked: false,
         types: Vec::new(),
         since: None,
         count,

@@ -1012,7 +1012,7 @@ async fn same_person(e: &mut impl Exec, patient_id: &str) -> Result<Vec<String>>
 
 /// For each of `ids` that is linked, every Patient linked to the same identity (itself included),
 /// as `(asked, linked)` pairs; an unlinked one has none.
-async fn persons_of(e: &mut impl Exec, ids: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) async fn persons_of(e: &mut impl Exec, ids: &[String]) -> Result<Vec<(String, String)>> {
     let mut pairs = Vec::new();
     for chunk in ids.chunks(CHUNK) {
         let list: Vec<String> = (1..=chunk.len()).map(|i| ph(e, i)).collect();

@@ -1472,9 +1472,20 @@ pub(crate) async fn compartment<E: Exec>(
     e: &mut E,
     request: &CompartmentRequest,
 ) -> Result<SearchPage> {
+    let mut members = request.patient_ids.clone();
+    if request.linked {
+        members.extend(
+            crate::mpi::persons_of(e, &request.patient_ids)
+                .await?
+                .into_iter()
+                .map(|(_, linked)| linked),
+        );
+        members.sort();
+        members.dedup();
+    }
     let query_hash = hash_of(&format!(
-        "{:?}|{:?}|{:?}",
-        request.patient_ids, request.types, request.since
+        "{:?}|{:?}|{:?}|{:?}",
+        request.patient_ids, members, request.types, request.since
     ));
     let cursor = match &request.cursor {
         Some(text) => Some(Cursor::decode(text, query_hash)?),
@@ -1486,7 +1497,8 @@ pub(crate) async fn compartment<E: Exec>(
     if request.patient_ids.is_empty() {
         return Ok(SearchPage::default());
     }
-    let patients = b.list(&request.patient_ids);
+    let patients = b.list(&members);
+    let named = b.list(&request.patient_ids);
     let patient_type = b.text("Patient");
     // The compartment drives: on SQLite, keep the planner from scanning all resources of a `_type`
     // in rid order instead (see [`from_where`]).
@@ -1505,7 +1517,7 @@ pub(crate) async fn compartment<E: Exec>(
         format!(
             "r.rid IN (SELECT c.rid FROM compartment c WHERE c.patient_id IN ({patients}) AND {valid})"
         ),
-        format!("NOT (r.type = {patient_type} AND r.id IN ({patients}))"),
+        format!("NOT (r.type = {patient_type} AND r.id IN ({named}))"),
     ];
     if !request.types.is_empty() {
         conds.push(format!("{plus}r.type IN ({})", b.list(&request.types)));

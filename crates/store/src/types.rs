@@ -107,11 +107,16 @@ pub struct SearchPage {
 }
 
 /// A request for the resources in the compartments of one or more Patients (for
-/// `Patient/$everything`: the Patients of one person), those Patients themselves excluded; a
-/// resource in several of them is answered once.
+/// `Patient/$everything`), those Patients themselves excluded; a resource in several of them is
+/// answered once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompartmentRequest {
     pub patient_ids: Vec<String>,
+    /// Also the compartments of every Patient linked to the same enterprise identity as one of
+    /// `patient_ids` (the person's record), those Patients included; looked up in the same read,
+    /// and part of what a paging cursor is valid for (a link change between pages makes the next
+    /// page's cursor a bad one).
+    pub linked: bool,
     /// `_type`: only these types; empty means all.
     pub types: Vec<String>,
     /// `_since`: only resources last updated at or after this instant.

@@ -197,9 +197,9 @@ impl Repository {
         }
     }
 
-    /// `GET Patient/[id]/$everything` with `_since`, `_type`, `_count` and `_page`: the Patient and
-    /// the other Patients linked to the same enterprise identity (on the first page), the resources
-    /// in their compartments, and the resources those refer to that are not in any Patient's
+    /// `GET Patient/[id]/$everything` with `_since`, `_type`, `_count` and `_page`: the Patient (on
+    /// the first page), the other Patients linked to the same enterprise identity and the resources
+    /// in all their compartments, and the resources those refer to that are not in any Patient's
     /// compartment (practitioners, organizations, locations, medications...). The person's record,
     /// not one source's: each resource still passes the decision point.
     pub async fn everything(
@@ -264,20 +264,12 @@ impl Repository {
             });
         }
         let count = self.page_size(count);
-        // The person's other records (consent and treatment relationships follow the person, and
-        // so does what the exchange has about them): their Patients on the first page, then every
+        // The person's record (consent and treatment relationships follow the person, and so does
+        // what the exchange has about them): the other Patients linked to this one and every
         // compartment at once, each resource through the decision point like the rest.
-        let others: Vec<String> = self
-            .store
-            .mpi_same_person(patient_id)
-            .await?
-            .into_iter()
-            .filter(|m| m != patient_id)
-            .collect();
-        let mut patient_ids = vec![patient_id.to_string()];
-        patient_ids.extend(others.iter().cloned());
         let request = CompartmentRequest {
-            patient_ids,
+            patient_ids: vec![patient_id.to_string()],
+            linked: true,
             types: types.clone(),
             since,
             count,
@@ -288,25 +280,12 @@ impl Repository {
         let mut entries = Vec::with_capacity(page.matches.len() + 1);
         let mut disclosed = Disclosed::new();
         let wants = |ty: &str| types.is_empty() || types.iter().any(|t| t == ty);
-        if cursor.is_none() && wants("Patient") {
-            let mut linked = Vec::with_capacity(others.len());
-            for other in &others {
-                if let Some(stored) = self.store.read("Patient", other).await? {
-                    if !stored.deleted {
-                        linked.push(stored);
-                    }
-                }
-            }
-            for stored in std::iter::once(&patient)
-                .chain(linked.iter())
-                .filter(|p| since.is_none_or(|s| p.last_updated >= s))
-            {
-                let entry = self
-                    .entry_for(who, stored, "match", None, &[], &mut disclosed)
-                    .await?;
-                if let Some(entry) = entry {
-                    entries.push(entry);
-                }
+        if cursor.is_none() && wants("Patient") && since.is_none_or(|s| patient.last_updated >= s) {
+            let entry = self
+                .entry_for(who, &patient, "match", None, &[], &mut disclosed)
+                .await?;
+            if let Some(entry) = entry {
+                entries.push(entry);
             }
         }
         let mut seen = std::collections::HashSet::new();
