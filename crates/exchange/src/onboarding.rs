@@ -314,16 +314,24 @@ pub struct Onboarding {
 
 /// The participant type an application's participant is (the registry's `Kind`).
 pub fn participant_kind(data: &ApplicationData) -> Kind {
-    if data.kind == application::Kind::SoloPractitioner.code() {
+    kind_of(
+        &data.kind,
+        data.licences.first().map(|l| l.licence_type.as_str()),
+    )
+}
+
+/// The registry's `Kind` of an applicant of this application kind whose first licence is of this
+/// `onboard` type. A behavioral health facility is a psychiatric facility in Connecticut's sense
+/// (52-146d: any hospital, clinic or other facility that serves, in whole or in part, the diagnosis
+/// or treatment of a mental condition), so what it sends is labelled psychiatric.
+fn kind_of(application_kind: &str, first_licence: Option<&str>) -> Kind {
+    if application_kind == application::Kind::SoloPractitioner.code() {
         return Kind::SoloPractice;
     }
-    let licence = data
-        .licences
-        .first()
-        .and_then(|l| application::licence_type(&l.licence_type));
-    match licence {
+    match first_licence.and_then(application::licence_type) {
         Some(t) if t.code == "hospital" => Kind::Hospital,
         Some(t) if t.code == "laboratory" => Kind::Lab,
+        Some(t) if t.code == "bh-facility" => Kind::PsychiatricFacility,
         Some(t) if t.facility => Kind::Clinic,
         _ => Kind::GroupPractice,
     }
@@ -1434,6 +1442,20 @@ mod tests {
             assert!(expected.is_behavioral_health(), "{code}");
         }
         assert_eq!(practitioner_licence("dentist"), LicenceType::Other);
+    }
+
+    #[test]
+    fn a_behavioral_health_facility_is_registered_as_a_psychiatric_facility() {
+        let organization = application::Kind::Organization.code();
+        assert_eq!(
+            kind_of(organization, Some("bh-facility")),
+            Kind::PsychiatricFacility
+        );
+        assert_eq!(kind_of(organization, Some("clinic")), Kind::Clinic);
+        assert_eq!(kind_of(organization, Some("hospital")), Kind::Hospital);
+        assert_eq!(kind_of(organization, Some("lcsw")), Kind::GroupPractice);
+        let solo = application::Kind::SoloPractitioner.code();
+        assert_eq!(kind_of(solo, Some("lcsw")), Kind::SoloPractice);
     }
 
     #[test]

@@ -82,11 +82,13 @@ codes! {
 }
 
 codes! {
-    /// What kind of participant an organization is.
+    /// What kind of participant an organization is. A psychiatric facility (a psychiatric
+    /// hospital or clinic, Conn. Gen. Stat. 52-146d) sends only psychiatric (PSY) data.
     Kind {
         Hospital = "hospital", "Hospital";
         Lab = "lab", "Laboratory";
         Clinic = "clinic", "Clinic";
+        PsychiatricFacility = "psychiatric-facility", "Psychiatric facility";
         GroupPractice = "group-practice", "Group practice";
         SoloPractice = "solo-practice", "Solo practice";
         PublicHealth = "public-health", "Public health agency";

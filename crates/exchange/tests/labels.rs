@@ -506,3 +506,25 @@ async fn labels_are_searchable() {
         1
     );
 }
+
+/// Everything a psychiatric facility sends is psychiatric data (Conn. Gen. Stat. 52-146d), whatever
+/// its codes: PSY and BH, restricted, and the facility recorded as the source. Another hospital
+/// treating the patient does not get it while the patient has not been informed.
+#[tokio::test]
+async fn what_a_psychiatric_facility_sends_is_psychiatric() {
+    let repo = repo_enforcing().await;
+    let p = new_patient(&repo).await;
+    let facility = participant(&repo, "Cedarcrest", Kind::PsychiatricFacility, Status::Live).await;
+    let facility = client(&facility, "system/*.cruds", PurposeOfUse::Treat);
+    let (id, o) = create(&repo, &facility, common::observation(&p)).await;
+    check(&o, &["conf|R", "act|PSY", "act|BH"]);
+    let hospital = participant(&repo, "Hartford", Kind::Hospital, Status::Live).await;
+    let hospital = client(&hospital, "system/*.cruds", PurposeOfUse::Treat);
+    let (_, own) = create(&repo, &hospital, common::observation(&p)).await;
+    check(&own, &["conf|N"]);
+    let read = repo.read(&hospital, "Observation", &id).await;
+    assert!(
+        matches!(read, Err(exchange::repository::Error::NotFound)),
+        "{read:?}"
+    );
+}

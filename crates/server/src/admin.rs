@@ -323,7 +323,8 @@ macro_rules! value_enum {
 value_enum!(StatusArg => Status { Applied, Onboarding, Live, Suspended });
 value_enum!(EndpointKindArg => EndpointKind { Fhir, Direct, Mllp });
 value_enum!(KindArg => Kind {
-    Hospital, Lab, Clinic, GroupPractice, SoloPractice, PublicHealth, ExchangeOperator
+    Hospital, Lab, Clinic, PsychiatricFacility, GroupPractice, SoloPractice, PublicHealth,
+    ExchangeOperator
 });
 value_enum!(LicenceTypeArg => LicenceType {
     Lmft, Lcsw, Lpc, Ladc, Psychologist, Psychiatrist, Physician, NursePractitioner,

@@ -34,8 +34,9 @@
 //!   `meta.security` of those resources, or, for entries of the same transaction, the labels
 //!   computed for them.
 //!
-//! Psychiatric facilities: the registry has no kind for them yet, so `psychiatric_facility` is
-//! always false here; what psychiatrists send is PSY through their licence.
+//! Psychiatric facilities: a participant of kind `psychiatric-facility` in the registry is one
+//! (`SourceFacts::psychiatric_facility`), so everything it sends is PSY, as what psychiatrists send
+//! is through their licence. The kind is read with the licence and trusted as long.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -285,37 +286,40 @@ impl Repository {
         if let Some(facts) = self.sources.get(participant) {
             return Ok(Some(facts));
         }
-        let facts = SourceFacts {
-            licence: self.practice_licence(participant).await?,
-            psychiatric_facility: false,
-        };
+        let facts = self.registry_facts(participant).await?;
         self.sources.remember(participant, facts);
         Ok(Some(facts))
     }
 
-    /// The licence type of a solo practice's practitioner (joined to its Organization by a
-    /// PractitionerRole); none for other participants, whose many practitioners send through
+    /// What the registry says about a participant as a source: a psychiatric facility (its kind),
+    /// or for a solo practice its practitioner's licence type (joined to its Organization by a
+    /// PractitionerRole); no licence for other participants, whose many practitioners send through
     /// one system.
-    async fn practice_licence(&self, participant: &str) -> Result<Option<Licence>> {
+    async fn registry_facts(&self, participant: &str) -> Result<SourceFacts> {
+        let mut facts = SourceFacts {
+            licence: None,
+            psychiatric_facility: false,
+        };
         let Some(org) = self.store.read("Organization", participant).await? else {
-            return Ok(None);
+            return Ok(facts);
         };
         if org.deleted {
-            return Ok(None);
+            return Ok(facts);
         }
         let org_json: Value =
             serde_json::from_str(&org.json).map_err(|e| super::support::unreadable(&org, e))?;
-        let solo = participant_of(&org.id, org.version, &org_json)
-            .is_some_and(|p| p.kind == Some(Kind::SoloPractice));
-        if !solo {
-            return Ok(None);
+        let kind = participant_of(&org.id, org.version, &org_json).and_then(|p| p.kind);
+        facts.psychiatric_facility = kind == Some(Kind::PsychiatricFacility);
+        if kind != Some(Kind::SoloPractice) {
+            return Ok(facts);
         }
         for (_, json) in crate::participants::practitioners_of(&self.store, participant).await? {
             if let Some(licence) = licence_of(&json) {
-                return Ok(Some(licence));
+                facts.licence = Some(licence);
+                break;
             }
         }
-        Ok(None)
+        Ok(facts)
     }
 }
 
