@@ -1472,6 +1472,9 @@ pub(crate) async fn compartment<E: Exec>(
     e: &mut E,
     request: &CompartmentRequest,
 ) -> Result<SearchPage> {
+    if request.patient_ids.is_empty() {
+        return Ok(SearchPage::default());
+    }
     let mut members = request.patient_ids.clone();
     if request.linked {
         members.extend(
@@ -1494,9 +1497,6 @@ pub(crate) async fn compartment<E: Exec>(
     let tables = ParamTables::new();
     let mut b = Sql::new(e.dialect(), &tables);
     b.at = cursor.as_ref().map(|c| c.max);
-    if request.patient_ids.is_empty() {
-        return Ok(SearchPage::default());
-    }
     let patients = b.list(&members);
     let named = b.list(&request.patient_ids);
     let patient_type = b.text("Patient");
