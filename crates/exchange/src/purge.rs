@@ -29,8 +29,10 @@
 //! matching records (the index needs them so that the opt-out keeps following the person to
 //! records that arrive later from other sources); treatment relationships (who may see, not what).
 //! A resource about several patients (a family-therapy record) is in each one's compartment and is
-//! removed with the opted-out patient's data. Data the policy routes to public health is not kept
-//! apart: the purge removes it like the rest.
+//! removed with the opted-out patient's data. Data the policy routes to public health
+//! ([`Policy::kept_for_public_health`]: reportable data, such as an immunization or a notifiable
+//! condition, that public health receives through an opt-out) is kept, every version of it, with
+//! the Patients it is about; while the person is out only public health sees it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -82,6 +84,9 @@ pub struct PersonPurge {
     pub resources: BTreeMap<String, u64>,
     /// Versions removed (0 in a dry run: counted only when removed).
     pub versions: u64,
+    /// Resources kept because the policy routes them to public health, per resource type, with
+    /// the Patients they are about ([`Policy::kept_for_public_health`]).
+    pub kept_for_public_health: BTreeMap<String, u64>,
 }
 
 /// What a run did.
@@ -162,6 +167,7 @@ impl Purge {
                 is_due: now >= due,
                 resources: BTreeMap::new(),
                 versions: 0,
+                kept_for_public_health: BTreeMap::new(),
             };
             if person.is_due {
                 self.purge_person(&mut person, now, dry_run).await?;
@@ -214,6 +220,7 @@ impl Purge {
             .store
             .compartment_members(&person.patients, &["Consent".to_string()])
             .await?;
+        let targets = self.except_reportable(person, targets).await?;
         if dry_run {
             for (ty, _) in &targets {
                 *person.resources.entry(ty.clone()).or_default() += 1;
@@ -244,6 +251,64 @@ impl Purge {
             );
         }
         Ok(())
+    }
+}
+
+impl Purge {
+    /// `targets` without what the policy routes to public health (the current version of a
+    /// reportable resource that public health receives through an opt-out) and without the
+    /// Patients such a resource is about, which public health needs to act on it. Counted in
+    /// `person.kept_for_public_health`. Only resources of the types the policy's reportable
+    /// entries name are read.
+    async fn except_reportable(
+        &self,
+        person: &mut PersonPurge,
+        targets: Vec<(String, String)>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let reportable_type = |ty: &str| {
+            self.policy
+                .reportable
+                .iter()
+                .any(|r| r.resource_types.iter().any(|t| t == ty))
+        };
+        let mut kept: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut their_patients: BTreeSet<String> = BTreeSet::new();
+        for (ty, id) in targets.iter().filter(|(ty, _)| reportable_type(ty)) {
+            let Some(stored) = self.store.read(ty, id).await? else {
+                continue;
+            };
+            if stored.deleted {
+                continue;
+            }
+            let Ok(resource) = serde_json::from_str::<serde_json::Value>(&stored.json) else {
+                continue;
+            };
+            if self.policy.kept_for_public_health(&resource).is_none() {
+                continue;
+            }
+            let patients = stored
+                .patients
+                .unwrap_or_else(|| fhir::search::extract::patient_compartments(&resource));
+            their_patients.extend(patients);
+            *person.kept_for_public_health.entry(ty.clone()).or_default() += 1;
+            kept.insert((ty.clone(), id.clone()));
+        }
+        if kept.is_empty() {
+            return Ok(targets);
+        }
+        for patient in &their_patients {
+            if targets.iter().any(|(t, i)| t == "Patient" && i == patient) {
+                *person
+                    .kept_for_public_health
+                    .entry("Patient".into())
+                    .or_default() += 1;
+                kept.insert(("Patient".into(), patient.clone()));
+            }
+        }
+        Ok(targets
+            .into_iter()
+            .filter(|target| !kept.contains(target))
+            .collect())
     }
 }
 

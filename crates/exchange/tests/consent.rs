@@ -346,6 +346,79 @@ async fn part_2_data_goes_out_with_its_label_and_notice_on_every_path() {
     assert!(!carries(&stored.resource));
 }
 
+/// What the policy routes to public health arrives for an opted-out patient and is kept, for
+/// public health's eyes only: an immunization and a notifiable condition sent for treatment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reportable_data_for_an_opted_out_patient_is_kept_for_public_health_only() {
+    let repo = repo_enforcing().await;
+    let w = world(&repo).await;
+    let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
+    repo.create(
+        &operator(),
+        "Consent",
+        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
+        None,
+    )
+    .await
+    .expect("opt-out");
+    let shot = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+        "patient": {"reference": "Patient/p1"}, "occurrenceDateTime": "2026-01-12"});
+    let tb = json!({"resourceType": "Condition",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "A15.0"}]},
+        "subject": {"reference": "Patient/p1"}});
+    let depression = json!({"resourceType": "Condition",
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "F32.9"}]},
+        "subject": {"reference": "Patient/p1"}});
+    let mut sent = Vec::new();
+    for resource in [shot, tb, depression] {
+        let ty = resource["resourceType"].as_str().expect("type").to_string();
+        let answer = repo
+            .create(&org_a, &ty, resource, None)
+            .await
+            .expect("acknowledged");
+        assert_eq!(answer.status(), 201, "the sender is answered alike");
+        sent.push((ty, answer.resource.id));
+    }
+    let dph = client(&w.public_health, "system/*.rs", PurposeOfUse::Pubhlth);
+    let stored = |i: usize| {
+        let store = repo.store().clone();
+        let (ty, id) = sent[i].clone();
+        async move { store.read(&ty, &id).await.expect("read").is_some() }
+    };
+    // The immunization and the tuberculosis are kept, and public health receives them...
+    for i in [0, 1] {
+        assert!(stored(i).await, "{:?} is kept", sent[i]);
+        assert!(sees(&repo, &dph, &sent[i].0, &sent[i].1).await);
+        // ...while the treating clinic that sent them sees nothing.
+        assert!(!sees(&repo, &org_a, &sent[i].0, &sent[i].1).await);
+    }
+    let found = repo
+        .search(
+            &dph,
+            Some("Immunization"),
+            &params("patient=p1"),
+            Handling::Strict,
+        )
+        .await
+        .expect("public health searches")
+        .to_value();
+    assert_eq!(entries(&found).len(), 1, "{found}");
+    let found = repo
+        .search(
+            &org_a,
+            Some("Condition"),
+            &params("patient=p1&code=A15.0"),
+            Handling::Strict,
+        )
+        .await
+        .expect("the clinic searches")
+        .to_value();
+    assert!(entries(&found).is_empty(), "{found}");
+    // The depression is not reportable: not kept.
+    assert!(!stored(2).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
     let repo = repo_enforcing().await;

@@ -367,6 +367,86 @@ async fn an_opted_out_persons_data_is_purged_after_the_window_and_only_then() {
 }
 
 /// Data that arrives for a person still opted out after a purge is removed by the next run.
+/// What the policy routes to public health stays through the purge, with the Patient it is about;
+/// the rest of the person's data goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reportable_data_and_its_patient_stay_through_the_purge() {
+    let repo = repo_enforcing().await;
+    plant(&repo).await;
+    let system = who();
+    repo.update(
+        &system,
+        "Immunization",
+        "shot",
+        json!({"resourceType": "Immunization", "id": "shot", "status": "completed",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+            "patient": {"reference": "Patient/pb"}, "occurrenceDateTime": "2026-01-05"}),
+        None,
+    )
+    .await
+    .expect("immunization");
+    // A reportable condition that was deleted is not reportable any more: it goes.
+    repo.update(
+        &system,
+        "Condition",
+        "gone-tb",
+        json!({"resourceType": "Condition", "id": "gone-tb",
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "A15.0"}]},
+            "subject": {"reference": "Patient/pa"}}),
+        None,
+    )
+    .await
+    .expect("condition");
+    repo.delete(&system, "Condition", "gone-tb")
+        .await
+        .expect("deleted");
+    let purge = Purge::new(
+        repo.store().clone(),
+        privacy::policy::Policy::connecticut(),
+        DEFAULT_WINDOW_DAYS,
+    );
+    let at = datetime!(2026-01-20 08:00 UTC);
+    let dry = purge.run(at, true).await.expect("dry run");
+    let kept: std::collections::BTreeMap<String, u64> =
+        [("Immunization".to_string(), 1), ("Patient".to_string(), 1)]
+            .into_iter()
+            .collect();
+    assert_eq!(person(&dry, "pa").kept_for_public_health, kept);
+    let report = purge.run(at, false).await.expect("purge");
+    let p = person(&report, "pa");
+    assert_eq!(p.kept_for_public_health, kept);
+    let removed: std::collections::BTreeMap<String, u64> = [
+        ("Condition".to_string(), 2),
+        ("Observation".to_string(), 3),
+        ("Patient".to_string(), 1),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(p.resources, removed);
+    let after = resources(&repo).await;
+    for key in [("Immunization", "shot"), ("Patient", "pb")] {
+        assert!(
+            after.contains(&(key.0.to_string(), key.1.to_string())),
+            "{key:?} stays for public health"
+        );
+    }
+    for key in [
+        ("Patient", "pa"),
+        ("Condition", "cb"),
+        ("Condition", "gone-tb"),
+        ("Observation", "ob"),
+    ] {
+        assert!(
+            !after.contains(&(key.0.to_string(), key.1.to_string())),
+            "{key:?} is purged"
+        );
+    }
+    // A second run removes nothing and keeps the same.
+    let again = purge.run(at, false).await.expect("again");
+    assert_eq!(again.resources(), 0);
+    assert_eq!(person(&again, "pa").kept_for_public_health, kept);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_arriving_after_a_purge_for_a_person_still_out_goes_at_the_next_run() {
     let repo = repo_enforcing().await;

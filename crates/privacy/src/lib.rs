@@ -50,6 +50,16 @@
 //! [[category.rule]]
 //! purposes = ["PUBHLTH"]
 //! effect = "deny"                   # a purpose no rule names is denied too
+//!
+//! [[reportable]]                    # what the law routes to public health: kept through an
+//! name = "immunizations"            # opt-out (at intake and by the purge) for PUBHLTH only
+//! resource_types = ["Immunization"]
+//! [[reportable]]
+//! name = "reportable-conditions"
+//! resource_types = ["Condition", "Observation"]
+//! [[reportable.codes]]              # optional; any Coding the resource carries may match
+//! system = "http://hl7.org/fhir/sid/icd-10-cm"
+//! prefixes = ["A15", "B20"]         # and/or codes = [...]
 //! ```
 //!
 //! A resource is in the base category and in every category whose `when` matches it; for each, the

@@ -130,6 +130,55 @@ impl Category {
 pub struct Policy {
     pub model: Model,
     pub categories: Vec<Category>,
+    /// What public health receives whatever the patient chose ([`Policy::kept_for_public_health`]).
+    pub reportable: Vec<Reportable>,
+}
+
+/// Data that the law routes to public health: kept when it arrives for a patient who opted out,
+/// and kept by the consent purge, so that public health (purpose PUBHLTH) still receives it. A
+/// resource is reportable when its type is listed and, if the entry names codes, some Coding it
+/// carries (anywhere outside `meta`, as labelling reads them) matches one. Results are not
+/// interpreted: a reportable test is kept whatever its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reportable {
+    /// Unique; named in the logs' counts and the purge's report.
+    pub name: String,
+    pub resource_types: Vec<String>,
+    /// None: every resource of the types.
+    pub codes: Vec<CodeMatch>,
+}
+
+/// Codes of one system: exact codes and code prefixes (`A15` holds `A15.0`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeMatch {
+    pub system: String,
+    pub codes: Vec<String>,
+    pub prefixes: Vec<String>,
+}
+
+impl CodeMatch {
+    fn matches(&self, coding: &Coding) -> bool {
+        coding.system == self.system
+            && (self.codes.contains(&coding.code)
+                || self
+                    .prefixes
+                    .iter()
+                    .any(|p| coding.code.starts_with(p.as_str())))
+    }
+}
+
+impl Reportable {
+    /// Whether the resource is reportable under this entry.
+    pub fn holds(&self, resource: &Value) -> bool {
+        let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
+            return false;
+        };
+        self.resource_types.iter().any(|t| t == ty)
+            && (self.codes.is_empty()
+                || crate::labels::codings(resource)
+                    .iter()
+                    .any(|c| self.codes.iter().any(|m| m.matches(c))))
+    }
 }
 
 /// A problem in a policy file, naming where.
@@ -149,6 +198,28 @@ struct RawPolicy {
     notices: BTreeMap<String, String>,
     #[serde(default)]
     category: Vec<RawCategory>,
+    #[serde(default)]
+    reportable: Vec<RawReportable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReportable {
+    name: String,
+    #[serde(default)]
+    resource_types: Vec<String>,
+    #[serde(default)]
+    codes: Vec<RawCodes>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCodes {
+    system: String,
+    #[serde(default)]
+    codes: Vec<String>,
+    #[serde(default)]
+    prefixes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -198,6 +269,7 @@ impl Policy {
                 when: None,
                 rules: Vec::new(),
             }],
+            reportable: Vec::new(),
         })
     }
 
@@ -410,8 +482,13 @@ impl Policy {
                 "one category without `when` holds every resource (the exchange-wide rules)".into(),
             );
         }
+        let reportable = reportable_of(raw.reportable, &mut fail);
         if errors.is_empty() {
-            Ok(Policy { model, categories })
+            Ok(Policy {
+                model,
+                categories,
+                reportable,
+            })
         } else {
             Err(errors)
         }
@@ -619,6 +696,30 @@ impl Policy {
             .any(|r| r.requires.contains(&Requirement::Family))
     }
 
+    /// Whether this stored resource (labelled, as [`crate::labels::apply`] leaves it) is kept for
+    /// public health whatever the patient chose: it is reportable (the name of the first
+    /// [`Reportable`] entry that holds it is returned), and every category it is in discloses it
+    /// for public health (`PUBHLTH`) through an opt-out, needing nothing else: a permit rule that
+    /// honours `none` without requirements. Data the policy never gives public health (Part 2
+    /// records, psychotherapy notes under the shipped policy) is not kept for it.
+    pub fn kept_for_public_health(&self, resource: &Value) -> Option<&str> {
+        let entry = self.reportable.iter().find(|r| r.holds(resource))?;
+        let found = crate::labels::ResourceLabels::from_resource(resource);
+        let reaches = self
+            .categories
+            .iter()
+            .filter(|c| c.holds(&found.labels, &found.source))
+            .all(|c| {
+                c.rules
+                    .iter()
+                    .find(|r| r.purposes.contains(&Purpose::Pubhlth))
+                    .is_some_and(|r| {
+                        r.permit && r.honours == Honours::None && r.requires.is_empty()
+                    })
+            });
+        reaches.then_some(entry.name.as_str())
+    }
+
     /// The patient's exchange-wide choice at `now`: whether they are in, and the consent that
     /// says so (none: the model's default). The latest choice in force wins; at the same instant
     /// an opt-out wins.
@@ -638,6 +739,78 @@ impl Policy {
             None => (self.model == Model::OptOut, None),
         }
     }
+}
+
+/// The `[[reportable]]` entries, each problem reported through `fail`.
+fn reportable_of(
+    raw: Vec<RawReportable>,
+    fail: &mut impl FnMut(String, String),
+) -> Vec<Reportable> {
+    let mut out: Vec<Reportable> = Vec::new();
+    for (n, entry) in raw.into_iter().enumerate() {
+        let at = format!("reportable[{n}]");
+        if entry.name.trim().is_empty() {
+            fail(format!("{at}.name"), "is required".into());
+        }
+        if out.iter().any(|r| r.name == entry.name) {
+            fail(
+                format!("{at}.name"),
+                format!("{:?} is used twice", entry.name),
+            );
+        }
+        if entry.resource_types.is_empty() {
+            fail(
+                format!("{at}.resource_types"),
+                "names at least one resource type".into(),
+            );
+        }
+        for (i, t) in entry.resource_types.iter().enumerate() {
+            let named = t.starts_with(|c: char| c.is_ascii_uppercase())
+                && t.chars().all(|c| c.is_ascii_alphabetic());
+            if !named {
+                fail(
+                    format!("{at}.resource_types[{i}]"),
+                    format!("{t:?} is not a FHIR resource type name"),
+                );
+            } else if t == "Patient" || t == "Consent" {
+                fail(
+                    format!("{at}.resource_types[{i}]"),
+                    format!("{t} is always kept: name the reportable data"),
+                );
+            }
+        }
+        let mut codes = Vec::new();
+        for (i, c) in entry.codes.into_iter().enumerate() {
+            let at = format!("{at}.codes[{i}]");
+            if c.system.trim().is_empty() {
+                fail(format!("{at}.system"), "is required".into());
+            }
+            if c.codes.is_empty() && c.prefixes.is_empty() {
+                fail(at.clone(), "give codes, prefixes or both".into());
+            }
+            if c.codes
+                .iter()
+                .chain(&c.prefixes)
+                .any(|v| v.trim().is_empty())
+            {
+                fail(
+                    at.clone(),
+                    "an empty code or prefix would hold every code".into(),
+                );
+            }
+            codes.push(CodeMatch {
+                system: c.system,
+                codes: c.codes,
+                prefixes: c.prefixes,
+            });
+        }
+        out.push(Reportable {
+            name: entry.name,
+            resource_types: entry.resource_types,
+            codes,
+        });
+    }
+    out
 }
 
 /// The consent that says whether the patient was informed: the latest in force that carries the
@@ -1082,6 +1255,122 @@ mod tests {
         assert!(
             matches!(&part2.obligations[1], Obligation::AttachNotice { text, .. } if text.starts_with("This record which has been disclosed to you is protected by Federal confidentiality rules (42 CFR part 2). These rules"))
         );
+    }
+
+    #[test]
+    fn reportable_data_is_kept_for_public_health_unless_the_policy_never_gives_it() {
+        let policy = Policy::connecticut();
+        let names: Vec<&str> = policy.reportable.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["immunizations", "reportable-conditions"]);
+        let condition = |system: &str, code: &str, security: Value, tag: Value| {
+            json!({"resourceType": "Condition",
+                "meta": {"security": security, "tag": tag},
+                "code": {"coding": [{"system": system, "code": code}]},
+                "subject": {"reference": "Patient/p1"}})
+        };
+        let icd = "http://hl7.org/fhir/sid/icd-10-cm";
+        let none = json!([]);
+        // Every Immunization, whatever it carries.
+        let shot = json!({"resourceType": "Immunization", "status": "completed",
+            "patient": {"reference": "Patient/p1"}});
+        assert_eq!(policy.kept_for_public_health(&shot), Some("immunizations"));
+        // A condition by prefix (tuberculosis A15.0), by exact SNOMED CT code, a lab by LOINC.
+        let tb = condition(icd, "A15.0", none.clone(), none.clone());
+        assert_eq!(
+            policy.kept_for_public_health(&tb),
+            Some("reportable-conditions")
+        );
+        let measles = condition(
+            "http://snomed.info/sct",
+            "14189004",
+            none.clone(),
+            none.clone(),
+        );
+        assert!(policy.kept_for_public_health(&measles).is_some());
+        let lead = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "5671-3"}]},
+            "subject": {"reference": "Patient/p1"}});
+        assert!(policy.kept_for_public_health(&lead).is_some());
+        // Not reportable: another code, a code in another system, a prefix of a listed prefix,
+        // a type the entry does not name.
+        assert!(policy
+            .kept_for_public_health(&condition(icd, "F32.9", none.clone(), none.clone()))
+            .is_none());
+        assert!(policy
+            .kept_for_public_health(&condition(
+                "http://snomed.info/sct",
+                "A15.0",
+                none.clone(),
+                none.clone()
+            ))
+            .is_none());
+        assert!(policy
+            .kept_for_public_health(&condition(icd, "A0", none.clone(), none.clone()))
+            .is_none());
+        let mut procedure = tb.clone();
+        procedure["resourceType"] = json!("Procedure");
+        assert!(policy.kept_for_public_health(&procedure).is_none());
+        // Reportable HIV data is kept (normal data for public health under this policy)...
+        let hiv = condition(
+            icd,
+            "B20",
+            json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "HIV"},
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]),
+            none.clone(),
+        );
+        assert!(policy.kept_for_public_health(&hiv).is_some());
+        // ...but hepatitis C in a Part 2 record is not: public health never receives it here.
+        let part2 = condition(
+            icd,
+            "B18.2",
+            json!([{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "SUD"}]),
+            none.clone(),
+        );
+        assert!(policy.kept_for_public_health(&part2).is_none());
+        let from_counselor = condition(
+            icd,
+            "B18.2",
+            none.clone(),
+            json!([{"system": crate::codes::LICENCE_TYPE_SYSTEM, "code": "LADC"}]),
+        );
+        assert!(policy.kept_for_public_health(&from_counselor).is_none());
+    }
+
+    #[test]
+    fn reportable_entries_are_checked() {
+        let base = "model = \"opt-out\"\n[[category]]\nname = \"normal\"\n";
+        let errors = Policy::from_toml(&format!(
+            "{base}
+            [[reportable]]
+            name = \"a\"
+            resource_types = [\"Immunization\", \"Patient\", \"obs\"]
+            [[reportable]]
+            name = \"a\"
+            [[reportable.codes]]
+            system = \"\"
+            [[reportable.codes]]
+            system = \"http://loinc.org\"
+            prefixes = [\"\"]
+            "
+        ))
+        .expect_err("bad entries");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "reportable[0].resource_types[1]",
+                "reportable[0].resource_types[2]",
+                "reportable[1].name",
+                "reportable[1].resource_types",
+                "reportable[1].codes[0].system",
+                "reportable[1].codes[0]",
+                "reportable[1].codes[1]",
+            ]
+        );
+        // Without entries nothing is kept for public health.
+        let plain = Policy::from_toml(base).expect("a policy without reportable data");
+        let shot = json!({"resourceType": "Immunization"});
+        assert!(plain.kept_for_public_health(&shot).is_none());
     }
 
     #[test]

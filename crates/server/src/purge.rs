@@ -99,8 +99,18 @@ fn print_report(report: &PurgeReport) {
         } else {
             format!(", {} versions", person.versions)
         };
+        let kept: Vec<String> = person
+            .kept_for_public_health
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        let kept = if kept.is_empty() {
+            String::new()
+        } else {
+            format!("; kept for public health: {}", kept.join(", "))
+        };
         println!(
-            "patients {patients}: opted out {}, due {}: {verb} {total} resources ({}){versions}",
+            "patients {patients}: opted out {}, due {}: {verb} {total} resources ({}){versions}{kept}",
             person.opted_out,
             person.due,
             if counts.is_empty() {

@@ -158,7 +158,10 @@ impl crate::repository::Repository {
     /// opt-in model, not having opted in yet does not drop data) are dropped before the commit; the sender's answer is the same
     /// as if they had been kept. Kept: deletions, Patients (so that later data finds its patient)
     /// and Consents (the patient may opt back in), what the exchange's own tools and operators
-    /// write, and what is sent for public health (purpose `PUBHLTH`), which the policy routes on.
+    /// write, what is sent for public health (purpose `PUBHLTH`), and what the policy routes to
+    /// public health (`Policy::kept_for_public_health`: reportable data, such as an immunization
+    /// or a notifiable condition, that public health receives through an opt-out; no one else
+    /// sees it while the patient is out).
     pub(crate) async fn not_kept_for_opted_out(
         &self,
         who: &crate::access::Requester,
@@ -194,6 +197,7 @@ impl crate::repository::Repository {
         let now = (privacy.clock)();
         let mut out = Vec::with_capacity(writes.len());
         let mut dropped = 0usize;
+        let mut reportable = 0usize;
         for write in writes {
             let out_of_exchange = about(&write).is_some_and(|patients| {
                 patients.iter().any(|p| {
@@ -203,20 +207,36 @@ impl crate::repository::Repository {
                     matches!(privacy.policy.choice(&refs, now), (false, Some(_)))
                 })
             });
-            if out_of_exchange {
-                dropped += 1;
-            } else {
+            if !out_of_exchange {
                 out.push(write);
+            } else if kept_for_public_health(&privacy.policy, &write) {
+                reportable += 1;
+                out.push(write);
+            } else {
+                dropped += 1;
             }
         }
-        if dropped > 0 {
+        if dropped > 0 || reportable > 0 {
             tracing::info!(
                 request_id = %who.request_id,
                 dropped,
-                "data for opted-out patients acknowledged and not kept"
+                kept_for_public_health = reportable,
+                "data for opted-out patients acknowledged and not kept, except what public health receives"
             );
         }
         Ok(out)
+    }
+}
+
+/// Whether the policy routes this new version (labelled, as sealed) to public health.
+fn kept_for_public_health(policy: &privacy::policy::Policy, write: &store::Write) -> bool {
+    if policy.reportable.is_empty() {
+        return false;
+    }
+    match &write.op {
+        store::WriteOp::Put { json, .. } => serde_json::from_str::<serde_json::Value>(json)
+            .is_ok_and(|resource| policy.kept_for_public_health(&resource).is_some()),
+        store::WriteOp::Delete => false,
     }
 }
 
