@@ -12,6 +12,11 @@
 //! (or a subscription on the same criteria). The decision point shows a notice to its addressee,
 //! the exchange's operators and tools, and nobody else ([`addressee`]). The requester's own data
 //! (it sent it) raises no notice.
+//!
+//! Once the notices are written, the repository also hands each to its [`Outlet`], if the server
+//! gave it one (`Repository::send_notices_to`): `nutmeg serve` with a Direct `notice_address`
+//! sends the same words as a Direct message to the source's Direct addresses. The Communication
+//! is the record; the message is a courtesy that a crash between the two can lose.
 
 use std::collections::BTreeMap;
 
@@ -41,33 +46,17 @@ pub struct BreakGlass {
     pub counts: BTreeMap<String, usize>,
 }
 
+/// Where the repository hands each break-the-glass notice after it is written, for a second
+/// channel to the source (the HISP's Direct message, `Repository::send_notices_to`).
+pub type Outlet = tokio::sync::mpsc::Sender<BreakGlass>;
+
+/// The subject of a notice sent as a message: no patient data (it may travel in the clear).
+pub const MESSAGE_SUBJECT: &str = "Emergency access to data you sent (break-the-glass)";
+
 /// The `Communication` that tells the source of an emergency disclosure.
 pub fn break_glass_communication(notice: &BreakGlass) -> Value {
     let at = fhir::search::datetime::format_instant(notice.at);
-    let what: Vec<String> = notice
-        .counts
-        .iter()
-        .map(|(ty, n)| format!("{n} {ty}"))
-        .collect();
-    let who = match (&notice.requester, &notice.agent) {
-        (Some(org), Some(agent)) => format!("Organization/{org} (client or user {agent})"),
-        (Some(org), None) => format!("Organization/{org}"),
-        (None, Some(agent)) => format!("user {agent}"),
-        (None, None) => "an unnamed requester".to_string(),
-    };
-    let mut text = format!(
-        "Emergency access (break-the-glass): {who} received data you sent about Patient/{} at {at} \
-         for emergency treatment (ETREAT): {}.",
-        notice.patient,
-        what.join(", ")
-    );
-    if notice.emergency_declared {
-        text.push_str(" A medical emergency was declared (42 CFR 2.51).");
-    }
-    text.push_str(&format!(
-        " Request id {}. The exchange's privacy officer reviews every emergency access.",
-        notice.request_id
-    ));
+    let text = break_glass_text(notice);
     let tag = json!({
         "system": NOTICE_SYSTEM,
         "code": BREAK_THE_GLASS,
@@ -94,6 +83,38 @@ pub fn break_glass_communication(notice: &BreakGlass) -> Value {
         communication["about"] = json!([{ "reference": format!("Organization/{org}") }]);
     }
     communication
+}
+
+/// The words of a notice: who received which types of the source's data about which patient,
+/// when, for what, and the request id to quote; no clinical content. The Communication's payload
+/// and the body of the Direct message both.
+pub fn break_glass_text(notice: &BreakGlass) -> String {
+    let at = fhir::search::datetime::format_instant(notice.at);
+    let what: Vec<String> = notice
+        .counts
+        .iter()
+        .map(|(ty, n)| format!("{n} {ty}"))
+        .collect();
+    let who = match (&notice.requester, &notice.agent) {
+        (Some(org), Some(agent)) => format!("Organization/{org} (client or user {agent})"),
+        (Some(org), None) => format!("Organization/{org}"),
+        (None, Some(agent)) => format!("user {agent}"),
+        (None, None) => "an unnamed requester".to_string(),
+    };
+    let mut text = format!(
+        "Emergency access (break-the-glass): {who} received data you sent about Patient/{} at {at} \
+         for emergency treatment (ETREAT): {}.",
+        notice.patient,
+        what.join(", ")
+    );
+    if notice.emergency_declared {
+        text.push_str(" A medical emergency was declared (42 CFR 2.51).");
+    }
+    text.push_str(&format!(
+        " Request id {}. The exchange's privacy officer reviews every emergency access.",
+        notice.request_id
+    ));
+    text
 }
 
 /// The participant (Organization id) a notice of the exchange is addressed to, when the stored

@@ -349,6 +349,8 @@ pub struct Repository {
     pub(crate) matcher: Arc<matching::Matcher>,
     /// Participants' source facts for labelling, remembered for [`SOURCE_TTL`].
     pub(crate) sources: Arc<labelling::SourceCache>,
+    /// Where break-the-glass notices go once written, besides the store (`send_notices_to`).
+    pub(crate) notice_outlet: Arc<OnceLock<crate::notices::Outlet>>,
 }
 
 impl Repository {
@@ -360,7 +362,14 @@ impl Repository {
             capability: Arc::new(OnceLock::new()),
             matcher: Arc::default(),
             sources: Arc::default(),
+            notice_outlet: Arc::default(),
         }
+    }
+
+    /// Hands every break-the-glass notice, once written, to `outlet` as well (every clone of this
+    /// repository does); `false` if an outlet was given before (the first stays).
+    pub fn send_notices_to(&self, outlet: crate::notices::Outlet) -> bool {
+        self.notice_outlet.set(outlet).is_ok()
     }
 
     pub fn store(&self) -> &Store {

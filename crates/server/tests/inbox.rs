@@ -9,7 +9,8 @@
 //! its attachments (never inline), views the C-CDA and imports it (once), replies with an
 //! attachment, sends a document as an XDM package, forwards to Mallory (another user of the
 //! exchange, who never sees Jane's mailbox), uses the address book; every form's bad input gets its
-//! error with what was typed kept. The C-CDA sample of `../shared/data/direct/ett` is used when
+//! error with what was typed kept. A counselor whose data an emergency department read under
+//! break-the-glass finds the exchange's notice in the inbox. The C-CDA sample of `../shared/data/direct/ett` is used when
 //! present (a synthetic document otherwise).
 
 mod common;
@@ -1212,4 +1213,139 @@ fn an_account_without_an_address_is_told_so() {
     );
     assert!(!sam.get("/portal").text().contains("Secure messages"));
     assert_eq!(sam.get("/portal/inbox/messages/anything").status, 200);
+}
+
+/// Break-the-glass: the source of the data is told by Direct too, from the exchange's
+/// `notice_address`, in the inbox of its Organization's address; the emergency department, whose
+/// own data raises no notice, gets nothing.
+#[test]
+fn the_source_of_an_emergency_read_is_told_in_its_inbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(dir.join("kek"), Kek::generate_base64().unwrap()).unwrap();
+    let config = dir.join("direct.toml");
+    let notices = format!("notices@{DOMAIN}");
+    let riverside = format!("riverside@{DOMAIN}");
+    let county = format!("county@{DOMAIN}");
+    std::fs::write(
+        &config,
+        format!("domains = [\"{DOMAIN}\"]\nkek_file = \"kek\"\nnotice_address = \"{notices}\"\n"),
+    )
+    .unwrap();
+    let source = common::participant(
+        dir,
+        "Riverside Counseling",
+        "clinic",
+        &["onboarding", "live"],
+    );
+    let er = common::participant(
+        dir,
+        "County Emergency Department",
+        "hospital",
+        &["onboarding", "live"],
+    );
+    let operator = common::participant(dir, "The Exchange", "exchange-operator", &[]);
+    add_user(dir, "casey", "Casey Counselor", &source);
+    add_user(dir, "erin", "Erin Emergency", &er);
+    ok(&direct(dir, &config, &["ca", "init", "--domain", DOMAIN]));
+    for (address, owner, name, user) in [
+        (&notices, &operator, "Exchange notices", None),
+        (&riverside, &source, "Riverside Counseling", Some("casey")),
+        (&county, &er, "County Emergency Department", Some("erin")),
+    ] {
+        let mut args = vec![
+            "address",
+            "add",
+            "--address",
+            address,
+            "--organization",
+            owner,
+            "--name",
+            name,
+        ];
+        if let Some(user) = user {
+            args.extend(["--user", user]);
+        }
+        ok(&direct(dir, &config, &args));
+    }
+    let source_client = common::Client::register(dir, &source);
+    let er_client = common::Client::register(dir, &er);
+    let smtp_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start(
+        dir,
+        &[
+            "--direct-config",
+            config.to_str().unwrap(),
+            "--smtp",
+            &format!("127.0.0.1:{smtp_port}"),
+        ],
+    );
+    let base = server.base.clone();
+    let sending = source_client.token(&server, common::REGISTERED, "TREAT");
+    let (status, patient) = common::fhir(
+        "POST",
+        &format!("{base}/Patient"),
+        &sending,
+        Some(serde_json::json!({"resourceType": "Patient", "name": [{"family": "Lindqvist"}]})),
+    );
+    assert_eq!(status, 201, "{patient}");
+    let pid = patient["id"].as_str().unwrap().to_string();
+    let (status, created) = common::fhir(
+        "POST",
+        &format!("{base}/Observation"),
+        &sending,
+        Some(
+            serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+            "subject": {"reference": format!("Patient/{pid}")}}),
+        ),
+    );
+    assert_eq!(status, 201, "{created}");
+
+    let emergency = er_client.token(&server, common::REGISTERED, "ETREAT");
+    let (status, read) = common::fhir(
+        "GET",
+        &format!("{base}/Observation?subject=Patient/{pid}"),
+        &emergency,
+        None,
+    );
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["entry"].as_array().map(Vec::len), Some(1), "{read}");
+
+    // The message arrives through the queue (signed, encrypted, delivered to the local mailbox).
+    let mut casey = Browser::new(&server);
+    casey.sign_in("casey");
+    let subject = "Emergency access to data you sent (break-the-glass)";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let inbox = loop {
+        let page = casey.get("/portal/inbox").text();
+        if page.contains(subject) || std::time::Instant::now() > deadline {
+            break page;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(inbox.contains(subject), "{inbox}");
+    assert!(inbox.contains(&notices), "from the exchange: {inbox}");
+    assert!(
+        !inbox.contains(&pid),
+        "no patient data in the list: {inbox}"
+    );
+    let message = casey.get(&link(&inbox, "/portal/inbox/messages/")).text();
+    assert!(
+        message.contains("Emergency access (break-the-glass)"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("Organization/{er}")), "{message}");
+    assert!(message.contains(&format!("Patient/{pid}")), "{message}");
+    assert!(message.contains("1 Observation"), "{message}");
+
+    // The emergency department read its own nothing: no notice for it.
+    let mut erin = Browser::new(&server);
+    erin.sign_in("erin");
+    let theirs = erin.get("/portal/inbox").text();
+    assert!(theirs.contains("No messages yet"), "{theirs}");
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::browser::{hidden_csrf, Browser};
-use common::{admin, json_of, nutmeg, Server};
+use common::{admin, fhir, json_of, nutmeg, Server};
 use serde_json::{json, Value};
 use server::client::now;
 
@@ -643,28 +643,6 @@ fn totp_is_required_and_a_code_works_once() {
     assert!(again.body.contains(REFUSED));
     let mut other = Browser::new(&server);
     assert!(other.sign_in("op", password, &code).body.contains(REFUSED));
-}
-
-fn fhir(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let agent = common::agent();
-    let response = match body {
-        Some(body) => agent
-            .post(url)
-            .header("Authorization", &format!("Bearer {token}"))
-            .header("Content-Type", "application/fhir+json")
-            .send(body.to_string()),
-        None => {
-            assert_eq!(method, "GET");
-            agent
-                .get(url)
-                .header("Authorization", &format!("Bearer {token}"))
-                .call()
-        }
-    };
-    let mut response = response.expect("HTTP");
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[test]

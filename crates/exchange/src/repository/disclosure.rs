@@ -380,6 +380,7 @@ impl Repository {
         let agent = who.audit_requestor().id;
         let at = now_millis();
         let mut writes = Vec::with_capacity(break_glass.len());
+        let mut told = Vec::with_capacity(break_glass.len());
         for ((source, patient), counts) in break_glass {
             let notice = crate::notices::BreakGlass {
                 source: source.clone(),
@@ -392,6 +393,7 @@ impl Repository {
                 counts: counts.clone(),
             };
             let mut body = crate::notices::break_glass_communication(&notice);
+            told.push(notice);
             super::support::validate(&body)?;
             let id = super::support::new_id();
             super::support::stamp(&mut body, &id, 1, at);
@@ -414,6 +416,18 @@ impl Repository {
         let notices = writes.len();
         self.commit_audited(&exchange, Interaction::Create, writes)
             .await?;
+        if let Some(outlet) = self.notice_outlet.get() {
+            for notice in told {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                    outlet.try_send(notice)
+                {
+                    tracing::warn!(
+                        request_id = %who.request_id,
+                        "a break-the-glass notice was written but not sent on: its outlet is full"
+                    );
+                }
+            }
+        }
         tracing::info!(
             request_id = %who.request_id,
             notices,

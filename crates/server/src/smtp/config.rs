@@ -18,6 +18,10 @@
 //!                                        # [default: that file, when it exists]
 //!
 //! mx_port = 25                           # the SMTP port of mail hosts found by MX lookup
+//! notice_address = "notices@direct.example.org"   # the exchange's own address: break-the-glass
+//!                                        # notices also go from it to the source's Direct
+//!                                        # addresses (issue it with `nutmeg admin direct address
+//!                                        # add`) [default: none, notices are FHIR only]
 //!
 //! [dns]                                  # the resolver for certificate discovery and MX lookup
 //! nameservers = ["127.0.0.1:53"]         # [default: the nameservers of /etc/resolv.conf]
@@ -68,6 +72,7 @@ struct File {
     routes: Vec<RouteFile>,
     mx_port: Option<u16>,
     dns: Option<DnsFile>,
+    notice_address: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +156,15 @@ pub fn load(path: &Path) -> anyhow::Result<(HispConfig, Kek, Vec<X509Crl>)> {
         config.mx_port = port;
     }
     config.dns = Some(dns_config(file.dns)?);
+    if let Some(address) = file.notice_address {
+        let address = address.trim().to_ascii_lowercase();
+        let local = store::domain_of(&address).is_some_and(|d| config.domains.contains(&d));
+        anyhow::ensure!(
+            local,
+            "direct: notice_address '{address}' is not an address of a local Direct domain"
+        );
+        config.notice_address = Some(address);
+    }
     let mut crls = Vec::new();
     for c in &file.crls {
         let p = base.join(c);
@@ -213,6 +227,23 @@ mod tests {
     }
 
     const BASE: &str = "domains = [\"direct.example.org\"]\nkek_file = \"kek\"\n";
+
+    #[test]
+    fn the_notice_address_is_one_of_ours() {
+        let config = load_text(&format!(
+            "{BASE}notice_address = \"Notices@Direct.Example.org\"\n"
+        ))
+        .expect("a local address");
+        assert_eq!(
+            config.notice_address.as_deref(),
+            Some("notices@direct.example.org")
+        );
+        assert!(load_text(BASE).expect("none").notice_address.is_none());
+        for bad in ["notices@elsewhere.example", "not an address"] {
+            let e = load_text(&format!("{BASE}notice_address = \"{bad}\"\n")).expect_err("refused");
+            assert!(e.to_string().contains("notice_address"), "{e}");
+        }
+    }
 
     #[test]
     fn the_dns_table_and_mx_port_configure_discovery_and_mx_lookup() {

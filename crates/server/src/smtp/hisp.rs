@@ -99,6 +99,9 @@ pub struct HispConfig {
     /// memory between messages: a revoked certificate, a removed anchor or a new key takes effect
     /// within this time (`Hisp::forget` at once).
     pub cache_ttl: Duration,
+    /// The exchange's own local address that break-the-glass notices are sent from
+    /// (`super::notices`); `None`: notices stay FHIR Communications only.
+    pub notice_address: Option<String>,
 }
 
 impl HispConfig {
@@ -129,6 +132,7 @@ impl HispConfig {
             client_timeout: Duration::from_secs(60),
             tls_roots: None,
             cache_ttl: Duration::from_secs(30),
+            notice_address: None,
         }
     }
 }

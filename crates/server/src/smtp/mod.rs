@@ -9,7 +9,8 @@
 //! - [`discovery`]: outside recipients' certificates (DNS CERT, LDAP) and mail hosts (MX);
 //! - [`worker`]: the delivery loop over the store's outbound queue;
 //! - [`config`]: the Direct configuration file (`--direct-config`);
-//! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL).
+//! - [`admin`]: `nutmeg admin direct` (CA, addresses, anchors, CRL);
+//! - [`notices`]: break-the-glass notices sent as Direct messages to the source's addresses.
 
 pub mod admin;
 pub mod client;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod discovery;
 pub mod dns;
 pub mod hisp;
+pub mod notices;
 pub mod server;
 pub mod submission;
 pub mod worker;
@@ -78,6 +80,9 @@ pub async fn start(
         exchange::onboarding::Onboarding::new(repo.clone(), config.service_levels.clone());
     let hisp = Hisp::new(repo.store().clone(), hisp_config, kek, crls).with_onboarding(onboarding);
     let mut running = spawn(listener, hisp.clone(), tls.clone())?;
+    if let Some(from) = hisp.config().notice_address.clone() {
+        notices::start(&running, repo, hisp.clone(), from).await?;
+    }
     if let Some(listener) = submission {
         running.submission = Some(spawn_submission(&running, listener, hisp, tls)?);
     }

@@ -394,3 +394,27 @@ pub fn import(dir: &Path, name: &str, json: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A FHIR request with a bearer token: POST with `body`, or GET without; the status and the
+/// JSON answer (`Null` when it is not JSON).
+pub fn fhir(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let agent = agent();
+    let response = match body {
+        Some(body) => agent
+            .post(url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/fhir+json")
+            .send(body.to_string()),
+        None => {
+            assert_eq!(method, "GET");
+            agent
+                .get(url)
+                .header("Authorization", &format!("Bearer {token}"))
+                .call()
+        }
+    };
+    let mut response = response.expect("HTTP");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
