@@ -481,6 +481,24 @@ fn sample_cda() -> (Vec<u8>, &'static str) {
     }
 }
 
+/// `nutmeg serve` with the Direct configuration and an SMTP listener on a free port.
+fn serve_direct(dir: &Path, config: &Path) -> Server {
+    let smtp_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Server::start(
+        dir,
+        &[
+            "--direct-config",
+            config.to_str().unwrap(),
+            "--smtp",
+            &format!("127.0.0.1:{smtp_port}"),
+        ],
+    )
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -1190,20 +1208,7 @@ fn an_account_without_an_address_is_told_so() {
     .unwrap();
     let practice = common::participant(dir, "Solo", "clinic", &[]);
     add_user(dir, "sam", "Sam", &practice);
-    let smtp_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server::start(
-        dir,
-        &[
-            "--direct-config",
-            config.to_str().unwrap(),
-            "--smtp",
-            &format!("127.0.0.1:{smtp_port}"),
-        ],
-    );
+    let server = serve_direct(dir, &config);
     let mut sam = Browser::new(&server);
     sam.sign_in("sam");
     let page = sam.get("/portal/inbox").text();
@@ -1270,20 +1275,7 @@ fn the_source_of_an_emergency_read_is_told_in_its_inbox() {
     }
     let source_client = common::Client::register(dir, &source);
     let er_client = common::Client::register(dir, &er);
-    let smtp_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let server = Server::start(
-        dir,
-        &[
-            "--direct-config",
-            config.to_str().unwrap(),
-            "--smtp",
-            &format!("127.0.0.1:{smtp_port}"),
-        ],
-    );
+    let server = serve_direct(dir, &config);
     let base = server.base.clone();
     let sending = source_client.token(&server, common::REGISTERED, "TREAT");
     let (status, patient) = common::fhir(
