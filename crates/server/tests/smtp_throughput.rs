@@ -11,7 +11,13 @@
 //! with a queued processed notification before the 250 reply, timed to the last reply; and then
 //! until the sink has every processed notification (signed and encrypted too). Compared with
 //! `openssl speed rsa2048` (the RSA-2048 private-key operations per second the machine can do).
-//! `NUTMEG_BENCH_MESSAGES` sets the count (default 400).
+//! `NUTMEG_BENCH_MESSAGES` sets the count (default 400). The process allocates with mimalloc, as
+//! the `nutmeg` binary does (with the system allocator the numbers are different: BENCHMARKS.md).
+
+// The allocator of the `nutmeg` binary (crates/server/src/main.rs), so that this measures what the
+// product runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -205,6 +211,8 @@ async fn direct_throughput() {
     wait_for(&delivered, n).await;
     let outbound = started.elapsed();
     let outbound_cpu = cpu_time().zip(cpu_started).map(|(b, a)| b - a);
+    // Each phase says when it starts, so that a profiler can be attached to one.
+    eprintln!("phase: outbound done; sealing the inbound messages");
 
     // Inbound: sealed beforehand (Bob's side, not measured).
     let messages: Vec<Vec<u8>> = (0..n)
@@ -239,6 +247,7 @@ async fn direct_throughput() {
     let connections = 8;
     let messages = Arc::new(messages);
     let next = Arc::new(AtomicUsize::new(0));
+    eprintln!("phase: inbound");
     let cpu_started = cpu_time();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -291,7 +300,7 @@ async fn direct_throughput() {
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let ceiling = rsa2048_sign_per_second();
     println!(
-        "messages: {n} of {} bytes, RSA-2048, AES-128-CBC, wrapped; SQLite",
+        "messages: {n} of {} bytes, RSA-2048, AES-128-CBC, wrapped; SQLite; mimalloc",
         content.len()
     );
     println!("outbound: queued in {queued:.2?}; signed, encrypted and handed over by SMTP: {:.0} messages/s", rate(outbound));
