@@ -229,13 +229,14 @@ impl Purge {
         }
         let patients = person.patients.clone();
         let consent = person.consent.clone();
+        let kept = person.kept_for_public_health.clone();
         let recorded = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         let audit: store::PurgeAudit = Box::new(move |purged: &[store::Purged]| {
             if purged.is_empty() {
                 return Vec::new();
             }
             vec![crate::audit::audit_record(&purge_facts(
-                recorded, &patients, consent, purged,
+                recorded, &patients, consent, purged, &kept,
             ))]
         });
         let purged = self.store.purge(targets, audit).await?;
@@ -313,12 +314,14 @@ impl Purge {
 }
 
 /// The AuditEvent facts of one person's purge: the exchange deleted, for these patients, so many
-/// resources (per type) and versions. No resource ids and no content.
+/// resources (per type) and versions, and kept so many for public health. No resource ids and no
+/// content.
 fn purge_facts(
     recorded: i64,
     patients: &[String],
     consent: Option<String>,
     purged: &[store::Purged],
+    kept: &BTreeMap<String, u64>,
 ) -> AuditFacts {
     let mut per_type: BTreeMap<&str, u64> = BTreeMap::new();
     let mut versions = 0;
@@ -345,9 +348,15 @@ fn purge_facts(
         resources: Vec::new(),
         withheld: Vec::new(),
         outcome_desc: Some(format!(
-            "consent purge: {} resources ({}), {versions} versions",
+            "consent purge: {} resources ({}), {versions} versions{}",
             purged.len(),
-            counts.join(", ")
+            counts.join(", "),
+            if kept.is_empty() {
+                String::new()
+            } else {
+                let kept: Vec<String> = kept.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                format!("; kept for public health: {}", kept.join(", "))
+            }
         )),
     }
 }
@@ -396,9 +405,21 @@ mod tests {
                 versions: 1,
             },
         ];
-        let facts = purge_facts(1, &["p1".into()], Some("c1".into()), &purged);
+        let facts = purge_facts(
+            1,
+            &["p1".into()],
+            Some("c1".into()),
+            &purged,
+            &BTreeMap::new(),
+        );
         let text = crate::audit::audit_event_text(&facts);
-        assert!(text.contains("consent purge: 2 resources (Observation 1, Patient 1), 3 versions"));
+        assert!(
+            text.contains("consent purge: 2 resources (Observation 1, Patient 1), 3 versions\"")
+        );
+        let kept = BTreeMap::from([("Immunization".to_string(), 2)]);
+        let facts = purge_facts(1, &["p1".into()], None, &purged, &kept);
+        assert!(crate::audit::audit_event_text(&facts)
+            .contains("3 versions; kept for public health: Immunization 2"));
         assert!(!text.contains("secret-obs"));
         let index = crate::audit::audit_index(&facts);
         assert!(index.contains(&("patient".to_string(), "p1".to_string())));
