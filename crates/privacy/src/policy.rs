@@ -148,7 +148,8 @@ pub struct Reportable {
     pub codes: Vec<CodeMatch>,
 }
 
-/// Codes of one system: exact codes and code prefixes (`A15` holds `A15.0`).
+/// Codes of one system: exact codes and code prefixes (`A15` holds `A15.0`). Dots are ignored on
+/// both sides, since ICD-10-CM codes travel with and without theirs (`A15.0`, `A150`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeMatch {
     pub system: String,
@@ -158,12 +159,16 @@ pub struct CodeMatch {
 
 impl CodeMatch {
     fn matches(&self, coding: &Coding) -> bool {
-        coding.system == self.system
-            && (self.codes.contains(&coding.code)
-                || self
-                    .prefixes
-                    .iter()
-                    .any(|p| coding.code.starts_with(p.as_str())))
+        if coding.system != self.system {
+            return false;
+        }
+        let undotted = |s: &str| s.replace('.', "");
+        let code = undotted(&coding.code);
+        self.codes.iter().any(|c| undotted(c) == code)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| code.starts_with(undotted(p).as_str()))
     }
 }
 
@@ -791,7 +796,7 @@ fn reportable_of(
             if c.codes
                 .iter()
                 .chain(&c.prefixes)
-                .any(|v| v.trim().is_empty())
+                .any(|v| v.replace('.', "").trim().is_empty())
             {
                 fail(
                     at.clone(),
@@ -1291,6 +1296,13 @@ mod tests {
             "code": {"coding": [{"system": "http://loinc.org", "code": "5671-3"}]},
             "subject": {"reference": "Patient/p1"}});
         assert!(policy.kept_for_public_health(&lead).is_some());
+        // ICD-10-CM without its dot, against a dotted prefix (A04.3, E. coli).
+        assert!(policy
+            .kept_for_public_health(&condition(icd, "A043", none.clone(), none.clone()))
+            .is_some());
+        assert!(policy
+            .kept_for_public_health(&condition(icd, "A150", none.clone(), none.clone()))
+            .is_some());
         // Not reportable: another code, a code in another system, a prefix of a listed prefix,
         // a type the entry does not name.
         assert!(policy
@@ -1350,7 +1362,7 @@ mod tests {
             system = \"\"
             [[reportable.codes]]
             system = \"http://loinc.org\"
-            prefixes = [\"\"]
+            prefixes = [\".\"]
             "
         ))
         .expect_err("bad entries");
