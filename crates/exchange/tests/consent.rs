@@ -346,10 +346,8 @@ async fn part_2_data_goes_out_with_its_label_and_notice_on_every_path() {
     assert!(!carries(&stored.resource));
 }
 
-/// What the policy routes to public health arrives for an opted-out patient and is kept, for
-/// public health's eyes only: an immunization and a notifiable condition sent for treatment.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reportable_data_for_an_opted_out_patient_is_kept_for_public_health_only() {
+/// The world with `p1` opted out (recorded by an operator), and org-a's treatment client.
+async fn p1_opted_out() -> (Fixture, World, Requester) {
     let repo = repo_enforcing().await;
     let w = world(&repo).await;
     let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
@@ -361,6 +359,14 @@ async fn reportable_data_for_an_opted_out_patient_is_kept_for_public_health_only
     )
     .await
     .expect("opt-out");
+    (repo, w, org_a)
+}
+
+/// What the policy routes to public health arrives for an opted-out patient and is kept, for
+/// public health's eyes only: an immunization and a notifiable condition sent for treatment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reportable_data_for_an_opted_out_patient_is_kept_for_public_health_only() {
+    let (repo, w, org_a) = p1_opted_out().await;
     let shot = json!({"resourceType": "Immunization", "status": "completed",
         "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
         "patient": {"reference": "Patient/p1"}, "occurrenceDateTime": "2026-01-12"});
@@ -421,17 +427,7 @@ async fn reportable_data_for_an_opted_out_patient_is_kept_for_public_health_only
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_arriving_for_an_opted_out_patient_is_acknowledged_and_not_kept() {
-    let repo = repo_enforcing().await;
-    let w = world(&repo).await;
-    let org_a = client(&w.org_a, "system/*.*", PurposeOfUse::Treat);
-    repo.create(
-        &operator(),
-        "Consent",
-        choice("p1", "OPTOUT", "2026-01-10T09:00:00Z"),
-        None,
-    )
-    .await
-    .expect("opt-out");
+    let (repo, w, org_a) = p1_opted_out().await;
     let sent = repo
         .create(&org_a, "Observation", observation("p1"), None)
         .await

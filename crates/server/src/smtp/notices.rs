@@ -30,12 +30,11 @@ pub async fn start(
     hisp: Hisp,
     from: String,
 ) -> anyhow::Result<()> {
-    match hisp.store().direct_address(&from).await? {
-        Some(a) if a.status == AddressStatus::Active => {}
-        _ => tracing::warn!(
+    if !is_active(hisp.store(), &from).await? {
+        tracing::warn!(
             "smtp: the notice_address is not an active Direct address here (nutmeg admin direct \
              address add): break-the-glass notices will not be sent by Direct until it is"
-        ),
+        );
     }
     let (outlet, mut notices) = tokio::sync::mpsc::channel::<BreakGlass>(QUEUE);
     if !repo.send_notices_to(outlet) {
@@ -79,10 +78,10 @@ pub async fn send(
     from: &str,
     notice: &BreakGlass,
 ) -> anyhow::Result<usize> {
-    match hisp.store().direct_address(from).await? {
-        Some(a) if a.status == AddressStatus::Active => {}
-        _ => anyhow::bail!("the notice_address is not an active Direct address"),
-    }
+    anyhow::ensure!(
+        is_active(hisp.store(), from).await?,
+        "the notice_address is not an active Direct address"
+    );
     let to: Vec<String> = source_addresses(repo, hisp.store(), &notice.source)
         .await?
         .into_iter()
@@ -97,6 +96,14 @@ pub async fn send(
     hisp.send(from, &to, MESSAGE_SUBJECT, content.as_bytes())
         .await?;
     Ok(to.len())
+}
+
+/// Whether `address` is an active address issued here.
+async fn is_active(store: &Store, address: &str) -> Result<bool, store::StoreError> {
+    Ok(store
+        .direct_address(address)
+        .await?
+        .is_some_and(|a| a.status == AddressStatus::Active))
 }
 
 /// Where a participant reads its Direct mail (see the module documentation), lower case.
