@@ -392,17 +392,8 @@ pub fn build_certificate<T: HasPublic>(
 
 /// One DER tag-length-value.
 fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
+    let mut out = Vec::with_capacity(content.len() + 6);
+    crate::der::write(&mut out, tag, &[content]);
     out
 }
 

@@ -13,6 +13,7 @@
 //! database I/O: fetching CRLs, SMTP and storage live in `store` and `server`.
 
 pub mod ca;
+mod der;
 mod ffi;
 pub mod keys;
 pub mod mdn;

@@ -269,12 +269,16 @@ impl<'a> Entity<'a> {
         let body = self.body;
         let mut parts = Vec::new();
         let mut start: Option<usize> = None;
-        let mut pos = 0;
-        while pos < body.len() {
-            let line_end = body[pos..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(body.len(), |i| pos + i);
+        // Only the lines that start with the delimiter matter: find those, not every line.
+        let finder = memchr::memmem::Finder::new(delimiter);
+        let mut search = 0;
+        while let Some(pos) = body.get(search..).and_then(|b| finder.find(b)) {
+            let pos = search + pos;
+            let line_end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i);
+            search = line_end + 1;
+            if pos > 0 && body[pos - 1] != b'\n' {
+                continue;
+            }
             let line = &body[pos..line_end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(rest) = line.strip_prefix(delimiter) {
@@ -304,7 +308,6 @@ impl<'a> Entity<'a> {
                     start = Some((line_end + 1).min(body.len()));
                 }
             }
-            pos = line_end + 1;
         }
         // No closing delimiter: many real messages (the reference implementation's MDNs and
         // DSNs among them) end that way, so the last part runs to the end of the body.

@@ -14,6 +14,8 @@
 //! headers with the signed entity.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
 
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::pkey::{PKey, PKeyRef, Private};
@@ -314,6 +316,51 @@ pub fn seal(
     Ok(out)
 }
 
+/// Parses a CMS SignedData (DER) and the certificates it carries. Each distinct certificate is
+/// parsed once per process (see [`crate::der`]: OpenSSL 3.0 takes longer to parse a certificate
+/// than to verify a signature); a SignedData that is not plain DER is parsed whole.
+fn parse_signed(der: &[u8]) -> Result<(CmsContentInfo, Vec<X509>), SmimeError> {
+    if let Some(split) = crate::der::split_certificates(der) {
+        let cms = CmsContentInfo::from_der(&split.without_certificates)
+            .map_err(|_| SmimeError::BadSignature)?;
+        let certificates = split
+            .certificates
+            .iter()
+            .map(|c| parsed_certificate(c))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| SmimeError::BadSignature)?;
+        return Ok((cms, certificates));
+    }
+    let cms = CmsContentInfo::from_der(der).map_err(|_| SmimeError::BadSignature)?;
+    let certificates = ffi::certificates(&cms);
+    Ok((cms, certificates))
+}
+
+/// How many parsed certificates [`parsed_certificate`] keeps; past that it starts again.
+const PARSED_CERTIFICATES: usize = 1024;
+
+/// The certificate whose DER is `der`, parsed, from the process's cache of the ones seen. The
+/// cache is keyed by the exact bytes, so a certificate is only ever the parse of itself; trust
+/// is decided afresh for every message by the validator.
+fn parsed_certificate(der: &[u8]) -> Result<X509, openssl::error::ErrorStack> {
+    static PARSED: LazyLock<Mutex<HashMap<Vec<u8>, X509>>> = LazyLock::new(Default::default);
+    let lock = || {
+        PARSED
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    if let Some(cert) = lock().get(der) {
+        return Ok(cert.clone());
+    }
+    let cert = X509::from_der(der)?;
+    let mut parsed = lock();
+    if parsed.len() >= PARSED_CERTIFICATES {
+        parsed.clear();
+    }
+    parsed.insert(der.to_vec(), cert.clone());
+    Ok(cert)
+}
+
 /// A message that decrypted, verified and passed its signer's trust checks.
 #[derive(Debug, Clone)]
 pub struct Opened {
@@ -368,9 +415,10 @@ pub fn open(
     }
     let der = outer.decoded_body()?;
     let cms = CmsContentInfo::from_der(&der).map_err(|_| SmimeError::BadCms)?;
+    // The content is no longer than its ciphertext, which is less than the whole DER.
     let plaintext = keys
         .iter()
-        .find_map(|(cert, key)| cms.decrypt(key, cert).ok())
+        .find_map(|(cert, key)| ffi::decrypt(&cms, key, cert, der.len()).ok())
         .ok_or(SmimeError::NotForUs)?;
 
     let signed = Entity::parse(&plaintext)?;
@@ -393,26 +441,28 @@ pub fn open(
 
     // Detached: `content` is what was signed; opaque: it is the SignedData, and the content comes
     // out of the verification.
-    let (mut sig_cms, detached) = match signature {
-        Some(sig) => (
-            CmsContentInfo::from_der(&sig).map_err(|_| SmimeError::BadSignature)?,
-            Some(content),
-        ),
-        None => (
-            CmsContentInfo::from_der(&content).map_err(|_| SmimeError::BadSignature)?,
-            None,
-        ),
+    let ((mut sig_cms, carried), detached) = match signature {
+        Some(sig) => (parse_signed(&sig)?, Some(content)),
+        None => (parse_signed(&content)?, None),
     };
+    let mut carried_stack = Stack::new()?;
+    for c in &carried {
+        carried_stack.push(c.clone())?;
+    }
+    // A detached signature's content is in hand already, so only an opaque one is copied out.
+    let flags = CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY;
     let mut verified_content = Vec::new();
-    sig_cms
-        .verify(
+    match detached.as_deref() {
+        Some(content) => ffi::verify_detached(&sig_cms, &carried_stack, content, flags),
+        None => sig_cms.verify(
+            Some(&carried_stack),
             None,
             None,
-            detached.as_deref(),
             Some(&mut verified_content),
-            CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
-        )
-        .map_err(|_| SmimeError::BadSignature)?;
+            flags,
+        ),
+    }
+    .map_err(|_| SmimeError::BadSignature)?;
     if let Some(weak) = ffi::signer_digests(&sig_cms)
         .into_iter()
         .find(|nid| !trust::is_strong_digest(*nid))
@@ -422,7 +472,6 @@ pub fn open(
         ));
     }
     let signers = ffi::signers(&sig_cms).map_err(|_| SmimeError::NoSigner)?;
-    let carried = ffi::certificates(&sig_cms);
     let mut first_error = None;
     let mut trusted = None;
     for signer in signers {
@@ -476,4 +525,69 @@ pub fn open(
         signer,
         wrapped: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::{self, Authority, Binding, CaConfig, KeySpec, Validity};
+    use foreign_types::ForeignTypeRef;
+
+    #[test]
+    fn signatures_openssl_writes_are_split_so_each_certificate_is_parsed_once() {
+        let config = CaConfig {
+            domain: "split.test".to_owned(),
+            organization: "Split".to_owned(),
+            crl_url: None,
+            ca_issuers_url: None,
+            policy_oids: Vec::new(),
+        };
+        let validity = Validity::days_from(1_700_000_000, 3650);
+        let root = Authority::create_root(
+            config,
+            ca::generate_key(KeySpec::Rsa(2048)).unwrap(),
+            validity,
+        )
+        .unwrap();
+        let key = ca::generate_key(KeySpec::Rsa(2048)).unwrap();
+        let cert = root
+            .issue(&Binding::Address("a@split.test".into()), &key, validity)
+            .unwrap();
+        let chain = [root.certificate().clone()];
+        let signed = sign(
+            b"Content-Type: text/plain\r\n\r\nhello\r\n",
+            &Signer {
+                cert: &cert,
+                key: &key,
+                chain: &chain,
+            },
+        )
+        .unwrap();
+        let entity = Entity::parse(&signed).unwrap();
+        let signature = entity.parts().unwrap()[1].decoded_body().unwrap();
+
+        let split = crate::der::split_certificates(&signature).expect("OpenSSL writes DER");
+        let mut carried: Vec<Vec<u8>> = split.certificates.iter().map(|c| c.to_vec()).collect();
+        let mut expected = vec![cert.to_der().unwrap(), chain[0].to_der().unwrap()];
+        carried.sort();
+        expected.sort();
+        assert_eq!(carried, expected);
+
+        let (cms, certificates) = parse_signed(&signature).unwrap();
+        assert!(
+            ffi::certificates(&cms).is_empty(),
+            "parsed without its certificates"
+        );
+        let mut parsed: Vec<Vec<u8>> = certificates.iter().map(|c| c.to_der().unwrap()).collect();
+        parsed.sort();
+        assert_eq!(parsed, expected);
+        // The second parse of the same bytes is the first one's certificate.
+        let (_, again) = parse_signed(&signature).unwrap();
+        let pointers = |certs: &[X509]| {
+            let mut p: Vec<usize> = certs.iter().map(|c| c.as_ref().as_ptr() as usize).collect();
+            p.sort();
+            p
+        };
+        assert_eq!(pointers(&again), pointers(&certificates));
+    }
 }
