@@ -357,12 +357,18 @@ pub fn decode_base64(encoded: &[u8]) -> Result<Vec<u8>, MimeError> {
 
 /// Base64 in lines of 76 characters, each ended by CR LF.
 pub fn encode_base64_lines(data: &[u8]) -> Vec<u8> {
-    let text = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(text.len() + text.len() / 76 * 2 + 2);
-    for chunk in text.as_bytes().chunks(76) {
-        out.extend_from_slice(chunk);
-        out.extend_from_slice(b"\r\n");
+    // 57 bytes are exactly one line of 76 characters: each line is encoded in place, with no
+    // copy of the whole text in between.
+    let mut out = vec![0u8; data.len().div_ceil(57) * 78];
+    let mut n = 0;
+    for chunk in data.chunks(57) {
+        n += base64::engine::general_purpose::STANDARD
+            .encode_slice(chunk, &mut out[n..n + 76])
+            .expect("76 characters hold 57 bytes");
+        out[n..n + 2].copy_from_slice(b"\r\n");
+        n += 2;
     }
+    out.truncate(n);
     out
 }
 

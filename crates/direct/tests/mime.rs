@@ -142,6 +142,23 @@ fn canonical_line_ends() {
     let encoded = mime::encode_base64_lines(&long);
     assert!(encoded.split(|&b| b == b'\n').all(|l| l.len() <= 77));
     assert_eq!(mime::decode_base64(&encoded).expect("round trip"), long);
+    // Lines of 76 characters ended by CR LF, the last one shorter and padded, at every length
+    // around a line's 57 bytes.
+    assert_eq!(mime::encode_base64_lines(b""), b"");
+    assert_eq!(mime::encode_base64_lines(b"hello"), b"aGVsbG8=\r\n");
+    for len in [1usize, 56, 57, 58, 113, 114, 115, 1000] {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let encoded = mime::encode_base64_lines(&data);
+        let lines: Vec<&[u8]> = encoded.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), len.div_ceil(57), "{len}");
+        for (i, line) in lines.iter().enumerate() {
+            assert!(line.ends_with(b"\r\n"));
+            if i + 1 < lines.len() {
+                assert_eq!(line.len(), 78);
+            }
+        }
+        assert_eq!(mime::decode_base64(&encoded).expect("round trip"), data);
+    }
 }
 
 /// Every prefix of a nested message, and every single-byte change to it, parses or fails with

@@ -148,7 +148,15 @@ async fn command(conn: &mut Conn, line: &str, timeout: Duration) -> Result<(u16,
 /// The message's lines with CR LF endings, dot-stuffed, ending with `.` alone.
 pub fn data_block(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 50 + 8);
-    for line in message.split_inclusive(|b| *b == b'\n') {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', message).map(|i| i + 1);
+    let lines = ends.chain((!message.is_empty()).then_some(message.len()));
+    for end in lines {
+        if end <= start {
+            continue;
+        }
+        let line = &message[start..end];
+        start = end;
         let body = line
             .strip_suffix(b"\n")
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -359,4 +367,23 @@ pub fn client_config_with(roots: rustls::RootCertStore) -> rustls::ClientConfig 
         .expect("ring supports the default protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_block;
+
+    #[test]
+    fn a_data_block_has_crlf_lines_stuffed_dots_and_the_end_marker() {
+        assert_eq!(data_block(b""), b".\r\n");
+        assert_eq!(data_block(b"a\r\nb\r\n"), b"a\r\nb\r\n.\r\n");
+        // Bare LF becomes CR LF; a last line without its end gets one.
+        assert_eq!(data_block(b"a\nb"), b"a\r\nb\r\n.\r\n");
+        // A line that starts with a dot gets a second one, wherever it is.
+        assert_eq!(
+            data_block(b".\r\nx.y\r\n..z\r\n."),
+            b"..\r\nx.y\r\n...z\r\n..\r\n.\r\n"
+        );
+        assert_eq!(data_block(b"\n\n"), b"\r\n\r\n.\r\n");
+    }
 }

@@ -611,33 +611,36 @@ impl Hisp {
                     .cloned(),
             );
         }
-        let mut domains: Vec<String> = recipients
-            .iter()
-            .filter_map(|r| store::domain_of(r))
-            .collect();
-        domains.dedup();
-        for d in &domains {
-            keys.extend(
-                self.our_keys(d)
-                    .await
-                    .map_err(local_problem)?
-                    .iter()
-                    .cloned(),
-            );
-        }
         let anchors = self
             .anchors(&domain, AnchorDirection::Inbound)
             .await
             .map_err(local_problem)?;
-        let crls = self.crls.clone();
-        let now = now_ms() / 1000;
-        let opened = tokio::task::spawn_blocking(move || {
-            let validator = Validator::new(&anchors, &crls, now);
-            smime::open(&raw, &keys, &validator)
-        })
-        .await
-        .map_err(local_problem)?
-        .map_err(|e| {
+        // The recipients' own keys first; their domains' keys (looked up only then) if the
+        // message was encrypted for none of those.
+        let raw = Arc::new(raw);
+        let mut opened = self.open(&raw, keys, &anchors).await?;
+        if matches!(opened, Err(SmimeError::NotForUs)) {
+            let mut domains: Vec<String> = recipients
+                .iter()
+                .filter_map(|r| store::domain_of(r))
+                .collect();
+            domains.dedup();
+            let mut keys = Vec::new();
+            for d in &domains {
+                keys.extend(
+                    self.our_keys(d)
+                        .await
+                        .map_err(local_problem)?
+                        .iter()
+                        .cloned(),
+                );
+            }
+            if !keys.is_empty() {
+                opened = self.open(&raw, keys, &anchors).await?;
+            }
+        }
+        drop(raw);
+        let opened = opened.map_err(|e| {
             tracing::info!(error = %e, "direct: inbound message refused");
             refusal_for(&e)
         })?;
@@ -708,6 +711,23 @@ impl Hisp {
             }
         }
         Ok(Received { ids, notification })
+    }
+
+    /// Opens `raw` with `keys` on the blocking pool (S/MIME is CPU work).
+    async fn open(
+        &self,
+        raw: &Arc<Vec<u8>>,
+        keys: Vec<RecipientKey>,
+        anchors: &Arc<Anchors>,
+    ) -> Result<Result<smime::Opened, SmimeError>, Refusal> {
+        let (raw, anchors, crls) = (raw.clone(), anchors.clone(), self.crls.clone());
+        let now = now_ms() / 1000;
+        tokio::task::spawn_blocking(move || {
+            let validator = Validator::new(&anchors, &crls, now);
+            smime::open(&raw, &keys, &validator)
+        })
+        .await
+        .map_err(local_problem)
     }
 
     /// Updates the status of what we sent from a disposition notification that arrived.
