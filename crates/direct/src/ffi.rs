@@ -104,13 +104,15 @@ impl Drop for Bio {
 /// old one, which for a 100 KB message cost more than the AES that filled it.
 fn output_bio(capacity: usize) -> Result<Bio, ErrorStack> {
     // SAFETY: the BUF_MEM is checked, grown, and emptied (length 0; `max` stays `capacity`) before
-    // the BIO takes ownership of it (BIO_CLOSE frees it with the BIO); on any failure before that
-    // it is freed here. The BIO is checked for NULL and owned by `Bio` from then on.
+    // the BIO takes ownership of it (BIO_CLOSE frees it with the BIO); on a failure before the
+    // hand-over it is freed here. The BIO is checked for NULL and owned by `Bio` from then on.
     unsafe {
         let buf = BUF_MEM_new();
         if buf.is_null() {
             return Err(ErrorStack::get());
         }
+        // Past 64 MiB the buffer grows as it would have (far beyond any message size limit).
+        let capacity = capacity.min(64 << 20);
         if capacity > 0 && BUF_MEM_grow(buf, capacity) == 0 {
             BUF_MEM_free(buf);
             return Err(ErrorStack::get());
@@ -122,8 +124,9 @@ fn output_bio(capacity: usize) -> Result<Bio, ErrorStack> {
             return Err(ErrorStack::get());
         }
         let bio = Bio(bio);
+        // A memory BIO's ctrl always takes the buffer; were it ever to refuse, whether it kept
+        // the buffer would be unknown, so it is leaked rather than risk freeing it twice.
         if sys::BIO_ctrl(bio.0, BIO_C_SET_BUF_MEM, BIO_CLOSE, buf as *mut c_void) <= 0 {
-            BUF_MEM_free(buf);
             return Err(ErrorStack::get());
         }
         Ok(bio)
