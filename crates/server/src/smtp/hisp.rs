@@ -618,7 +618,11 @@ impl Hisp {
         // The recipients' own keys first; their domains' keys (looked up only then) if the
         // message was encrypted for none of those.
         let raw = Arc::new(raw);
-        let mut opened = self.open(&raw, keys, &anchors).await?;
+        let mut opened = if keys.is_empty() {
+            Err(SmimeError::NotForUs)
+        } else {
+            self.open(&raw, keys, &anchors).await?
+        };
         if matches!(opened, Err(SmimeError::NotForUs)) {
             let mut domains: Vec<String> = recipients
                 .iter()
