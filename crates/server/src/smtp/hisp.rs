@@ -601,16 +601,6 @@ impl Hisp {
             return Err(refusal(554, "5.5.1", "no valid recipients"));
         };
         let domain = store::domain_of(first).unwrap_or_default();
-        let mut keys = Vec::new();
-        for r in &recipients {
-            keys.extend(
-                self.our_keys(r)
-                    .await
-                    .map_err(local_problem)?
-                    .iter()
-                    .cloned(),
-            );
-        }
         let anchors = self
             .anchors(&domain, AnchorDirection::Inbound)
             .await
@@ -618,30 +608,16 @@ impl Hisp {
         // The recipients' own keys first; their domains' keys (looked up only then) if the
         // message was encrypted for none of those.
         let raw = Arc::new(raw);
-        let mut opened = if keys.is_empty() {
-            Err(SmimeError::NotForUs)
-        } else {
-            self.open(&raw, keys, &anchors).await?
-        };
+        let keys = self.keys_of(&recipients).await?;
+        let mut opened = self.open(&raw, keys, &anchors).await?;
         if matches!(opened, Err(SmimeError::NotForUs)) {
             let mut domains: Vec<String> = recipients
                 .iter()
                 .filter_map(|r| store::domain_of(r))
                 .collect();
             domains.dedup();
-            let mut keys = Vec::new();
-            for d in &domains {
-                keys.extend(
-                    self.our_keys(d)
-                        .await
-                        .map_err(local_problem)?
-                        .iter()
-                        .cloned(),
-                );
-            }
-            if !keys.is_empty() {
-                opened = self.open(&raw, keys, &anchors).await?;
-            }
+            let keys = self.keys_of(&domains).await?;
+            opened = self.open(&raw, keys, &anchors).await?;
         }
         drop(raw);
         let opened = opened.map_err(|e| {
@@ -717,13 +693,32 @@ impl Hisp {
         Ok(Received { ids, notification })
     }
 
-    /// Opens `raw` with `keys` on the blocking pool (S/MIME is CPU work).
+    /// Our keys for each of `subjects` (addresses or domains), in order.
+    async fn keys_of(&self, subjects: &[String]) -> Result<Vec<RecipientKey>, Refusal> {
+        let mut keys = Vec::new();
+        for subject in subjects {
+            keys.extend(
+                self.our_keys(subject)
+                    .await
+                    .map_err(local_problem)?
+                    .iter()
+                    .cloned(),
+            );
+        }
+        Ok(keys)
+    }
+
+    /// Opens `raw` with `keys` on the blocking pool (S/MIME is CPU work); with no keys, it was
+    /// not for us, without looking.
     async fn open(
         &self,
         raw: &Arc<Vec<u8>>,
         keys: Vec<RecipientKey>,
         anchors: &Arc<Anchors>,
     ) -> Result<Result<smime::Opened, SmimeError>, Refusal> {
+        if keys.is_empty() {
+            return Ok(Err(SmimeError::NotForUs));
+        }
         let (raw, anchors, crls) = (raw.clone(), anchors.clone(), self.crls.clone());
         let now = now_ms() / 1000;
         tokio::task::spawn_blocking(move || {
