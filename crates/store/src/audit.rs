@@ -22,7 +22,8 @@
 //!
 //! The index: each record may come with `(name, value)` pairs that the exchange derives from its
 //! AuditEvent (the patients it names, the requesting participant, the outcome...), stored in
-//! `audit_index` in the same transaction as the record, so that [`crate::Store::search_audit`]
+//! `audit_index` in the same transaction as the record (on SQLite, whose log is a file, in the
+//! record's line and copied with it: see `audit_file`), so that [`crate::Store::search_audit`]
 //! finds records without reading the log. The hash chain covers the AuditEvent JSON, not the
 //! index: [`verify`] does not check it. The index is derived data, as trustworthy as the database's
 //! triggers (which refuse UPDATE and DELETE on it as on the log); the exchange can rebuild and
@@ -453,6 +454,34 @@ pub(crate) async fn seq_of_hash(e: &mut impl Exec, hash: &AuditHash) -> Result<O
 }
 
 impl RawRecord {
+    /// A record as some other medium holds it (the SQLite engine's log file).
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn new(
+        seq: i64,
+        recorded: Option<i64>,
+        json: String,
+        prev_hash: String,
+        hash: String,
+    ) -> RawRecord {
+        RawRecord {
+            seq,
+            recorded,
+            json,
+            prev_hash,
+            hash,
+        }
+    }
+
+    /// The stored hash, as text.
+    #[cfg(feature = "sqlite")]
+    pub(crate) fn hash_text(&self) -> &str {
+        &self.hash
+    }
+
+    pub(crate) fn seq(&self) -> i64 {
+        self.seq
+    }
+
     /// The record, if every stored field is well formed and its hash matches its content.
     fn checked(self) -> Option<AuditRecord> {
         let record = AuditRecord {

@@ -26,7 +26,9 @@
 //! and verification names the first record that was changed, removed or inserted. No method updates
 //! or deletes a record, and triggers refuse UPDATE and DELETE on both engines. Each record carries
 //! the `(name, value)` pairs the exchange chose to find it by (`audit_index`, written in the
-//! record's transaction); [`Store::search_audit`] answers records by them, newest first.
+//! record's transaction on PostgreSQL, copied from the log file with the record on SQLite);
+//! [`Store::search_audit`] answers records by them, newest first. On SQLite the log is a file
+//! ([`audit_log_of`], format in `audit_file`) and the audit database its searchable copy.
 //!
 //! SMART Backend Services clients ([`Store::register_client`], [`Store::client`], [`Store::clients`],
 //! [`Store::set_client_status`]), the client assertion ids already used ([`Store::remember_jti`],
@@ -62,6 +64,8 @@
 
 mod accounts;
 mod audit;
+#[cfg(feature = "sqlite")]
+mod audit_file;
 mod clients;
 mod compliance;
 pub mod conformance;
@@ -110,5 +114,5 @@ pub use onboarding::{
 pub use purge::{PurgeAudit, Purged};
 pub use relationships::RelationshipBasis;
 #[cfg(feature = "sqlite")]
-pub use sqlite::audit_file_of;
+pub use sqlite::{audit_file_of, audit_log_of};
 pub use types::*;

@@ -99,11 +99,18 @@ pub(crate) const SQLITE: &[Migration] = &[
 
 /// The SQLite audit database's own migrations (the audit log is a file of its own there).
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE_AUDIT: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit",
-    sql: include_str!("../migrations/sqlite-audit/0001_audit.sql"),
-}];
+pub(crate) const SQLITE_AUDIT: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit",
+        sql: include_str!("../migrations/sqlite-audit/0001_audit.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "audit_file",
+        sql: include_str!("../migrations/sqlite-audit/0002_audit_file.sql"),
+    },
+];
 
 #[cfg(feature = "postgres")]
 pub(crate) const POSTGRES: &[Migration] = &[

@@ -7,22 +7,25 @@
 //! Writers are serialised by the mutex (SQLite allows one writer at a time anyway); readers see the
 //! last committed state without waiting for the writer.
 //!
-//! The audit log is a second database file beside the first ([`audit_file_of`]: `nutmeg.db` ->
-//! `nutmeg-audit.db`; an in-memory store has a second in-memory database). Every audited read
-//! appends a record, and a commit to a file makes each of its reader connections drop its page
-//! cache and memory map at its next transaction; with the log in the resources' file, searches
-//! under an audited load spent a third of their time reading pages back in. Records are appended by
-//! one group-commit thread, so the chain is linear. A transaction of records is synced to disk
-//! before it returns (the audit file's writer connection is `synchronous=FULL`: in WAL mode every
-//! commit is synced, so what survives a crash of the machine is always a prefix of the chain). A read's record
-//! is durable before its response goes out. A write's records are appended (durably) inside the
-//! write's transaction, after its expectations held and before it commits: a crash or a failed
-//! commit in between leaves a record of writes that did not land, never writes without their
-//! record. Databases from before the split keep their records in the main file; they move to the
-//! audit file, once, when it is created. An in-memory database (`sqlite::memory:`) is private to
-//! its connection, so there every call uses the writer connection.
+//! The audit log is a file beside the database ([`audit_log_of`]: `nutmeg.db` -> `nutmeg-audit.log`,
+//! see `audit_file`): one group-commit thread appends each batch of records with one `write` and one
+//! `fdatasync`, so a read's record is durable before its response goes out, at a fraction of what a
+//! synced SQLite transaction of the record and its index rows cost. The searchable copy is a second
+//! database file ([`audit_file_of`]: `nutmeg-audit.db`; a second in-memory database for a store in
+//! memory, whose log is an unnamed temporary file), filled from the log by a background thread in
+//! large transactions and brought up to the log's end before every search or read of the log. It
+//! is a file of its own because a commit to a file makes each of its reader connections drop its
+//! page cache and memory map at its next transaction. A write's records are appended (durably)
+//! inside the write's transaction, after its expectations held and before it commits: a crash or
+//! a failed commit in between leaves a record of writes that did not land, never writes without
+//! their record. Databases from before the split keep their records in the main file; they move to
+//! the audit database, once, when it is created, and from there to the log file when it is. An
+//! in-memory database (`sqlite::memory:`) is private to its connection, so there every call uses
+//! the writer connection.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -33,6 +36,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::accounts::{self, NewUser, Session, User, UserStatus};
 use crate::audit::{self, Appender, RawRecord};
+use crate::audit_file::{self, AuditFile, Boundary, FileRecord, Scanner};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::relationships::{self, RelationshipBasis};
@@ -98,6 +102,10 @@ struct Inner {
     audit: Db,
     /// Reads running at once, in either database.
     permits: Arc<tokio::sync::Semaphore>,
+    /// A handle on the audit log file ([`audit_log_of`] the main file), for reading it.
+    audit_log: File,
+    /// How far into the log file the audit database's copy goes.
+    audit_copied: AtomicU64,
 }
 
 /// The audit database's connections: its writer (the group-commit thread's, and a write commit's)
@@ -109,7 +117,7 @@ struct Db {
 }
 
 /// The audit database beside a main database file: `nutmeg.db` -> `nutmeg-audit.db` (a file without
-/// an extension gets `-audit` appended). Back up both.
+/// an extension gets `-audit` appended): the searchable copy of the log file ([`audit_log_of`]).
 pub fn audit_file_of(path: &std::path::Path) -> PathBuf {
     let stem = path
         .file_stem()
@@ -121,6 +129,19 @@ pub fn audit_file_of(path: &std::path::Path) -> PathBuf {
     };
     path.with_file_name(name)
 }
+
+/// The audit log file beside a main database file: `nutmeg.db` -> `nutmeg-audit.log`. This file
+/// is the log; the audit database beside it ([`audit_file_of`]) is its searchable copy, which can
+/// be rebuilt from it. Back up all three.
+pub fn audit_log_of(path: &Path) -> PathBuf {
+    audit_file_of(path).with_extension("log")
+}
+
+/// Records copied from the log file into the audit database per transaction.
+const COPY_BATCH: usize = 20_000;
+/// How often the background copier looks for records to copy. Searches of the log copy what is
+/// missing first, so this only bounds how much such a search finds to do.
+const COPY_EVERY: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -223,10 +244,10 @@ impl Sqlite {
             if let Some(main) = &path {
                 adopt_earlier_records(&mut audit_writer, main).map_err(opening)?;
             }
-            // Every transaction on this connection is a durable append (see `append_durably`).
-            audit_writer
-                .pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| StoreError::Open(e.to_string()))?;
+            let log_path = path.as_deref().map(audit_log_of);
+            let log = open_audit_log(&mut audit_writer, log_path.as_deref()).map_err(opening)?;
+            let audit_log = log.reader().map_err(opening)?;
+            let copied = copy_audit_records(&mut audit_writer, &audit_log).map_err(opening)?;
             let inner = Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
@@ -237,20 +258,95 @@ impl Sqlite {
                     readers: Mutex::new(Vec::new()),
                 },
                 permits: Arc::new(tokio::sync::Semaphore::new(readers())),
+                audit_log,
+                audit_copied: AtomicU64::new(copied),
             });
             for file in [&inner.path, &inner.audit.path].into_iter().flatten() {
                 spawn_checkpointer(file.clone(), Arc::downgrade(&inner));
             }
-            Ok(inner)
+            spawn_audit_copier(Arc::downgrade(&inner));
+            Ok((inner, log))
         })
         .await?;
-        // The group-commit thread holds the connections until the last clone of this store is gone.
-        let writer = inner.clone();
-        let audit = Appender::spawn_thread("sqlite-audit", move |records| {
-            append_durably(&mut lock(&writer.audit.writer), records)
-        })
-        .map_err(|e| StoreError::Open(format!("no audit writer thread: {e}")))?;
+        let (inner, mut log) = inner;
+        // The group-commit thread owns the log file's appender; it ends with the last clone of
+        // this store.
+        let audit = Appender::spawn_thread("sqlite-audit", move |records| log.append(records))
+            .map_err(|e| StoreError::Open(format!("no audit writer thread: {e}")))?;
         Ok(Sqlite { inner, audit })
+    }
+
+    /// Brings the audit database's copy up to the end of the log file (nothing to do, and no
+    /// blocking call, when it is there already).
+    pub(crate) async fn copy_audit(&self) -> Result<()> {
+        if !self.inner.audit_behind()? {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        blocking(move || inner.copy_audit()).await
+    }
+
+    /// After the copy in the audit database walked intact (`copy`), walks the log file and
+    /// compares the two: the log is intact when the file is and the copy is the start of it (the
+    /// file may hold records appended since the copy was walked).
+    pub(crate) async fn verify_audit_file(
+        &self,
+        copy: audit::AuditCheck,
+    ) -> Result<audit::AuditCheck> {
+        let inner = self.inner.clone();
+        blocking(move || {
+            let (copied, copy_head) = match copy {
+                audit::AuditCheck::Intact { count, head } => (count as i64, head),
+                broken => return Ok(broken),
+            };
+            let reader = inner.audit_log.try_clone().map_err(io_error)?;
+            let chain = audit_file::FileChain::new(reader, copied)?;
+            let file = block_ready(audit::verify(&chain))?;
+            let agree = copied == 0 || chain.watched() == Some(copy_head.to_hex());
+            if matches!(file, audit::AuditCheck::Broken { .. }) || agree {
+                return Ok(file);
+            }
+            // Both chains hold together on their own but are not the same chain: name the first
+            // record where they part.
+            let conn = lock(&inner.audit.writer);
+            let mut e = SqliteExec { conn: &conn };
+            let mut scanner = Scanner::new(inner.audit_log.try_clone().map_err(io_error)?, 0);
+            let mut after = i64::MIN;
+            let mut verified = 0;
+            loop {
+                let chunk = block_ready(audit::raw_records(&mut e, after, 1_000))?;
+                let done = chunk.len() < 1_000;
+                for raw in chunk {
+                    let fault = match scanner.next_record()? {
+                        None => audit::AuditFault::Inserted { seq: raw.seq() },
+                        Some(r) if r.hash != raw.hash_text() => {
+                            audit::AuditFault::Changed { seq: raw.seq() }
+                        }
+                        Some(_) => {
+                            verified += 1;
+                            after = raw.seq();
+                            continue;
+                        }
+                    };
+                    return Ok(audit::AuditCheck::Broken { verified, fault });
+                }
+                if done {
+                    break;
+                }
+            }
+            let last = match file {
+                audit::AuditCheck::Intact { count, .. } => count as i64,
+                broken => return Ok(broken),
+            };
+            Ok(audit::AuditCheck::Broken {
+                verified,
+                fault: audit::AuditFault::Removed {
+                    first: after.max(0) + 1,
+                    last,
+                },
+            })
+        })
+        .await
     }
 
     /// Runs `f` on a reader connection inside one read transaction (one consistent snapshot).
@@ -641,17 +737,20 @@ impl Sqlite {
     }
 
     pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
+        self.copy_audit().await?;
         self.read_audit(move |e| block_ready(audit::raw_records(e, after, limit)))
             .await
     }
 
     pub(crate) async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<RawRecord>> {
+        self.copy_audit().await?;
         let query = query.clone();
         self.read_audit(move |e| block_ready(audit::search(e, &query)))
             .await
     }
 
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
+        self.copy_audit().await?;
         self.read_audit(move |e| block_ready(audit::seq_of_hash(e, &hash)))
             .await
     }
@@ -783,16 +882,6 @@ fn commit(
     Ok(appended)
 }
 
-/// Appends audit records in one transaction synced to disk before it returns (the audit writer's
-/// connection is `synchronous=FULL`, set when the store opens: in WAL mode every commit is synced,
-/// so what survives a crash of the machine is always a prefix of the chain).
-fn append_durably(conn: &mut Connection, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let appended = append_audit(&tx, records)?;
-    tx.commit()?;
-    Ok(appended)
-}
-
 /// Copies the audit records (and their index rows) a database written before the audit log had a
 /// file of its own keeps in its main file, once, into a new audit database. The main file's copy
 /// stays (its triggers refuse deletion) and is no longer read.
@@ -913,37 +1002,238 @@ fn apply(tx: &rusqlite::Transaction<'_>, writes: &[Write]) -> Result<()> {
     Ok(())
 }
 
-/// Appends audit records after the chain's head, inside the writer's open transaction (the writer
-/// mutex makes the head read here the head when this commits).
-fn append_audit(conn: &Connection, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
-    if records.is_empty() {
-        return Ok(Vec::new());
+impl Inner {
+    /// Whether the log file holds records the audit database's copy does not.
+    fn audit_behind(&self) -> Result<bool> {
+        let len = self.audit_log.metadata().map_err(io_error)?.len();
+        Ok(len > self.audit_copied.load(Ordering::Acquire))
     }
-    let last = conn
-        .prepare_cached(audit::HEAD_SQL)?
+
+    /// Copies what the log file holds past the audit database's copy into it (a blocking call).
+    fn copy_audit(&self) -> Result<()> {
+        let mut conn = lock(&self.audit.writer);
+        let to = copy_audit_records(&mut conn, &self.audit_log)?;
+        self.audit_copied.fetch_max(to, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// Copies the log file's records in the background, every [`COPY_EVERY`], in transactions of up
+/// to [`COPY_BATCH`] records, so that the copy's random index pages are shared by many records
+/// and searches of the log seldom have much to copy first. Ends with the store.
+fn spawn_audit_copier(store: Weak<Inner>) {
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-audit-copy".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(COPY_EVERY);
+            let Some(inner) = store.upgrade() else {
+                return;
+            };
+            match inner.audit_behind() {
+                Ok(false) => {}
+                Ok(true) => {
+                    if let Err(e) = inner.copy_audit() {
+                        tracing::warn!(error = %e, "copying the audit log into its database failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the audit log file cannot be read"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no audit copier thread; searches of the log copy it");
+    }
+}
+
+/// The last record the audit database's copy holds and where the file goes on after it (`None`
+/// before the copy has ever been made from a file).
+fn copied_boundary(conn: &Connection) -> Result<Option<Boundary>> {
+    let row = conn
+        .prepare_cached("SELECT seq, hash, file_offset FROM audit_copied WHERE one = 1")?
         .query_row([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+            ))
         })
         .optional()?;
-    let rows = audit::extend(audit::head(last)?, records);
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?;
-    for r in &rows {
-        insert.execute(params![
-            r.seq,
-            r.recorded,
-            r.json,
-            r.prev_hash.to_hex(),
-            r.hash.to_hex()
-        ])?;
+    row.map(|(seq, hash, offset)| {
+        let (seq, hash) = audit::head(Some((seq, hash)))?;
+        Ok(Boundary {
+            seq,
+            hash,
+            offset: u64::try_from(offset).unwrap_or(0),
+        })
+    })
+    .transpose()
+}
+
+/// Opens the audit log file (a temporary one for a store in memory), from where the audit
+/// database's copy ends. A database from before the log had a file holds its records only in
+/// its `audit_log` table: they are written to the new file first, as they are.
+fn open_audit_log(conn: &mut Connection, path: Option<&Path>) -> Result<AuditFile> {
+    let Some(path) = path else {
+        return AuditFile::temporary();
+    };
+    let from = match copied_boundary(conn)? {
+        Some(boundary) => boundary,
+        None => {
+            let earlier: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM audit_log)", [], |r| r.get(0))?;
+            if earlier {
+                let at = write_earlier_records(conn, path)?;
+                set_copied(conn, &at)?;
+                tracing::info!(
+                    records = at.seq,
+                    "audit records written to the audit log file"
+                );
+                at
+            } else {
+                Boundary::START
+            }
+        }
+    };
+    AuditFile::open(path, from)
+}
+
+/// Writes every record of the audit database's `audit_log`, with its index pairs, to a new log
+/// file at `path`.
+fn write_earlier_records(conn: &Connection, path: &Path) -> Result<Boundary> {
+    let mut records =
+        conn.prepare("SELECT seq, recorded, json, prev_hash, hash FROM audit_log ORDER BY seq")?;
+    let mut pairs = conn.prepare("SELECT seq, name, value FROM audit_index ORDER BY seq")?;
+    let mut records = records.query([])?;
+    let mut pairs = pairs.query([])?;
+    let mut pending: Option<(i64, String, String)> = None;
+    let mut next_pair = move || -> rusqlite::Result<Option<(i64, String, String)>> {
+        match pairs.next()? {
+            Some(row) => Ok(Some((row.get(0)?, row.get(1)?, row.get(2)?))),
+            None => Ok(None),
+        }
+    };
+    let rows = std::iter::from_fn(|| {
+        let row = match records.next() {
+            Ok(Some(row)) => row,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(StoreError::from(e))),
+        };
+        let item = (|| {
+            let record = FileRecord {
+                seq: row.get(0)?,
+                recorded: row.get(1)?,
+                json: row.get(2)?,
+                prev_hash: row.get(3)?,
+                hash: row.get(4)?,
+                index: Vec::new(),
+                offset: 0,
+                end: 0,
+            };
+            let mut index = Vec::new();
+            loop {
+                let pair = match pending.take() {
+                    Some(pair) => Some(pair),
+                    None => next_pair()?,
+                };
+                match pair {
+                    Some((seq, name, value)) if seq == record.seq => index.push((name, value)),
+                    Some((seq, name, value)) if seq < record.seq => {
+                        let _ = (name, value);
+                    }
+                    other => {
+                        pending = other;
+                        break;
+                    }
+                }
+            }
+            Ok::<_, rusqlite::Error>((record, index))
+        })();
+        Some(item.map_err(StoreError::from))
+    });
+    audit_file::write_earlier(path, rows)
+}
+
+fn set_copied(conn: &Connection, at: &Boundary) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO audit_copied (one, seq, hash, file_offset) VALUES (1, ?1, ?2, ?3) \
+         ON CONFLICT (one) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, \
+         file_offset = excluded.file_offset",
+    )?
+    .execute(params![
+        at.seq,
+        at.hash.to_hex(),
+        i64::try_from(at.offset).unwrap_or(i64::MAX)
+    ])?;
+    Ok(())
+}
+
+/// Copies the records the log file holds past the copy's end into `audit_log` and `audit_index`,
+/// in transactions of at most [`COPY_BATCH`] records; answers the file offset the copy reaches.
+/// The copy stops at a record that does not follow the one before it (a damaged or altered file:
+/// `verify` names it) and at a record still being written.
+fn copy_audit_records(conn: &mut Connection, log: &File) -> Result<u64> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let from = copied_boundary(&tx)?.unwrap_or(Boundary::START);
+        let mut scanner = Scanner::new(log.try_clone().map_err(io_error)?, from.offset);
+        let mut last = from;
+        let mut copied = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut index = tx.prepare_cached(
+                "INSERT OR IGNORE INTO audit_index (name, value, seq) VALUES (?1, ?2, ?3)",
+            )?;
+            while copied < COPY_BATCH {
+                let Some(r) = scanner.next_record()? else {
+                    if let Some(audit_file::Stop::Damaged(at)) = scanner.stopped() {
+                        warn_stopped(at, last.seq);
+                    }
+                    break;
+                };
+                let hash = AuditHash::from_hex(&r.hash);
+                let Some(hash) =
+                    hash.filter(|_| r.seq == last.seq + 1 && r.prev_hash == last.hash.to_hex())
+                else {
+                    warn_stopped(r.offset, last.seq);
+                    break;
+                };
+                insert.execute(params![r.seq, r.recorded, r.json, r.prev_hash, r.hash])?;
+                for (name, value) in &r.index {
+                    index.execute(params![name, value, r.seq])?;
+                }
+                last = Boundary {
+                    seq: r.seq,
+                    hash,
+                    offset: r.end,
+                };
+                copied += 1;
+            }
+        }
+        if copied > 0 {
+            set_copied(&tx, &last)?;
+        }
+        tx.commit()?;
+        if copied < COPY_BATCH {
+            return Ok(last.offset);
+        }
     }
-    let mut index =
-        conn.prepare_cached("INSERT INTO audit_index (name, value, seq) VALUES (?1, ?2, ?3)")?;
-    for (name, value, seq) in audit::index_rows(&rows, records) {
-        index.execute(params![name, value, seq])?;
+}
+
+/// Says once per place that the copy cannot go past a record of the log file.
+fn warn_stopped(at: u64, after: i64) {
+    static WARNED: AtomicU64 = AtomicU64::new(u64::MAX);
+    if WARNED.swap(at, Ordering::Relaxed) != at {
+        tracing::warn!(
+            byte = at,
+            after_record = after,
+            "the audit log file does not go on as a chain here: its copy stops; run `nutmeg admin audit verify`"
+        );
     }
-    Ok(audit::appended(&rows))
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Database(format!("audit log: {e}"))
 }
 
 /// Ends the validity of a resource's current index and compartment rows at commit `seq` (they stay

@@ -60,16 +60,206 @@ async fn audit_log_refuses_update_and_delete() {
     conformance::audit_log_refuses_update_and_delete(&db.store, &Raw::open(&db)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_failed_batch_fails_every_caller() {
-    let db = fresh().await;
-    conformance::audit_failed_batch_fails_every_caller(&db.store, &Raw::open(&db)).await;
-}
+// `conformance::audit_failed_batch_fails_every_caller` makes the database fail under the store;
+// on SQLite records are appended to the log file, not the database: `audit_file`'s unit tests
+// make the file fail (a batch that cannot be written is refused, and so is every later one).
 
+/// The searchable copy in the audit database is guarded and checked as the log is on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_tampering_is_named() {
+    for case in 0..conformance::AUDIT_TAMPERING_CASES {
+        let db = fresh().await;
+        conformance::audit_tampering_is_named(&db.store, &Raw::open(&db), case).await;
+    }
+}
+
+/// The records of a fresh store's log file, one line each (their texts hold no newline).
+fn log_lines(db: &TestDb) -> (std::path::PathBuf, Vec<Vec<u8>>) {
+    let path = store::audit_log_of(&db._dir.path().join("test.db"));
+    let bytes = std::fs::read(&path).expect("read the log file");
+    let lines = bytes
+        .split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    (path, lines)
+}
+
+/// A line's header (as JSON) and its text.
+fn split_line(line: &[u8]) -> (serde_json::Value, String) {
+    let text = std::str::from_utf8(line).expect("utf-8");
+    let at = text.find("} ").expect("header end") + 1;
+    let header = serde_json::from_str(&text[..at]).expect("header");
+    (header, text[at + 1..].trim_end_matches('\n').to_string())
+}
+
+fn audit_record(n: i64) -> store::NewAuditRecord {
+    store::NewAuditRecord {
+        recorded: conformance::T0 + n,
+        json: format!(r#"{{"resourceType":"AuditEvent","id":"ae{n}"}}"#),
+        index: vec![("patient".to_string(), format!("p{n}"))],
+    }
+}
+
+/// The log file is the log: when its records are changed, removed or garbled (the searchable
+/// copy left as it was), or its chain recomputed after a change so that it holds together,
+/// verify names the first record concerned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_file_tampering_is_named() {
+    use store::{AuditCheck, AuditFault, AuditHash};
+    type Edit = fn(&mut Vec<Vec<u8>>);
+    let cases: Vec<(&str, Edit, u64, AuditFault)> = vec![
+        (
+            "a record's text changed",
+            |lines| {
+                let line = String::from_utf8(lines[2].clone()).unwrap();
+                lines[2] = line.replace("ae3", "ae9").into_bytes();
+            },
+            2,
+            AuditFault::Changed { seq: 3 },
+        ),
+        (
+            "a record removed",
+            |lines| {
+                lines.remove(3);
+            },
+            3,
+            AuditFault::Removed { first: 4, last: 4 },
+        ),
+        (
+            "the first record removed",
+            |lines| {
+                lines.remove(0);
+            },
+            0,
+            AuditFault::Removed { first: 1, last: 1 },
+        ),
+        (
+            "a record garbled",
+            |lines| lines[3] = b"not a record at all\n".to_vec(),
+            3,
+            AuditFault::Changed { seq: 4 },
+        ),
+        (
+            "a record changed and the chain recomputed from it on",
+            |lines| {
+                let mut prev = None;
+                for line in lines.iter_mut().skip(2) {
+                    let (mut header, text) = split_line(line);
+                    let text = text.replace("ae", "xx");
+                    let prev_hash = prev.unwrap_or_else(|| {
+                        AuditHash::from_hex(header["prev_hash"].as_str().unwrap()).unwrap()
+                    });
+                    let hash = store::chain_hash(
+                        &prev_hash,
+                        header["seq"].as_i64().unwrap(),
+                        header["recorded"].as_i64().unwrap(),
+                        &text,
+                    );
+                    header["prev_hash"] = prev_hash.to_hex().into();
+                    header["hash"] = hash.to_hex().into();
+                    header["bytes"] = text.len().into();
+                    *line = format!("{header} {text}\n").into_bytes();
+                    prev = Some(hash);
+                }
+            },
+            2,
+            AuditFault::Changed { seq: 3 },
+        ),
+    ];
+    for (what, edit, verified, fault) in cases {
+        let db = fresh().await;
+        db.store
+            .append_audit((1..=6).map(audit_record).collect())
+            .await
+            .expect("append");
+        // The copy is made when the log is read.
+        assert_eq!(db.store.audit_records(0, 10).await.expect("read").len(), 6);
+        assert!(matches!(
+            db.store.verify_audit().await.expect("verify"),
+            AuditCheck::Intact { count: 6, .. }
+        ));
+        let (path, mut lines) = log_lines(&db);
+        assert_eq!(lines.len(), 6, "one line per record");
+        edit(&mut lines);
+        std::fs::write(&path, lines.concat()).expect("write the log file");
+        conformance::assert_audit_broken(&db.store, what, verified, fault).await;
+    }
+}
+
+/// The searchable copy can be thrown away: opened without it, the store makes it again from the
+/// log file, and searches and verify find every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_copy_is_rebuilt_from_the_log_file() {
     let db = fresh().await;
-    conformance::audit_tampering_is_named(&db.store, &Raw::open(&db)).await;
+    let url = format!("sqlite://{}", db._dir.path().join("test.db").display());
+    db.store
+        .append_audit((1..=5).map(audit_record).collect())
+        .await
+        .expect("append");
+    drop(db.store);
+    let copy = store::audit_file_of(&db._dir.path().join("test.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", copy.display()));
+    }
+    let store = Store::open(&url).await.expect("reopen");
+    let found = store
+        .search_audit(&store::AuditQuery {
+            filters: vec![("patient".to_string(), "p4".to_string())],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4]);
+    let next = store
+        .append_audit(vec![audit_record(6)])
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, 6);
+    assert_eq!(
+        store.verify_audit().await.expect("verify"),
+        store::AuditCheck::Intact {
+            count: 6,
+            head: next[0].hash
+        }
+    );
+}
+
+/// A record appended by another store on the same files (another process: `nutmeg admin`
+/// beside the server) continues the one chain, and this store's searches find it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_append_one_audit_chain() {
+    let db = fresh().await;
+    let url = format!("sqlite://{}", db._dir.path().join("test.db").display());
+    let other = Store::open(&url).await.expect("second store");
+    let mut seqs = Vec::new();
+    for n in 1..=6 {
+        let store = if n % 2 == 0 { &db.store } else { &other };
+        seqs.push(
+            store
+                .append_audit(vec![audit_record(n)])
+                .await
+                .expect("append")[0]
+                .seq,
+        );
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
+    let found = db
+        .store
+        .search_audit(&store::AuditQuery {
+            filters: vec![("patient".to_string(), "p5".to_string())],
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("search");
+    assert_eq!(found.len(), 1, "the other store's record is found here");
+    for store in [&db.store, &other] {
+        assert!(matches!(
+            store.verify_audit().await.expect("verify"),
+            store::AuditCheck::Intact { count: 6, .. }
+        ));
+    }
 }
 
 #[tokio::test]
@@ -218,7 +408,8 @@ async fn two_stores_share_clients_jti_and_token_key() {
 }
 
 /// A database written before the audit log had a file of its own keeps its records in the main
-/// file; opened now, they move to the audit file once, the chain intact, and new records follow them.
+/// file; opened now, they move to the audit database and the log file once, the chain intact, and
+/// new records follow them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn earlier_audit_records_move_to_the_audit_file() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -236,6 +427,8 @@ async fn earlier_audit_records_move_to_the_audit_file() {
         .append_audit((1..=3).map(record).collect())
         .await
         .expect("append");
+    // (Read, so that the audit database's copy holds them.)
+    assert_eq!(store.audit_records(0, 10).await.expect("read").len(), 3);
     drop(store);
     let audit = store::audit_file_of(&main);
     let conn = rusqlite::Connection::open(&main).expect("open main file");
@@ -250,7 +443,9 @@ async fn earlier_audit_records_move_to_the_audit_file() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", audit.display()));
     }
+    std::fs::remove_file(store::audit_log_of(&main)).expect("no log file then");
 
+    // Opened now, they move to the audit database and from there to a new log file.
     let store = Store::open(&url).await.expect("reopen");
     let next = store
         .append_audit(vec![record(4)])
@@ -295,4 +490,40 @@ async fn earlier_audit_records_move_to_the_audit_file() {
 async fn purge_twice_at_once() {
     let db = fresh().await;
     conformance::purge_race(&db.store, &db.store.clone()).await;
+}
+
+/// Verify on a store that goes on appending (a live server) finds the log intact: records the
+/// file gained after the copy was walked are not a difference between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_while_records_are_appended() {
+    let db = fresh().await;
+    db.store
+        .append_audit((1..=20).map(audit_record).collect())
+        .await
+        .expect("append");
+    let appender = {
+        let store = db.store.clone();
+        tokio::spawn(async move {
+            for n in 21..=400 {
+                store
+                    .append_audit(vec![audit_record(n)])
+                    .await
+                    .expect("append");
+            }
+        })
+    };
+    let mut checks = 0;
+    while !appender.is_finished() {
+        match db.store.verify_audit().await.expect("verify") {
+            store::AuditCheck::Intact { count, .. } => assert!(count >= 20),
+            broken => panic!("{broken:?}"),
+        }
+        checks += 1;
+    }
+    appender.await.expect("appender");
+    assert!(checks > 0);
+    assert!(matches!(
+        db.store.verify_audit().await.expect("verify"),
+        store::AuditCheck::Intact { count: 400, .. }
+    ));
 }
