@@ -10,7 +10,9 @@
 //! ```
 //!
 //! `bytes` is the length of the text that follows, so the text may hold anything (even a
-//! newline) and a reader never guesses where it ends. The hash is the chain's (see
+//! newline) and a reader never guesses where it ends. The file is made longer ahead of the log,
+//! 4 MiB of zeros at a time, so that a batch's `fdatasync` writes data blocks only: the log ends
+//! at the first zero byte where a record would start (or at the end of the file). The hash is the chain's (see
 //! [`crate::audit::chain_hash`]): it covers `seq`, `recorded`, the previous hash and the text, not
 //! the `index` pairs, which are what the searchable copy is built from. A line of text per record
 //! can be read with `less`, followed with `tail -f` and shipped as is.
@@ -18,15 +20,15 @@
 //! Appends take an exclusive `flock` on the file for the length of one batch, so several
 //! processes on one database (the server and an operator's `nutmeg admin`) extend one chain: an
 //! appender that finds the file longer than it left it reads the records added since to learn the
-//! head. A batch that could not be written whole is cut off again before its callers hear of the
+//! head. A batch that could not be written whole is zeroed again before its callers hear of the
 //! failure; if that or the sync fails, the file refuses further appends until it is opened again
 //! (after a failed `fdatasync` the kernel may have dropped the pages it could not write).
 //!
 //! Opening the file reads it from a known record boundary (what the searchable copy holds) to its
 //! end. A record cut short at the end (a crash during a batch that nobody was told had been
-//! written) is moved aside to `<file>.torn-<unix seconds>` and cut off; a damaged record anywhere
-//! else stops the open with an error that names its place, because a log that silently lost
-//! records would be worse than a server that does not start.
+//! written) is moved aside to `<file>.torn-<unix seconds>` and zeroed; a damaged record followed
+//! by what ends like whole records stops the open with an error that names its place, because a
+//! log that silently lost records would be worse than a server that does not start.
 
 use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
@@ -41,6 +43,11 @@ use crate::{Result, StoreError};
 
 /// Bytes read from the file at a time while scanning it.
 const READ_CHUNK: usize = 1 << 20;
+/// The file is made longer ahead of the log in steps of this many bytes of zeros: an append
+/// that makes a file longer makes its `fdatasync` write the file's metadata too, which on this
+/// machine doubled what each cost (a quarter of a millisecond of wall time, 80-95 us of CPU,
+/// against 50 us into blocks already there).
+const ALLOCATE: u64 = 4 << 20;
 
 /// A record's header, as written before its text.
 #[derive(Serialize, Deserialize)]
@@ -79,6 +86,8 @@ enum Parsed {
     Incomplete,
     /// The bytes are not a record.
     Malformed,
+    /// A zero byte where a record would start: the end of the log in a file made longer ahead of it.
+    End,
 }
 
 /// Appends one record's line to `out`.
@@ -165,8 +174,10 @@ pub(crate) fn write_earlier(
 
 /// The record at the start of `buf`, which starts at `offset` in the file.
 fn parse(buf: &[u8], offset: u64) -> Parsed {
-    if buf.is_empty() {
-        return Parsed::Incomplete;
+    match buf.first() {
+        None => return Parsed::Incomplete,
+        Some(0) => return Parsed::End,
+        Some(_) => {}
     }
     let mut headers = serde_json::Deserializer::from_slice(buf).into_iter::<Header<'_>>();
     let header = match headers.next() {
@@ -225,6 +236,8 @@ pub(crate) struct Scanner {
     /// How far `buf` has been consumed.
     used: usize,
     eof: bool,
+    /// Past the last record of a file made longer ahead of its log.
+    ended: bool,
     stopped: Option<Stop>,
 }
 
@@ -236,6 +249,7 @@ impl Scanner {
             buf: Vec::new(),
             used: 0,
             eof: false,
+            ended: false,
             stopped: None,
         }
     }
@@ -243,7 +257,7 @@ impl Scanner {
     /// The next record, or `None` at the end of the file or where it stops being records (then
     /// [`Scanner::stopped`] says which).
     pub(crate) fn next_record(&mut self) -> Result<Option<FileRecord>> {
-        if self.stopped.is_some() {
+        if self.stopped.is_some() || self.ended {
             return Ok(None);
         }
         loop {
@@ -255,6 +269,10 @@ impl Scanner {
                 }
                 Parsed::Malformed => {
                     self.stopped = Some(Stop::Damaged(offset));
+                    return Ok(None);
+                }
+                Parsed::End => {
+                    self.ended = true;
                     return Ok(None);
                 }
                 Parsed::Incomplete if self.eof => {
@@ -315,8 +333,10 @@ impl Boundary {
 pub(crate) struct AuditFile {
     file: File,
     path: Option<PathBuf>,
-    /// The last record this appender knows of, and where the file ends after it.
+    /// The last record this appender knows of, and where the log ends after it.
     head: Boundary,
+    /// The file's length: zeros from the log's end to here, written ahead of the log.
+    allocated: u64,
     /// `fdatasync` after every batch (not for a store in memory, which does not outlive its process).
     sync: bool,
     /// Set when the file's state is no longer known (see the module documentation).
@@ -338,14 +358,16 @@ impl AuditFile {
     pub(crate) fn open(path: &Path, from: Boundary) -> Result<AuditFile> {
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create(true)
+            .truncate(false)
             .open(path)
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
         let mut log = AuditFile {
             file,
             path: Some(path.to_path_buf()),
             head: from,
+            allocated: 0,
             sync: true,
             failed: None,
         };
@@ -368,7 +390,7 @@ impl AuditFile {
         ));
         let file = OpenOptions::new()
             .read(true)
-            .append(true)
+            .write(true)
             .create_new(true)
             .open(&path)
             .map_err(|e| StoreError::Open(format!("{}: {e}", path.display())))?;
@@ -377,6 +399,7 @@ impl AuditFile {
             file,
             path: None,
             head: Boundary::START,
+            allocated: 0,
             sync: false,
             failed: None,
         })
@@ -387,10 +410,13 @@ impl AuditFile {
         self.file.try_clone().map_err(io_error)
     }
 
-    /// Reads from the known head to the end of the file (under the lock): the head becomes the
-    /// last record there. A torn last record is moved aside and cut off; a damaged one is an error.
+    /// Reads from the known head to the end of the log (under the lock): the head becomes the
+    /// last record there. What follows the log's end must be zeros: a record cut short there (or
+    /// stray bytes past a zero) is moved aside and zeroed; bytes that end like whole records after
+    /// a damaged one are damage, an error.
     fn recover(&mut self) -> Result<()> {
         let len = self.file.metadata().map_err(io_error)?.len();
+        self.allocated = len;
         if len < self.head.offset {
             return Err(StoreError::Database(format!(
                 "the audit log {} is {len} bytes long, but record {} ended at byte {}: it was cut \
@@ -399,9 +425,6 @@ impl AuditFile {
                 self.head.seq,
                 self.head.offset
             )));
-        }
-        if len == self.head.offset {
-            return Ok(());
         }
         let mut scanner = Scanner::new(self.reader()?, self.head.offset);
         while let Some(record) = scanner.next_record()? {
@@ -419,22 +442,48 @@ impl AuditFile {
                 offset: record.end,
             };
         }
-        match scanner.stopped() {
-            None => Ok(()),
-            Some(Stop::Torn(at)) => self.cut_torn(at, len),
-            Some(Stop::Damaged(at)) => Err(StoreError::Database(format!(
-                "the audit log {} is damaged at byte {at}, after record {}: check it with \
+        let end = self.head.offset;
+        let Some(last) = self.last_nonzero(end, len)? else {
+            return Ok(());
+        };
+        let mut byte = [0u8; 1];
+        self.file.read_exact_at(&mut byte, last).map_err(io_error)?;
+        if matches!(scanner.stopped(), Some(Stop::Damaged(_))) && byte[0] == b'\n' {
+            return Err(StoreError::Database(format!(
+                "the audit log {} is damaged at byte {end}, after record {}: check it with \
                  `nutmeg admin audit verify` on a copy, and restore it from a backup",
                 self.describe(),
                 self.head.seq
-            ))),
+            )));
         }
+        self.cut_torn(end, last + 1)
     }
 
-    /// Moves the bytes from `at` to `len` (a record a crash cut short) to a file beside the log
-    /// and cuts them off.
-    fn cut_torn(&mut self, at: u64, len: u64) -> Result<()> {
-        let mut tail = vec![0; (len - at) as usize];
+    /// The offset of the last byte in `from..to` that is not zero.
+    fn last_nonzero(&self, from: u64, to: u64) -> Result<Option<u64>> {
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut at = from;
+        let mut last = None;
+        while at < to {
+            let want = usize::try_from(to - at)
+                .unwrap_or(usize::MAX)
+                .min(READ_CHUNK);
+            let n = self.file.read_at(&mut buf[..want], at).map_err(io_error)?;
+            if n == 0 {
+                break;
+            }
+            if let Some(p) = buf[..n].iter().rposition(|b| *b != 0) {
+                last = Some(at + p as u64);
+            }
+            at += n as u64;
+        }
+        Ok(last)
+    }
+
+    /// Moves the bytes from `at` to `until` (a batch a crash cut short) to a file beside the log
+    /// and zeroes them in the log.
+    fn cut_torn(&mut self, at: u64, until: u64) -> Result<()> {
+        let mut tail = vec![0; (until - at) as usize];
         self.file.read_exact_at(&mut tail, at).map_err(io_error)?;
         if let Some(path) = &self.path {
             let secs = std::time::SystemTime::now()
@@ -453,9 +502,23 @@ impl AuditFile {
                 "the audit log ended inside a record (a batch cut short by a crash); moved it aside"
             );
         }
-        self.file.set_len(at).map_err(io_error)?;
+        self.zero(at, until)?;
         if self.sync {
             self.file.sync_all().map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Writes zeros from `from` to `to`.
+    fn zero(&self, from: u64, to: u64) -> Result<()> {
+        let zeros = vec![0u8; READ_CHUNK];
+        let mut at = from;
+        while at < to {
+            let n = usize::try_from(to - at)
+                .unwrap_or(usize::MAX)
+                .min(READ_CHUNK);
+            self.file.write_all_at(&zeros[..n], at).map_err(io_error)?;
+            at += n as u64;
         }
         Ok(())
     }
@@ -491,10 +554,22 @@ impl AuditFile {
     }
 
     fn append_locked(&mut self, records: &[NewAuditRecord]) -> Result<Vec<Appended>> {
-        // Another process may have appended since this one last did.
-        if self.file.metadata().map_err(io_error)?.len() != self.head.offset {
+        // Another process may have appended since this one last did: then the log does not end
+        // (with a zero byte, or the end of the file) where this appender left it.
+        let len = self.file.metadata().map_err(io_error)?.len();
+        let mut byte = [0u8; 1];
+        let moved = len < self.head.offset
+            || (len > self.head.offset
+                && self
+                    .file
+                    .read_at(&mut byte, self.head.offset)
+                    .map_err(io_error)?
+                    == 1
+                && byte[0] != 0);
+        if moved {
             self.recover()?;
         }
+        self.allocated = self.allocated.max(len);
         let rows = audit::extend((self.head.seq, self.head.hash), records);
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.json.len() + 400).sum());
         for (row, record) in rows.iter().zip(records) {
@@ -503,21 +578,26 @@ impl AuditFile {
             pairs.dedup();
             encode(&mut buf, row, &pairs);
         }
-        let written = self.file.write_all(&buf);
+        let at = self.head.offset;
+        let end = at + buf.len() as u64;
+        if end > self.allocated {
+            self.allocate(end)?;
+        }
+        let written = self.file.write_all_at(&buf, at);
         let synced = match &written {
             Ok(()) if self.sync => self.file.sync_data(),
             _ => Ok(()),
         };
         if let Some(e) = written.as_ref().err().or(synced.as_ref().err()) {
-            // Nobody will be told these records were written: take them off again. After a failed
-            // sync, or if they cannot be taken off, the file's state is unknown: refuse every later
+            // Nobody will be told these records were written: zero them again. After a failed
+            // sync, or if they cannot be zeroed, the file's state is unknown: refuse every later
             // append rather than chain onto it.
-            let cut = self.file.set_len(self.head.offset);
+            let undone = self.zero(at, end);
             let message = format!(
                 "the audit log {} could not be written: {e}",
                 self.describe()
             );
-            if cut.is_err() || synced.is_err() {
+            if undone.is_err() || synced.is_err() {
                 self.failed = Some(format!("{message}; appends stop until nutmeg is restarted"));
             }
             return Err(StoreError::Database(message));
@@ -526,7 +606,7 @@ impl AuditFile {
         self.head = Boundary {
             seq: last.seq,
             hash: last.hash,
-            offset: self.head.offset + buf.len() as u64,
+            offset: end,
         };
         Ok(audit::appended(&rows))
     }
@@ -612,6 +692,29 @@ impl audit::ChainSource for FileChain {
     }
 }
 
+impl AuditFile {
+    /// Makes the file at least `needed` bytes long, in steps of [`ALLOCATE`], by writing zeros
+    /// (blocks really allocated, not a hole) and syncing them with the file's new length: the
+    /// batches that follow change only data blocks, so their `fdatasync` writes no metadata.
+    fn allocate(&mut self, needed: u64) -> Result<()> {
+        let to = needed.div_ceil(ALLOCATE) * ALLOCATE;
+        let out = self.zero(self.allocated, to).and_then(|()| {
+            if self.sync {
+                self.file.sync_all().map_err(io_error)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = out {
+            // Whatever was written is zeros past the log's end: harmless, but not counted on.
+            let _ = self.file.set_len(self.allocated);
+            return Err(e);
+        }
+        self.allocated = to;
+        Ok(())
+    }
+}
+
 fn io_error(e: std::io::Error) -> StoreError {
     StoreError::Database(format!("audit log: {e}"))
 }
@@ -687,7 +790,10 @@ mod tests {
             );
             prev = hash;
         }
-        assert_eq!(read[3].end, std::fs::metadata(&path).unwrap().len());
+        // Zeros follow the last record, to a length made ahead of the log.
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64 % ALLOCATE, 0);
+        assert!(bytes[read[3].end as usize..].iter().all(|b| *b == 0));
         // Reopened, the chain goes on from its head.
         drop(log);
         let mut log = AuditFile::open(&path, Boundary::START).unwrap();
@@ -727,12 +833,14 @@ mod tests {
             &audit::extend((whole.seq, whole.hash), &[record(3, "{\"x\":1}")])[0],
             &[],
         );
-        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(&bytes[..bytes.len() - 5]).unwrap();
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        f.write_all_at(&bytes[..bytes.len() - 5], whole.offset)
+            .unwrap();
         drop(f);
         let mut log = AuditFile::open(&path, Boundary::START).unwrap();
         assert_eq!(log.head(), whole);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.offset);
+        let after = std::fs::read(&path).unwrap();
+        assert!(after[whole.offset as usize..].iter().all(|b| *b == 0));
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -776,7 +884,7 @@ mod tests {
         let err = AuditFile::open(
             &path,
             Boundary {
-                offset: read[2].end + 10,
+                offset: bytes.len() as u64 + 10,
                 ..past
             },
         )
@@ -793,12 +901,19 @@ mod tests {
             return;
         };
         let mut log = AuditFile {
-            file,
+            file: file.try_clone().unwrap(),
             path: Some(PathBuf::from("/dev/full")),
             head: Boundary::START,
+            allocated: 0,
             sync: true,
             failed: None,
         };
+        // Making the file longer fails first: nothing of the log was touched, later appends may try.
+        let err = log.append(&[record(1, "{}")]).unwrap_err().to_string();
+        assert!(err.contains("No space left"), "{err}");
+        assert!(log.failed.is_none());
+        // Space there, but the write fails.
+        log.allocated = u64::MAX;
         let err = log.append(&[record(1, "{}")]).unwrap_err().to_string();
         assert!(err.contains("could not be written"), "{err}");
         let again = log.append(&[record(2, "{}")]).unwrap_err().to_string();

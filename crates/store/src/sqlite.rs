@@ -137,11 +137,13 @@ pub fn audit_log_of(path: &Path) -> PathBuf {
     audit_file_of(path).with_extension("log")
 }
 
+/// Page cache of the audit database's writer, the copier's connection, in KiB.
+const AUDIT_COPY_CACHE_KIB: i64 = 128_000;
 /// Records copied from the log file into the audit database per transaction.
 const COPY_BATCH: usize = 20_000;
 /// How often the background copier looks for records to copy. Searches of the log copy what is
 /// missing first, so this only bounds how much such a search finds to do.
-const COPY_EVERY: Duration = Duration::from_secs(2);
+const COPY_EVERY: Duration = Duration::from_millis(500);
 
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -244,6 +246,12 @@ impl Sqlite {
             if let Some(main) = &path {
                 adopt_earlier_records(&mut audit_writer, main).map_err(opening)?;
             }
+            // The copier's transactions hold a couple of seconds of records (some megabytes of
+            // AuditEvent text): with a cache smaller than that, SQLite spills pages to the WAL
+            // in the middle of each one.
+            audit_writer
+                .pragma_update(None, "cache_size", -AUDIT_COPY_CACHE_KIB)
+                .map_err(|e| StoreError::Open(e.to_string()))?;
             let log_path = path.as_deref().map(audit_log_of);
             let log = open_audit_log(&mut audit_writer, log_path.as_deref()).map_err(opening)?;
             let audit_log = log.reader().map_err(opening)?;
@@ -1005,8 +1013,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, writes: &[Write]) -> Result<()> {
 impl Inner {
     /// Whether the log file holds records the audit database's copy does not.
     fn audit_behind(&self) -> Result<bool> {
-        let len = self.audit_log.metadata().map_err(io_error)?.len();
-        Ok(len > self.audit_copied.load(Ordering::Acquire))
+        // The log goes on where the copy ends if a record starts there (not a zero byte, nor the
+        // end of the file).
+        use std::os::unix::fs::FileExt;
+        let mut byte = [0u8; 1];
+        let at = self.audit_copied.load(Ordering::Acquire);
+        let n = self.audit_log.read_at(&mut byte, at).map_err(io_error)?;
+        Ok(n == 1 && byte[0] != 0)
     }
 
     /// Copies what the log file holds past the audit database's copy into it (a blocking call).
@@ -1192,9 +1205,9 @@ fn copy_audit_records(conn: &mut Connection, log: &File) -> Result<u64> {
                     break;
                 };
                 let hash = AuditHash::from_hex(&r.hash);
-                let Some(hash) =
-                    hash.filter(|_| r.seq == last.seq + 1 && r.prev_hash == last.hash.to_hex())
-                else {
+                let Some(hash) = hash.filter(|_| {
+                    r.seq == last.seq + 1 && AuditHash::from_hex(&r.prev_hash) == Some(last.hash)
+                }) else {
                     warn_stopped(r.offset, last.seq);
                     break;
                 };
