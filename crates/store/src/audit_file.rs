@@ -19,8 +19,8 @@
 //!
 //! Appends take an exclusive `flock` on the file for the length of one batch, so several
 //! processes on one database (the server and an operator's `nutmeg admin`) extend one chain: an
-//! appender that finds the file longer than it left it reads the records added since to learn the
-//! head. A batch that could not be written whole is zeroed again before its callers hear of the
+//! appender that finds a record where it left the log's end reads the records added since to learn
+//! the head. A batch that could not be written whole is zeroed again before its callers hear of the
 //! failure; if that or the sync fails, the file refuses further appends until it is opened again
 //! (after a failed `fdatasync` the kernel may have dropped the pages it could not write).
 //!
@@ -354,7 +354,7 @@ impl std::fmt::Debug for AuditFile {
 
 impl AuditFile {
     /// Opens (creating) the log at `path` and reads it from `from`, a boundary the caller knows
-    /// (from its searchable copy), to its end: a torn last record is moved aside and cut off.
+    /// (from its searchable copy), to its end: a torn last record is moved aside and zeroed.
     pub(crate) fn open(path: &Path, from: Boundary) -> Result<AuditFile> {
         let file = OpenOptions::new()
             .read(true)
