@@ -557,15 +557,7 @@ impl AuditFile {
         // Another process may have appended since this one last did: then the log does not end
         // (with a zero byte, or the end of the file) where this appender left it.
         let len = self.file.metadata().map_err(io_error)?.len();
-        let mut byte = [0u8; 1];
-        let moved = len < self.head.offset
-            || (len > self.head.offset
-                && self
-                    .file
-                    .read_at(&mut byte, self.head.offset)
-                    .map_err(io_error)?
-                    == 1
-                && byte[0] != 0);
+        let moved = len < self.head.offset || record_starts_at(&self.file, self.head.offset)?;
         if moved {
             self.recover()?;
         }
@@ -715,7 +707,15 @@ impl AuditFile {
     }
 }
 
-fn io_error(e: std::io::Error) -> StoreError {
+/// Whether a record starts at `offset` in `file`: the log goes on there (not a zero byte written
+/// ahead of it, nor the end of the file).
+pub(crate) fn record_starts_at(file: &File, offset: u64) -> Result<bool> {
+    let mut byte = [0u8; 1];
+    let n = file.read_at(&mut byte, offset).map_err(io_error)?;
+    Ok(n == 1 && byte[0] != 0)
+}
+
+pub(crate) fn io_error(e: std::io::Error) -> StoreError {
     StoreError::Database(format!("audit log: {e}"))
 }
 

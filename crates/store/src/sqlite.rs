@@ -36,7 +36,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::accounts::{self, NewUser, Session, User, UserStatus};
 use crate::audit::{self, Appender, RawRecord};
-use crate::audit_file::{self, AuditFile, Boundary, FileRecord, Scanner};
+use crate::audit_file::{self, io_error, AuditFile, Boundary, FileRecord, Scanner};
 use crate::clients::{self, Client, ClientStatus, NewClient};
 use crate::exec::{block_ready, Dialect, Exec, Val};
 use crate::relationships::{self, RelationshipBasis};
@@ -1013,13 +1013,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, writes: &[Write]) -> Result<()> {
 impl Inner {
     /// Whether the log file holds records the audit database's copy does not.
     fn audit_behind(&self) -> Result<bool> {
-        // The log goes on where the copy ends if a record starts there (not a zero byte, nor the
-        // end of the file).
-        use std::os::unix::fs::FileExt;
-        let mut byte = [0u8; 1];
-        let at = self.audit_copied.load(Ordering::Acquire);
-        let n = self.audit_log.read_at(&mut byte, at).map_err(io_error)?;
-        Ok(n == 1 && byte[0] != 0)
+        audit_file::record_starts_at(&self.audit_log, self.audit_copied.load(Ordering::Acquire))
     }
 
     /// Copies what the log file holds past the audit database's copy into it (a blocking call).
@@ -1243,10 +1237,6 @@ fn warn_stopped(at: u64, after: i64) {
             "the audit log file does not go on as a chain here: its copy stops; run `nutmeg admin audit verify`"
         );
     }
-}
-
-fn io_error(e: std::io::Error) -> StoreError {
-    StoreError::Database(format!("audit log: {e}"))
 }
 
 /// Ends the validity of a resource's current index and compartment rows at commit `seq` (they stay

@@ -95,6 +95,17 @@ fn split_line(line: &[u8]) -> (serde_json::Value, String) {
     (header, text[at + 1..].trim_end_matches('\n').to_string())
 }
 
+/// The numbers of the audit records indexed by `patient`, newest first.
+async fn records_of_patient(store: &Store, patient: &str) -> Vec<i64> {
+    let query = store::AuditQuery {
+        filters: vec![("patient".to_string(), patient.to_string())],
+        limit: 10,
+        ..Default::default()
+    };
+    let found = store.search_audit(&query).await.expect("search");
+    found.iter().map(|r| r.seq).collect()
+}
+
 fn audit_record(n: i64) -> store::NewAuditRecord {
     store::NewAuditRecord {
         recorded: conformance::T0 + n,
@@ -205,15 +216,7 @@ async fn the_audit_copy_is_rebuilt_from_the_log_file() {
         let _ = std::fs::remove_file(format!("{}{suffix}", copy.display()));
     }
     let store = Store::open(&url).await.expect("reopen");
-    let found = store
-        .search_audit(&store::AuditQuery {
-            filters: vec![("patient".to_string(), "p4".to_string())],
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("search");
-    assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4]);
+    assert_eq!(records_of_patient(&store, "p4").await, vec![4]);
     let next = store
         .append_audit(vec![audit_record(6)])
         .await
@@ -247,16 +250,11 @@ async fn two_stores_on_one_file_append_one_audit_chain() {
         );
     }
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6]);
-    let found = db
-        .store
-        .search_audit(&store::AuditQuery {
-            filters: vec![("patient".to_string(), "p5".to_string())],
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .expect("search");
-    assert_eq!(found.len(), 1, "the other store's record is found here");
+    assert_eq!(
+        records_of_patient(&db.store, "p5").await.len(),
+        1,
+        "the other store's record is found here"
+    );
     for store in [&db.store, &other] {
         assert!(matches!(
             store.verify_audit().await.expect("verify"),
