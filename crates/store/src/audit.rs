@@ -321,21 +321,36 @@ pub(crate) struct RawRecord {
     hash: String,
 }
 
+/// The columns of `audit_log` where it holds the records themselves (PostgreSQL), as
+/// [`raw_row`] reads them. SQLite's copy holds each record's place in the log file instead.
+pub(crate) const RECORD_COLUMNS: &[&str] = &["seq", "recorded", "json", "prev_hash", "hash"];
+
 /// Up to `limit` rows with `seq > after`, in order.
 pub(crate) async fn raw_records(
     e: &mut impl Exec,
     after: i64,
     limit: usize,
 ) -> Result<Vec<RawRecord>> {
+    let rows = rows_after(e, RECORD_COLUMNS, after, limit).await?;
+    rows.into_iter().map(raw_row).collect()
+}
+
+/// `columns` of up to `limit` rows of `audit_log` with `seq > after`, in order.
+pub(crate) async fn rows_after(
+    e: &mut impl Exec,
+    columns: &[&str],
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Vec<Val>>> {
     let d = e.dialect();
     let sql = format!(
-        "SELECT seq, recorded, json, prev_hash, hash FROM audit_log WHERE seq > {} ORDER BY seq LIMIT {}",
+        "SELECT {} FROM audit_log WHERE seq > {} ORDER BY seq LIMIT {}",
+        columns.join(", "),
         d.placeholder(1),
         d.placeholder(2)
     );
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = e.rows(&sql, &[Val::Int(after), Val::Int(limit)]).await?;
-    rows.into_iter().map(raw_row).collect()
+    e.rows(&sql, &[Val::Int(after), Val::Int(limit)]).await
 }
 
 /// A row of `seq, recorded, json, prev_hash, hash`, as stored.
@@ -367,6 +382,16 @@ fn raw_row(row: Vec<Val>) -> Result<RawRecord> {
 /// backwards from `before_seq`, so a page costs as many index lookups as it has candidates; every
 /// other name is an index probe per candidate. Without filters the log is read backwards by seq.
 pub(crate) async fn search(e: &mut impl Exec, query: &AuditQuery) -> Result<Vec<RawRecord>> {
+    let rows = search_rows(e, query, RECORD_COLUMNS).await?;
+    rows.into_iter().map(raw_row).collect()
+}
+
+/// [`search`]: `columns` of the matching rows of `audit_log`, newest first.
+pub(crate) async fn search_rows(
+    e: &mut impl Exec,
+    query: &AuditQuery,
+    columns: &[&str],
+) -> Result<Vec<Vec<Val>>> {
     let d = e.dialect();
     let mut args: Vec<Val> = Vec::new();
     let bind = |args: &mut Vec<Val>, v: Val| {
@@ -441,12 +466,12 @@ pub(crate) async fn search(e: &mut impl Exec, query: &AuditQuery) -> Result<Vec<
     } else {
         format!(" WHERE {}", conditions.join(" AND "))
     };
+    let columns: Vec<String> = columns.iter().map(|c| format!("l.{c}")).collect();
     let sql = format!(
-        "SELECT l.seq, l.recorded, l.json, l.prev_hash, l.hash FROM {from}{filter} \
-         ORDER BY {order} DESC LIMIT {limit}"
+        "SELECT {} FROM {from}{filter} ORDER BY {order} DESC LIMIT {limit}",
+        columns.join(", ")
     );
-    let rows = e.rows(&sql, &args).await?;
-    rows.into_iter().map(raw_row).collect()
+    e.rows(&sql, &args).await
 }
 
 /// The record whose hash is `hash`, if any (read only when the chain breaks, so the scan it may
@@ -481,16 +506,6 @@ impl RawRecord {
             prev_hash,
             hash,
         }
-    }
-
-    /// The stored hash, as text.
-    #[cfg(feature = "sqlite")]
-    pub(crate) fn hash_text(&self) -> &str {
-        &self.hash
-    }
-
-    pub(crate) fn seq(&self) -> i64 {
-        self.seq
     }
 
     /// The record, if every stored field is well formed and its hash matches its content.

@@ -218,6 +218,25 @@ fn parse(buf: &[u8], offset: u64) -> Parsed {
     )
 }
 
+/// The whole record a line of `length` bytes at `offset` holds (where the searchable copy places
+/// one), or `None` if there is none: the file is shorter, or those bytes are not one record.
+pub(crate) fn record_at(file: &File, offset: u64, length: u64) -> Result<Option<FileRecord>> {
+    // The place comes from a database anyone with the file can edit: read only what the file has.
+    let size = file.metadata().map_err(io_error)?.len();
+    let Some(len) = usize::try_from(length)
+        .ok()
+        .filter(|_| offset.checked_add(length).is_some_and(|end| end <= size))
+    else {
+        return Ok(None);
+    };
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, offset).map_err(io_error)?;
+    Ok(match parse(&buf, offset) {
+        Parsed::Record(record, taken) if taken == len => Some(*record),
+        _ => None,
+    })
+}
+
 /// Why a scan stopped before the end of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stop {
@@ -304,6 +323,11 @@ impl Scanner {
             self.eof = true;
         }
         Ok(())
+    }
+
+    /// The offset of the next record: past the last one read.
+    pub(crate) fn position(&self) -> u64 {
+        self.at + self.used as u64
     }
 
     /// Where the scan stopped short of the end of the file, if it did.
@@ -611,26 +635,16 @@ impl AuditFile {
 pub(crate) struct FileChain {
     file: File,
     scanner: std::sync::Mutex<(Scanner, i64, bool)>,
-    /// A record number whose hash (as written) the walk keeps, and the hash once seen.
-    watch: i64,
-    seen: std::sync::Mutex<Option<String>>,
 }
 
 impl FileChain {
-    /// A walk of `file` that keeps the hash of record `watch` as it passes it.
-    pub(crate) fn new(file: File, watch: i64) -> Result<FileChain> {
+    /// A walk of `file` from its first record.
+    pub(crate) fn new(file: File) -> Result<FileChain> {
         let scanner = Scanner::new(file.try_clone().map_err(io_error)?, 0);
         Ok(FileChain {
             file,
             scanner: std::sync::Mutex::new((scanner, 0, false)),
-            watch,
-            seen: std::sync::Mutex::new(None),
         })
-    }
-
-    /// The hash written in record `watch`, if the walk passed it.
-    pub(crate) fn watched(&self) -> Option<String> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -643,9 +657,6 @@ impl audit::ChainSource for FileChain {
             match scanner.next_record()? {
                 Some(r) => {
                     *last = r.seq;
-                    if r.seq == self.watch {
-                        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.hash.clone());
-                    }
                     out.push(audit::RawRecord::new(
                         r.seq,
                         Some(r.recorded),

@@ -221,16 +221,9 @@ impl Store {
             "verify_audit",
             async {
                 match self {
-                    // On SQLite the searchable copy is walked (and brought up to date) first, then
-                    // the log file it was copied from, and the two compared.
+                    // On SQLite the log file is walked, then its searchable copy compared with it.
                     #[cfg(feature = "sqlite")]
-                    Store::Sqlite(e) => {
-                        e.copy_audit().await?;
-                        match crate::audit::verify(self).await? {
-                            broken @ AuditCheck::Broken { .. } => Ok(broken),
-                            copy => e.verify_audit_file(copy).await,
-                        }
-                    }
+                    Store::Sqlite(e) => e.verify_audit().await,
                     #[cfg(feature = "postgres")]
                     Store::Postgres(_) => crate::audit::verify(self).await,
                 }

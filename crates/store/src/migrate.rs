@@ -110,6 +110,11 @@ pub(crate) const SQLITE_AUDIT: &[Migration] = &[
         name: "audit_file",
         sql: include_str!("../migrations/sqlite-audit/0002_audit_file.sql"),
     },
+    Migration {
+        version: 3,
+        name: "audit_places",
+        sql: include_str!("../migrations/sqlite-audit/0003_audit_places.sql"),
+    },
 ];
 
 #[cfg(feature = "postgres")]

@@ -12,14 +12,17 @@
 //! `fdatasync`, so a read's record is durable before its response goes out, at a fraction of what a
 //! synced SQLite transaction of the record and its index rows cost. The searchable copy is a second
 //! database file ([`audit_file_of`]: `nutmeg-audit.db`; a second in-memory database for a store in
-//! memory, whose log is an unnamed temporary file), filled from the log by a background thread in
+//! memory, whose log is an unnamed temporary file) that holds where each record is in the log
+//! (its number, time, hash, offset and length) and its index pairs, not its text: searches find
+//! records there and read them from the log. It is filled from the log by a background thread in
 //! large transactions and brought up to the log's end before every search or read of the log. It
 //! is a file of its own because a commit to a file makes each of its reader connections drop its
 //! page cache and memory map at its next transaction. A write's records are appended (durably)
 //! inside the write's transaction, after its expectations held and before it commits: a crash or
 //! a failed commit in between leaves a record of writes that did not land, never writes without
-//! their record. Databases from before the split keep their records in the main file; they move to
-//! the audit database, once, when it is created, and from there to the log file when it is. An
+//! their record. Databases from before the split keep their records in the main file, and audit
+//! databases from before the log file in their tables: they are written to the log file, once,
+//! when it is created ([`settle_earlier_records`]). An
 //! in-memory database (`sqlite::memory:`) is private to its connection, so there every call uses
 //! the writer connection.
 
@@ -243,17 +246,15 @@ impl Sqlite {
                     .map_err(|e| StoreError::Open(format!("{}: {e}", file.display())))?,
             };
             migrate(&mut audit_writer, migrate::SQLITE_AUDIT).map_err(opening)?;
-            if let Some(main) = &path {
-                adopt_earlier_records(&mut audit_writer, main).map_err(opening)?;
-            }
-            // The copier's transactions hold a couple of seconds of records (some megabytes of
-            // AuditEvent text): with a cache smaller than that, SQLite spills pages to the WAL
-            // in the middle of each one.
+            // The copier's transactions hold up to 20,000 records' places and index rows, which
+            // land on pages all over the index: with a cache smaller than those, SQLite spills
+            // pages to the WAL in the middle of each one (and writes them again at its end).
             audit_writer
                 .pragma_update(None, "cache_size", -AUDIT_COPY_CACHE_KIB)
                 .map_err(|e| StoreError::Open(e.to_string()))?;
             let log_path = path.as_deref().map(audit_log_of);
-            let log = open_audit_log(&mut audit_writer, log_path.as_deref()).map_err(opening)?;
+            let log = open_audit_log(&mut audit_writer, path.as_deref(), log_path.as_deref())
+                .map_err(opening)?;
             let audit_log = log.reader().map_err(opening)?;
             let copied = copy_audit_records(&mut audit_writer, &audit_log).map_err(opening)?;
             let inner = Arc::new(Inner {
@@ -294,65 +295,23 @@ impl Sqlite {
         blocking(move || inner.copy_audit()).await
     }
 
-    /// After the copy in the audit database walked intact (`copy`), walks the log file and
-    /// compares the two: the log is intact when the file is and the copy is the start of it (the
-    /// file may hold records appended since the copy was walked).
-    pub(crate) async fn verify_audit_file(
-        &self,
-        copy: audit::AuditCheck,
-    ) -> Result<audit::AuditCheck> {
+    /// Walks the log file's chain, then compares the searchable copy with it (brought up to date
+    /// first): each row of the copy must place the record of its number, with its time and hash,
+    /// where the file holds it. The file may hold records appended since the copy was read.
+    pub(crate) async fn verify_audit(&self) -> Result<audit::AuditCheck> {
+        self.copy_audit().await?;
         let inner = self.inner.clone();
         blocking(move || {
-            let (copied, copy_head) = match copy {
-                audit::AuditCheck::Intact { count, head } => (count as i64, head),
-                broken => return Ok(broken),
-            };
             let reader = inner.audit_log.try_clone().map_err(io_error)?;
-            let chain = audit_file::FileChain::new(reader, copied)?;
-            let file = block_ready(audit::verify(&chain))?;
-            let agree = copied == 0 || chain.watched() == Some(copy_head.to_hex());
-            if matches!(file, audit::AuditCheck::Broken { .. }) || agree {
+            let file = block_ready(audit::verify(&audit_file::FileChain::new(reader)?))?;
+            if matches!(file, audit::AuditCheck::Broken { .. }) {
                 return Ok(file);
             }
-            // Both chains hold together on their own but are not the same chain: name the first
-            // record where they part.
             let conn = lock(&inner.audit.writer);
-            let mut e = SqliteExec { conn: &conn };
-            let mut scanner = Scanner::new(inner.audit_log.try_clone().map_err(io_error)?, 0);
-            let mut after = i64::MIN;
-            let mut verified = 0;
-            loop {
-                let chunk = block_ready(audit::raw_records(&mut e, after, 1_000))?;
-                let done = chunk.len() < 1_000;
-                for raw in chunk {
-                    let fault = match scanner.next_record()? {
-                        None => audit::AuditFault::Inserted { seq: raw.seq() },
-                        Some(r) if r.hash != raw.hash_text() => {
-                            audit::AuditFault::Changed { seq: raw.seq() }
-                        }
-                        Some(_) => {
-                            verified += 1;
-                            after = raw.seq();
-                            continue;
-                        }
-                    };
-                    return Ok(audit::AuditCheck::Broken { verified, fault });
-                }
-                if done {
-                    break;
-                }
+            match compare_copy(&conn, &inner.audit_log)? {
+                Some(broken) => Ok(broken),
+                None => Ok(file),
             }
-            let last = match file {
-                audit::AuditCheck::Intact { count, .. } => count as i64,
-                broken => return Ok(broken),
-            };
-            Ok(audit::AuditCheck::Broken {
-                verified,
-                fault: audit::AuditFault::Removed {
-                    first: after.max(0) + 1,
-                    last,
-                },
-            })
         })
         .await
     }
@@ -746,15 +705,22 @@ impl Sqlite {
 
     pub(crate) async fn audit_raw(&self, after: i64, limit: usize) -> Result<Vec<RawRecord>> {
         self.copy_audit().await?;
-        self.read_audit(move |e| block_ready(audit::raw_records(e, after, limit)))
+        let inner = self.inner.clone();
+        self.read_audit(move |e| placed_records_after(e, &inner.audit_log, after, limit))
             .await
     }
 
     pub(crate) async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<RawRecord>> {
         self.copy_audit().await?;
         let query = query.clone();
-        self.read_audit(move |e| block_ready(audit::search(e, &query)))
-            .await
+        let inner = self.inner.clone();
+        self.read_audit(move |e| {
+            let rows = block_ready(audit::search_rows(e, &query, PLACE_COLUMNS))?;
+            rows.into_iter()
+                .map(|row| placed_record(&inner.audit_log, row))
+                .collect()
+        })
+        .await
     }
 
     pub(crate) async fn audit_seq_of_hash(&self, hash: AuditHash) -> Result<Option<i64>> {
@@ -891,12 +857,14 @@ fn commit(
 }
 
 /// Copies the audit records (and their index rows) a database written before the audit log had a
-/// file of its own keeps in its main file, once, into a new audit database. The main file's copy
-/// stays (its triggers refuse deletion) and is no longer read.
+/// database of its own keeps in its main file into the audit database's `audit_earlier` tables
+/// (from where [`settle_earlier_records`] writes them to the new log file). The main file's
+/// records stay (its triggers refuse deletion) and are no longer read.
 fn adopt_earlier_records(audit: &mut Connection, main: &std::path::Path) -> Result<()> {
-    let empty: bool = audit.query_row("SELECT NOT EXISTS (SELECT 1 FROM audit_log)", [], |r| {
-        r.get(0)
-    })?;
+    let empty: bool =
+        audit.query_row("SELECT NOT EXISTS (SELECT 1 FROM audit_earlier)", [], |r| {
+            r.get(0)
+        })?;
     if !empty {
         return Ok(());
     }
@@ -912,7 +880,7 @@ fn adopt_earlier_records(audit: &mut Connection, main: &std::path::Path) -> Resu
         }
         let tx = audit.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) \
+            "INSERT INTO audit_earlier (seq, recorded, json, prev_hash, hash) \
              SELECT seq, recorded, json, prev_hash, hash FROM earlier.audit_log ORDER BY seq",
             [],
         )?;
@@ -923,7 +891,7 @@ fn adopt_earlier_records(audit: &mut Connection, main: &std::path::Path) -> Resu
         )?;
         if has_index {
             tx.execute(
-                "INSERT INTO audit_index (name, value, seq) SELECT name, value, seq FROM earlier.audit_index",
+                "INSERT INTO audit_earlier_index (name, value, seq) SELECT name, value, seq FROM earlier.audit_index",
                 [],
             )?;
         }
@@ -1076,39 +1044,68 @@ fn copied_boundary(conn: &Connection) -> Result<Option<Boundary>> {
 }
 
 /// Opens the audit log file (a temporary one for a store in memory), from where the audit
-/// database's copy ends. A database from before the log had a file holds its records only in
-/// its `audit_log` table: they are written to the new file first, as they are.
-fn open_audit_log(conn: &mut Connection, path: Option<&Path>) -> Result<AuditFile> {
-    let Some(path) = path else {
+/// database's copy ends, once the records of earlier versions are settled.
+fn open_audit_log(
+    conn: &mut Connection,
+    main: Option<&Path>,
+    log: Option<&Path>,
+) -> Result<AuditFile> {
+    settle_earlier_records(conn, main.zip(log))?;
+    let Some(path) = log else {
         return AuditFile::temporary();
     };
-    let from = match copied_boundary(conn)? {
-        Some(boundary) => boundary,
-        None => {
-            let earlier: bool =
-                conn.query_row("SELECT EXISTS (SELECT 1 FROM audit_log)", [], |r| r.get(0))?;
-            if earlier {
-                let at = write_earlier_records(conn, path)?;
-                set_copied(conn, &at)?;
+    AuditFile::open(path, copied_boundary(conn)?.unwrap_or(Boundary::START))
+}
+
+/// The tables of audit database versions 1 and 2 (`audit_earlier`, renamed by version 3): a copy
+/// the log file already holds (`audit_earlier_copied` says how far), or, from before the log had
+/// a file, the records themselves (or, older still, records in the main database, `main`): those
+/// are written to the new log file (`log`). Then the tables are dropped; the copy is rebuilt from
+/// the file.
+fn settle_earlier_records(conn: &mut Connection, files: Option<(&Path, &Path)>) -> Result<()> {
+    let earlier: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_earlier')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !earlier {
+        return Ok(());
+    }
+    if let Some((main, log)) = files {
+        let in_file: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM audit_earlier_copied)",
+            [],
+            |r| r.get(0),
+        )?;
+        if !in_file {
+            adopt_earlier_records(conn, main)?;
+            let any: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM audit_earlier)", [], |r| {
+                    r.get(0)
+                })?;
+            if any {
+                let at = write_earlier_records(conn, log)?;
                 tracing::info!(
                     records = at.seq,
                     "audit records written to the audit log file"
                 );
-                at
-            } else {
-                Boundary::START
             }
         }
-    };
-    AuditFile::open(path, from)
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE; DROP TABLE IF EXISTS audit_earlier; \
+         DROP TABLE IF EXISTS audit_earlier_index; DROP TABLE IF EXISTS audit_earlier_copied; COMMIT;",
+    )?;
+    Ok(())
 }
 
-/// Writes every record of the audit database's `audit_log`, with its index pairs, to a new log
-/// file at `path`.
+/// Writes every record of the audit database's `audit_earlier`, with its index pairs, to a new
+/// log file at `path`.
 fn write_earlier_records(conn: &Connection, path: &Path) -> Result<Boundary> {
-    let mut records =
-        conn.prepare("SELECT seq, recorded, json, prev_hash, hash FROM audit_log ORDER BY seq")?;
-    let mut pairs = conn.prepare("SELECT seq, name, value FROM audit_index ORDER BY seq")?;
+    let mut records = conn
+        .prepare("SELECT seq, recorded, json, prev_hash, hash FROM audit_earlier ORDER BY seq")?;
+    let mut pairs =
+        conn.prepare("SELECT seq, name, value FROM audit_earlier_index ORDER BY seq")?;
     let mut records = records.query([])?;
     let mut pairs = pairs.query([])?;
     let mut pending: Option<(i64, String, String)> = None;
@@ -1173,7 +1170,8 @@ fn set_copied(conn: &Connection, at: &Boundary) -> Result<()> {
     Ok(())
 }
 
-/// Copies the records the log file holds past the copy's end into `audit_log` and `audit_index`,
+/// Copies the places of the records the log file holds past the copy's end into `audit_log`, and
+/// their index pairs into `audit_index`,
 /// in transactions of at most [`COPY_BATCH`] records; answers the file offset the copy reaches.
 /// The copy stops at a record that does not follow the one before it (a damaged or altered file:
 /// `verify` names it) and at a record still being written.
@@ -1186,7 +1184,7 @@ fn copy_audit_records(conn: &mut Connection, log: &File) -> Result<u64> {
         let mut copied = 0;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO audit_log (seq, recorded, hash, file_offset, length) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             let mut index = tx.prepare_cached(
                 "INSERT OR IGNORE INTO audit_index (name, value, seq) VALUES (?1, ?2, ?3)",
@@ -1205,7 +1203,8 @@ fn copy_audit_records(conn: &mut Connection, log: &File) -> Result<u64> {
                     warn_stopped(r.offset, last.seq);
                     break;
                 };
-                insert.execute(params![r.seq, r.recorded, r.json, r.prev_hash, r.hash])?;
+                let (offset, length) = (place(r.offset), place(r.end - r.offset));
+                insert.execute(params![r.seq, r.recorded, r.hash, offset, length])?;
                 for (name, value) in &r.index {
                     index.execute(params![name, value, r.seq])?;
                 }
@@ -1225,6 +1224,101 @@ fn copy_audit_records(conn: &mut Connection, log: &File) -> Result<u64> {
             return Ok(last.offset);
         }
     }
+}
+
+/// The first row of the audit database's copy that does not place the log file's record of its
+/// number as the file holds it (the file's chain is intact), if any.
+fn compare_copy(conn: &Connection, log: &File) -> Result<Option<audit::AuditCheck>> {
+    let mut e = SqliteExec { conn };
+    let mut scanner = Scanner::new(log.try_clone().map_err(io_error)?, 0);
+    let (mut after, mut verified) = (i64::MIN, 0);
+    loop {
+        let rows = block_ready(audit::rows_after(&mut e, PLACE_COLUMNS, after, 1_000))?;
+        let done = rows.len() < 1_000;
+        for row in rows {
+            let mut row = row.into_iter();
+            let mut next = || row.next().unwrap_or(Val::Null);
+            let seq = next().int()?;
+            let (recorded, hash, offset, length) = (next(), next(), next(), next());
+            let fault = match scanner.next_record()? {
+                // The file ends before the copy does: records were cut off its end, if the row
+                // places one past it; a row placing one inside it is not the file's.
+                None if matches!(offset, Val::Int(o) if o >= place(scanner.position())) => {
+                    let last: i64 =
+                        conn.query_row("SELECT max(seq) FROM audit_log", [], |r| r.get(0))?;
+                    audit::AuditFault::Removed { first: seq, last }
+                }
+                None => audit::AuditFault::Changed { seq },
+                Some(r) if r.seq < seq => audit::AuditFault::Removed {
+                    first: r.seq,
+                    last: seq - 1,
+                },
+                Some(r) if r.seq > seq => audit::AuditFault::Inserted { seq },
+                Some(r)
+                    if recorded != Val::Int(r.recorded)
+                        || !matches!(&hash, Val::Text(h) if *h == r.hash)
+                        || offset != Val::Int(place(r.offset))
+                        || length != Val::Int(place(r.end - r.offset)) =>
+                {
+                    audit::AuditFault::Changed { seq }
+                }
+                Some(_) => {
+                    verified += 1;
+                    after = seq;
+                    continue;
+                }
+            };
+            return Ok(Some(audit::AuditCheck::Broken { verified, fault }));
+        }
+        if done {
+            return Ok(None);
+        }
+    }
+}
+
+/// A file offset or length as SQLite stores it.
+fn place(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The columns of the audit database's copy, as [`placed_record`] reads them.
+const PLACE_COLUMNS: &[&str] = &["seq", "recorded", "hash", "file_offset", "length"];
+
+/// Up to `limit` records of the copy with `seq > after`, in order, read from the log file.
+fn placed_records_after(
+    e: &mut SqliteExec<'_>,
+    log: &File,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<RawRecord>> {
+    let rows = block_ready(audit::rows_after(e, PLACE_COLUMNS, after, limit))?;
+    rows.into_iter()
+        .map(|row| placed_record(log, row))
+        .collect()
+}
+
+/// The record a row of the copy places in the log file: its number, time and hash as the copy
+/// holds them, its text and previous hash as the file does (the hash covers the number and time,
+/// so a row moved to another record's place never checks). A row that does not place a whole
+/// record gives one without text or previous hash, which no check passes: verify names it changed.
+fn placed_record(log: &File, row: Vec<Val>) -> Result<RawRecord> {
+    let mut row = row.into_iter();
+    let mut next = || row.next().unwrap_or(Val::Null);
+    let seq = next().int()?;
+    let recorded = match next() {
+        Val::Int(i) => Some(i),
+        _ => None,
+    };
+    let hash = next().text().unwrap_or_default();
+    let (offset, length) = (next().int().unwrap_or(-1), next().int().unwrap_or(-1));
+    let found = match (u64::try_from(offset), u64::try_from(length)) {
+        (Ok(offset), Ok(length)) => audit_file::record_at(log, offset, length)?,
+        _ => None,
+    };
+    Ok(match found {
+        Some(r) => RawRecord::new(seq, recorded, r.json, r.prev_hash, hash),
+        None => RawRecord::new(seq, recorded, String::new(), String::new(), hash),
+    })
 }
 
 /// Says once per place that the copy cannot go past a record of the log file.

@@ -148,6 +148,12 @@ async fn audit_log_file_tampering_is_named() {
             AuditFault::Removed { first: 1, last: 1 },
         ),
         (
+            "the last two records cut off",
+            |lines| lines.truncate(4),
+            4,
+            AuditFault::Removed { first: 5, last: 6 },
+        ),
+        (
             "a record garbled",
             |lines| lines[3] = b"not a record at all\n".to_vec(),
             3,
@@ -428,18 +434,12 @@ async fn earlier_audit_records_move_to_the_audit_file() {
         .append_audit((1..=3).map(record).collect())
         .await
         .expect("append");
-    // (Read, so that the audit database's copy holds them.)
-    assert_eq!(store.audit_records(0, 10).await.expect("read").len(), 3);
+    let records = store.audit_records(0, 10).await.expect("read");
+    assert_eq!(records.len(), 3);
     drop(store);
     let audit = store::audit_file_of(&main);
     let conn = rusqlite::Connection::open(&main).expect("open main file");
-    conn.execute("ATTACH DATABASE ?1 AS a", [audit.to_string_lossy()])
-        .expect("attach");
-    conn.execute_batch(
-        "INSERT INTO audit_log SELECT seq, recorded, json, prev_hash, hash FROM a.audit_log; \
-         INSERT INTO audit_index SELECT name, value, seq FROM a.audit_index; DETACH DATABASE a;",
-    )
-    .expect("copy into the main file");
+    write_records_as_kept(&conn, &records);
     drop(conn);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", audit.display()));
@@ -484,6 +484,84 @@ async fn earlier_audit_records_move_to_the_audit_file() {
         store.verify_audit().await.expect("verify"),
         store::AuditCheck::Intact { count: 4, .. }
     ));
+}
+
+/// Writes `records` (indexed by `patient` p<seq>) into `audit_log` and `audit_index` tables as the
+/// versions before the log file kept them: the record itself in each row.
+fn write_records_as_kept(conn: &rusqlite::Connection, records: &[store::AuditRecord]) {
+    for r in records {
+        conn.execute(
+            "INSERT INTO audit_log (seq, recorded, json, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![r.seq, r.recorded, r.json, r.prev_hash.to_hex(), r.hash.to_hex()],
+        )
+        .expect("insert a record");
+        conn.execute(
+            "INSERT INTO audit_index (name, value, seq) VALUES ('patient', ?1, ?2)",
+            rusqlite::params![format!("p{}", r.seq), r.seq],
+        )
+        .expect("insert its index row");
+    }
+}
+
+/// An audit database of version 2 (its copy of the log file held each record's text) is upgraded
+/// on open: the old copy is dropped, the new one (the records' places in the file) built from the
+/// file; searches, reads and verify find every record, and the chain goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_audit_copy_is_replaced_by_places() {
+    let db = fresh().await;
+    let main = db._dir.path().join("test.db");
+    let url = format!("sqlite://{}", main.display());
+    db.store
+        .append_audit((1..=4).map(audit_record).collect())
+        .await
+        .expect("append");
+    let records = db.store.audit_records(0, 10).await.expect("read");
+    assert_eq!(records.len(), 4);
+    // The audit database laid out as version 2 left it: its tables, and a copy of the file's four
+    // records, text and all, with how far the copy went.
+    let (_, lines) = log_lines(&db);
+    drop(db.store);
+    let end: usize = lines.iter().map(Vec::len).sum();
+    let conn = rusqlite::Connection::open(store::audit_file_of(&main)).expect("open audit db");
+    conn.execute_batch(&format!(
+        "DROP TABLE audit_log; DROP TABLE audit_index; DROP TABLE audit_copied; \
+         DELETE FROM schema_migrations WHERE version = 3; {} {}",
+        include_str!("../migrations/sqlite-audit/0001_audit.sql"),
+        include_str!("../migrations/sqlite-audit/0002_audit_file.sql"),
+    ))
+    .expect("version 2 tables");
+    write_records_as_kept(&conn, &records);
+    conn.execute(
+        "INSERT INTO audit_copied (one, seq, hash, file_offset) VALUES (1, 4, ?1, ?2)",
+        rusqlite::params![records[3].hash.to_hex(), end as i64],
+    )
+    .expect("how far it went");
+    drop(conn);
+
+    let store = Store::open(&url).await.expect("open version 2");
+    assert_eq!(records_of_patient(&store, "p3").await, vec![3]);
+    assert_eq!(store.audit_records(0, 10).await.expect("read"), records);
+    let next = store
+        .append_audit(vec![audit_record(5)])
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, 5);
+    assert_eq!(
+        store.verify_audit().await.expect("verify"),
+        store::AuditCheck::Intact {
+            count: 5,
+            head: next[0].hash
+        }
+    );
+    let conn = rusqlite::Connection::open(store::audit_file_of(&main)).expect("open audit db");
+    let earlier: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'audit_earlier%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(earlier, 0, "the old copy is gone");
 }
 
 /// Two purges of one patient's data at once on one database remove each resource once.
