@@ -256,7 +256,20 @@ impl Sqlite {
             let log = open_audit_log(&mut audit_writer, path.as_deref(), log_path.as_deref())
                 .map_err(opening)?;
             let audit_log = log.reader().map_err(opening)?;
+            // A copy made from the start (deleted, or dropped by audit migration 3) takes a
+            // while on a large log, before the store opens: say so.
+            let building = copied_boundary(&audit_writer).map_err(opening)?.is_none()
+                && audit_file::record_starts_at(&audit_log, 0).map_err(opening)?;
+            if building {
+                tracing::info!("building the audit log's searchable copy from the log file");
+            }
             let copied = copy_audit_records(&mut audit_writer, &audit_log).map_err(opening)?;
+            if building {
+                let records = copied_boundary(&audit_writer)
+                    .map_err(opening)?
+                    .map_or(0, |b| b.seq);
+                tracing::info!(records, "audit log's searchable copy built");
+            }
             let inner = Arc::new(Inner {
                 path,
                 writer: Mutex::new(writer),
