@@ -353,15 +353,22 @@ pub(crate) async fn rows_after(
     e.rows(&sql, &[Val::Int(after), Val::Int(limit)]).await
 }
 
+/// A row's leading `seq, recorded`: the number, and the time if it is an integer (anything else,
+/// in a tampered row on SQLite, shows as changed).
+pub(crate) fn seq_and_time(row: &mut impl Iterator<Item = Val>) -> Result<(i64, Option<i64>)> {
+    let seq = row.next().unwrap_or(Val::Null).int()?;
+    let recorded = match row.next() {
+        Some(Val::Int(i)) => Some(i),
+        _ => None,
+    };
+    Ok((seq, recorded))
+}
+
 /// A row of `seq, recorded, json, prev_hash, hash`, as stored.
 fn raw_row(row: Vec<Val>) -> Result<RawRecord> {
     let mut row = row.into_iter();
+    let (seq, recorded) = seq_and_time(&mut row)?;
     let mut next = || row.next().unwrap_or(Val::Null);
-    let seq = next().int()?;
-    let recorded = match next() {
-        Val::Int(i) => Some(i),
-        _ => None,
-    };
     // Text as stored; anything else (a tampered row on SQLite) shows as changed.
     let text = |v: Val| match v {
         Val::Text(s) => s,

@@ -1316,12 +1316,8 @@ fn placed_records_after(
 /// record gives one without text or previous hash, which no check passes: verify names it changed.
 fn placed_record(log: &File, row: Vec<Val>) -> Result<RawRecord> {
     let mut row = row.into_iter();
+    let (seq, recorded) = audit::seq_and_time(&mut row)?;
     let mut next = || row.next().unwrap_or(Val::Null);
-    let seq = next().int()?;
-    let recorded = match next() {
-        Val::Int(i) => Some(i),
-        _ => None,
-    };
     let hash = next().text().unwrap_or_default();
     let (offset, length) = (next().int().unwrap_or(-1), next().int().unwrap_or(-1));
     let found = match (u64::try_from(offset), u64::try_from(length)) {
